@@ -1,0 +1,75 @@
+"""``patchwatch``: one command for the server processes and the operator's verbs.
+
+Exit codes: 0 success, 1 failure of the work itself, 2 bad usage or configuration.
+Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cli import serve_cmd
+from cli import tools_cmd
+from cli.gunicorn_app import LOG_FORMAT
+from patchwatch.errors import ConfigError
+from patchwatch.errors import PatchwatchError
+from patchwatch.settings import Settings
+from patchwatch.settings import load_settings
+
+log = logging.getLogger("patchwatch")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchwatch",
+        description="Patch-status monitoring for Linux fleets.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve_cmd.add_commands(sub)
+    tools_cmd.add_commands(sub)
+    return parser
+
+
+def setup_logging(settings: Settings, quiet: bool, verbose: bool) -> None:
+    level = "DEBUG" if verbose else "WARNING" if quiet else settings.log_level.upper()
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {name: getattr(args, name, None) for name in ("data_dir", "bind", "workers")}
+        settings = load_settings(os.environ, args.config, overrides)
+    except ConfigError as exc:
+        print(f"patchwatch: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(settings, args.quiet, args.verbose)
+    try:
+        return int(args.handler(settings, args) or EXIT_OK)
+    except ConfigError as exc:
+        print(f"patchwatch: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PatchwatchError as exc:
+        print(f"patchwatch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head & co: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The server processes: ``serve`` (all in one), ``receiver``, ``scheduler``, ``exporter``.
+
+``serve`` is the embedded default: it migrates the store, starts the scheduler as a
+child process and runs gunicorn with the receiver and ``/metrics`` on one port. Stopping
+it (SIGTERM, Ctrl-C) stops gunicorn gracefully and then the scheduler.
+
+prometheus_client decides at import time whether counters are shared between processes
+(``PROMETHEUS_MULTIPROC_DIR``), so everything that imports it is imported lazily, after
+that variable is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cli.gunicorn_app import EmbeddedGunicorn
+from cli.gunicorn_app import gunicorn_options
+from patchwatch.db import open_database
+from patchwatch.errors import PatchwatchError
+from patchwatch.migrations import migrate
+from patchwatch.settings import Settings
+
+log = logging.getLogger("patchwatch.serve")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, handler, text in (
+        ("serve", cmd_serve, "run receiver, scheduler and exporter together (embedded default)"),
+        ("receiver", cmd_receiver, "run only the receiver (scale-out: several behind a balancer)"),
+        ("scheduler", cmd_scheduler, "run only the scheduler (one works; others wait)"),
+        ("exporter", cmd_exporter, "run only the Prometheus exporter"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--data-dir", dest="data_dir", help="data folder (setting data_dir)")
+        if name != "scheduler":
+            p.add_argument("--bind", help="host:port to listen on (setting bind)")
+            p.add_argument("--workers", type=int, help="gunicorn workers (setting workers)")
+        p.set_defaults(handler=handler)
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    data_dir = Path(settings.data_dir).resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PatchwatchError(f"cannot create data folder {data_dir}: {exc.strerror}") from None
+    return data_dir
+
+
+def prepare_database(settings: Settings) -> None:
+    db = open_database(settings.resolved_database_url)
+    try:
+        with db.connection_context():
+            applied = migrate(db)
+    except Exception as exc:  # boundary: any driver error becomes one clear line
+        raise PatchwatchError(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+    if applied:
+        log.info("database schema migrated to version %d", applied[-1])
+
+
+def fresh_metrics_dir(data_dir: Path, name: str) -> Path:
+    """Empty the shared-counter folder: counters restart with the server, as usual."""
+    path = data_dir / "run" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _mark_worker_dead(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def make_server_app(settings: Settings, with_receiver: bool = True) -> Any:
+    """Build the WSGI app one gunicorn worker serves (called in the worker)."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from exporter.app import make_app as make_exporter
+    from receiver.app import create_app
+
+    if not with_receiver:
+        return make_exporter(open_database(settings.resolved_database_url))
+    app = create_app(settings)
+    from patchwatch.db import database
+
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/metrics": make_exporter(database.obj)}
+    )
+    return app
+
+
+def start_scheduler_child(settings: Settings, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["PATCHWATCH_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "cli.main"]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.verbose:
+        cmd.append("-v")
+    cmd.append("scheduler")
+    return subprocess.Popen(cmd, env=env)
+
+
+def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("scheduler did not stop in %.0f s; killing it", timeout)
+        child.kill()
+        child.wait()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir = prepare_data_dir(settings)
+    prepare_database(settings)
+    fresh_metrics_dir(data_dir, "metrics")
+    child = start_scheduler_child(settings, args)
+    log.info(
+        "patchwatch serving on http://%s (data in %s, database %s)",
+        settings.bind,
+        data_dir,
+        "PostgreSQL" if settings.database_url.startswith("postgres") else "SQLite",
+    )
+
+    def on_exit(_server: Any) -> None:
+        stop_child(child)
+
+    options = gunicorn_options(
+        settings.bind,
+        settings.workers,
+        settings.log_level,
+        on_exit=on_exit,
+        child_exit=_mark_worker_dead,
+    )
+    try:
+        EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
+    finally:
+        stop_child(child)
+    return 0
+
+
+def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir = prepare_data_dir(settings)
+    prepare_database(settings)
+    fresh_metrics_dir(data_dir, f"metrics-receiver-{os.getpid()}")
+    options = gunicorn_options(
+        settings.bind, settings.workers, settings.log_level, child_exit=_mark_worker_dead
+    )
+    EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
+    return 0
+
+
+def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    prepare_data_dir(settings)
+    prepare_database(settings)
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    options = gunicorn_options(settings.bind, settings.workers, settings.log_level)
+    EmbeddedGunicorn(lambda: make_server_app(settings, with_receiver=False), options).run()
+    return 0
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.runner import default_jobs
+    from scheduler.runner import run_forever
+
+    prepare_data_dir(settings)
+    prepare_database(settings)
+    db = open_database(settings.resolved_database_url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("scheduler got signal %d; stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("scheduler started")
+    run_forever(db, default_jobs(settings), stop)
+    return 0

@@ -1,0 +1,87 @@
+"""Small operator commands: show settings, compare versions, migrate the schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from patchwatch.db import open_database
+from patchwatch.errors import VersionError
+from patchwatch.migrations import migrate
+from patchwatch.records import PackageKind
+from patchwatch.settings import SETTINGS
+from patchwatch.settings import Settings
+from patchwatch.settings import describe
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    p.add_argument("--help-table", action="store_true", help="also print each setting's help")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the settings table (defaults and help) as Markdown, as in the README",
+    )
+    p.set_defaults(handler=cmd_config)
+
+    p = sub.add_parser(
+        "vercmp",
+        help="compare versions read as 'A B' lines from stdin; print -1, 0 or 1 per line",
+    )
+    p.add_argument("kind", choices=[k.value for k in PackageKind])
+    p.set_defaults(handler=cmd_vercmp)
+
+    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p.set_defaults(handler=cmd_migrate)
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_markdown())
+        return 0
+    helps = {f.name: f.metadata["help"] for f in SETTINGS}
+    for name, value, env in describe(settings):
+        print(f"{name} = {value}    # {env}")
+        if args.help_table:
+            print(f"    {helps[name]}")
+    return 0
+
+
+def settings_markdown() -> str:
+    """Return the settings table as Markdown (the README embeds exactly this)."""
+    lines = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, default, env in describe(Settings()):
+        shown = f"`{default}`" if default else "(empty)"
+        help_text = next(f.metadata["help"] for f in SETTINGS if f.name == name)
+        lines.append(f"| `{name}` | `{env}` | {shown} | {help_text} |")
+    return "\n".join(lines)
+
+
+def cmd_vercmp(settings: Settings, args: argparse.Namespace) -> int:
+    from patchwatch.versions import compare
+
+    kind = PackageKind(args.kind)
+    status = 0
+    out = sys.stdout
+    for lineno, line in enumerate(sys.stdin, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            print(f"line {lineno}: expected two versions, got {len(parts)} fields", file=sys.stderr)
+            status = 2
+            continue
+        try:
+            out.write(f"{compare(kind, parts[0], parts[1])}\n")
+        except VersionError as exc:
+            print(f"line {lineno}: {exc}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_database(settings.resolved_database_url)
+    with db.connection_context():
+        applied = migrate(db)
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0

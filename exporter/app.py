@@ -1,0 +1,54 @@
+"""The exporter's WSGI application: ``/metrics`` from a registry built per process."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+
+from peewee import Database
+from prometheus_client import CollectorRegistry
+from prometheus_client import PlatformCollector
+from prometheus_client import ProcessCollector
+from prometheus_client import make_wsgi_app
+from prometheus_client import multiprocess
+
+from exporter.collector import StoreCollector
+from patchwatch.health import check_database
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def make_registry(db: Database) -> CollectorRegistry:
+    """Build the registry: store state, process metrics, and counters of all workers.
+
+    Counters incremented in gunicorn workers live in ``PROMETHEUS_MULTIPROC_DIR``; they
+    are merged here so one scrape sees the whole server.
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StoreCollector(db))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def make_app(db: Database, registry: CollectorRegistry | None = None) -> WSGIApp:
+    """Serve ``/metrics`` (and ``/healthz`` when run alone) for ``db``."""
+    metrics_app = make_wsgi_app(registry or make_registry(db))
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            with db.connection_context():
+                status = check_database(db)
+            body = json.dumps(status).encode()
+            code = "200 OK" if status["ok"] else "503 Service Unavailable"
+            start_response(code, [("Content-Type", "application/json")])
+            return [body]
+        return metrics_app(environ, start_response)
+
+    return app

@@ -1,0 +1,341 @@
+"""The store's tables.
+
+What hosts share is stored once: a package is one row however many hosts have it, a
+host's installed packages are a *package set* identified by the hash of its contents,
+and its repositories a *repository set*. Updates are computed per (package set,
+repository set, kernel) in :class:`UpdateSet` and copied per host only to keep each
+pending update's first-seen time.
+
+Times are Unix seconds (floats) in ``*_at`` columns: the exporter serves them as
+``_timestamp_seconds`` without conversion and they compare the same on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from peewee import BlobField
+from peewee import BooleanField
+from peewee import CharField
+from peewee import CompositeKey
+from peewee import FloatField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import Model
+from peewee import TextField
+
+from patchwatch.db import database
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    """Applied schema migrations, one row per version (see ``patchwatch.migrations``)."""
+
+    version = IntegerField(primary_key=True)
+    description = TextField()
+    applied_at = FloatField()
+
+
+class OSRelease(BaseModel):
+    """A distribution release as hosts report it ("Debian 12", "Rocky Linux 9")."""
+
+    name = CharField(max_length=255, unique=True)
+    family = CharField(max_length=32)  # debian, redhat, suse, unknown
+    os_id = CharField(max_length=64, default="")
+    version = CharField(max_length=64, default="")
+    codename = CharField(max_length=64, default="")
+    cpe = CharField(max_length=255, default="")
+
+
+class Package(BaseModel):
+    """One package build, shared by every host and mirror that has it."""
+
+    kind = CharField(max_length=8)  # deb, rpm
+    name = CharField(max_length=255, index=True)
+    epoch = CharField(max_length=16, default="")
+    version = CharField(max_length=255)
+    release = CharField(max_length=255, default="")
+    arch = CharField(max_length=32)
+
+    class Meta:
+        indexes = ((("kind", "name", "epoch", "version", "release", "arch"), True),)
+
+
+class PackageSet(BaseModel):
+    """A set of packages stored once: a host's installed packages, or a mirror's index."""
+
+    digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
+    size = IntegerField()
+    created_at = FloatField()
+
+
+class PackageSetMember(BaseModel):
+    package_set = ForeignKeyField(PackageSet, backref="members", on_delete="CASCADE")
+    package = ForeignKeyField(Package, backref="in_sets", on_delete="CASCADE", index=True)
+
+    class Meta:
+        primary_key = CompositeKey("package_set", "package")
+
+
+class Repository(BaseModel):
+    """A source of packages, whatever mirror it is read from.
+
+    ``key`` identifies it across hosts: for apt the normalised archive URL, suite,
+    component and architecture; for rpm-md the repo id and architecture plus its URLs.
+    """
+
+    kind = CharField(max_length=8)  # deb, rpm, zypper
+    key = CharField(max_length=1024, unique=True)
+    name = CharField(max_length=512, default="")
+    repo_id = CharField(max_length=512, default="")
+    suite = CharField(max_length=255, default="")
+    component = CharField(max_length=255, default="")
+    arch = CharField(max_length=32, default="")
+    security = BooleanField(default=False)  # learned from the metadata (Release Label...)
+    security_override = BooleanField(null=True)  # operator's word; wins when set
+    enabled = BooleanField(default=True)
+    auth_required = BooleanField(default=False)  # server cannot read it (RHEL CDN, SUSE)
+    created_at = FloatField()
+
+
+class Mirror(BaseModel):
+    """One URL serving a repository, with its refresh state and last good data."""
+
+    repository = ForeignKeyField(Repository, backref="mirrors", on_delete="CASCADE")
+    url = CharField(max_length=2048)
+    kind = CharField(max_length=16, default="baseurl")  # baseurl, mirrorlist, metalink
+    enabled = BooleanField(default=True)
+    last_attempt_at = FloatField(null=True)
+    last_success_at = FloatField(null=True)
+    last_change_at = FloatField(null=True)
+    failures_total = IntegerField(default=0)
+    consecutive_failures = IntegerField(default=0)
+    last_error = TextField(default="")
+    metadata_checksum = CharField(max_length=160, default="")  # skip when unchanged
+    etag = CharField(max_length=255, default="")
+    last_modified = CharField(max_length=64, default="")
+    package_set = ForeignKeyField(PackageSet, null=True, on_delete="SET NULL")
+    package_count = IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("repository", "url"), True),)
+
+
+class RepositorySet(BaseModel):
+    """The repositories one or more hosts use, with their priorities, stored once."""
+
+    digest = CharField(max_length=64, unique=True)
+    size = IntegerField()
+    created_at = FloatField()
+
+
+class RepositorySetMember(BaseModel):
+    repository_set = ForeignKeyField(RepositorySet, backref="members", on_delete="CASCADE")
+    repository = ForeignKeyField(Repository, backref="in_sets", on_delete="CASCADE", index=True)
+    priority = IntegerField(default=0)  # higher wins (rpm priorities are negated)
+    enabled = BooleanField(default=True)
+
+    class Meta:
+        primary_key = CompositeKey("repository_set", "repository")
+
+
+class OSReleaseRepository(BaseModel):
+    """Repositories an OS release's hosts use when they are set to use their OS's."""
+
+    os_release = ForeignKeyField(OSRelease, backref="repositories", on_delete="CASCADE")
+    repository = ForeignKeyField(Repository, on_delete="CASCADE")
+
+    class Meta:
+        primary_key = CompositeKey("os_release", "repository")
+
+
+class Host(BaseModel):
+    """A reporting machine and its current state, as of its last processed report."""
+
+    name = CharField(max_length=255, unique=True)  # lower-cased FQDN
+    domain = CharField(max_length=255, default="")
+    os_release = ForeignKeyField(OSRelease, null=True, on_delete="SET NULL", index=True)
+    os_variant = CharField(max_length=255, default="")
+    kernel = CharField(max_length=255, default="")
+    arch = CharField(max_length=32, default="")
+    tags = TextField(default="")  # space-separated, sorted
+    reboot_reported = BooleanField(null=True)  # the host's own signal, never discarded
+    reboot_required = BooleanField(default=False)  # host signal or newer kernel installed
+    package_set = ForeignKeyField(PackageSet, null=True, on_delete="SET NULL", index=True)
+    repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="SET NULL", index=True)
+    use_os_repositories = BooleanField(default=False)
+    check_updates = BooleanField(default=True)
+    maintenance_until = FloatField(null=True)
+    agent = CharField(max_length=128, default="")
+    protocol = CharField(max_length=32, default="")
+    remote_addr = CharField(max_length=64, default="")
+    created_at = FloatField()
+    last_report_at = FloatField(null=True)
+    last_processed_at = FloatField(null=True)
+    updates_computed_at = FloatField(null=True)
+
+
+class Token(BaseModel):
+    """An API credential. Only a hash of the secret is stored.
+
+    A token reads ``pw_<prefix>_<secret>``: the prefix finds the row, the secret is
+    compared by hash in constant time. ``host_name`` binds a host token (or an
+    enrollment token after it enrolled a host) to one host.
+    """
+
+    prefix = CharField(max_length=32, unique=True)
+    secret_hash = CharField(max_length=128)
+    kind = CharField(max_length=16)  # host, enroll, admin
+    host_name = CharField(max_length=255, null=True, index=True)
+    comment = CharField(max_length=255, default="")
+    created_at = FloatField()
+    last_used_at = FloatField(null=True)
+    expires_at = FloatField(null=True)
+    revoked_at = FloatField(null=True)
+
+
+class Report(BaseModel):
+    """A raw report as received, stored (compressed) before it is acknowledged."""
+
+    host_name = CharField(max_length=255, index=True)
+    protocol = CharField(max_length=32)  # patchwatch/1, patchman/1, patchman/2
+    token = ForeignKeyField(Token, null=True, on_delete="SET NULL")
+    received_at = FloatField(index=True)
+    remote_addr = CharField(max_length=64, default="")
+    user_agent = CharField(max_length=255, default="")
+    body = BlobField()  # zlib-compressed request body (after transfer decoding)
+    size = IntegerField()  # uncompressed body size in bytes
+    state = CharField(max_length=16, default="pending", index=True)
+    processed_at = FloatField(null=True)
+    error = TextField(default="")
+    attempts = IntegerField(default=0)
+
+
+class ReportedUpdate(BaseModel):
+    """An update the host's own package manager reported (for repos we cannot read)."""
+
+    host = ForeignKeyField(Host, backref="reported_updates", on_delete="CASCADE")
+    name = CharField(max_length=255)
+    version = CharField(max_length=255)
+    arch = CharField(max_length=32)
+    security = BooleanField()
+    repository = CharField(max_length=512, default="")
+
+
+class Module(BaseModel):
+    """An rpm module stream enabled on a host."""
+
+    host = ForeignKeyField(Host, backref="modules", on_delete="CASCADE")
+    name = CharField(max_length=255)
+    stream = CharField(max_length=255)
+    version = CharField(max_length=64, default="")
+    context = CharField(max_length=64, default="")
+    arch = CharField(max_length=32, default="")
+
+
+class Advisory(BaseModel):
+    """An errata entry read from a repository (updateinfo, zypper patches)."""
+
+    advisory_id = CharField(max_length=255)
+    repository = ForeignKeyField(Repository, backref="advisories", on_delete="CASCADE")
+    type = CharField(max_length=32)
+    severity = CharField(max_length=32, default="")
+    title = TextField(default="")
+    issued = CharField(max_length=64, default="")
+    cves = TextField(default="")  # space-separated
+
+    class Meta:
+        indexes = ((("repository", "advisory_id"), True),)
+
+
+class AdvisoryPackage(BaseModel):
+    advisory = ForeignKeyField(Advisory, backref="packages", on_delete="CASCADE")
+    package = ForeignKeyField(Package, on_delete="CASCADE", index=True)
+
+    class Meta:
+        primary_key = CompositeKey("advisory", "package")
+
+
+class UpdateSet(BaseModel):
+    """Updates for one (package set, repository set, kernel), shared by its hosts."""
+
+    package_set = ForeignKeyField(PackageSet, on_delete="CASCADE")
+    repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="CASCADE")
+    kernel = CharField(max_length=255, default="")
+    computed_at = FloatField()
+    inputs_digest = CharField(max_length=64, default="")  # mirror data it was computed from
+
+    class Meta:
+        indexes = ((("package_set", "repository_set", "kernel"), True),)
+
+
+class UpdateSetItem(BaseModel):
+    update_set = ForeignKeyField(UpdateSet, backref="items", on_delete="CASCADE")
+    installed = ForeignKeyField(Package, on_delete="CASCADE")
+    available = ForeignKeyField(Package, on_delete="CASCADE")
+    security = BooleanField()
+    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
+
+
+class HostUpdate(BaseModel):
+    """A pending update of one host, kept to remember when it was first seen."""
+
+    host = ForeignKeyField(Host, backref="updates", on_delete="CASCADE")
+    installed = ForeignKeyField(Package, on_delete="CASCADE")
+    available = ForeignKeyField(Package, on_delete="CASCADE")
+    security = BooleanField(index=True)
+    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
+    first_seen_at = FloatField()
+
+    class Meta:
+        indexes = ((("host", "installed"), True),)
+
+
+class JobRun(BaseModel):
+    """One run of a scheduled or manual job, with its outcome."""
+
+    job = CharField(max_length=64, index=True)
+    started_at = FloatField(index=True)
+    finished_at = FloatField(null=True)
+    duration_seconds = FloatField(null=True)
+    outcome = CharField(max_length=16, default="running")  # running, success, failure
+    detail = TextField(default="")
+
+
+class SchedulerLock(BaseModel):
+    """A lease so that only one scheduler works at a time; others wait for it."""
+
+    name = CharField(max_length=64, primary_key=True)
+    holder = CharField(max_length=255)
+    acquired_at = FloatField()
+    expires_at = FloatField()
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    SchemaVersion,
+    OSRelease,
+    Package,
+    PackageSet,
+    PackageSetMember,
+    Repository,
+    Mirror,
+    RepositorySet,
+    RepositorySetMember,
+    OSReleaseRepository,
+    Host,
+    Token,
+    Report,
+    ReportedUpdate,
+    Module,
+    Advisory,
+    AdvisoryPackage,
+    UpdateSet,
+    UpdateSetItem,
+    HostUpdate,
+    JobRun,
+    SchedulerLock,
+)

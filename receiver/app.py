@@ -1,0 +1,45 @@
+"""The receiver's Flask application: the only place it is wired together.
+
+Each request opens a database connection and closes it afterwards, so gunicorn workers
+hold no connection between requests and SQLite's file lock is held only while needed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask import jsonify
+from peewee import Database
+
+from patchwatch.db import database
+from patchwatch.db import open_database
+from patchwatch.health import check_database
+from patchwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> Flask:
+    """Build the receiver for ``settings``; bind the database unless one is given."""
+    app = Flask("receiver")
+    app.config["PATCHWATCH_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
+    if db is None:
+        db = open_database(settings.resolved_database_url)
+
+    @app.before_request
+    def _connect() -> None:
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        status = check_database(database.obj)
+        return jsonify(status), 200 if status["ok"] else 503
+
+    return app

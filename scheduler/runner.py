@@ -1,0 +1,116 @@
+"""The scheduler loop: periodic jobs on a ``schedule.Scheduler``, one scheduler at a time.
+
+A job that raises is logged and recorded as a failed run; it never stops the loop. The
+loop works only while it holds the database lease, so a second scheduler started by
+mistake (or for failover) waits instead of doubling the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import schedule
+from peewee import Database
+from peewee import PeeweeException
+
+from patchwatch.db import database
+from patchwatch.jobs import finish_job_run
+from patchwatch.jobs import prune_job_runs
+from patchwatch.jobs import start_job_run
+from patchwatch.locks import acquire_lease
+from patchwatch.locks import release_lease
+from patchwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+LEASE_TTL_SECONDS = 60.0
+JOB_RUN_RETENTION_SECONDS = 30 * 86400
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every_seconds: int
+    run: Callable[[float], str]  # returns a short detail for the job run row
+
+
+def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], None]:
+    """Wrap a job so that it records its run and never raises into the loop."""
+
+    def wrapper() -> None:
+        with database.connection_context():
+            run = start_job_run(job.name, clock())
+            try:
+                detail = job.run(clock())
+            except Exception as exc:  # boundary: one failing job must not stop the others
+                log.exception("job %s failed", job.name)
+                finish_job_run(run, clock(), "failure", f"{type(exc).__name__}: {exc}")
+            else:
+                log.info("job %s done: %s", job.name, detail)
+                finish_job_run(run, clock(), "success", detail)
+
+    return wrapper
+
+
+def prune_runs(now: float) -> str:
+    return f"pruned {prune_job_runs(now - JOB_RUN_RETENTION_SECONDS)} job runs"
+
+
+def default_jobs(settings: Settings) -> list[Job]:
+    """The jobs a scheduler runs, at the intervals the settings give."""
+    return [Job("prune_job_runs", settings.prune_interval_minutes * 60, prune_runs)]
+
+
+def build_scheduler(jobs: list[Job]) -> schedule.Scheduler:
+    """Put each guarded job on a fresh scheduler (never the module-level default)."""
+    sched = schedule.Scheduler()
+    for job in jobs:
+        sched.every(job.every_seconds).seconds.do(guarded(job)).tag(job.name)
+    return sched
+
+
+def run_forever(
+    db: Database,
+    jobs: list[Job],
+    stop: threading.Event,
+    tick: float = 1.0,
+    holder: str | None = None,
+) -> None:
+    """Run jobs until ``stop`` is set; run each once at start, then on its interval."""
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+    sched = build_scheduler(jobs)
+    had_lease = False
+    try:
+        while not stop.is_set():
+            try:
+                with db.connection_context():
+                    has_lease = acquire_lease(LEASE_NAME, holder, time.time(), LEASE_TTL_SECONDS)
+            except PeeweeException as exc:
+                log.warning("cannot reach the database for the scheduler lease: %s", exc)
+                has_lease = False
+            if has_lease and not had_lease:
+                log.info("scheduler lease taken by %s; running jobs", holder)
+                sched.run_all()
+            elif had_lease and not has_lease:
+                log.warning("scheduler lease lost; pausing jobs")
+            elif not has_lease and not had_lease:
+                log.debug("another scheduler holds the lease; waiting")
+            had_lease = has_lease
+            if has_lease:
+                sched.run_pending()
+            stop.wait(tick)
+    finally:
+        if had_lease:
+            try:
+                with db.connection_context():
+                    release_lease(LEASE_NAME, holder)
+            except PeeweeException:
+                log.warning("could not release the scheduler lease")
+        log.info("scheduler stopped")

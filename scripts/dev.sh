@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Set up and run patchwatch from a clone, on Debian 12 or newer with nothing else installed.
+#
+#   scripts/dev.sh run [serve options]   install into .venv and start the server
+#                                        (SQLite in ./data, http://127.0.0.1:8740)
+#   scripts/dev.sh test [pytest args]    install what the tests need (Debian packages
+#                                        and .venv) and run lint, import layers and tests
+#   scripts/dev.sh setup                 only create/refresh .venv with the test extras
+#
+# Debian packages are installed with apt-get (through sudo when not root) only when a
+# command the tests need is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${PATCHWATCH_VENV:-.venv}"
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    # $@: Debian packages; installs the ones not installed yet
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f '${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "dev.sh: installing Debian packages: ${missing[*]}" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+python_ok() {
+    python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
+setup_venv() {
+    # $1: pip extra ("" or "test")
+    python_ok || apt_install python3 python3-venv python3-pip
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install -q --upgrade pip
+    fi
+    local spec="."
+    [ -n "$1" ] && spec=".[$1]"
+    local stamp="$VENV/.installed-$1"
+    if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+        "$VENV/bin/pip" install -q -e "$spec"
+        touch "$stamp"
+    fi
+}
+
+test_system_packages() {
+    # real tools the tests compare against or start on loopback
+    apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl \
+        postgresql prometheus prometheus-alertmanager
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    run)
+        setup_venv ""
+        exec "$VENV/bin/patchwatch" serve "$@"
+        ;;
+    setup)
+        test_system_packages
+        setup_venv test
+        ;;
+    test)
+        test_system_packages
+        setup_venv test
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/lint-imports"
+        export PATCHWATCH_TEST_REQUIRE_POSTGRES=1 PATCHWATCH_TEST_REQUIRE_ORACLES=1
+        exec "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    *)
+        sed -n '2,12p' "$0" >&2
+        exit 2
+        ;;
+esac

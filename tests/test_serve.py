@@ -1,0 +1,120 @@
+"""``patchwatch serve`` for real: gunicorn on loopback, the scheduler child, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.conftest import free_port
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited early: {proc.stderr.read().decode()}")
+        try:
+            status, body = _get(base + "/healthz")
+            if status == 200:
+                return json.loads(body)
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str):
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PATCHWATCH_WORKERS": "2",
+    }
+    if database_url.startswith("postgres"):
+        env["PATCHWATCH_DATABASE_URL"] = database_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        yield proc, base, database_url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_answers_health_and_metrics_then_stops_cleanly(served) -> None:
+    proc, base, url = served
+    health = _wait_healthy(base, proc)
+    assert health["database"] == "up"
+    assert health["backend"] == ("postgresql" if url.startswith("postgres") else "sqlite")
+    status, body = _get(base + "/metrics")
+    text = body.decode()
+    assert status == 200
+    assert "patchwatch_database_up 1.0" in text
+    assert "process_resident_memory_bytes" in text
+    assert 'patchwatch_build_info{version="' in text
+    assert _get(base + "/nope")[0] == 404
+
+    children = _children(proc.pid)  # gunicorn workers and the scheduler
+    assert len(children) >= 3
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    for pid in children:
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), f"child {pid} survived"
+    log = proc.stderr.read().decode()
+    assert "Traceback" not in log
+    assert "scheduler stopped" in log
+    for line in log.splitlines():  # one line per event, with a level
+        assert any(f" {lvl} " in line for lvl in ("DEBUG", "INFO", "WARNING", "ERROR")), line
+
+
+def test_serve_with_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data")],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "cannot create data folder" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,132 @@
+"""Settings: one table, file + environment, clear errors, documented in the README."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.tools_cmd import settings_markdown
+from patchwatch.errors import ConfigError
+from patchwatch.settings import SETTINGS
+from patchwatch.settings import Settings
+from patchwatch.settings import describe
+from patchwatch.settings import load_settings
+from patchwatch.settings import mask_url
+from patchwatch.settings import parse_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_sqlite_in_data_dir_on_loopback() -> None:
+    s = parse_settings()
+    assert s.bind.startswith("127.0.0.1:")
+    assert s.resolved_database_url.startswith("sqlite:///")
+    assert s.resolved_database_url.endswith("/data/patchwatch.db")
+
+
+def test_environment_overrides_file_and_overrides_win(tmp_path: Path) -> None:
+    conf = tmp_path / "p.toml"
+    conf.write_text('[patchwatch]\nworkers = 3\nbind = "127.0.0.1:9000"\nreports_keep = 4\n')
+    s = load_settings(
+        {"PATCHWATCH_WORKERS": "5", "PATCHWATCH_CONFIG": str(conf)},
+        overrides={"bind": "127.0.0.1:9100"},
+    )
+    assert (s.workers, s.bind, s.reports_keep) == (5, "127.0.0.1:9100", 4)
+
+
+def test_lists_and_booleans_parse_from_env() -> None:
+    s = parse_settings(
+        environ={
+            "PATCHWATCH_PROTOCOL1_NETWORKS": "10.0.0.0/8, 192.168.1.0/24",
+            "PATCHWATCH_PROCESS_INLINE": "no",
+        }
+    )
+    assert s.protocol1_networks == ("10.0.0.0/8", "192.168.1.0/24")
+    assert s.process_inline is False
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"PATCHWATCH_WORKERS": "many"}, "workers"),
+        ({"PATCHWATCH_WORKERS": "0"}, "workers"),
+        ({"PATCHWATCH_BIND": "localhost"}, "bind"),
+        ({"PATCHWATCH_PROCESS_INLINE": "maybe"}, "process_inline"),
+        ({"PATCHWATCH_PROTOCOL1_NETWORKS": "10.0.0.0/33"}, "protocol1_networks"),
+        ({"PATCHWATCH_DATABASE_URL": "mysql://x"}, "database_url"),
+        ({"PATCHWATCH_LOG_LEVEL": "LOUD"}, "log_level"),
+        ({"PATCHWATCH_HTTP_TIMEOUT_SECONDS": "-1"}, "http_timeout_seconds"),
+    ],
+)
+def test_bad_value_names_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(environ=env)
+    assert err.value.setting.startswith(setting)
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
+    conf = tmp_path / "p.toml"
+    conf.write_text("wokers = 3\n")
+    with pytest.raises(ConfigError, match=r"wokers.*unknown setting"):
+        load_settings({}, str(conf))
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    conf = tmp_path / "p.toml"
+    conf.write_text("workers = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({}, str(conf))
+
+
+def test_secrets_are_masked() -> None:
+    s = Settings(database_url="postgresql://pw:hunter2@db:5432/pw", admin_token="pw_abc_def")
+    shown = dict((name, value) for name, value, _ in describe(s))
+    assert "hunter2" not in shown["database_url"]
+    assert shown["database_url"].startswith("postgresql://pw:")
+    assert shown["admin_token"] == "********"
+    assert mask_url("sqlite:////x.db") == "sqlite:////x.db"
+
+
+def test_every_setting_has_help_and_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for f in SETTINGS:
+        assert f.metadata["help"].endswith("."), f.name
+    start = readme.index("<!-- settings-table:start -->")
+    end = readme.index("<!-- settings-table:end -->")
+    embedded = readme[start:end].split("\n", 1)[1].strip()
+    assert embedded == settings_markdown(), (
+        "README settings table is stale: run scripts/readme_settings.py"
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_config_command_prints_effective_values_masked() -> None:
+    out = run_cli(
+        "config",
+        env={"PATCHWATCH_DATABASE_URL": "postgresql://u:topsecret@h/db", "PATCHWATCH_WORKERS": "7"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "workers = 7" in out.stdout
+    assert "topsecret" not in out.stdout + out.stderr
+    assert re.search(r"^database_url = postgresql://u:\*+@h/db", out.stdout, re.M)
+
+
+def test_config_command_bad_value_exits_2_without_traceback() -> None:
+    out = run_cli("config", env={"PATCHWATCH_REPORTS_KEEP": "ten"})
+    assert out.returncode == 2
+    assert "reports_keep" in out.stderr
+    assert "Traceback" not in out.stderr

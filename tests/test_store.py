@@ -1,0 +1,103 @@
+"""The store on both backends: schema versions, sharing, constraints, the scheduler lease."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from peewee import IntegrityError
+from peewee import SqliteDatabase
+
+from patchwatch.errors import PatchwatchError
+from patchwatch.health import check_database
+from patchwatch.locks import acquire_lease
+from patchwatch.locks import release_lease
+from patchwatch.migrations import LATEST
+from patchwatch.migrations import current_version
+from patchwatch.migrations import migrate
+from patchwatch.models import MODELS
+from patchwatch.models import Host
+from patchwatch.models import Package
+from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetMember
+from patchwatch.models import SchemaVersion
+
+
+def test_migrate_creates_every_table_and_is_idempotent(db) -> None:
+    assert current_version(db) == LATEST
+    tables = set(db.get_tables())
+    assert {m._meta.table_name for m in MODELS} <= tables
+    assert migrate(db) == []
+    assert SchemaVersion.select().count() == LATEST
+
+
+def test_every_model_column_exists_after_migration(db) -> None:
+    for model in MODELS:
+        columns = {c.name for c in db.get_columns(model._meta.table_name)}
+        assert {f.column_name for f in model._meta.sorted_fields} <= columns, model.__name__
+
+
+def test_newer_schema_refuses_to_start(db) -> None:
+    SchemaVersion.create(version=LATEST + 1, description="from the future", applied_at=0)
+    with pytest.raises(PatchwatchError, match="newer than this patchwatch"):
+        migrate(db)
+
+
+def test_sqlite_runs_with_wal_and_foreign_keys(db) -> None:
+    if not isinstance(db, SqliteDatabase):
+        pytest.skip("SQLite pragmas only apply to SQLite; this is the PostgreSQL run")
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
+
+
+def _pkg(name: str, version: str) -> Package:
+    return Package.create(
+        kind="deb", name=name, epoch="", version=version, release="1", arch="amd64"
+    )
+
+
+def test_a_package_is_one_row_and_sets_are_shared(db) -> None:
+    a = _pkg("openssl", "3.0.15")
+    with pytest.raises(IntegrityError), db.atomic():
+        _pkg("openssl", "3.0.15")
+    pset = PackageSet.create(digest="d" * 64, size=1, created_at=time.time())
+    PackageSetMember.create(package_set=pset, package=a)
+    for i in range(3):
+        Host.create(name=f"web{i}", package_set=pset, created_at=time.time())
+    hosts = (
+        Host.select()
+        .join(PackageSet)
+        .join(PackageSetMember)
+        .where(PackageSetMember.package == a)
+        .order_by(Host.name)
+    )
+    assert [h.name for h in hosts] == ["web0", "web1", "web2"]
+    assert PackageSetMember.select().count() == 1
+
+
+def test_deleting_a_package_set_cascades_to_members_not_hosts(db) -> None:
+    pset = PackageSet.create(digest="e" * 64, size=1, created_at=time.time())
+    PackageSetMember.create(package_set=pset, package=_pkg("bash", "5.2"))
+    host = Host.create(name="db1", package_set=pset, created_at=time.time())
+    pset.delete_instance()
+    assert PackageSetMember.select().count() == 0
+    assert Host.get_by_id(host.id).package_set_id is None
+
+
+def test_second_scheduler_waits_until_the_lease_expires(db) -> None:
+    now = 1000.0
+    assert acquire_lease("scheduler", "a", now, ttl=60)
+    assert not acquire_lease("scheduler", "b", now + 1, ttl=60)
+    assert acquire_lease("scheduler", "a", now + 30, ttl=60)  # renewal
+    assert not acquire_lease("scheduler", "b", now + 89, ttl=60)
+    assert acquire_lease("scheduler", "b", now + 91, ttl=60)  # a died; b takes over
+    release_lease("scheduler", "b")
+    assert acquire_lease("scheduler", "c", now + 92, ttl=60)
+
+
+def test_health_reports_backend_and_schema(db) -> None:
+    status = check_database(db)
+    assert status["ok"] is True
+    assert status["schema_version"] == LATEST
+    assert status["backend"] == ("sqlite" if isinstance(db, SqliteDatabase) else "postgresql")
