@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cli import admin_cmd
 from cli import serve_cmd
 from cli import tools_cmd
 from cli.gunicorn_app import LOG_FORMAT
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve_cmd.add_commands(sub)
     tools_cmd.add_commands(sub)
+    admin_cmd.add_commands(sub)
     return parser
 
 

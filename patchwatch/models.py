@@ -17,7 +17,7 @@ from peewee import BlobField
 from peewee import BooleanField
 from peewee import CharField
 from peewee import CompositeKey
-from peewee import FloatField
+from peewee import DoubleField
 from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import Model
@@ -37,7 +37,7 @@ class SchemaVersion(BaseModel):
 
     version = IntegerField(primary_key=True)
     description = TextField()
-    applied_at = FloatField()
+    applied_at = DoubleField()
 
 
 class OSRelease(BaseModel):
@@ -70,7 +70,7 @@ class PackageSet(BaseModel):
 
     digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
     size = IntegerField()
-    created_at = FloatField()
+    created_at = DoubleField()
 
 
 class PackageSetMember(BaseModel):
@@ -99,7 +99,7 @@ class Repository(BaseModel):
     security_override = BooleanField(null=True)  # operator's word; wins when set
     enabled = BooleanField(default=True)
     auth_required = BooleanField(default=False)  # server cannot read it (RHEL CDN, SUSE)
-    created_at = FloatField()
+    created_at = DoubleField()
 
 
 class Mirror(BaseModel):
@@ -109,9 +109,9 @@ class Mirror(BaseModel):
     url = CharField(max_length=2048)
     kind = CharField(max_length=16, default="baseurl")  # baseurl, mirrorlist, metalink
     enabled = BooleanField(default=True)
-    last_attempt_at = FloatField(null=True)
-    last_success_at = FloatField(null=True)
-    last_change_at = FloatField(null=True)
+    last_attempt_at = DoubleField(null=True)
+    last_success_at = DoubleField(null=True)
+    last_change_at = DoubleField(null=True)
     failures_total = IntegerField(default=0)
     consecutive_failures = IntegerField(default=0)
     last_error = TextField(default="")
@@ -130,7 +130,7 @@ class RepositorySet(BaseModel):
 
     digest = CharField(max_length=64, unique=True)
     size = IntegerField()
-    created_at = FloatField()
+    created_at = DoubleField()
 
 
 class RepositorySetMember(BaseModel):
@@ -169,14 +169,14 @@ class Host(BaseModel):
     repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="SET NULL", index=True)
     use_os_repositories = BooleanField(default=False)
     check_updates = BooleanField(default=True)
-    maintenance_until = FloatField(null=True)
+    maintenance_until = DoubleField(null=True)
     agent = CharField(max_length=128, default="")
     protocol = CharField(max_length=32, default="")
     remote_addr = CharField(max_length=64, default="")
-    created_at = FloatField()
-    last_report_at = FloatField(null=True)
-    last_processed_at = FloatField(null=True)
-    updates_computed_at = FloatField(null=True)
+    created_at = DoubleField()
+    last_report_at = DoubleField(null=True)
+    last_processed_at = DoubleField(null=True)
+    updates_computed_at = DoubleField(null=True)
 
 
 class Token(BaseModel):
@@ -192,10 +192,22 @@ class Token(BaseModel):
     kind = CharField(max_length=16)  # host, enroll, admin
     host_name = CharField(max_length=255, null=True, index=True)
     comment = CharField(max_length=255, default="")
-    created_at = FloatField()
-    last_used_at = FloatField(null=True)
-    expires_at = FloatField(null=True)
-    revoked_at = FloatField(null=True)
+    created_at = DoubleField()
+    last_used_at = DoubleField(null=True)
+    expires_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+
+
+class HostCredential(BaseModel):
+    """The one token allowed to write a host's reports.
+
+    Set when an admin creates a host token, or by the first report an enrollment token
+    sends for a new host. Any other token writing that host is refused.
+    """
+
+    host_name = CharField(max_length=255, unique=True)
+    token = ForeignKeyField(Token, backref="hosts", on_delete="CASCADE")
+    bound_at = DoubleField()
 
 
 class Report(BaseModel):
@@ -204,13 +216,13 @@ class Report(BaseModel):
     host_name = CharField(max_length=255, index=True)
     protocol = CharField(max_length=32)  # patchwatch/1, patchman/1, patchman/2
     token = ForeignKeyField(Token, null=True, on_delete="SET NULL")
-    received_at = FloatField(index=True)
+    received_at = DoubleField(index=True)
     remote_addr = CharField(max_length=64, default="")
     user_agent = CharField(max_length=255, default="")
     body = BlobField()  # zlib-compressed request body (after transfer decoding)
     size = IntegerField()  # uncompressed body size in bytes
     state = CharField(max_length=16, default="pending", index=True)
-    processed_at = FloatField(null=True)
+    processed_at = DoubleField(null=True)
     error = TextField(default="")
     attempts = IntegerField(default=0)
 
@@ -266,7 +278,7 @@ class UpdateSet(BaseModel):
     package_set = ForeignKeyField(PackageSet, on_delete="CASCADE")
     repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="CASCADE")
     kernel = CharField(max_length=255, default="")
-    computed_at = FloatField()
+    computed_at = DoubleField()
     inputs_digest = CharField(max_length=64, default="")  # mirror data it was computed from
 
     class Meta:
@@ -289,7 +301,7 @@ class HostUpdate(BaseModel):
     available = ForeignKeyField(Package, on_delete="CASCADE")
     security = BooleanField(index=True)
     repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
-    first_seen_at = FloatField()
+    first_seen_at = DoubleField()
 
     class Meta:
         indexes = ((("host", "installed"), True),)
@@ -299,9 +311,9 @@ class JobRun(BaseModel):
     """One run of a scheduled or manual job, with its outcome."""
 
     job = CharField(max_length=64, index=True)
-    started_at = FloatField(index=True)
-    finished_at = FloatField(null=True)
-    duration_seconds = FloatField(null=True)
+    started_at = DoubleField(index=True)
+    finished_at = DoubleField(null=True)
+    duration_seconds = DoubleField(null=True)
     outcome = CharField(max_length=16, default="running")  # running, success, failure
     detail = TextField(default="")
 
@@ -311,8 +323,8 @@ class SchedulerLock(BaseModel):
 
     name = CharField(max_length=64, primary_key=True)
     holder = CharField(max_length=255)
-    acquired_at = FloatField()
-    expires_at = FloatField()
+    acquired_at = DoubleField()
+    expires_at = DoubleField()
 
 
 MODELS: tuple[type[BaseModel], ...] = (
@@ -328,6 +340,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     OSReleaseRepository,
     Host,
     Token,
+    HostCredential,
     Report,
     ReportedUpdate,
     Module,

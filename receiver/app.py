@@ -16,6 +16,8 @@ from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.health import check_database
 from patchwatch.settings import Settings
+from receiver.api import bp as ingest_bp
+from receiver.errors import register_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app = Flask("receiver")
     app.config["PATCHWATCH_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_report_bytes  # protocol 1 fields
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     if db is None:
         db = open_database(settings.resolved_database_url)
 
@@ -36,6 +40,9 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     def _close(_exc: BaseException | None) -> None:
         if not database.is_closed():
             database.close()
+
+    app.register_blueprint(ingest_bp)
+    register_error_handlers(app)
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]

@@ -25,6 +25,8 @@ from patchwatch.jobs import prune_job_runs
 from patchwatch.jobs import start_job_run
 from patchwatch.locks import acquire_lease
 from patchwatch.locks import release_lease
+from patchwatch.processing import process_pending
+from patchwatch.processing import prune_reports
 from patchwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,21 @@ def prune_runs(now: float) -> str:
     return f"pruned {prune_job_runs(now - JOB_RUN_RETENTION_SECONDS)} job runs"
 
 
+def process_reports(now: float) -> str:
+    outcome = process_pending(now, limit=5000)
+    return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing queued"
+
+
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
-    return [Job("prune_job_runs", settings.prune_interval_minutes * 60, prune_runs)]
+
+    def prune(now: float) -> str:
+        return f"pruned {prune_reports(settings.reports_keep)} reports; " + prune_runs(now)
+
+    return [
+        Job("process_reports", settings.process_interval_seconds, process_reports),
+        Job("prune", settings.prune_interval_minutes * 60, prune),
+    ]
 
 
 def build_scheduler(jobs: list[Job]) -> schedule.Scheduler:

@@ -101,3 +101,10 @@ def test_health_reports_backend_and_schema(db) -> None:
     assert status["ok"] is True
     assert status["schema_version"] == LATEST
     assert status["backend"] == ("sqlite" if isinstance(db, SqliteDatabase) else "postgresql")
+
+
+def test_timestamps_round_trip_exactly(db) -> None:
+    """Double precision on both backends: a float column would round to minutes."""
+    now = 1795480961.9239655
+    Host.create(name="t", created_at=now, last_report_at=now)
+    assert Host.get(Host.name == "t").last_report_at == now

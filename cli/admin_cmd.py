@@ -1,0 +1,119 @@
+"""Operator verbs on tokens and reports: token create/list/revoke, process, clean."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC
+from datetime import datetime
+
+from patchwatch.db import open_database
+from patchwatch.errors import PatchwatchError
+from patchwatch.migrations import migrate
+from patchwatch.processing import process_pending
+from patchwatch.processing import prune_reports
+from patchwatch.settings import Settings
+from patchwatch.tokens import create_token
+from patchwatch.tokens import list_tokens
+from patchwatch.tokens import revoke_token
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tok = sub.add_parser("token", help="manage API tokens (host, enroll, admin)")
+    tsub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    p = tsub.add_parser("create", help="create a token; its secret is printed once")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--host", metavar="NAME", help="a token that writes only host NAME")
+    kind.add_argument("--enroll", action="store_true", help="a token that enrolls new hosts")
+    kind.add_argument("--admin", action="store_true", help="a token for the read API")
+    p.add_argument("--comment", default="", help="free text shown by 'token list'")
+    p.add_argument("--expires-days", type=float, help="expire after this many days")
+    p.set_defaults(handler=cmd_token_create)
+    p = tsub.add_parser("list", help="list tokens (never their secrets)")
+    p.set_defaults(handler=cmd_token_list)
+    p = tsub.add_parser("revoke", help="revoke a token by its prefix")
+    p.add_argument("prefix")
+    p.set_defaults(handler=cmd_token_revoke)
+
+    p = sub.add_parser("process", help="process queued reports (or re-process with --force)")
+    p.add_argument("--force", action="store_true", help="re-process kept reports too")
+    p.add_argument("--host", metavar="NAME", help="only this host's reports")
+    p.set_defaults(handler=cmd_process)
+
+    p = sub.add_parser("clean", help="delete old reports, keeping the last N per host")
+    p.add_argument("--keep", type=int, help="reports kept per host (setting reports_keep)")
+    p.set_defaults(handler=cmd_clean)
+
+
+def _open(settings: Settings) -> None:
+    db = open_database(settings.resolved_database_url)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    kind = "host" if args.host else "enroll" if args.enroll else "admin"
+    now = time.time()
+    expires = now + args.expires_days * 86400 if args.expires_days else None
+    host = args.host.strip().lower() if args.host else None
+    token, secret = create_token(kind, now, host, args.comment, expires)
+    print(f"created {kind} token {token.prefix}; its secret is shown only now:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    print(f"{'PREFIX':<14} {'KIND':<7} {'HOST':<30} {'CREATED':<17} {'LAST USED':<17} STATE")
+    now = time.time()
+    for t in list_tokens():
+        state = (
+            "revoked"
+            if t.revoked_at
+            else "expired"
+            if t.expires_at and t.expires_at <= now
+            else "active"
+        )
+        print(
+            f"{t.prefix:<14} {t.kind:<7} {t.host_name or '-':<30} {_when(t.created_at):<17} "
+            f"{_when(t.last_used_at):<17} {state}" + (f"  # {t.comment}" if t.comment else "")
+        )
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    revoke_token(args.prefix, time.time())
+    print(f"revoked {args.prefix}")
+    return 0
+
+
+def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    host = args.host.strip().lower() if args.host else None
+    total: dict[str, int] = {}
+    while True:
+        outcome = process_pending(time.time(), limit=500, host_name=host, force=args.force)
+        for k, v in outcome.items():
+            total[k] = total.get(k, 0) + v
+        if args.force or sum(outcome.values()) < 500:
+            break
+    print(", ".join(f"{v} {k}" for k, v in sorted(total.items())) or "nothing to process")
+    return 1 if total.get("failed") else 0
+
+
+def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    keep = args.keep if args.keep is not None else settings.reports_keep
+    if keep < 1:
+        raise PatchwatchError("--keep must be at least 1")
+    print(f"deleted {prune_reports(keep)} reports")
+    return 0

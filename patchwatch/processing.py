@@ -1,0 +1,209 @@
+"""Turn stored raw reports into host state; idempotent and safe to re-run.
+
+The receiver stores a report and acknowledges it; this module does the rest, either
+right after (the embedded default) or from the scheduler. A report that cannot be
+processed is marked ``failed`` with its reason and is not retried by itself; ``patchwatch
+process --force`` re-runs it. Reports of one host are applied in arrival order, and an
+older report never overwrites the state of a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+from patchwatch.db import database
+from patchwatch.errors import ParseError
+from patchwatch.models import Host
+from patchwatch.models import Module
+from patchwatch.models import OSRelease
+from patchwatch.models import Report
+from patchwatch.models import ReportedUpdate
+from patchwatch.records import HostReport
+from patchwatch.reports import parse_native
+from patchwatch.reports import parse_protocol1
+from patchwatch.reports import parse_protocol2
+from patchwatch.sets import ensure_package_set
+from patchwatch.sets import ensure_repository_set
+
+log = logging.getLogger(__name__)
+
+NATIVE = "patchwatch/1"
+PATCHMAN1 = "patchman/1"
+PATCHMAN2 = "patchman/2"
+PROTOCOLS = (NATIVE, PATCHMAN1, PATCHMAN2)
+
+
+def encode_body(doc: object) -> tuple[bytes, int]:
+    """Serialise a decoded report for storage: (zlib-compressed JSON, raw size)."""
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
+    return zlib.compress(raw, 6), len(raw)
+
+
+def decode_report(protocol: str, body: bytes) -> HostReport:
+    """Parse a stored body with the parser of its protocol.
+
+    :raises ParseError: when the body does not parse (kept as the failure reason).
+    """
+    try:
+        doc = json.loads(zlib.decompress(body))
+    except (zlib.error, ValueError) as exc:
+        raise ParseError(f"stored report is unreadable: {exc}") from None
+    if protocol == NATIVE:
+        return parse_native(doc)
+    if protocol == PATCHMAN1:
+        return parse_protocol1(doc)
+    if protocol == PATCHMAN2:
+        return parse_protocol2(doc)
+    raise ParseError(f"unknown protocol {protocol!r}")
+
+
+def store_report(
+    host_name: str,
+    protocol: str,
+    doc: object,
+    now: float,
+    token_id: int | None = None,
+    remote_addr: str = "",
+    user_agent: str = "",
+) -> Report:
+    """Store a raw report durably (one short transaction) and return its row."""
+    body, size = encode_body(doc)
+    with database.atomic():
+        return Report.create(
+            host_name=host_name,
+            protocol=protocol,
+            token=token_id,
+            received_at=now,
+            remote_addr=remote_addr[:64],
+            user_agent=user_agent[:255],
+            body=body,
+            size=size,
+        )
+
+
+def _os_release(report: HostReport) -> OSRelease:
+    os = report.os
+    OSRelease.insert(
+        name=os.name[:255], family=os.family, os_id=os.id, version=os.version,
+        codename=os.codename, cpe=os.cpe[:255],
+    ).on_conflict_ignore().execute()  # fmt: skip
+    return OSRelease.get(OSRelease.name == os.name[:255])
+
+
+def apply_report(row: Report, report: HostReport, now: float) -> Host:
+    """Write the host state a parsed report describes."""
+    pset = ensure_package_set(report.packages, now)
+    rset = (
+        ensure_repository_set(report.repositories, now) if report.repositories is not None else None
+    )
+    os_release = _os_release(report)
+    with database.atomic():
+        host = Host.get_or_none(Host.name == row.host_name)
+        if host is None:
+            Host.insert(name=row.host_name, created_at=now).on_conflict_ignore().execute()
+            host = Host.get(Host.name == row.host_name)
+        if host.last_report_at is not None and host.last_report_at > row.received_at:
+            log.info("report %d for %s is older than the host state; kept only", row.id, host.name)
+            return host
+        host.domain = report.extra.get("domain", host.domain)[:255]
+        host.os_release = os_release
+        host.os_variant = report.extra.get("os_variant", "")[:255]
+        host.kernel = report.kernel[:255]
+        host.arch = report.arch[:32]
+        host.tags = " ".join(sorted(set(report.tags)))
+        host.reboot_reported = report.reboot_required
+        host.reboot_required = bool(report.reboot_required)
+        host.package_set = pset
+        if rset is not None:
+            host.repository_set = rset
+        host.agent = report.agent[:128]
+        host.protocol = row.protocol
+        host.remote_addr = row.remote_addr
+        host.last_report_at = row.received_at
+        host.last_processed_at = now
+        host.save()
+        if report.modules or report.repositories is not None:
+            Module.delete().where(Module.host == host).execute()
+            if report.modules:
+                Module.insert_many(
+                    [
+                        (host.id, m.name, m.stream, m.version, m.context, m.arch)
+                        for m in report.modules
+                    ],
+                    fields=[Module.host, Module.name, Module.stream, Module.version,
+                            Module.context, Module.arch],
+                ).execute()  # fmt: skip
+        if report.updates is not None:
+            ReportedUpdate.delete().where(ReportedUpdate.host == host).execute()
+            rows = {(u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates}
+            if rows:
+                ReportedUpdate.insert_many(
+                    [(host.id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
+                    fields=[ReportedUpdate.host, ReportedUpdate.name, ReportedUpdate.version,
+                            ReportedUpdate.arch, ReportedUpdate.security,
+                            ReportedUpdate.repository],
+                ).execute()  # fmt: skip
+    return host
+
+
+@dataclass
+class ProcessResult:
+    processed: int = 0
+    failed: int = 0
+    superseded: int = 0
+
+
+def process_report(row: Report, now: float) -> str:
+    """Process one stored report; return its new state (processed or failed)."""
+    try:
+        report = decode_report(row.protocol, row.body)
+    except ParseError as exc:
+        _mark(row, "failed", now, str(exc))
+        return "failed"
+    apply_report(row, report, now)
+    _mark(row, "processed", now, "")
+    return "processed"
+
+
+def _mark(row: Report, state: str, now: float, error: str) -> None:
+    Report.update(
+        state=state, processed_at=now, error=error[:2000], attempts=Report.attempts + 1
+    ).where(Report.id == row.id).execute()
+    row.state = state
+
+
+def process_pending(now: float, limit: int = 1000, host_name: str | None = None,
+                    force: bool = False) -> Counter[str]:  # fmt: skip
+    """Process queued reports (or, with ``force``, all kept ones) in arrival order."""
+    query = Report.select().order_by(Report.received_at, Report.id).limit(limit)
+    if not force:
+        query = query.where(Report.state == "pending")
+    if host_name:
+        query = query.where(Report.host_name == host_name)
+    outcome: Counter[str] = Counter()
+    for row in query:
+        outcome[process_report(row, now)] += 1
+    return outcome
+
+
+def prune_reports(keep: int) -> int:
+    """Delete all but the newest ``keep`` processed or failed reports of each host."""
+    deleted = 0
+    hosts = [r.host_name for r in Report.select(Report.host_name).distinct()]
+    for name in hosts:
+        old = (
+            Report.select(Report.id)
+            .where((Report.host_name == name) & (Report.state != "pending"))
+            .order_by(Report.received_at.desc(), Report.id.desc())
+            .offset(keep)
+        )
+        ids = [r.id for r in old]
+        if ids:
+            deleted += Report.delete().where(Report.id.in_(ids)).execute()
+    return deleted

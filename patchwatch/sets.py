@@ -1,0 +1,182 @@
+"""Store packages, package sets, repositories and repository sets once, shared by all.
+
+A set is identified by the SHA-256 of its sorted member keys, computed *before* touching
+the database: a report whose packages have not changed costs one indexed lookup. All
+inserts are ``ON CONFLICT DO NOTHING`` followed by a read, so concurrent reports that
+bring the same new package or set never fail and never duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from patchwatch.db import database
+from patchwatch.models import Mirror
+from patchwatch.models import Package
+from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetMember
+from patchwatch.models import Repository
+from patchwatch.models import RepositorySet
+from patchwatch.models import RepositorySetMember
+from patchwatch.records import Package as PackageRecord
+from patchwatch.records import RepoKind
+from patchwatch.records import ReportedRepository
+
+BATCH = 400  # stays below SQLite's bound-parameter limit with 6 columns per row
+
+PackageKey = tuple[str, str, str, str, str, str]
+
+
+def package_key(p: PackageRecord) -> PackageKey:
+    return (str(p.kind), p.name, p.epoch, p.version, p.release, p.arch)
+
+
+def digest_of(lines: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def package_set_digest(packages: Iterable[PackageRecord]) -> str:
+    return digest_of("\x1f".join(package_key(p)) for p in set(packages))
+
+
+def _chunks(items: Sequence[object], size: int = BATCH) -> Iterable[Sequence[object]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
+    """Return the row id of every package, inserting the ones not stored yet."""
+    wanted = {package_key(p) for p in packages}
+    ids: dict[PackageKey, int] = {}
+
+    def load(keys: set[PackageKey]) -> None:
+        names = sorted({k[1] for k in keys})
+        for chunk in _chunks(names):
+            query = Package.select(
+                Package.id, Package.kind, Package.name, Package.epoch,
+                Package.version, Package.release, Package.arch,
+            ).where(Package.name.in_(list(chunk))).tuples()  # fmt: skip
+            for row in query:
+                key = tuple(row[1:])
+                if key in keys:
+                    ids[key] = row[0]  # type: ignore[index]
+
+    load(wanted)
+    missing = [k for k in wanted if k not in ids]
+    if missing:
+        fields = [Package.kind, Package.name, Package.epoch, Package.version,
+                  Package.release, Package.arch]  # fmt: skip
+        for chunk in _chunks(sorted(missing)):
+            Package.insert_many(list(chunk), fields=fields).on_conflict_ignore().execute()
+        load(set(missing))
+    return ids
+
+
+def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
+    """Return the stored set with exactly these packages, creating it if new."""
+    digest = package_set_digest(packages)
+    existing = PackageSet.get_or_none(PackageSet.digest == digest)
+    if existing is not None:
+        return existing
+    ids = ensure_packages(packages)
+    with database.atomic():
+        PackageSet.insert(
+            digest=digest, size=len(ids), created_at=now
+        ).on_conflict_ignore().execute()
+        pset = PackageSet.get(PackageSet.digest == digest)
+        if not PackageSetMember.select().where(PackageSetMember.package_set == pset).exists():
+            rows = [(pset.id, pid) for pid in sorted(set(ids.values()))]
+            for chunk in _chunks(rows):
+                PackageSetMember.insert_many(
+                    list(chunk), fields=[PackageSetMember.package_set, PackageSetMember.package]
+                ).on_conflict_ignore().execute()
+    return pset
+
+
+def normalise_url(url: str) -> str:
+    """Lower-case scheme and host, drop a trailing slash: one mirror, one spelling."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url.rstrip("/")
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def repository_key(repo: ReportedRepository) -> str:
+    """Identify a repository across hosts.
+
+    apt: archive URL, suite, component and architecture (the index a host reads).
+    rpm-md: the repo id, architecture and first source URL, because the same id (say
+    ``baseos``) names different repositories on different releases.
+    """
+    first = next(iter(repo.urls), "") or repo.mirrorlist or repo.metalink
+    if repo.kind == RepoKind.DEB:
+        return " ".join(
+            (repo.kind.value, normalise_url(first), repo.suite, repo.component, repo.arch)
+        )
+    return " ".join((repo.kind.value, repo.id, repo.arch, normalise_url(first)))
+
+
+def ensure_repositories(repos: Sequence[ReportedRepository], now: float) -> dict[str, int]:
+    """Return repository ids by key, creating repositories and their mirrors as needed."""
+    out: dict[str, int] = {}
+    for repo in repos:
+        key = repository_key(repo)[:1024]
+        if key in out:
+            continue
+        Repository.insert(
+            kind=repo.kind.value, key=key, name=repo.name[:512], repo_id=repo.id[:512],
+            suite=repo.suite[:255], component=repo.component[:255], arch=repo.arch[:32],
+            auth_required=False, created_at=now,
+        ).on_conflict_ignore().execute()  # fmt: skip
+        row = Repository.get(Repository.key == key)
+        out[key] = row.id
+        mirrors = [(u, "baseurl") for u in repo.urls]
+        if repo.mirrorlist:
+            mirrors.append((repo.mirrorlist, "mirrorlist"))
+        if repo.metalink:
+            mirrors.append((repo.metalink, "metalink"))
+        for url, kind in mirrors:
+            Mirror.insert(
+                repository=row.id, url=normalise_url(url)[:2048], kind=kind
+            ).on_conflict_ignore().execute()
+    return out
+
+
+def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> RepositorySet:
+    """Return the stored repository set (with priorities) for these repositories."""
+    members: dict[str, tuple[int, bool]] = {}
+    for repo in repos:
+        key = repository_key(repo)[:1024]
+        prio, enabled = members.get(key, (repo.priority, repo.enabled))
+        members[key] = (max(prio, repo.priority), enabled or repo.enabled)
+    digest = digest_of(f"{k}\x1f{p}\x1f{int(e)}" for k, (p, e) in members.items())
+    existing = RepositorySet.get_or_none(RepositorySet.digest == digest)
+    if existing is not None:
+        return existing
+    ids = ensure_repositories(repos, now)
+    with database.atomic():
+        RepositorySet.insert(
+            digest=digest, size=len(members), created_at=now
+        ).on_conflict_ignore().execute()
+        rset = RepositorySet.get(RepositorySet.digest == digest)
+        if (
+            not RepositorySetMember.select()
+            .where(RepositorySetMember.repository_set == rset)
+            .exists()
+        ):
+            RepositorySetMember.insert_many(
+                [(rset.id, ids[k], p, e) for k, (p, e) in sorted(members.items())],
+                fields=[RepositorySetMember.repository_set, RepositorySetMember.repository,
+                        RepositorySetMember.priority, RepositorySetMember.enabled],
+            ).on_conflict_ignore().execute()  # fmt: skip
+    return rset

@@ -1,0 +1,221 @@
+"""The three ways reports come in, and one path to the store.
+
+- ``POST /api/v1/reports``: the native JSON report (``Authorization: Bearer``).
+- ``POST /api/report/``: Patchman protocol 2 (``Authorization: Api-Key``), same answers
+  as Patchman's server so its client sees no difference.
+- ``POST /reports/upload/``: Patchman protocol 1 (form fields, no credentials): off
+  unless the client's network is listed in ``protocol1_networks``, and never for a host
+  that has its own token.
+
+Every report is parsed before it is stored (so a malformed one gets a 400 naming the
+field and nothing is written), stored in one short transaction, then acknowledged.
+Processing runs after the answer is sent when ``process_inline`` is on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import jsonify
+from flask import request
+
+from patchwatch.db import database
+from patchwatch.errors import AuthError
+from patchwatch.errors import ParseError
+from patchwatch.errors import TooLargeError
+from patchwatch.processing import NATIVE
+from patchwatch.processing import PATCHMAN1
+from patchwatch.processing import PATCHMAN2
+from patchwatch.processing import process_pending
+from patchwatch.processing import store_report
+from patchwatch.records import HostReport
+from patchwatch.reports import parse_native
+from patchwatch.reports import parse_protocol1
+from patchwatch.reports import parse_protocol2
+from patchwatch.settings import Settings
+from patchwatch.tokens import authorize_host_write
+from patchwatch.tokens import host_has_credential
+from receiver.ingest import address_allowed
+from receiver.ingest import authenticate_request
+from receiver.ingest import client_address
+from receiver.ingest import read_body
+from receiver.metrics import PROCESSING_SECONDS
+from receiver.metrics import REPORT_BYTES
+from receiver.metrics import REPORTS_RECEIVED
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ingest", __name__)
+
+
+def _settings() -> Settings:
+    return current_app.config["PATCHWATCH_SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise ParseError("body is not UTF-8", "body") from None
+    except ValueError as exc:
+        raise ParseError(f"body is not valid JSON: {exc}", "body") from None
+
+
+def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None) -> int:
+    now = time.time()
+    row = store_report(
+        report.hostname,
+        protocol,
+        doc,
+        now,
+        token_id=token_id,
+        remote_addr=client_address(request, _settings()),
+        user_agent=request.headers.get("User-Agent", ""),
+    )
+    REPORTS_RECEIVED.labels(protocol, "accepted").inc()
+    log.info("accepted %s report %d for %s", protocol, row.id, report.hostname)
+    return int(row.id)
+
+
+def _process_after(response: Response, host_name: str) -> Response:
+    """Process the host's queued reports once the answer has gone out."""
+    if not _settings().process_inline:
+        return response
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            with database.connection_context():
+                process_pending(time.time(), host_name=host_name)
+        except Exception:  # boundary: the report is stored; the scheduler will retry
+            log.exception("inline processing failed for %s; left queued", host_name)
+        PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    response.call_on_close(run)
+    return response
+
+
+def _reject(protocol: str, result: str) -> None:
+    REPORTS_RECEIVED.labels(protocol, result).inc()
+
+
+@bp.post("/api/v1/reports")
+def native_report() -> Response | tuple[Response, int]:
+    settings = _settings()
+    now = time.time()
+    try:
+        token = authenticate_request(request, settings, "Bearer", now)
+        body = read_body(request, settings)
+        doc = _decode_json(body)
+        report = parse_native(doc)
+        if token.id is None:
+            raise AuthError("admin tokens do not send reports", 403)
+        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+    except AuthError as exc:
+        _reject(NATIVE, "unauthorized" if exc.status == 401 else "forbidden")
+        return _auth_error(exc, "Bearer")
+    except TooLargeError as exc:
+        _reject(NATIVE, "too_large")
+        return jsonify(error=str(exc)), 413
+    except ParseError as exc:
+        _reject(NATIVE, "malformed")
+        return jsonify(error=exc.message, where=exc.where), 400
+    REPORT_BYTES.observe(len(body))
+    report_id = _accept(NATIVE, report, doc, token.id)
+    response = jsonify(status="accepted", report=report_id)
+    response.status_code = 202
+    return _process_after(response, report.hostname)
+
+
+@bp.post("/api/report/")
+def patchman2_report() -> Response | tuple[Response, int]:
+    settings = _settings()
+    now = time.time()
+    try:
+        token = authenticate_request(request, settings, "Api-Key", now)
+        body = read_body(request, settings)
+        doc = _decode_json(body)
+        report = parse_protocol2(doc)
+        if token.id is None:
+            raise AuthError("admin tokens do not send reports", 403)
+        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+    except AuthError as exc:
+        _reject(PATCHMAN2, "unauthorized" if exc.status == 401 else "forbidden")
+        return jsonify(detail=str(exc)), 403  # Patchman answers 403 for any key problem
+    except TooLargeError as exc:
+        _reject(PATCHMAN2, "too_large")
+        return jsonify(status="error", errors={"body": [str(exc)]}), 413
+    except ParseError as exc:
+        _reject(PATCHMAN2, "malformed")
+        return jsonify(status="error", errors={exc.where or "body": [exc.message]}), 400
+    REPORT_BYTES.observe(len(body))
+    report_id = _accept(PATCHMAN2, report, doc, token.id)
+    response = jsonify(
+        status="accepted", report_id=report_id, message="Report queued for processing"
+    )
+    response.status_code = 202
+    return _process_after(response, report.hostname)
+
+
+@bp.post("/reports/upload/")
+def patchman1_report() -> Response | tuple[Response, int]:
+    settings = _settings()
+    addr = client_address(request, settings)
+    if not address_allowed(addr, settings.protocol1_networks):
+        _reject(PATCHMAN1, "forbidden")
+        return jsonify(
+            error="Patchman protocol 1 is not allowed from this address "
+            "(setting protocol1_networks)"
+        ), 403
+    try:
+        form = {key: request.form.get(key, "") for key in request.form}
+        report = parse_protocol1(form)
+        if host_has_credential(report.hostname):
+            raise AuthError(
+                f"host {report.hostname!r} has a token; it must report with it (protocol 2 "
+                "or the patchwatch agent)",
+                403,
+            )
+    except AuthError as exc:
+        _reject(PATCHMAN1, "forbidden")
+        return jsonify(error=str(exc)), exc.status
+    except ParseError as exc:
+        _reject(PATCHMAN1, "malformed")
+        return jsonify(error=exc.message, where=exc.where), 400
+    REPORT_BYTES.observe(sum(len(v) for v in form.values()))
+    _accept(PATCHMAN1, report, form, None)
+    if form.get("report", "").strip().lower() == "true":
+        response = Response(_echo(form), status=200, mimetype="text/plain")
+    else:
+        response = Response(status=204)
+    return _process_after(response, report.hostname)
+
+
+def _echo(form: dict[str, str]) -> str:
+    """The text Patchman's server echoes when the client asks for ``report=true``."""
+    lines = [f"{key}: {form.get(key, '')}" for key in
+             ("host", "os", "kernel", "report", "tags", "protocol", "reboot")]  # fmt: skip
+    for title, key in (("repos", "repos"), ("modules", "modules")):
+        lines.append(f"{title}:")
+        lines += [f" {line}" for line in form.get(key, "").splitlines() if line.strip()]
+    lines.append("packages:")
+    for line in form.get("packages", "").splitlines():
+        if line.strip():
+            lines.append(" " + " | ".join(line.replace("'", "").split(" ")))
+    for title, key in (("security updates", "sec_updates"), ("bugfix updates", "bug_updates")):
+        lines.append(f"{title}:")
+        lines += [f" {line}" for line in form.get(key, "").splitlines() if line.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def _auth_error(exc: AuthError, scheme: str) -> tuple[Response, int]:
+    response = jsonify(error=str(exc))
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = f'{scheme} realm="patchwatch"'
+    return response, exc.status

@@ -1,0 +1,110 @@
+"""Request plumbing for ingest: bounded bodies, credentials and the client address."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import zlib
+
+from flask import Request
+
+from patchwatch.errors import AuthError
+from patchwatch.errors import ParseError
+from patchwatch.errors import TooLargeError
+from patchwatch.models import Token
+from patchwatch.settings import Settings
+from patchwatch.tokens import authenticate
+
+
+def read_body(request: Request, settings: Settings) -> bytes:
+    """Return the request body, gunzipped, within the configured limits.
+
+    :raises TooLargeError: body or decompressed body above its limit (413).
+    :raises ParseError: a gzip body that is corrupt or truncated (400).
+    """
+    raw = request.get_data(cache=False)  # Flask enforces MAX_CONTENT_LENGTH (413)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        if len(raw) > settings.max_report_decompressed_bytes:
+            raise TooLargeError("report body too large")
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ParseError(f"unsupported Content-Encoding {encoding!r}", "headers")
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+    limit = settings.max_report_decompressed_bytes
+    dec = zlib.decompressobj(wbits)
+    try:
+        out = dec.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise ParseError(f"body is not valid {encoding}: {exc}", "body") from None
+    if len(out) > limit or dec.unconsumed_tail:
+        raise TooLargeError(f"report is larger than {limit} bytes once decompressed")
+    if not dec.eof:
+        raise ParseError(f"{encoding} body is truncated", "body")
+    return out
+
+
+def credential(request: Request, scheme: str) -> str:
+    """Return the credential of ``Authorization: <scheme> <value>``.
+
+    :raises AuthError: 401 when it is missing or uses another scheme.
+    """
+    header = request.headers.get("Authorization", "")
+    given, _, value = header.partition(" ")
+    if not header:
+        raise AuthError(f"missing Authorization header (expected '{scheme} <token>')")
+    if given.lower() != scheme.lower() or not value.strip():
+        raise AuthError(f"expected 'Authorization: {scheme} <token>'")
+    return value.strip()
+
+
+class StaticAdmin:
+    """The operator-configured admin token (setting ``admin_token``), not in the database."""
+
+    id = None
+    kind = "admin"
+    host_name = None
+    prefix = "static-admin"
+
+
+def authenticate_request(
+    request: Request, settings: Settings, scheme: str, now: float
+) -> Token | StaticAdmin:
+    """Return the token (or the static admin) the request carries."""
+    value = credential(request, scheme)
+    if settings.admin_token and hmac.compare_digest(value.encode(), settings.admin_token.encode()):
+        return StaticAdmin()
+    return authenticate(value, now)
+
+
+def client_address(request: Request, settings: Settings) -> str:
+    """The client's address: the peer, or X-Forwarded-For's when the peer is a trusted proxy.
+
+    The header is read right to left, skipping trusted proxies, so a client cannot
+    choose its own address by sending a forged header.
+    """
+    peer = request.remote_addr or ""
+    trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not trusted or not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return hop
+    return hops[0] if hops else peer
+
+
+def address_allowed(addr: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)

@@ -1,0 +1,225 @@
+"""Ingest through the Flask app on both backends: auth, limits, errors, durability."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+
+import pytest
+
+from patchwatch.models import Host
+from patchwatch.models import PackageSet
+from patchwatch.models import Report
+from patchwatch.models import RepositorySet
+from patchwatch.processing import process_pending
+from patchwatch.settings import Settings
+from patchwatch.tokens import create_token
+from receiver.app import create_app
+
+
+def native_doc(host: str = "web1.example.com", n: int = 5, repos: bool = True) -> dict:
+    doc: dict = {
+        "version": 1,
+        "host": host,
+        "os": {"id": "debian", "version_id": "12", "version_codename": "bookworm",
+               "pretty_name": "Debian GNU/Linux 12 (bookworm)"},
+        "kernel": "6.1.0-28-amd64",
+        "arch": "x86_64",
+        "tags": ["web", "prod"],
+        "reboot_required": False,
+        "packages": [
+            {"name": f"pkg{i}", "epoch": "", "version": f"1.{i}", "release": "1",
+             "arch": "amd64", "type": "deb"}
+            for i in range(n)
+        ],
+    }  # fmt: skip
+    if repos:
+        doc["repositories"] = [
+            {"type": "deb", "id": "http://deb.debian.org/debian bookworm main",
+             "urls": ["http://deb.debian.org/debian"], "suite": "bookworm",
+             "component": "main", "arch": "amd64", "priority": 500}
+        ]  # fmt: skip
+    return doc
+
+
+@pytest.fixture
+def app(db, tmp_path):
+    settings = Settings(
+        data_dir=str(tmp_path),
+        process_inline=False,
+        max_report_bytes=200_000,
+        max_report_decompressed_bytes=1_000_000,
+        protocol1_networks=("127.0.0.0/8",),
+    )
+    return create_app(settings, db=db)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, doc, token=None, gz=False, raw=None, headers=None):
+    body = raw if raw is not None else json.dumps(doc).encode()
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if gz:
+        body = gzip.compress(body)
+        h["Content-Encoding"] = "gzip"
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return client.post("/api/v1/reports", data=body, headers=h)
+
+
+def test_report_without_token_is_401_and_stores_nothing(client) -> None:
+    r = post(client, native_doc())
+    assert r.status_code == 401
+    assert "Bearer" in r.headers["WWW-Authenticate"]
+    assert Report.select().count() == 0
+
+
+def test_unknown_and_malformed_tokens_are_401(client) -> None:
+    assert post(client, native_doc(), token="pw_0000_nope").status_code == 401
+    assert post(client, native_doc(), token="garbage").status_code == 401
+
+
+def test_host_token_writes_only_its_host(client) -> None:
+    _, secret = create_token("host", time.time(), "web1.example.com")
+    assert post(client, native_doc("web1.example.com"), token=secret).status_code == 202
+    r = post(client, native_doc("web2.example.com"), token=secret)
+    assert r.status_code == 403
+    assert Report.select().count() == 1
+
+
+def test_enroll_token_binds_new_hosts_and_cannot_take_others(client) -> None:
+    _, enroll_a = create_token("enroll", time.time())
+    _, enroll_b = create_token("enroll", time.time())
+    assert post(client, native_doc("a1"), token=enroll_a).status_code == 202
+    assert post(client, native_doc("a1"), token=enroll_a).status_code == 202
+    assert post(client, native_doc("a2"), token=enroll_a).status_code == 202
+    assert post(client, native_doc("a1"), token=enroll_b).status_code == 403
+    _, host_tok = create_token("host", time.time(), "a1")  # admin re-binds a1
+    assert post(client, native_doc("a1"), token=enroll_a).status_code == 403
+    assert post(client, native_doc("a1"), token=host_tok).status_code == 202
+
+
+def test_admin_token_does_not_send_reports(client) -> None:
+    _, admin = create_token("admin", time.time())
+    assert post(client, native_doc(), token=admin).status_code == 403
+
+
+def test_revoked_token_is_refused(client) -> None:
+    from patchwatch.tokens import revoke_token
+
+    tok, secret = create_token("host", time.time(), "web1.example.com")
+    revoke_token(tok.prefix, time.time())
+    assert post(client, native_doc(), token=secret).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda d: d.pop("host"), "host"),
+        (lambda d: d["packages"][2].pop("version"), "packages[2].version"),
+        (lambda d: d.__setitem__("version", 7), "version"),
+        (lambda d: d["packages"].append("x"), "packages[5]"),
+    ],
+)
+def test_malformed_report_is_400_naming_the_field(client, mutate, where) -> None:
+    _, secret = create_token("enroll", time.time())
+    doc = native_doc()
+    mutate(doc)
+    r = post(client, doc, token=secret)
+    assert r.status_code == 400
+    assert where in (r.get_json()["where"] or "")
+    assert Report.select().count() == 0
+
+
+def test_invalid_json_and_bad_gzip_are_400(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    r = post(client, None, token=secret, raw=b"{not json")
+    assert r.status_code == 400 and r.get_json()["where"] == "body"
+    r = client.post(
+        "/api/v1/reports",
+        data=gzip.compress(b'{"a": 1}')[:-6],
+        headers={"Authorization": f"Bearer {secret}", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 400
+    assert "truncated" in r.get_json()["error"]
+
+
+def test_gzip_report_is_accepted(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    r = post(client, native_doc(n=300), token=secret, gz=True)
+    assert r.status_code == 202, r.get_json()
+    assert r.get_json()["status"] == "accepted"
+
+
+def test_oversized_and_bomb_reports_are_413(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    r = post(client, native_doc(n=3000), token=secret)  # > 200 kB as sent
+    assert r.status_code == 413
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
+    body = bomb.compress(b" " * 50_000_000) + bomb.flush()  # 50 MB of spaces, ~50 kB sent
+    r = client.post(
+        "/api/v1/reports",
+        data=body,
+        headers={"Authorization": f"Bearer {secret}", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 413
+    assert Report.select().count() == 0
+
+
+def test_processing_builds_shared_sets(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    for host in ("web1", "web2", "web3"):
+        assert post(client, native_doc(host, n=50), token=secret).status_code == 202
+    assert process_pending(time.time()) == {"processed": 3}
+    assert Host.select().count() == 3
+    assert PackageSet.select().count() == 1  # three hosts, one stored set
+    assert RepositorySet.select().count() == 1
+    host = Host.get(Host.name == "web1")
+    assert host.package_set.size == 50
+    assert host.kernel == "6.1.0-28-amd64"
+    assert host.tags == "prod web"
+    assert host.os_release.family == "debian"
+
+
+def test_report_without_repositories_keeps_the_hosts_repositories(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    post(client, native_doc("web1"), token=secret)
+    process_pending(time.time())
+    before = Host.get(Host.name == "web1").repository_set_id
+    assert before is not None
+    post(client, native_doc("web1", n=7, repos=False), token=secret)
+    process_pending(time.time())
+    host = Host.get(Host.name == "web1")
+    assert host.repository_set_id == before
+    assert host.package_set.size == 7
+
+
+def test_host_names_are_lower_cased(client) -> None:
+    _, secret = create_token("enroll", time.time())
+    assert post(client, native_doc("Web1.Example.COM"), token=secret).status_code == 202
+    process_pending(time.time())
+    assert Host.get_or_none(Host.name == "web1.example.com") is not None
+
+
+def test_protocol1_is_refused_outside_listed_networks(db, tmp_path) -> None:
+    app = create_app(Settings(data_dir=str(tmp_path)), db=db)  # protocol 1 off by default
+    r = app.test_client().post("/reports/upload/", data={"host": "x"})
+    assert r.status_code == 403
+    assert "protocol1_networks" in r.get_json()["error"]
+
+
+def test_healthz_answers_json(client) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.get_json()["database"] == "up"
+
+
+def test_unknown_path_is_json_404(client) -> None:
+    r = client.get("/nothing")
+    assert r.status_code == 404
+    assert "error" in r.get_json()
