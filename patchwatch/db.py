@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from peewee import Database
@@ -60,6 +61,18 @@ def open_database(url: str) -> Database:
     db = make_database(url)
     database.initialize(db)
     return db
+
+
+def write_transaction() -> Any:
+    """A transaction that will write: ``BEGIN IMMEDIATE`` on SQLite.
+
+    A deferred SQLite transaction that reads first and writes later fails at once with
+    "database is locked" when another connection wrote in between (it cannot upgrade
+    its snapshot); taking the write lock up front makes it wait (busy_timeout) instead.
+    """
+    if isinstance(database.obj, SqliteDatabase):
+        return database.atomic("IMMEDIATE")
+    return database.atomic()
 
 
 def is_sqlite() -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from peewee import IntegrityError
 
-from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.models import SchedulerLock
 
 
 def acquire_lease(name: str, holder: str, now: float, ttl: float) -> bool:
     """Take or renew the lease ``name`` for ``holder``; return whether it is ours."""
-    with database.atomic():
+    with write_transaction():
         updated = (
             SchedulerLock.update(holder=holder, expires_at=now + ttl)
             .where(
@@ -29,7 +29,7 @@ def acquire_lease(name: str, holder: str, now: float, ttl: float) -> bool:
         if SchedulerLock.get_or_none(SchedulerLock.name == name) is not None:
             return False
     try:
-        with database.atomic():
+        with write_transaction():
             SchedulerLock.create(name=name, holder=holder, acquired_at=now, expires_at=now + ttl)
         return True
     except IntegrityError:

@@ -13,9 +13,8 @@ import json
 import logging
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 
-from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
 from patchwatch.models import Host
 from patchwatch.models import Module
@@ -74,7 +73,7 @@ def store_report(
 ) -> Report:
     """Store a raw report durably (one short transaction) and return its row."""
     body, size = encode_body(doc)
-    with database.atomic():
+    with write_transaction():
         return Report.create(
             host_name=host_name,
             protocol=protocol,
@@ -103,7 +102,7 @@ def apply_report(row: Report, report: HostReport, now: float) -> Host:
         ensure_repository_set(report.repositories, now) if report.repositories is not None else None
     )
     os_release = _os_release(report)
-    with database.atomic():
+    with write_transaction():
         host = Host.get_or_none(Host.name == row.host_name)
         if host is None:
             Host.insert(name=row.host_name, created_at=now).on_conflict_ignore().execute()
@@ -152,43 +151,73 @@ def apply_report(row: Report, report: HostReport, now: float) -> Host:
     return host
 
 
-@dataclass
-class ProcessResult:
-    processed: int = 0
-    failed: int = 0
-    superseded: int = 0
+CLAIM_TIMEOUT_SECONDS = 600.0  # a claim older than this was abandoned (a killed worker)
 
 
-def process_report(row: Report, now: float) -> str:
-    """Process one stored report; return its new state (processed or failed)."""
+def claim_report(row: Report, now: float, force: bool = False) -> bool:
+    """Take a report for processing so that two processes never work on it at once."""
+    allowed = (Report.state == "pending") | (
+        (Report.state == "processing") & (Report.processed_at < now - CLAIM_TIMEOUT_SECONDS)
+    )
+    if force:
+        allowed = allowed | Report.state.in_(("processed", "failed"))
+    claimed = (
+        Report.update(state="processing", processed_at=now, attempts=Report.attempts + 1)
+        .where((Report.id == row.id) & allowed)
+        .execute()
+    )
+    return bool(claimed)
+
+
+def process_report(row: Report, now: float, force: bool = False) -> str:
+    """Process one stored report; return its new state (processed, failed or skipped)."""
+    if not claim_report(row, now, force):
+        return "skipped"  # another process has it, or it is done
     try:
         report = decode_report(row.protocol, row.body)
     except ParseError as exc:
         _mark(row, "failed", now, str(exc))
         return "failed"
-    apply_report(row, report, now)
+    try:
+        apply_report(row, report, now)
+    except Exception:
+        _mark(row, "pending", now, "processing interrupted; will be retried")
+        raise
     _mark(row, "processed", now, "")
     return "processed"
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
-    Report.update(
-        state=state, processed_at=now, error=error[:2000], attempts=Report.attempts + 1
-    ).where(Report.id == row.id).execute()
+    Report.update(state=state, processed_at=now, error=error[:2000]).where(
+        Report.id == row.id
+    ).execute()
     row.state = state
 
 
-def process_pending(now: float, limit: int = 1000, host_name: str | None = None,
-                    force: bool = False) -> Counter[str]:  # fmt: skip
-    """Process queued reports (or, with ``force``, all kept ones) in arrival order."""
-    query = Report.select().order_by(Report.received_at, Report.id).limit(limit)
+def process_pending(
+    now: float, limit: int = 1000, host_name: str | None = None, force: bool = False
+) -> Counter[str]:
+    """Process queued reports (or, with ``force``, all kept ones) in arrival order.
+
+    The rows are read first and processed after: an open read cursor on SQLite would
+    pin a snapshot and make the writes below fail under concurrency.
+    """
+    query = Report.select(
+        Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
+        Report.remote_addr, Report.state,
+    ).order_by(Report.received_at, Report.id).limit(limit)  # fmt: skip
     if not force:
-        query = query.where(Report.state == "pending")
+        stale = now - CLAIM_TIMEOUT_SECONDS
+        query = query.where(
+            (Report.state == "pending")
+            | ((Report.state == "processing") & (Report.processed_at < stale))
+        )
     if host_name:
         query = query.where(Report.host_name == host_name)
     outcome: Counter[str] = Counter()
-    for row in query:
-        outcome[process_report(row, now)] += 1
+    for row in list(query):
+        outcome[process_report(row, now, force)] += 1
+    outcome.pop("skipped", None)
     return outcome
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.models import Mirror
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
@@ -87,7 +87,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
     if existing is not None:
         return existing
     ids = ensure_packages(packages)
-    with database.atomic():
+    with write_transaction():
         PackageSet.insert(
             digest=digest, size=len(ids), created_at=now
         ).on_conflict_ignore().execute()
@@ -164,7 +164,7 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
     if existing is not None:
         return existing
     ids = ensure_repositories(repos, now)
-    with database.atomic():
+    with write_transaction():
         RepositorySet.insert(
             digest=digest, size=len(members), created_at=now
         ).on_conflict_ignore().execute()

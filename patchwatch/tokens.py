@@ -18,7 +18,7 @@ import secrets
 
 from peewee import IntegrityError
 
-from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.errors import AuthError
 from patchwatch.errors import NotFoundError
 from patchwatch.models import HostCredential
@@ -50,7 +50,7 @@ def create_token(
         raise ValueError("a host token needs a host name, and only a host token has one")
     prefix = secrets.token_hex(PREFIX_BYTES)
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    with database.atomic():
+    with write_transaction():
         token = Token.create(
             prefix=prefix,
             secret_hash=_hash(secret),
@@ -102,7 +102,7 @@ def authorize_host_write(token: Token, host_name: str, now: float) -> None:
     if token.kind == "host":  # its binding was replaced by a newer host token
         raise AuthError(f"this token may not write host {host_name!r}", 403)
     try:
-        with database.atomic():
+        with write_transaction():
             HostCredential.create(host_name=host_name, token=token, bound_at=now)
     except IntegrityError:  # another request enrolled the host first
         binding = HostCredential.get_or_none(HostCredential.host_name == host_name)
@@ -126,7 +126,7 @@ def revoke_token(prefix: str, now: float) -> Token:
     token = Token.get_or_none(Token.prefix == prefix)
     if token is None:
         raise NotFoundError(f"no token with prefix {prefix!r}")
-    with database.atomic():
+    with write_transaction():
         Token.update(revoked_at=now).where(Token.id == token.id).execute()
         HostCredential.delete().where(HostCredential.token == token).execute()
     return Token.get_by_id(token.id)

@@ -16,6 +16,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,89 @@ def db(database_url: str) -> Iterator[object]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=str(tmp_path / "data"))
+
+
+class Server:
+    """``patchwatch serve`` running on loopback in a subprocess, for tests that need it real."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp_path / "data"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "PATCHWATCH_WORKERS": "2",
+            **(env or {}),
+        }
+        self.log_path = tmp_path / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def database_url(self) -> str:
+        return (
+            self.env.get("PATCHWATCH_DATABASE_URL")
+            or f"sqlite:///{self.data_dir / 'patchwatch.db'}"
+        )
+
+    def start(self, timeout: float = 30) -> Server:
+        import time
+        import urllib.request
+
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{self.port}",
+             "--data-dir", str(self.data_dir)],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server did not become healthy")
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT,
+            env={**self.env, "PATCHWATCH_DATA_DIR": str(self.data_dir)},
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._log.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[object]:
+    servers: list[Server] = []
+
+    def make(env: dict[str, str] | None = None) -> Server:
+        srv = Server(tmp_path, env).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
