@@ -1,0 +1,198 @@
+"""Which installed packages have updates, decided the way apt and dnf decide (pure).
+
+The inputs are records: the installed packages, every version the host's repositories
+offer (with the repository's priority and whether it is a security source), and the
+security advisories that apply. Nothing here reads the database.
+
+Candidate selection per (name, arch), against the newest installed version:
+
+- deb (apt's ``pkgPolicy::GetCandidateVer``): walk the offered versions newest first,
+  down to the installed one; the candidate is the first version with the highest pin
+  priority, where the installed version counts with at least priority 100 (the dpkg
+  status file) or the priority of any repository that also offers it. So backports
+  (priority 100) never update a package installed from the main archive (500), but do
+  update one installed from backports. Priority <= 0 never offers anything.
+- rpm (dnf and zypper priorities, negated so that higher wins): only the repositories
+  with the best priority among those offering the name count; the candidate is their
+  newest version.
+
+An update is a security update when the candidate (or any version between the
+installed one and the candidate) comes from a security repository (Debian's security
+suite, Ubuntu's ``-security``, or one an operator marked), when a security advisory
+covers such a version, or when the host itself said so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from patchwatch.records import Package
+from patchwatch.records import PackageKind
+from patchwatch.records import PendingUpdate
+from patchwatch.versions import sort_key
+
+STATUS_PRIORITY = 100  # what apt gives the installed version (dpkg status file)
+ARCH_INDEPENDENT = frozenset({"all", "noarch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One version offered by one repository the host uses."""
+
+    package: Package
+    repository: str  # repository key or id, reported back with the update
+    priority: int = 500  # normalised: higher wins
+    security: bool = False
+
+
+def _key(p: Package) -> tuple[object, ...]:
+    return sort_key(p.kind, p.epoch, p.version, p.release)
+
+
+def newest_installed(installed: Iterable[Package]) -> dict[tuple[str, str], Package]:
+    """Keep the newest installed version per (name, arch): kernels are installed many times."""
+    best: dict[tuple[str, str], Package] = {}
+    for p in installed:
+        k = (p.name, p.arch)
+        if k not in best or _key(p) > _key(best[k]):
+            best[k] = p
+    return best
+
+
+def _deb_candidate(inst: Package, offers: list[Offer]) -> Offer | None:
+    inst_key = _key(inst)
+    inst_prio = STATUS_PRIORITY
+    by_version: dict[tuple[object, ...], list[Offer]] = defaultdict(list)
+    for o in offers:
+        if o.priority > 0:  # apt: priority 0 or below never offers a version
+            by_version[_key(o.package)].append(o)
+    for o in by_version.get(inst_key, ()):
+        inst_prio = max(inst_prio, o.priority)
+    best: Offer | None = None
+    best_prio = 0
+    for vkey in sorted((k for k in by_version if k > inst_key), reverse=True):
+        group = by_version[vkey]
+        top = max(group, key=lambda o: o.priority)
+        if top.priority > best_prio:
+            best, best_prio = top, top.priority
+    if best is None or best_prio < inst_prio:
+        # apt reaches the installed version with the maximum so far; only a strictly
+        # higher priority there would keep the installed one (ties go to the newer)
+        return None
+    return best
+
+
+def _rpm_candidate(inst: Package, offers: list[Offer]) -> Offer | None:
+    usable = [o for o in offers if o.priority > -100000]
+    if not usable:
+        return None
+    top_priority = max(o.priority for o in usable)
+    best = max((o for o in usable if o.priority == top_priority), key=lambda o: _key(o.package))
+    return best if _key(best.package) > _key(inst) else None
+
+
+def compute_updates(
+    installed: Iterable[Package],
+    offers: Iterable[Offer],
+    security_advisories: Mapping[tuple[str, str], Iterable[Package]] | None = None,
+    reported_security: Iterable[tuple[str, str]] = (),
+) -> list[PendingUpdate]:
+    """Return the pending updates of one host (or of every host with these inputs).
+
+    ``security_advisories`` maps (name, arch) to package versions that security
+    advisories fix; ``reported_security`` lists (name, arch) the host's package manager
+    itself called security updates.
+    """
+    by_name: dict[tuple[str, str], list[Offer]] = defaultdict(list)
+    for o in offers:
+        by_name[(o.package.name, o.package.arch)].append(o)
+    advisories = security_advisories or {}
+    reported = set(reported_security)
+    out: list[PendingUpdate] = []
+    for (name, arch), inst in sorted(newest_installed(installed).items()):
+        candidates = by_name.get((name, arch), [])
+        if arch in ARCH_INDEPENDENT:
+            candidates = [o for o in candidates if o.package.arch in ARCH_INDEPENDENT]
+        if not candidates:
+            continue
+        chosen = (
+            _deb_candidate(inst, candidates)
+            if inst.kind == PackageKind.DEB
+            else _rpm_candidate(inst, candidates)
+        )
+        if chosen is None:
+            continue
+        low, high = _key(inst), _key(chosen.package)
+        security = (
+            any(o.security and low < _key(o.package) <= high for o in candidates)
+            or any(low < _key(p) <= high for p in advisories.get((name, arch), ()))
+            or (name, arch) in reported
+        )
+        out.append(
+            PendingUpdate(
+                installed=inst,
+                available=chosen.package,
+                security=security,
+                repository=chosen.repository,
+            )
+        )
+    return out
+
+
+_DEB_RUNNING = re.compile(
+    r"^(?P<abi>\d+(?:\.\d+)+-\d+)(?:\.\d+)?-(?P<flavour>[a-z0-9][a-z0-9+.-]*)$"
+)
+_SUSE_RUNNING = re.compile(r"^(?P<vr>\d+(?:\.\d+)+-[\d.]+)-(?P<flavour>[a-z0-9]+)$")
+RPM_KERNEL_NAMES = ("kernel-core", "kernel", "kernel-uek-core", "kernel-uek")
+
+
+def compute_newer_kernel_installed(running: str, installed: Iterable[Package]) -> bool | None:
+    """Tell whether a newer kernel of the running flavour is installed than the one running.
+
+    ``None`` when it cannot tell (no kernel packages recognised): the host's own reboot
+    signal then stands alone.
+    """
+    packages = list(installed)
+    if not packages or not running:
+        return None
+    if packages[0].kind == PackageKind.DEB:
+        m = _DEB_RUNNING.match(running)
+        if not m:
+            return None
+        flavour = re.escape(m["flavour"])
+        pattern = re.compile(
+            rf"^linux-image-(\d+(?:\.\d+)+-\d+(?:\.\d+)?)-{flavour}(?:-unsigned)?$"
+        )
+        abis = [mm.group(1) for p in packages if (mm := pattern.match(p.name))]
+        if not abis:
+            return None
+        newest = max(abis, key=lambda a: sort_key(PackageKind.DEB, "", *_split_upstream(a)))
+        return sort_key(PackageKind.DEB, "", *_split_upstream(newest)) > sort_key(
+            PackageKind.DEB, "", *_split_upstream(m["abi"])
+        )
+    suse = _SUSE_RUNNING.match(running)
+    if suse:
+        name = f"kernel-{suse['flavour']}"
+        kernels = [p for p in packages if p.name == name]
+        if not kernels:
+            return None
+        newest = max(kernels, key=_key)
+        return not f"{newest.version}-{newest.release}".startswith(suse["vr"])
+    for name in RPM_KERNEL_NAMES:
+        kernels = [p for p in packages if p.name == name]
+        if kernels:
+            break
+    else:
+        return None
+    newest = max(kernels, key=_key)
+    return running not in (f"{newest.version}-{newest.release}.{newest.arch}",
+                           f"{newest.version}-{newest.release}")  # fmt: skip
+
+
+def _split_upstream(abi: str) -> tuple[str, str]:
+    version, _, release = abi.rpartition("-")
+    return version, release

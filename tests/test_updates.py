@@ -1,0 +1,179 @@
+"""Update computation (pure): apt's and dnf's candidate rules, security, kernels."""
+
+from __future__ import annotations
+
+import pytest
+
+from patchwatch.records import Package
+from patchwatch.records import PackageKind
+from patchwatch.updates import Offer
+from patchwatch.updates import compute_newer_kernel_installed
+from patchwatch.updates import compute_updates
+
+DEB, RPM = PackageKind.DEB, PackageKind.RPM
+
+
+def deb(name: str, evr: str, arch: str = "amd64") -> Package:
+    epoch, _, rest = evr.rpartition(":") if ":" in evr else ("", "", evr)
+    version, _, release = rest.rpartition("-") if "-" in rest else (rest, "", "")
+    return Package(name, epoch, version, release, arch, DEB)
+
+
+def rpm(name: str, evr: str, arch: str = "x86_64") -> Package:
+    epoch, _, rest = evr.rpartition(":") if ":" in evr else ("0", "", evr)
+    version, _, release = rest.rpartition("-")
+    return Package(name, epoch, version, release, arch, RPM)
+
+
+def one(installed, offers, **kw):
+    out = compute_updates(installed, offers, **kw)
+    return {(u.installed.name, u.available.evr, u.security) for u in out}
+
+
+MAIN, SEC, BPO = 500, 500, 100
+
+
+def test_newer_version_in_main_is_an_update() -> None:
+    got = one(
+        [deb("curl", "7.88.1-10+deb12u7")], [Offer(deb("curl", "7.88.1-10+deb12u8"), "main", MAIN)]
+    )
+    assert got == {("curl", "7.88.1-10+deb12u8", False)}
+
+
+def test_same_or_older_version_is_no_update() -> None:
+    inst = [deb("curl", "7.88.1-10+deb12u8")]
+    assert one(inst, [Offer(deb("curl", "7.88.1-10+deb12u8"), "main", MAIN)]) == set()
+    assert one(inst, [Offer(deb("curl", "7.88.1-10+deb12u5"), "main", MAIN)]) == set()
+
+
+def test_backports_do_not_update_a_package_from_main() -> None:
+    inst = [deb("git", "1:2.39.5-0+deb12u1")]
+    offers = [
+        Offer(deb("git", "1:2.39.5-0+deb12u1"), "main", MAIN),
+        Offer(deb("git", "1:2.45.2-1~bpo12+1"), "backports", BPO),
+    ]
+    assert one(inst, offers) == set()
+
+
+def test_backports_update_a_package_installed_from_backports() -> None:
+    inst = [deb("git", "1:2.45.1-1~bpo12+1")]
+    offers = [
+        Offer(deb("git", "1:2.39.5-0+deb12u1"), "main", MAIN),
+        Offer(deb("git", "1:2.45.2-1~bpo12+1"), "backports", BPO),
+    ]
+    assert one(inst, offers) == {("git", "1:2.45.2-1~bpo12+1", False)}
+
+
+def test_pin_zero_or_negative_never_offers() -> None:
+    inst = [deb("vim", "2:9.0.1378-2")]
+    assert one(inst, [Offer(deb("vim", "2:9.1.0-1"), "x", 0)]) == set()
+    assert one(inst, [Offer(deb("vim", "2:9.1.0-1"), "x", -10)]) == set()
+
+
+def test_higher_pin_wins_over_newer_version() -> None:
+    inst = [deb("nginx", "1.22.1-9")]
+    offers = [Offer(deb("nginx", "1.22.1-9+deb12u1"), "pinned", 990),
+              Offer(deb("nginx", "1.27.0-1"), "upstream", 500)]  # fmt: skip
+    assert one(inst, offers) == {("nginx", "1.22.1-9+deb12u1", False)}
+
+
+def test_security_repository_makes_a_security_update() -> None:
+    inst = [deb("openssl", "3.0.14-1~deb12u2")]
+    offers = [Offer(deb("openssl", "3.0.15-1~deb12u1"), "security", SEC, security=True),
+              Offer(deb("openssl", "3.0.14-1~deb12u2"), "main", MAIN)]  # fmt: skip
+    assert one(inst, offers) == {("openssl", "3.0.15-1~deb12u1", True)}
+
+
+def test_arch_all_only_from_arch_all_and_arch_must_match() -> None:
+    inst = [deb("tzdata", "2024a-0+deb12u1", "all"), deb("libc6", "2.36-9", "i386")]
+    offers = [Offer(deb("tzdata", "2024b-0+deb12u1", "amd64"), "main", MAIN),
+              Offer(deb("libc6", "2.36-9+deb12u9", "amd64"), "main", MAIN)]  # fmt: skip
+    assert one(inst, offers) == set()
+
+
+def test_newest_installed_kernel_is_compared() -> None:
+    inst = [
+        rpm("kernel-core", "5.14.0-427.13.1.el9_4"),
+        rpm("kernel-core", "5.14.0-503.11.1.el9_5"),
+    ]
+    offers = [Offer(rpm("kernel-core", "5.14.0-503.11.1.el9_5"), "baseos", -99)]
+    assert one(inst, offers) == set()
+    offers.append(Offer(rpm("kernel-core", "5.14.0-503.14.1.el9_5"), "baseos", -99))
+    assert one(inst, offers) == {("kernel-core", "5.14.0-503.14.1.el9_5", False)}
+
+
+def test_rpm_priority_hides_newer_versions_in_worse_repositories() -> None:
+    inst = [rpm("httpd", "2.4.57-5.el9")]
+    offers = [Offer(rpm("httpd", "2.4.57-8.el9"), "appstream", -10),
+              Offer(rpm("httpd", "2.4.62-1.el9"), "epel", -99)]  # fmt: skip
+    assert one(inst, offers) == {("httpd", "2.4.57-8.el9", False)}
+
+
+def test_epoch_beats_version_for_rpm() -> None:
+    inst = [rpm("legacy", "0.9-1", "noarch")]
+    offers = [Offer(rpm("legacy", "1:0.8-1", "noarch"), "t", -99)]
+    assert one(inst, offers) == {("legacy", "1:0.8-1", False)}
+
+
+@pytest.mark.parametrize(
+    ("fixed", "expected"),
+    [
+        ("1.1-1", True),
+        ("1.0-1", False),
+        ("1.2-1", False),
+    ],  # advisory must lie in (installed, candidate]
+)
+def test_security_advisory_marks_updates_it_covers(fixed: str, expected: bool) -> None:
+    inst = [rpm("hello", "1.0-1", "noarch")]
+    offers = [Offer(rpm("hello", "1.1-1", "noarch"), "t", -99)]
+    got = one(
+        inst, offers, security_advisories={("hello", "noarch"): [rpm("hello", fixed, "noarch")]}
+    )
+    assert got == {("hello", "1.1-1", expected)}
+
+
+def test_host_reported_security_marks_the_update() -> None:
+    inst = [rpm("bash", "5.1.8-6.el9")]
+    offers = [Offer(rpm("bash", "5.1.8-9.el9"), "baseos", -99)]
+    assert one(inst, offers, reported_security=[("bash", "x86_64")]) == {
+        ("bash", "5.1.8-9.el9", True)
+    }
+
+
+@pytest.mark.parametrize(
+    ("running", "installed", "expected"),
+    [
+        ("6.1.0-27-amd64", ["linux-image-6.1.0-27-amd64", "linux-image-6.1.0-28-amd64"], True),
+        ("6.1.0-28-amd64", ["linux-image-6.1.0-27-amd64", "linux-image-6.1.0-28-amd64"], False),
+        (
+            "6.1.0-28-amd64",
+            ["linux-image-6.1.0-28-amd64", "linux-image-6.1.0-30-cloud-amd64"],
+            False,
+        ),
+        ("6.1.0-9-amd64", ["linux-image-6.1.0-10-amd64"], True),  # numeric, not text, order
+        (
+            "6.8.0-45-generic",
+            ["linux-image-6.8.0-45-generic", "linux-image-6.8.0-47-generic"],
+            True,
+        ),
+        ("6.1.0-28-amd64", ["bash"], None),
+    ],
+)
+def test_newer_deb_kernel_installed(running, installed, expected) -> None:
+    pkgs = [deb(n, "1.0-1") for n in installed]
+    assert compute_newer_kernel_installed(running, pkgs) is expected
+
+
+def test_newer_rpm_kernel_installed() -> None:
+    pkgs = [
+        rpm("kernel-core", "5.14.0-427.13.1.el9_4"),
+        rpm("kernel-core", "5.14.0-503.11.1.el9_5"),
+    ]
+    assert compute_newer_kernel_installed("5.14.0-427.13.1.el9_4.x86_64", pkgs) is True
+    assert compute_newer_kernel_installed("5.14.0-503.11.1.el9_5.x86_64", pkgs) is False
+    suse = [
+        rpm("kernel-default", "5.14.21-150500.55.68.1"),
+        rpm("kernel-default", "5.14.21-150500.55.73.1"),
+    ]
+    assert compute_newer_kernel_installed("5.14.21-150500.55.68-default", suse) is True
+    assert compute_newer_kernel_installed("5.14.21-150500.55.73-default", suse) is False
