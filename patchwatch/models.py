@@ -64,6 +64,12 @@ class Package(BaseModel):
     class Meta:
         indexes = ((("kind", "name", "epoch", "version", "release", "arch"), True),)
 
+    @property
+    def version_string(self) -> str:
+        """The version as the package manager prints it ([epoch:]version[-release])."""
+        out = f"{self.epoch}:{self.version}" if self.epoch not in ("", "0") else self.version
+        return f"{out}-{self.release}" if self.release else out
+
 
 class PackageSet(BaseModel):
     """A set of packages stored once: a host's installed packages, or a mirror's index."""

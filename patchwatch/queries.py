@@ -6,19 +6,24 @@ one grouped query per concern, never one query per host.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 from peewee import JOIN
 from peewee import fn
 
+from patchwatch.errors import NotFoundError
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
 from patchwatch.models import Mirror
 from patchwatch.models import OSRelease
+from patchwatch.models import Package
 from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetMember
 from patchwatch.models import Report
 from patchwatch.models import Repository
+from patchwatch.models import RepositorySetMember
 
 
 @dataclass(frozen=True)
@@ -132,3 +137,203 @@ def load_last_job_runs() -> dict[str, dict[str, float | str | None]]:
             "last_success_at": last_success.get(run.job),
         }
     return out
+
+
+# --- the read API and the operator CLI -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    os: str | None = None  # substring of the OS name, case-insensitive
+    tag: str | None = None
+    domain: str | None = None
+    security: bool | None = None  # True: only hosts with pending security updates
+    reboot: bool | None = None
+    stale_days: float | None = None  # only hosts not reporting for this many days
+    name: str | None = None  # glob pattern (* and ?)
+
+
+def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
+    """Hosts with their counts, filtered; a few grouped queries whatever the fleet size."""
+    out = []
+    for h in load_host_rows():
+        if flt.os and flt.os.lower() not in h.os.lower():
+            continue
+        if flt.tag and flt.tag not in h.tags.split():
+            continue
+        if flt.security is not None and (h.security > 0) != flt.security:
+            continue
+        if flt.reboot is not None and h.reboot_required != flt.reboot:
+            continue
+        if flt.stale_days is not None and (
+            h.last_report_at is not None and h.last_report_at > now - flt.stale_days * 86400
+        ):
+            continue
+        if flt.name and not fnmatch.fnmatchcase(h.name, flt.name.lower()):
+            continue
+        if flt.domain and not h.name.endswith("." + flt.domain.lower()):
+            continue
+        out.append(
+            {
+                "name": h.name, "os": h.os, "os_family": h.os_family, "arch": h.arch,
+                "kernel": h.kernel, "tags": h.tags.split(), "packages": h.packages,
+                "security_updates": h.security, "other_updates": h.other,
+                "reboot_required": h.reboot_required, "last_report_at": h.last_report_at,
+                "oldest_security_first_seen_at": h.oldest_security_first_seen,
+            }
+        )  # fmt: skip
+    return out
+
+
+def _package_dict(p: Package) -> dict[str, str]:
+    return {"name": p.name, "epoch": p.epoch, "version": p.version, "release": p.release,
+            "arch": p.arch, "type": p.kind}  # fmt: skip
+
+
+def host_detail(name: str) -> dict[str, object]:
+    """One host with its packages, repositories and pending updates.
+
+    :raises NotFoundError: when no host has this name.
+    """
+    host = Host.get_or_none(Host.name == name.lower())
+    if host is None:
+        raise NotFoundError(f"no host named {name!r}")
+    packages = []
+    if host.package_set_id:
+        query = (
+            Package.select()
+            .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
+            .where(PackageSetMember.package_set == host.package_set_id)
+            .order_by(Package.name, Package.arch)
+        )
+        packages = [_package_dict(p) for p in query]
+    repositories = []
+    if host.repository_set_id:
+        query = (
+            RepositorySetMember.select(RepositorySetMember, Repository)
+            .join(Repository)
+            .where(RepositorySetMember.repository_set == host.repository_set_id)
+            .order_by(Repository.key)
+        )
+        repositories = [
+            {"key": m.repository.key, "name": m.repository.name, "kind": m.repository.kind,
+             "priority": m.priority, "enabled": m.enabled,
+             "security": _is_security(m.repository)}
+            for m in query
+        ]  # fmt: skip
+    Installed = Package.alias()
+    updates = [
+        {"name": u.installed.name, "arch": u.installed.arch,
+         "installed": u.installed.version_string, "available": u.available.version_string,
+         "security": u.security, "first_seen_at": u.first_seen_at,
+         "repository": u.repository.key if u.repository_id else None}
+        for u in HostUpdate.select(HostUpdate, Installed, Package, Repository)
+        .join(Installed, on=(HostUpdate.installed == Installed.id))
+        .switch(HostUpdate)
+        .join(Package, on=(HostUpdate.available == Package.id))
+        .switch(HostUpdate)
+        .join(Repository, JOIN.LEFT_OUTER)
+        .where(HostUpdate.host == host)
+        .order_by(Installed.name)
+    ]  # fmt: skip
+    return {
+        "name": host.name, "domain": host.domain,
+        "os": host.os_release.name if host.os_release_id else "",
+        "kernel": host.kernel, "arch": host.arch, "tags": host.tags.split(),
+        "reboot_required": host.reboot_required, "reboot_reported": host.reboot_reported,
+        "last_report_at": host.last_report_at, "protocol": host.protocol,
+        "use_os_repositories": host.use_os_repositories,
+        "packages": packages, "repositories": repositories, "updates": updates,
+    }  # fmt: skip
+
+
+def _is_security(repo: Repository) -> bool:
+    return bool(repo.security if repo.security_override is None else repo.security_override)
+
+
+def hosts_with_package(
+    name: str, version: str | None = None, arch: str | None = None
+) -> list[dict[str, object]]:
+    """Which hosts have this package (version, arch), and from which repositories."""
+    query = Package.select().where(Package.name == name)
+    if arch:
+        query = query.where(Package.arch == arch)
+    packages = [p for p in query if version is None or version in (p.version_string, p.version)]
+    out: list[dict[str, object]] = []
+    for pkg in packages:
+        psets = [m.package_set_id for m in PackageSetMember.select().where(
+            PackageSetMember.package == pkg)]  # fmt: skip
+        if not psets:
+            continue
+        mirror_repos = {
+            m.repository_id
+            for m in Mirror.select(Mirror.repository).where(Mirror.package_set.in_(psets))
+        }
+        hosts = Host.select().where(Host.package_set.in_(psets)).order_by(Host.name)
+        for host in hosts:
+            repos = []
+            if host.repository_set_id and mirror_repos:
+                repos = [
+                    m.repository.key
+                    for m in RepositorySetMember.select(RepositorySetMember, Repository)
+                    .join(Repository)
+                    .where((RepositorySetMember.repository_set == host.repository_set_id)
+                           & (RepositorySetMember.repository.in_(list(mirror_repos))))
+                ]  # fmt: skip
+            out.append({"host": host.name, **_package_dict(pkg),
+                        "version_string": pkg.version_string, "repositories": repos})  # fmt: skip
+    return out
+
+
+def repository_summaries() -> list[dict[str, object]]:
+    """Repositories with their mirrors' refresh state and how many hosts use them."""
+    users = dict(
+        RepositorySetMember.select(RepositorySetMember.repository, fn.COUNT(Host.id))
+        .join(Host, on=(Host.repository_set == RepositorySetMember.repository_set))
+        .group_by(RepositorySetMember.repository)
+        .tuples()
+    )
+    mirrors: dict[int, list[dict[str, object]]] = {}
+    for m in Mirror.select().order_by(Mirror.url):
+        mirrors.setdefault(m.repository_id, []).append(
+            {"url": m.url, "kind": m.kind, "enabled": m.enabled,
+             "last_attempt_at": m.last_attempt_at, "last_success_at": m.last_success_at,
+             "failures_total": m.failures_total, "consecutive_failures": m.consecutive_failures,
+             "last_error": m.last_error, "packages": m.package_count}
+        )  # fmt: skip
+    return [
+        {"id": r.id, "key": r.key, "kind": r.kind, "name": r.name, "arch": r.arch,
+         "security": _is_security(r), "enabled": r.enabled, "hosts": users.get(r.id, 0),
+         "mirrors": mirrors.get(r.id, [])}
+        for r in Repository.select().order_by(Repository.key)
+    ]  # fmt: skip
+
+
+def pending_update_summary() -> list[dict[str, object]]:
+    """Every pending update (installed -> available) with the number of hosts needing it."""
+    Installed = Package.alias()
+    query = (
+        HostUpdate.select(
+            Installed.name, Installed.arch, Installed.epoch, Installed.version,
+            Installed.release, Package.epoch, Package.version, Package.release,
+            HostUpdate.security, fn.COUNT(HostUpdate.id), fn.MIN(HostUpdate.first_seen_at),
+        )
+        .join(Installed, on=(HostUpdate.installed == Installed.id))
+        .switch(HostUpdate)
+        .join(Package, on=(HostUpdate.available == Package.id))
+        .group_by(Installed.name, Installed.arch, Installed.epoch, Installed.version,
+                  Installed.release, Package.epoch, Package.version, Package.release,
+                  HostUpdate.security)
+        .order_by(fn.COUNT(HostUpdate.id).desc(), Installed.name)
+        .tuples()
+    )  # fmt: skip
+
+    def evr(e: str, v: str, r: str) -> str:
+        s = f"{e}:{v}" if e not in ("", "0") else v
+        return f"{s}-{r}" if r else s
+
+    return [
+        {"name": n, "arch": a, "installed": evr(ie, iv, ir), "available": evr(ae, av, ar),
+         "security": bool(sec), "hosts": count, "first_seen_at": first}
+        for n, a, ie, iv, ir, ae, av, ar, sec, count, first in query
+    ]  # fmt: skip

@@ -18,6 +18,7 @@ from patchwatch.health import check_database
 from patchwatch.settings import Settings
 from receiver.api import bp as ingest_bp
 from receiver.errors import register_error_handlers
+from receiver.read_api import bp as read_bp
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
             database.close()
 
     app.register_blueprint(ingest_bp)
+    app.register_blueprint(read_bp)
     register_error_handlers(app)
 
     @app.get("/healthz")

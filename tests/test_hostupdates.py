@@ -22,8 +22,8 @@ from patchwatch.sets import repository_key
 DEB = PackageKind.DEB
 MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
                           suite="bookworm", component="main", arch="amd64")  # fmt: skip
-SEC = ReportedRepository(RepoKind.DEB, "s", "security", ("http://sec.example/security",),
-                         500, suite="bookworm-security", component="main", arch="amd64")  # fmt: skip
+SEC = ReportedRepository(RepoKind.DEB, "s", "security", ("http://sec.example/sec",), 500,
+                         suite="bookworm-security", component="main", arch="amd64")  # fmt: skip
 
 
 def p(name: str, version: str, release: str = "1", arch: str = "amd64") -> Package:

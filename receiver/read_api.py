@@ -1,0 +1,133 @@
+"""The read API (admin token): hosts, one host, package lookups, repositories, updates.
+
+Lists are paginated (``page``, ``per_page`` up to 1000) and answer CSV instead of JSON
+with ``?format=csv`` or ``Accept: text/csv``, for spreadsheets and scripts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import jsonify
+from flask import request
+
+from patchwatch.errors import AuthError
+from patchwatch.errors import ParseError
+from patchwatch.queries import HostFilter
+from patchwatch.queries import host_detail
+from patchwatch.queries import host_summaries
+from patchwatch.queries import hosts_with_package
+from patchwatch.queries import pending_update_summary
+from patchwatch.queries import repository_summaries
+from patchwatch.tokens import require_admin
+from receiver.ingest import authenticate_request
+
+bp = Blueprint("read_api", __name__, url_prefix="/api/v1")
+
+MAX_PER_PAGE = 1000
+
+
+@bp.before_request
+def _admin_only() -> None:
+    token = authenticate_request(request, current_app.config["PATCHWATCH_SETTINGS"], "Bearer",
+                                 time.time())  # fmt: skip
+    require_admin(token)  # type: ignore[arg-type]
+
+
+def _flag(name: str) -> bool | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise ParseError(f"expected true or false, got {raw!r}", name)
+
+
+def _number(name: str, default: float | None = None, minimum: float = 0) -> float | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParseError(f"expected a number, got {raw!r}", name) from None
+    if value < minimum:
+        raise ParseError(f"must be at least {minimum:g}", name)
+    return value
+
+
+def _flatten(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: (" ".join(map(str, v)) if isinstance(v, list) else v) for k, v in item.items()
+            if not (isinstance(v, list) and v and isinstance(v[0], dict))}  # fmt: skip
+
+
+def _listing(items: list[dict[str, Any]]) -> Response:
+    page = int(_number("page", 1, 1) or 1)
+    per_page = int(_number("per_page", 100, 1) or 100)
+    per_page = min(per_page, MAX_PER_PAGE)
+    chunk = items[(page - 1) * per_page : page * per_page]
+    wants_csv = request.args.get("format") == "csv" or (request.accept_mimetypes.best == "text/csv")
+    if wants_csv:
+        buf = io.StringIO()
+        rows = [_flatten(i) for i in chunk]
+        fields = list(rows[0]) if rows else []
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        response = Response(buf.getvalue(), mimetype="text/csv")
+    else:
+        response = jsonify(items=chunk, page=page, per_page=per_page, total=len(items))
+    response.headers["X-Total-Count"] = str(len(items))
+    return response
+
+
+@bp.get("/hosts")
+def hosts() -> Response:
+    flt = HostFilter(
+        os=request.args.get("os"), tag=request.args.get("tag"),
+        domain=request.args.get("domain"), security=_flag("security"),
+        reboot=_flag("reboot"), stale_days=_number("stale_days"),
+        name=request.args.get("name"),
+    )  # fmt: skip
+    return _listing(host_summaries(flt, time.time()))
+
+
+@bp.get("/hosts/<name>")
+def host(name: str) -> Response:
+    return jsonify(host_detail(name))
+
+
+@bp.get("/packages/<name>/hosts")
+def package_hosts(name: str) -> Response:
+    found = hosts_with_package(name, request.args.get("version"), request.args.get("arch"))
+    return _listing(found)
+
+
+@bp.get("/repositories")
+def repositories() -> Response:
+    return _listing(repository_summaries())
+
+
+@bp.get("/updates")
+def updates() -> Response:
+    items = pending_update_summary()
+    security = _flag("security")
+    if security is not None:
+        items = [i for i in items if i["security"] == security]
+    return _listing(items)
+
+
+@bp.errorhandler(AuthError)
+def _auth(exc: AuthError) -> tuple[Response, int]:
+    response = jsonify(error=str(exc))
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="patchwatch"'
+    return response, exc.status

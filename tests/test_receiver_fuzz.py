@@ -1,0 +1,155 @@
+"""Fuzz all three ingest endpoints: any input gets a 2xx or a 4xx, never a 500, and
+nothing is written unless the report was accepted."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from patchwatch.models import Host
+from patchwatch.models import Report
+from patchwatch.processing import process_pending
+from patchwatch.settings import Settings
+from patchwatch.tokens import create_token
+from receiver.app import create_app
+from tests.conftest import FIXTURES
+
+NATIVE = json.loads((FIXTURES / "reports/native_deb.json").read_text())
+P2 = json.loads((FIXTURES / "reports/patchman2-rocky9.json").read_text())
+P1 = {
+    f.name: f.read_text() for f in sorted(Path(FIXTURES / "reports/patchman1-debian12").iterdir())
+}
+ALLOWED = {200, 202, 204, 400, 401, 403, 413}
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True), st.text(max_size=40),
+)  # fmt: skip
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def mutate(doc: object, path_choices: list[int], value: object) -> object:
+    """Replace one node (chosen by ``path_choices``) of a copy of ``doc`` with ``value``."""
+    doc = copy.deepcopy(doc)
+    node = doc
+    for choice in path_choices:
+        if isinstance(node, dict) and node:
+            key = sorted(node)[choice % len(node)]
+            if not isinstance(node[key], dict | list) or choice % 3 == 0:
+                node[key] = value
+                return doc
+            node = node[key]
+        elif isinstance(node, list) and node:
+            idx = choice % len(node)
+            if not isinstance(node[idx], dict | list) or choice % 3 == 0:
+                node[idx] = value
+                return doc
+            node = node[idx]
+        else:
+            break
+    return doc
+
+
+@pytest.fixture
+def fuzz_env(db, tmp_path):
+    app = create_app(
+        Settings(data_dir=str(tmp_path), process_inline=False, max_report_bytes=300_000,
+                 max_report_decompressed_bytes=600_000, protocol1_networks=("127.0.0.0/8",)),
+        db=db,
+    )  # fmt: skip
+    _, enroll = create_token("enroll", time.time())
+    return app.test_client(), enroll
+
+
+FUZZ = settings(
+    max_examples=60, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+
+
+def check(response, before: int) -> None:
+    assert response.status_code in ALLOWED, (response.status_code, response.data[:300])
+    after = Report.select().count()
+    if response.status_code >= 400:
+        assert after == before, "a rejected report was stored"
+    else:
+        assert after == before + 1
+    outcome = process_pending(time.time())  # must not raise, whatever was accepted
+    assert set(outcome) <= {"processed", "failed"}
+
+
+@FUZZ
+@given(path=st.lists(st.integers(0, 50), max_size=6), value=json_value, gz=st.booleans())
+def test_native_endpoint_fuzz(fuzz_env, path, value, gz) -> None:
+    client, token = fuzz_env
+    body = json.dumps(mutate(NATIVE, path, value)).encode()
+    headers = {"Authorization": f"Bearer {token}"}
+    if gz:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    before = Report.select().count()
+    check(client.post("/api/v1/reports", data=body, headers=headers), before)
+
+
+@FUZZ
+@given(body=st.binary(max_size=2000), encoding=st.sampled_from(["", "gzip", "deflate", "br"]))
+def test_native_endpoint_raw_bytes(fuzz_env, body, encoding) -> None:
+    client, token = fuzz_env
+    headers = {"Authorization": f"Bearer {token}"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    before = Report.select().count()
+    check(client.post("/api/v1/reports", data=body, headers=headers), before)
+
+
+@FUZZ
+@given(path=st.lists(st.integers(0, 50), max_size=6), value=json_value)
+def test_patchman2_endpoint_fuzz(fuzz_env, path, value) -> None:
+    client, token = fuzz_env
+    body = json.dumps(mutate(P2, path, value))
+    before = Report.select().count()
+    response = client.post(
+        "/api/report/", data=body,
+        headers={"Authorization": f"Api-Key {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    check(response, before)
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(sorted(P1)),
+    value=st.text(max_size=300),
+    drop=st.booleans(),
+)
+def test_patchman1_endpoint_fuzz(fuzz_env, field, value, drop) -> None:
+    client, _ = fuzz_env
+    form = dict(P1)
+    if drop:
+        form.pop(field)
+    else:
+        form[field] = value
+    before = Report.select().count()
+    check(client.post("/reports/upload/", data=form), before)
+
+
+def test_hosts_only_come_from_processed_reports(fuzz_env) -> None:
+    client, token = fuzz_env
+    for junk in (b"{}", b"[]", b'{"version": 1}', b"\xff\xfe"):
+        client.post("/api/v1/reports", data=junk, headers={"Authorization": f"Bearer {token}"})
+    assert Report.select().count() == 0
+    assert Host.select().count() == 0

@@ -1,0 +1,108 @@
+"""The admin read API: filters, one host, package lookups, CSV, pagination, auth."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+
+from patchwatch.hostupdates import refresh_host_updates
+from patchwatch.models import Mirror
+from patchwatch.models import Repository
+from patchwatch.processing import process_pending
+from patchwatch.records import Package
+from patchwatch.records import PackageKind
+from patchwatch.sets import ensure_package_set
+from patchwatch.settings import Settings
+from patchwatch.tokens import create_token
+from receiver.app import create_app
+from tests.test_receiver_ingest import native_doc
+from tests.test_receiver_ingest import post
+
+
+@pytest.fixture
+def api(db, tmp_path):
+    app = create_app(Settings(data_dir=str(tmp_path), process_inline=False), db=db)
+    client = app.test_client()
+    _, enroll = create_token("enroll", time.time())
+    for i, host in enumerate(["web1.example.com", "web2.example.com", "db1.example.org"]):
+        doc = native_doc(host, n=4 + i)
+        doc["tags"] = ["db"] if host.startswith("db") else ["web"]
+        assert post(client, doc, token=enroll).status_code == 202
+    process_pending(time.time())
+    repo = Repository.get()
+    newer = [Package("pkg1", "", "1.1", "2", "amd64", PackageKind.DEB)]
+    pset = ensure_package_set(newer, time.time())
+    Mirror.update(package_set=pset, last_success_at=time.time()).execute()
+    Repository.update(security=True).where(Repository.id == repo.id).execute()
+    refresh_host_updates(time.time())
+    _, admin = create_token("admin", time.time())
+    return client, {"Authorization": f"Bearer {admin}"}, enroll
+
+
+def test_hosts_listing_and_filters(api) -> None:
+    client, auth, _ = api
+    r = client.get("/api/v1/hosts", headers=auth)
+    body = r.get_json()
+    assert r.status_code == 200 and body["total"] == 3
+    assert {h["name"] for h in body["items"]} == {"web1.example.com", "web2.example.com",
+                                                   "db1.example.org"}  # fmt: skip
+    assert all(h["security_updates"] == 1 for h in body["items"])
+    r = client.get("/api/v1/hosts?tag=db", headers=auth)
+    assert [h["name"] for h in r.get_json()["items"]] == ["db1.example.org"]
+    r = client.get("/api/v1/hosts?domain=example.com&per_page=1&page=2", headers=auth)
+    body = r.get_json()
+    assert body["total"] == 2 and len(body["items"]) == 1
+    r = client.get("/api/v1/hosts?stale_days=1", headers=auth)
+    assert r.get_json()["total"] == 0
+
+
+def test_one_host_with_packages_repositories_updates(api) -> None:
+    client, auth, _ = api
+    r = client.get("/api/v1/hosts/WEB1.example.com", headers=auth)
+    body = r.get_json()
+    assert r.status_code == 200
+    assert len(body["packages"]) == 4
+    assert body["repositories"][0]["security"] is True
+    assert body["updates"] == [
+        {"name": "pkg1", "arch": "amd64", "installed": "1.1-1", "available": "1.1-2",
+         "security": True, "first_seen_at": body["updates"][0]["first_seen_at"],
+         "repository": body["repositories"][0]["key"]}
+    ]  # fmt: skip
+    assert client.get("/api/v1/hosts/nope", headers=auth).status_code == 404
+
+
+def test_which_hosts_have_a_package_and_from_where(api) -> None:
+    client, auth, _ = api
+    r = client.get("/api/v1/packages/pkg4/hosts", headers=auth)
+    hosts = {i["host"] for i in r.get_json()["items"]}
+    assert hosts == {"web2.example.com", "db1.example.org"}  # pkg4 only where n > 4
+    r = client.get("/api/v1/packages/pkg1/hosts?version=1.1-2", headers=auth)
+    assert r.get_json()["total"] == 0  # available, installed nowhere
+
+
+def test_csv_and_updates_summary(api) -> None:
+    client, auth, _ = api
+    r = client.get("/api/v1/updates?format=csv", headers=auth)
+    assert r.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert rows[0]["name"] == "pkg1" and rows[0]["hosts"] == "3"
+    r = client.get("/api/v1/repositories", headers=auth)
+    assert r.get_json()["items"][0]["hosts"] == 3
+
+
+def test_read_api_needs_an_admin_token(api) -> None:
+    client, _, enroll = api
+    assert client.get("/api/v1/hosts").status_code == 401
+    assert (
+        client.get("/api/v1/hosts", headers={"Authorization": f"Bearer {enroll}"}).status_code
+        == 403
+    )
+
+
+def test_bad_query_parameter_is_400(api) -> None:
+    client, auth, _ = api
+    r = client.get("/api/v1/hosts?security=maybe", headers=auth)
+    assert r.status_code == 400 and r.get_json()["where"] == "security"
