@@ -169,12 +169,18 @@ def claim_report(row: Report, now: float, force: bool = False) -> bool:
     return bool(claimed)
 
 
-def process_report(row: Report, now: float, force: bool = False) -> str:
-    """Process one stored report; return its new state (processed, failed or skipped)."""
+def process_report(
+    row: Report, now: float, force: bool = False, parsed: HostReport | None = None
+) -> str:
+    """Process one stored report; return its new state (processed, failed or skipped).
+
+    ``parsed`` is the record the receiver already parsed from this very body, which
+    saves parsing it twice when processing runs right after ingest.
+    """
     if not claim_report(row, now, force):
         return "skipped"  # another process has it, or it is done
     try:
-        report = decode_report(row.protocol, row.body)
+        report = parsed if parsed is not None else decode_report(row.protocol, row.body)
     except ParseError as exc:
         _mark(row, "failed", now, str(exc))
         return "failed"
@@ -195,7 +201,11 @@ def _mark(row: Report, state: str, now: float, error: str) -> None:
 
 
 def process_pending(
-    now: float, limit: int = 1000, host_name: str | None = None, force: bool = False
+    now: float,
+    limit: int = 1000,
+    host_name: str | None = None,
+    force: bool = False,
+    parsed: dict[int, HostReport] | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
 
@@ -216,7 +226,7 @@ def process_pending(
         query = query.where(Report.host_name == host_name)
     outcome: Counter[str] = Counter()
     for row in list(query):
-        outcome[process_report(row, now, force)] += 1
+        outcome[process_report(row, now, force, (parsed or {}).get(row.id))] += 1
     outcome.pop("skipped", None)
     return outcome
 

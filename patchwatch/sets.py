@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from patchwatch.db import database
 from patchwatch.db import write_transaction
 from patchwatch.models import Mirror
 from patchwatch.models import Package
@@ -52,10 +53,48 @@ def _chunks(items: Sequence[object], size: int = BATCH) -> Iterable[Sequence[obj
         yield items[i : i + size]
 
 
+class _IdCache:
+    """Package ids already seen by this process, per database.
+
+    Package rows are immutable and never deleted while a set refers to them, so an id
+    once read stays right; the cache saves the lookups that dominate processing when
+    hosts report the same packages again. Bounded: it is simply emptied when full.
+    """
+
+    LIMIT = 1_000_000
+
+    def __init__(self) -> None:
+        self.owner: object = None
+        self.ids: dict[PackageKey, int] = {}
+
+    def bind(self) -> dict[PackageKey, int]:
+        if self.owner is not database.obj or len(self.ids) > self.LIMIT:
+            self.owner = database.obj
+            self.ids = {}
+        return self.ids
+
+
+_ID_CACHE = _IdCache()
+
+
+def _executemany(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert many rows with the driver's executemany: peewee's per-row SQL building
+    costs more than the database work for the thousands of rows a package set has."""
+    if not rows:
+        return
+    db = database.obj
+    sql = sql.replace("?", db.param)
+    with db.atomic():
+        cursor = db.cursor()
+        for chunk in _chunks(rows, 5000):
+            cursor.executemany(sql, list(chunk))
+
+
 def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
     """Return the row id of every package, inserting the ones not stored yet."""
+    cache = _ID_CACHE.bind()
     wanted = {package_key(p) for p in packages}
-    ids: dict[PackageKey, int] = {}
+    ids: dict[PackageKey, int] = {k: cache[k] for k in wanted if k in cache}
 
     def load(keys: set[PackageKey]) -> None:
         names = sorted({k[1] for k in keys})
@@ -66,16 +105,21 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
             ).where(Package.name.in_(list(chunk))).tuples()  # fmt: skip
             for row in query:
                 key = tuple(row[1:])
+                cache[key] = row[0]  # type: ignore[index]
                 if key in keys:
                     ids[key] = row[0]  # type: ignore[index]
 
-    load(wanted)
+    unknown = {k for k in wanted if k not in ids}
+    if unknown:
+        load(unknown)
     missing = [k for k in wanted if k not in ids]
     if missing:
-        fields = [Package.kind, Package.name, Package.epoch, Package.version,
-                  Package.release, Package.arch]  # fmt: skip
-        for chunk in _chunks(sorted(missing)):
-            Package.insert_many(list(chunk), fields=fields).on_conflict_ignore().execute()
+        table = Package._meta.table_name
+        _executemany(
+            f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            sorted(missing),
+        )
         load(set(missing))
     return ids
 
@@ -93,11 +137,12 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
         ).on_conflict_ignore().execute()
         pset = PackageSet.get(PackageSet.digest == digest)
         if not PackageSetMember.select().where(PackageSetMember.package_set == pset).exists():
-            rows = [(pset.id, pid) for pid in sorted(set(ids.values()))]
-            for chunk in _chunks(rows):
-                PackageSetMember.insert_many(
-                    list(chunk), fields=[PackageSetMember.package_set, PackageSetMember.package]
-                ).on_conflict_ignore().execute()
+            table = PackageSetMember._meta.table_name
+            _executemany(
+                f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(pset.id, pid) for pid in sorted(set(ids.values()))],
+            )
     return pset
 
 

@@ -83,7 +83,9 @@ def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None
     return int(row.id)
 
 
-def _process_after(response: Response, host_name: str) -> Response:
+def _process_after(
+    response: Response, host_name: str, report_id: int, report: HostReport
+) -> Response:
     """Process the host's queued reports once the answer has gone out."""
     if not _settings().process_inline:
         return response
@@ -92,7 +94,7 @@ def _process_after(response: Response, host_name: str) -> Response:
         started = time.perf_counter()
         try:
             with database.connection_context():
-                process_pending(time.time(), host_name=host_name)
+                process_pending(time.time(), host_name=host_name, parsed={report_id: report})
         except Exception:  # boundary: the report is stored; the scheduler will retry
             log.exception("inline processing failed for %s; left queued", host_name)
         PROCESSING_SECONDS.observe(time.perf_counter() - started)
@@ -130,7 +132,7 @@ def native_report() -> Response | tuple[Response, int]:
     report_id = _accept(NATIVE, report, doc, token.id)
     response = jsonify(status="accepted", report=report_id)
     response.status_code = 202
-    return _process_after(response, report.hostname)
+    return _process_after(response, report.hostname, report_id, report)
 
 
 @bp.post("/api/report/")
@@ -160,7 +162,7 @@ def patchman2_report() -> Response | tuple[Response, int]:
         status="accepted", report_id=report_id, message="Report queued for processing"
     )
     response.status_code = 202
-    return _process_after(response, report.hostname)
+    return _process_after(response, report.hostname, report_id, report)
 
 
 @bp.post("/reports/upload/")
@@ -189,12 +191,12 @@ def patchman1_report() -> Response | tuple[Response, int]:
         _reject(PATCHMAN1, "malformed")
         return jsonify(error=exc.message, where=exc.where), 400
     REPORT_BYTES.observe(sum(len(v) for v in form.values()))
-    _accept(PATCHMAN1, report, form, None)
+    report_id = _accept(PATCHMAN1, report, form, None)
     if form.get("report", "").strip().lower() == "true":
         response = Response(_echo(form), status=200, mimetype="text/plain")
     else:
         response = Response(status=204)
-    return _process_after(response, report.hostname)
+    return _process_after(response, report.hostname, report_id, report)
 
 
 def _echo(form: dict[str, str]) -> str:
