@@ -82,7 +82,9 @@ def _mark_worker_dead(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-def make_server_app(settings: Settings, with_receiver: bool = True) -> Any:
+def make_server_app(
+    settings: Settings, with_receiver: bool = True, store_metrics: bool = True
+) -> Any:
     """Build the WSGI app one gunicorn worker serves (called in the worker)."""
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
@@ -95,7 +97,7 @@ def make_server_app(settings: Settings, with_receiver: bool = True) -> Any:
     from patchwatch.db import database
 
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, {"/metrics": make_exporter(database.obj)}
+        app.wsgi_app, {"/metrics": make_exporter(database.obj, include_store=store_metrics)}
     )
     return app
 
@@ -161,7 +163,7 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
     options = gunicorn_options(
         settings.bind, settings.workers, settings.log_level, child_exit=_mark_worker_dead
     )
-    EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
+    EmbeddedGunicorn(lambda: make_server_app(settings, store_metrics=False), options).run()
     return 0
 
 

@@ -21,14 +21,17 @@ from patchwatch.health import check_database
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def make_registry(db: Database) -> CollectorRegistry:
+def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry:
     """Build the registry: store state, process metrics, and counters of all workers.
 
     Counters incremented in gunicorn workers live in ``PROMETHEUS_MULTIPROC_DIR``; they
-    are merged here so one scrape sees the whole server.
+    are merged here so one scrape sees the whole server. A receiver running apart
+    leaves the store's series to the exporter (``include_store=False``), so that
+    scaling out receivers does not duplicate every host series.
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StoreCollector(db))
+    if include_store:
+        registry.register(StoreCollector(db))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -36,9 +39,11 @@ def make_registry(db: Database) -> CollectorRegistry:
     return registry
 
 
-def make_app(db: Database, registry: CollectorRegistry | None = None) -> WSGIApp:
+def make_app(
+    db: Database, registry: CollectorRegistry | None = None, include_store: bool = True
+) -> WSGIApp:
     """Serve ``/metrics`` (and ``/healthz`` when run alone) for ``db``."""
-    metrics_app = make_wsgi_app(registry or make_registry(db))
+    metrics_app = make_wsgi_app(registry or make_registry(db, include_store))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -170,13 +170,13 @@ class StoreCollector(Collector):
         last_success = _gauge(
             "patchwatch_job_last_success_timestamp_seconds",
             "When the job last finished successfully.",
-            ["job"],
+            ["name"],
         )
         last_ok = _gauge(
-            "patchwatch_job_last_run_success", "1 when the job's last run succeeded.", ["job"]
+            "patchwatch_job_last_run_success", "1 when the job's last run succeeded.", ["name"]
         )
         duration = _gauge(
-            "patchwatch_job_last_run_duration_seconds", "Duration of the job's last run.", ["job"]
+            "patchwatch_job_last_run_duration_seconds", "Duration of the job's last run.", ["name"]
         )
         for job, run in sorted(load_last_job_runs().items()):
             if run["last_success_at"] is not None:

@@ -53,7 +53,7 @@ setup_venv() {
 test_system_packages() {
     # real tools the tests compare against or start on loopback
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
-        postgresql prometheus prometheus-alertmanager
+        postgresql prometheus prometheus-alertmanager docker-compose
 }
 
 cmd="${1:-}"

@@ -66,8 +66,8 @@ def test_reports_and_jobs_are_exposed(db) -> None:
     get = registry_for(db).get_sample_value
     assert get("patchwatch_reports_stored", {"state": "failed"}) == 1
     assert get("patchwatch_reports_stored", {"state": "pending"}) == 0
-    assert get("patchwatch_job_last_run_success", {"job": "refresh"}) == 0
-    assert get("patchwatch_job_last_success_timestamp_seconds", {"job": "refresh"}) == now
+    assert get("patchwatch_job_last_run_success", {"name": "refresh"}) == 0
+    assert get("patchwatch_job_last_success_timestamp_seconds", {"name": "refresh"}) == now
 
 
 def test_unreadable_store_gives_database_down_not_a_failed_scrape(tmp_path) -> None:
