@@ -101,7 +101,13 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host.strip().lower() if args.host else None
     total: dict[str, int] = {}
     while True:
-        outcome = process_pending(time.time(), limit=500, host_name=host, force=args.force)
+        outcome = process_pending(
+            time.time(),
+            limit=500,
+            host_name=host,
+            force=args.force,
+            claim_timeout=settings.report_claim_timeout_seconds,
+        )
         for k, v in outcome.items():
             total[k] = total.get(k, 0) + v
         if args.force or sum(outcome.values()) < 500:

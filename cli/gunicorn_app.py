@@ -7,15 +7,70 @@ Ctrl-C stop the workers gracefully, and ``on_exit`` lets the caller stop what it
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+HEADER_DEADLINE_SECONDS = 5.0
+_current = threading.local()
+
+
+class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker with a deadline for receiving a request's headers.
+
+    gunicorn reads headers with blocking calls and no overall deadline, so a client
+    trickling a byte now and then (slow-loris) could hold a thread for ever; enough of
+    them starve every agent. A timer cuts the connection if the headers are not
+    complete within the deadline counted from when the connection was accepted (so
+    that connections queued behind slow ones do not get a fresh allowance);
+    ``pre_request``, called once headers are read, disarms it. Bodies have their own
+    deadline in the receiver, and silence is bounded by ``SO_RCVTIMEO``.
+    """
+
+    def enqueue_req(self, conn: Any) -> None:
+        if not conn.initialized and getattr(conn, "accepted_at", None) is None:
+            conn.accepted_at = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        state = {"headers_done": False}
+        _current.state = state
+        started = getattr(conn, "accepted_at", None) or time.monotonic()
+        conn.accepted_at = None  # a kept-alive next request starts its own clock
+
+        def cut() -> None:
+            if not state["headers_done"]:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+        remaining = HEADER_DEADLINE_SECONDS - (time.monotonic() - started)
+        timer = threading.Timer(max(remaining, 0.0), cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().handle(conn)
+        finally:
+            timer.cancel()
+            _current.state = None
+
+
+def _headers_received(_worker: Any, _req: Any) -> None:
+    state = getattr(_current, "state", None)
+    if state is not None:
+        state["headers_done"] = True
 
 
 class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
@@ -53,19 +108,35 @@ def logging_config(log_level: str) -> dict[str, Any]:
     }
 
 
+def set_read_timeout(server: Any, seconds: float) -> None:
+    """Give every listening socket a kernel receive timeout that accepted sockets inherit.
+
+    gunicorn reads request headers and bodies with blocking calls and no deadline, so a
+    client that sends a byte now and then could hold a thread for ever. ``SO_RCVTIMEO``
+    makes such a read fail after ``seconds`` of silence and the connection is closed.
+    """
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    for listener in server.LISTENERS:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+
+
 def gunicorn_options(
     bind: str,
     workers: int,
     log_level: str,
     on_exit: Callable[[Any], None] | None = None,
     child_exit: Callable[[Any, Any], None] | None = None,
-    when_ready: Callable[[Any], None] | None = None,
+    threads: int = 1,
+    read_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Return the gunicorn settings patchwatch always uses."""
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
-        "worker_class": "sync",
+        "worker_class": "cli.gunicorn_app.GuardedThreadWorker" if threads > 1 else "sync",
+        "pre_request": _headers_received,
+        "threads": threads,
         "timeout": 120,
         "graceful_timeout": 20,
         "loglevel": log_level.lower(),
@@ -79,6 +150,6 @@ def gunicorn_options(
         options["on_exit"] = on_exit
     if child_exit:
         options["child_exit"] = child_exit
-    if when_ready:
-        options["when_ready"] = when_ready
+    if read_timeout:
+        options["when_ready"] = lambda server: set_read_timeout(server, read_timeout)
     return options

@@ -148,6 +148,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.log_level,
         on_exit=on_exit,
         child_exit=_mark_worker_dead,
+        threads=settings.threads,
+        read_timeout=settings.client_read_timeout_seconds,
     )
     try:
         EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
@@ -161,7 +163,12 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
     prepare_database(settings)
     fresh_metrics_dir(data_dir, f"metrics-receiver-{os.getpid()}")
     options = gunicorn_options(
-        settings.bind, settings.workers, settings.log_level, child_exit=_mark_worker_dead
+        settings.bind,
+        settings.workers,
+        settings.log_level,
+        child_exit=_mark_worker_dead,
+        threads=settings.threads,
+        read_timeout=settings.client_read_timeout_seconds,
     )
     EmbeddedGunicorn(lambda: make_server_app(settings, store_metrics=False), options).run()
     return 0
@@ -192,5 +199,5 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("scheduler started")
-    run_forever(db, default_jobs(settings), stop)
+    run_forever(db, default_jobs(settings), stop, lease_ttl=settings.scheduler_lease_seconds)
     return 0

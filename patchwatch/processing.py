@@ -151,13 +151,15 @@ def apply_report(row: Report, report: HostReport, now: float) -> Host:
     return host
 
 
-CLAIM_TIMEOUT_SECONDS = 600.0  # a claim older than this was abandoned (a killed worker)
+CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed worker)
 
 
-def claim_report(row: Report, now: float, force: bool = False) -> bool:
+def claim_report(
+    row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
+) -> bool:
     """Take a report for processing so that two processes never work on it at once."""
     allowed = (Report.state == "pending") | (
-        (Report.state == "processing") & (Report.processed_at < now - CLAIM_TIMEOUT_SECONDS)
+        (Report.state == "processing") & (Report.processed_at < now - claim_timeout)
     )
     if force:
         allowed = allowed | Report.state.in_(("processed", "failed"))
@@ -170,14 +172,18 @@ def claim_report(row: Report, now: float, force: bool = False) -> bool:
 
 
 def process_report(
-    row: Report, now: float, force: bool = False, parsed: HostReport | None = None
+    row: Report,
+    now: float,
+    force: bool = False,
+    parsed: HostReport | None = None,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
 ) -> str:
     """Process one stored report; return its new state (processed, failed or skipped).
 
     ``parsed`` is the record the receiver already parsed from this very body, which
     saves parsing it twice when processing runs right after ingest.
     """
-    if not claim_report(row, now, force):
+    if not claim_report(row, now, force, claim_timeout):
         return "skipped"  # another process has it, or it is done
     try:
         report = parsed if parsed is not None else decode_report(row.protocol, row.body)
@@ -206,6 +212,7 @@ def process_pending(
     host_name: str | None = None,
     force: bool = False,
     parsed: dict[int, HostReport] | None = None,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
 
@@ -217,7 +224,7 @@ def process_pending(
         Report.remote_addr, Report.state,
     ).order_by(Report.received_at, Report.id).limit(limit)  # fmt: skip
     if not force:
-        stale = now - CLAIM_TIMEOUT_SECONDS
+        stale = now - claim_timeout
         query = query.where(
             (Report.state == "pending")
             | ((Report.state == "processing") & (Report.processed_at < stale))
@@ -226,7 +233,8 @@ def process_pending(
         query = query.where(Report.host_name == host_name)
     outcome: Counter[str] = Counter()
     for row in list(query):
-        outcome[process_report(row, now, force, (parsed or {}).get(row.id))] += 1
+        parsed_report = (parsed or {}).get(row.id)
+        outcome[process_report(row, now, force, parsed_report, claim_timeout)] += 1
     outcome.pop("skipped", None)
     return outcome
 

@@ -51,6 +51,15 @@ class Settings:
         "Address the HTTP server (receiver, /metrics, /healthz) listens on, host:port.",
     )
     workers: int = _setting(2, "Number of gunicorn worker processes for the receiver.")
+    threads: int = _setting(
+        8,
+        "Threads per worker: a slow client then holds one thread, not a whole worker.",
+    )
+    client_read_timeout_seconds: float = _setting(
+        15.0,
+        "A client that sends nothing for this long while its request is being read is "
+        "disconnected (slow-loris protection; put a proxy in front on hostile networks).",
+    )
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     max_report_bytes: int = _setting(
         16 * 1024 * 1024, "Largest accepted report body in bytes, as sent (413 above)."
@@ -83,6 +92,16 @@ class Settings:
     )
     updates_interval_minutes: int = _setting(
         10, "How often the scheduler recomputes updates whose inputs changed, in minutes."
+    )
+    report_claim_timeout_seconds: float = _setting(
+        120.0,
+        "A report taken for processing by a process that died is taken again after this "
+        "many seconds.",
+    )
+    scheduler_lease_seconds: float = _setting(
+        60.0,
+        "How long the active scheduler's database lease lasts without renewal; a waiting "
+        "scheduler takes over this long after the active one dies.",
     )
     prune_interval_minutes: int = _setting(
         60, "How often old reports and job runs are pruned, in minutes."
@@ -162,6 +181,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("bind", f"expected host:port, got {s.bind!r}")
     if s.workers < 1:
         raise ConfigError("workers", "must be at least 1")
+    if s.threads < 1:
+        raise ConfigError("threads", "must be at least 1")
+    if s.client_read_timeout_seconds <= 0:
+        raise ConfigError("client_read_timeout_seconds", "must be positive")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("log_level", f"unknown level {s.log_level!r}")
     url = s.database_url

@@ -87,14 +87,20 @@ def _process_after(
     response: Response, host_name: str, report_id: int, report: HostReport
 ) -> Response:
     """Process the host's queued reports once the answer has gone out."""
-    if not _settings().process_inline:
+    settings = _settings()
+    if not settings.process_inline:
         return response
 
     def run() -> None:
         started = time.perf_counter()
         try:
             with database.connection_context():
-                process_pending(time.time(), host_name=host_name, parsed={report_id: report})
+                process_pending(
+                    time.time(),
+                    host_name=host_name,
+                    parsed={report_id: report},
+                    claim_timeout=settings.report_claim_timeout_seconds,
+                )
         except Exception:  # boundary: the report is stored; the scheduler will retry
             log.exception("inline processing failed for %s; left queued", host_name)
         PROCESSING_SECONDS.observe(time.perf_counter() - started)

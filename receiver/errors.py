@@ -7,6 +7,8 @@ import logging
 from flask import Flask
 from flask import Response
 from flask import jsonify
+from peewee import InterfaceError
+from peewee import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from patchwatch.errors import AuthError
@@ -15,6 +17,8 @@ from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 30
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -41,6 +45,18 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotFoundError)
     def not_found(exc: NotFoundError) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 404
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(exc: Exception) -> tuple[Response, int]:
+        """The store is down or locked for too long: tell the agent to come back.
+
+        Nothing was acknowledged, so nothing is lost: agents spool and retry.
+        """
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200] if str(exc) else "")
+        response = jsonify(error="database unavailable; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response, 503
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:  # boundary: log, answer JSON

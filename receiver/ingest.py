@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 import zlib
 
 from flask import Request
+from werkzeug.exceptions import RequestTimeout
 
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
@@ -15,6 +17,27 @@ from patchwatch.models import Token
 from patchwatch.settings import Settings
 from patchwatch.tokens import authenticate
 
+BODY_DEADLINE_SECONDS = 60.0
+
+
+def _read_stream(request: Request) -> bytes:
+    """Read the body in chunks within an overall deadline.
+
+    Flask enforces MAX_CONTENT_LENGTH (413) on the stream; a client trickling its body
+    (or going silent: the socket has a receive timeout) gets a 408 instead of holding
+    a thread.
+    """
+    started = time.monotonic()
+    chunks = []
+    try:
+        while chunk := request.stream.read(65536):
+            chunks.append(chunk)
+            if time.monotonic() - started > BODY_DEADLINE_SECONDS:
+                raise RequestTimeout("the request body arrived too slowly")
+    except OSError:
+        raise RequestTimeout("the client stopped sending the request body") from None
+    return b"".join(chunks)
+
 
 def read_body(request: Request, settings: Settings) -> bytes:
     """Return the request body, gunzipped, within the configured limits.
@@ -22,7 +45,7 @@ def read_body(request: Request, settings: Settings) -> bytes:
     :raises TooLargeError: body or decompressed body above its limit (413).
     :raises ParseError: a gzip body that is corrupt or truncated (400).
     """
-    raw = request.get_data(cache=False)  # Flask enforces MAX_CONTENT_LENGTH (413)
+    raw = _read_stream(request)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         if len(raw) > settings.max_report_decompressed_bytes:

@@ -65,13 +65,14 @@ def prune_runs(now: float) -> str:
     return f"pruned {prune_job_runs(now - JOB_RUN_RETENTION_SECONDS)} job runs"
 
 
-def process_reports(now: float) -> str:
-    outcome = process_pending(now, limit=5000)
-    return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing queued"
-
-
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
+
+    def process_reports(now: float) -> str:
+        outcome = process_pending(
+            now, limit=5000, claim_timeout=settings.report_claim_timeout_seconds
+        )
+        return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing queued"
 
     def prune(now: float) -> str:
         return f"pruned {prune_reports(settings.reports_keep)} reports; " + prune_runs(now)
@@ -96,6 +97,7 @@ def run_forever(
     stop: threading.Event,
     tick: float = 1.0,
     holder: str | None = None,
+    lease_ttl: float = LEASE_TTL_SECONDS,
 ) -> None:
     """Run jobs until ``stop`` is set; run each once at start, then on its interval."""
     holder = holder or f"{socket.gethostname()}:{os.getpid()}"
@@ -105,7 +107,7 @@ def run_forever(
         while not stop.is_set():
             try:
                 with db.connection_context():
-                    has_lease = acquire_lease(LEASE_NAME, holder, time.time(), LEASE_TTL_SECONDS)
+                    has_lease = acquire_lease(LEASE_NAME, holder, time.time(), lease_ttl)
             except PeeweeException as exc:
                 log.warning("cannot reach the database for the scheduler lease: %s", exc)
                 has_lease = False

@@ -74,6 +74,10 @@ class PostgresServer:
             str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
             "-U", "postgres", "--no-sync",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start (again) the server on its port."""
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -84,9 +88,15 @@ class PostgresServer:
             "-w", "-o", opts, "start",
         )  # fmt: skip
 
+    def pause(self) -> None:
+        """Stop the server but keep its data, as an outage would."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
     def stop(self) -> None:
         try:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -266,7 +266,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PatchwatchS
                         packages=3016)  # fmt: skip
             seed_mirror("epel", "http://rpm.example/epel", now, success_age_hours=None,
                         consecutive_failures=3, failures_total=3)  # fmt: skip
-            JobRun.create(job="refresh_mirrors", started_at=now - 62, finished_at=now - 60,
+            JobRun.create(job="seeded_job", started_at=now - 62, finished_at=now - 60,
                           duration_seconds=2.0, outcome="failure", detail="seeded")  # fmt: skip
             _token, secret = create_token("host", now, "web01.example.com")
         prometheus.start()
