@@ -14,9 +14,12 @@ from urllib.parse import urlsplit
 
 from peewee import Database
 from peewee import DatabaseProxy
+from peewee import InterfaceError
+from peewee import OperationalError
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
 from playhouse.db_url import connect
+from playhouse.pool import PooledDatabase
 
 from patchwatch.errors import ConfigError
 
@@ -33,6 +36,10 @@ SQLITE_PRAGMAS = {
 }
 
 
+POOL_MAX_CONNECTIONS = 64
+POOL_STALE_SECONDS = 300
+
+
 def make_database(url: str) -> Database:
     """Create (but do not connect) a database object for a URL.
 
@@ -47,8 +54,18 @@ def make_database(url: str) -> Database:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
+    if scheme in ("postgres", "postgresql"):
+        # One pool per process: gunicorn threads and scheduler jobs reuse connections
+        # instead of paying a PostgreSQL connection set-up per request.
+        url = "postgres+pool" + url[len(scheme) :]
     try:
-        db = connect(url)
+        db = (
+            connect(url)
+            if "+pool" not in url
+            else connect(
+                url, max_connections=POOL_MAX_CONNECTIONS, stale_timeout=POOL_STALE_SECONDS
+            )
+        )
     except (ValueError, RuntimeError) as exc:
         raise ConfigError("database_url", str(exc)) from None
     if not isinstance(db, PostgresqlDatabase):
@@ -61,6 +78,24 @@ def open_database(url: str) -> Database:
     db = make_database(url)
     database.initialize(db)
     return db
+
+
+def connect_checked() -> None:
+    """Open (or reuse) this thread's connection and make sure it still works.
+
+    A pooled PostgreSQL connection may have died with the server (a restart, a
+    failover); one cheap query finds out, and the dead ones are dropped so that the
+    request gets a fresh connection rather than an error.
+    """
+    database.connect(reuse_if_open=True)
+    if not isinstance(database.obj, PooledDatabase):
+        return
+    try:
+        database.execute_sql("SELECT 1")
+    except (OperationalError, InterfaceError):
+        database.close()
+        database.obj.close_idle()
+        database.connect()
 
 
 def write_transaction() -> Any:

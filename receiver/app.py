@@ -12,6 +12,7 @@ from flask import Flask
 from flask import jsonify
 from peewee import Database
 
+from patchwatch.db import connect_checked
 from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.health import check_database
@@ -35,7 +36,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
 
     @app.before_request
     def _connect() -> None:
-        database.connect(reuse_if_open=True)
+        connect_checked()
 
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:

@@ -9,6 +9,7 @@ from flask import Response
 from flask import jsonify
 from peewee import InterfaceError
 from peewee import OperationalError
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from patchwatch.errors import AuthError
@@ -46,6 +47,7 @@ def register_error_handlers(app: Flask) -> None:
     def not_found(exc: NotFoundError) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 404
 
+    @app.errorhandler(MaxConnectionsExceeded)
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_unavailable(exc: Exception) -> tuple[Response, int]:
