@@ -97,6 +97,12 @@ class StoreCollector(Collector):
         installed = _gauge(
             "patchwatch_host_packages_installed", "Packages installed on the host.", ["host"]
         )
+        without_repo = _gauge(
+            "patchwatch_host_packages_without_repository",
+            "Installed packages that none of the host's repositories offers (absent until "
+            "the host's repositories have been read).",
+            ["host"],
+        )
         maintenance = _gauge(
             "patchwatch_host_maintenance",
             "1 while an operator has put the host in maintenance (alerts may be silenced).",
@@ -115,9 +121,11 @@ class StoreCollector(Collector):
             if h.oldest_security_first_seen is not None and h.security:
                 oldest.add_metric([h.name], h.oldest_security_first_seen)
             installed.add_metric([h.name], h.packages)
+            if h.packages_without_repository is not None:
+                without_repo.add_metric([h.name], h.packages_without_repository)
             in_maintenance = h.maintenance_until is not None and h.maintenance_until > now
             maintenance.add_metric([h.name], 1 if in_maintenance else 0)
-        yield from (host_info, pending, reboot, last, oldest, installed, maintenance)
+        yield from (host_info, pending, reboot, last, oldest, installed, without_repo, maintenance)
 
     def _report_families(self) -> Iterator[Metric]:
         stored = _gauge(

@@ -36,6 +36,7 @@ from patchwatch.records import PackageKind
 from patchwatch.updates import Offer
 from patchwatch.updates import compute_newer_kernel_installed
 from patchwatch.updates import compute_updates
+from patchwatch.updates import count_packages_without_repository
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +170,11 @@ def compute_update_set(
         | {(p.name, "noarch") for p in installed}
     )
     offers: list[Offer] = []
-    repo_key: dict[int, str] = {}
     for repo_id, priority, enabled in membership:
         repo = repos.get(repo_id)
         mirror = mirrors.get(repo_id)
         if not enabled or repo is None or not repo.enabled or mirror is None:
             continue
-        repo_key[repo_id] = repo.key
         security = repo.security_override if repo.security_override is not None else repo.security
         idx = ctx.index(mirror.package_set_id)
         for key in names:
@@ -195,6 +194,7 @@ def compute_update_set(
             rec = _record(row)
             advisories[(rec.name, rec.arch)].append(rec)
     pending = compute_updates(installed, offers, advisories)
+    without_repo = count_packages_without_repository(installed, offers) if mirrors else None
     with write_transaction():
         if existing is None:
             UpdateSet.insert(
@@ -215,9 +215,10 @@ def compute_update_set(
                         UpdateSetItem.available, UpdateSetItem.security,
                         UpdateSetItem.repository],
             ).execute()  # fmt: skip
-        UpdateSet.update(computed_at=now, inputs_digest=digest).where(
-            UpdateSet.id == existing.id
-        ).execute()
+        UpdateSet.update(
+            computed_at=now, inputs_digest=digest, packages_without_repository=without_repo
+        ).where(UpdateSet.id == existing.id).execute()
+        existing.packages_without_repository = without_repo
     ctx.computed += 1
     return existing
 
@@ -274,9 +275,13 @@ def apply_host_updates(host: Host, update_set: UpdateSet | None, now: float) -> 
             )]  # fmt: skip
             newer_kernel = compute_newer_kernel_installed(host.kernel, installed)
         reboot = bool(host.reboot_reported) or bool(newer_kernel)
-        Host.update(updates_computed_at=now, reboot_required=reboot).where(
-            Host.id == host.id
-        ).execute()
+        Host.update(
+            updates_computed_at=now,
+            reboot_required=reboot,
+            packages_without_repository=(
+                update_set.packages_without_repository if update_set is not None else None
+            ),
+        ).where(Host.id == host.id).execute()
     security = sum(1 for _a, s, _r in desired.values() if s)
     return security, len(desired) - security
 

@@ -183,6 +183,7 @@ class Host(BaseModel):
     last_report_at = DoubleField(null=True)
     last_processed_at = DoubleField(null=True)
     updates_computed_at = DoubleField(null=True)
+    packages_without_repository = IntegerField(null=True)  # copied from the update set
 
 
 class Token(BaseModel):
@@ -286,6 +287,7 @@ class UpdateSet(BaseModel):
     kernel = CharField(max_length=255, default="")
     computed_at = DoubleField()
     inputs_digest = CharField(max_length=64, default="")  # mirror data it was computed from
+    packages_without_repository = IntegerField(null=True)  # None: no repository data at all
 
     class Meta:
         indexes = ((("package_set", "repository_set", "kernel"), True),)

@@ -41,6 +41,7 @@ class HostRow:
     other: int
     oldest_security_first_seen: float | None
     maintenance_until: float | None
+    packages_without_repository: int | None = None
 
 
 def load_host_rows() -> list[HostRow]:
@@ -62,7 +63,7 @@ def load_host_rows() -> list[HostRow]:
         Host.select(
             Host.id, Host.name, OSRelease.name, OSRelease.family, Host.arch, Host.kernel,
             Host.tags, Host.reboot_required, Host.last_report_at, PackageSet.size,
-            Host.maintenance_until,
+            Host.maintenance_until, Host.packages_without_repository,
         )
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
@@ -70,7 +71,7 @@ def load_host_rows() -> list[HostRow]:
         .order_by(Host.name)
         .tuples()
     )  # fmt: skip
-    for hid, name, os, family, arch, kernel, tags, reboot, last, size, maint in query:
+    for hid, name, os, family, arch, kernel, tags, reboot, last, size, maint, orphans in query:
         sec, other = counts.get(hid, [0, 0])
         rows.append(
             HostRow(
@@ -78,6 +79,7 @@ def load_host_rows() -> list[HostRow]:
                 tags=tags, reboot_required=bool(reboot), last_report_at=last,
                 packages=size or 0, security=sec, other=other,
                 oldest_security_first_seen=oldest.get(hid), maintenance_until=maint,
+                packages_without_repository=orphans,
             )
         )  # fmt: skip
     return rows

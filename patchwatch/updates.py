@@ -143,6 +143,16 @@ def compute_updates(
     return out
 
 
+def count_packages_without_repository(installed: Iterable[Package], offers: Iterable[Offer]) -> int:
+    """Count installed packages whose exact build no repository of the host offers.
+
+    These are hand-installed packages, leftovers of removed repositories, or builds a
+    repository has since replaced: nothing patchwatch can see will ever update them.
+    """
+    offered = {o.package for o in offers}
+    return sum(1 for p in set(installed) if p not in offered)
+
+
 _DEB_RUNNING = re.compile(
     r"^(?P<abi>\d+(?:\.\d+)+-\d+)(?:\.\d+)?-(?P<flavour>[a-z0-9][a-z0-9+.-]*)$"
 )

@@ -28,7 +28,8 @@ def _pkg(name: str, version: str) -> Package:
 
 def test_host_metrics_follow_the_store(db) -> None:
     now = time.time()
-    a = Host.create(name="a", kernel="6.1", arch="x86_64", created_at=now, last_report_at=now - 5)
+    a = Host.create(name="a", kernel="6.1", arch="x86_64", created_at=now, last_report_at=now - 5,
+                    packages_without_repository=4)  # fmt: skip
     Host.create(name="b", created_at=now, reboot_required=True)
     old, new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
     HostUpdate.create(host=a, installed=old, available=new, security=True, first_seen_at=now - 99)
@@ -51,6 +52,8 @@ def test_host_metrics_follow_the_store(db) -> None:
         is None
     )
     assert get("patchwatch_host_last_report_timestamp_seconds", {"host": "a"}) == now - 5
+    assert get("patchwatch_host_packages_without_repository", {"host": "a"}) == 4
+    assert get("patchwatch_host_packages_without_repository", {"host": "b"}) is None
 
     HostUpdate.delete().execute()  # read at scrape time: the next scrape sees the change
     assert get("patchwatch_host_updates_pending", {"host": "a", "kind": "security"}) == 0

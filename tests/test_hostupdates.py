@@ -66,6 +66,8 @@ def test_updates_shared_by_identical_hosts_and_first_seen_kept(db) -> None:
     assert rows == {("openssl", "3.0.15", True), ("curl", "7.88.2", False)}
     host = Host.get(Host.name == "web0")
     assert host.reboot_required  # 6.1.0-29 installed, 6.1.0-28 running
+    # curl 7.88.1 and both kernels are in no repository (bash and openssl 3.0.14 are)
+    assert host.packages_without_repository == 3
 
     ctx = refresh_host_updates(2000.0)  # nothing changed: nothing recomputed, times kept
     assert ctx.computed == 0
