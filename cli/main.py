@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from cli import admin_cmd
+from cli import refresh_cmd
 from cli import serve_cmd
 from cli import tools_cmd
 from cli.gunicorn_app import LOG_FORMAT
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_commands(sub)
     tools_cmd.add_commands(sub)
     admin_cmd.add_commands(sub)
+    refresh_cmd.add_commands(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 from patchwatch.db import database
+from patchwatch.db import execute_many
 from patchwatch.db import write_transaction
 from patchwatch.models import Mirror
 from patchwatch.models import Package
@@ -77,19 +78,6 @@ class _IdCache:
 _ID_CACHE = _IdCache()
 
 
-def _executemany(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert many rows with the driver's executemany: peewee's per-row SQL building
-    costs more than the database work for the thousands of rows a package set has."""
-    if not rows:
-        return
-    db = database.obj
-    sql = sql.replace("?", db.param)
-    with db.atomic():
-        cursor = db.cursor()
-        for chunk in _chunks(rows, 5000):
-            cursor.executemany(sql, list(chunk))
-
-
 def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
     """Return the row id of every package, inserting the ones not stored yet."""
     cache = _ID_CACHE.bind()
@@ -115,7 +103,7 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
     missing = [k for k in wanted if k not in ids]
     if missing:
         table = Package._meta.table_name
-        _executemany(
+        execute_many(
             f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             sorted(missing),
@@ -138,7 +126,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
         pset = PackageSet.get(PackageSet.digest == digest)
         if not PackageSetMember.select().where(PackageSetMember.package_set == pset).exists():
             table = PackageSetMember._meta.table_name
-            _executemany(
+            execute_many(
                 f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
                 [(pset.id, pid) for pid in sorted(set(ids.values()))],

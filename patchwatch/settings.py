@@ -114,6 +114,11 @@ class Settings:
         1024 * 1024 * 1024,
         "Largest repository index accepted after decompression, in bytes.",
     )
+    apt_verify_signatures: bool = _setting(
+        True,
+        "Verify apt Release signatures with gpgv against the trusted keyrings; turn off "
+        "only for a trusted internal mirror that is not signed.",
+    )
     apt_keyrings: tuple[str, ...] = _setting(
         (),
         "Extra OpenPGP keyrings (comma-separated paths) trusted for apt Release "

@@ -16,10 +16,10 @@ Candidate selection per (name, arch), against the newest installed version:
   with the best priority among those offering the name count; the candidate is their
   newest version.
 
-An update is a security update when the candidate (or any version between the
-installed one and the candidate) comes from a security repository (Debian's security
-suite, Ubuntu's ``-security``, or one an operator marked), when a security advisory
-covers such a version, or when the host itself said so.
+An update is a security update when the candidate comes from a security repository
+(Debian's security suite, Ubuntu's ``-security``, or one an operator marked), when a
+security advisory covers a version between the installed one and the candidate, or
+when the host itself said so.
 """
 
 from __future__ import annotations
@@ -128,7 +128,10 @@ def compute_updates(
             continue
         low, high = _key(inst), _key(chosen.package)
         security = (
-            any(o.security and low < _key(o.package) <= high for o in candidates)
+            # the candidate itself comes from a security repository (apt's view: a
+            # security fix since superseded by a point release is not "security")
+            any(o.security and _key(o.package) == high for o in candidates)
+            # an advisory fixes a version the update brings (dnf's view)
             or any(low < _key(p) <= high for p in advisories.get((name, arch), ()))
             or (name, arch) in reported
         )

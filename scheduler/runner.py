@@ -20,6 +20,8 @@ from peewee import Database
 from peewee import PeeweeException
 
 from patchwatch.db import database
+from patchwatch.fetch import HttpFetcher
+from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.jobs import finish_job_run
 from patchwatch.jobs import prune_job_runs
 from patchwatch.jobs import start_job_run
@@ -27,6 +29,8 @@ from patchwatch.locks import acquire_lease
 from patchwatch.locks import release_lease
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
+from patchwatch.refresh import refresh_all
+from patchwatch.refresh import summarize_results
 from patchwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,22 @@ def prune_runs(now: float) -> str:
     return f"pruned {prune_job_runs(now - JOB_RUN_RETENTION_SECONDS)} job runs"
 
 
+def refresh_mirrors(settings: Settings) -> Callable[[float], str]:
+    """The mirror refresh job: every enabled mirror, one fresh HTTP session per run."""
+
+    def run(now: float) -> str:
+        with HttpFetcher.from_settings(settings) as fetcher:
+            return summarize_results(refresh_all(fetcher, now, settings))
+
+    return run
+
+
+def compute_updates(now: float) -> str:
+    """Recompute updates whose inputs (package set, repositories, mirror data) changed."""
+    ctx = refresh_host_updates(now)
+    return f"{ctx.computed} update sets computed, {ctx.reused} reused"
+
+
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
@@ -79,6 +99,8 @@ def default_jobs(settings: Settings) -> list[Job]:
 
     return [
         Job("process_reports", settings.process_interval_seconds, process_reports),
+        Job("refresh_mirrors", settings.refresh_interval_minutes * 60, refresh_mirrors(settings)),
+        Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),
     ]
 

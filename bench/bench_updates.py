@@ -1,0 +1,227 @@
+"""Benchmark: compute updates for 10,000 hosts drawn from 100 images, real bookworm data.
+
+Usage:
+    python bench/bench_updates.py [--hosts N] [--images N] [--packages N]
+                                  [--mirror URL] [--security-mirror URL] [--database-url URL]
+
+Setup (not timed): a fresh SQLite database (or the empty PostgreSQL one given) gets the
+real bookworm, bookworm-updates and bookworm-security main amd64 indexes through
+``refresh_all``; then ``--images`` package sets are drawn from the bookworm index
+(``--packages`` random packages each, at their bookworm version, with a fixed seed, so
+the packages the security and updates suites carry newer versions of become pending
+updates), and ``--hosts`` hosts are spread over them, all using the three repositories.
+
+Timed:
+    all hosts, first time   ``refresh_host_updates`` over every host: one computation
+                            per distinct (package set, repository set, kernel), the
+                            rest reused, and every host's pending updates written
+                            (aim: 10 s for 10,000 hosts)
+    all hosts, again        the same with nothing changed (the scheduler's next run)
+    one new report          a host reports one package upgraded (a new package set):
+                            ``process_pending`` + ``refresh_host_updates`` for that host
+                            (aim: 50 ms)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SUITES = (("bookworm", False), ("bookworm-updates", False), ("bookworm-security", True))
+KERNEL = "6.1.0-28-amd64"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--packages", type=int, default=1_500, help="packages per image")
+    parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    parser.add_argument("--security-mirror", default="http://deb.debian.org/debian-security")
+    parser.add_argument("--database-url", default="")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pw-bench-updates-") as tmp:
+        run(args, args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}")
+
+
+def run(args: argparse.Namespace, database_url: str) -> None:
+    from patchwatch.db import open_database
+    from patchwatch.fetch import HttpFetcher
+    from patchwatch.hostupdates import refresh_host_updates
+    from patchwatch.migrations import migrate
+    from patchwatch.models import Host
+    from patchwatch.models import HostUpdate
+    from patchwatch.models import Mirror
+    from patchwatch.models import Package
+    from patchwatch.models import PackageSetMember
+    from patchwatch.models import Repository
+    from patchwatch.processing import process_pending
+    from patchwatch.processing import store_report
+    from patchwatch.records import Package as PackageRecord
+    from patchwatch.records import PackageKind
+    from patchwatch.records import RepoKind
+    from patchwatch.records import ReportedRepository
+    from patchwatch.refresh import refresh_all
+    from patchwatch.sets import ensure_package_set
+    from patchwatch.sets import ensure_repository_set
+    from patchwatch.settings import Settings
+
+    db = open_database(database_url)
+    db.connect()
+    migrate(db)
+    now = time.time()
+
+    # ---- setup: real mirror data
+    reported = []
+    for suite, security in SUITES:
+        url = args.security_mirror if security else args.mirror
+        reported.append(
+            ReportedRepository(
+                kind=RepoKind.DEB,
+                id=f"{url} {suite} main",
+                name=suite,
+                urls=(url,),
+                priority=500,
+                suite=suite,
+                component="main",
+                arch="amd64",
+            )
+        )
+    rset = ensure_repository_set(reported, now)
+    started = time.perf_counter()
+    with HttpFetcher.from_settings(Settings()) as fetcher:
+        results = refresh_all(fetcher, now, Settings())
+    bad = [f"{r.repository}: {r.detail}" for r in results if not r.ok]
+    if bad:
+        raise SystemExit("refresh failed: " + "; ".join(bad))
+    print(
+        f"setup: refreshed {sum(r.packages for r in results):,} packages "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+
+    # ---- setup: images drawn from the bookworm index
+    main_repo = Repository.get(Repository.suite == "bookworm")
+    main_set = Mirror.get(Mirror.repository == main_repo).package_set_id
+    rows = list(
+        Package.select(Package.name, Package.epoch, Package.version, Package.release, Package.arch)
+        .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
+        .where(PackageSetMember.package_set == main_set)
+        .tuples()
+    )
+    by_name = {}
+    for name, epoch, version, release, arch in rows:
+        by_name.setdefault(
+            (name, arch), PackageRecord(name, epoch, version, release, arch, PackageKind.DEB)
+        )
+    pool = sorted(by_name)
+    rng = random.Random(20260711)
+    started = time.perf_counter()
+    images = []
+    for _ in range(args.images):
+        picked = [by_name[k] for k in rng.sample(pool, args.packages)]
+        images.append(ensure_package_set(picked, now).id)
+    print(
+        f"setup: {args.images} images of {args.packages} packages "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    hosts = [
+        (f"host{i:05d}.bench", images[i % len(images)], rset.id, KERNEL, "x86_64", now, now)
+        for i in range(args.hosts)
+    ]
+    fields = [
+        Host.name,
+        Host.package_set,
+        Host.repository_set,
+        Host.kernel,
+        Host.arch,
+        Host.created_at,
+        Host.last_report_at,
+    ]
+    with db.atomic():
+        for i in range(0, len(hosts), 500):
+            Host.insert_many(hosts[i : i + 500], fields=fields).execute()
+
+    # ---- timed
+    started = time.perf_counter()
+    ctx = refresh_host_updates(now)
+    first = time.perf_counter() - started
+    pending = HostUpdate.select().count()
+    security = HostUpdate.select().where(HostUpdate.security).count()
+    print(
+        f"all hosts, first time: {first:.2f} s for {args.hosts:,} hosts "
+        f"({ctx.computed} computed, {ctx.reused} reused; {pending:,} pending updates, "
+        f"{security:,} security)"
+    )
+
+    started = time.perf_counter()
+    ctx = refresh_host_updates(now + 60)
+    again = time.perf_counter() - started
+    print(f"all hosts, again:      {again:.2f} s ({ctx.computed} computed, {ctx.reused} reused)")
+
+    name = "host00042.bench"
+    host = Host.get(Host.name == name)
+    packages = [
+        {
+            "name": p.name,
+            "epoch": p.epoch,
+            "version": p.version,
+            "release": p.release,
+            "arch": p.arch,
+            "type": "deb",
+        }
+        for p in Package.select()
+        .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
+        .where(PackageSetMember.package_set == host.package_set_id)
+    ]
+    packages[0]["release"] += "+bench1"  # one package upgraded: a new package set
+    report = {
+        "version": 1,
+        "host": name,
+        "kernel": KERNEL,
+        "arch": "x86_64",
+        "os": {"id": "debian", "version_id": "12", "pretty_name": "Debian GNU/Linux 12"},
+        "packages": packages,
+        "repositories": [
+            {
+                "type": "deb",
+                "id": r.id,
+                "urls": list(r.urls),
+                "suite": r.suite,
+                "component": r.component,
+                "arch": r.arch,
+                "priority": 500,
+            }
+            for r in reported
+        ],
+    }
+    later = now + 120
+    store_report(name, "patchwatch/1", report, later)
+    started = time.perf_counter()
+    process_pending(later)
+    processed = time.perf_counter() - started
+    started = time.perf_counter()
+    ctx = refresh_host_updates(later, [name])
+    one = time.perf_counter() - started
+    print(
+        f"one new report:        {one * 1000:.0f} ms for its updates "
+        f"({ctx.computed} computed), after {processed * 1000:.0f} ms processing it"
+    )
+    started = time.perf_counter()
+    ctx = refresh_host_updates(later + 60)
+    print(
+        f"all hosts after it:    {time.perf_counter() - started:.2f} s "
+        f"({ctx.computed} computed, {ctx.reused} reused)"
+    )
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

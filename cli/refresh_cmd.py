@@ -1,0 +1,169 @@
+"""Operator verbs for mirrors and updates: ``patchwatch refresh`` and ``patchwatch updates``.
+
+Both are what the scheduler does on its own, on demand: after adding a repository, to
+check a mirror an alert points at, or from cron when the scheduler is not used. On a
+terminal a progress bar goes to stderr; with ``-q`` nothing is printed unless something
+failed, so cron mails only on trouble. Exit status 1 when any mirror failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import TextIO
+
+from peewee import JOIN
+
+from patchwatch.db import open_database
+from patchwatch.errors import NotFoundError
+from patchwatch.fetch import HttpFetcher
+from patchwatch.hostupdates import refresh_host_updates
+from patchwatch.migrations import migrate
+from patchwatch.models import Host
+from patchwatch.models import HostUpdate
+from patchwatch.models import Mirror
+from patchwatch.models import Package
+from patchwatch.models import Repository
+from patchwatch.records import Package as PackageRecord
+from patchwatch.records import PackageKind
+from patchwatch.refresh import RefreshResult
+from patchwatch.refresh import refresh_all
+from patchwatch.refresh import summarize_results
+from patchwatch.settings import Settings
+
+BAR_WIDTH = 24
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("refresh", help="refresh repository mirrors (all enabled, or some)")
+    p.add_argument(
+        "--repo",
+        action="append",
+        metavar="ID|KEY",
+        help="only this repository (its id or exact key); repeatable",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="download and verify everything, even unchanged"
+    )
+    p.set_defaults(handler=cmd_refresh)
+
+    p = sub.add_parser("updates", help="compute pending updates (all hosts, or one)")
+    p.add_argument("--host", metavar="NAME", help="only this host; also lists its updates")
+    p.add_argument("--force", action="store_true", help="recompute even when no input changed")
+    p.set_defaults(handler=cmd_updates)
+
+
+def _open(settings: Settings) -> None:
+    db = open_database(settings.resolved_database_url)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal's stderr; silent anywhere else."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+
+    def __call__(
+        self, index: int, total: int, mirror: Mirror, result: RefreshResult | None
+    ) -> None:
+        if not self.enabled or result is not None:
+            return
+        filled = BAR_WIDTH * index // max(total, 1)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        self.stream.write(f"\r\x1b[K[{bar}] {index + 1}/{total} {mirror.url}"[:200])
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _line(res: RefreshResult) -> str:
+    head = f"{res.outcome:<10} {res.repository} {res.url}: "
+    if res.outcome == "failed" or res.outcome == "skipped":
+        return head + res.detail
+    text = f"{res.packages} packages"
+    if res.advisories:
+        text += f", {res.advisories} advisories"
+    if res.detail:
+        text += f" ({res.detail})"
+    return head + text + f" in {res.seconds:.1f} s"
+
+
+def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    refresh_log = logging.getLogger("patchwatch.refresh")
+    level = refresh_log.level
+    if not getattr(args, "verbose", False):  # each outcome is printed below, once
+        refresh_log.setLevel(logging.ERROR)
+    progress = _Progress(sys.stderr, not args.quiet)
+    try:
+        with HttpFetcher.from_settings(settings) as fetcher:
+            results = refresh_all(
+                fetcher, time.time(), settings, force=args.force, repositories=args.repo,
+                progress=progress,
+            )  # fmt: skip
+    finally:
+        progress.done()
+        refresh_log.setLevel(level)
+    for res in results:
+        if res.outcome == "failed":
+            print(_line(res), file=sys.stderr)
+        elif not args.quiet:
+            print(_line(res))
+    if not args.quiet:
+        print(summarize_results(results))
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def cmd_updates(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    names = None
+    if args.host:
+        name = args.host.strip().lower()
+        if Host.get_or_none(Host.name == name) is None:
+            raise NotFoundError(f"no host {name!r}")
+        names = [name]
+    ctx = refresh_host_updates(time.time(), names, force=args.force)
+    if args.quiet:
+        return 0
+    if names:
+        _print_host_updates(names[0])
+    print(f"{ctx.computed} update sets computed, {ctx.reused} reused")
+    return 0
+
+
+def _print_host_updates(name: str) -> None:
+    """List one host's pending updates: name, arch, installed -> available, kind, source."""
+    host = Host.get(Host.name == name)
+    inst = Package.alias()
+    avail = Package.alias()
+    query = (
+        HostUpdate.select(
+            inst.kind, inst.name, inst.arch, inst.epoch, inst.version, inst.release,
+            avail.epoch, avail.version, avail.release, HostUpdate.security, Repository.key,
+        )
+        .join(inst, on=(HostUpdate.installed == inst.id))
+        .switch(HostUpdate)
+        .join(avail, on=(HostUpdate.available == avail.id))
+        .switch(HostUpdate)
+        .join(Repository, JOIN.LEFT_OUTER, on=(HostUpdate.repository == Repository.id))
+        .where(HostUpdate.host == host)
+        .order_by(inst.name, inst.arch)
+        .tuples()
+    )  # fmt: skip
+    count = 0
+    for kind, pkg, arch, e1, v1, r1, e2, v2, r2, security, repo_key in query:
+        old = PackageRecord(pkg, e1, v1, r1, arch, PackageKind(kind)).evr
+        new = PackageRecord(pkg, e2, v2, r2, arch, PackageKind(kind)).evr
+        flag = "security" if security else "other"
+        print(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}")
+        count += 1
+    reboot = "yes" if host.reboot_required else "no"
+    print(f"{host.name}: {count} pending updates; reboot required: {reboot}")

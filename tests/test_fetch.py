@@ -1,0 +1,412 @@
+"""HTTP fetching against a real server on loopback: retries, timeouts, caps, proxies.
+
+:class:`MirrorServer` (also used by test_refresh.py and test_updates_oracles.py) serves
+a folder and injects the faults a real mirror has: it hangs, answers 500, cuts a body
+short, sends more than it announced. It logs every request so tests can say exactly
+what was downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from patchwatch.errors import FetchError
+from patchwatch.fetch import HttpFetcher
+from patchwatch.fetch import HttpStatusError
+from patchwatch.settings import Settings
+from tests.conftest import free_port
+
+
+@dataclass
+class Fault:
+    """What the server does instead of serving a path normally.
+
+    ``status``: answer with it (and ``headers``); ``hang``: sleep that long first;
+    ``body``: serve these bytes instead of the file; ``cut``: announce the full length
+    but close after this many bytes; ``no_length``: send no Content-Length and close
+    to end the body; ``times``: only for the first N requests (then served normally).
+    """
+
+    status: int | None = None
+    hang: float = 0.0
+    body: bytes | None = None
+    cut: int | None = None
+    no_length: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    times: int | None = None
+
+
+class MirrorServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 serving ``root``, with faults and a log."""
+
+    def __init__(self, root: Path, validators: bool = True) -> None:
+        self.root = root
+        self.validators = validators  # send ETag/Last-Modified and honour conditionals
+        self.faults: dict[str, Fault] = {}
+        self.log: list[tuple[str, int]] = []  # (path as requested, status)
+        self.headers_seen: list[dict[str, str]] = []
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                server._handle(self)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False  # hung handler threads must not block close
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def start(self) -> MirrorServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, path: str = "") -> str:
+        return f"{self.base}/{path.lstrip('/')}"
+
+    def paths(self) -> list[str]:
+        """The paths requested so far, in order."""
+        with self._lock:
+            return [p for p, _s in self.log]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.log.clear()
+            self.headers_seen.clear()
+
+    def _record(self, path: str, status: int, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.log.append((path, status))
+            self.headers_seen.append(headers)
+
+    def _handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        raw_path = h.path
+        path = raw_path
+        if path.startswith("http://"):  # we are being used as a proxy
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        path = path.split("?", 1)[0]
+        fault = self.faults.get(path)
+        if fault is not None and fault.times is not None:
+            if fault.times <= 0:
+                fault = None
+            else:
+                fault.times -= 1
+        headers = {k: v for k, v in h.headers.items()}
+        if fault is not None and fault.hang:
+            self._record(raw_path, 0, headers)
+            time.sleep(fault.hang)
+            h.close_connection = True
+            return
+        if fault is not None and fault.status is not None:
+            self._record(raw_path, fault.status, headers)
+            body = f"fault {fault.status}\n".encode()
+            h.send_response(fault.status)
+            for k, v in fault.headers:
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+            return
+        if fault is not None and fault.body is not None:
+            data = fault.body
+        else:
+            file = (self.root / path.lstrip("/")).resolve()
+            if not file.is_relative_to(self.root.resolve()) or not file.is_file():
+                self._record(raw_path, 404, headers)
+                h.send_error(404)
+                return
+            data = file.read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        if self.validators and h.headers.get("If-None-Match") == etag:
+            self._record(raw_path, 304, headers)
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        self._record(raw_path, 200, headers)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        if self.validators:
+            h.send_header("ETag", etag)
+            h.send_header("Last-Modified", "Sat, 11 Jul 2026 10:16:37 GMT")
+        if fault is not None and fault.no_length:
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(data)
+            h.close_connection = True
+            return
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        if fault is not None and fault.cut is not None:
+            h.wfile.write(data[: fault.cut])
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return
+        h.wfile.write(data)
+
+
+@pytest.fixture
+def mirror_root(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def server(mirror_root: Path) -> Iterator[MirrorServer]:
+    srv = MirrorServer(mirror_root).start()
+    yield srv
+    srv.stop()
+
+
+class Sleeps:
+    """Records backoff waits instead of sleeping, so retry tests take no time."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def make_fetcher(
+    timeout: float = 2.0, retries: int = 2, sleeps: Sleeps | None = None
+) -> HttpFetcher:
+    return HttpFetcher(timeout=timeout, retries=retries, backoff=0.5, sleep=sleeps or Sleeps())
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_fetch_streams_into_file_with_size_digest_and_validators(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    data = b"Package: x\n" * 10_000
+    (mirror_root / "Packages").write_bytes(data)
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(server.url("Packages"), tmp_path / "out", max_bytes=len(data))
+    assert got.path == tmp_path / "out"
+    assert got.path.read_bytes() == data
+    assert (got.size, got.hash_name, got.digest) == (
+        len(data),
+        "sha256",
+        hashlib.sha256(data).hexdigest(),
+    )
+    assert got.etag.startswith('"') and got.last_modified.endswith("GMT")
+    assert not got.not_modified
+    headers = server.headers_seen[0]
+    assert headers["User-Agent"].startswith("patchwatch/")
+    assert headers["Accept-Encoding"] == "identity"
+
+
+def test_fetch_hashes_with_the_requested_algorithm(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"abc")
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10, hash_name="sha512")
+    assert got.digest == hashlib.sha512(b"abc").hexdigest()
+
+
+def test_conditional_request_answered_304_writes_nothing(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "InRelease").write_bytes(b"release")
+    with make_fetcher() as fetcher:
+        first = fetcher.fetch(server.url("InRelease"), tmp_path / "a", max_bytes=100)
+        again = fetcher.fetch(
+            server.url("InRelease"), tmp_path / "b", max_bytes=100, etag=first.etag,
+            last_modified=first.last_modified,
+        )  # fmt: skip
+    assert again.not_modified and again.path is None and again.etag == first.etag
+    assert not (tmp_path / "b").exists()
+    assert server.headers_seen[1]["If-None-Match"] == first.etag
+    assert server.headers_seen[1]["If-Modified-Since"] == first.last_modified
+    assert [s for _p, s in server.log] == [200, 304]
+
+
+def test_server_errors_are_retried_with_backoff_then_succeed(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"ok")
+    server.faults["/f"] = Fault(status=503, times=2)
+    sleeps = Sleeps()
+    with make_fetcher(retries=2, sleeps=sleeps) as fetcher:
+        got = fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
+    assert got.path is not None and got.path.read_bytes() == b"ok"
+    assert [s for _p, s in server.log] == [503, 503, 200]
+    assert len(sleeps.waits) == 2
+    assert 0.25 <= sleeps.waits[0] <= 0.5 and 0.5 <= sleeps.waits[1] <= 1.0  # doubling
+
+
+def test_persistent_500_gives_up_with_the_status_and_attempts(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"ok")
+    server.faults["/f"] = Fault(status=500)
+    with make_fetcher(retries=2) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
+    assert "HTTP 500" in str(info.value) and "gave up after 3 attempts" in str(info.value)
+    assert info.value.url == server.url("f")
+    assert len(server.log) == 3
+    assert not (tmp_path / "f").exists()
+
+
+def test_429_waits_at_least_what_retry_after_says(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"ok")
+    server.faults["/f"] = Fault(status=429, headers=(("Retry-After", "7"),), times=1)
+    sleeps = Sleeps()
+    with make_fetcher(sleeps=sleeps) as fetcher:
+        fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
+    assert sleeps.waits == [7.0]
+
+
+def test_404_is_not_retried_and_keeps_the_status(server: MirrorServer, tmp_path: Path) -> None:
+    with make_fetcher(retries=3) as fetcher, pytest.raises(HttpStatusError) as info:
+        fetcher.fetch(server.url("missing"), tmp_path / "f", max_bytes=10)
+    assert info.value.status == 404
+    assert "HTTP 404" in str(info.value)
+    assert len(server.log) == 1
+
+
+def test_a_server_that_hangs_times_out_after_the_retries(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"ok")
+    server.faults["/f"] = Fault(hang=5.0)
+    started = time.monotonic()
+    with make_fetcher(timeout=0.3, retries=1) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
+    assert time.monotonic() - started < 2.5
+    assert "timed out after 0.3 s" in str(info.value)
+    assert "gave up after 2 attempts" in str(info.value)
+
+
+def test_announced_length_above_the_cap_is_refused_before_reading(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "big").write_bytes(b"x" * 5000)
+    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=4096)
+    assert "is 5000 bytes, more than the limit of 4096 bytes" in str(info.value)
+    assert len(server.log) == 1  # not retried
+    assert not (tmp_path / "big").exists()
+
+
+def test_unannounced_body_is_cut_at_the_cap(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "big").write_bytes(b"x" * 300_000)
+    server.faults["/big"] = Fault(no_length=True)
+    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=100_000)
+    assert "sent more than the limit of 100000 bytes" in str(info.value)
+    assert not (tmp_path / "big").exists()
+
+
+def test_body_without_length_is_read_to_the_end(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"y" * 70_000)
+    server.faults["/f"] = Fault(no_length=True)
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=70_000)
+    assert got.size == 70_000
+
+
+def test_a_body_cut_short_is_retried_and_then_reported(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"z" * 10_000)
+    server.faults["/f"] = Fault(cut=1000)
+    with make_fetcher(retries=1) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=20_000)
+    assert "connection broken after" in str(info.value)
+    assert len(server.log) == 2
+    assert not (tmp_path / "f").exists()
+
+
+def test_refused_connection_is_a_clear_failure(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/InRelease"
+    with make_fetcher(retries=1) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(url, tmp_path / "f", max_bytes=10)
+    assert "connection failed" in str(info.value) and "refused" in str(info.value).lower()
+
+
+def test_unsupported_scheme_fails_without_retry(tmp_path: Path) -> None:
+    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch("file:///etc/passwd", tmp_path / "f", max_bytes=10)
+    assert "unusable URL" in str(info.value)
+
+
+def test_redirects_are_followed_and_the_final_url_reported(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "new").write_bytes(b"moved")
+    server.faults["/old"] = Fault(status=301, headers=(("Location", server.url("new")),))
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(server.url("old"), tmp_path / "f", max_bytes=10)
+    assert got.url == server.url("new") and got.size == 5
+
+
+def test_proxy_is_taken_from_the_environment(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (mirror_root / "debian").mkdir()
+    (mirror_root / "debian" / "InRelease").write_bytes(b"via proxy")
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", server.base)
+    with make_fetcher(retries=0) as fetcher:
+        got = fetcher.fetch(
+            "http://mirror.example.invalid/debian/InRelease", tmp_path / "f", max_bytes=100
+        )
+    assert got.path is not None and got.path.read_bytes() == b"via proxy"
+    assert server.paths() == ["http://mirror.example.invalid/debian/InRelease"]
+
+
+def test_from_settings_uses_the_http_settings() -> None:
+    fetcher = HttpFetcher.from_settings(Settings(http_timeout_seconds=4.5, http_retries=7))
+    try:
+        assert (fetcher.timeout, fetcher.retries) == (4.5, 7)
+        assert fetcher.max_seconds == 60.0
+    finally:
+        fetcher.close()
+
+
+def test_a_whole_download_is_bounded_in_time(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    """A mirror that trickles data never trips the per-read timeout; this bound stops it."""
+    (mirror_root / "slow").write_bytes(b"s" * 200_000)
+    fetcher = HttpFetcher(timeout=2.0, retries=0, max_seconds=1e-6)
+    with fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("slow"), tmp_path / "slow", max_bytes=300_000)
+    assert "download took longer than 1e-06 s" in str(info.value)
+    assert not (tmp_path / "slow").exists()
