@@ -12,8 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from peewee import PeeweeException
+
 from cli import admin_cmd
+from cli import hosts_cmd
+from cli import ops_cmd
 from cli import refresh_cmd
+from cli import repos_cmd
 from cli import serve_cmd
 from cli import tools_cmd
 from cli.gunicorn_app import LOG_FORMAT
@@ -42,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     tools_cmd.add_commands(sub)
     admin_cmd.add_commands(sub)
     refresh_cmd.add_commands(sub)
+    hosts_cmd.add_commands(sub)
+    repos_cmd.add_commands(sub)
+    ops_cmd.add_commands(sub)
     return parser
 
 
@@ -67,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except PatchwatchError as exc:
         print(f"patchwatch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except PeeweeException as exc:  # the store is unreachable or refused the work
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"patchwatch: database error: {reason}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.health import check_database
 from patchwatch.settings import Settings
+from receiver.admin_api import bp as admin_bp
 from receiver.api import bp as ingest_bp
 from receiver.errors import register_error_handlers
 from receiver.read_api import bp as read_bp
@@ -45,6 +46,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
 
     app.register_blueprint(ingest_bp)
     app.register_blueprint(read_bp)
+    app.register_blueprint(admin_bp)
     register_error_handlers(app)
 
     @app.get("/healthz")

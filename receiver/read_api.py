@@ -40,7 +40,7 @@ def _admin_only() -> None:
     require_admin(token)  # type: ignore[arg-type]
 
 
-def _flag(name: str) -> bool | None:
+def flag_arg(name: str) -> bool | None:
     raw = request.args.get(name)
     if raw is None:
         return None
@@ -51,7 +51,7 @@ def _flag(name: str) -> bool | None:
     raise ParseError(f"expected true or false, got {raw!r}", name)
 
 
-def _number(name: str, default: float | None = None, minimum: float = 0) -> float | None:
+def number_arg(name: str, default: float | None = None, minimum: float = 0) -> float | None:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -69,9 +69,9 @@ def _flatten(item: dict[str, Any]) -> dict[str, Any]:
             if not (isinstance(v, list) and v and isinstance(v[0], dict))}  # fmt: skip
 
 
-def _listing(items: list[dict[str, Any]]) -> Response:
-    page = int(_number("page", 1, 1) or 1)
-    per_page = int(_number("per_page", 100, 1) or 100)
+def listing(items: list[dict[str, Any]]) -> Response:
+    page = int(number_arg("page", 1, 1) or 1)
+    per_page = int(number_arg("per_page", 100, 1) or 100)
     per_page = min(per_page, MAX_PER_PAGE)
     chunk = items[(page - 1) * per_page : page * per_page]
     wants_csv = request.args.get("format") == "csv" or (request.accept_mimetypes.best == "text/csv")
@@ -93,11 +93,11 @@ def _listing(items: list[dict[str, Any]]) -> Response:
 def hosts() -> Response:
     flt = HostFilter(
         os=request.args.get("os"), tag=request.args.get("tag"),
-        domain=request.args.get("domain"), security=_flag("security"),
-        reboot=_flag("reboot"), stale_days=_number("stale_days"),
+        domain=request.args.get("domain"), security=flag_arg("security"),
+        reboot=flag_arg("reboot"), stale_days=number_arg("stale_days"),
         name=request.args.get("name"),
     )  # fmt: skip
-    return _listing(host_summaries(flt, time.time()))
+    return listing(host_summaries(flt, time.time()))
 
 
 @bp.get("/hosts/<name>")
@@ -108,21 +108,21 @@ def host(name: str) -> Response:
 @bp.get("/packages/<name>/hosts")
 def package_hosts(name: str) -> Response:
     found = hosts_with_package(name, request.args.get("version"), request.args.get("arch"))
-    return _listing(found)
+    return listing(found)
 
 
 @bp.get("/repositories")
 def repositories() -> Response:
-    return _listing(repository_summaries())
+    return listing(repository_summaries())
 
 
 @bp.get("/updates")
 def updates() -> Response:
     items = pending_update_summary()
-    security = _flag("security")
+    security = flag_arg("security")
     if security is not None:
         items = [i for i in items if i["security"] == security]
-    return _listing(items)
+    return listing(items)
 
 
 @bp.errorhandler(AuthError)

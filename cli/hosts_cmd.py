@@ -1,0 +1,212 @@
+"""``patchwatch hosts``: list, show, diff and delete hosts, and set their operator flags.
+
+A host is named as an operator types it: the full name, or its first label when that
+is unique (``web1`` for ``web1.example.com``), or a glob that matches one host. Only
+``delete`` takes a glob matching several, and it shows them and asks before it acts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+from typing import cast
+
+from cli.output import add_format
+from cli.output import can_prompt
+from cli.output import confirm
+from cli.output import emit
+from cli.output import guarded
+from cli.output import non_negative
+from cli.output import one_line_errors
+from cli.output import print_fields
+from cli.output import render_json
+from cli.output import usage_error
+from cli.output import yes_no
+from patchwatch.diffs import format_host_diff
+from patchwatch.diffs import host_diff_dict
+from patchwatch.inventory import KEEP
+from patchwatch.inventory import delete_hosts
+from patchwatch.inventory import diff_hosts
+from patchwatch.inventory import host_overview
+from patchwatch.inventory import match_hosts
+from patchwatch.inventory import parse_maintenance_until
+from patchwatch.inventory import resolve_host
+from patchwatch.inventory import set_host_flags
+from patchwatch.queries import HostFilter
+from patchwatch.queries import host_summaries
+from patchwatch.settings import Settings
+
+HOST_COLUMNS = [
+    ("name", "host"), ("os", "os"), ("packages", "pkgs"), ("security_updates", "sec"),
+    ("other_updates", "other"), ("reboot_required", "reboot"), ("last_report_at", "last report"),
+]  # fmt: skip
+HOST_FIELDS = [
+    ("name", "host"), ("os", "os"), ("kernel", "kernel"), ("arch", "arch"),
+    ("domain", "domain"), ("tags", "tags"), ("last_report_at", "last report"),
+    ("protocol", "protocol"), ("agent", "agent"), ("reboot_required", "reboot required"),
+    ("use_os_repositories", "use OS repositories"), ("check_updates", "check updates"),
+    ("maintenance_until", "maintenance until"), ("package_count", "packages"),
+    ("updates_computed_at", "updates computed"),
+]  # fmt: skip
+FLAG_FIELDS = [
+    ("name", "host"), ("use_os_repositories", "use OS repositories"),
+    ("check_updates", "check updates"), ("maintenance_until", "maintenance until"),
+    ("in_maintenance", "in maintenance"),
+]  # fmt: skip
+REPO_COLUMNS = [("key", "repository"), ("priority", "prio"), ("enabled", "enabled"),
+                ("security", "security")]  # fmt: skip
+UPDATE_COLUMNS = [("name", "package"), ("installed", "installed"), ("available", "available"),
+                  ("security", "sec"), ("first_seen_at", "first seen")]  # fmt: skip
+PACKAGE_COLUMNS = [("name", "package"), ("version", "version"), ("arch", "arch")]
+SHOWN_BEFORE_CONFIRM = 20
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hosts = one_line_errors(
+        sub.add_parser("hosts", help="list, show, compare and delete hosts; set their flags")
+    )
+    hsub = hosts.add_subparsers(dest="hosts_command", metavar="ACTION", required=True)
+
+    p = hsub.add_parser("list", help="list hosts with their update counts, filtered")
+    p.add_argument("--os", help="OS name contains this (any case)")
+    p.add_argument("--tag", help="has this tag")
+    p.add_argument("--domain", help="name ends with .DOMAIN")
+    p.add_argument("--security", action="store_true", help="only with security updates")
+    p.add_argument("--reboot", action="store_true", help="only those needing a reboot")
+    p.add_argument("--stale-days", type=non_negative, metavar="N",
+                   help="only those without a report for N days")  # fmt: skip
+    p.add_argument("--name", metavar="GLOB", help="name matches this glob (web*, db?.*)")
+    add_format(p)
+    p.set_defaults(handler=guarded(cmd_list))
+
+    p = hsub.add_parser("show", help="one host: details, flags, repositories, updates")
+    p.add_argument("name", help="host name, its first label, or a glob matching one host")
+    p.add_argument("--packages", action="store_true", help="also list installed packages")
+    add_format(p, ("table", "json"))
+    p.set_defaults(handler=guarded(cmd_show))
+
+    p = hsub.add_parser("diff", help="compare two hosts: OS, kernel, packages, repositories")
+    p.add_argument("a", help="first host ('-' lines)")
+    p.add_argument("b", help="second host ('+' lines)")
+    add_format(p, ("diff", "json"))
+    p.set_defaults(handler=guarded(cmd_diff))
+
+    p = hsub.add_parser("delete", help="delete hosts by name or glob, with their reports")
+    p.add_argument("pattern", help="a host name, or a glob such as 'old-*.example.com'")
+    p.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(handler=guarded(cmd_delete))
+
+    p = hsub.add_parser("set", help="set a host's flags: OS repositories, checks, maintenance")
+    p.add_argument("name", help="host name, its first label, or a glob matching one host")
+    p.add_argument("--use-os-repos", type=yes_no, metavar="yes|no",
+                   help="use its OS group's repositories instead of its own")  # fmt: skip
+    p.add_argument("--check-updates", type=yes_no, metavar="yes|no",
+                   help="compute this host's updates (no: clear them and stop)")  # fmt: skip
+    p.add_argument("--maintenance-until", metavar="WHEN",
+                   help="ISO time (UTC unless it has an offset), duration (90m, 12h, 3d, 1w) "
+                        "or off")  # fmt: skip
+    add_format(p, ("table", "json"))
+    p.set_defaults(handler=guarded(cmd_set))
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    flt = HostFilter(
+        os=args.os, tag=args.tag, domain=args.domain,
+        security=True if args.security else None, reboot=True if args.reboot else None,
+        stale_days=args.stale_days, name=args.name,
+    )  # fmt: skip
+    rows = host_summaries(flt, time.time())
+    filtered = flt != HostFilter()
+    emit(rows, args.format, HOST_COLUMNS, "no host matches" if filtered else "no hosts yet")
+    return 0
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    host = resolve_host(args.name)
+    data = host_overview(host, time.time())
+    packages = cast(list[dict[str, str]], data["packages"])
+    if args.format == "json":
+        print(render_json(data))
+        return 0
+    print_fields({**data, "package_count": len(packages)}, HOST_FIELDS)
+    for title, key, columns in (
+        ("repositories", "repositories", REPO_COLUMNS),
+        ("pending updates", "updates", UPDATE_COLUMNS),
+    ):
+        rows = cast(list[dict[str, Any]], data[key])
+        print(f"\n{title} ({len(rows)}):")
+        emit(rows, "table", columns)
+    if args.packages:
+        print(f"\npackages ({len(packages)}):")
+        emit(
+            [{**p, "version": _evr(p)} for p in packages],
+            "table",
+            PACKAGE_COLUMNS,
+        )
+    return 0
+
+
+def _evr(p: dict[str, str]) -> str:
+    out = f"{p['epoch']}:{p['version']}" if p["epoch"] not in ("", "0") else p["version"]
+    return f"{out}-{p['release']}" if p["release"] else out
+
+
+def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    diff = diff_hosts(resolve_host(args.a), resolve_host(args.b))
+    if args.format == "json":
+        print(render_json(host_diff_dict(diff)))
+    else:
+        print("\n".join(format_host_diff(diff)))
+    return 0
+
+
+def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
+    names = match_hosts(args.pattern)
+    plural = "host" if len(names) == 1 else "hosts"
+    if args.dry_run:
+        for name in names:
+            print(name)
+        print(f"dry run: {len(names)} {plural} would be deleted", file=sys.stderr)
+        return 0
+    if not args.yes:
+        if not can_prompt():
+            return usage_error(
+                f"refusing to delete {len(names)} {plural} without --yes (no terminal to ask)"
+            )
+        for name in names[:SHOWN_BEFORE_CONFIRM]:
+            print(f"  {name}", file=sys.stderr)
+        if len(names) > SHOWN_BEFORE_CONFIRM:
+            print(f"  ... and {len(names) - SHOWN_BEFORE_CONFIRM} more", file=sys.stderr)
+        if not confirm(f"delete {len(names)} {plural} and their reports?"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    deleted = delete_hosts(names)
+    print(f"deleted {deleted} {'host' if deleted == 1 else 'hosts'}")
+    return 0
+
+
+def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.use_os_repos, args.check_updates, args.maintenance_until) == (None, None, None):
+        return usage_error(
+            "hosts set: nothing to set (give --use-os-repos, --check-updates or "
+            "--maintenance-until)"
+        )
+    now = time.time()
+    host = resolve_host(args.name)
+    until = (
+        KEEP
+        if args.maintenance_until is None
+        else parse_maintenance_until(args.maintenance_until, now)
+    )
+    flags = set_host_flags(
+        host, now, use_os_repositories=args.use_os_repos, check_updates=args.check_updates,
+        maintenance_until=until,
+    )  # fmt: skip
+    if args.format == "json":
+        print(render_json(flags))
+    else:
+        print_fields(flags, FLAG_FIELDS)
+    return 0

@@ -1,0 +1,186 @@
+"""Fleet-wide operator verbs: OS groups, package lookups, what needs attention, dbcheck.
+
+``attention`` is the command to read first in the morning (or to mail from cron): one
+row per problem, the same list the admin API's ``/api/v1/attention`` gives. ``dbcheck``
+is a dry run unless told ``--fix``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+from typing import cast
+
+from cli.output import Progress
+from cli.output import add_format
+from cli.output import add_quiet
+from cli.output import emit
+from cli.output import guarded
+from cli.output import non_negative
+from cli.output import one_line_errors
+from cli.output import plural
+from cli.output import print_fields
+from cli.output import render_json
+from patchwatch.errors import NotFoundError
+from patchwatch.inventory import add_os_repositories
+from patchwatch.inventory import attention
+from patchwatch.inventory import check_store
+from patchwatch.inventory import orphan_packages
+from patchwatch.inventory import os_release_detail
+from patchwatch.inventory import os_release_list
+from patchwatch.inventory import package_known
+from patchwatch.inventory import remove_os_repositories
+from patchwatch.inventory import resolve_host
+from patchwatch.inventory import resolve_os_release
+from patchwatch.inventory import resolve_repository
+from patchwatch.queries import hosts_with_package
+from patchwatch.settings import Settings
+
+OS_COLUMNS = [
+    ("id", "id"), ("name", "os release"), ("hosts", "hosts"),
+    ("hosts_using_os_repositories", "using OS repos"), ("repositories", "repos"),
+]  # fmt: skip
+OS_FIELDS = [("id", "id"), ("name", "name"), ("family", "family"), ("os_id", "os id"),
+             ("version", "version"), ("codename", "codename"), ("cpe", "cpe")]  # fmt: skip
+OS_REPO_COLUMNS = [("id", "id"), ("label", "repository"), ("security", "sec"),
+                   ("enabled", "enabled")]  # fmt: skip
+OS_HOST_COLUMNS = [("name", "host"), ("use_os_repositories", "uses OS repos")]
+PACKAGE_HOST_COLUMNS = [("host", "host"), ("version_string", "version"), ("arch", "arch"),
+                        ("repositories", "from repositories")]  # fmt: skip
+ORPHAN_COLUMNS = [("host", "host"), ("name", "package"), ("version", "version"),
+                  ("arch", "arch")]  # fmt: skip
+ATTENTION_COLUMNS = [("issue", "issue"), ("subject", "subject"), ("detail", "detail"),
+                     ("since", "since")]  # fmt: skip
+DBCHECK_COLUMNS = [("check", "check"), ("found", "found"), ("fixed", "fixed"),
+                   ("detail", "detail")]  # fmt: skip
+DAMAGE_CHECKS = ("integrity", "foreign keys")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    os_parser = one_line_errors(
+        sub.add_parser("os", help="OS groups: OS releases and the repositories their hosts use")
+    )
+    osub = os_parser.add_subparsers(dest="os_command", metavar="ACTION", required=True)
+    p = osub.add_parser("list", help="OS releases with host and repository counts")
+    add_format(p)
+    p.set_defaults(handler=guarded(cmd_os_list))
+    p = osub.add_parser("show", help="one OS release: its repositories and hosts")
+    p.add_argument("os", help="id, name (any case), or a unique part of the name")
+    add_format(p, ("table", "json"))
+    p.set_defaults(handler=guarded(cmd_os_show))
+    for verb, text in (("add-repo", "add repositories to"), ("remove-repo", "remove from")):
+        p = osub.add_parser(verb, help=f"{text} an OS release's group")
+        p.add_argument("os")
+        p.add_argument("repos", nargs="+", metavar="REPO")
+        p.set_defaults(handler=guarded(cmd_os_repos), add=verb == "add-repo")
+
+    pkg = one_line_errors(sub.add_parser("packages", help="where packages are installed"))
+    psub = pkg.add_subparsers(dest="packages_command", metavar="ACTION", required=True)
+    p = psub.add_parser("hosts", help="hosts with a package, and the repositories offering it")
+    p.add_argument("name", help="package name (exact)")
+    p.add_argument("--version", help="only this version (1.2-3, or with its epoch 1:1.2-3)")
+    p.add_argument("--arch", help="only this architecture")
+    add_format(p)
+    p.set_defaults(handler=guarded(cmd_package_hosts))
+    p = psub.add_parser("orphans", help="installed packages that come from no repository")
+    p.add_argument("--host", metavar="NAME", help="only this host")
+    add_format(p)
+    add_quiet(p)
+    p.set_defaults(handler=guarded(cmd_orphans))
+
+    p = one_line_errors(sub.add_parser("attention", help="what needs an operator, one per row"))
+    p.add_argument("--stale-days", type=non_negative, default=2.0, metavar="N",
+                   help="a host without a report for N days is not reporting (2)")  # fmt: skip
+    add_format(p)
+    p.set_defaults(handler=guarded(cmd_attention))
+
+    p = one_line_errors(
+        sub.add_parser("dbcheck", help="find orphan rows, count rows, check integrity")
+    )
+    p.add_argument("--fix", action="store_true", help="delete what is found (else a dry run)")
+    p.add_argument("--packages", action="store_true",
+                   help="with --fix, delete orphan packages too (stop servers first)")  # fmt: skip
+    add_format(p)
+    add_quiet(p)
+    p.set_defaults(handler=guarded(cmd_dbcheck))
+
+
+def cmd_os_list(settings: Settings, args: argparse.Namespace) -> int:
+    emit(os_release_list(), args.format, OS_COLUMNS, "no OS releases yet")
+    return 0
+
+
+def cmd_os_show(settings: Settings, args: argparse.Namespace) -> int:
+    data = os_release_detail(resolve_os_release(args.os))
+    if args.format == "json":
+        print(render_json(data))
+        return 0
+    print_fields(data, OS_FIELDS)
+    repos = cast(list[dict[str, Any]], data["repositories"])
+    hosts = cast(list[dict[str, Any]], data["hosts"])
+    print(f"\nrepositories ({len(repos)}):")
+    emit(repos, "table", OS_REPO_COLUMNS)
+    print(f"\nhosts ({len(hosts)}):")
+    emit(hosts, "table", OS_HOST_COLUMNS)
+    return 0
+
+
+def cmd_os_repos(settings: Settings, args: argparse.Namespace) -> int:
+    release = resolve_os_release(args.os)
+    repos = [resolve_repository(ref) for ref in args.repos]
+    if args.add:
+        n = add_os_repositories(release, repos)
+        print(f"added {plural(n, 'repository', 'repositories')} to {release.name} "
+              f"({len(repos) - n} already in it)")  # fmt: skip
+    else:
+        n = remove_os_repositories(release, repos)
+        print(f"removed {plural(n, 'repository', 'repositories')} from {release.name}")
+    if n:
+        print(
+            "hosts using their OS repositories get new updates at the next updates run",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_package_hosts(settings: Settings, args: argparse.Namespace) -> int:
+    if not package_known(args.name):
+        raise NotFoundError(f"no package named {args.name!r} is installed or offered anywhere")
+    rows = hosts_with_package(args.name, args.version, args.arch)
+    emit(rows, args.format, PACKAGE_HOST_COLUMNS, f"no host has {args.name} installed")
+    return 0
+
+
+def cmd_orphans(settings: Settings, args: argparse.Namespace) -> int:
+    host = resolve_host(args.host) if args.host else None
+    progress = Progress("hosts", quiet=args.quiet)
+    try:
+        rows = orphan_packages(host, progress=progress)
+    finally:
+        progress.close()
+    emit(rows, args.format, ORPHAN_COLUMNS, "every installed package comes from a repository")
+    return 0
+
+
+def cmd_attention(settings: Settings, args: argparse.Namespace) -> int:
+    rows = attention(time.time(), args.stale_days)
+    emit(rows, args.format, ATTENTION_COLUMNS, "nothing needs attention")
+    return 0
+
+
+def cmd_dbcheck(settings: Settings, args: argparse.Namespace) -> int:
+    progress = Progress("dbcheck", quiet=args.quiet)
+    try:
+        rows = check_store(fix=args.fix, include_packages=args.packages, progress=progress)
+    finally:
+        progress.close()
+    emit(rows, args.format, DBCHECK_COLUMNS)
+    damaged = any(r["check"] in DAMAGE_CHECKS and r["found"] for r in rows)
+    if not args.fix and not args.quiet:
+        print("dry run: nothing deleted (--fix deletes what was found)", file=sys.stderr)
+    if damaged:
+        print("patchwatch: the database is damaged; restore it from a backup", file=sys.stderr)
+        return 1
+    return 0
