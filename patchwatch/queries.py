@@ -7,6 +7,7 @@ one grouped query per concern, never one query per host.
 from __future__ import annotations
 
 import fnmatch
+from collections import defaultdict
 from dataclasses import dataclass
 
 from peewee import JOIN
@@ -18,6 +19,7 @@ from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
 from patchwatch.models import Mirror
 from patchwatch.models import OSRelease
+from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
 from patchwatch.models import PackageSetMember
@@ -272,16 +274,19 @@ def hosts_with_package(
             for m in Mirror.select(Mirror.repository).where(Mirror.package_set.in_(psets))
         }
         hosts = Host.select().where(Host.package_set.in_(psets)).order_by(Host.name)
+        repos_by_set: dict[int, list[str]] = defaultdict(list)  # one query, not one per host
+        if mirror_repos:
+            query = (
+                RepositorySetMember.select(RepositorySetMember.repository_set, Repository.key)
+                .join(Repository)
+                .where(RepositorySetMember.repository.in_(list(mirror_repos)))
+                .order_by(Repository.key)
+                .tuples()
+            )
+            for rset_id, key in query:
+                repos_by_set[rset_id].append(key)
         for host in hosts:
-            repos = []
-            if host.repository_set_id and mirror_repos:
-                repos = [
-                    m.repository.key
-                    for m in RepositorySetMember.select(RepositorySetMember, Repository)
-                    .join(Repository)
-                    .where((RepositorySetMember.repository_set == host.repository_set_id)
-                           & (RepositorySetMember.repository.in_(list(mirror_repos))))
-                ]  # fmt: skip
+            repos = list(repos_by_set.get(host.repository_set_id, []))
             out.append({"host": host.name, **_package_dict(pkg),
                         "version_string": pkg.version_string, "repositories": repos})  # fmt: skip
     return out
@@ -289,12 +294,23 @@ def hosts_with_package(
 
 def repository_summaries() -> list[dict[str, object]]:
     """Repositories with their mirrors' refresh state and how many hosts use them."""
-    users = dict(
+    users: dict[int, int] = defaultdict(int)  # hosts using it: own repositories or OS group's
+    own = (
         RepositorySetMember.select(RepositorySetMember.repository, fn.COUNT(Host.id))
         .join(Host, on=(Host.repository_set == RepositorySetMember.repository_set))
+        .where(Host.use_os_repositories == False)  # noqa: E712 (SQL expression)
         .group_by(RepositorySetMember.repository)
         .tuples()
     )
+    grouped = (
+        OSReleaseRepository.select(OSReleaseRepository.repository, fn.COUNT(Host.id))
+        .join(Host, on=(Host.os_release == OSReleaseRepository.os_release))
+        .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
+        .group_by(OSReleaseRepository.repository)
+        .tuples()
+    )
+    for repo_id, count in [*own, *grouped]:
+        users[repo_id] += count
     mirrors: dict[int, list[dict[str, object]]] = {}
     for m in Mirror.select().order_by(Mirror.url):
         mirrors.setdefault(m.repository_id, []).append(
