@@ -8,13 +8,13 @@ window removed so the result does not depend on the day), and a tiny HTTP server
 records what Alertmanager delivers.
 
 Host state is written directly as rows (Host, Package, HostUpdate ...) into the
-server's SQLite file after it has migrated it. That is the honest way in for now: when
-this was written, report processing did not yet turn reports into HostUpdate rows (nor
-could a test make a mirror serve a 10-day-old security update); once that path works
-end to end, these tests should send reports through the receiver instead. The seeded
-hosts are marked ``check_updates=False`` so that the scheduler's update computation
-leaves their rows alone. The exporter reads the store at scrape time, so rows written
-here are what Prometheus sees.
+server's SQLite file after it has migrated it: that is how a 10-day-old update, a
+host in maintenance and a silent host can all exist in one short test. The real path
+(report -> mirror refresh -> update computation -> alert) is proven by
+tests/test_monitoring_realpath.py. The seeded hosts are marked
+``check_updates=False`` so that the scheduler's update computation leaves their rows
+alone. The exporter reads the store at scrape time, so rows written here are what
+Prometheus sees.
 
 The helpers here (servers, seeding, polling) are shared with tests/test_dashboards.py.
 A missing prometheus, prometheus-alertmanager or promtool skips with the reason, or
