@@ -92,12 +92,19 @@ def make_server_app(
     from receiver.app import create_app
 
     if not with_receiver:
-        return make_exporter(open_database(settings.resolved_database_url))
+        return make_exporter(
+            open_database(settings.resolved_database_url), token=settings.metrics_token
+        )
     app = create_app(settings)
     from patchwatch.db import database
 
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, {"/metrics": make_exporter(database.obj, include_store=store_metrics)}
+        app.wsgi_app,
+        {
+            "/metrics": make_exporter(
+                database.obj, include_store=store_metrics, token=settings.metrics_token
+            )
+        },
     )
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import os
 from collections.abc import Callable
@@ -39,14 +41,47 @@ def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry
     return registry
 
 
+def _authorized(environ: dict[str, Any], token: str) -> bool:
+    """Accept ``Authorization: Bearer <token>`` or basic auth with the token as password.
+
+    Prometheus's scrape config offers both (``authorization`` and ``basic_auth``).
+    """
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        _user, _, password = decoded.partition(":")
+        return hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
 def make_app(
-    db: Database, registry: CollectorRegistry | None = None, include_store: bool = True
+    db: Database,
+    registry: CollectorRegistry | None = None,
+    include_store: bool = True,
+    token: str = "",
 ) -> WSGIApp:
-    """Serve ``/metrics`` (and ``/healthz`` when run alone) for ``db``."""
+    """Serve ``/metrics`` (and ``/healthz`` when run alone) for ``db``.
+
+    With ``token`` set, ``/metrics`` answers 401 without it: host names, kernels and
+    OS versions of a fleet are worth protecting on a shared network.
+    """
     metrics_app = make_wsgi_app(registry or make_registry(db, include_store))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if token and path != "/healthz" and not _authorized(environ, token):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"),
+                 ("WWW-Authenticate", 'Bearer realm="patchwatch metrics"')],
+            )  # fmt: skip
+            return [b"metrics need the token (setting metrics_token)\n"]
         if path == "/healthz":
             with db.connection_context():
                 status = check_database(db)

@@ -124,6 +124,12 @@ class Settings:
         "Extra OpenPGP keyrings (comma-separated paths) trusted for apt Release "
         "signatures, besides the Debian and Ubuntu archive keyrings.",
     )
+    metrics_token: str = _setting(
+        "",
+        "When set, /metrics needs it: 'Authorization: Bearer <token>' or basic auth with it "
+        "as the password (Prometheus's authorization or basic_auth scrape settings).",
+        secret=True,
+    )
     admin_token: str = _setting(
         "",
         "Optional static admin token (for provisioning, e.g. in docker compose); tokens "

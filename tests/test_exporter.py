@@ -79,3 +79,20 @@ def test_unreadable_store_gives_database_down_not_a_failed_scrape(tmp_path) -> N
     text = generate_latest(reg).decode()
     assert "patchwatch_database_up 0.0" in text
     assert "patchwatch_host_info" not in text
+
+
+def test_metrics_token_protects_metrics_but_not_health(db) -> None:
+    import base64
+
+    from werkzeug.test import Client
+
+    from exporter.app import make_app
+
+    client = Client(make_app(db, registry=registry_for(db), token="s3cret"))
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    ok = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and b"patchwatch_database_up" in ok.data
+    basic = base64.b64encode(b"prometheus:s3cret").decode()
+    assert client.get("/metrics", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
