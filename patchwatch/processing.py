@@ -14,6 +14,8 @@ import logging
 import zlib
 from collections import Counter
 
+from peewee import IntegrityError
+
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
 from patchwatch.models import Host
@@ -27,6 +29,7 @@ from patchwatch.reports import parse_protocol1
 from patchwatch.reports import parse_protocol2
 from patchwatch.sets import ensure_package_set
 from patchwatch.sets import ensure_repository_set
+from patchwatch.sets import forget_cached_ids
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,13 @@ def process_report(
         _mark(row, "failed", now, str(exc))
         return "failed"
     try:
-        apply_report(row, report, now)
+        try:
+            apply_report(row, report, now)
+        except IntegrityError:
+            # a cached set or package id was deleted meanwhile (dbcheck --fix): the
+            # caches are only a shortcut, so drop them and write again from the rows
+            forget_cached_ids()
+            apply_report(row, report, now)
     except Exception:
         _mark(row, "pending", now, "processing interrupted; will be retried")
         raise

@@ -76,6 +76,21 @@ class _IdCache:
 
 
 _ID_CACHE = _IdCache()
+_SET_CACHE = _IdCache()  # set digests -> (kind, id): sets are immutable once written
+
+
+def forget_cached_ids() -> None:
+    """Drop this process's id caches (after rows were deleted, e.g. by dbcheck --fix)."""
+    _ID_CACHE.ids = {}
+    _SET_CACHE.ids = {}
+
+
+def _cached_set(kind: str, digest: str) -> int | None:
+    return _SET_CACHE.bind().get((kind, digest))  # type: ignore[arg-type]
+
+
+def _remember_set(kind: str, digest: str, set_id: int) -> None:
+    _SET_CACHE.bind()[(kind, digest)] = set_id  # type: ignore[index]
 
 
 def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
@@ -115,8 +130,12 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
 def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
     """Return the stored set with exactly these packages, creating it if new."""
     digest = package_set_digest(packages)
+    known = _cached_set("package", digest)
+    if known is not None:
+        return PackageSet(id=known, digest=digest, size=len(set(packages)))
     existing = PackageSet.get_or_none(PackageSet.digest == digest)
     if existing is not None:
+        _remember_set("package", digest, existing.id)
         return existing
     ids = ensure_packages(packages)
     with write_transaction():
@@ -131,6 +150,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
                 "ON CONFLICT DO NOTHING",
                 [(pset.id, pid) for pid in sorted(set(ids.values()))],
             )
+    _remember_set("package", digest, pset.id)
     return pset
 
 
@@ -193,8 +213,12 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
         prio, enabled = members.get(key, (repo.priority, repo.enabled))
         members[key] = (max(prio, repo.priority), enabled or repo.enabled)
     digest = digest_of(f"{k}\x1f{p}\x1f{int(e)}" for k, (p, e) in members.items())
+    known = _cached_set("repository", digest)
+    if known is not None:
+        return RepositorySet(id=known, digest=digest, size=len(members))
     existing = RepositorySet.get_or_none(RepositorySet.digest == digest)
     if existing is not None:
+        _remember_set("repository", digest, existing.id)
         return existing
     ids = ensure_repositories(repos, now)
     with write_transaction():
@@ -212,4 +236,5 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
                 fields=[RepositorySetMember.repository_set, RepositorySetMember.repository,
                         RepositorySetMember.priority, RepositorySetMember.enabled],
             ).on_conflict_ignore().execute()  # fmt: skip
+    _remember_set("repository", digest, rset.id)
     return rset

@@ -223,3 +223,15 @@ def test_unknown_path_is_json_404(client) -> None:
     r = client.get("/nothing")
     assert r.status_code == 404
     assert "error" in r.get_json()
+
+
+def test_processing_survives_sets_deleted_behind_its_cache(client) -> None:
+    """dbcheck --fix may delete an orphan package set this process still remembers."""
+    _, secret = create_token("enroll", time.time())
+    post(client, native_doc("web1", n=9), token=secret)
+    process_pending(time.time())
+    Host.delete().execute()
+    PackageSet.delete().execute()  # the set (and its members) are gone; the cache is not
+    post(client, native_doc("web1", n=9), token=secret)
+    assert process_pending(time.time()) == {"processed": 1}
+    assert Host.get(Host.name == "web1").package_set.size == 9
