@@ -190,9 +190,12 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            # our own gunicorn must hold the port: a free port can be taken by another
+            # process between free_port() and bind, and would then answer for us
+            listening = f"Listening at: {self.base} ({self.proc.pid})" in self.log()
             try:
                 with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and listening:
                         return self
             except OSError:
                 pass
