@@ -192,7 +192,7 @@ class Server:
                 raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
             # our own gunicorn must hold the port: a free port can be taken by another
             # process between free_port() and bind, and would then answer for us
-            listening = f"Listening at: {self.base} ({self.proc.pid})" in self.log()
+            listening = self._owns_port()
             try:
                 with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:
                     if resp.status == 200 and listening:
@@ -201,6 +201,21 @@ class Server:
                 pass
             time.sleep(0.1)
         raise AssertionError("server did not become healthy")
+
+    def _owns_port(self) -> bool:
+        """Whether our server process holds the listening socket of our port."""
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{self.port:04X}") and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+        fd_dir = Path(f"/proc/{self.proc.pid}/fd") if self.proc else None
+        if not inodes or fd_dir is None:
+            return False
+        try:
+            return any(os.readlink(fd) in inodes for fd in fd_dir.iterdir())
+        except OSError:
+            return False
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
