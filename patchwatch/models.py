@@ -80,7 +80,14 @@ class PackageSet(BaseModel):
 
 
 class PackageSetMember(BaseModel):
-    package_set = ForeignKeyField(PackageSet, backref="members", on_delete="CASCADE")
+    """One package of a set.
+
+    The primary key (set, package) is the set's own index; the second index answers
+    "which sets hold this package". On SQLite the table is clustered on its key
+    (``WITHOUT ROWID``, migration 2): a set's members are one contiguous range.
+    """
+
+    package_set = ForeignKeyField(PackageSet, backref="members", on_delete="CASCADE", index=False)
     package = ForeignKeyField(Package, backref="in_sets", on_delete="CASCADE", index=True)
 
     class Meta:
@@ -304,10 +311,10 @@ class UpdateSetItem(BaseModel):
 class HostUpdate(BaseModel):
     """A pending update of one host, kept to remember when it was first seen."""
 
-    host = ForeignKeyField(Host, backref="updates", on_delete="CASCADE")
+    host = ForeignKeyField(Host, backref="updates", on_delete="CASCADE", index=False)
     installed = ForeignKeyField(Package, on_delete="CASCADE")
     available = ForeignKeyField(Package, on_delete="CASCADE")
-    security = BooleanField(index=True)
+    security = BooleanField()
     repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
     first_seen_at = DoubleField()
 

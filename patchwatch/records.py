@@ -41,6 +41,20 @@ class Package:
     release: str
     arch: str
     kind: PackageKind
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Package records are hashed over and over (deduplication, set digests, id
+        # caches): hash the fields once, not on every lookup.
+        fields = (self.name, self.epoch, self.version, self.release, self.arch, self.kind)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # string hashes differ between processes: rebuild (and rehash) when unpickled
+        return (Package, (self.name, self.epoch, self.version, self.release, self.arch, self.kind))
 
     @property
     def evr(self) -> str:

@@ -85,7 +85,6 @@ from patchwatch.repodata.rpmmd import parse_repomd
 from patchwatch.repodata.rpmmd import parse_updateinfo
 from patchwatch.sets import ensure_package_set
 from patchwatch.sets import ensure_packages
-from patchwatch.sets import package_key
 from patchwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -854,11 +853,7 @@ def _replace_advisories(repo_id: int, advisories: list[AdvisoryRecord]) -> int:
     )
     package_ids = ensure_packages(p for _adv, pkgs in merged.values() for p in pkgs)
     links = sorted(
-        {
-            (ids[key], package_ids[package_key(p)])
-            for key, (_adv, pkgs) in merged.items()
-            for p in pkgs
-        }
+        {(ids[key], package_ids[p]) for key, (_adv, pkgs) in merged.items() for p in pkgs}
     )
     for i in range(0, len(links), 400):
         AdvisoryPackage.insert_many(

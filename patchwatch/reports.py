@@ -418,25 +418,63 @@ def _native_os(value: object) -> dict[str, str]:
     return fields
 
 
+class _PackageMemo:
+    """Package records already parsed, by their raw (field, value) pairs.
+
+    A fleet reports the same few thousand package builds over and over; a package
+    object that passed the checks once needs only its items looked up, not checked
+    and built again. Only objects that passed the checks are ever stored, and JSON
+    values equal to stored strings are those strings (no number, boolean or null
+    equals a string), so a hit is exactly as valid as the first parse was. Bounded:
+    emptied when full.
+    """
+
+    LIMIT = 500_000
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[object, ...], Package] = {}
+
+    def remember(self, key: tuple[object, ...], record: Package) -> None:
+        if len(self.records) >= self.LIMIT:
+            self.records = {}
+        self.records[key] = record
+
+
+_MEMO = _PackageMemo()
+
+
 def _native_packages(value: object) -> tuple[Package, ...]:
     """The hot loop of a native report: keep it flat and allocation-light."""
     items = _native_array(value, "packages", MAX_PACKAGES)
     allowed = _NATIVE_PACKAGE_KEYS
     kinds = _PACKAGE_KINDS
     rpm = PackageKind.RPM
+    memo = _MEMO.records
     out: list[Package] = []
     append = out.append
     for i, item in enumerate(items):
+        if type(item) is not dict:
+            append(_native_package(item, f"packages[{i}]"))
+            continue
+        key = tuple(item.items())
+        try:
+            known = memo.get(key)
+        except TypeError:  # an unhashable value (array, object): the slow path says which
+            known = None
+        if known is not None:
+            append(known)
+            continue
+        get = item.get
+        name, version, arch = get("name"), get("version"), get("arch")
+        epoch, release, ptype = get("epoch", ""), get("release", ""), get("type")
         if (
-            type(item) is dict
-            and len(item) >= 4
-            and allowed.issuperset(item)
-            and type(name := item.get("name")) is str
-            and type(version := item.get("version")) is str
-            and type(arch := item.get("arch")) is str
-            and type(epoch := item.get("epoch", "")) is str
-            and type(release := item.get("release", "")) is str
-            and type(ptype := item.get("type")) is str
+            allowed.issuperset(item)
+            and type(name) is str
+            and type(version) is str
+            and type(arch) is str
+            and type(epoch) is str
+            and type(release) is str
+            and type(ptype) is str
             and (kind := kinds.get(ptype)) is not None
             and 0 < len(name) <= MAX_PACKAGE_NAME
             and 0 < len(version) <= MAX_VERSION
@@ -450,7 +488,9 @@ def _native_packages(value: object) -> tuple[Package, ...]:
                 epoch = _epoch(epoch, kind, f"packages[{i}].epoch")
             elif kind is rpm:
                 epoch = "0"
-            append(Package(name, epoch, version, release, arch, kind))
+            record = Package(name, epoch, version, release, arch, kind)
+            _MEMO.remember(key, record)
+            append(record)
         else:
             append(_native_package(item, f"packages[{i}]"))
     return tuple(dict.fromkeys(out))

@@ -25,6 +25,7 @@ from patchwatch.models import Repository
 from patchwatch.models import RepositorySet
 from patchwatch.models import RepositorySetMember
 from patchwatch.records import Package as PackageRecord
+from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
 from patchwatch.records import ReportedRepository
 
@@ -38,15 +39,34 @@ def package_key(p: PackageRecord) -> PackageKey:
 
 
 def digest_of(lines: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for line in sorted(lines):
-        h.update(line.encode("utf-8", "surrogatepass"))
-        h.update(b"\n")
-    return h.hexdigest()
+    # the same bytes as hashing each sorted line followed by a newline, in one call
+    text = "\n".join(sorted(lines))
+    return hashlib.sha256(f"{text}\n".encode("utf-8", "surrogatepass") if text else b"").hexdigest()
+
+
+class _LineCache:
+    """Each package's line in a set digest, computed once per process (bounded)."""
+
+    LIMIT = 500_000
+
+    def __init__(self) -> None:
+        self.lines: dict[PackageRecord, str] = {}
+
+    def line(self, p: PackageRecord) -> str:
+        line = self.lines.get(p)
+        if line is None:
+            if len(self.lines) >= self.LIMIT:
+                self.lines = {}
+            line = self.lines[p] = "\x1f".join(package_key(p))
+        return line
+
+
+_LINES = _LineCache()
 
 
 def package_set_digest(packages: Iterable[PackageRecord]) -> str:
-    return digest_of("\x1f".join(package_key(p)) for p in set(packages))
+    line = _LINES.line
+    return digest_of(line(p) for p in set(packages))
 
 
 def _chunks(items: Sequence[object], size: int = BATCH) -> Iterable[Sequence[object]]:
@@ -55,7 +75,7 @@ def _chunks(items: Sequence[object], size: int = BATCH) -> Iterable[Sequence[obj
 
 
 class _IdCache:
-    """Package ids already seen by this process, per database.
+    """Ids already seen by this process, per database.
 
     Package rows are immutable and never deleted while a set refers to them, so an id
     once read stays right; the cache saves the lookups that dominate processing when
@@ -66,17 +86,17 @@ class _IdCache:
 
     def __init__(self) -> None:
         self.owner: object = None
-        self.ids: dict[PackageKey, int] = {}
+        self.ids: dict[object, int] = {}
 
-    def bind(self) -> dict[PackageKey, int]:
+    def bind(self) -> dict[object, int]:
         if self.owner is not database.obj or len(self.ids) > self.LIMIT:
             self.owner = database.obj
             self.ids = {}
         return self.ids
 
 
-_ID_CACHE = _IdCache()
-_SET_CACHE = _IdCache()  # set digests -> (kind, id): sets are immutable once written
+_ID_CACHE = _IdCache()  # package records -> package ids
+_SET_CACHE = _IdCache()  # (kind, digest or name) -> id of a row that never changes
 
 
 def forget_cached_ids() -> None:
@@ -85,57 +105,80 @@ def forget_cached_ids() -> None:
     _SET_CACHE.ids = {}
 
 
-def _cached_set(kind: str, digest: str) -> int | None:
-    return _SET_CACHE.bind().get((kind, digest))  # type: ignore[arg-type]
+def cached_id(kind: str, key: str) -> int | None:
+    """The id of an immutable shared row (a set, an OS release) this process has seen."""
+    return _SET_CACHE.bind().get((kind, key))
 
 
-def _remember_set(kind: str, digest: str, set_id: int) -> None:
-    _SET_CACHE.bind()[(kind, digest)] = set_id  # type: ignore[index]
+def remember_id(kind: str, key: str, row_id: int) -> None:
+    _SET_CACHE.bind()[(kind, key)] = row_id
 
 
-def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageKey, int]:
+def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]) -> None:
+    """Read the ids of every stored build of these records' names into ``cache``.
+
+    The records themselves become the cache keys, so that later lookups with the same
+    (parsed, memoised) objects match by identity instead of comparing fields. Plain
+    SQL: peewee builds an ``IN`` list value by value, which cost more than the query
+    itself for the 1,500 names of a new package set.
+    """
+    by_key = {package_key(p): p for p in records}
+    names = sorted({key[1] for key in by_key})
+    table = Package._meta.table_name
+    param = database.obj.param
+    for chunk in _chunks(names):
+        marks = ", ".join([param] * len(chunk))
+        cursor = database.execute_sql(
+            f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
+            f"WHERE name IN ({marks})",
+            list(chunk),
+        )
+        for pid, *key in cursor.fetchall():
+            record = by_key.get(tuple(key))  # type: ignore[call-overload]
+            if record is None:
+                kind, name, epoch, version, release, arch = key
+                record = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
+            cache[record] = pid
+
+
+def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, int]:
     """Return the row id of every package, inserting the ones not stored yet."""
     cache = _ID_CACHE.bind()
-    wanted = {package_key(p) for p in packages}
-    ids: dict[PackageKey, int] = {k: cache[k] for k in wanted if k in cache}
-
-    def load(keys: set[PackageKey]) -> None:
-        names = sorted({k[1] for k in keys})
-        for chunk in _chunks(names):
-            query = Package.select(
-                Package.id, Package.kind, Package.name, Package.epoch,
-                Package.version, Package.release, Package.arch,
-            ).where(Package.name.in_(list(chunk))).tuples()  # fmt: skip
-            for row in query:
-                key = tuple(row[1:])
-                cache[key] = row[0]  # type: ignore[index]
-                if key in keys:
-                    ids[key] = row[0]  # type: ignore[index]
-
-    unknown = {k for k in wanted if k not in ids}
-    if unknown:
-        load(unknown)
-    missing = [k for k in wanted if k not in ids]
+    wanted = set(packages)
+    ids: dict[PackageRecord, int] = {}
+    unknown: list[PackageRecord] = []
+    for p in wanted:
+        pid = cache.get(p)
+        if pid is None:
+            unknown.append(p)
+        else:
+            ids[p] = pid
+    if not unknown:
+        return ids
+    _load_package_ids(unknown, cache)
+    missing = [p for p in unknown if p not in cache]
     if missing:
         table = Package._meta.table_name
         execute_many(
             f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            sorted(missing),
+            sorted(package_key(p) for p in missing),
         )
-        load(set(missing))
+        _load_package_ids(missing, cache)
+    for p in unknown:
+        ids[p] = cache[p]
     return ids
 
 
 def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
     """Return the stored set with exactly these packages, creating it if new."""
     digest = package_set_digest(packages)
-    known = _cached_set("package", digest)
+    known = cached_id("package", digest)
     if known is not None:
         return PackageSet(id=known, digest=digest, size=len(set(packages)))
     existing = PackageSet.get_or_none(PackageSet.digest == digest)
     if existing is not None:
-        _remember_set("package", digest, existing.id)
+        remember_id("package", digest, existing.id)
         return existing
     ids = ensure_packages(packages)
     with write_transaction():
@@ -150,7 +193,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
                 "ON CONFLICT DO NOTHING",
                 [(pset.id, pid) for pid in sorted(set(ids.values()))],
             )
-    _remember_set("package", digest, pset.id)
+    remember_id("package", digest, pset.id)
     return pset
 
 
@@ -213,12 +256,12 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
         prio, enabled = members.get(key, (repo.priority, repo.enabled))
         members[key] = (max(prio, repo.priority), enabled or repo.enabled)
     digest = digest_of(f"{k}\x1f{p}\x1f{int(e)}" for k, (p, e) in members.items())
-    known = _cached_set("repository", digest)
+    known = cached_id("repository", digest)
     if known is not None:
         return RepositorySet(id=known, digest=digest, size=len(members))
     existing = RepositorySet.get_or_none(RepositorySet.digest == digest)
     if existing is not None:
-        _remember_set("repository", digest, existing.id)
+        remember_id("repository", digest, existing.id)
         return existing
     ids = ensure_repositories(repos, now)
     with write_transaction():
@@ -236,5 +279,5 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
                 fields=[RepositorySetMember.repository_set, RepositorySetMember.repository,
                         RepositorySetMember.priority, RepositorySetMember.enabled],
             ).on_conflict_ignore().execute()  # fmt: skip
-    _remember_set("repository", digest, rset.id)
+    remember_id("repository", digest, rset.id)
     return rset

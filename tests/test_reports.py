@@ -1024,6 +1024,28 @@ def test_native_epochs_are_canonical(package: dict[str, str], epoch: str) -> Non
     assert parse_native(native_doc(packages=[item])).packages[0].epoch == epoch
 
 
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"color": "red"}, "packages[0].color"),
+        ({"version": 1}, "packages[0].version"),
+        ({"version": ["1"]}, "packages[0].version"),
+        ({"type": "tar"}, "packages[0].type"),
+        ({"name": ""}, "packages[0].name"),
+    ],
+)
+def test_native_package_seen_before_is_checked_again_when_it_differs(
+    change: dict[str, object], where: str
+) -> None:
+    """Parsed packages are memoised; a variant of a known one must still be rejected."""
+    item = {"name": "memo-check", "version": "1.0-1", "arch": "amd64", "type": "deb"}
+    first = parse_native(native_doc(packages=[item])).packages[0]
+    assert parse_native(native_doc(packages=[dict(item)])).packages[0] is first
+    with pytest.raises(ParseError) as info:
+        parse_native(native_doc(packages=[{**item, **change}]))
+    assert info.value.where == where
+
+
 def test_native_repositories_absent_empty_and_duplicates() -> None:
     doc = native_doc()
     del doc["repositories"]

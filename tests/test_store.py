@@ -43,6 +43,46 @@ def test_newer_schema_refuses_to_start(db) -> None:
         migrate(db)
 
 
+def _index_names(db, table: str) -> set[str]:
+    return {index.name for index in db.get_indexes(table)}
+
+
+def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
+    """A store made by schema 1 (redundant indexes, a rowid member table) keeps its data."""
+    pset = PackageSet.create(digest="d" * 64, size=2, created_at=0)
+    members = [_pkg("a", "1").id, _pkg("b", "1").id]
+    if isinstance(db, SqliteDatabase):  # schema 1's table: rows plus a separate key index
+        db.execute_sql('DROP TABLE "package_set_member"')
+        db.execute_sql(
+            'CREATE TABLE "package_set_member" ("package_set_id" INTEGER NOT NULL, '
+            '"package_id" INTEGER NOT NULL, PRIMARY KEY ("package_set_id", "package_id"))'
+        )
+        db.execute_sql('CREATE INDEX "package_set_member_package_id" ON '
+                       '"package_set_member" ("package_id")')  # fmt: skip
+    db.execute_sql('CREATE INDEX "package_set_member_package_set_id" ON '
+                   '"package_set_member" ("package_set_id")')  # fmt: skip
+    db.execute_sql('CREATE INDEX "host_update_host_id" ON "host_update" ("host_id")')
+    db.execute_sql('CREATE INDEX "host_update_security" ON "host_update" ("security")')
+    PackageSetMember.insert_many([(pset.id, m) for m in members]).execute()
+    SchemaVersion.delete().where(SchemaVersion.version > 1).execute()
+
+    assert migrate(db)[0] == 2
+    assert "package_set_member_package_set_id" not in _index_names(db, "package_set_member")
+    assert "package_set_member_package_id" in _index_names(db, "package_set_member")
+    assert not {"host_update_host_id", "host_update_security"} & _index_names(db, "host_update")
+    rows = PackageSetMember.select(PackageSetMember.package).where(
+        PackageSetMember.package_set == pset
+    )
+    assert sorted(r.package_id for r in rows) == sorted(members)
+    if isinstance(db, SqliteDatabase):
+        (sql,) = db.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'package_set_member'"
+        ).fetchone()
+        assert "WITHOUT ROWID" in sql
+    with pytest.raises(IntegrityError):  # the key still holds
+        PackageSetMember.insert(package_set=pset, package=members[0]).execute()
+
+
 def test_sqlite_runs_with_wal_and_foreign_keys(db) -> None:
     if not isinstance(db, SqliteDatabase):
         pytest.skip("SQLite pragmas only apply to SQLite; this is the PostgreSQL run")
