@@ -382,6 +382,22 @@ def run_one(
         r["scrape_series"] = series
         print(f"scrape: {', '.join(f'{t:.2f}' for t in times)} s, {size / 1024:.0f} KiB")
 
+        # the steady state: every host reports again with nothing changed, as a fleet
+        # does between patch days; processing finds every package set known
+        wall, _lat, statuses, _retries = send_all(base, token, bodies, senders)
+        again = sum(v for k, v in statuses.items() if 200 <= k < 300)
+        secs, _rss, out = run_cli(["process"], env, log)
+        done = int(m.group(1)) if (m := re.search(r"(\d+) processed", out)) else 0
+        r.update(again_ingest_rate=again / wall, again_process_seconds=secs)
+        r["again_process_rate"] = done / secs
+        secs, _rss, out = run_cli(["updates"], env, log)
+        r.update(again_updates_seconds=secs)
+        print(
+            f"again: ingest {again / wall:.0f}/s, process {r['again_process_rate']:.0f}/s, "
+            f"updates {secs:.1f} s ({out.strip()})",
+            flush=True,
+        )
+
         pids = tree_pids(server.pid)
         peaks = [peak_rss_mb(p) for p in pids]
         r.update(server_rss_sum=sum(peaks), server_rss_max=max(peaks), server_procs=len(pids))
@@ -423,6 +439,8 @@ ROWS: list[tuple[str, str]] = [
     ("refresh: packages, mirrors", "{refresh_packages:,}, {refresh_mirrors}"),
     ("updates, all hosts: seconds (aim 10 s at 10,000)", "{updates_seconds:.1f} s"),
     ("pending updates (security)", "{host_updates:,} ({security_updates:,})"),
+    ("again, nothing changed: ingest / process reports/s", "{again_ingest_rate:.0f} / {again_process_rate:.0f}"),  # noqa: E501
+    ("again, nothing changed: updates, all hosts", "{again_updates_seconds:.1f} s"),
     ("scrape /metrics: first / best (aim < 1 s)", "{scrape_first:.2f} / {scrape_best:.2f} s"),
     ("scrape size, series", "{scrape_kib:,.0f} KiB, {scrape_series:,}"),
     ("server peak RSS: sum (largest process)", "{server_rss_sum:.0f} MB ({server_rss_max:.0f} MB)"),

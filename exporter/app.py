@@ -1,14 +1,20 @@
-"""The exporter's WSGI application: ``/metrics`` from a registry built per process."""
+"""The exporter's WSGI application: ``/metrics`` from a registry built per process.
+
+The per-host families are written by :mod:`exporter.exposition`; prometheus_client
+negotiates the format and writes everything else.
+"""
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hmac
 import json
 import os
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from peewee import Database
 from prometheus_client import CollectorRegistry
@@ -16,11 +22,21 @@ from prometheus_client import PlatformCollector
 from prometheus_client import ProcessCollector
 from prometheus_client import make_wsgi_app
 from prometheus_client import multiprocess
+from prometheus_client.exposition import gzip_accepted
 
 from exporter.collector import StoreCollector
+from exporter.exposition import negotiate
+from exporter.exposition import render
 from patchwatch.health import check_database
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# prometheus_client compresses at gzip's level 9: 0.22 s for a 10,000-host scrape (7 MB)
+# on this project's 2-core machine, more than writing the text now takes. Level 1 takes
+# 0.03 s and sends about a quarter more bytes (0.59 MB instead of 0.46 MB for 87,000
+# series); Prometheus asks for gzip on every scrape, so the CPU matters more than the
+# bytes on the network between them.
+GZIP_LEVEL = 1
 
 
 def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry:
@@ -39,6 +55,41 @@ def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     return registry
+
+
+def make_metrics_app(registry: CollectorRegistry) -> WSGIApp:
+    """prometheus_client's ``/metrics`` app, with the per-host families written fast.
+
+    A plain GET is answered here: the format is negotiated exactly as prometheus_client
+    does (text, or OpenMetrics when Prometheus asks for it), the per-host families
+    (:class:`exporter.exposition.RowFamily`) are written by the exporter's own writer
+    and every other family by prometheus_client's, in registry order, so the body is
+    the one prometheus_client would send (10,000 hosts: the text in 0.08 s instead of
+    0.6 s). Only the gzip level differs (:data:`GZIP_LEVEL`). Anything unusual goes to
+    prometheus_client's app unchanged: other methods, the favicon, ``name[]``
+    filtering, and name escaping schemes that rewrite metric names.
+    """
+    generic = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if (
+            environ.get("REQUEST_METHOD") != "GET"
+            or environ.get("PATH_INFO") == "/favicon.ico"
+            or "name[]" in parse_qs(environ.get("QUERY_STRING", ""))
+        ):
+            return generic(environ, start_response)
+        encoder, content_type, openmetrics_format = negotiate(environ.get("HTTP_ACCEPT"))
+        if openmetrics_format is None:
+            return generic(environ, start_response)
+        output = render(registry.collect(), encoder, openmetrics_format)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            output = gzip.compress(output, compresslevel=GZIP_LEVEL)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [output]
+
+    return app
 
 
 def _authorized(environ: dict[str, Any], token: str) -> bool:
@@ -71,7 +122,7 @@ def make_app(
     With ``token`` set, ``/metrics`` answers 401 without it: host names, kernels and
     OS versions of a fleet are worth protecting on a shared network.
     """
-    metrics_app = make_wsgi_app(registry or make_registry(db, include_store))
+    metrics_app = make_metrics_app(registry or make_registry(db, include_store))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

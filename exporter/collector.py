@@ -5,6 +5,11 @@ that moment. A database that cannot be read gives ``patchwatch_database_up 0`` a
 store-derived series, rather than a failed scrape. Every known host gets its samples,
 zeros included, so "no updates" and "unknown" are never confused. Per-package detail
 stays out (it lives in the API); labels are bounded by hosts, repositories and jobs.
+
+The per-host families, nine series a host and nearly all of a scrape, are read with one
+query into plain tuples and handed out as :class:`exporter.exposition.RowFamily`, which
+the ``/metrics`` app writes as text itself; the few other families are ordinary
+prometheus_client families.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 import patchwatch
+from exporter.exposition import Row
+from exporter.exposition import RowFamily
+from patchwatch.queries import HOST_TUPLE_FIELDS
 from patchwatch.queries import count_reports_by_state
-from patchwatch.queries import load_host_rows
+from patchwatch.queries import load_host_tuples
 from patchwatch.queries import load_last_job_runs
 from patchwatch.queries import load_mirror_rows
 
@@ -71,61 +79,98 @@ class StoreCollector(Collector):
         yield from self._job_families()
 
     def _host_families(self) -> Iterator[Metric]:
-        host_info = _gauge(
+        """The per-host families: nine samples a host, most of a scrape.
+
+        They are :class:`RowFamily` families, filled from the plain tuples of one query:
+        the exporter's fast path writes them as text without building a prometheus_client
+        ``Sample`` per series, and anything else reading them still gets the samples.
+        """
+        rows = load_host_tuples()
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(HOST_TUPLE_FIELDS)
+        (
+            names, os_names, os_families, arches, kernels, tags, reboots, last_reports,
+            packages, security, other, oldest_security, maintenance_until, orphans,
+        ) = columns  # fmt: skip
+        # One list comprehension per family over the columns: about half the time of
+        # one loop appending to nine lists (10,000 hosts: 25 ms instead of 55 ms).
+        hosts = [(name,) for name in names]
+        info: list[Row] = [
+            ((name, os_name, family, arch, kernel, tag.replace(" ", ",")), 1)
+            for name, os_name, family, arch, kernel, tag in zip(
+                names, os_names, os_families, arches, kernels, tags, strict=True
+            )
+        ]
+        pending: list[Row] = [
+            row
+            for name, sec, oth in zip(names, security, other, strict=True)
+            for row in (((name, "security"), sec), ((name, "other"), oth))
+        ]
+        reboot: list[Row] = [
+            (host, 1 if flag else 0) for host, flag in zip(hosts, reboots, strict=True)
+        ]
+        last: list[Row] = [
+            (host, at) for host, at in zip(hosts, last_reports, strict=True) if at is not None
+        ]
+        oldest: list[Row] = [
+            (host, at)
+            for host, at, sec in zip(hosts, oldest_security, security, strict=True)
+            if at is not None and sec
+        ]
+        installed: list[Row] = list(zip(hosts, packages, strict=True))
+        without_repo: list[Row] = [
+            (host, n) for host, n in zip(hosts, orphans, strict=True) if n is not None
+        ]
+        now = time.time()
+        maintenance: list[Row] = [
+            (host, 1 if until is not None and until > now else 0)
+            for host, until in zip(hosts, maintenance_until, strict=True)
+        ]
+        yield RowFamily(
             "patchwatch_host_info",
             "Host metadata as labels, always 1.",
             ["host", "os", "os_family", "arch", "kernel", "tags"],
+            info,
         )
-        pending = _gauge(
+        yield RowFamily(
             "patchwatch_host_updates_pending",
             "Pending updates by kind; kinds are disjoint, so their sum is all updates.",
             ["host", "kind"],
+            pending,
         )
-        reboot = _gauge(
-            "patchwatch_host_reboot_required", "1 when the host needs a reboot.", ["host"]
+        yield RowFamily(
+            "patchwatch_host_reboot_required", "1 when the host needs a reboot.", ["host"], reboot
         )
-        last = _gauge(
+        yield RowFamily(
             "patchwatch_host_last_report_timestamp_seconds",
             "When the host's last report was received.",
             ["host"],
+            last,
         )
-        oldest = _gauge(
+        yield RowFamily(
             "patchwatch_host_oldest_security_update_first_seen_timestamp_seconds",
             "When the oldest pending security update of the host was first seen.",
             ["host"],
+            oldest,
         )
-        installed = _gauge(
-            "patchwatch_host_packages_installed", "Packages installed on the host.", ["host"]
+        yield RowFamily(
+            "patchwatch_host_packages_installed",
+            "Packages installed on the host.",
+            ["host"],
+            installed,
         )
-        without_repo = _gauge(
+        yield RowFamily(
             "patchwatch_host_packages_without_repository",
             "Installed packages that none of the host's repositories offers (absent until "
             "the host's repositories have been read).",
             ["host"],
+            without_repo,
         )
-        maintenance = _gauge(
+        yield RowFamily(
             "patchwatch_host_maintenance",
             "1 while an operator has put the host in maintenance (alerts may be silenced).",
             ["host"],
+            maintenance,
         )
-        now = time.time()
-        for h in load_host_rows():
-            host_info.add_metric(
-                [h.name, h.os, h.os_family, h.arch, h.kernel, h.tags.replace(" ", ",")], 1
-            )
-            pending.add_metric([h.name, "security"], h.security)
-            pending.add_metric([h.name, "other"], h.other)
-            reboot.add_metric([h.name], 1 if h.reboot_required else 0)
-            if h.last_report_at is not None:
-                last.add_metric([h.name], h.last_report_at)
-            if h.oldest_security_first_seen is not None and h.security:
-                oldest.add_metric([h.name], h.oldest_security_first_seen)
-            installed.add_metric([h.name], h.packages)
-            if h.packages_without_repository is not None:
-                without_repo.add_metric([h.name], h.packages_without_repository)
-            in_maintenance = h.maintenance_until is not None and h.maintenance_until > now
-            maintenance.add_metric([h.name], 1 if in_maintenance else 0)
-        yield from (host_info, pending, reboot, last, oldest, installed, without_repo, maintenance)
 
     def _report_families(self) -> Iterator[Metric]:
         stored = _gauge(

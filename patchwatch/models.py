@@ -319,7 +319,11 @@ class HostUpdate(BaseModel):
     first_seen_at = DoubleField()
 
     class Meta:
-        indexes = ((("host", "installed"), True),)
+        indexes = (
+            (("host", "installed"), True),
+            # covers the scrape's per-host counts: read in host order, table untouched
+            (("host", "security", "first_seen_at"), False),
+        )
 
 
 class JobRun(BaseModel):

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import gzip
+import math
 import time
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from peewee import SqliteDatabase
 from prometheus_client import CollectorRegistry
+from prometheus_client import make_wsgi_app
+from prometheus_client import parser as text_parser
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from exporter.collector import StoreCollector
+from exporter.exposition import RowFamily
+from exporter.exposition import negotiate
+from exporter.exposition import render
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
+from patchwatch.models import OSRelease
 from patchwatch.models import Package
+from patchwatch.models import PackageSet
 from patchwatch.models import Report
 
 
@@ -96,3 +112,231 @@ def test_metrics_token_protects_metrics_but_not_health(db) -> None:
     basic = base64.b64encode(b"prometheus:s3cret").decode()
     assert client.get("/metrics", headers={"Authorization": f"Basic {basic}"}).status_code == 200
     assert client.get("/healthz").status_code == 200
+
+
+# --- the fast writer against prometheus_client's own ---------------------------------------
+
+# Label values the text formats must escape (backslash, double quote, newline), alone,
+# together and at the edges, and non-ASCII text that must pass through as UTF-8.
+AWKWARD = [
+    'quo"te',
+    "back\\slash",
+    "new\nline",
+    'all\\"\n"\\of them',
+    "trailing\\",
+    '"',
+    "\\n is not a newline",
+    "ünïcødé-ホスト.example",
+    "emoji-\U0001f600 and tab\t",
+]
+PROMETHEUS_ACCEPT = (  # Debian 12's Prometheus 2.42: negotiates OpenMetrics
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+FORMATS = [
+    pytest.param(None, id="text-0.0.4"),
+    pytest.param(PROMETHEUS_ACCEPT, id="openmetrics-prometheus"),
+    pytest.param("application/openmetrics-text", id="openmetrics-no-version"),
+    pytest.param("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8", id="om-utf8"),
+    pytest.param("text/plain;version=1.0.0;escaping=allow-utf-8", id="text-1.0.0-utf8"),
+    pytest.param("text/plain;version=1.0.0;escaping=underscores", id="text-1.0.0-underscores"),
+]
+
+
+class Families:
+    """A collector serving families already collected, so both writers see the same."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def parsed(text: str, openmetrics_format: bool) -> list[tuple[Any, ...]]:
+    """Families as prometheus_client's parser reads them, sample by sample; values as
+    ``repr`` so that NaN equals NaN and -0.0 differs from 0.0."""
+    parser = openmetrics_parser if openmetrics_format else text_parser
+    return [
+        (
+            family.name,
+            family.type,
+            family.documentation,
+            [(s.name, s.labels, repr(float(s.value))) for s in family.samples],
+        )
+        for family in parser.text_string_to_metric_families(text)
+    ]
+
+
+def assert_same_exposition(fast: bytes, reference: bytes, openmetrics_format: bool) -> None:
+    """Sample by sample first (a readable failure), then byte for byte."""
+    fast_families = parsed(fast.decode(), openmetrics_format)
+    reference_families = parsed(reference.decode(), openmetrics_format)
+    assert [f[0] for f in fast_families] == [f[0] for f in reference_families]
+    for mine, theirs in zip(fast_families, reference_families, strict=True):
+        assert mine[:3] == theirs[:3]
+        assert len(mine[3]) == len(theirs[3]), mine[0]
+        for sample, expected in zip(mine[3], theirs[3], strict=True):
+            assert sample == expected
+    assert fast == reference
+
+
+def seed_awkward_fleet() -> float:
+    """Hosts whose every label (name, OS, family, arch, kernel, tags) needs escaping."""
+    now = time.time()
+    old, new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
+    old2, new2 = _pkg("vim", "9.0"), _pkg("vim", "9.1")
+    for i, odd in enumerate(AWKWARD):
+        release = OSRelease.create(name=f"OS {odd} {i}", family=f"fam{odd}")
+        size = PackageSet.create(digest=f"{i:064x}", size=1000 + i, created_at=now)
+        host = Host.create(
+            name=f"h{i}-{odd}", os_release=release, kernel=f"6.1-{odd}", arch=odd,
+            tags=f"web {odd} prod", reboot_required=i % 2 == 0, package_set=size,
+            created_at=now, last_report_at=now - 1234.5678 * i,
+            maintenance_until=now + 3600 if i % 3 == 0 else None,
+            packages_without_repository=i * 7 if i % 4 else None,
+        )  # fmt: skip
+        HostUpdate.create(host=host, installed=old, available=new, security=i % 2 == 1,
+                          first_seen_at=now - 86400.25 * i)  # fmt: skip
+        if i % 3:
+            HostUpdate.create(host=host, installed=old2, available=new2, security=True,
+                              first_seen_at=now - 99.5 * i)  # fmt: skip
+    Host.create(name="bare", created_at=now)  # no OS, no package set, never reported
+    return now
+
+
+@pytest.mark.parametrize("accept", FORMATS)
+def test_fast_writer_writes_what_prometheus_client_writes(db, accept: str | None) -> None:
+    """The per-host families as the exporter writes them, against prometheus_client's
+    rendering of the very same families, in every format the app serves itself."""
+    seed_awkward_fleet()
+    families = list(StoreCollector(db).collect())
+    assert sum(isinstance(f, RowFamily) for f in families) == 8
+    encoder, _content_type, openmetrics_format = negotiate(accept)
+    assert openmetrics_format is not None
+    fast = render(families, encoder, openmetrics_format)
+    reference = encoder(Families(families))  # type: ignore[arg-type]
+    assert_same_exposition(fast, reference, openmetrics_format)
+
+    # Escaped correctly, not merely the same: every awkward value reads back as stored.
+    by_name = {f[0]: f[3] for f in parsed(fast.decode(), openmetrics_format)}
+    info = [labels for _name, labels, _value in by_name["patchwatch_host_info"]]
+    assert {labels["host"] for labels in info} == {"bare"} | {
+        f"h{i}-{odd}" for i, odd in enumerate(AWKWARD)
+    }
+    assert {labels["arch"] for labels in info} == {""} | set(AWKWARD)
+    tags = {f"web {odd} prod".replace(" ", ",") for odd in AWKWARD}  # as the collector writes
+    assert {labels["tags"] for labels in info} == {""} | tags
+    assert ("patchwatch_host_info", {"host": "bare", "os": "", "os_family": "", "arch": "",
+            "kernel": "", "tags": ""}, "1.0") in by_name["patchwatch_host_info"]  # fmt: skip
+
+
+def test_row_family_writes_every_shape_like_prometheus_client() -> None:
+    """No labels to many, values of every kind floatToGoString distinguishes, a HELP
+    text that needs escaping in both formats: byte for byte and sample by sample."""
+    values: list[float] = [
+        0, 1, True, False, 7, 2**53 + 1, 10**20, 0.1, 1e-7, 123456.5, 1234567.5,
+        1.7e9 + 0.123, 17e15, -3.25, -0.0, math.inf, -math.inf, math.nan,
+    ]  # fmt: skip
+    doc = 'Help with a back\\slash, a "quote",\na newline and ünïcødé.'
+    shapes = [[], ["host"], ["host", "kind"], ["kind", "host"], ["z", "host", "a", "m"]]
+    for labelnames in shapes:
+        name = f"test_shape_{len(labelnames)}_{'_'.join(labelnames) or 'none'}"
+        rows = []
+        for n, value in enumerate(values if labelnames else values[:1]):
+            labels = tuple(
+                f"{AWKWARD[(n + k) % len(AWKWARD)]}{k}.{n}" for k in range(len(labelnames))
+            )
+            rows.append((labels, value))
+        fast_family = RowFamily(name, doc, labelnames, rows)
+        reference_family = GaugeMetricFamily(name, doc, labels=labelnames)
+        for labels, value in rows:
+            reference_family.add_metric(list(labels), value)
+        assert fast_family.samples == reference_family.samples  # the generic path
+        assert fast_family == reference_family
+        for openmetrics_format, encoder in ((False, generate_text), (True, generate_latest)):
+            fast = render([fast_family], encoder, openmetrics_format)
+            reference = encoder(Families([reference_family]))  # type: ignore[arg-type]
+            assert_same_exposition(fast, reference, openmetrics_format)
+
+
+def test_row_family_refuses_names_that_would_need_escaping() -> None:
+    with pytest.raises(ValueError):
+        RowFamily("patchwatch:host", "doc", ["host"], [])
+    with pytest.raises(ValueError):
+        RowFamily("patchwatch_host", "doc", ["host.name"], [])
+
+
+def _wsgi_get(app: Any, headers: dict[str, str], query: str = "") -> tuple[str, dict, bytes]:
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": query}
+    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
+        answer.update(status=status, headers=dict(response_headers))
+
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+def _without_timing(text: str, openmetrics_format: bool) -> list[tuple[Any, ...]]:
+    """Parsed families minus the one sample that differs between two scrapes (its name
+    maybe rewritten by the ``dots`` escaping)."""
+    return [
+        f for f in parsed(text, openmetrics_format)
+        if f[0].replace("__", "_") != "patchwatch_scrape_collect_duration_seconds"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [*FORMATS, pytest.param("text/plain;version=1.0.0;escaping=dots", id="dots-generic")],
+)
+def test_metrics_app_answers_as_prometheus_clients_app_would(db, accept: str | None) -> None:
+    """Same status, headers and samples as prometheus_client's own WSGI app on the same
+    registry, compressed or not; escaping schemes that rewrite names go to it."""
+    from exporter.app import make_metrics_app
+
+    seed_awkward_fleet()
+    registry = registry_for(db)
+    ours, theirs = make_metrics_app(registry), make_wsgi_app(registry)
+    headers = {"Accept": accept} if accept else {}
+    status, sent, body = _wsgi_get(ours, headers)
+    ref_status, ref_sent, ref_body = _wsgi_get(theirs, headers)
+    assert (status, sent) == (ref_status, ref_sent)
+    openmetrics_format = sent["Content-Type"].startswith("application/openmetrics-text")
+    if "escaping=dots" in sent["Content-Type"]:
+        assert b"patchwatch__host__info" in body  # prometheus_client's own rewriting
+    else:
+        assert b"# HELP patchwatch_host_info " in body
+    assert _without_timing(body.decode(), openmetrics_format) == _without_timing(
+        ref_body.decode(), openmetrics_format
+    )
+    status, sent, zipped = _wsgi_get(ours, {**headers, "Accept-Encoding": "gzip"})
+    assert status == "200 OK" and sent["Content-Encoding"] == "gzip"
+    assert _without_timing(gzip.decompress(zipped).decode(), openmetrics_format) == (
+        _without_timing(body.decode(), openmetrics_format)
+    )
+
+
+def test_metrics_app_leaves_filtering_and_other_methods_to_prometheus_client(db) -> None:
+    from exporter.app import make_metrics_app
+    from exporter.app import make_registry
+
+    seed_awkward_fleet()
+    registry = make_registry(db)  # described: name[] can find the store's families
+    ours, theirs = make_metrics_app(registry), make_wsgi_app(registry)
+    query = "name[]=patchwatch_host_reboot_required&name[]=patchwatch_build_info"
+    status, _sent, body = _wsgi_get(ours, {}, query)
+    assert status == "200 OK"
+    assert {f[0] for f in parsed(body.decode(), False)} == {
+        "patchwatch_host_reboot_required",
+        "patchwatch_build_info",
+    }
+    assert body == _wsgi_get(theirs, {}, query)[2]
+    for method in ("POST", "HEAD", "OPTIONS"):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": "/metrics", "QUERY_STRING": ""}
+        got: list[str] = []
+        ours(environ, lambda status, _headers, got=got: got.append(status))
+        theirs(environ, lambda status, _headers, got=got: got.append(status))
+        assert got[0] == got[1]

@@ -70,6 +70,7 @@ def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
     assert "package_set_member_package_set_id" not in _index_names(db, "package_set_member")
     assert "package_set_member_package_id" in _index_names(db, "package_set_member")
     assert not {"host_update_host_id", "host_update_security"} & _index_names(db, "host_update")
+    assert "host_update_host_id_security_first_seen_at" in _index_names(db, "host_update")
     rows = PackageSetMember.select(PackageSetMember.package).where(
         PackageSetMember.package_set == pset
     )
