@@ -47,6 +47,7 @@ from typing import TypeVar
 import pytest
 
 from patchwatch.db import open_database
+from patchwatch.db import write_transaction
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
@@ -215,11 +216,16 @@ def sample_names(exposition: str) -> set[str]:
 
 @contextmanager
 def store(db_url: str) -> Iterator[None]:
-    """Bind the models to the server's database for a few writes in one transaction."""
+    """Bind the models to the server's database for a few writes in one transaction.
+
+    A write transaction from the start (``BEGIN IMMEDIATE`` on SQLite): a deferred one
+    that reads first fails at once with "database is locked" when the running server
+    (its scheduler's job records) commits between the read and the first write.
+    """
     db = open_database(db_url)
     db.connect(reuse_if_open=True)
     try:
-        with db.atomic():
+        with write_transaction():
             yield
     finally:
         db.close()
