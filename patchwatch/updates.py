@@ -28,11 +28,13 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
 from patchwatch.records import PendingUpdate
+from patchwatch.versions import Key
 from patchwatch.versions import sort_key
 
 STATUS_PRIORITY = 100  # what apt gives the installed version (dpkg status file)
@@ -154,6 +156,91 @@ def count_packages_without_repository(installed: Iterable[Package], offers: Iter
     """
     offered = {o.package for o in offers}
     return sum(1 for p in set(installed) if p not in offered)
+
+
+# --- one (name, arch) at a time, for callers that memoise ---------------------------------
+#
+# A fleet's hosts are drifting copies of a few images: the same installed package meets
+# the same offers in thousands of package sets. ``decide_update`` decides one
+# (name, arch) from offers whose sort keys the caller already has, so that the store
+# can remember each decision for a run and pay for a new package set only in what it
+# does not share with sets already computed. It applies exactly the rules of
+# ``compute_updates`` (which stays the reference; tests compare the two).
+
+KeyedOffer = tuple[Key, Offer]  # an offer with the sort key of its package
+
+
+def has_newer(installed_key: Key, offer_keys: Iterable[Key]) -> bool:
+    """Tell whether any offered version is newer than the installed one.
+
+    Both candidate rules only ever pick a version newer than the installed one, so
+    without one there is nothing to decide: most installed packages of a fleet are
+    offered at exactly their own version, and this answers them from keys alone.
+    """
+    return any(k > installed_key for k in offer_keys)
+
+
+def decide_update(
+    installed: Package,
+    installed_key: Key,
+    offers: Sequence[KeyedOffer],
+    advisory_keys: Iterable[Key] = (),
+) -> tuple[Offer, bool] | None:
+    """Decide one (name, arch): the candidate and whether it is a security update.
+
+    ``installed`` is the newest installed version of the name and arch (see
+    :func:`newest_installed`), ``offers`` every offer of that name and arch in the
+    order ``compute_updates`` would see them (repositories in the host's order), and
+    ``advisory_keys`` the sort keys of the versions security advisories fix. The
+    result equals that of ``compute_updates`` for this package, except for what the
+    host itself reported (``reported_security``), which differs per host: the caller
+    raises the flag for those.
+    """
+    if installed.arch in ARCH_INDEPENDENT:
+        offers = [ko for ko in offers if ko[1].package.arch in ARCH_INDEPENDENT]
+    if not offers:
+        return None
+    if installed.kind == PackageKind.DEB:
+        chosen = _deb_candidate_keyed(installed_key, offers)
+    else:
+        chosen = _rpm_candidate_keyed(installed_key, offers)
+    if chosen is None:
+        return None
+    high, offer = chosen
+    security = any(o.security and k == high for k, o in offers) or any(
+        installed_key < a <= high for a in advisory_keys
+    )
+    return offer, security
+
+
+def _deb_candidate_keyed(inst_key: Key, offers: Sequence[KeyedOffer]) -> KeyedOffer | None:
+    """``_deb_candidate`` on pre-keyed offers."""
+    inst_prio = STATUS_PRIORITY
+    by_version: dict[Key, list[Offer]] = defaultdict(list)
+    for k, o in offers:
+        if o.priority > 0:
+            by_version[k].append(o)
+    for o in by_version.get(inst_key, ()):
+        inst_prio = max(inst_prio, o.priority)
+    best: KeyedOffer | None = None
+    best_prio = 0
+    for vkey in sorted((k for k in by_version if k > inst_key), reverse=True):
+        top = max(by_version[vkey], key=lambda o: o.priority)
+        if top.priority > best_prio:
+            best, best_prio = (vkey, top), top.priority
+    if best is None or best_prio < inst_prio:
+        return None
+    return best
+
+
+def _rpm_candidate_keyed(inst_key: Key, offers: Sequence[KeyedOffer]) -> KeyedOffer | None:
+    """``_rpm_candidate`` on pre-keyed offers."""
+    usable = [ko for ko in offers if ko[1].priority > -100000]
+    if not usable:
+        return None
+    top_priority = max(o.priority for _k, o in usable)
+    best = max((ko for ko in usable if ko[1].priority == top_priority), key=lambda ko: ko[0])
+    return best if best[0] > inst_key else None
 
 
 _DEB_RUNNING = re.compile(

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
+
+from patchwatch import hostupdates
+from patchwatch.db import database
 from patchwatch.hostupdates import refresh_host_updates
+from patchwatch.models import Advisory
+from patchwatch.models import AdvisoryPackage
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import Mirror
+from patchwatch.models import Package as PackageRow
+from patchwatch.models import PackageSetMember
 from patchwatch.models import Repository
+from patchwatch.models import RepositorySetMember
 from patchwatch.models import UpdateSet
 from patchwatch.processing import apply_report
 from patchwatch.processing import store_report
@@ -16,10 +26,14 @@ from patchwatch.records import Package
 from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
 from patchwatch.records import ReportedRepository
+from patchwatch.records import ReportedUpdate
 from patchwatch.sets import ensure_package_set
 from patchwatch.sets import repository_key
+from patchwatch.updates import Offer
+from patchwatch.updates import compute_updates
+from patchwatch.updates import count_packages_without_repository
 
-DEB = PackageKind.DEB
+DEB, RPM = PackageKind.DEB, PackageKind.RPM
 MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
                           suite="bookworm", component="main", arch="amd64")  # fmt: skip
 SEC = ReportedRepository(RepoKind.DEB, "s", "security", ("http://sec.example/sec",), 500,
@@ -30,10 +44,18 @@ def p(name: str, version: str, release: str = "1", arch: str = "amd64") -> Packa
     return Package(name, "", version, release, arch, DEB)
 
 
-def report(host: str, packages: list[Package], kernel: str = "6.1.0-28-amd64") -> None:
+def report(
+    host: str,
+    packages: list[Package],
+    kernel: str = "6.1.0-28-amd64",
+    repositories: tuple[ReportedRepository, ...] = (MAIN, SEC),
+    os: OSInfo | None = None,
+    updates: tuple[ReportedUpdate, ...] | None = None,
+) -> None:
     rep = HostReport(
-        hostname=host, os=OSInfo("debian", "debian", "Debian 12", "12", "bookworm"),
-        kernel=kernel, arch="x86_64", packages=tuple(packages), repositories=(MAIN, SEC),
+        hostname=host, os=os or OSInfo("debian", "debian", "Debian 12", "12", "bookworm"),
+        kernel=kernel, arch="x86_64", packages=tuple(packages), repositories=repositories,
+        updates=updates,
     )  # fmt: skip
     row = store_report(host, "patchwatch/1", {}, 100.0)
     apply_report(row, rep, 100.0)
@@ -91,3 +113,197 @@ def test_updated_package_disappears_from_pending(db) -> None:
     report("db1", [p("openssl", "3.0.15")])
     refresh_host_updates(2000.0)
     assert HostUpdate.select().count() == 0
+
+
+# --- a drifting fleet against the reference computation --------------------------------
+
+BPO = ReportedRepository(RepoKind.DEB, "b", "backports", ("http://deb.example/debian",), 100,
+                         suite="bookworm-backports", component="main", arch="amd64")  # fmt: skip
+PIN = ReportedRepository(RepoKind.DEB, "x", "pinned", ("http://pin.example/debian",), 990,
+                         suite="stable", component="main", arch="amd64")  # fmt: skip
+OFF = ReportedRepository(RepoKind.DEB, "o", "never", ("http://off.example/debian",), -1,
+                         suite="stable", component="main", arch="amd64")  # fmt: skip
+RPM_OS = OSInfo("redhat", "rocky", "Rocky Linux 9", "9")
+BASE = ReportedRepository(RepoKind.RPM, "baseos", "BaseOS", ("http://rpm.example/baseos",), -99)
+EXTRA = ReportedRepository(RepoKind.RPM, "extra", "Extra", ("http://rpm.example/extra",), -10)
+VERSIONS = ["1.0-1", "1.0-2", "1.1-1", "2.0-1", "1:0.9-1", "2.0~rc1-1"]
+NAMES = [f"pkg{i}" for i in range(24)]
+
+
+def _pkg(kind: PackageKind, name: str, evr: str, arch: str) -> Package:
+    epoch, _, rest = evr.rpartition(":")
+    version, _, release = rest.rpartition("-")
+    return Package(name, epoch if kind == DEB or epoch else "0", version, release, arch, kind)
+
+
+def _fleet(rng: random.Random) -> dict[str, tuple[list[Package], tuple[ReportedRepository, ...]]]:
+    """Hosts drifting from three deb images and one rpm image, with repeated sets."""
+    hosts: dict[str, tuple[list[Package], tuple[ReportedRepository, ...]]] = {}
+    configs = [(MAIN, SEC), (MAIN, BPO, SEC, PIN, OFF), (SEC, MAIN)]
+    for image in range(3):
+        base = {
+            (n, a): _pkg(DEB, n, rng.choice(VERSIONS), a)
+            for n in rng.sample(NAMES, 14)
+            for a in [rng.choice(["amd64", "amd64", "all"])]
+        }
+        for i in range(6):
+            packages = dict(base)
+            for _ in range(rng.randint(0, 3)):  # drift: another version, one more, one less
+                n = rng.choice(NAMES)
+                packages[(n, "amd64")] = _pkg(DEB, n, rng.choice(VERSIONS), "amd64")
+                if packages and rng.random() < 0.3:
+                    packages.pop(rng.choice(sorted(packages)))
+            installed = list(packages.values())
+            if rng.random() < 0.3:  # two versions of one name and arch, as installonly
+                n, a = rng.choice(sorted(packages))
+                installed.append(_pkg(DEB, n, rng.choice(VERSIONS), a))
+            hosts[f"deb{image}-{i}"] = (installed, configs[(image + i) % len(configs)])
+        hosts[f"deb{image}-copy"] = hosts[f"deb{image}-0"]  # shares its update set
+    for i in range(5):
+        installed = [_pkg(RPM, n, rng.choice(VERSIONS), rng.choice(["x86_64", "noarch"]))
+                     for n in rng.sample(NAMES, 10)]  # fmt: skip
+        newer = rng.choice(["5.14-2", "5.15-1"])
+        installed += [_pkg(RPM, "kernel-core", "5.14-1", "x86_64"),
+                      _pkg(RPM, "kernel-core", newer, "x86_64")]  # fmt: skip
+        hosts[f"rpm{i}"] = (installed, (BASE, EXTRA) if i % 2 else (BASE,))
+    return hosts
+
+
+def _publish_fleet_mirrors(rng: random.Random, now: float) -> None:
+    for repo, kind, archs, share in (
+        (MAIN, DEB, ["amd64", "all"], 0.5), (SEC, DEB, ["amd64"], 0.2),
+        (BPO, DEB, ["amd64", "all"], 0.3), (PIN, DEB, ["amd64"], 0.1),
+        (OFF, DEB, ["amd64"], 0.3), (BASE, RPM, ["x86_64", "noarch"], 0.5),
+        (EXTRA, RPM, ["x86_64", "noarch"], 0.2),
+    ):  # fmt: skip
+        index = [
+            _pkg(kind, n, v, a)
+            for n in [*NAMES, "kernel-core"]
+            for a in archs
+            for v in VERSIONS + ["5.14-2", "5.15-1", "5.16-1"] * (n == "kernel-core")
+            if rng.random() < share
+        ]
+        publish(repo, index, now)
+    base = Repository.get(Repository.key == repository_key(BASE))
+    if Advisory.select().exists():
+        return
+    with database.atomic():
+        for i, (n, v, a) in enumerate([("pkg1", "1.1-1", "x86_64"), ("pkg2", "1.0-2", "noarch"),
+                                       ("kernel-core", "5.15-1", "x86_64")]):  # fmt: skip
+            fixed = ensure_package_set([_pkg(RPM, n, v, a)], now)
+            member = PackageSetMember.get(PackageSetMember.package_set == fixed)
+            advisory = Advisory.create(advisory_id=f"PW-{i}", repository=base, type="security")
+            AdvisoryPackage.create(advisory=advisory, package=member.package_id)
+
+
+def _members(pset_id: int | None) -> list[Package]:
+    query = (
+        PackageRow.select()
+        .join(PackageSetMember, on=(PackageSetMember.package == PackageRow.id))
+        .where(PackageSetMember.package_set == pset_id)
+    )
+    return [_record(p) for p in query]
+
+
+def _reference(host: Host) -> tuple[set[tuple[object, ...]], int | None]:
+    """A host's pending updates and orphan count straight from ``compute_updates``."""
+    installed = _members(host.package_set_id)
+    offers, repo_ids, mirrors = [], [], 0
+    for m in RepositorySetMember.select().where(
+        RepositorySetMember.repository_set == host.repository_set_id
+    ):
+        repo = Repository.get_by_id(m.repository_id)
+        mirror = Mirror.get(Mirror.repository == repo)
+        if not m.enabled:
+            continue
+        repo_ids.append(repo.id)
+        mirrors += mirror.package_set_id is not None
+        security = repo.security if repo.security_override is None else repo.security_override
+        for p in _members(mirror.package_set_id):
+            offers.append(Offer(p, str(repo.id), m.priority, bool(security)))
+    advisories: dict[tuple[str, str], list[Package]] = defaultdict(list)
+    query = (
+        PackageRow.select().join(AdvisoryPackage).join(Advisory)
+        .where(Advisory.repository.in_(repo_ids) & (Advisory.type == "security"))
+    )  # fmt: skip
+    for p in query:
+        advisories[(p.name, p.arch)].append(_record(p))
+    reported = [(u.name, u.arch) for u in host.reported_updates if u.security]
+    pending = compute_updates(installed, offers, advisories, reported)
+    rows = {(u.installed.nevra, u.available.nevra, u.security, int(u.repository))
+            for u in pending}  # fmt: skip
+    return rows, count_packages_without_repository(installed, offers) if mirrors else None
+
+
+def _stored(host: Host) -> tuple[set[tuple[object, ...]], int | None]:
+    installed, available = PackageRow.alias(), PackageRow.alias()
+    query = (HostUpdate.select(HostUpdate, installed, available)
+             .join(installed, on=(HostUpdate.installed == installed.id)).switch(HostUpdate)
+             .join(available, on=(HostUpdate.available == available.id))
+             .where(HostUpdate.host == host))  # fmt: skip
+    rows = {(_record(u.installed).nevra, _record(u.available).nevra, u.security, u.repository_id)
+            for u in query}  # fmt: skip
+    return rows, Host.get_by_id(host.id).packages_without_repository
+
+
+def _record(p: PackageRow) -> Package:
+    return Package(p.name, p.epoch, p.version, p.release, p.arch, PackageKind(p.kind))
+
+
+def _check_fleet() -> int:
+    pending = 0
+    for host in Host.select():
+        want = _reference(host)
+        assert _stored(host) == want, host.name
+        pending += len(want[0])
+    return pending
+
+
+def test_drifting_fleet_equals_the_reference_in_batches_and_one_host_at_a_time(
+    db, monkeypatch
+) -> None:
+    rng = random.Random(7)
+    for name, (installed, repos) in _fleet(rng).items():
+        rpm = installed[0].kind == RPM
+        updates = tuple(  # what the host's own package manager calls security updates
+            ReportedUpdate(n, "9.9-1", a, True)
+            for n in NAMES[::2]
+            for a in ("amd64", "all")
+            if name.endswith("-1")
+        )
+        report(name, installed, "5.14-1.x86_64" if rpm else "6.1.0-28-amd64", repos,
+               os=RPM_OS if rpm else None, updates=updates)  # fmt: skip
+    _publish_fleet_mirrors(rng, 200.0)
+    monkeypatch.setattr(hostupdates, "WRITE_HOSTS", 4)  # several transactions, sets
+    monkeypatch.setattr(hostupdates, "WRITE_ROWS", 10)  # spanning them
+    ctx = refresh_host_updates(1000.0)
+    assert ctx.computed < Host.select().count()  # the copies reuse their image's set
+    assert _check_fleet() > 40  # not vacuous
+    kinds = {(u.security, u.repository_id is not None) for u in HostUpdate.select()}
+    assert (True, True) in kinds and (False, True) in kinds
+
+    # the same from scratch, one host per run (lazy: only each host's names are read)
+    HostUpdate.delete().execute()
+    UpdateSet.delete().execute()
+    Host.update(updates_computed_at=None, packages_without_repository=None).execute()
+    for host in Host.select():
+        assert refresh_host_updates(2000.0, [host.name]).lazy
+    _check_fleet()
+    assert {u.first_seen_at for u in HostUpdate.select()} == {2000.0}
+
+    # new indexes: changed updates keep their first-seen time, new ones get the run's
+    before = {(u.host_id, u.installed_id): u.available_id for u in HostUpdate.select()}
+    _publish_fleet_mirrors(random.Random(8), 300.0)
+    assert refresh_host_updates(3000.0).computed > 0
+    _check_fleet()
+    changed = 0
+    for u in HostUpdate.select():
+        key = (u.host_id, u.installed_id)
+        assert u.first_seen_at == (2000.0 if key in before else 3000.0)
+        changed += key in before and before[key] != u.available_id
+    assert changed and len(before) > changed
+    rows = {(u.host_id, u.installed_id, u.available_id, u.security) for u in HostUpdate.select()}
+    ctx = refresh_host_updates(4000.0, force=True)  # recomputed, nothing to write
+    assert ctx.hosts_changed == 0
+    assert rows == {(u.host_id, u.installed_id, u.available_id, u.security)
+                    for u in HostUpdate.select()}  # fmt: skip

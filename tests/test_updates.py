@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
+from patchwatch.updates import KeyedOffer
 from patchwatch.updates import Offer
 from patchwatch.updates import compute_newer_kernel_installed
 from patchwatch.updates import compute_updates
+from patchwatch.updates import decide_update
+from patchwatch.updates import has_newer
+from patchwatch.updates import newest_installed
+from patchwatch.versions import sort_key
 
 DEB, RPM = PackageKind.DEB, PackageKind.RPM
 
@@ -177,3 +184,70 @@ def test_newer_rpm_kernel_installed() -> None:
     ]
     assert compute_newer_kernel_installed("5.14.21-150500.55.68-default", suse) is True
     assert compute_newer_kernel_installed("5.14.21-150500.55.73-default", suse) is False
+
+
+# --- decide_update: one (name, arch) at a time, as the store memoises it --------------
+
+
+def _random_case(rng: random.Random, kind: PackageKind) -> tuple[list[Package], list[Offer], dict]:
+    """Installed packages, offers and advisories drawn small, so that ties are common."""
+    make = deb if kind == DEB else rpm
+    archs = ["amd64", "all", "i386"] if kind == DEB else ["x86_64", "noarch"]
+    versions = ["1.0-1", "1.0-2", "1.1-1", "1:0.9-1", "2.0~rc1-1", "2.0-1", "1.00-1"]
+    if kind == RPM:
+        versions = ["1.0-1", "1.0-2", "1.1-1", "1:0.9-1", "2.0-0.rc1", "2.0-1", "1.0^git1-1"]
+    priorities = [990, 500, 500, 100, 1, 0, -10] if kind == DEB else [-1, -10, -99, -100000]
+    names = [f"p{i}" for i in range(4)]
+    installed = []
+    for name in names:
+        for _ in range(rng.choice([0, 1, 1, 1, 2])):  # two versions: kernels, installonly
+            installed.append(make(name, rng.choice(versions), rng.choice(archs)))
+    repos = [(f"r{i}", rng.choice(priorities), rng.random() < 0.3) for i in range(4)]
+    offers = []
+    for repo, priority, security in repos:
+        for name in names:
+            for version in rng.sample(versions, rng.randint(0, 3)):
+                offers.append(
+                    Offer(make(name, version, rng.choice(archs)), repo, priority, security)
+                )
+    rng.shuffle(offers)
+    advisories: dict[tuple[str, str], list[Package]] = {}
+    for name in names:
+        for arch in archs:
+            if rng.random() < 0.3:
+                advisories[(name, arch)] = [make(name, rng.choice(versions), arch)]
+    return installed, offers, advisories
+
+
+@pytest.mark.parametrize("kind", [DEB, RPM])
+def test_decide_update_equals_compute_updates(kind: PackageKind) -> None:
+    """The memoisable per-package decision is the reference computation, case by case."""
+    rng = random.Random(20260712)
+    updates = 0
+    for _ in range(2000):
+        installed, offers, advisories = _random_case(rng, kind)
+        want = {
+            (u.installed, u.available, u.security, u.repository)
+            for u in compute_updates(installed, offers, advisories)
+        }
+        got = set()
+        by_name: dict[tuple[str, str], list[KeyedOffer]] = {}
+        for o in offers:
+            key = sort_key(o.package.kind, o.package.epoch, o.package.version, o.package.release)
+            by_name.setdefault((o.package.name, o.package.arch), []).append((key, o))
+        for (name, arch), inst in newest_installed(installed).items():
+            inst_key = sort_key(inst.kind, inst.epoch, inst.version, inst.release)
+            keyed = by_name.get((name, arch), [])
+            advisory_keys = [
+                sort_key(p.kind, p.epoch, p.version, p.release)
+                for p in advisories.get((name, arch), ())
+            ]
+            decided = decide_update(inst, inst_key, keyed, advisory_keys)
+            if decided is None:
+                continue
+            assert has_newer(inst_key, [k for k, _o in keyed])
+            offer, security = decided
+            got.add((inst, offer.package, security, offer.repository))
+        assert got == want, (installed, offers, advisories)
+        updates += len(want)
+    assert updates > 500  # the cases are not vacuous
