@@ -8,9 +8,11 @@ processes (gunicorn workers, the scheduler, the exporter) share one file safely.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from peewee import Database
@@ -111,6 +113,51 @@ def write_transaction() -> Any:
     return database.atomic()
 
 
+_T = TypeVar("_T")
+
+IN_LIST_SIZE = 400  # values per IN (...) list: well under every backend's parameter limit
+
+
+def chunks(values: Sequence[_T], size: int = IN_LIST_SIZE) -> Iterator[Sequence[_T]]:
+    """Slices of at most ``size`` values, for IN lists and multi-row statements."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def placeholders(n: int) -> str:
+    """``n`` ``?`` placeholders for an IN list (see :func:`raw_sql`)."""
+    return ", ".join("?" * n)
+
+
+def raw_sql(text: str) -> str:
+    """SQL written with ``?`` placeholders, in the bound database's style.
+
+    Hot reads bypass peewee's query building and row conversion, which cost more
+    than the database's own work for thousands of values or rows.
+    """
+    return text.replace("?", database.obj.param)
+
+
+def update_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Run one UPDATE (``?`` placeholders) per row, batched by the driver.
+
+    psycopg2's ``executemany`` is a round trip per row; ``execute_batch`` sends a
+    page of statements at once. (:func:`execute_many` is for INSERTs.)
+    """
+    if not rows:
+        return
+    cursor = database.cursor()
+    if is_sqlite():
+        cursor.executemany(sql, rows)
+        return
+    try:
+        from psycopg2.extras import execute_batch
+    except ImportError:  # psycopg 3: its executemany pipelines already
+        cursor.executemany(raw_sql(sql), rows)
+        return
+    execute_batch(cursor, raw_sql(sql), rows, page_size=500)
+
+
 def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
     """Insert many rows with the driver's executemany (``?`` placeholders).
 
@@ -133,7 +180,7 @@ def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         with db.atomic():
             execute_values(db.cursor(), values_sql, list(rows), page_size=1000)
         return
-    sql = sql.replace("?", db.param)
+    sql = raw_sql(sql)
     with db.atomic():
         cursor = db.cursor()
         for i in range(0, len(rows), 5000):

@@ -23,18 +23,20 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from typing import TypeVar
 
 from peewee import JOIN
 from peewee import Select
 
+from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
 from patchwatch.db import is_sqlite
+from patchwatch.db import placeholders
+from patchwatch.db import raw_sql
+from patchwatch.db import update_many
 from patchwatch.db import write_transaction
 from patchwatch.models import Advisory
 from patchwatch.models import AdvisoryPackage
@@ -72,30 +74,8 @@ CurrentUpdate = tuple[int, int, bool, int | None, float]
 LAZY_HOSTS = 20  # below this many hosts, read only their packages from mirror indexes
 WRITE_HOSTS = 500  # most hosts written per transaction
 WRITE_ROWS = 50_000  # most pending updates compared or written per transaction
-CHUNK = 500  # ids per IN (...) list: well under every backend's parameter limit
 
 _KINDS = {k.value: k for k in PackageKind}
-_T = TypeVar("_T")
-
-
-def _chunks(values: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
-    """Slices of at most ``size`` values, for IN lists and multi-row inserts."""
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
-def _sql(text: str) -> str:
-    """Raw SQL written with ``?`` placeholders, in the bound database's style.
-
-    The hot reads bypass peewee's row building: turning a million rows into tuples
-    costs more in peewee than the database's own work.
-    """
-    return text.replace("?", database.param)
-
-
-def _marks(n: int) -> str:
-    """``n`` placeholders for an IN list."""
-    return ", ".join("?" * n)
 
 
 _T_PACKAGE = Package._meta.table_name
@@ -186,12 +166,12 @@ class UpdateContext:
     def ensure_rows(self, ids: Iterable[int]) -> None:
         """Read the rows of the packages not read yet, a few hundred per query."""
         missing = sorted((ids if isinstance(ids, set) else set(ids)).difference(self.rows))
-        for chunk in _chunks(missing):
+        for chunk in chunks(missing):
             sql = (
                 f"SELECT {_PACKAGE_COLUMNS} FROM {_T_PACKAGE} p "
-                f"WHERE p.id IN ({_marks(len(chunk))})"
+                f"WHERE p.id IN ({placeholders(len(chunk))})"
             )
-            for pid, *row in database.execute_sql(_sql(sql), list(chunk)).fetchall():
+            for pid, *row in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
                 self.add_row(pid, tuple(row))
 
     def key(self, pid: int) -> Key:
@@ -226,16 +206,16 @@ class UpdateContext:
         wanted = {ps: keys - self.index_keys.setdefault(ps, set()) for ps in todo}
         missing = sorted({name for ps in todo for name, _arch in wanted[ps]})
         targets = [ps for ps in todo if wanted[ps]]
-        for chunk in _chunks(missing):
+        for chunk in chunks(missing):
             sql = (
                 # CROSS JOIN: SQLite then looks the names up first and probes each
                 # package's membership; it would otherwise read the whole indexes
                 f"SELECT m.package_set_id, {_PACKAGE_COLUMNS} FROM {_T_PACKAGE} p "
                 f"CROSS JOIN {_T_MEMBER} m WHERE m.package_id = p.id "
-                f"AND p.name IN ({_marks(len(chunk))}) "
-                f"AND m.package_set_id IN ({_marks(len(targets))}) ORDER BY p.id"
+                f"AND p.name IN ({placeholders(len(chunk))}) "
+                f"AND m.package_set_id IN ({placeholders(len(targets))}) ORDER BY p.id"
             )
-            for ps, pid, *row in database.execute_sql(_sql(sql), [*chunk, *targets]).fetchall():
+            for ps, pid, *row in database.execute_sql(raw_sql(sql), [*chunk, *targets]).fetchall():
                 if (row[1], row[5]) in wanted[ps]:
                     self.add_row(pid, tuple(row))
                     self.indexes.setdefault(ps, {}).setdefault((row[1], row[5]), []).append(pid)
@@ -252,7 +232,7 @@ class UpdateContext:
             "WHERE m.package_set_id = ? ORDER BY m.package_id"
         )
         rows = self.rows
-        for pid, *row in database.execute_sql(_sql(sql), (ps,)).fetchall():
+        for pid, *row in database.execute_sql(raw_sql(sql), (ps,)).fetchall():
             if pid not in rows:
                 self.add_row(pid, tuple(row))
             index[(row[1], row[5])].append(pid)
@@ -304,12 +284,12 @@ class UpdateContext:
                 self.add_row(pid, tuple(row))
                 kernel_ids.append(pid)
             members: dict[int, list[int]] = defaultdict(list)
-            for chunk in _chunks(kernel_ids):
+            for chunk in chunks(kernel_ids):
                 sql = (
                     f"SELECT package_set_id, package_id FROM {_T_MEMBER} "
-                    f"WHERE package_id IN ({_marks(len(chunk))})"
+                    f"WHERE package_id IN ({placeholders(len(chunk))})"
                 )
-                for ps, pid in database.execute_sql(_sql(sql), list(chunk)).fetchall():
+                for ps, pid in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
                     members[ps].append(pid)
             self.kernel_members = dict(members)
         if self.kernel_members is not None:
@@ -318,7 +298,7 @@ class UpdateContext:
                 self.kernels[ps] = [self.record(pid) for pid in ids]
             return
         found: dict[int, list[int]] = defaultdict(list)
-        for chunk in _chunks(todo):
+        for chunk in chunks(todo):
             query = (
                 _kernel_packages()
                 .select_extend(PackageSetMember.package_set)
@@ -541,8 +521,8 @@ def _existing_sets(psets: list[int] | None) -> dict[UpdateSetKey, tuple[int, str
         UpdateSet.id, UpdateSet.package_set, UpdateSet.repository_set, UpdateSet.kernel,
         UpdateSet.inputs_digest, UpdateSet.packages_without_repository,
     ).order_by(UpdateSet.id.desc())  # fmt: skip
-    chunks = [None] if psets is None else list(_chunks(psets))
-    for chunk in chunks:
+    parts = [None] if psets is None else list(chunks(psets))
+    for chunk in parts:
         q = query if chunk is None else query.where(UpdateSet.package_set.in_(list(chunk)))
         for us_id, pset, rset, kernel, digest, orphans in q.tuples():
             out[(pset, rset, kernel)] = (us_id, digest, orphans)  # lowest id wins
@@ -552,13 +532,13 @@ def _existing_sets(psets: list[int] | None) -> dict[UpdateSetKey, tuple[int, str
 def _read_items(set_ids: Sequence[int]) -> dict[int, Items]:
     """The stored items of update sets, as plain tuples."""
     out: dict[int, Items] = defaultdict(dict)
-    for chunk in _chunks(set_ids):
+    for chunk in chunks(set_ids):
         sql = (
             "SELECT update_set_id, installed_id, available_id, security, repository_id "
-            f"FROM {_T_ITEM} WHERE update_set_id IN ({_marks(len(chunk))})"
+            f"FROM {_T_ITEM} WHERE update_set_id IN ({placeholders(len(chunk))})"
         )
         for us_id, installed, available, security, repo in database.execute_sql(
-            _sql(sql), list(chunk)
+            raw_sql(sql), list(chunk)
         ).fetchall():
             out[us_id][installed] = (available, bool(security), repo)
     return out
@@ -567,7 +547,7 @@ def _read_items(set_ids: Sequence[int]) -> dict[int, Items]:
 def _write_sets(now: float, sets: list[_SetWork]) -> None:
     """Store computed update sets: rows created or updated, items replaced if changed."""
     new = [s for s in sets if s.id is None]
-    for chunk in _chunks(new, 100):
+    for chunk in chunks(new, 100):
         UpdateSet.insert_many(
             [(s.key[0], s.key[1], s.key[2], now, s.sources.digest, s.orphans) for s in chunk],
             fields=[UpdateSet.package_set, UpdateSet.repository_set, UpdateSet.kernel,
@@ -580,50 +560,30 @@ def _write_sets(now: float, sets: list[_SetWork]) -> None:
             s.id = ids[s.key][0]
     stored = _read_items([s.id for s in sets if s.id is not None])
     changed = [s for s in sets if stored.get(s.id, {}) != s.items]
-    for chunk in _chunks([s.id for s in changed]):
+    for chunk in chunks([s.id for s in changed]):
         UpdateSetItem.delete().where(UpdateSetItem.update_set.in_(list(chunk))).execute()
     execute_many(
         f"INSERT INTO {_T_ITEM} (update_set_id, installed_id, available_id, security, "
         "repository_id) VALUES (?, ?, ?, ?, ?)",
         [(s.id, inst, *item) for s in changed for inst, item in s.items.items()],
     )
-    _update_many(
+    update_many(
         f"UPDATE {_T_UPDATE_SET} SET computed_at = ?, inputs_digest = ?, "
         "packages_without_repository = ? WHERE id = ?",
         [(now, s.sources.digest, s.orphans, s.id) for s in sets],
     )
 
 
-def _update_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """Run one UPDATE (``?`` placeholders) per row, batched by the driver.
-
-    psycopg2's ``executemany`` is a round trip per row; ``execute_batch`` sends a
-    page of statements at once. (``execute_many`` in ``patchwatch.db`` is for INSERTs.)
-    """
-    if not rows:
-        return
-    cursor = database.cursor()
-    if is_sqlite():
-        cursor.executemany(sql, rows)
-        return
-    try:
-        from psycopg2.extras import execute_batch
-    except ImportError:  # psycopg 3: its executemany pipelines already
-        cursor.executemany(_sql(sql), rows)
-        return
-    execute_batch(cursor, _sql(sql), rows, page_size=500)
-
-
 def _current_updates(host_ids: Sequence[int]) -> dict[int, dict[int, CurrentUpdate]]:
     """Pending updates per host and installed package, read as plain tuples (fast)."""
     out: dict[int, dict[int, CurrentUpdate]] = defaultdict(dict)
-    for chunk in _chunks(host_ids):
+    for chunk in chunks(host_ids):
         sql = (
             "SELECT id, host_id, installed_id, available_id, security, repository_id, "
-            f"first_seen_at FROM {_T_HOST_UPDATE} WHERE host_id IN ({_marks(len(chunk))})"
+            f"first_seen_at FROM {_T_HOST_UPDATE} WHERE host_id IN ({placeholders(len(chunk))})"
         )
         for row_id, host_id, installed, available, security, repo, first in database.execute_sql(
-            _sql(sql), list(chunk)
+            raw_sql(sql), list(chunk)
         ).fetchall():
             out[host_id][installed] = (row_id, available, bool(security), repo, first)
     return out
@@ -632,7 +592,7 @@ def _current_updates(host_ids: Sequence[int]) -> dict[int, dict[int, CurrentUpda
 def _reported_security(host_ids: Sequence[int]) -> dict[int, set[NameArch]]:
     """(name, arch) the hosts' own package managers called security updates."""
     out: dict[int, set[NameArch]] = defaultdict(set)
-    for chunk in _chunks(host_ids):
+    for chunk in chunks(host_ids):
         query = ReportedUpdate.select(
             ReportedUpdate.host, ReportedUpdate.name, ReportedUpdate.arch
         ).where(ReportedUpdate.host.in_(list(chunk)) & ReportedUpdate.security)
@@ -709,7 +669,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         ):
             ctx.hosts_changed += 1
             flags[(reboot, orphans)].append(host.id)
-    for chunk in _chunks(gone):
+    for chunk in chunks(gone):
         HostUpdate.delete().where(HostUpdate.id.in_(list(chunk))).execute()
     execute_many(
         f"INSERT INTO {_T_HOST_UPDATE} (host_id, installed_id, available_id, security, "
@@ -717,7 +677,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         new_rows,
     )
     for (reboot, orphans), ids in flags.items():
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             Host.update(
                 updates_computed_at=now,
                 reboot_required=reboot,

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
+from patchwatch.db import placeholders
+from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.models import Mirror
 from patchwatch.models import Package
@@ -28,8 +31,6 @@ from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
 from patchwatch.records import ReportedRepository
-
-BATCH = 400  # stays below SQLite's bound-parameter limit with 6 columns per row
 
 PackageKey = tuple[str, str, str, str, str, str]
 
@@ -67,11 +68,6 @@ _LINES = _LineCache()
 def package_set_digest(packages: Iterable[PackageRecord]) -> str:
     line = _LINES.line
     return digest_of(line(p) for p in set(packages))
-
-
-def _chunks(items: Sequence[object], size: int = BATCH) -> Iterable[Sequence[object]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class _IdCache:
@@ -125,12 +121,12 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     by_key = {package_key(p): p for p in records}
     names = sorted({key[1] for key in by_key})
     table = Package._meta.table_name
-    param = database.obj.param
-    for chunk in _chunks(names):
-        marks = ", ".join([param] * len(chunk))
+    for chunk in chunks(names):
         cursor = database.execute_sql(
-            f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
-            f"WHERE name IN ({marks})",
+            raw_sql(
+                f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
+                f"WHERE name IN ({placeholders(len(chunk))})"
+            ),
             list(chunk),
         )
         for pid, *key in cursor.fetchall():
