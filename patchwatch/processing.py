@@ -17,6 +17,8 @@ from collections import Counter
 
 from peewee import IntegrityError
 
+from patchwatch.db import database
+from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
 from patchwatch.models import Host
@@ -108,60 +110,92 @@ def _os_release(report: HostReport) -> int:
     return row_id
 
 
-def apply_report(row: Report, report: HostReport, now: float) -> Host:
-    """Write the host state a parsed report describes."""
+_HOST = Host._meta.table_name
+_MODULE = Module._meta.table_name
+_REPORTED_UPDATE = ReportedUpdate._meta.table_name
+_REPORT = Report._meta.table_name
+
+
+def _host_row(name: str, now: float) -> tuple[int, float | None]:
+    """(id, last_report_at) of the named host, created on first sight."""
+    select = raw_sql(f"SELECT id, last_report_at FROM {_HOST} WHERE name = ?")
+    row = database.execute_sql(select, (name,)).fetchone()
+    if row is None:
+        Host.insert(name=name, created_at=now).on_conflict_ignore().execute()
+        row = database.execute_sql(select, (name,)).fetchone()
+    return row[0], row[1]
+
+
+def apply_report(row: Report, report: HostReport, now: float) -> int:
+    """Write the host state a parsed report describes; return the host's id.
+
+    Plain SQL, and only the columns a report sets: peewee's query building cost more
+    than the database's own work for these few statements per report, and a whole-row
+    save would write back, say, an update time the scheduler set meanwhile.
+    """
     pset = ensure_package_set(report.packages, now)
     rset = (
         ensure_repository_set(report.repositories, now) if report.repositories is not None else None
     )
     os_release_id = _os_release(report)
     with write_transaction():
-        host = Host.get_or_none(Host.name == row.host_name)
-        if host is None:
-            Host.insert(name=row.host_name, created_at=now).on_conflict_ignore().execute()
-            host = Host.get(Host.name == row.host_name)
-        if host.last_report_at is not None and host.last_report_at > row.received_at:
-            log.info("report %d for %s is older than the host state; kept only", row.id, host.name)
-            return host
-        host.domain = report.extra.get("domain", host.domain)[:255]
-        host.os_release = os_release_id
-        host.os_variant = report.extra.get("os_variant", "")[:255]
-        host.kernel = report.kernel[:255]
-        host.arch = report.arch[:32]
-        host.tags = " ".join(sorted(set(report.tags)))
-        host.reboot_reported = report.reboot_required
-        host.reboot_required = bool(report.reboot_required)
-        host.package_set = pset
-        if rset is not None:
-            host.repository_set = rset
-        host.agent = report.agent[:128]
-        host.protocol = row.protocol
-        host.remote_addr = row.remote_addr
-        host.last_report_at = row.received_at
-        host.last_processed_at = now
-        host.save()
+        host_id, last_report_at = _host_row(row.host_name, now)
+        if last_report_at is not None and last_report_at > row.received_at:
+            log.info("report %d for %s is older than the host state; kept only", row.id,
+                     row.host_name)  # fmt: skip
+            return host_id
+        domain = report.extra.get("domain")
+        database.execute_sql(
+            raw_sql(
+                f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
+                "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
+                "reboot_required = ?, package_set_id = ?, "
+                "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
+                "remote_addr = ?, last_report_at = ?, last_processed_at = ? WHERE id = ?"
+            ),
+            (
+                None if domain is None else domain[:255],
+                os_release_id,
+                report.extra.get("os_variant", "")[:255],
+                report.kernel[:255],
+                report.arch[:32],
+                " ".join(sorted(set(report.tags))),
+                report.reboot_required,
+                bool(report.reboot_required),
+                pset.id,
+                None if rset is None else rset.id,
+                report.agent[:128],
+                row.protocol,
+                row.remote_addr,
+                row.received_at,
+                now,
+                host_id,
+            ),
+        )
         if report.modules or report.repositories is not None:
-            Module.delete().where(Module.host == host).execute()
+            database.execute_sql(raw_sql(f"DELETE FROM {_MODULE} WHERE host_id = ?"), (host_id,))
             if report.modules:
                 Module.insert_many(
                     [
-                        (host.id, m.name, m.stream, m.version, m.context, m.arch)
+                        (host_id, m.name, m.stream, m.version, m.context, m.arch)
                         for m in report.modules
                     ],
                     fields=[Module.host, Module.name, Module.stream, Module.version,
                             Module.context, Module.arch],
                 ).execute()  # fmt: skip
         if report.updates is not None:
-            ReportedUpdate.delete().where(ReportedUpdate.host == host).execute()
+            database.execute_sql(
+                raw_sql(f"DELETE FROM {_REPORTED_UPDATE} WHERE host_id = ?"), (host_id,)
+            )
             rows = {(u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates}
             if rows:
                 ReportedUpdate.insert_many(
-                    [(host.id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
+                    [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
                     fields=[ReportedUpdate.host, ReportedUpdate.name, ReportedUpdate.version,
                             ReportedUpdate.arch, ReportedUpdate.security,
                             ReportedUpdate.repository],
                 ).execute()  # fmt: skip
-    return host
+    return host_id
 
 
 CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed worker)
@@ -171,16 +205,17 @@ def claim_report(
     row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
 ) -> bool:
     """Take a report for processing so that two processes never work on it at once."""
-    allowed = (Report.state == "pending") | (
-        (Report.state == "processing") & (Report.processed_at < now - claim_timeout)
-    )
+    allowed = "state = 'pending' OR (state = 'processing' AND processed_at < ?)"
     if force:
-        allowed = allowed | Report.state.in_(("processed", "failed"))
-    claimed = (
-        Report.update(state="processing", processed_at=now, attempts=Report.attempts + 1)
-        .where((Report.id == row.id) & allowed)
-        .execute()
+        allowed += " OR state IN ('processed', 'failed')"
+    cursor = database.execute_sql(
+        raw_sql(
+            f"UPDATE {_REPORT} SET state = 'processing', processed_at = ?, "
+            f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
+        ),
+        (now, row.id, now - claim_timeout),
     )
+    claimed = cursor.rowcount
     return bool(claimed)
 
 
@@ -229,9 +264,10 @@ def parse_stored(row: Report) -> HostReport | ParseError:
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
-    Report.update(state=state, processed_at=now, error=error[:2000]).where(
-        Report.id == row.id
-    ).execute()
+    database.execute_sql(
+        raw_sql(f"UPDATE {_REPORT} SET state = ?, processed_at = ?, error = ? WHERE id = ?"),
+        (state, now, error[:2000], row.id),
+    )
     row.state = state
 
 

@@ -42,12 +42,18 @@ class Package:
     arch: str
     kind: PackageKind
     _hash: int = field(default=0, init=False, repr=False, compare=False)
+    #: the fields joined by U+001F, kind first: this build's line in a package-set
+    #: digest (``patchwatch.sets``), made once per record rather than once per report
+    digest_line: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Package records are hashed over and over (deduplication, set digests, id
         # caches): hash the fields once, not on every lookup.
         fields = (self.name, self.epoch, self.version, self.release, self.arch, self.kind)
         object.__setattr__(self, "_hash", hash(fields))
+        line = "\x1f".join((str(self.kind), self.name, self.epoch, self.version, self.release,
+                             self.arch))  # fmt: skip
+        object.__setattr__(self, "digest_line", line)
 
     def __hash__(self) -> int:
         return self._hash

@@ -45,29 +45,14 @@ def digest_of(lines: Iterable[str]) -> str:
     return hashlib.sha256(f"{text}\n".encode("utf-8", "surrogatepass") if text else b"").hexdigest()
 
 
-class _LineCache:
-    """Each package's line in a set digest, computed once per process (bounded)."""
-
-    LIMIT = 500_000
-
-    def __init__(self) -> None:
-        self.lines: dict[PackageRecord, str] = {}
-
-    def line(self, p: PackageRecord) -> str:
-        line = self.lines.get(p)
-        if line is None:
-            if len(self.lines) >= self.LIMIT:
-                self.lines = {}
-            line = self.lines[p] = "\x1f".join(package_key(p))
-        return line
-
-
-_LINES = _LineCache()
+def _set_digest(packages: Iterable[PackageRecord]) -> tuple[str, int]:
+    """(digest, number of distinct packages): one pass over strings hashed in C."""
+    lines = {p.digest_line for p in packages}
+    return digest_of(lines), len(lines)
 
 
 def package_set_digest(packages: Iterable[PackageRecord]) -> str:
-    line = _LINES.line
-    return digest_of(line(p) for p in set(packages))
+    return _set_digest(packages)[0]
 
 
 class _IdCache:
@@ -166,31 +151,47 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
     return ids
 
 
+def _package_set_id(digest: str) -> int | None:
+    row = database.execute_sql(
+        raw_sql(f"SELECT id FROM {PackageSet._meta.table_name} WHERE digest = ?"), (digest,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
-    """Return the stored set with exactly these packages, creating it if new."""
-    digest = package_set_digest(packages)
+    """Return the stored set with exactly these packages, creating it if new.
+
+    The returned row carries only ``id``, ``digest`` and ``size``: it names a set
+    (plain SQL, no row read), which is all that callers need.
+    """
+    digest, size = _set_digest(packages)
     known = cached_id("package", digest)
+    if known is None:
+        known = _package_set_id(digest)
+        if known is not None:
+            remember_id("package", digest, known)
     if known is not None:
-        return PackageSet(id=known, digest=digest, size=len(set(packages)))
-    existing = PackageSet.get_or_none(PackageSet.digest == digest)
-    if existing is not None:
-        remember_id("package", digest, existing.id)
-        return existing
+        return PackageSet(id=known, digest=digest, size=size)
     ids = ensure_packages(packages)
+    members = sorted(set(ids.values()))
     with write_transaction():
         PackageSet.insert(
             digest=digest, size=len(ids), created_at=now
         ).on_conflict_ignore().execute()
-        pset = PackageSet.get(PackageSet.digest == digest)
-        if not PackageSetMember.select().where(PackageSetMember.package_set == pset).exists():
-            table = PackageSetMember._meta.table_name
+        set_id = _package_set_id(digest)
+        assert set_id is not None  # inserted above, or by a concurrent writer
+        table = PackageSetMember._meta.table_name
+        first = database.execute_sql(
+            raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
+        ).fetchone()
+        if first is None:
             execute_many(
                 f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING",
-                [(pset.id, pid) for pid in sorted(set(ids.values()))],
+                [(set_id, pid) for pid in members],
             )
-    remember_id("package", digest, pset.id)
-    return pset
+    remember_id("package", digest, set_id)
+    return PackageSet(id=set_id, digest=digest, size=len(ids))
 
 
 def normalise_url(url: str) -> str:
