@@ -1119,9 +1119,14 @@ def _ids(query: object) -> list[int]:
 
 
 def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
+    # package_set_member has no foreign keys on PostgreSQL (migration 3): its rows go
+    # with their set or package here, on every backend, rather than by cascade
+    member_column = {PackageSet: PackageSetMember.package_set, Package: PackageSetMember.package}
     deleted = 0
     for chunk in _chunks(ids):
         with write_transaction():
+            if model in member_column:
+                PackageSetMember.delete().where(member_column[model].in_(list(chunk))).execute()
             deleted += model.delete().where(model.id.in_(list(chunk))).execute()
     return deleted
 

@@ -185,9 +185,10 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
             raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
         ).fetchone()
         if first is None:
+            # no ON CONFLICT: a set with no members yet is new, and one that another
+            # process fills meanwhile fails this insert, which apply_report retries
             execute_many(
-                f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?) "
-                "ON CONFLICT DO NOTHING",
+                f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?)",
                 [(set_id, pid) for pid in members],
             )
     remember_id("package", digest, set_id)

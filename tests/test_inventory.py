@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from patchwatch.db import database
 from patchwatch.diffs import HostInventory
 from patchwatch.diffs import compute_host_diff
 from patchwatch.diffs import format_host_diff
@@ -391,6 +392,11 @@ def test_dbcheck_finds_and_fixes_orphans_and_leaves_live_data(fleet) -> None:
     again = {r["check"]: r for r in check_store()}
     assert all(again[c]["found"] == 0 for c in again if str(c).startswith("orphan"))
     assert again.get("foreign keys", {"found": 0})["found"] == 0  # members went with sets
+    stray = database.execute_sql(
+        "SELECT COUNT(*) FROM package_set_member m LEFT JOIN package_set s "
+        "ON s.id = m.package_set_id WHERE s.id IS NULL"
+    ).fetchone()[0]
+    assert stray == 0  # also on PostgreSQL, where no foreign key deletes them
     assert PackageSet.select().count() == 5  # web1, db1, rocky1, two mirror indexes
     refresh_host_updates(NOW + 1, force=True)  # what is left still computes
     assert len(_updates("web1.example.com")) == 2
