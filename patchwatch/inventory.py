@@ -193,6 +193,9 @@ def delete_hosts(names: Sequence[str]) -> int:
     with write_transaction():
         for chunk in _chunks([n.lower() for n in names]):
             Report.delete().where(Report.host_name.in_(list(chunk))).execute()
+            # no foreign key cascades these on PostgreSQL (migration 3)
+            ids = Host.select(Host.id).where(Host.name.in_(list(chunk)))
+            HostUpdate.delete().where(HostUpdate.host.in_(ids)).execute()
             deleted += Host.delete().where(Host.name.in_(list(chunk))).execute()
     return deleted
 
@@ -1108,6 +1111,18 @@ def _orphan_packages() -> object:
     )
 
 
+def _stray_host_updates() -> object:
+    # left by a host deleted while its updates were being written (PostgreSQL has
+    # no foreign key here to refuse them: migration 3)
+    return HostUpdate.select(HostUpdate.id).where(HostUpdate.host.not_in(Host.select(Host.id)))
+
+
+def _stray_update_set_items() -> object:
+    return UpdateSetItem.select(UpdateSetItem.id).where(
+        UpdateSetItem.update_set.not_in(UpdateSet.select(UpdateSet.id))
+    )
+
+
 def _orphan_reports() -> object:
     return Report.select(Report.id).where(
         (Report.state == "processed") & Report.host_name.not_in(Host.select(Host.name))
@@ -1119,14 +1134,18 @@ def _ids(query: object) -> list[int]:
 
 
 def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
-    # package_set_member has no foreign keys on PostgreSQL (migration 3): its rows go
+    # the bulk tables have no foreign keys on PostgreSQL (migration 3): their rows go
     # with their set or package here, on every backend, rather than by cascade
-    member_column = {PackageSet: PackageSetMember.package_set, Package: PackageSetMember.package}
+    dependants = {
+        PackageSet: [PackageSetMember.package_set],
+        Package: [PackageSetMember.package],
+        UpdateSet: [UpdateSetItem.update_set],
+    }.get(model, [])
     deleted = 0
     for chunk in _chunks(ids):
         with write_transaction():
-            if model in member_column:
-                PackageSetMember.delete().where(member_column[model].in_(list(chunk))).execute()
+            for column in dependants:
+                column.model.delete().where(column.in_(list(chunk))).execute()
             deleted += model.delete().where(model.id.in_(list(chunk))).execute()
     return deleted
 
@@ -1152,6 +1171,10 @@ def check_store(
          "no host or mirror has it"),
         ("orphan repository sets", _orphan_repository_sets, RepositorySet, True,
          "no host has it"),
+        ("updates of deleted hosts", _stray_host_updates, HostUpdate, True,
+         "pending updates; host deleted"),
+        ("items of deleted update sets", _stray_update_set_items, UpdateSetItem, True,
+         "update set deleted"),
         ("orphan packages", _orphan_packages, Package, include_packages,
          "in no set, update or advisory"),
         ("reports of deleted hosts", _orphan_reports, Report, True,

@@ -85,8 +85,8 @@ class PackageSetMember(BaseModel):
     The primary key (set, package) is the set's own index; the second index answers
     "which sets hold this package". On SQLite the table is clustered on its key
     (``WITHOUT ROWID``, migration 2): a set's members are one contiguous range. On
-    PostgreSQL the two foreign keys are dropped (migration 3: a trigger per row was
-    half the cost of a new set); deleting a set or a package deletes its members
+    PostgreSQL the foreign keys are dropped (migration 3: a trigger per row was half
+    the cost of a new set); deleting a set or a package deletes its members
     explicitly (``patchwatch.inventory``), not through ``ON DELETE CASCADE``.
     """
 
@@ -312,7 +312,11 @@ class UpdateSetItem(BaseModel):
 
 
 class HostUpdate(BaseModel):
-    """A pending update of one host, kept to remember when it was first seen."""
+    """A pending update of one host, kept to remember when it was first seen.
+
+    No foreign keys on PostgreSQL (migration 3), like ``UpdateSetItem``: deleting a
+    host deletes its pending updates explicitly (``patchwatch.inventory``).
+    """
 
     host = ForeignKeyField(Host, backref="updates", on_delete="CASCADE", index=False)
     installed = ForeignKeyField(Package, on_delete="CASCADE")

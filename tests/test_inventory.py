@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from patchwatch.db import database
+from patchwatch.db import is_sqlite
 from patchwatch.diffs import HostInventory
 from patchwatch.diffs import compute_host_diff
 from patchwatch.diffs import format_host_diff
@@ -370,6 +371,29 @@ def test_attention_lists_what_needs_an_operator(fleet) -> None:
     assert web2 == ["in_maintenance"]  # its reboot is not listed while in maintenance
 
 
+def test_dbcheck_deletes_updates_left_by_a_host_deleted_meanwhile(fleet, db) -> None:
+    # a host deleted while the scheduler wrote its updates: PostgreSQL has no foreign
+    # key to refuse them (migration 3); on SQLite one would, so it is switched off here
+    web1 = Host.get(Host.name == "web1.example.com")
+    sqlite = is_sqlite()
+    if sqlite:
+        database.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        row = HostUpdate.select().where(HostUpdate.host == web1.id).first()
+        HostUpdate.insert(host=9_999_999, installed=row.installed_id,
+                          available=row.available_id, security=row.security,
+                          repository=row.repository_id, first_seen_at=NOW).execute()  # fmt: skip
+    finally:
+        if sqlite:
+            database.execute_sql("PRAGMA foreign_keys = ON")
+    found = {r["check"]: r for r in check_store()}["updates of deleted hosts"]
+    assert found["found"] == 1
+    fixed = {r["check"]: r for r in check_store(fix=True)}["updates of deleted hosts"]
+    assert fixed["fixed"] == 1
+    assert HostUpdate.select().where(HostUpdate.host == 9_999_999).count() == 0
+    assert HostUpdate.select().where(HostUpdate.host == web1.id).count() > 0
+
+
 def test_dbcheck_finds_and_fixes_orphans_and_leaves_live_data(fleet) -> None:
     clean = {r["check"]: r for r in check_store()}
     assert all(clean[c]["found"] == 0 for c in clean if str(c).startswith("orphan"))
@@ -383,6 +407,8 @@ def test_dbcheck_finds_and_fixes_orphans_and_leaves_live_data(fleet) -> None:
     assert dry["orphan package sets"]["found"] == 2 and dry["orphan package sets"]["fixed"] is None
     assert dry["orphan update sets"]["found"] == 2
     assert dry["reports of deleted hosts"]["found"] == 1
+    assert dry["updates of deleted hosts"]["found"] == 0  # deleted with their hosts
+    assert dry["items of deleted update sets"]["found"] == 0
     packages = dry["orphan packages"]["found"]
     assert packages == 0  # web2's htop and curl are in the mirror index, still live
 

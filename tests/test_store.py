@@ -129,11 +129,13 @@ def test_deleting_a_package_set_clears_hosts_and_cascades_to_members_on_sqlite(d
         assert PackageSetMember.select().count() == 0
     else:  # no foreign keys on members (migration 3): dbcheck deletes them explicitly
         assert PackageSetMember.select().count() == 1
-        keys = db.execute_sql(
-            "SELECT COUNT(*) FROM pg_constraint "
-            "WHERE conrelid = 'package_set_member'::regclass AND contype = 'f'"
-        ).fetchone()[0]
-        assert keys == 0
+        for table in ("package_set_member", "update_set_item", "host_update"):
+            keys = db.execute_sql(
+                "SELECT COUNT(*) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'f'",
+                (table,),
+            ).fetchone()[0]
+            assert keys == 0, table
 
 
 def test_bulk_insert_keeps_every_value_as_given(db) -> None:
