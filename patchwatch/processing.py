@@ -215,8 +215,7 @@ def claim_report(
         ),
         (now, row.id, now - claim_timeout),
     )
-    claimed = cursor.rowcount
-    return bool(claimed)
+    return bool(cursor.rowcount)
 
 
 def process_report(
