@@ -118,12 +118,22 @@ def _bulk_tables_without_foreign_keys(db: Database) -> None:
             db.execute_sql(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
 
 
+def _report_packages_digest(db: Database) -> None:
+    """Add ``report.packages_digest`` (see ``patchwatch.processing.process_pending``)."""
+    if "packages_digest" in {c.name for c in db.get_columns("report")}:
+        return
+    db.execute_sql(
+        'ALTER TABLE "report" ADD COLUMN "packages_digest" VARCHAR(64) NOT NULL DEFAULT \'\''
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
     Migration(
         3, "bulk tables without foreign keys on PostgreSQL", _bulk_tables_without_foreign_keys
     ),
+    Migration(4, "report.packages_digest", _report_packages_digest),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -242,6 +242,9 @@ class Report(BaseModel):
     processed_at = DoubleField(null=True)
     error = TextField(default="")
     attempts = IntegerField(default=0)
+    # digest of the report's package set, from the receiver's own parse ("" if not
+    # known): processing skips the package list when a set with this digest exists
+    packages_digest = CharField(max_length=64, default="")
 
 
 class ReportedUpdate(BaseModel):

@@ -17,13 +17,16 @@ from collections import Counter
 
 from peewee import IntegrityError
 
+from patchwatch.db import chunks
 from patchwatch.db import database
+from patchwatch.db import placeholders
 from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
 from patchwatch.models import Host
 from patchwatch.models import Module
 from patchwatch.models import OSRelease
+from patchwatch.models import PackageSet
 from patchwatch.models import Report
 from patchwatch.models import ReportedUpdate
 from patchwatch.records import HostReport
@@ -52,8 +55,11 @@ def encode_body(doc: object) -> tuple[bytes, int]:
     return zlib.compress(raw, 6), len(raw)
 
 
-def decode_report(protocol: str, body: bytes) -> HostReport:
+def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> HostReport:
     """Parse a stored body with the parser of its protocol.
+
+    ``skip_packages`` (native reports only) leaves the package list out: the caller
+    knows its set already (see :func:`process_pending`).
 
     :raises ParseError: when the body does not parse (kept as the failure reason).
     """
@@ -62,6 +68,8 @@ def decode_report(protocol: str, body: bytes) -> HostReport:
     except (zlib.error, ValueError) as exc:
         raise ParseError(f"stored report is unreadable: {exc}") from None
     if protocol == NATIVE:
+        if skip_packages and isinstance(doc, dict) and "packages" in doc:
+            doc["packages"] = []
         return parse_native(doc)
     if protocol == PATCHMAN1:
         return parse_protocol1(doc)
@@ -78,8 +86,13 @@ def store_report(
     token_id: int | None = None,
     remote_addr: str = "",
     user_agent: str = "",
+    packages_digest: str = "",
 ) -> Report:
-    """Store a raw report durably (one short transaction) and return its row."""
+    """Store a raw report durably (one short transaction) and return its row.
+
+    ``packages_digest`` is the set digest of the packages of a report already parsed
+    (by the receiver), which lets processing skip parsing them again.
+    """
     body, size = encode_body(doc)
     with write_transaction():
         return Report.create(
@@ -91,6 +104,7 @@ def store_report(
             user_agent=user_agent[:255],
             body=body,
             size=size,
+            packages_digest=packages_digest,
         )
 
 
@@ -126,14 +140,19 @@ def _host_row(name: str, now: float) -> tuple[int, float | None]:
     return row[0], row[1]
 
 
-def apply_report(row: Report, report: HostReport, now: float) -> int:
+def apply_report(
+    row: Report, report: HostReport, now: float, package_set_id: int | None = None
+) -> int:
     """Write the host state a parsed report describes; return the host's id.
 
     Plain SQL, and only the columns a report sets: peewee's query building cost more
     than the database's own work for these few statements per report, and a whole-row
     save would write back, say, an update time the scheduler set meanwhile.
+    ``package_set_id`` is the stored set of the report's packages when the caller
+    knows it (then ``report.packages`` is not read).
     """
-    pset = ensure_package_set(report.packages, now)
+    if package_set_id is None:
+        package_set_id = ensure_package_set(report.packages, now).id
     rset = (
         ensure_repository_set(report.repositories, now) if report.repositories is not None else None
     )
@@ -162,7 +181,7 @@ def apply_report(row: Report, report: HostReport, now: float) -> int:
                 " ".join(sorted(set(report.tags))),
                 report.reboot_required,
                 bool(report.reboot_required),
-                pset.id,
+                package_set_id,
                 None if rset is None else rset.id,
                 report.agent[:128],
                 row.protocol,
@@ -224,11 +243,13 @@ def process_report(
     force: bool = False,
     parsed: HostReport | ParseError | None = None,
     claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+    package_set_id: int | None = None,
 ) -> str:
     """Process one stored report; return its new state (processed, failed or skipped).
 
     ``parsed`` is the record already parsed from this very body (by the receiver, or
     ahead of a batch), or the error parsing it gave; it saves parsing it twice.
+    ``package_set_id``: ``parsed`` was parsed without its packages, whose set is this.
     Called inside a batch's transaction, every write below is a savepoint of it.
     """
     if not claim_report(row, now, force, claim_timeout):
@@ -240,11 +261,13 @@ def process_report(
     try:
         try:
             with write_transaction():
-                apply_report(row, report, now)
+                apply_report(row, report, now, package_set_id)
         except IntegrityError:
             # a cached set or package id was deleted meanwhile (dbcheck --fix): the
             # caches are only a shortcut, so drop them and write again from the rows
             forget_cached_ids()
+            if package_set_id is not None:
+                report = decode_report(row.protocol, row.body)
             with write_transaction():
                 apply_report(row, report, now)
     except Exception:
@@ -254,10 +277,44 @@ def process_report(
     return "processed"
 
 
-def parse_stored(row: Report) -> HostReport | ParseError:
+def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int, int]:
+    """Report id -> id of the stored package set its packages make, where one exists.
+
+    Why: between patch days a host reports the packages it reported before, and
+    turning 1,500 package objects into records was most of processing such a report.
+    The receiver parsed the report before storing it and kept its set digest; a set
+    with that digest holds exactly those packages, so the list need not be read.
+    """
+    wanted: dict[str, list[int]] = {}
+    for row in rows:
+        if row.protocol == NATIVE and row.packages_digest and row.id not in parsed:
+            wanted.setdefault(row.packages_digest, []).append(row.id)
+    out: dict[int, int] = {}
+    unknown = []
+    for digest, ids in wanted.items():
+        set_id = cached_id("package", digest)
+        if set_id is None:
+            unknown.append(digest)
+        else:
+            out.update(dict.fromkeys(ids, set_id))
+    for chunk in chunks(unknown):
+        found = database.execute_sql(
+            raw_sql(
+                f"SELECT digest, id FROM {PackageSet._meta.table_name} "
+                f"WHERE digest IN ({placeholders(len(chunk))})"
+            ),
+            list(chunk),
+        ).fetchall()
+        for digest, set_id in found:
+            remember_id("package", digest, set_id)
+            out.update(dict.fromkeys(wanted[digest], set_id))
+    return out
+
+
+def parse_stored(row: Report, skip_packages: bool = False) -> HostReport | ParseError:
     """Parse a stored report, returning the error instead of raising it."""
     try:
-        return decode_report(row.protocol, row.body)
+        return decode_report(row.protocol, row.body, skip_packages)
     except ParseError as exc:
         return exc
 
@@ -299,7 +356,7 @@ def process_pending(
     """
     query = Report.select(
         Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
-        Report.remote_addr, Report.state,
+        Report.remote_addr, Report.state, Report.packages_digest,
     ).order_by(Report.received_at, Report.id).limit(limit)  # fmt: skip
     if not force:
         stale = now - claim_timeout
@@ -313,13 +370,20 @@ def process_pending(
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
         batch = rows[start : start + BATCH_REPORTS]
-        reports = [(parsed or {}).get(row.id) or parse_stored(row) for row in batch]
+        # --force re-runs reports after a fix, perhaps to the parser: parse them whole
+        known = {} if force else _stored_sets(batch, parsed or {})
+        reports = [
+            (parsed or {}).get(row.id) or parse_stored(row, skip_packages=row.id in known)
+            for row in batch
+        ]
         done = 0
         while done < len(batch):
             deadline = time.monotonic() + BATCH_SECONDS
             with write_transaction():
                 for row, report in zip(batch[done:], reports[done:], strict=True):
-                    outcome[process_report(row, now, force, report, claim_timeout)] += 1
+                    outcome[
+                        process_report(row, now, force, report, claim_timeout, known.get(row.id))
+                    ] += 1
                     done += 1
                     if time.monotonic() > deadline:
                         break

@@ -38,6 +38,7 @@ from patchwatch.records import HostReport
 from patchwatch.reports import parse_native
 from patchwatch.reports import parse_protocol1
 from patchwatch.reports import parse_protocol2
+from patchwatch.sets import package_set_digest
 from patchwatch.settings import Settings
 from patchwatch.tokens import authorize_host_write
 from patchwatch.tokens import host_has_credential
@@ -77,6 +78,7 @@ def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None
         token_id=token_id,
         remote_addr=client_address(request, _settings()),
         user_agent=request.headers.get("User-Agent", ""),
+        packages_digest=package_set_digest(report.packages),
     )
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
     log.info("accepted %s report %d for %s", protocol, row.id, report.hostname)

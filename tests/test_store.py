@@ -21,6 +21,7 @@ from patchwatch.models import Host
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
 from patchwatch.models import PackageSetMember
+from patchwatch.models import Report
 from patchwatch.models import ReportedUpdate
 from patchwatch.models import SchemaVersion
 
@@ -47,6 +48,18 @@ def test_newer_schema_refuses_to_start(db) -> None:
 
 def _index_names(db, table: str) -> set[str]:
     return {index.name for index in db.get_indexes(table)}
+
+
+def test_migration_4_adds_the_report_digest_and_keeps_queued_reports(db) -> None:
+    db.execute_sql('ALTER TABLE "report" DROP COLUMN "packages_digest"')
+    SchemaVersion.delete().where(SchemaVersion.version >= 4).execute()
+    db.execute_sql(
+        'INSERT INTO "report" (host_name, protocol, received_at, remote_addr, user_agent, '
+        "body, size, state, error, attempts) "
+        "VALUES ('db1', 'patchwatch/1', 1, '', '', '', 0, 'pending', '', 0)"
+    )
+    assert migrate(db) == [4]
+    assert Report.get(Report.host_name == "db1").packages_digest == ""  # parsed in full
 
 
 def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
