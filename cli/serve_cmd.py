@@ -194,17 +194,18 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.runner import default_jobs
     from scheduler.runner import run_forever
 
-    prepare_data_dir(settings)
-    prepare_database(settings)
-    db = open_database(settings.resolved_database_url)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("scheduler got signal %d; stopping", signum)
         stop.set()
 
+    # first, so that a stop during start-up (migrations, a slow database) is orderly
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    prepare_data_dir(settings)
+    prepare_database(settings)
+    db = open_database(settings.resolved_database_url)
     log.info("scheduler started")
     run_forever(db, default_jobs(settings), stop, lease_ttl=settings.scheduler_lease_seconds)
     return 0

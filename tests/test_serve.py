@@ -32,6 +32,16 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -94,6 +104,11 @@ def test_serve_answers_health_and_metrics_then_stops_cleanly(served) -> None:
 
     children = _children(proc.pid)  # gunicorn workers and the scheduler
     assert len(children) >= 3
+    # a process still starting up (the scheduler imports and opens the store after
+    # gunicorn answers) would die of SIGTERM without its orderly stop
+    deadline = time.monotonic() + 30
+    while not all(_catches_sigterm(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     for pid in children:
