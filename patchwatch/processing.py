@@ -17,16 +17,13 @@ from collections import Counter
 
 from peewee import IntegrityError
 
-from patchwatch.db import chunks
 from patchwatch.db import database
-from patchwatch.db import placeholders
 from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
 from patchwatch.models import Host
 from patchwatch.models import Module
 from patchwatch.models import OSRelease
-from patchwatch.models import PackageSet
 from patchwatch.models import Report
 from patchwatch.models import ReportedUpdate
 from patchwatch.records import HostReport
@@ -38,6 +35,7 @@ from patchwatch.sets import ensure_package_set
 from patchwatch.sets import ensure_repository_set
 from patchwatch.sets import forget_cached_ids
 from patchwatch.sets import remember_id
+from patchwatch.sets import stored_package_sets
 
 log = logging.getLogger(__name__)
 
@@ -289,26 +287,8 @@ def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int,
     for row in rows:
         if row.protocol == NATIVE and row.packages_digest and row.id not in parsed:
             wanted.setdefault(row.packages_digest, []).append(row.id)
-    out: dict[int, int] = {}
-    unknown = []
-    for digest, ids in wanted.items():
-        set_id = cached_id("package", digest)
-        if set_id is None:
-            unknown.append(digest)
-        else:
-            out.update(dict.fromkeys(ids, set_id))
-    for chunk in chunks(unknown):
-        found = database.execute_sql(
-            raw_sql(
-                f"SELECT digest, id FROM {PackageSet._meta.table_name} "
-                f"WHERE digest IN ({placeholders(len(chunk))})"
-            ),
-            list(chunk),
-        ).fetchall()
-        for digest, set_id in found:
-            remember_id("package", digest, set_id)
-            out.update(dict.fromkeys(wanted[digest], set_id))
-    return out
+    stored = stored_package_sets(list(wanted))
+    return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
 
 
 def parse_stored(row: Report, skip_packages: bool = False) -> HostReport | ParseError:

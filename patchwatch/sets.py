@@ -151,6 +151,31 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
     return ids
 
 
+def stored_package_sets(digests: Sequence[str]) -> dict[str, int]:
+    """Ids of the stored package sets with these digests (those that exist).
+
+    This process's cache first, then one ``IN`` query per chunk for the rest.
+    """
+    out: dict[str, int] = {}
+    unknown = []
+    for digest in digests:
+        set_id = cached_id("package", digest)
+        if set_id is None:
+            unknown.append(digest)
+        else:
+            out[digest] = set_id
+    table = PackageSet._meta.table_name
+    for chunk in chunks(unknown):
+        found = database.execute_sql(
+            raw_sql(f"SELECT digest, id FROM {table} WHERE digest IN ({placeholders(len(chunk))})"),
+            list(chunk),
+        ).fetchall()
+        for digest, set_id in found:
+            remember_id("package", digest, set_id)
+            out[digest] = set_id
+    return out
+
+
 def _package_set_id(digest: str) -> int | None:
     row = database.execute_sql(
         raw_sql(f"SELECT id FROM {PackageSet._meta.table_name} WHERE digest = ?"), (digest,)
