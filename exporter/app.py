@@ -39,6 +39,19 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 GZIP_LEVEL = 1
 
 
+class WorkerCounters(multiprocess.MultiProcessCollector):
+    """The counters of all gunicorn workers, read at scrape time only.
+
+    Registering a collector without ``describe`` makes the registry collect it once
+    (auto_describe): at a worker's boot that read the other workers' files while one
+    of them was still being created, empty, and the error failed the boot, which
+    stopped the whole server. The merged families have no fixed names to clash on.
+    """
+
+    def describe(self) -> list[object]:
+        return []
+
+
 def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry:
     """Build the registry: store state, process metrics, and counters of all workers.
 
@@ -53,7 +66,7 @@ def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        WorkerCounters(registry)
     return registry
 
 
