@@ -307,25 +307,33 @@ class UpdateSet(BaseModel):
 
 
 class UpdateSetItem(BaseModel):
+    """One pending update of an update set.
+
+    Indexed by update set only; on SQLite the keys to packages and repositories are
+    dropped with their indexes (migration 5), on PostgreSQL every key (migration 3).
+    """
+
     update_set = ForeignKeyField(UpdateSet, backref="items", on_delete="CASCADE")
-    installed = ForeignKeyField(Package, on_delete="CASCADE")
-    available = ForeignKeyField(Package, on_delete="CASCADE")
+    installed = ForeignKeyField(Package, on_delete="CASCADE", index=False)
+    available = ForeignKeyField(Package, on_delete="CASCADE", index=False)
     security = BooleanField()
-    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
+    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL", index=False)
 
 
 class HostUpdate(BaseModel):
     """A pending update of one host, kept to remember when it was first seen.
 
     No foreign keys on PostgreSQL (migration 3), like ``UpdateSetItem``: deleting a
-    host deletes its pending updates explicitly (``patchwatch.inventory``).
+    host deletes its pending updates explicitly (``patchwatch.inventory``). Indexed by
+    host only; on SQLite the keys to packages and repositories went with their
+    indexes (migration 5).
     """
 
     host = ForeignKeyField(Host, backref="updates", on_delete="CASCADE", index=False)
-    installed = ForeignKeyField(Package, on_delete="CASCADE")
-    available = ForeignKeyField(Package, on_delete="CASCADE")
+    installed = ForeignKeyField(Package, on_delete="CASCADE", index=False)
+    available = ForeignKeyField(Package, on_delete="CASCADE", index=False)
     security = BooleanField()
-    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL")
+    repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL", index=False)
     first_seen_at = DoubleField()
 
     class Meta:

@@ -18,12 +18,15 @@ from patchwatch.migrations import current_version
 from patchwatch.migrations import migrate
 from patchwatch.models import MODELS
 from patchwatch.models import Host
+from patchwatch.models import HostUpdate
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
 from patchwatch.models import PackageSetMember
 from patchwatch.models import Report
 from patchwatch.models import ReportedUpdate
 from patchwatch.models import SchemaVersion
+from patchwatch.models import UpdateSet
+from patchwatch.models import UpdateSetItem
 
 
 def test_migrate_creates_every_table_and_is_idempotent(db) -> None:
@@ -58,8 +61,78 @@ def test_migration_4_adds_the_report_digest_and_keeps_queued_reports(db) -> None
         "body, size, state, error, attempts) "
         "VALUES ('db1', 'patchwatch/1', 1, '', '', '', 0, 'pending', '', 0)"
     )
-    assert migrate(db) == [4]
+    assert migrate(db)[0] == 4
     assert Report.get(Report.host_name == "db1").packages_digest == ""  # parsed in full
+
+
+_SCHEMA_4_UPDATES = {  # as step 1 made them before migration 5 (SQLite)
+    "host_update": (
+        '"id" INTEGER NOT NULL PRIMARY KEY, "host_id" INTEGER NOT NULL, '
+        '"installed_id" INTEGER NOT NULL, "available_id" INTEGER NOT NULL, '
+        '"security" INTEGER NOT NULL, "repository_id" INTEGER, "first_seen_at" REAL NOT NULL, '
+        'FOREIGN KEY ("host_id") REFERENCES "host" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("installed_id") REFERENCES "package" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("available_id") REFERENCES "package" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("repository_id") REFERENCES "repository" ("id") ON DELETE SET NULL'
+    ),
+    "update_set_item": (
+        '"id" INTEGER NOT NULL PRIMARY KEY, "update_set_id" INTEGER NOT NULL, '
+        '"installed_id" INTEGER NOT NULL, "available_id" INTEGER NOT NULL, '
+        '"security" INTEGER NOT NULL, "repository_id" INTEGER, '
+        'FOREIGN KEY ("update_set_id") REFERENCES "update_set" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("installed_id") REFERENCES "package" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("available_id") REFERENCES "package" ("id") ON DELETE CASCADE, '
+        'FOREIGN KEY ("repository_id") REFERENCES "repository" ("id") ON DELETE SET NULL'
+    ),
+}
+
+
+def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db) -> None:
+    old, new = _pkg("bash", "5.1"), _pkg("bash", "5.2")
+    host = Host.create(name="db1", created_at=time.time())
+    pset = PackageSet.create(digest="d" * 64, size=1, created_at=0)
+    uset = UpdateSet.create(package_set=pset, kernel="", computed_at=0)
+    sqlite = isinstance(db, SqliteDatabase)
+    for table, columns in _SCHEMA_4_UPDATES.items():
+        if sqlite:
+            db.execute_sql(f'DROP TABLE "{table}"')
+            db.execute_sql(f'CREATE TABLE "{table}" ({columns})')
+        for column in ("installed_id", "available_id", "repository_id"):
+            db.execute_sql(f'CREATE INDEX "{table}_{column}" ON "{table}" ("{column}")')
+    if sqlite:
+        db.execute_sql('CREATE INDEX "update_set_item_update_set_id" '
+                       'ON "update_set_item" ("update_set_id")')  # fmt: skip
+    HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=7.0)
+    UpdateSetItem.create(update_set=uset, installed=old, available=new, security=True)
+    SchemaVersion.delete().where(SchemaVersion.version >= 5).execute()
+
+    assert migrate(db) == [5]
+    for table in _SCHEMA_4_UPDATES:
+        assert not {f"{table}_{c}" for c in ("installed_id", "available_id", "repository_id")} & (
+            _index_names(db, table)
+        ), table
+    assert "host_update_host_id_installed_id" in _index_names(db, "host_update")
+    assert "host_update_host_id_security_first_seen_at" in _index_names(db, "host_update")
+    assert "update_set_item_update_set_id" in _index_names(db, "update_set_item")
+    kept = HostUpdate.get()
+    assert (kept.host_id, kept.installed_id, kept.available_id, kept.first_seen_at) == (
+        host.id,
+        old.id,
+        new.id,
+        7.0,
+    )
+    assert UpdateSetItem.get().installed_id == old.id
+    with pytest.raises(IntegrityError):  # one pending update per host and package
+        HostUpdate.create(host=host, installed=old, available=new, security=True,
+                          first_seen_at=8.0)  # fmt: skip
+    if sqlite:
+        for table in _SCHEMA_4_UPDATES:
+            (sql,) = db.execute_sql(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (table,)
+            ).fetchone()
+            assert 'REFERENCES "package"' not in sql and "FOREIGN KEY" in sql, sql
+        host.delete_instance()  # the key to hosts stays, with its cascade
+        assert HostUpdate.select().count() == 0
 
 
 def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
