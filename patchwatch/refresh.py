@@ -425,7 +425,7 @@ def _fetch_apt(
             f"Release expired at {release.valid_until} (Valid-Until): the mirror is stale "
             "or replays old metadata",
         )
-    entries = _apt_indexes(release, repo.component, arches, release_url)
+    entries = _apt_indexes(release, repo.component, arches, release_url, settings)
     checksum = _apt_checksum(arch_tag, entries)
     # A Release with Valid-Until must be re-read to be re-checked: no validators then.
     keep_validators = release.valid_until is None
@@ -552,12 +552,13 @@ def _describe_gpgv(
 
 
 def _apt_indexes(
-    release: ReleaseFile, component: str, arches: list[str], url: str
+    release: ReleaseFile, component: str, arches: list[str], url: str, settings: Settings
 ) -> list[IndexEntry]:
     """The Packages indexes to read: one per architecture, plus binary-all when separate."""
+    order = settings.apt_index_formats
     entries: dict[str, IndexEntry] = {}
     for arch in arches:
-        entry = release.index_for(component, arch)
+        entry = release.index_for(component, arch, order)
         if entry is not None:
             entries.setdefault(entry.path, entry)
     if not entries:
@@ -566,7 +567,7 @@ def _apt_indexes(
     fields = {k.lower(): v for k, v in release.fields.items()}
     separate_all = fields.get("no-support-for-architecture-all", "").strip() != "Packages"
     if not release.is_flat and "all" in release.architectures and separate_all:
-        entry = release.index_for(component, "all")  # apt reads binary-all too then
+        entry = release.index_for(component, "all", order)  # apt reads binary-all too then
         if entry is not None:
             entries.setdefault(entry.path, entry)
     return [entries[p] for p in sorted(entries)]

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from patchwatch.errors import ConfigError
+from patchwatch.repodata.model import DEFAULT_PACKAGES_ORDER
+from patchwatch.repodata.model import PACKAGES_FORMATS
 
 ENV_PREFIX = "PATCHWATCH_"
 CONFIG_ENV = "PATCHWATCH_CONFIG"
@@ -124,6 +126,12 @@ class Settings:
         "Extra OpenPGP keyrings (comma-separated paths) trusted for apt Release "
         "signatures, besides the Debian and Ubuntu archive keyrings.",
     )
+    apt_index_formats: tuple[str, ...] = _setting(
+        DEFAULT_PACKAGES_ORDER,
+        "Which Packages file to download when a Release lists several (comma-separated, "
+        "preferred first; gz, xz, bz2, lzma, plain). gz is about a third more bytes than "
+        "xz and decompresses three times faster; put xz first on a slow link.",
+    )
     metrics_token: str = _setting(
         "",
         "When set, /metrics needs it: 'Authorization: Bearer <token>' or basic auth with it "
@@ -207,6 +215,10 @@ def _validate(s: Settings) -> None:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(name, f"not a network: {net!r}") from None
+    for fmt in s.apt_index_formats:
+        if fmt not in PACKAGES_FORMATS:
+            known = ", ".join(PACKAGES_FORMATS)
+            raise ConfigError("apt_index_formats", f"unknown format {fmt!r} (known: {known})")
     for name in (
         "refresh_interval_minutes",
         "process_interval_seconds",

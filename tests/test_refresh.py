@@ -313,7 +313,8 @@ def test_release_with_detached_signature_is_verified(
         "deb", "deb bookworm contrib/debian-installer all",
         [(server.url("debian"), "baseurl")], "bookworm", "contrib/debian-installer", "all",
     )  # fmt: skip
-    res = refresh_mirror(mirror, fetcher, NOW, make_settings())
+    xz_only = make_settings(apt_index_formats=("xz",))  # the Release lists a .gz too
+    res = refresh_mirror(mirror, fetcher, NOW, xz_only)
     assert (res.outcome, res.packages) == ("changed", 0)
     assert server.paths()[:3] == [
         "/debian/dists/bookworm/InRelease",
@@ -321,7 +322,7 @@ def test_release_with_detached_signature_is_verified(
         "/debian/dists/bookworm/Release.gpg",
     ]
     (dist / "Release.gpg").unlink()
-    res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings(), force=True)
+    res = refresh_mirror(reload(mirror), fetcher, LATER, xz_only, force=True)
     assert res.outcome == "failed" and "the repository is not signed" in res.detail
     assert reload(mirror).package_set_id is not None  # the verified data stays
 
@@ -375,7 +376,11 @@ def test_flat_repository_is_read_beside_its_release(
     )
     res = refresh_mirror(mirror, fetcher, NOW, make_settings(apt_verify_signatures=False))
     assert (res.outcome, res.packages) == ("changed", 3)
-    assert server.paths() == ["/agents/InRelease", "/agents/Release", "/agents/Packages.xz"]
+    assert server.paths() == ["/agents/InRelease", "/agents/Release", "/agents/Packages.gz"]
+    xz_first = make_settings(apt_verify_signatures=False, apt_index_formats=("xz", "gz"))
+    res = refresh_mirror(reload(mirror), fetcher, LATER, xz_first, force=True)
+    assert (res.outcome, res.packages) == ("unchanged", 3)  # the same packages, from the .xz
+    assert server.paths()[-1] == "/agents/Packages.xz"
 
 
 @sqlite_only

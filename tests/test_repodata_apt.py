@@ -82,8 +82,24 @@ def test_bookworm_inrelease_fields() -> None:
     assert is_security_release(release) is False
 
 
+def test_bookworm_index_entry_prefers_gz_then_follows_the_order_given() -> None:
+    release = parse_release(_text("InRelease-bookworm"))
+    default = release.index_for("main", "amd64")
+    assert default is not None
+    assert (default.path, default.compression) == ("main/binary-amd64/Packages.gz", "gz")
+    assert default.size == 12_084_798
+    plain = release.index_for("main", "amd64", ("plain", "xz"))
+    assert plain is not None and (plain.path, plain.compression) == (
+        "main/binary-amd64/Packages",
+        "plain",
+    )
+    # formats the order leaves out still count, after it: bookworm lists no .bz2
+    fallback = release.index_for("main", "amd64", ("bz2",))
+    assert fallback is not None and fallback.compression == "gz"
+
+
 def test_bookworm_index_entry_is_the_xz_with_sha256_and_by_hash_path() -> None:
-    entry = parse_release(_text("InRelease-bookworm")).index_for("main", "amd64")
+    entry = parse_release(_text("InRelease-bookworm")).index_for("main", "amd64", ("xz",))
     assert entry is not None
     digest = "9e0b5aabb2465b3d2e7a7fe27f9913846277833f7a2826e7767acccff5b588c5"
     assert entry.path == "main/binary-amd64/Packages.xz"
@@ -120,8 +136,8 @@ def test_security_suite_is_recognised_and_expires() -> None:
     assert not release.is_valid_at(dt.datetime(2026, 11, 29, tzinfo=UTC))
     # Components say "updates/main" but the index is filed under "main/".
     assert release.components[0] == "updates/main"
-    by_component = release.index_for("updates/main", "amd64")
-    assert by_component == release.index_for("main", "amd64")
+    by_component = release.index_for("updates/main", "amd64", ("xz",))
+    assert by_component == release.index_for("main", "amd64", ("xz",))
     assert by_component is not None
     assert (by_component.path, by_component.size) == ("main/binary-amd64/Packages.xz", 378_100)
 
@@ -130,7 +146,7 @@ def test_bookworm_updates_chain_release_hash_decompress_parse() -> None:
     """What a refresh does: take size and hash from InRelease, check, decompress, parse."""
     release = parse_release(_text("InRelease-bookworm-updates"))
     assert is_security_release(release) is False
-    entry = release.index_for("main", "amd64")
+    entry = release.index_for("main", "amd64", ("xz",))
     assert entry is not None
     blob = (APT / "Packages.xz-bookworm-updates-main-amd64").read_bytes()
     assert len(blob) == entry.size == 6924
@@ -303,11 +319,11 @@ def test_ubuntu_security_release() -> None:
     entry = release.index_for("main", "amd64")
     assert entry is not None
     assert (entry.path, entry.size, entry.hash_name) == (
-        "main/binary-amd64/Packages.xz",
-        868_656,
+        "main/binary-amd64/Packages.gz",
+        1_166_313,
         "SHA256",
     )
-    assert entry.digest == hashlib.sha256(b"main/binary-amd64/Packages.xz").hexdigest()
+    assert entry.digest == hashlib.sha256(b"main/binary-amd64/Packages.gz").hexdigest()
     assert entry.by_hash_path == f"main/binary-amd64/by-hash/SHA256/{entry.digest}"
     assert set(release.files[entry.path].hashes) == {"MD5Sum", "SHA1", "SHA256"}
     assert release.index_for("restricted", "amd64") is None
@@ -337,8 +353,8 @@ def test_flat_repository_chain() -> None:
     entry = release.index_for("", "amd64")
     assert entry is not None
     assert (entry.path, entry.compression, entry.hash_name, entry.by_hash_path) == (
-        "Packages.xz",
-        "xz",
+        "Packages.gz",
+        "gz",
         "SHA256",
         "",  # no Acquire-By-Hash
     )
@@ -372,8 +388,8 @@ def test_flat_repository_chain() -> None:
 @pytest.mark.parametrize(
     ("listed", "chosen"),
     [
-        (["Packages", "Packages.gz", "Packages.bz2", "Packages.xz"], "Packages.xz"),
-        (["Packages", "Packages.bz2", "Packages.gz"], "Packages.gz"),
+        (["Packages", "Packages.gz", "Packages.bz2", "Packages.xz"], "Packages.gz"),
+        (["Packages", "Packages.bz2", "Packages.xz"], "Packages.xz"),
         (["Packages", "Packages.bz2"], "Packages.bz2"),
         (["Packages"], "Packages"),
         (["Packages.diff/Index", "Sources.xz"], None),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from types import MappingProxyType
@@ -28,8 +29,12 @@ def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
-# Which Packages file to download when a Release lists several: smallest first.
-_PACKAGES_SUFFIXES = (".xz", ".gz", ".bz2", ".lzma", "")
+# The Packages files a Release may list, by the name of their format.
+PACKAGES_FORMATS = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "lzma": ".lzma", "plain": ""}
+# Which one to download when a Release lists several. gzip first: it is 37% more bytes
+# than xz for bookworm main (12.1 against 8.8 MB) but decompresses in a third of the
+# time (0.25 against 0.88 s of a refresh's ~3 s); see the apt_index_formats setting.
+DEFAULT_PACKAGES_ORDER = ("gz", "xz", "bz2", "lzma", "plain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +103,15 @@ class ReleaseFile:
         """Return True for a flat repository: no components, indexes beside the Release."""
         return not self.components
 
-    def index_for(self, component: str, arch: str) -> IndexEntry | None:
-        """Return the best ``Packages`` variant for (component, arch), or None if absent.
+    def index_for(
+        self, component: str, arch: str, order: Sequence[str] = DEFAULT_PACKAGES_ORDER
+    ) -> IndexEntry | None:
+        """Return the preferred ``Packages`` variant for (component, arch), or None if absent.
 
-        Preference is .xz, .gz, .bz2, .lzma, then plain (smallest download first, all
-        of them readable here); the hash is the strongest the Release gives. Pass
+        ``order`` names formats of :data:`PACKAGES_FORMATS`, preferred first; one the
+        Release lists but ``order`` leaves out comes after them, so that a repository
+        publishing only that format is still read. The hash is the strongest the
+        Release gives. Pass
         ``component=""`` for a flat repository. A component with a directory prefix, as
         Debian security's ``updates/main``, also matches the index filed under its last
         part, which is where that archive puts it.
@@ -112,7 +121,8 @@ class ReleaseFile:
             candidates.append(component.rsplit("/", 1)[1])
         for comp in candidates:
             directory = f"{comp}/binary-{arch}/" if comp else ""
-            for suffix in _PACKAGES_SUFFIXES:
+            preferred = [PACKAGES_FORMATS[name] for name in order]
+            for suffix in dict.fromkeys([*preferred, *PACKAGES_FORMATS.values()]):
                 entry = self.files.get(f"{directory}Packages{suffix}")
                 if entry is None:
                     continue
