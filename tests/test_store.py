@@ -8,6 +8,7 @@ import pytest
 from peewee import IntegrityError
 from peewee import SqliteDatabase
 
+from patchwatch.db import copy_text
 from patchwatch.db import execute_many
 from patchwatch.errors import PatchwatchError
 from patchwatch.health import check_database
@@ -242,6 +243,36 @@ def test_bulk_insert_keeps_every_value_as_given(db) -> None:
         ReportedUpdate.security, ReportedUpdate.repository,
     ).order_by(ReportedUpdate.id).tuples()  # fmt: skip
     assert list(got) == rows
+
+
+def test_bulk_insert_of_numbers_flags_and_nulls_keeps_every_value(db) -> None:
+    # on PostgreSQL, rows without text are written as COPY text by the tuples' repr
+    host = Host.create(name="db1", created_at=time.time())
+    old, new = _pkg("bash", "5.1"), _pkg("bash", "5.2")
+    rows = [
+        (host.id, old.id, new.id, True, None, 1.78e9 + 0.123456789),
+        (host.id, new.id, old.id, False, None, 1e16),
+        (host.id, 2**31 - 1, 7, True, None, 1e-05),
+    ]
+    execute_many(
+        "INSERT INTO host_update (host_id, installed_id, available_id, security, "
+        "repository_id, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    got = HostUpdate.select(
+        HostUpdate.host, HostUpdate.installed, HostUpdate.available, HostUpdate.security,
+        HostUpdate.repository, HostUpdate.first_seen_at,
+    ).order_by(HostUpdate.first_seen_at.desc()).tuples()  # fmt: skip
+    assert list(got) == [rows[1], rows[0], rows[2]]
+
+
+def test_copy_text_matches_value_by_value_formatting() -> None:
+    rows = [(1, 2.5, True, None, -3, 1e16, 1e-05, 0.1, False, float("inf"))]
+    assert copy_text(rows) == "1\t2.5\tt\t\\N\t-3\t1e+16\t1e-05\t0.1\tf\tinf\n"
+    assert copy_text([(5,), (None,)]) == "5\n\\N\n"
+    assert copy_text([(1, "a\tb"), (2, None)]) == "1\ta\\tb\n2\t\\N\n"
+    with pytest.raises(ValueError, match="different widths"):
+        copy_text([(1, 2), (3,)])
 
 
 def test_second_scheduler_waits_until_the_lease_expires(db) -> None:
