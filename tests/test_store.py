@@ -225,6 +225,13 @@ def test_deleting_a_package_set_clears_hosts_and_cascades_to_members_on_sqlite(d
             assert keys == 0, table
 
 
+def _insert_and_read(model: type, fields: list, rows: list[tuple]) -> list[tuple]:
+    columns = ", ".join(f.column_name for f in fields)
+    marks = ", ".join("?" * len(fields))
+    execute_many(f"INSERT INTO {model._meta.table_name} ({columns}) VALUES ({marks})", rows)
+    return list(model.select(*fields).order_by(model.id).tuples())
+
+
 def test_bulk_insert_keeps_every_value_as_given(db) -> None:
     # on PostgreSQL this is a COPY in text format, where tabs, newlines, backslashes
     # and NULL have to be escaped
@@ -233,16 +240,9 @@ def test_bulk_insert_keeps_every_value_as_given(db) -> None:
         (host.id, "tab\there", "1\\N", "new\nline", True, "back\\slash\r"),
         (host.id, "\\N", "2", "x86_64", False, ""),
     ]
-    execute_many(
-        "INSERT INTO reported_update (host_id, name, version, arch, security, repository) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    got = ReportedUpdate.select(
-        ReportedUpdate.host, ReportedUpdate.name, ReportedUpdate.version, ReportedUpdate.arch,
-        ReportedUpdate.security, ReportedUpdate.repository,
-    ).order_by(ReportedUpdate.id).tuples()  # fmt: skip
-    assert list(got) == rows
+    fields = [ReportedUpdate.host, ReportedUpdate.name, ReportedUpdate.version,
+              ReportedUpdate.arch, ReportedUpdate.security, ReportedUpdate.repository]  # fmt: skip
+    assert _insert_and_read(ReportedUpdate, fields, rows) == rows
 
 
 def test_bulk_insert_of_numbers_flags_and_nulls_keeps_every_value(db) -> None:
@@ -254,16 +254,9 @@ def test_bulk_insert_of_numbers_flags_and_nulls_keeps_every_value(db) -> None:
         (host.id, new.id, old.id, False, None, 1e16),
         (host.id, 2**31 - 1, 7, True, None, 1e-05),
     ]
-    execute_many(
-        "INSERT INTO host_update (host_id, installed_id, available_id, security, "
-        "repository_id, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    got = HostUpdate.select(
-        HostUpdate.host, HostUpdate.installed, HostUpdate.available, HostUpdate.security,
-        HostUpdate.repository, HostUpdate.first_seen_at,
-    ).order_by(HostUpdate.first_seen_at.desc()).tuples()  # fmt: skip
-    assert list(got) == [rows[1], rows[0], rows[2]]
+    fields = [HostUpdate.host, HostUpdate.installed, HostUpdate.available, HostUpdate.security,
+              HostUpdate.repository, HostUpdate.first_seen_at]  # fmt: skip
+    assert _insert_and_read(HostUpdate, fields, rows) == rows
 
 
 def test_copy_text_matches_value_by_value_formatting() -> None:
