@@ -182,8 +182,8 @@ def copy_text(rows: Sequence[tuple[object, ...]]) -> str:
 
     Rows of numbers, flags and NULLs only (a fleet's pending updates: a million rows
     of ids and times) are written by the tuples' own ``repr``, in C, and turned into
-    COPY text by a few replacements over the whole text: a function call per value
-    was a third of storing them (2.2 s against 0.5 s for 900,000 rows of six values).
+    COPY text by a few replacements over the whole text, instead of a function call
+    per value (900,000 rows of six values: 1.7 s against 2.1-2.4 s).
     """
     if not rows:
         return ""

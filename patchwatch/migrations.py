@@ -160,7 +160,7 @@ _UPDATE_TABLES: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
         ('CREATE INDEX "update_set_item_update_set_id" ON "update_set_item" ("update_set_id")',),
     ),
 }
-UNINDEXED_COLUMNS = ("installed_id", "available_id", "repository_id")
+_UNINDEXED_COLUMNS = ("installed_id", "available_id", "repository_id")
 
 
 def _updates_without_package_indexes(db: Database) -> None:
@@ -183,7 +183,7 @@ def _updates_without_package_indexes(db: Database) -> None:
     PostgreSQL has no foreign keys on these tables since migration 3.
     """
     for table in _UPDATE_TABLES:
-        for column in UNINDEXED_COLUMNS:
+        for column in _UNINDEXED_COLUMNS:
             db.execute_sql(f'DROP INDEX IF EXISTS "{table}_{column}"')
     if not isinstance(db, SqliteDatabase):
         return
