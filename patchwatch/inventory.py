@@ -1096,18 +1096,26 @@ def _orphan_repository_sets() -> object:
 
 
 def _orphan_packages() -> object:
+    """Packages minus everything that refers to one, as ``EXCEPT``s.
+
+    Not ``NOT IN (subquery)``: PostgreSQL hashes such a subquery only when it fits in
+    ``work_mem``, and otherwise scans it again for every package; with the 15 million
+    set members of 10,000 drifting hosts the query had not finished after minutes.
+    ``EXCEPT`` is one pass over each input on both backends.
+    """
     hosts, mirrors = _live_package_sets()
     in_live_sets = PackageSetMember.select(PackageSetMember.package).where(
         PackageSetMember.package_set.in_(hosts) | PackageSetMember.package_set.in_(mirrors)
     )
     live_items = UpdateSetItem.update_set.not_in(_orphan_update_sets())
-    return Package.select(Package.id).where(
-        Package.id.not_in(in_live_sets)
-        & Package.id.not_in(HostUpdate.select(HostUpdate.installed))
-        & Package.id.not_in(HostUpdate.select(HostUpdate.available))
-        & Package.id.not_in(UpdateSetItem.select(UpdateSetItem.installed).where(live_items))
-        & Package.id.not_in(UpdateSetItem.select(UpdateSetItem.available).where(live_items))
-        & Package.id.not_in(AdvisoryPackage.select(AdvisoryPackage.package))
+    return (
+        Package.select(Package.id)
+        - in_live_sets
+        - HostUpdate.select(HostUpdate.installed)
+        - HostUpdate.select(HostUpdate.available)
+        - UpdateSetItem.select(UpdateSetItem.installed).where(live_items)
+        - UpdateSetItem.select(UpdateSetItem.available).where(live_items)
+        - AdvisoryPackage.select(AdvisoryPackage.package)
     )
 
 

@@ -46,6 +46,7 @@ from patchwatch.inventory import set_repository_security
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import Mirror
+from patchwatch.models import Package as PackageRow
 from patchwatch.models import PackageSet
 from patchwatch.models import Report
 from patchwatch.models import Repository
@@ -392,6 +393,18 @@ def test_dbcheck_deletes_updates_left_by_a_host_deleted_meanwhile(fleet, db) -> 
     assert fixed["fixed"] == 1
     assert HostUpdate.select().where(HostUpdate.host == 9_999_999).count() == 0
     assert HostUpdate.select().where(HostUpdate.host == web1.id).count() > 0
+
+
+def test_dbcheck_deletes_only_packages_nothing_refers_to(fleet) -> None:
+    PackageRow.create(kind="deb", name="left-behind", epoch="", version="1", release="", arch="all")
+    installed = {u.installed_id for u in HostUpdate.select()}
+    found = {r["check"]: r for r in check_store()}["orphan packages"]
+    assert found["found"] == 1
+    fixed = {r["check"]: r for r in check_store(fix=True, include_packages=True)}
+    assert fixed["orphan packages"]["fixed"] == 1
+    assert not PackageRow.select().where(PackageRow.name == "left-behind").exists()
+    assert {u.installed_id for u in HostUpdate.select()} == installed
+    assert PackageRow.select().where(PackageRow.id.in_(list(installed))).count() == len(installed)
 
 
 def test_dbcheck_finds_and_fixes_orphans_and_leaves_live_data(fleet) -> None:
