@@ -190,11 +190,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
     (plain SQL, no row read), which is all that callers need.
     """
     digest, size = _set_digest(packages)
-    known = cached_id("package", digest)
-    if known is None:
-        known = _package_set_id(digest)
-        if known is not None:
-            remember_id("package", digest, known)
+    known = stored_package_sets([digest]).get(digest)
     if known is not None:
         return PackageSet(id=known, digest=digest, size=size)
     ids = ensure_packages(packages)

@@ -78,7 +78,8 @@ def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None
         token_id=token_id,
         remote_addr=client_address(request, _settings()),
         user_agent=request.headers.get("User-Agent", ""),
-        packages_digest=package_set_digest(report.packages),
+        # only native reports are read without their package list (process_pending)
+        packages_digest=package_set_digest(report.packages) if protocol == NATIVE else "",
     )
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
     log.info("accepted %s report %d for %s", protocol, row.id, report.hostname)
