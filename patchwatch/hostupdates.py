@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -74,6 +76,7 @@ CurrentUpdate = tuple[int, int, bool, int | None, float]
 LAZY_HOSTS = 20  # below this many hosts, read only their packages from mirror indexes
 WRITE_HOSTS = 500  # most hosts written per transaction
 WRITE_ROWS = 50_000  # most pending updates compared or written per transaction
+WRITE_AHEAD = 2  # batches computed and waiting for the writer thread, at most
 
 _KINDS = {k.value: k for k in PackageKind}
 
@@ -131,6 +134,7 @@ class UpdateContext:
     """
 
     lazy: bool = False
+    written_aside: bool = False  # batches written by a thread of their own
     computed: int = 0
     reused: int = 0
     hosts_changed: int = 0
@@ -695,7 +699,8 @@ def refresh_host_updates(
     transaction; writes go in batches of hosts (:data:`WRITE_HOSTS`,
     :data:`WRITE_ROWS`), each one transaction that first reads those hosts' current
     pending updates, so a run over an unchanged fleet reads a few queries per batch
-    and writes nothing.
+    and writes nothing. On PostgreSQL a fleet's batches are written by a thread of
+    their own while the next ones are computed (:class:`_BatchWriter`).
     """
     query = Host.select(
         Host.id, Host.package_set, Host.repository_set, Host.kernel, Host.os_release,
@@ -714,21 +719,26 @@ def refresh_host_updates(
     psets = sorted({h.package_set_id for h in hosts if h.package_set_id is not None})
     existing = _existing_sets(psets if host_names else None)
     works: dict[UpdateSetKey, _SetWork] = {}
-    batch: list[tuple[Host, _SetWork | None]] = []
-    batch_rows = 0
-    for members in groups.values():
-        computed = ctx.computed
-        work = _resolve(ctx, members[0], existing, works, force)
-        fresh = work is None or ctx.computed > computed  # the first host is not reused
-        ctx.reused += len(members) - (1 if fresh else 0)
-        for host in members:
-            batch.append((host, work))
-            batch_rows += len(work.items or ()) if work is not None else 0
-            if len(batch) >= WRITE_HOSTS or batch_rows >= WRITE_ROWS:
-                _flush(ctx, now, batch)
-                batch, batch_rows = [], 0
-    if batch:
-        _flush(ctx, now, batch)
+    ctx.written_aside = _may_write_aside(ctx)
+    writer = _BatchWriter(ctx, now, threaded=ctx.written_aside)
+    try:
+        batch: list[tuple[Host, _SetWork | None]] = []
+        batch_rows = 0
+        for members in groups.values():
+            computed = ctx.computed
+            work = _resolve(ctx, members[0], existing, works, force)
+            fresh = work is None or ctx.computed > computed  # the first host is not reused
+            ctx.reused += len(members) - (1 if fresh else 0)
+            for host in members:
+                batch.append((host, work))
+                batch_rows += len(work.items or ()) if work is not None else 0
+                if len(batch) >= WRITE_HOSTS or batch_rows >= WRITE_ROWS:
+                    writer.put(batch)
+                    batch, batch_rows = [], 0
+        if batch:
+            writer.put(batch)
+    finally:
+        writer.close()
     return ctx
 
 
@@ -764,8 +774,8 @@ def _flush(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWork | No
     """Write one batch of hosts (and the update sets computed for them) in one transaction.
 
     Afterwards the batch's items are dropped: a set whose hosts continue in the next
-    batch reads its stored items again, so a run over 10,000 hosts holds one batch of
-    items in memory, not the fleet's.
+    batch reads its stored items again, so a run over 10,000 hosts holds a few batches
+    of items in memory, not the fleet's.
     """
     works = {w.key: w for _h, w in batch if w is not None}
     with write_transaction():
@@ -774,3 +784,68 @@ def _flush(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWork | No
     for w in works.values():
         w.computed = False
         w.items = None
+
+
+def _may_write_aside(ctx: UpdateContext) -> bool:
+    """Whether a fleet's batches are written by a thread of their own (PostgreSQL only).
+
+    On PostgreSQL the writing is the server's work, in its own process, and the
+    driver gives up the GIL for a whole COPY or query: computing the next batches
+    overlaps it (10,000 hosts in-process: 17.2-20.5 s inline, 11.4-14.7 s so).
+    SQLite writes in this process, row by row, taking the GIL back after each row;
+    beside a computing thread each take waits for its turn, so a thread wrote no
+    faster than inline (13.2-14.9 s against 11.1-12.6 s). Not for a few hosts
+    (nothing to overlap), nor inside the caller's transaction (the writer would wait
+    for its locks, or miss its rows).
+    """
+    return not (ctx.lazy or is_sqlite() or database.in_transaction())
+
+
+class _BatchWriter:
+    """Writes batches of hosts in order, on a thread of its own when ``threaded``.
+
+    The thread has its own connection (peewee's are per thread) and a queue of at
+    most :data:`WRITE_AHEAD` batches, so memory stays bounded. The first error stops
+    the writing; it is raised in the caller at its next batch or at :meth:`close`, and
+    the batches written before it stay written, as when writing inline.
+    """
+
+    def __init__(self, ctx: UpdateContext, now: float, threaded: bool) -> None:
+        self.ctx = ctx
+        self.now = now
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.queue: queue.Queue[list[tuple[Host, _SetWork | None]] | None] = queue.Queue(
+                WRITE_AHEAD
+            )
+            self.thread = threading.Thread(target=self._run, name="updates-writer", daemon=True)
+            self.thread.start()
+
+    def put(self, batch: list[tuple[Host, _SetWork | None]]) -> None:
+        if self.thread is None:
+            _flush(self.ctx, self.now, batch)
+            return
+        if self.error is not None:
+            raise self.error
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        """Wait for every batch to be written; raise the writer's error if it had one."""
+        if self.thread is None:
+            return
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            while (batch := self.queue.get()) is not None:
+                if self.error is None:
+                    try:
+                        _flush(self.ctx, self.now, batch)
+                    except BaseException as exc:  # handed to the caller
+                        self.error = exc
+        finally:
+            database.close()  # this thread's connection (back to the pool on PostgreSQL)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playhouse.pool import PooledDatabase
 
 from patchwatch.db import database
 from patchwatch.db import make_database
@@ -146,6 +147,8 @@ def db(database_url: str) -> Iterator[object]:
     yield handle
     if not handle.is_closed():
         handle.close()
+    if isinstance(handle, PooledDatabase):  # other threads' connections, back in the pool
+        handle.close_all()
 
 
 @pytest.fixture

@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+import pytest
+
 from patchwatch import hostupdates
 from patchwatch.db import database
+from patchwatch.db import is_sqlite
 from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.models import Advisory
 from patchwatch.models import AdvisoryPackage
@@ -277,6 +280,7 @@ def test_drifting_fleet_equals_the_reference_in_batches_and_one_host_at_a_time(
     monkeypatch.setattr(hostupdates, "WRITE_HOSTS", 4)  # several transactions, sets
     monkeypatch.setattr(hostupdates, "WRITE_ROWS", 10)  # spanning them
     ctx = refresh_host_updates(1000.0)
+    assert ctx.written_aside == (not is_sqlite())  # PostgreSQL: through the writer thread
     assert ctx.computed < Host.select().count()  # the copies reuse their image's set
     assert _check_fleet() > 40  # not vacuous
     kinds = {(u.security, u.repository_id is not None) for u in HostUpdate.select()}
@@ -307,3 +311,31 @@ def test_drifting_fleet_equals_the_reference_in_batches_and_one_host_at_a_time(
     assert ctx.hosts_changed == 0
     assert rows == {(u.host_id, u.installed_id, u.available_id, u.security)
                     for u in HostUpdate.select()}  # fmt: skip
+
+
+def test_a_failing_batch_write_is_raised_and_the_batches_before_it_stay(db, monkeypatch) -> None:
+    rng = random.Random(7)
+    for name, (installed, repos) in _fleet(rng).items():
+        rpm = installed[0].kind == RPM
+        report(name, installed, "5.14-1.x86_64" if rpm else "6.1.0-28-amd64", repos,
+               os=RPM_OS if rpm else None)  # fmt: skip
+    _publish_fleet_mirrors(rng, 200.0)
+    monkeypatch.setattr(hostupdates, "WRITE_HOSTS", 4)
+    flush, calls = hostupdates._flush, []
+
+    def failing(ctx: object, now: float, batch: list[object]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        flush(ctx, now, batch)
+
+    monkeypatch.setattr(hostupdates, "_flush", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        refresh_host_updates(1000.0)
+    assert calls == [4, 4, 4]  # nothing more was written after the failure
+    done = Host.select().where(Host.updates_computed_at.is_null(False)).count()
+    assert done == 8  # the two batches before it stay written
+
+    monkeypatch.setattr(hostupdates, "_flush", flush)
+    assert refresh_host_updates(2000.0).written_aside == (not is_sqlite())
+    _check_fleet()  # the next run completes the rest
