@@ -17,6 +17,7 @@ from urllib.parse import urlunsplit
 from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
+from patchwatch.db import is_sqlite
 from patchwatch.db import placeholders
 from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
@@ -95,26 +96,37 @@ def remember_id(kind: str, key: str, row_id: int) -> None:
     _SET_CACHE.bind()[(kind, key)] = row_id
 
 
+ANY_LIST_SIZE = 10_000  # names per ``= ANY(array)`` lookup on PostgreSQL
+
+
 def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]) -> None:
     """Read the ids of every stored build of these records' names into ``cache``.
 
     The records themselves become the cache keys, so that later lookups with the same
     (parsed, memoised) objects match by identity instead of comparing fields. Plain
     SQL: peewee builds an ``IN`` list value by value, which cost more than the query
-    itself for the 1,500 names of a new package set.
+    itself for the 1,500 names of a new package set. On PostgreSQL the names go as
+    one array parameter (``= ANY``) of up to :data:`ANY_LIST_SIZE`: a statement per
+    400 names was planned and run 160 times for bookworm's 64,000 names (1.6 s on
+    the loopback cluster against 0.3 s).
     """
     by_key = {package_key(p): p for p in records}
     names = sorted({key[1] for key in by_key})
-    table = Package._meta.table_name
-    for chunk in chunks(names):
-        cursor = database.execute_sql(
-            raw_sql(
-                f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
-                f"WHERE name IN ({placeholders(len(chunk))})"
-            ),
-            list(chunk),
-        )
-        for pid, *key in cursor.fetchall():
+    columns = (
+        f"SELECT id, kind, name, epoch, version, release, arch FROM {Package._meta.table_name}"
+    )
+    if is_sqlite():
+        queries = [
+            (f"{columns} WHERE name IN ({placeholders(len(chunk))})", list(chunk))
+            for chunk in chunks(names)
+        ]
+    else:
+        queries = [
+            (f"{columns} WHERE name = ANY(%s)", [list(chunk)])
+            for chunk in chunks(names, ANY_LIST_SIZE)
+        ]
+    for sql, params in queries:
+        for pid, *key in database.execute_sql(sql, params).fetchall():
             record = by_key.get(tuple(key))  # type: ignore[call-overload]
             if record is None:
                 kind, name, epoch, version, release, arch = key

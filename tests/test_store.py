@@ -8,6 +8,7 @@ import pytest
 from peewee import IntegrityError
 from peewee import SqliteDatabase
 
+from patchwatch import sets
 from patchwatch.db import copy_text
 from patchwatch.db import execute_many
 from patchwatch.errors import PatchwatchError
@@ -28,6 +29,8 @@ from patchwatch.models import ReportedUpdate
 from patchwatch.models import SchemaVersion
 from patchwatch.models import UpdateSet
 from patchwatch.models import UpdateSetItem
+from patchwatch.records import Package as PackageRecord
+from patchwatch.records import PackageKind
 
 
 def test_migrate_creates_every_table_and_is_idempotent(db) -> None:
@@ -204,6 +207,21 @@ def test_a_package_is_one_row_and_sets_are_shared(db) -> None:
     )
     assert [h.name for h in hosts] == ["web0", "web1", "web2"]
     assert PackageSetMember.select().count() == 1
+
+
+def test_package_ids_are_found_across_lookup_chunks(db, monkeypatch) -> None:
+    monkeypatch.setattr(sets, "ANY_LIST_SIZE", 3)  # PostgreSQL: names in arrays of 3
+    records = [
+        PackageRecord(f"pkg{i % 7}", "", f"1.{i}", "1", "amd64", PackageKind.DEB) for i in range(20)
+    ]
+    ids = sets.ensure_packages(records[:12])  # some stored first, the rest later
+    ids |= sets.ensure_packages(records)
+    assert len(set(ids.values())) == 20 == Package.select().count()
+    sets.forget_cached_ids()  # found again from the store, by name, chunk by chunk
+    assert sets.ensure_packages(records) == ids
+    for rec, pid in ids.items():
+        row = Package.get_by_id(pid)
+        assert (row.name, row.version) == (rec.name, rec.version)
 
 
 def test_deleting_a_package_set_clears_hosts_and_cascades_to_members_on_sqlite(db) -> None:
