@@ -224,6 +224,18 @@ def test_package_ids_are_found_across_lookup_chunks(db, monkeypatch) -> None:
         assert (row.name, row.version) == (rec.name, rec.version)
 
 
+def test_a_package_another_process_inserted_meanwhile_is_found_not_duplicated(db) -> None:
+    old = PackageRecord("zlib1g", "1", "1.2.13", "1", "amd64", PackageKind.DEB)
+    new = PackageRecord("zlib1g", "1", "1.3", "1", "amd64", PackageKind.DEB)
+    row = Package.create(kind="deb", name="zlib1g", epoch="1", version="1.2.13", release="1",
+                         arch="amd64")  # fmt: skip
+    cache: dict[object, int] = {}
+    sets._insert_packages([old, new], cache)  # ``old`` conflicts, as after a lost race
+    assert cache[old] == row.id
+    assert cache[new] == Package.get(Package.version == "1.3").id
+    assert Package.select().count() == 2
+
+
 def test_deleting_a_package_set_clears_hosts_and_cascades_to_members_on_sqlite(db) -> None:
     pset = PackageSet.create(digest="e" * 64, size=1, created_at=time.time())
     PackageSetMember.create(package_set=pset, package=_pkg("bash", "5.2"))
