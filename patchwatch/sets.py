@@ -168,7 +168,8 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     multi-row ``VALUES`` quoted row by row in Python and the lookup, 3.1-3.8 s so).
     """
     table = Package._meta.table_name
-    rows = sorted(package_key(p) for p in records)
+    by_key = {package_key(p): p for p in records}
+    rows = sorted(by_key)
     if is_sqlite():
         execute_many(
             f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
@@ -176,7 +177,6 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
             rows,
         )
     else:
-        by_key = {package_key(p): p for p in records}
         sql = (
             f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
