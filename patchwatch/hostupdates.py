@@ -624,6 +624,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     ctx.installed_kernels(h.package_set_id for h, w in batch if w is not None)
     gone: list[int] = []
     new_rows: list[tuple[object, ...]] = []
+    copies: list[tuple[int, int]] = []  # (host id, update set id): rows copied in SQL
     flags: dict[tuple[bool, int | None], list[int]] = defaultdict(list)
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
@@ -638,7 +639,10 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             }
         cur = current.get(host.id)
         changed = False
-        if not cur:
+        if not cur and desired and not security_names and work is not None and work.id:
+            copies.append((host.id, work.id))  # exactly its update set's stored items
+            changed = True
+        elif not cur:
             new_rows.extend((host.id, inst, *item, now) for inst, item in desired.items())
             changed = bool(desired)
         else:
@@ -680,6 +684,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         "repository_id, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)",
         new_rows,
     )
+    _copy_set_items(copies, now)
     for (reboot, orphans), ids in flags.items():
         for chunk in chunks(ids):
             Host.update(
@@ -687,6 +692,32 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                 reboot_required=reboot,
                 packages_without_repository=orphans,
             ).where(Host.id.in_(list(chunk))).execute()
+
+
+def _copy_set_items(copies: Sequence[tuple[int, int]], now: float) -> None:
+    """Give hosts with no pending updates yet their update sets' items, in the database.
+
+    Why: a host's first computation (a new host, or a fleet's first run) is a copy of
+    its update set's items with one first-seen time. Copied by ``INSERT ... SELECT``,
+    the rows never pass through Python: no tuple built, bound or sent per row
+    (SQLite: one statement per host; PostgreSQL: one per 10,000 hosts, their ids as
+    two arrays).
+    """
+    if not copies:
+        return
+    columns = "installed_id, available_id, security, repository_id"
+    head = f"INSERT INTO {_T_HOST_UPDATE} (host_id, {columns}, first_seen_at) "
+    if is_sqlite():
+        rows = [(host_id, now, us_id) for host_id, us_id in copies]
+        execute_many(f"{head}SELECT ?, {columns}, ? FROM {_T_ITEM} WHERE update_set_id = ?", rows)
+        return
+    sql = (
+        f"{head}SELECT h.host_id, {columns}, %s FROM unnest(%s::int[], %s::int[]) "
+        f"AS h(host_id, update_set_id) JOIN {_T_ITEM} i ON i.update_set_id = h.update_set_id"
+    )
+    for chunk in chunks(copies, 10_000):
+        host_ids, set_ids = zip(*chunk, strict=True)
+        database.execute_sql(sql, (now, list(host_ids), list(set_ids)))
 
 
 def refresh_host_updates(
