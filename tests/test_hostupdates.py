@@ -105,6 +105,9 @@ def test_updates_shared_by_identical_hosts_and_first_seen_kept(db) -> None:
     by_name = {u.installed.name: u for u in curl}
     assert by_name["curl"].available.version == "7.88.3"
     assert by_name["curl"].first_seen_at == 1000.0  # same installed version still outdated
+    stored = UpdateSet.get()
+    assert stored.computed_at == 3000.0  # the set's row records its new inputs, so...
+    assert refresh_host_updates(4000.0).computed == 0  # ...the next run reuses it
 
 
 def test_updated_package_disappears_from_pending(db) -> None:
