@@ -48,12 +48,14 @@ from patchwatch.models import HostUpdate
 from patchwatch.models import Mirror
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
+from patchwatch.models import PackageSet
 from patchwatch.models import PackageSetMember
 from patchwatch.models import ReportedUpdate
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
 from patchwatch.models import UpdateSet
 from patchwatch.models import UpdateSetItem
+from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.updates import Offer
@@ -85,6 +87,7 @@ _KINDS = {k.value: k for k in PackageKind}
 
 _T_PACKAGE = Package._meta.table_name
 _T_MEMBER = PackageSetMember._meta.table_name
+_T_PACKAGE_SET = PackageSet._meta.table_name
 _T_HOST_UPDATE = HostUpdate._meta.table_name
 _T_ITEM = UpdateSetItem._meta.table_name
 _T_UPDATE_SET = UpdateSet._meta.table_name
@@ -421,9 +424,14 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
 def _member_ids(pset_id: int) -> set[int]:
     """A package set's members as plain ids: no rows joined, no records rebuilt.
 
-    Aggregated into one value by the database (a JSON array on SQLite, an array on
-    PostgreSQL): half the cost of fetching 1,500 one-column rows.
+    The packed copy on the set's row (``PackageSet.member_ids``) where there is one;
+    else the member rows, aggregated into one value by the database (a JSON array on
+    SQLite, an array on PostgreSQL).
     """
+    sql = f"SELECT member_ids FROM {_T_PACKAGE_SET} WHERE id = ?"
+    row = database.execute_sql(raw_sql(sql), (pset_id,)).fetchone()
+    if row is not None and row[0] is not None:
+        return set(unpack_ids(row[0]))
     if is_sqlite():
         sql = f"SELECT json_group_array(package_id) FROM {_T_MEMBER} WHERE package_set_id = ?"
         (value,) = database.execute_sql(sql, (pset_id,)).fetchone()

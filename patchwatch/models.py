@@ -72,11 +72,20 @@ class Package(BaseModel):
 
 
 class PackageSet(BaseModel):
-    """A set of packages stored once: a host's installed packages, or a mirror's index."""
+    """A set of packages stored once: a host's installed packages, or a mirror's index.
+
+    ``member_ids`` repeats the members' package ids, ascending, as 4-byte
+    little-endian integers (``patchwatch.packed_ids``; NULL where an id does not
+    fit). Why a second copy: computing updates reads every host's set, and one value
+    by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
+    hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
+    two cannot drift apart; ``package_set_member`` stays the copy that SQL joins use.
+    """
 
     digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
     size = IntegerField()
     created_at = DoubleField()
+    member_ids = BlobField(null=True)
 
 
 class PackageSetMember(BaseModel):

@@ -28,6 +28,7 @@ from patchwatch.models import PackageSetMember
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySet
 from patchwatch.models import RepositorySetMember
+from patchwatch.packed_ids import pack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
@@ -241,7 +242,7 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
     members = sorted(set(ids.values()))
     with write_transaction():
         PackageSet.insert(
-            digest=digest, size=len(ids), created_at=now
+            digest=digest, size=len(ids), created_at=now, member_ids=pack_ids(members)
         ).on_conflict_ignore().execute()
         set_id = _package_set_id(digest)
         assert set_id is not None  # inserted above, or by a concurrent writer

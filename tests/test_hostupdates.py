@@ -17,6 +17,7 @@ from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import Mirror
 from patchwatch.models import Package as PackageRow
+from patchwatch.models import PackageSet
 from patchwatch.models import PackageSetMember
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
@@ -108,6 +109,18 @@ def test_updates_shared_by_identical_hosts_and_first_seen_kept(db) -> None:
     stored = UpdateSet.get()
     assert stored.computed_at == 3000.0  # the set's row records its new inputs, so...
     assert refresh_host_updates(4000.0).computed == 0  # ...the next run reuses it
+
+
+def test_sets_without_packed_ids_are_read_from_their_member_rows(db) -> None:
+    """A set whose ids could not be packed (``member_ids`` NULL) computes the same."""
+    report("web0", [p("openssl", "3.0.14"), p("curl", "7.88.1"), p("bash", "5.2.15")])
+    publish(MAIN, [p("curl", "7.88.2"), p("bash", "5.2.15"), p("openssl", "3.0.14")], 200.0)
+    publish(SEC, [p("openssl", "3.0.15")], 200.0)
+    PackageSet.update(member_ids=None).execute()
+
+    refresh_host_updates(1000.0)
+    rows = {(u.installed.name, u.available.version, u.security) for u in HostUpdate.select()}
+    assert rows == {("openssl", "3.0.15", True), ("curl", "7.88.2", False)}
 
 
 def test_updated_package_disappears_from_pending(db) -> None:

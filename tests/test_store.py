@@ -29,6 +29,8 @@ from patchwatch.models import ReportedUpdate
 from patchwatch.models import SchemaVersion
 from patchwatch.models import UpdateSet
 from patchwatch.models import UpdateSetItem
+from patchwatch.packed_ids import pack_ids
+from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 
@@ -110,7 +112,7 @@ def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db)
     UpdateSetItem.create(update_set=uset, installed=old, available=new, security=True)
     SchemaVersion.delete().where(SchemaVersion.version >= 5).execute()
 
-    assert migrate(db) == [5]
+    assert migrate(db)[0] == 5
     for table in _SCHEMA_4_UPDATES:
         assert not {f"{table}_{c}" for c in ("installed_id", "available_id", "repository_id")} & (
             _index_names(db, table)
@@ -137,6 +139,38 @@ def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db)
             assert 'REFERENCES "package"' not in sql and "FOREIGN KEY" in sql, sql
         host.delete_instance()  # the key to hosts stays, with its cascade
         assert HostUpdate.select().count() == 0
+
+
+def test_migration_6_packs_the_member_ids_of_stored_sets(db) -> None:
+    """A store from before migration 6 gets every set's ids packed, equal to its members."""
+    a, b, c = _pkg("a", "1"), _pkg("b", "1"), _pkg("c", "1")
+    full = PackageSet.create(digest="f" * 64, size=3, created_at=0)
+    empty = PackageSet.create(digest="e" * 64, size=0, created_at=0)
+    PackageSetMember.insert_many([(full.id, p.id) for p in (c, a, b)]).execute()
+    db.execute_sql('ALTER TABLE "package_set" DROP COLUMN "member_ids"')
+    SchemaVersion.delete().where(SchemaVersion.version >= 6).execute()
+
+    assert migrate(db) == [6]
+    packed = dict(db.execute_sql('SELECT id, member_ids FROM "package_set"').fetchall())
+    assert list(unpack_ids(packed[full.id])) == sorted([a.id, b.id, c.id])
+    assert list(unpack_ids(packed[empty.id])) == []
+
+
+def test_a_new_package_set_carries_its_member_ids_packed(db) -> None:
+    records = [PackageRecord(f"p{i}", "", "1", "1", "amd64", PackageKind.DEB) for i in range(50)]
+    pset = sets.ensure_package_set(records, 1.0)
+    members = sorted(
+        m.package_id
+        for m in PackageSetMember.select().where(PackageSetMember.package_set == pset.id)
+    )
+    assert len(members) == 50
+    assert list(unpack_ids(PackageSet.get_by_id(pset.id).member_ids)) == members
+
+
+def test_ids_too_large_to_pack_are_left_to_the_member_rows() -> None:
+    assert pack_ids([1, 2**31]) is None  # readers then use package_set_member
+    assert list(unpack_ids(pack_ids([3, 1, 2**31 - 1]) or b"")) == [3, 1, 2**31 - 1]
+    assert pack_ids([1, 256]) == bytes([1, 0, 0, 0, 0, 1, 0, 0])  # little-endian
 
 
 def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
