@@ -118,6 +118,7 @@ def write_transaction() -> Any:
 _T = TypeVar("_T")
 
 IN_LIST_SIZE = 400  # values per IN (...) list: well under every backend's parameter limit
+ARRAY_PARAMETER_SIZE = 10_000  # values per array parameter (PostgreSQL ``= ANY``, ``unnest``)
 
 
 def chunks(values: Sequence[_T], size: int = IN_LIST_SIZE) -> Iterator[Sequence[_T]]:

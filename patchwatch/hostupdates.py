@@ -33,6 +33,7 @@ from dataclasses import field
 from peewee import JOIN
 from peewee import Select
 
+from patchwatch.db import ARRAY_PARAMETER_SIZE
 from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
@@ -80,7 +81,6 @@ LAZY_HOSTS = 20  # below this many hosts, read only their packages from mirror i
 WRITE_HOSTS = 500  # most hosts written per transaction
 WRITE_ROWS = 50_000  # most pending updates compared or written per transaction
 WRITE_AHEAD = 2  # batches computed and waiting for the writer thread, at most
-ID_ARRAY_SIZE = 10_000  # ids per array parameter (PostgreSQL)
 
 _KINDS = {k.value: k for k in PackageKind}
 
@@ -744,7 +744,7 @@ def _copy_set_items(copies: Sequence[tuple[int, int]], now: float) -> None:
         f"{head}SELECT h.host_id, {columns}, %s FROM unnest(%s::int[], %s::int[]) "
         f"AS h(host_id, update_set_id) JOIN {_T_ITEM} i ON i.update_set_id = h.update_set_id"
     )
-    for chunk in chunks(copies, ID_ARRAY_SIZE):
+    for chunk in chunks(copies, ARRAY_PARAMETER_SIZE):
         host_ids, set_ids = zip(*chunk, strict=True)
         database.execute_sql(sql, (now, list(host_ids), list(set_ids)))
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from patchwatch.db import ARRAY_PARAMETER_SIZE
 from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
@@ -97,9 +98,6 @@ def remember_id(kind: str, key: str, row_id: int) -> None:
     _SET_CACHE.bind()[(kind, key)] = row_id
 
 
-ANY_LIST_SIZE = 10_000  # names per ``= ANY(array)`` lookup on PostgreSQL
-
-
 def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]) -> None:
     """Read the ids of every stored build of these records' names into ``cache``.
 
@@ -107,7 +105,7 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     (parsed, memoised) objects match by identity instead of comparing fields. Plain
     SQL: peewee builds an ``IN`` list value by value, which cost more than the query
     itself for the 1,500 names of a new package set. On PostgreSQL the names go as
-    one array parameter (``= ANY``) of up to :data:`ANY_LIST_SIZE`: a statement per
+    one array parameter (``= ANY``) of up to :data:`ARRAY_PARAMETER_SIZE`: a statement per
     400 names was planned and run 160 times for bookworm's 64,000 names (1.6 s on
     the loopback cluster against 0.3 s).
     """
@@ -124,7 +122,7 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     else:
         queries = [
             (f"{columns} WHERE name = ANY(%s)", [list(chunk)])
-            for chunk in chunks(names, ANY_LIST_SIZE)
+            for chunk in chunks(names, ARRAY_PARAMETER_SIZE)
         ]
     for sql, params in queries:
         for pid, *key in database.execute_sql(sql, params).fetchall():
@@ -163,7 +161,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
 
     ``ON CONFLICT DO NOTHING``: another process may insert the same build meanwhile;
     those rows are looked up afterwards. On PostgreSQL the rows go as six array
-    parameters of up to :data:`ANY_LIST_SIZE` (``unnest``), quoted by the driver in
+    parameters of up to :data:`ARRAY_PARAMETER_SIZE` (``unnest``), quoted by the driver in
     C, and ``RETURNING`` gives the new ids without a second lookup (refresh of four
     Debian mirrors, 68,000 new packages, into a fresh store: 3.9-4.7 s with a
     multi-row ``VALUES`` quoted row by row in Python and the lookup, 3.1-3.8 s so).
@@ -185,7 +183,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
             "RETURNING id, kind, name, epoch, version, release, arch"
         )
         with write_transaction():
-            for chunk in chunks(rows, ANY_LIST_SIZE):
+            for chunk in chunks(rows, ARRAY_PARAMETER_SIZE):
                 columns = [list(column) for column in zip(*chunk, strict=True)]
                 for pid, *key in database.execute_sql(sql, columns).fetchall():
                     record = by_key.get(tuple(key))  # type: ignore[call-overload]

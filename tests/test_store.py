@@ -244,7 +244,7 @@ def test_a_package_is_one_row_and_sets_are_shared(db) -> None:
 
 
 def test_package_ids_are_found_across_lookup_chunks(db, monkeypatch) -> None:
-    monkeypatch.setattr(sets, "ANY_LIST_SIZE", 3)  # PostgreSQL: names in arrays of 3
+    monkeypatch.setattr(sets, "ARRAY_PARAMETER_SIZE", 3)  # PostgreSQL: names in arrays of 3
     records = [
         PackageRecord(f"pkg{i % 7}", "", f"1.{i}", "1", "amd64", PackageKind.DEB) for i in range(20)
     ]
