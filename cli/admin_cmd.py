@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC
 from datetime import datetime
 
+from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.errors import PatchwatchError
 from patchwatch.migrations import migrate
@@ -39,6 +43,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("process", help="process queued reports (or re-process with --force)")
     p.add_argument("--force", action="store_true", help="re-process kept reports too")
     p.add_argument("--host", metavar="NAME", help="only this host's reports")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="processes working side by side, each on the reports whose id modulo N is "
+        "its number (default 1)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_process)
 
     p = sub.add_parser("clean", help="delete old reports, keeping the last N per host")
@@ -97,23 +106,56 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise PatchwatchError("--workers must be at least 1")
     _open(settings)
     host = args.host.strip().lower() if args.host else None
-    total: dict[str, int] = {}
+    if args.workers == 1:
+        total = _process_queue(settings, host, args.force, None)
+    else:
+        # Why processes: parsing a report (JSON, 1,500 package records) holds the GIL
+        # and is most of the work; the database writes of one worker wait for the
+        # other's on SQLite, but the parsing overlaps.
+        total = Counter[str]()
+        context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
+        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_process_shard, settings, host, args.force, (i, args.workers))
+                for i in range(args.workers)
+            ]
+            for future in futures:
+                total.update(future.result())
+    print(", ".join(f"{v} {k}" for k, v in sorted(total.items())) or "nothing to process")
+    return 1 if total.get("failed") else 0
+
+
+def _process_queue(
+    settings: Settings, host: str | None, force: bool, shard: tuple[int, int] | None
+) -> Counter[str]:
+    total = Counter[str]()
     while True:
         outcome = process_pending(
             time.time(),
             limit=500,
             host_name=host,
-            force=args.force,
+            force=force,
             claim_timeout=settings.report_claim_timeout_seconds,
+            shard=shard,
         )
-        for k, v in outcome.items():
-            total[k] = total.get(k, 0) + v
-        if args.force or sum(outcome.values()) < 500:
-            break
-    print(", ".join(f"{v} {k}" for k, v in sorted(total.items())) or "nothing to process")
-    return 1 if total.get("failed") else 0
+        total.update(outcome)
+        if force or sum(outcome.values()) < 500:
+            return total
+
+
+def _process_shard(
+    settings: Settings, host: str | None, force: bool, shard: tuple[int, int]
+) -> Counter[str]:
+    """One worker of ``process --workers``: its own connection, its share of reports."""
+    _open(settings)
+    try:
+        return _process_queue(settings, host, force, shard)
+    finally:
+        database.close()
 
 
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:

@@ -115,6 +115,25 @@ def write_transaction() -> Any:
     return database.atomic()
 
 
+# SQLSTATEs after which the same transaction, run again, can succeed: PostgreSQL chose
+# it as a deadlock victim, or (above READ COMMITTED) a serialisation failure
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed transaction is worth running again as it was.
+
+    peewee re-raises driver errors under its own classes, keeping the driver's
+    exception as the cause, so the chain is searched for the SQLSTATE.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "pgcode", None) in TRANSIENT_SQLSTATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 _T = TypeVar("_T")
 
 IN_LIST_SIZE = 400  # values per IN (...) list: well under every backend's parameter limit

@@ -18,6 +18,7 @@ from collections import Counter
 from peewee import IntegrityError
 
 from patchwatch.db import database
+from patchwatch.db import is_transient
 from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
@@ -32,6 +33,7 @@ from patchwatch.reports import parse_protocol1
 from patchwatch.reports import parse_protocol2
 from patchwatch.sets import cached_id
 from patchwatch.sets import ensure_package_set
+from patchwatch.sets import ensure_package_sets
 from patchwatch.sets import ensure_repository_set
 from patchwatch.sets import forget_cached_ids
 from patchwatch.sets import remember_id
@@ -309,6 +311,39 @@ def _mark(row: Report, state: str, now: float, error: str) -> None:
 
 BATCH_REPORTS = 100
 BATCH_SECONDS = 1.0
+BATCH_RETRIES = 3  # a batch that PostgreSQL aborted as a deadlock victim runs again
+
+
+def _store_shared_rows(
+    batch: list[Report], reports: list[HostReport | ParseError], known: dict[int, int], now: float
+) -> dict[int, int]:
+    """Store the new package sets, repository sets and OS releases of a batch first.
+
+    Returns report id -> package set id for the reports whose set was not ``known``.
+    Why before the batch's transaction, in a short one of their own: these rows are
+    shared by every host. Created inside the batch, in report order, their unique
+    keys stayed locked until the batch committed, and two batches (two processing
+    workers, or the scheduler's and a receiver's inline one) that bring the same new
+    packages in another order waited on each other: PostgreSQL's deadlock detector
+    then aborted one. Created here, sorted (see
+    :func:`patchwatch.sets.ensure_package_sets`), they are committed before any host
+    row is touched.
+    """
+    todo = [
+        (row.id, report)
+        for row, report in zip(batch, reports, strict=True)
+        if isinstance(report, HostReport)
+    ]
+    if not todo:
+        return {}
+    fresh = [(rid, report) for rid, report in todo if rid not in known]
+    set_ids = ensure_package_sets([report.packages for _rid, report in fresh], now)
+    with write_transaction():
+        for _rid, report in todo:
+            if report.repositories is not None:
+                ensure_repository_set(report.repositories, now)
+            _os_release(report)
+    return {rid: set_id for (rid, _report), set_id in zip(fresh, set_ids, strict=True)}
 
 
 def process_pending(
@@ -318,8 +353,13 @@ def process_pending(
     force: bool = False,
     parsed: dict[int, HostReport] | None = None,
     claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+    shard: tuple[int, int] | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
+
+    ``shard`` (index, count): only the reports whose id modulo ``count`` is ``index``,
+    so that several processes work through one queue side by side, each parsing its
+    own reports (``patchwatch process --workers``).
 
     The rows are read first and processed after: an open read cursor on SQLite would
     pin a snapshot and make the writes below fail under concurrency.
@@ -332,7 +372,9 @@ def process_pending(
     of one fleet share most packages and so most pages. Batching cut processing of a
     drifting 1,000-host fleet from 83 s to the figure in docs/performance.md. A
     failure other than a bad report rolls back the whole batch, which leaves its
-    reports queued, as they were before.
+    reports queued, as they were before; a rollback PostgreSQL forced (a deadlock
+    victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
+    batch brings are stored before it (:func:`_store_shared_rows`).
     """
     query = Report.select(
         Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
@@ -346,6 +388,10 @@ def process_pending(
         )
     if host_name:
         query = query.where(Report.host_name == host_name)
+    if shard is not None:
+        index, count = shard
+        # id modulo count, spelt out: peewee's % is LIKE; integer division truncates
+        query = query.where(Report.id - Report.id / count * count == index)
     rows = list(query)
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
@@ -356,17 +402,35 @@ def process_pending(
             (parsed or {}).get(row.id) or parse_stored(row, skip_packages=row.id in known)
             for row in batch
         ]
+        known.update(_store_shared_rows(batch, reports, known, now))
         done = 0
+        retried = 0
         while done < len(batch):
             deadline = time.monotonic() + BATCH_SECONDS
-            with write_transaction():
-                for row, report in zip(batch[done:], reports[done:], strict=True):
-                    outcome[
-                        process_report(row, now, force, report, claim_timeout, known.get(row.id))
-                    ] += 1
-                    done += 1
-                    if time.monotonic() > deadline:
-                        break
+            part: Counter[str] = Counter()
+            first = done
+            try:
+                with write_transaction():
+                    for row, report in zip(batch[first:], reports[first:], strict=True):
+                        part[
+                            process_report(
+                                row, now, force, report, claim_timeout, known.get(row.id)
+                            )
+                        ] += 1
+                        done += 1
+                        if time.monotonic() > deadline:
+                            break
+            except Exception as exc:
+                # the ids this transaction cached may name rows it did not commit
+                forget_cached_ids()
+                if not is_transient(exc) or retried >= BATCH_RETRIES:
+                    raise
+                retried += 1
+                log.warning("reports %d-%d rolled back (%s); applying them again",
+                            batch[first].id, batch[-1].id, exc)  # fmt: skip
+                done = first
+                continue
+            outcome.update(part)
     outcome.pop("skipped", None)
     return outcome
 

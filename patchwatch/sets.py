@@ -237,26 +237,56 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
     if known is not None:
         return PackageSet(id=known, digest=digest, size=size)
     ids = ensure_packages(packages)
-    members = sorted(set(ids.values()))
     with write_transaction():
-        PackageSet.insert(
-            digest=digest, size=len(ids), created_at=now, member_ids=pack_ids(members)
-        ).on_conflict_ignore().execute()
-        set_id = _package_set_id(digest)
-        assert set_id is not None  # inserted above, or by a concurrent writer
-        table = PackageSetMember._meta.table_name
-        first = database.execute_sql(
-            raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
-        ).fetchone()
-        if first is None:
-            # no ON CONFLICT: a set with no members yet is new, and one that another
-            # process fills meanwhile fails this insert, which apply_report retries
-            execute_many(
-                f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?)",
-                [(set_id, pid) for pid in members],
-            )
-    remember_id("package", digest, set_id)
+        set_id = _create_package_set(digest, sorted(set(ids.values())), now)
     return PackageSet(id=set_id, digest=digest, size=len(ids))
+
+
+def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: float) -> list[int]:
+    """The stored set id of each list of packages, creating the new sets together.
+
+    Why together and in this order: the new packages of all lists go in one sorted
+    insert, then the new sets in digest order, in one transaction of their own. Two
+    processes doing this at once take the unique-key locks of these shared rows in
+    the same order, so on PostgreSQL one waits for the other but they never deadlock;
+    and a caller that then applies many reports in one long transaction holds no lock
+    on rows every other report wants (``patchwatch.processing.process_pending``).
+    """
+    digests = [_set_digest(packages)[0] for packages in package_lists]
+    stored = stored_package_sets(sorted(set(digests)))
+    new: dict[str, Sequence[PackageRecord]] = {}
+    for digest, packages in zip(digests, package_lists, strict=True):
+        if digest not in stored:
+            new.setdefault(digest, packages)
+    if new:
+        with write_transaction():
+            ids = ensure_packages(p for packages in new.values() for p in packages)
+            for digest in sorted(new):
+                members = sorted({ids[p] for p in new[digest]})
+                stored[digest] = _create_package_set(digest, members, now)
+    return [stored[digest] for digest in digests]
+
+
+def _create_package_set(digest: str, members: list[int], now: float) -> int:
+    """Insert a set and its member rows (inside the caller's transaction); its id."""
+    PackageSet.insert(
+        digest=digest, size=len(members), created_at=now, member_ids=pack_ids(members)
+    ).on_conflict_ignore().execute()
+    set_id = _package_set_id(digest)
+    assert set_id is not None  # inserted above, or by a concurrent writer
+    table = PackageSetMember._meta.table_name
+    first = database.execute_sql(
+        raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
+    ).fetchone()
+    if first is None:
+        # no ON CONFLICT: a set with no members yet is new, and one that another
+        # process fills meanwhile fails this insert, which apply_report retries
+        execute_many(
+            f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?)",
+            [(set_id, pid) for pid in members],
+        )
+    remember_id("package", digest, set_id)
+    return set_id
 
 
 def normalise_url(url: str) -> str:

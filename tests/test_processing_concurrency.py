@@ -1,0 +1,181 @@
+"""Processing beside other writers on PostgreSQL: no deadlock, and a victim runs again.
+
+SQLite has one writer at a time, so these orderings only arise on PostgreSQL, where
+receivers (inline processing), the scheduler's queue job and ``patchwatch process
+--workers`` write at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from playhouse.pool import PooledDatabase
+
+from patchwatch import processing
+from patchwatch.db import database
+from patchwatch.db import make_database
+from patchwatch.migrations import migrate
+from patchwatch.models import Host
+from patchwatch.models import Package
+from patchwatch.models import PackageSetMember
+from patchwatch.models import Report
+from patchwatch.processing import NATIVE
+from patchwatch.processing import process_pending
+from patchwatch.processing import store_report
+from patchwatch.sets import forget_cached_ids
+from tests.conftest import ROOT
+from tests.test_receiver_ingest import native_doc
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pg(postgres):
+    url = postgres.create_database()
+    handle = make_database(url)
+    database.initialize(handle)
+    handle.connect()
+    migrate(handle)
+    forget_cached_ids()
+    yield url
+    handle.close_all() if isinstance(handle, PooledDatabase) else handle.close()
+
+
+def waiting_on_locks(url: str) -> int:
+    probe = make_database(url.replace("postgresql://", "postgres://"))
+    probe.connect()
+    try:
+        return probe.execute_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        ).fetchone()[0]
+    finally:
+        probe.close()
+
+
+def test_a_batch_chosen_as_deadlock_victim_is_applied_again(pg) -> None:
+    """A batch holds host 1 and waits for host 2 while another writer holds host 2 and
+    waits for host 1: PostgreSQL aborts the batch (the other side's detector waits
+    longer); the batch runs again once the other writer commits, and nothing fails."""
+    for name in ("h1.example.com", "h2.example.com"):
+        store_report(name, NATIVE, native_doc(name), time.time())
+    assert process_pending(time.time()) == Counter(processed=2)
+    for name in ("h1.example.com", "h2.example.com"):
+        store_report(name, NATIVE, native_doc(name, n=7), time.time())
+
+    other = make_database(pg.replace("postgresql://", "postgres://"))
+    other.connect()
+    other.execute_sql("SET deadlock_timeout = '60s'")  # so that the batch is the victim
+    outcome: list[object] = []
+
+    def process() -> None:
+        with database.connection_context():
+            try:
+                outcome.append(process_pending(time.time()))
+            except Exception as exc:  # the failure the test is about
+                outcome.append(exc)
+
+    with other.atomic():
+        other.execute_sql("UPDATE host SET kernel = 'x' WHERE name = 'h2.example.com'")
+        worker = threading.Thread(target=process)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while waiting_on_locks(pg) == 0:  # the batch has host 1 and waits for host 2
+            assert time.monotonic() < deadline, "the batch never waited on host 2"
+            time.sleep(0.05)
+        # waits for the batch until PostgreSQL aborts the batch (deadlock_timeout, 1 s)
+        other.execute_sql("UPDATE host SET kernel = 'y' WHERE name = 'h1.example.com'")
+    worker.join(30)
+    other.close()
+    assert outcome == [Counter(processed=2)]
+    states = Counter(r.state for r in Report.select(Report.state))
+    assert states == Counter(processed=4)
+    # the batch was applied after the other writer: its state is the report's
+    assert {h.name: h.kernel for h in Host.select()} == {
+        "h1.example.com": "6.1.0-28-amd64",
+        "h2.example.com": "6.1.0-28-amd64",
+    }
+
+
+def drifting_docs(count: int, seed: int) -> list[dict]:
+    """Reports that each bring new packages, most of them shared with other reports."""
+    rng = random.Random(seed)
+    docs = []
+    for i in range(count):
+        doc = native_doc(f"d{i}.example.com", n=0)
+        names = rng.sample(range(600), 150)
+        doc["packages"] = [
+            {"name": f"lib{n}", "epoch": "", "version": f"{rng.randint(1, 4)}.0",
+             "release": "1", "arch": "amd64", "type": "deb"}
+            for n in names
+        ]  # fmt: skip
+        docs.append(doc)
+    return docs
+
+
+def test_shards_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) -> None:
+    """Two processing shards at once, every report with new packages shared with the
+    other shard's: with no retries allowed, a single deadlock fails the run."""
+    monkeypatch.setattr(processing, "BATCH_RETRIES", 0)
+    monkeypatch.setattr(processing, "BATCH_REPORTS", 5)
+    docs = drifting_docs(80, seed=7)
+    for doc in docs:
+        store_report(doc["host"], NATIVE, doc, time.time())
+    results: list[object] = [None, None]
+    start = threading.Barrier(2)
+
+    def shard(index: int) -> None:
+        with database.connection_context():
+            start.wait()
+            try:
+                results[index] = process_pending(time.time(), shard=(index, 2))
+            except Exception as exc:  # the failure the test is about
+                results[index] = exc
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == [Counter(processed=40), Counter(processed=40)]
+    # each host points at a set holding exactly its packages
+    for doc in docs:
+        host = Host.get(Host.name == doc["host"])
+        stored = {
+            (p.name, p.version)
+            for p in Package.select(Package.name, Package.version)
+            .join(PackageSetMember)
+            .where(PackageSetMember.package_set == host.package_set_id)
+        }
+        assert stored == {(p["name"], p["version"]) for p in doc["packages"]}
+
+
+def test_process_workers_share_the_queue(database_url, tmp_path) -> None:
+    handle = make_database(database_url)
+    database.initialize(handle)
+    handle.connect()
+    migrate(handle)
+    docs = drifting_docs(30, seed=3)
+    for doc in docs:
+        store_report(doc["host"], NATIVE, doc, time.time())
+    handle.close()
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+        "PATCHWATCH_DATABASE_URL": database_url, "PATCHWATCH_DATA_DIR": str(tmp_path / "d"),
+    }  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "cli.main", "process", "--workers", "3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "30 processed"
+    handle.connect()
+    assert Counter(r.state for r in Report.select(Report.state)) == Counter(processed=30)
+    assert Host.select().count() == 30
+    handle.close()
