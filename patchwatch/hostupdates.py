@@ -50,6 +50,7 @@ from patchwatch.models import Mirror
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetContent
 from patchwatch.models import PackageSetMember
 from patchwatch.models import ReportedUpdate
 from patchwatch.models import Repository
@@ -86,7 +87,8 @@ _KINDS = {k.value: k for k in PackageKind}
 
 
 _T_PACKAGE = Package._meta.table_name
-_T_MEMBER = PackageSetMember._meta.table_name
+_T_MEMBER = PackageSetMember._meta.table_name  # mirrors' sets: always whole
+_T_CONTENT = PackageSetContent._meta.table_name  # hosts' sets: whole or differences
 _T_PACKAGE_SET = PackageSet._meta.table_name
 _T_HOST_UPDATE = HostUpdate._meta.table_name
 _T_ITEM = UpdateSetItem._meta.table_name
@@ -295,7 +297,7 @@ class UpdateContext:
             members: dict[int, list[int]] = defaultdict(list)
             for chunk in chunks(kernel_ids):
                 sql = (
-                    f"SELECT package_set_id, package_id FROM {_T_MEMBER} "
+                    f"SELECT package_set_id, package_id FROM {_T_CONTENT} "
                     f"WHERE package_id IN ({placeholders(len(chunk))})"
                 )
                 for ps, pid in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
@@ -310,9 +312,9 @@ class UpdateContext:
         for chunk in chunks(todo):
             query = (
                 _kernel_packages()
-                .select_extend(PackageSetMember.package_set)
-                .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-                .where(PackageSetMember.package_set.in_(list(chunk)))
+                .select_extend(PackageSetContent.package_set_id)
+                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+                .where(PackageSetContent.package_set_id.in_(list(chunk)))
                 .tuples()
             )
             for pid, *row, ps in query:
@@ -433,10 +435,10 @@ def _member_ids(pset_id: int) -> set[int]:
     if row is not None and row[0] is not None:
         return set(unpack_ids(row[0]))
     if is_sqlite():
-        sql = f"SELECT json_group_array(package_id) FROM {_T_MEMBER} WHERE package_set_id = ?"
+        sql = f"SELECT json_group_array(package_id) FROM {_T_CONTENT} WHERE package_set_id = ?"
         (value,) = database.execute_sql(sql, (pset_id,)).fetchone()
         return set(json.loads(value))
-    sql = f"SELECT array_agg(package_id) FROM {_T_MEMBER} WHERE package_set_id = %s"
+    sql = f"SELECT array_agg(package_id) FROM {_T_CONTENT} WHERE package_set_id = %s"
     (value,) = database.execute_sql(sql, (pset_id,)).fetchone()
     return set(value or ())
 

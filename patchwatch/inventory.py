@@ -58,6 +58,7 @@ from patchwatch.models import OSRelease
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetContent
 from patchwatch.models import PackageSetMember
 from patchwatch.models import Report
 from patchwatch.models import Repository
@@ -207,8 +208,8 @@ def load_host_inventory(host: Host) -> HostInventory:
         rows = (
             Package.select(Package.name, Package.arch, Package.epoch, Package.version,
                            Package.release)
-            .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-            .where(PackageSetMember.package_set == host.package_set_id)
+            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+            .where(PackageSetContent.package_set_id == host.package_set_id)
             .tuples()
         )  # fmt: skip
         packages = tuple((n, a, _evr(e, v, r)) for n, a, e, v, r in rows)
@@ -843,8 +844,8 @@ def orphan_packages(
         if pset_id not in names_by_pset:
             names_by_pset[pset_id] = set(
                 Package.select(Package.name, Package.arch)
-                .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-                .where(PackageSetMember.package_set == pset_id)
+                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+                .where(PackageSetContent.package_set_id == pset_id)
                 .distinct()
                 .tuples()
             )
@@ -864,8 +865,8 @@ def orphan_packages(
         installed = (
             Package.select(Package.name, Package.arch, Package.epoch, Package.version,
                            Package.release)
-            .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-            .where(PackageSetMember.package_set == pset_id)
+            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+            .where(PackageSetContent.package_set_id == pset_id)
             .order_by(Package.name, Package.arch)
             .tuples()
         )  # fmt: skip
@@ -1077,16 +1078,19 @@ def _orphan_update_sets() -> object:
     return UpdateSet.select(UpdateSet.id).where(~fn.EXISTS(used))
 
 
-def _live_package_sets() -> tuple[object, object]:
+def _live_package_sets() -> tuple[object, object, object]:
+    """Sets that hosts or mirrors use, and the bases those are written against."""
     hosts = Host.select(Host.package_set).where(Host.package_set.is_null(False))
     mirrors = Mirror.select(Mirror.package_set).where(Mirror.package_set.is_null(False))
-    return hosts, mirrors
+    bases = PackageSet.select(PackageSet.base).where(PackageSet.base.is_null(False))
+    return hosts, mirrors, bases
 
 
 def _orphan_package_sets() -> object:
-    hosts, mirrors = _live_package_sets()
+    """Sets nothing uses. A base of another set is used, even if no host has it now."""
+    hosts, mirrors, bases = _live_package_sets()
     return PackageSet.select(PackageSet.id).where(
-        PackageSet.id.not_in(hosts) & PackageSet.id.not_in(mirrors)
+        PackageSet.id.not_in(hosts) & PackageSet.id.not_in(mirrors) & PackageSet.id.not_in(bases)
     )
 
 
@@ -1103,9 +1107,11 @@ def _orphan_packages() -> object:
     set members of 10,000 drifting hosts the query had not finished after minutes.
     ``EXCEPT`` is one pass over each input on both backends.
     """
-    hosts, mirrors = _live_package_sets()
+    hosts, mirrors, bases = _live_package_sets()
     in_live_sets = PackageSetMember.select(PackageSetMember.package).where(
-        PackageSetMember.package_set.in_(hosts) | PackageSetMember.package_set.in_(mirrors)
+        PackageSetMember.package_set.in_(hosts)
+        | PackageSetMember.package_set.in_(mirrors)
+        | PackageSetMember.package_set.in_(bases)
     )
     live_items = UpdateSetItem.update_set.not_in(_orphan_update_sets())
     return (
@@ -1176,7 +1182,7 @@ def check_store(
         ("orphan update sets", _orphan_update_sets, UpdateSet, True,
          "no host has these inputs"),
         ("orphan package sets", _orphan_package_sets, PackageSet, True,
-         "no host or mirror has it"),
+         "no host, mirror or set uses it"),
         ("orphan repository sets", _orphan_repository_sets, RepositorySet, True,
          "no host has it"),
         ("updates of deleted hosts", _stray_host_updates, HostUpdate, True,

@@ -75,6 +75,9 @@ def _lean_indexes(db: Database) -> None:
     if "WITHOUT ROWID" in table_sql.upper():
         return
     for statement in (
+        # a view on the table would stop the rename; migration 7 (pending whenever
+        # this one is) creates it again
+        "DROP VIEW IF EXISTS package_set_content",
         'CREATE TABLE "package_set_member_new" ('
         '"package_set_id" INTEGER NOT NULL, "package_id" INTEGER NOT NULL, '
         'PRIMARY KEY ("package_set_id", "package_id"), '
@@ -235,6 +238,44 @@ def _package_set_member_ids(db: Database) -> None:
         )
 
 
+PACKAGE_SET_CONTENT = """
+CREATE VIEW package_set_content AS
+SELECT m.package_set_id, m.package_id
+  FROM package_set s JOIN package_set_member m ON m.package_set_id = s.id
+ WHERE s.base_id IS NULL
+UNION ALL
+SELECT m.package_set_id, m.package_id
+  FROM package_set s JOIN package_set_member m ON m.package_set_id = s.id
+ WHERE s.base_id IS NOT NULL AND NOT EXISTS (
+       SELECT 1 FROM package_set_member b
+        WHERE b.package_set_id = s.base_id AND b.package_id = m.package_id)
+UNION ALL
+SELECT s.id, b.package_id
+  FROM package_set s JOIN package_set_member b ON b.package_set_id = s.base_id
+ WHERE NOT EXISTS (
+       SELECT 1 FROM package_set_member r
+        WHERE r.package_set_id = s.id AND r.package_id = b.package_id)
+"""
+
+
+def _package_set_bases(db: Database) -> None:
+    """Add ``package_set.base_id`` and the ``package_set_content`` view.
+
+    Sets already stored stay whole (a NULL base); only new ones are written as
+    differences (``patchwatch.set_bases``). The view's three parts: a whole set's
+    rows; a difference's rows that its base lacks (added packages); the base's rows
+    that the difference does not list (kept packages). Each part is an index range
+    or probe by set, or by package, on both backends.
+    """
+    if "base_id" not in {c.name for c in db.get_columns("package_set")}:
+        db.execute_sql(
+            'ALTER TABLE "package_set" ADD COLUMN "base_id" INTEGER REFERENCES "package_set" ("id")'
+        )
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "package_set_base_id" ON "package_set" ("base_id")')
+    db.execute_sql("DROP VIEW IF EXISTS package_set_content")
+    db.execute_sql(PACKAGE_SET_CONTENT)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -244,6 +285,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "report.packages_digest", _report_packages_digest),
     Migration(5, "pending updates without indexes on packages", _updates_without_package_indexes),
     Migration(6, "package_set.member_ids", _package_set_member_ids),
+    Migration(7, "package sets written as differences from a base", _package_set_bases),
 )
 
 LATEST = MIGRATIONS[-1].version

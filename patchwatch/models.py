@@ -80,12 +80,19 @@ class PackageSet(BaseModel):
     by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
     hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
     two cannot drift apart; ``package_set_member`` stays the copy that SQL joins use.
+
+    ``base``: a set with a base is written as a difference from it (schema 7,
+    ``patchwatch.set_bases``): its member rows are the packages in exactly one of
+    the two. A base is always a whole set. SQL reads a set's packages through the
+    ``package_set_content`` view (:class:`PackageSetContent`), which resolves both
+    kinds; ``member_ids`` is always the whole set.
     """
 
     digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
     size = IntegerField()
     created_at = DoubleField()
     member_ids = BlobField(null=True)
+    base = ForeignKeyField("self", null=True, backref="differences", index=True)
 
 
 class PackageSetMember(BaseModel):
@@ -104,6 +111,21 @@ class PackageSetMember(BaseModel):
 
     class Meta:
         primary_key = CompositeKey("package_set", "package")
+
+
+class PackageSetContent(BaseModel):
+    """The packages of every set, whole or written as a difference (a view, schema 7).
+
+    Read-only; not in :data:`MODELS` (the migration creates it). Writers write
+    :class:`PackageSetMember`.
+    """
+
+    package_set_id = IntegerField()
+    package_id = IntegerField()
+
+    class Meta:
+        table_name = "package_set_content"
+        primary_key = False
 
 
 class Repository(BaseModel):

@@ -25,7 +25,7 @@ from patchwatch.models import OSRelease
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetMember
+from patchwatch.models import PackageSetContent
 from patchwatch.models import Report
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
@@ -232,8 +232,8 @@ def host_detail(name: str) -> dict[str, object]:
     if host.package_set_id:
         query = (
             Package.select()
-            .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-            .where(PackageSetMember.package_set == host.package_set_id)
+            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+            .where(PackageSetContent.package_set_id == host.package_set_id)
             .order_by(Package.name, Package.arch)
         )
         packages = [_package_dict(p) for p in query]
@@ -291,8 +291,8 @@ def hosts_with_package(
     packages = [p for p in query if version is None or version in (p.version_string, p.version)]
     out: list[dict[str, object]] = []
     for pkg in packages:
-        psets = [m.package_set_id for m in PackageSetMember.select().where(
-            PackageSetMember.package == pkg)]  # fmt: skip
+        psets = [m.package_set_id for m in PackageSetContent.select().where(
+            PackageSetContent.package_id == pkg.id)]  # fmt: skip
         if not psets:
             continue
         mirror_repos = {

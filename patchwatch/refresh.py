@@ -63,7 +63,7 @@ from patchwatch.models import Host
 from patchwatch.models import Mirror
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
-from patchwatch.models import PackageSetMember
+from patchwatch.models import PackageSetContent
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
 from patchwatch.records import Advisory as AdvisoryRecord
@@ -360,9 +360,9 @@ def deb_architectures(repo: Repository) -> list[str]:
         query = (
             Package.select(Package.arch)
             .distinct()
-            .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
+            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
             .where(
-                PackageSetMember.package_set.in_(psets[i : i + 500])
+                PackageSetContent.package_set_id.in_(psets[i : i + 500])
                 & (Package.kind == "deb")
                 & (Package.arch != "all")
             )
@@ -786,7 +786,7 @@ def _store_success(
         pset_id = mirror.package_set_id
         count = mirror.package_count
         if fetched.packages is not None:
-            pset = ensure_package_set(fetched.packages, now)
+            pset = ensure_package_set(fetched.packages, now, whole=True)
             changed = pset.id != pset_id
             pset_id, count = pset.id, pset.size
         if fetched.advisories is not None:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from peewee import IntegrityError
+
 from patchwatch.db import ARRAY_PARAMETER_SIZE
 from patchwatch.db import chunks
 from patchwatch.db import database
@@ -30,10 +32,15 @@ from patchwatch.models import Repository
 from patchwatch.models import RepositorySet
 from patchwatch.models import RepositorySetMember
 from patchwatch.packed_ids import pack_ids
+from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
 from patchwatch.records import ReportedRepository
+from patchwatch.set_bases import MAX_BASE_SIZE
+from patchwatch.set_bases import MAX_BASES
+from patchwatch.set_bases import MIN_SIZE
+from patchwatch.set_bases import BaseIndex
 
 PackageKey = tuple[str, str, str, str, str, str]
 
@@ -87,6 +94,7 @@ def forget_cached_ids() -> None:
     """Drop this process's id caches (after rows were deleted, e.g. by dbcheck --fix)."""
     _ID_CACHE.ids = {}
     _SET_CACHE.ids = {}
+    _BASES.reset()
 
 
 def cached_id(kind: str, key: str) -> int | None:
@@ -219,15 +227,15 @@ def stored_package_sets(digests: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def _package_set_id(digest: str) -> int | None:
-    row = database.execute_sql(
-        raw_sql(f"SELECT id FROM {PackageSet._meta.table_name} WHERE digest = ?"), (digest,)
-    ).fetchone()
-    return None if row is None else int(row[0])
+def ensure_package_set(
+    packages: Sequence[PackageRecord], now: float, whole: bool = False
+) -> PackageSet:
+    """Return the stored set with exactly these packages, creating it (whole) if new.
 
-
-def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
-    """Return the stored set with exactly these packages, creating it if new.
+    ``whole``: the set must be stored whole, not as a difference, because its reader
+    reads the member rows directly (a mirror's index, ``patchwatch.hostupdates``); a
+    host's set that happens to hold exactly these packages is rewritten whole, which
+    leaves what it contains as it was.
 
     The returned row carries only ``id``, ``digest`` and ``size``: it names a set
     (plain SQL, no row read), which is all that callers need.
@@ -235,11 +243,41 @@ def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> Package
     digest, size = _set_digest(packages)
     known = stored_package_sets([digest]).get(digest)
     if known is not None:
+        if whole:
+            _make_whole(known)
         return PackageSet(id=known, digest=digest, size=size)
     ids = ensure_packages(packages)
     with write_transaction():
         set_id = _create_package_set(digest, sorted(set(ids.values())), now)
     return PackageSet(id=set_id, digest=digest, size=len(ids))
+
+
+def _make_whole(set_id: int) -> None:
+    """Store a set written as a difference as its whole content instead."""
+    table = PackageSet._meta.table_name
+    members = PackageSetMember._meta.table_name
+    with write_transaction():
+        row = database.execute_sql(
+            raw_sql(f"SELECT base_id FROM {table} WHERE id = ?"), (set_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        content = [
+            pid
+            for (pid,) in database.execute_sql(
+                raw_sql(
+                    "SELECT package_id FROM package_set_content WHERE package_set_id = ? "
+                    "ORDER BY package_id"
+                ),
+                (set_id,),
+            ).fetchall()
+        ]
+        database.execute_sql(raw_sql(f"DELETE FROM {members} WHERE package_set_id = ?"), (set_id,))
+        execute_many(
+            f"INSERT INTO {members} (package_set_id, package_id) VALUES (?, ?)",
+            [(set_id, pid) for pid in content],
+        )
+        database.execute_sql(raw_sql(f"UPDATE {table} SET base_id = NULL WHERE id = ?"), (set_id,))
 
 
 def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: float) -> list[int]:
@@ -251,6 +289,10 @@ def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: f
     the same order, so on PostgreSQL one waits for the other but they never deadlock;
     and a caller that then applies many reports in one long transaction holds no lock
     on rows every other report wants (``patchwatch.processing.process_pending``).
+
+    New sets are written as differences from the nearest stored whole set where one
+    is near (``patchwatch.set_bases``): hosts' sets, unlike mirrors' indexes
+    (:func:`ensure_package_set`), are mostly another host's.
     """
     digests = [_set_digest(packages)[0] for packages in package_lists]
     stored = stored_package_sets(sorted(set(digests)))
@@ -259,21 +301,49 @@ def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: f
         if digest not in stored:
             new.setdefault(digest, packages)
     if new:
-        with write_transaction():
-            ids = ensure_packages(p for packages in new.values() for p in packages)
-            for digest in sorted(new):
-                members = sorted({ids[p] for p in new[digest]})
-                stored[digest] = _create_package_set(digest, members, now)
+        try:
+            _create_package_sets(new, stored, now, _BASES.load())
+        except IntegrityError:
+            # a base was deleted behind this process's index (dbcheck --fix): the
+            # transaction is rolled back; write the sets whole
+            forget_cached_ids()
+            _create_package_sets(new, stored, now, None)
     return [stored[digest] for digest in digests]
 
 
-def _create_package_set(digest: str, members: list[int], now: float) -> int:
-    """Insert a set and its member rows (inside the caller's transaction); its id."""
+def _create_package_sets(
+    new: dict[str, Sequence[PackageRecord]],
+    stored: dict[str, int],
+    now: float,
+    bases: BaseIndex | None,
+) -> None:
+    with write_transaction():
+        ids = ensure_packages(p for packages in new.values() for p in packages)
+        for digest in sorted(new):
+            members = sorted({ids[p] for p in new[digest]})
+            stored[digest] = _create_package_set(digest, members, now, bases)
+
+
+def _create_package_set(
+    digest: str, members: list[int], now: float, bases: BaseIndex | None = None
+) -> int:
+    """Insert a set and its member rows (inside the caller's transaction); its id.
+
+    With ``bases``, the rows are the difference from the nearest base where one is
+    near enough; a set written whole becomes a base for the next ones.
+    """
+    packed = pack_ids(members)
+    near = _nearest_base(members, bases) if bases is not None and packed is not None else None
+    base_id, rows = near if near is not None else (None, members)
     PackageSet.insert(
-        digest=digest, size=len(members), created_at=now, member_ids=pack_ids(members)
+        digest=digest, size=len(members), created_at=now, member_ids=packed, base=base_id
     ).on_conflict_ignore().execute()
-    set_id = _package_set_id(digest)
-    assert set_id is not None  # inserted above, or by a concurrent writer
+    found = database.execute_sql(
+        raw_sql(f"SELECT id, base_id FROM {PackageSet._meta.table_name} WHERE digest = ?"),
+        (digest,),
+    ).fetchone()
+    assert found is not None  # inserted above, or by a concurrent writer
+    set_id, stored_base = found
     table = PackageSetMember._meta.table_name
     first = database.execute_sql(
         raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
@@ -283,10 +353,75 @@ def _create_package_set(digest: str, members: list[int], now: float) -> int:
         # process fills meanwhile fails this insert, which apply_report retries
         execute_many(
             f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?)",
-            [(set_id, pid) for pid in members],
+            [(set_id, pid) for pid in rows],
         )
+    if bases is not None and packed is not None and stored_base is None:
+        bases.add(set_id, members, packed)  # a concurrent writer's row may be a difference
     remember_id("package", digest, set_id)
-    return set_id
+    return int(set_id)
+
+
+def _nearest_base(members: list[int], bases: BaseIndex) -> tuple[int, list[int]] | None:
+    """The nearest base that is still stored as this process saw it.
+
+    A base deleted meanwhile (``dbcheck --fix``) may even have had its id given to
+    another set (SQLite reuses the highest ids): a difference from it would then
+    describe other packages. One read by primary key rules that out.
+    """
+    for _attempt in range(3):
+        near = bases.nearest(members)
+        if near is None:
+            return None
+        row = database.execute_sql(
+            raw_sql(
+                f"SELECT member_ids FROM {PackageSet._meta.table_name} "
+                "WHERE id = ? AND base_id IS NULL"
+            ),
+            (near[0],),
+        ).fetchone()
+        if row is not None and row[0] is not None and bytes(row[0]) == bases.packed[near[0]]:
+            return near
+        bases.remove(near[0])
+    return None
+
+
+class _Bases:
+    """This process's :class:`BaseIndex`, per database, topped up from the store.
+
+    Each call to :meth:`load` reads the whole sets stored since the last one (by id),
+    so that processes (receivers, workers) find the bases the others wrote.
+    """
+
+    def __init__(self) -> None:
+        self.owner: object = None
+        self.index = BaseIndex()
+        self.last_id = 0
+
+    def reset(self) -> None:
+        self.owner, self.index, self.last_id = None, BaseIndex(), 0
+
+    def load(self) -> BaseIndex:
+        if self.owner is not database.obj:
+            self.reset()
+            self.owner = database.obj
+        if len(self.index) >= MAX_BASES:
+            return self.index
+        rows = database.execute_sql(
+            raw_sql(
+                f"SELECT id, member_ids FROM {PackageSet._meta.table_name} "
+                "WHERE id > ? AND base_id IS NULL AND size BETWEEN ? AND ? "
+                "AND member_ids IS NOT NULL ORDER BY id"
+            ),
+            (self.last_id, MIN_SIZE, MAX_BASE_SIZE),
+        ).fetchall()
+        for set_id, packed in rows:
+            packed = bytes(packed)
+            self.index.add(set_id, unpack_ids(packed), packed)
+            self.last_id = max(self.last_id, set_id)
+        return self.index
+
+
+_BASES = _Bases()
 
 
 def normalise_url(url: str) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from playhouse.pool import PooledDatabase
 
+from patchwatch import set_bases
+from patchwatch import sets
 from patchwatch.db import database
 from patchwatch.db import make_database
 from patchwatch.migrations import migrate
@@ -258,3 +260,21 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
     yield make
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def small_sets_as_differences() -> Iterator[None]:
+    """Write even the tests' small package sets as differences from a base.
+
+    Real hosts' sets (1,500 packages) are written as differences and most test sets
+    have a handful, which the default minimum would write whole: lowered here, every
+    reader of package sets in the suite also reads sets written as differences.
+    (Session-wide, not per test: hypothesis refuses function-scoped fixtures.)
+    """
+    defaults = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
+    set_bases.MIN_SIZE = sets.MIN_SIZE = 2
+    set_bases.SAMPLE_EVERY = 1  # small ids: every one stands for its set
+    set_bases.MAX_DIFFERENCE = 0.5
+    yield
+    set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = defaults
+    sets.MIN_SIZE = set_bases.MIN_SIZE

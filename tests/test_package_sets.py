@@ -1,0 +1,172 @@
+"""Package sets written as differences from a base, on both backends.
+
+What a set contains must not depend on how it is written: every reader goes through
+the ``package_set_content`` view (or the packed ids), and whatever refers to a base
+keeps it alive.
+"""
+
+from __future__ import annotations
+
+import random
+
+from peewee import SqliteDatabase
+
+from patchwatch import sets
+from patchwatch.db import database
+from patchwatch.inventory import check_store
+from patchwatch.migrations import migrate
+from patchwatch.models import Host
+from patchwatch.models import Package
+from patchwatch.models import PackageSet
+from patchwatch.models import PackageSetContent
+from patchwatch.models import PackageSetMember
+from patchwatch.models import SchemaVersion
+from patchwatch.packed_ids import unpack_ids
+from patchwatch.records import Package as PackageRecord
+from patchwatch.records import PackageKind
+
+
+def record(name: str, version: str = "1") -> PackageRecord:
+    return PackageRecord(name, "", version, "1", "amd64", PackageKind.DEB)
+
+
+def image(tag: str, size: int = 200) -> list[PackageRecord]:
+    return [record(f"{tag}-lib{i}") for i in range(size)]
+
+
+def drifted(base: list[PackageRecord], rng: random.Random) -> list[PackageRecord]:
+    """A host of an image: a few packages missing, a few newer, a few extra."""
+    out = [p for p in base if rng.random() > 0.015]
+    out = [record(p.name, "2") if rng.random() < 0.015 else p for p in out]
+    return out + [record(f"extra{rng.randrange(50)}") for _ in range(rng.randrange(4))]
+
+
+def ids_of(packages: list[PackageRecord]) -> set[int]:
+    return set(sets.ensure_packages(packages).values())
+
+
+def content(set_id: int) -> set[int]:
+    rows = PackageSetContent.select().where(PackageSetContent.package_set_id == set_id)
+    return {r.package_id for r in rows}
+
+
+def fleet(rng: random.Random) -> list[list[PackageRecord]]:
+    images = [image("a"), image("b"), image("c", 150)]
+    return [drifted(images[i % 3], rng) for i in range(30)]
+
+
+def test_sets_written_as_differences_read_back_whole(db) -> None:
+    lists = fleet(random.Random(5))
+    set_ids = sets.ensure_package_sets(lists, 1.0)
+    written = {s.id: s for s in PackageSet.select()}
+    differences = [s for s in written.values() if s.base_id is not None]
+    assert len(differences) >= 24  # most hosts are near a stored image
+    assert all(written[s.base_id].base_id is None for s in differences)  # one step only
+    rows = PackageSetMember.select().count()
+    assert rows < sum(s.size for s in written.values()) / 3
+
+    for set_id, packages in zip(set_ids, lists, strict=True):
+        expected = ids_of(packages)
+        assert content(set_id) == expected
+        assert set(unpack_ids(written[set_id].member_ids)) == expected
+        assert written[set_id].size == len(expected)
+    # by package: a base's package is in every set that kept it and in none that dropped it
+    probe = sets.ensure_packages([record("a-lib7")])[record("a-lib7")]
+    holding = {
+        r.package_set_id
+        for r in PackageSetContent.select().where(PackageSetContent.package_id == probe)
+    }
+    assert holding == {s for s, p in zip(set_ids, lists, strict=True) if record("a-lib7") in p}
+
+
+def test_the_same_sets_again_are_found_not_written(db) -> None:
+    lists = fleet(random.Random(6))
+    first = sets.ensure_package_sets(lists, 1.0)
+    rows = PackageSetMember.select().count()
+    sets.forget_cached_ids()
+    assert sets.ensure_package_sets(list(reversed(lists)), 2.0) == list(reversed(first))
+    assert PackageSetMember.select().count() == rows
+
+
+def test_a_base_no_host_uses_stays_while_a_difference_needs_it(db) -> None:
+    lists = fleet(random.Random(7))
+    set_ids = sets.ensure_package_sets(lists, 1.0)
+    differences = {s.id: s.base_id for s in PackageSet.select() if s.base_id is not None}
+    base = next(iter(differences.values()))
+    users = [s for s, b in differences.items() if b == base]
+    Host.create(name="kept.example.com", created_at=1.0, package_set=users[0])
+    for number, set_id in enumerate(set_ids):
+        if set_id != base and set_id not in users:
+            Host.create(name=f"h{number}.example.com", created_at=1.0, package_set=set_id)
+    found = {r["check"]: r for r in check_store(fix=True, include_packages=True)}
+    assert found["orphan package sets"]["fixed"] == len(users) - 1  # not the base
+    assert PackageSet.get_or_none(PackageSet.id == base) is not None
+    assert content(users[0]) == ids_of(lists[set_ids.index(users[0])])
+    # the packages only the base holds are still there for the difference to keep
+    assert Package.select().count() >= len(content(users[0]))
+    again = {r["check"]: r for r in check_store()}
+    assert again["orphan package sets"]["found"] == 0
+    assert again["orphan packages"]["found"] == 0
+
+
+def test_a_mirror_index_equal_to_a_difference_is_stored_whole(db) -> None:
+    """Mirrors' indexes are read from the member rows directly (hostupdates)."""
+    lists = fleet(random.Random(8))
+    sets.ensure_package_sets(lists, 1.0)
+    difference = next(s for s in PackageSet.select() if s.base_id is not None)
+    packages = [
+        record(p.name, p.version)
+        for p in Package.select().where(Package.id.in_(list(content(difference.id))))
+    ]
+    mirror_set = sets.ensure_package_set(packages, 2.0, whole=True)
+    assert mirror_set.id == difference.id
+    assert PackageSet.get_by_id(difference.id).base_id is None
+    members = {
+        m.package_id
+        for m in PackageSetMember.select().where(PackageSetMember.package_set == difference.id)
+    }
+    assert members == content(difference.id) == ids_of(packages)
+
+
+def test_a_base_deleted_behind_the_index_gives_whole_sets(db) -> None:
+    rng = random.Random(9)
+    base = image("a")
+    sets.ensure_package_sets([base], 1.0)
+    sets.ensure_package_sets([drifted(base, rng)], 1.0)  # the index now holds the base
+    with database.atomic():
+        PackageSetMember.delete().execute()
+        PackageSet.delete().execute()
+    host = drifted(base, rng)
+    (set_id,) = sets.ensure_package_sets([host], 2.0)  # chooses the deleted base first
+    assert PackageSet.get_by_id(set_id).base_id is None
+    assert content(set_id) == ids_of(host)
+
+
+def test_migration_7_keeps_stored_sets_whole_and_readable(db) -> None:
+    whole = sets.ensure_package_set(image("m"), 1.0)
+    db.execute_sql("DROP VIEW package_set_content")
+    db.execute_sql('DROP INDEX "package_set_base_id"')
+    if isinstance(db, SqliteDatabase):  # cannot drop a column with a foreign key: rebuild
+        db.execute_sql("PRAGMA foreign_keys = OFF")
+        for statement in (
+            'CREATE TABLE "ps6" ("id" INTEGER NOT NULL PRIMARY KEY, "digest" VARCHAR(64) '
+            'NOT NULL, "size" INTEGER NOT NULL, "created_at" REAL NOT NULL, "member_ids" BLOB)',
+            'INSERT INTO "ps6" SELECT id, digest, size, created_at, member_ids FROM package_set',
+            'DROP TABLE "package_set"',
+            'ALTER TABLE "ps6" RENAME TO "package_set"',
+            'CREATE UNIQUE INDEX "package_set_digest" ON "package_set" ("digest")',
+        ):
+            db.execute_sql(statement)
+        db.execute_sql("PRAGMA foreign_keys = ON")
+    else:
+        db.execute_sql('ALTER TABLE "package_set" DROP COLUMN "base_id"')
+    assert "base_id" not in {c.name for c in db.get_columns("package_set")}
+    SchemaVersion.delete().where(SchemaVersion.version >= 7).execute()
+
+    assert migrate(db) == [7]
+    assert PackageSet.get_by_id(whole.id).base_id is None
+    assert content(whole.id) == ids_of(image("m"))
+    sets.forget_cached_ids()
+    (near,) = sets.ensure_package_sets([image("m")[:-3]], 2.0)
+    assert PackageSet.get_by_id(near).base_id == whole.id
+    assert content(near) == ids_of(image("m")[:-3])
