@@ -39,6 +39,7 @@ import json
 import re
 from collections.abc import Iterator
 from collections.abc import Mapping
+from operator import itemgetter
 from urllib.parse import unquote
 
 from patchwatch.errors import ParseError
@@ -129,6 +130,9 @@ _OS_LIMITS: Mapping[str, int] = {
 _OS_OTHER_LIMIT = 1024
 
 _NATIVE_PACKAGE_KEYS = frozenset({"name", "epoch", "version", "release", "arch", "type"})
+# the memo key of a package object with exactly these keys (as the agent sends them):
+# one tuple of six values, built in C, instead of six (key, value) pairs
+_PACKAGE_VALUES = itemgetter("name", "version", "arch", "release", "epoch", "type")
 _NATIVE_REPO_KEYS = frozenset(
     {
         "type",
@@ -419,14 +423,16 @@ def _native_os(value: object) -> dict[str, str]:
 
 
 class _PackageMemo:
-    """Package records already parsed, by their raw (field, value) pairs.
+    """Package records already parsed, by their raw values.
 
     A fleet reports the same few thousand package builds over and over; a package
     object that passed the checks once needs only its items looked up, not checked
     and built again. Only objects that passed the checks are ever stored, and JSON
     values equal to stored strings are those strings (no number, boolean or null
-    equals a string), so a hit is exactly as valid as the first parse was. Bounded:
-    emptied when full.
+    equals a string), so a hit is exactly as valid as the first parse was. The key
+    of an object with exactly the six keys is the tuple of their values (a hit then
+    has those keys and those values); of any other object, its (field, value) pairs,
+    which never equal a tuple of strings. Bounded: emptied when full.
     """
 
     LIMIT = 500_000
@@ -450,13 +456,21 @@ def _native_packages(value: object) -> tuple[Package, ...]:
     kinds = _PACKAGE_KINDS
     rpm = PackageKind.RPM
     memo = _MEMO.records
+    values = _PACKAGE_VALUES
     out: list[Package] = []
     append = out.append
     for i, item in enumerate(items):
         if type(item) is not dict:
             append(_native_package(item, f"packages[{i}]"))
             continue
-        key = tuple(item.items())
+        key: tuple[object, ...]
+        if len(item) == 6:
+            try:
+                key = values(item)
+            except KeyError:
+                key = tuple(item.items())
+        else:
+            key = tuple(item.items())
         try:
             known = memo.get(key)
         except TypeError:  # an unhashable value (array, object): the slow path says which

@@ -406,18 +406,24 @@ class _Bases:
             self.owner = database.obj
         if len(self.index) >= MAX_BASES:
             return self.index
+        table = PackageSet._meta.table_name
+        (newest,) = database.execute_sql(f"SELECT MAX(id) FROM {table}").fetchone()
+        if newest is None or newest <= self.last_id:
+            return self.index
+        # the ids seen are remembered, not only the bases': the differences in between
+        # (most sets) are not read again at every call
         rows = database.execute_sql(
             raw_sql(
-                f"SELECT id, member_ids FROM {PackageSet._meta.table_name} "
-                "WHERE id > ? AND base_id IS NULL AND size BETWEEN ? AND ? "
-                "AND member_ids IS NOT NULL ORDER BY id"
+                f"SELECT id, member_ids FROM {table} WHERE id > ? AND id <= ? "
+                "AND base_id IS NULL AND size BETWEEN ? AND ? AND member_ids IS NOT NULL "
+                "ORDER BY id"
             ),
-            (self.last_id, MIN_SIZE, MAX_BASE_SIZE),
+            (self.last_id, newest, MIN_SIZE, MAX_BASE_SIZE),
         ).fetchall()
         for set_id, packed in rows:
             packed = bytes(packed)
             self.index.add(set_id, unpack_ids(packed), packed)
-            self.last_id = max(self.last_id, set_id)
+        self.last_id = newest
         return self.index
 
 

@@ -1032,13 +1032,21 @@ def test_native_epochs_are_canonical(package: dict[str, str], epoch: str) -> Non
         ({"version": ["1"]}, "packages[0].version"),
         ({"type": "tar"}, "packages[0].type"),
         ({"name": ""}, "packages[0].name"),
+        ({"release": None}, "packages[0].release"),
+        ({"epoch": 1}, "packages[0].epoch"),
     ],
 )
+@pytest.mark.parametrize("full", [False, True], ids=["four-keys", "six-keys"])
 def test_native_package_seen_before_is_checked_again_when_it_differs(
-    change: dict[str, object], where: str
+    change: dict[str, object], where: str, full: bool
 ) -> None:
-    """Parsed packages are memoised; a variant of a known one must still be rejected."""
+    """Parsed packages are memoised; a variant of a known one must still be rejected.
+
+    Objects with all six keys (as the agent sends them) are memoised by their values
+    alone; four-key ones by their pairs."""
     item = {"name": "memo-check", "version": "1.0-1", "arch": "amd64", "type": "deb"}
+    if full:
+        item = {**item, "epoch": "", "release": "2"}
     first = parse_native(native_doc(packages=[item])).packages[0]
     assert parse_native(native_doc(packages=[dict(item)])).packages[0] is first
     with pytest.raises(ParseError) as info:
