@@ -60,6 +60,7 @@ from patchwatch.models import UpdateSetItem
 from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
+from patchwatch.set_content import matching_members
 from patchwatch.updates import Offer
 from patchwatch.updates import compute_newer_kernel_installed
 from patchwatch.updates import decide_update
@@ -294,34 +295,24 @@ class UpdateContext:
             for pid, *row in _kernel_packages().tuples():
                 self.add_row(pid, tuple(row))
                 kernel_ids.append(pid)
-            members: dict[int, list[int]] = defaultdict(list)
-            for chunk in chunks(kernel_ids):
-                sql = (
-                    f"SELECT package_set_id, package_id FROM {_T_CONTENT} "
-                    f"WHERE package_id IN ({placeholders(len(chunk))})"
-                )
-                for ps, pid in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
-                    members[ps].append(pid)
-            self.kernel_members = dict(members)
+            self.kernel_members = matching_members(None, kernel_ids) if kernel_ids else {}
         if self.kernel_members is not None:
             for ps in todo:
                 ids = sorted(self.kernel_members.get(ps, ()))
                 self.kernels[ps] = [self.record(pid) for pid in ids]
             return
-        found: dict[int, list[int]] = defaultdict(list)
-        for chunk in chunks(todo):
-            query = (
-                _kernel_packages()
-                .select_extend(PackageSetContent.package_set_id)
-                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-                .where(PackageSetContent.package_set_id.in_(list(chunk)))
-                .tuples()
-            )
-            for pid, *row, ps in query:
+        found = matching_members(todo, package_where=_KERNEL_WHERE)
+        missing = sorted({pid for ids in found.values() for pid in ids} - set(self.rows))
+        for chunk in chunks(missing):
+            for pid, *row in _kernel_packages().where(Package.id.in_(list(chunk))).tuples():
                 self.add_row(pid, tuple(row))
-                found[ps].append(pid)
         for ps in todo:
             self.kernels[ps] = [self.record(pid) for pid in sorted(found.get(ps, ()))]
+
+
+# the same packages as _kernel_packages(), in SQL on a package row "p" (peewee's
+# startswith is a case-insensitive LIKE on both backends)
+_KERNEL_WHERE = "LOWER(p.name) LIKE 'linux-image-%' OR LOWER(p.name) LIKE 'kernel%'"
 
 
 def _kernel_packages() -> Select:

@@ -48,6 +48,7 @@ from urllib.parse import urljoin
 
 from peewee import PeeweeException
 
+from patchwatch.db import chunks
 from patchwatch.db import write_transaction
 from patchwatch.errors import FetchError
 from patchwatch.errors import NotFoundError
@@ -63,7 +64,6 @@ from patchwatch.models import Host
 from patchwatch.models import Mirror
 from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Package
-from patchwatch.models import PackageSetContent
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
 from patchwatch.records import Advisory as AdvisoryRecord
@@ -83,6 +83,7 @@ from patchwatch.repodata.rpmmd import parse_mirrorlist
 from patchwatch.repodata.rpmmd import parse_primary
 from patchwatch.repodata.rpmmd import parse_repomd
 from patchwatch.repodata.rpmmd import parse_updateinfo
+from patchwatch.set_content import matching_members
 from patchwatch.sets import ensure_package_set
 from patchwatch.sets import ensure_packages
 from patchwatch.settings import Settings
@@ -355,18 +356,11 @@ def deb_architectures(repo: Repository) -> list[str]:
         .tuples()
     )
     psets = sorted({p for p, _a in hosts if p is not None})
+    installed = matching_members(psets, package_where="p.kind = 'deb' AND p.arch <> 'all'")
+    ids = sorted({pid for members in installed.values() for pid in members})
     arches: set[str] = set()
-    for i in range(0, len(psets), 500):
-        query = (
-            Package.select(Package.arch)
-            .distinct()
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(
-                PackageSetContent.package_set_id.in_(psets[i : i + 500])
-                & (Package.kind == "deb")
-                & (Package.arch != "all")
-            )
-        )
+    for chunk in chunks(ids):
+        query = Package.select(Package.arch).distinct().where(Package.id.in_(list(chunk)))
         arches.update(a for (a,) in query.tuples())
     if not arches:
         arches = {DPKG_ARCHES.get(str(a), str(a)) for _p, a in hosts if a}

@@ -24,6 +24,7 @@ from patchwatch.models import SchemaVersion
 from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
+from patchwatch.set_content import matching_members
 
 
 def record(name: str, version: str = "1") -> PackageRecord:
@@ -170,3 +171,25 @@ def test_migration_7_keeps_stored_sets_whole_and_readable(db) -> None:
     (near,) = sets.ensure_package_sets([image("m")[:-3]], 2.0)
     assert PackageSet.get_by_id(near).base_id == whole.id
     assert content(near) == ids_of(image("m")[:-3])
+
+
+def test_members_matching_agree_with_the_view(db) -> None:
+    """The fleet-wide reads (kernels, architectures) resolve differences themselves."""
+    lists = fleet(random.Random(10))
+    set_ids = sets.ensure_package_sets(lists, 1.0)
+    assert PackageSet.select().where(PackageSet.base.is_null(False)).count() > 0
+    probe = sorted(sets.ensure_packages([record(f"a-lib{i}") for i in range(0, 200, 7)]).values())
+    probe += sorted(sets.ensure_packages([record("extra3"), record("b-lib4", "2")]).values())
+    expected = {s: content(s) & set(probe) for s in set_ids}
+    everywhere = matching_members(None, probe)
+    assert everywhere == {s: ids for s, ids in expected.items() if ids}
+    chosen = set_ids[::4]
+    assert matching_members(chosen, probe) == {s: expected[s] for s in chosen}
+    named = matching_members(chosen, package_where="p.name LIKE 'b-lib%'")
+    for s in chosen:
+        assert named[s] == {
+            r.package_id
+            for r in PackageSetContent.select()
+            .join(Package, on=(Package.id == PackageSetContent.package_id))
+            .where((PackageSetContent.package_set_id == s) & Package.name.startswith("b-lib"))
+        }
