@@ -15,6 +15,7 @@ from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.errors import PatchwatchError
 from patchwatch.migrations import migrate
+from patchwatch.models import Report
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
 from patchwatch.settings import Settings
@@ -129,21 +130,31 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if total.get("failed") else 0
 
 
+PROCESS_PAGE = 500  # reports read (bodies included) per round of process_pending
+
+
 def _process_queue(
     settings: Settings, host: str | None, force: bool, shard: tuple[int, int] | None
 ) -> Counter[str]:
     total = Counter[str]()
+    if force and host is None:
+        # --force takes processed reports too, so "the next page" never runs out:
+        # host by host instead (each keeps only its last few reports)
+        names = Report.select(Report.host_name).distinct().order_by(Report.host_name)
+        for (name,) in names.tuples():
+            total.update(_process_queue(settings, name, force, shard))
+        return total
     while True:
         outcome = process_pending(
             time.time(),
-            limit=500,
+            limit=PROCESS_PAGE,
             host_name=host,
             force=force,
             claim_timeout=settings.report_claim_timeout_seconds,
             shard=shard,
         )
         total.update(outcome)
-        if force or sum(outcome.values()) < 500:
+        if force or sum(outcome.values()) < PROCESS_PAGE:
             return total
 
 

@@ -18,6 +18,8 @@ from collections import Counter
 import pytest
 from playhouse.pool import PooledDatabase
 
+from cli import admin_cmd
+from cli.main import main
 from patchwatch import processing
 from patchwatch.db import database
 from patchwatch.db import make_database
@@ -179,3 +181,17 @@ def test_process_workers_share_the_queue(database_url, tmp_path) -> None:
     assert Counter(r.state for r in Report.select(Report.state)) == Counter(processed=30)
     assert Host.select().count() == 30
     handle.close()
+
+
+def test_process_force_runs_every_kept_report_again(
+    db, database_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """--force reads processed reports too: page by host, or it would stop at one page."""
+    for doc in drifting_docs(12, seed=5):
+        store_report(doc["host"], NATIVE, doc, time.time())
+    assert process_pending(time.time()) == Counter(processed=12)
+    monkeypatch.setattr(admin_cmd, "PROCESS_PAGE", 5)
+    monkeypatch.setenv("PATCHWATCH_DATABASE_URL", database_url)
+    monkeypatch.setenv("PATCHWATCH_DATA_DIR", str(tmp_path / "d"))
+    assert main(["process", "--force"]) == 0
+    assert capsys.readouterr().out.strip() == "12 processed"
