@@ -8,9 +8,12 @@ keeps it alive.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
+import pytest
 from peewee import SqliteDatabase
 
+from patchwatch import set_bases
 from patchwatch import sets
 from patchwatch.db import database
 from patchwatch.inventory import check_store
@@ -25,6 +28,22 @@ from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.set_content import matching_members
+
+DEFAULTS = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def production_choice() -> Iterator[None]:
+    """These sets are large enough for the real parameters (conftest lowers them)."""
+    knobs = ("MIN_SIZE", "SAMPLE_EVERY", "MAX_DIFFERENCE")
+    lowered = [getattr(set_bases, k) for k in knobs]
+    for knob, value in zip(knobs, DEFAULTS, strict=True):
+        setattr(set_bases, knob, value)
+    sets.MIN_SIZE = set_bases.MIN_SIZE
+    yield
+    for knob, value in zip(knobs, lowered, strict=True):
+        setattr(set_bases, knob, value)
+    sets.MIN_SIZE = set_bases.MIN_SIZE
 
 
 def record(name: str, version: str = "1") -> PackageRecord:
