@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import queue
 import threading
 from collections import Counter
@@ -29,6 +30,7 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from functools import reduce
 
 from peewee import JOIN
 from peewee import Select
@@ -310,14 +312,15 @@ class UpdateContext:
             self.kernels[ps] = [self.record(pid) for pid in sorted(found.get(ps, ()))]
 
 
-# the same packages as _kernel_packages(), in SQL on a package row "p" (peewee's
-# startswith is a case-insensitive LIKE on both backends)
-_KERNEL_WHERE = "LOWER(p.name) LIKE 'linux-image-%' OR LOWER(p.name) LIKE 'kernel%'"
+_KERNEL_PREFIXES = ("linux-image-", "kernel")  # names of packages that may be kernels
+# the same test in SQL on a package row "p", for reads that join no model: peewee's
+# startswith is a case-insensitive LIKE on both backends, hence LOWER
+_KERNEL_WHERE = " OR ".join(f"LOWER(p.name) LIKE '{prefix}%'" for prefix in _KERNEL_PREFIXES)
 
 
 def _kernel_packages() -> Select:
     """Packages that may be kernels: the reboot signal looks among these."""
-    may_be_kernel = Package.name.startswith("linux-image-") | Package.name.startswith("kernel")
+    may_be_kernel = reduce(operator.or_, (Package.name.startswith(p) for p in _KERNEL_PREFIXES))
     return Package.select(
         Package.id, Package.kind, Package.name, Package.epoch,
         Package.version, Package.release, Package.arch,

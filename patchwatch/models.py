@@ -79,7 +79,8 @@ class PackageSet(BaseModel):
     fit). Why a second copy: computing updates reads every host's set, and one value
     by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
     hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
-    two cannot drift apart; ``package_set_member`` stays the copy that SQL joins use.
+    two cannot drift apart; ``package_set_member`` stays the copy that SQL reads
+    (through the ``package_set_content`` view, below).
 
     ``base``: a set with a base is written as a difference from it (schema 7,
     ``patchwatch.set_bases``): its member rows are the packages in exactly one of
@@ -96,7 +97,7 @@ class PackageSet(BaseModel):
 
 
 class PackageSetMember(BaseModel):
-    """One package of a set.
+    """One package of a whole set, or of a difference: in exactly one of it and its base.
 
     The primary key (set, package) is the set's own index; the second index answers
     "which sets hold this package". On SQLite the table is clustered on its key
