@@ -39,7 +39,9 @@ import json
 import re
 from collections.abc import Iterator
 from collections.abc import Mapping
+from itertools import compress
 from operator import itemgetter
+from operator import not_
 from urllib.parse import unquote
 
 from patchwatch.errors import ParseError
@@ -433,81 +435,102 @@ class _PackageMemo:
     of an object with exactly the six keys is the tuple of their values (a hit then
     has those keys and those values); of any other object, its (field, value) pairs,
     which never equal a tuple of strings. Bounded: emptied when full.
+
+    Records are canonical: two keys that make equal records (an rpm epoch given as
+    "" and as "0") share one object, so that within one ``generation`` distinct
+    objects are distinct records and a report's list is deduplicated by identity.
     """
 
     LIMIT = 500_000
 
     def __init__(self) -> None:
         self.records: dict[tuple[object, ...], Package] = {}
+        self.canonical: dict[Package, Package] = {}
+        self.generation = 0  # counts the times the memo was emptied
 
-    def remember(self, key: tuple[object, ...], record: Package) -> None:
-        if len(self.records) >= self.LIMIT:
-            self.records = {}
-        self.records[key] = record
+    def remember(self, key: tuple[object, ...] | None, record: Package) -> Package:
+        """Store ``record`` under ``key`` (None: do not); return the canonical record."""
+        if len(self.records) >= self.LIMIT or len(self.canonical) >= self.LIMIT:
+            self.records, self.canonical = {}, {}
+            self.generation += 1
+        record = self.canonical.setdefault(record, record)
+        if key is not None:
+            self.records[key] = record
+        return record
 
 
 _MEMO = _PackageMemo()
 
 
 def _native_packages(value: object) -> tuple[Package, ...]:
-    """The hot loop of a native report: keep it flat and allocation-light."""
+    """The hot path of a native report: 1,500 package objects, most of them seen before.
+
+    The common case runs in C (``map``): every item an object of exactly the six keys,
+    its values looked up in the memo; only the misses are checked and built one by
+    one. Anything else (another shape, a wrong type) takes the item-by-item path,
+    which names the field at fault.
+    """
     items = _native_array(value, "packages", MAX_PACKAGES)
-    allowed = _NATIVE_PACKAGE_KEYS
-    kinds = _PACKAGE_KINDS
-    rpm = PackageKind.RPM
-    memo = _MEMO.records
-    values = _PACKAGE_VALUES
-    out: list[Package] = []
-    append = out.append
-    for i, item in enumerate(items):
-        if type(item) is not dict:
-            append(_native_package(item, f"packages[{i}]"))
-            continue
-        key: tuple[object, ...]
-        if len(item) == 6:
-            try:
-                key = values(item)
-            except KeyError:
-                key = tuple(item.items())
-        else:
-            key = tuple(item.items())
+    generation = _MEMO.generation
+    out: list[Package | None]
+    try:
+        if not set(map(len, items)) <= {6}:
+            raise KeyError
+        out = list(map(_MEMO.records.get, map(_PACKAGE_VALUES, items)))  # type: ignore[arg-type]
+    except (TypeError, KeyError):  # not all objects of the six keys; an unhashable value
+        out = [_native_item(item, i) for i, item in enumerate(items)]
+    else:
+        for i in compress(range(len(out)), map(not_, out)):  # the misses (None)
+            out[i] = _native_item(items[i], i)
+    if _MEMO.generation == generation and len(set(map(id, out))) == len(out):
+        return tuple(out)  # type: ignore[arg-type]  # all canonical, all distinct
+    return tuple(dict.fromkeys(out))  # type: ignore[arg-type]
+
+
+def _native_item(item: object, i: int) -> Package:
+    """One package object: from the memo, or checked and remembered."""
+    if type(item) is not dict:
+        return _MEMO.remember(None, _native_package(item, f"packages[{i}]"))
+    key: tuple[object, ...]
+    if len(item) == 6:
         try:
-            known = memo.get(key)
-        except TypeError:  # an unhashable value (array, object): the slow path says which
-            known = None
-        if known is not None:
-            append(known)
-            continue
-        get = item.get
-        name, version, arch = get("name"), get("version"), get("arch")
-        epoch, release, ptype = get("epoch", ""), get("release", ""), get("type")
-        if (
-            allowed.issuperset(item)
-            and type(name) is str
-            and type(version) is str
-            and type(arch) is str
-            and type(epoch) is str
-            and type(release) is str
-            and type(ptype) is str
-            and (kind := kinds.get(ptype)) is not None
-            and 0 < len(name) <= MAX_PACKAGE_NAME
-            and 0 < len(version) <= MAX_VERSION
-            and 0 < len(arch) <= MAX_ARCH
-            and len(release) <= MAX_RELEASE
-        ):
-            joined = name + version + arch + release + epoch
-            if not joined.isascii() or "\x00" in joined:
-                _storable(joined, f"packages[{i}]")
-            if epoch:
-                epoch = _epoch(epoch, kind, f"packages[{i}].epoch")
-            elif kind is rpm:
-                epoch = "0"
-            record = Package(name, epoch, version, release, arch, kind)
-            _MEMO.remember(key, record)
-            append(record)
-        else:
-            append(_native_package(item, f"packages[{i}]"))
-    return tuple(dict.fromkeys(out))
+            key = _PACKAGE_VALUES(item)
+        except KeyError:
+            key = tuple(item.items())
+    else:
+        key = tuple(item.items())
+    try:
+        known = _MEMO.records.get(key)
+    except TypeError:  # an unhashable value (array, object): the slow path says which
+        return _MEMO.remember(None, _native_package(item, f"packages[{i}]"))
+    if known is not None:
+        return known
+    get = item.get
+    name, version, arch = get("name"), get("version"), get("arch")
+    epoch, release, ptype = get("epoch", ""), get("release", ""), get("type")
+    if (
+        _NATIVE_PACKAGE_KEYS.issuperset(item)
+        and type(name) is str
+        and type(version) is str
+        and type(arch) is str
+        and type(epoch) is str
+        and type(release) is str
+        and type(ptype) is str
+        and (kind := _PACKAGE_KINDS.get(ptype)) is not None
+        and 0 < len(name) <= MAX_PACKAGE_NAME
+        and 0 < len(version) <= MAX_VERSION
+        and 0 < len(arch) <= MAX_ARCH
+        and len(release) <= MAX_RELEASE
+    ):
+        joined = name + version + arch + release + epoch
+        if not joined.isascii() or "\x00" in joined:
+            _storable(joined, f"packages[{i}]")
+        if epoch:
+            epoch = _epoch(epoch, kind, f"packages[{i}].epoch")
+        elif kind is PackageKind.RPM:
+            epoch = "0"
+        return _MEMO.remember(key, Package(name, epoch, version, release, arch, kind))
+    return _MEMO.remember(None, _native_package(item, f"packages[{i}]"))
 
 
 def _native_package(item: object, where: str) -> Package:

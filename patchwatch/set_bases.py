@@ -42,6 +42,7 @@ class BaseIndex:
         self.packed: dict[int, bytes] = {}  # base id -> its member ids, packed
         self.sample_sizes: dict[int, int] = {}
         self.by_sample: dict[int, list[int]] = {}  # sampled package id -> base ids
+        self.generation = 0  # changes with every base added or removed
 
     def __len__(self) -> int:
         return len(self.packed)
@@ -51,6 +52,7 @@ class BaseIndex:
         if set_id in self.packed or len(members) < MIN_SIZE or len(self.packed) >= MAX_BASES:
             return
         sample = _sample(members)
+        self.generation += 1
         self.packed[set_id] = packed
         self.sample_sizes[set_id] = len(sample)
         for pid in sample:
@@ -60,6 +62,7 @@ class BaseIndex:
         """Forget a base (deleted, or its id now names another set)."""
         if self.packed.pop(set_id, None) is None:
             return
+        self.generation += 1
         del self.sample_sizes[set_id]
         for ids in self.by_sample.values():
             if set_id in ids:

@@ -280,8 +280,16 @@ def _make_whole(set_id: int) -> None:
         database.execute_sql(raw_sql(f"UPDATE {table} SET base_id = NULL WHERE id = ?"), (set_id,))
 
 
-def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: float) -> list[int]:
+def ensure_package_sets(
+    package_lists: Sequence[Sequence[PackageRecord]],
+    now: float,
+    digests: Sequence[str] | None = None,
+) -> list[int]:
     """The stored set id of each list of packages, creating the new sets together.
+
+    ``digests``: the lists' set digests where the caller has them already (the
+    receiver keeps a report's; "" for one it lacks): a digest sorts and hashes 1,500
+    strings.
 
     Why together and in this order: the new packages of all lists go in one sorted
     insert, then the new sets in digest order, in one transaction of their own. Two
@@ -294,10 +302,13 @@ def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: f
     is near (``patchwatch.set_bases``): hosts' sets, unlike mirrors' indexes
     (:func:`ensure_package_set`), are mostly another host's.
     """
-    digests = [_set_digest(packages)[0] for packages in package_lists]
-    stored = stored_package_sets(sorted(set(digests)))
+    keys = [
+        given or _set_digest(packages)[0]
+        for given, packages in zip(digests or [""] * len(package_lists), package_lists, strict=True)
+    ]
+    stored = stored_package_sets(sorted(set(keys)))
     new: dict[str, Sequence[PackageRecord]] = {}
-    for digest, packages in zip(digests, package_lists, strict=True):
+    for digest, packages in zip(keys, package_lists, strict=True):
         if digest not in stored:
             new.setdefault(digest, packages)
     if new:
@@ -308,7 +319,7 @@ def ensure_package_sets(package_lists: Sequence[Sequence[PackageRecord]], now: f
             # transaction is rolled back; write the sets whole
             forget_cached_ids()
             _create_package_sets(new, stored, now, None)
-    return [stored[digest] for digest in digests]
+    return [stored[digest] for digest in keys]
 
 
 def _create_package_sets(
@@ -317,42 +328,84 @@ def _create_package_sets(
     now: float,
     bases: BaseIndex | None,
 ) -> None:
+    """Store the new sets; only the inserts hold the write lock.
+
+    Why the work is split: on SQLite one writer at a time holds the database, and
+    turning 100 sets of 1,500 records into sorted ids and choosing their bases is
+    CPU work that, done inside the transaction, kept a second processing worker
+    waiting on it. The packages are stored first (their own short transaction;
+    package rows are never deleted under a set that uses them), the ids and bases
+    worked out after, and the transaction then only inserts, choosing again only
+    for the sets that had no base near: a set written whole earlier in the batch,
+    or committed meanwhile by another process, may be near them.
+    """
+    ids = ensure_packages(p for packages in new.values() for p in packages)
+    planned = []
+    seen = bases.generation if bases is not None else 0
+    for digest in sorted(new):
+        members = sorted({ids[p] for p in new[digest]})
+        packed = pack_ids(members)
+        near = bases.nearest(members) if bases is not None and packed is not None else None
+        planned.append((digest, members, packed, near))
     with write_transaction():
-        ids = ensure_packages(p for packages in new.values() for p in packages)
-        for digest in sorted(new):
-            members = sorted({ids[p] for p in new[digest]})
-            stored[digest] = _create_package_set(digest, members, now, bases)
+        if bases is not None:
+            bases = _BASES.load()  # whole sets others committed since
+        for digest, members, packed, near in planned:
+            # a set no base was near needs a new search only if bases came since
+            search = bases is not None and bases.generation != seen
+            stored[digest] = _create_package_set(digest, members, now, bases, packed, near, search)
 
 
 def _create_package_set(
-    digest: str, members: list[int], now: float, bases: BaseIndex | None = None
+    digest: str,
+    members: list[int],
+    now: float,
+    bases: BaseIndex | None = None,
+    packed: bytes | None = None,
+    near: tuple[int, list[int]] | None = None,
+    search: bool = True,
 ) -> int:
     """Insert a set and its member rows (inside the caller's transaction); its id.
 
     With ``bases``, the rows are the difference from the nearest base where one is
-    near enough; a set written whole becomes a base for the next ones.
+    near enough (``near``, when the caller chose it already: it is checked here;
+    without ``search``, a ``near`` of None stands); a set written whole becomes a
+    base for the next ones.
     """
-    packed = pack_ids(members)
-    near = _nearest_base(members, bases) if bases is not None and packed is not None else None
+    if packed is None:
+        packed = pack_ids(members)
+    if bases is not None and packed is not None and (near is not None or search):
+        near = _nearest_base(members, bases, near)
     base_id, rows = near if near is not None else (None, members)
-    PackageSet.insert(
-        digest=digest, size=len(members), created_at=now, member_ids=packed, base=base_id
-    ).on_conflict_ignore().execute()
+    table = PackageSet._meta.table_name
+    # RETURNING: a set this statement created needs no second look (nothing comes
+    # back when a concurrent writer stored the digest first: then it is read)
     found = database.execute_sql(
-        raw_sql(f"SELECT id, base_id FROM {PackageSet._meta.table_name} WHERE digest = ?"),
-        (digest,),
+        raw_sql(
+            f"INSERT INTO {table} (digest, size, created_at, member_ids, base_id) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id, base_id"
+        ),
+        (digest, len(members), now, packed, base_id),
     ).fetchone()
+    created = found is not None
+    if found is None:
+        found = database.execute_sql(
+            raw_sql(f"SELECT id, base_id FROM {table} WHERE digest = ?"), (digest,)
+        ).fetchone()
     assert found is not None  # inserted above, or by a concurrent writer
     set_id, stored_base = found
-    table = PackageSetMember._meta.table_name
-    first = database.execute_sql(
-        raw_sql(f"SELECT 1 FROM {table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
-    ).fetchone()
-    if first is None:
+    members_table = PackageSetMember._meta.table_name
+    filled = (
+        not created
+        and database.execute_sql(
+            raw_sql(f"SELECT 1 FROM {members_table} WHERE package_set_id = ? LIMIT 1"), (set_id,)
+        ).fetchone()
+    )
+    if not filled:
         # no ON CONFLICT: a set with no members yet is new, and one that another
         # process fills meanwhile fails this insert, which apply_report retries
         execute_many(
-            f"INSERT INTO {table} (package_set_id, package_id) VALUES (?, ?)",
+            f"INSERT INTO {members_table} (package_set_id, package_id) VALUES (?, ?)",
             [(set_id, pid) for pid in rows],
         )
     if bases is not None and packed is not None and stored_base is None:
@@ -361,15 +414,21 @@ def _create_package_set(
     return int(set_id)
 
 
-def _nearest_base(members: list[int], bases: BaseIndex) -> tuple[int, list[int]] | None:
+def _nearest_base(
+    members: list[int], bases: BaseIndex, chosen: tuple[int, list[int]] | None = None
+) -> tuple[int, list[int]] | None:
     """The nearest base that is still stored as this process saw it.
+
+    ``chosen``: the caller's choice, checked first (a choice of None is made again:
+    the index may have grown since).
 
     A base deleted meanwhile (``dbcheck --fix``) may even have had its id given to
     another set (SQLite reuses the highest ids): a difference from it would then
     describe other packages. One read by primary key rules that out.
     """
     for _attempt in range(3):
-        near = bases.nearest(members)
+        near = chosen if chosen is not None else bases.nearest(members)
+        chosen = None
         if near is None:
             return None
         row = database.execute_sql(

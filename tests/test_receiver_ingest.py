@@ -255,3 +255,20 @@ def test_a_known_package_set_is_not_parsed_again_unless_forced(client) -> None:
     # --force re-runs reports after a fix (perhaps to the parser): the list is read
     assert process_pending(time.time(), host_name="web2", force=True) == {"processed": 1}
     assert Host.get(Host.name == "web2").package_set.size == 4
+
+
+def test_a_stored_body_orjson_refuses_is_still_read(client) -> None:
+    """Stored bodies are written by json.dumps and read by orjson, with json as fallback.
+
+    A lone surrogate survives storage (surrogatepass) though orjson refuses it: the
+    report must fail for what the parser says of it, not as unreadable."""
+    _, secret = create_token("enroll", time.time())
+    post(client, native_doc("web1"), token=secret)
+    row = Report.get(Report.host_name == "web1")
+    doc = native_doc("web1")
+    doc["os"]["pretty_name"] = "Debian \ud800"
+    body, size = encode_body(doc)
+    Report.update(body=body, size=size).where(Report.id == row.id).execute()
+    assert process_pending(time.time()) == {"failed": 1}
+    error = Report.get_by_id(row.id).error
+    assert "os.pretty_name" in error and "surrogate" in error

@@ -1054,6 +1054,37 @@ def test_native_package_seen_before_is_checked_again_when_it_differs(
     assert info.value.where == where
 
 
+def test_native_duplicates_are_dropped_when_the_memo_empties_midway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records are deduplicated by identity only while the memo keeps them canonical.
+
+    Here the memo empties in the middle of the list, so the second ``a`` is another
+    object equal to the first: it must still count once."""
+    from patchwatch import reports
+
+    monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
+    monkeypatch.setattr(reports._PackageMemo, "LIMIT", 3)
+    item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb"}
+    names = ["dedup-a", "dedup-b", "dedup-c", "dedup-d", "dedup-a"]
+    packages = parse_native(
+        native_doc(packages=[{**item, "name": n, "version": "1"} for n in names])
+    ).packages
+    assert reports._MEMO.generation == 1
+    assert sorted(p.name for p in packages) == ["dedup-a", "dedup-b", "dedup-c", "dedup-d"]
+
+
+def test_native_unknown_packages_among_known_ones_are_checked() -> None:
+    """Known objects are looked up in bulk; the new ones among them are checked one by one."""
+    item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb", "version": "1"}
+    known = [{**item, "name": f"bulk-{i}"} for i in range(5)]
+    parse_native(native_doc(packages=known))
+    with pytest.raises(ParseError) as info:
+        parse_native(native_doc(packages=[*known[:3], {**item, "name": "bulk-x", "arch": 7},
+                                          *known[3:]]))  # fmt: skip
+    assert info.value.where == "packages[3].arch"
+
+
 def test_native_repositories_absent_empty_and_duplicates() -> None:
     doc = native_doc()
     del doc["repositories"]
