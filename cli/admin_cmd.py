@@ -117,13 +117,14 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
         # Why processes: parsing a report (JSON, 1,500 package records) holds the GIL
         # and is most of the work; the database writes of one worker wait for the
         # other's on SQLite, but the parsing overlaps.
-        total = Counter[str]()
+        # This process takes the first share itself: it works while the others start.
         context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
-        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(args.workers - 1, mp_context=context) as pool:
             futures = [
                 pool.submit(_process_shard, settings, host, args.force, (i, args.workers))
-                for i in range(args.workers)
+                for i in range(1, args.workers)
             ]
+            total = _process_queue(settings, host, args.force, (0, args.workers))
             for future in futures:
                 total.update(future.result())
     print(", ".join(f"{v} {k}" for k, v in sorted(total.items())) or "nothing to process")

@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Iterator
 from collections.abc import Sequence
+from contextlib import nullcontext
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -223,8 +224,14 @@ def _copy_rows(db: Database, sql: str, rows: Sequence[tuple[object, ...]]) -> No
     head = sql.partition("VALUES")[0].strip()
     target = head.removeprefix("INSERT INTO").strip()
     text = copy_text(rows)
-    with db.atomic():
+    with _own_transaction(db):
         db.cursor().copy_expert(f"COPY {target} FROM STDIN", io.StringIO(text))
+
+
+def _own_transaction(db: Database) -> Any:
+    """A transaction when none is open; inside one, nothing (a savepoint would cost two
+    round trips per insert, and a failed insert fails the caller's transaction anyway)."""
+    return nullcontext() if db.in_transaction() else db.atomic()
 
 
 def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
@@ -253,11 +260,11 @@ def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         # loopback); execute_values sends one multi-row VALUES (0.012 s)
         head, _, tail = sql.partition("VALUES")
         values_sql = head + "VALUES %s" + tail[tail.index(")") + 1 :]
-        with db.atomic():
+        with _own_transaction(db):
             execute_values(db.cursor(), values_sql, list(rows), page_size=1000)
         return
     sql = raw_sql(sql)
-    with db.atomic():
+    with _own_transaction(db):
         cursor = db.cursor()
         for i in range(0, len(rows), 5000):
             cursor.executemany(sql, list(rows[i : i + 5000]))

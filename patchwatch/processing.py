@@ -14,14 +14,17 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import orjson
 from peewee import IntegrityError
 
+from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
 from patchwatch.db import is_transient
+from patchwatch.db import placeholders
 from patchwatch.db import raw_sql
 from patchwatch.db import write_transaction
 from patchwatch.errors import ParseError
@@ -154,22 +157,36 @@ _HOST_INSERT = (
 )
 
 
-def _host_row(name: str, now: float) -> tuple[int, float | None]:
-    """(id, last_report_at) of the named host, created on first sight."""
-    select = raw_sql(f"SELECT id, last_report_at FROM {_HOST} WHERE name = ?")
+def _host_row(name: str, now: float) -> tuple[int, bool]:
+    """(id, created) of the named host, created on first sight."""
+    select = raw_sql(f"SELECT id FROM {_HOST} WHERE name = ?")
     row = database.execute_sql(select, (name,)).fetchone()
-    if row is None:
-        # RETURNING gives the new id in the same round trip (nothing when a concurrent
-        # writer created the host first: then it is read)
-        params = (name, now, *_HOST_DEFAULTS.values())
-        row = database.execute_sql(raw_sql(_HOST_INSERT), params).fetchone()
-        if row is None:
-            row = database.execute_sql(select, (name,)).fetchone()
-    return row[0], row[1]
+    if row is not None:
+        return row[0], False
+    # RETURNING gives the new id in the same round trip (nothing when a concurrent
+    # writer created the host first: then it is read)
+    params = (name, now, *_HOST_DEFAULTS.values())
+    row = database.execute_sql(raw_sql(_HOST_INSERT), params).fetchone()
+    if row is not None:
+        return row[0], True
+    return database.execute_sql(select, (name,)).fetchone()[0], False
+
+
+def host_ids(names: Sequence[str]) -> dict[str, int]:
+    """Ids of the stored hosts among ``names``: one query for a batch, not one a report."""
+    out: dict[str, int] = {}
+    for chunk in chunks(sorted(set(names))):
+        sql = f"SELECT name, id FROM {_HOST} WHERE name IN ({placeholders(len(chunk))})"
+        out.update(database.execute_sql(raw_sql(sql), list(chunk)).fetchall())
+    return out
 
 
 def apply_report(
-    row: Report, report: HostReport, now: float, package_set_id: int | None = None
+    row: Report,
+    report: HostReport,
+    now: float,
+    package_set_id: int | None = None,
+    known_hosts: dict[str, int] | None = None,
 ) -> int:
     """Write the host state a parsed report describes; return the host's id.
 
@@ -177,7 +194,11 @@ def apply_report(
     than the database's own work for these few statements per report, and a whole-row
     save would write back, say, an update time the scheduler set meanwhile.
     ``package_set_id`` is the stored set of the report's packages when the caller
-    knows it (then ``report.packages`` is not read).
+    knows it (then ``report.packages`` is not read); ``known_hosts``, host ids the
+    caller read for its batch (:func:`host_ids`).
+
+    A report older than the host's last one changes nothing (the update's own
+    condition says so, whatever another process wrote since the host was read).
     """
     if package_set_id is None:
         package_set_id = ensure_package_set(report.packages, now).id
@@ -187,19 +208,19 @@ def apply_report(
     os_release_id = _os_release(report)
     # inside a batch (process_report) the caller's savepoint already covers this
     with nullcontext() if database.in_transaction() else write_transaction():
-        host_id, last_report_at = _host_row(row.host_name, now)
-        if last_report_at is not None and last_report_at > row.received_at:
-            log.info("report %d for %s is older than the host state; kept only", row.id,
-                     row.host_name)  # fmt: skip
-            return host_id
+        host_id = (known_hosts or {}).get(row.host_name)
+        created = False
+        if host_id is None:
+            host_id, created = _host_row(row.host_name, now)
         domain = report.extra.get("domain")
-        database.execute_sql(
+        cursor = database.execute_sql(
             raw_sql(
                 f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
                 "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
                 "reboot_required = ?, package_set_id = ?, "
                 "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
-                "remote_addr = ?, last_report_at = ?, last_processed_at = ? WHERE id = ?"
+                "remote_addr = ?, last_report_at = ?, last_processed_at = ? "
+                "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
             ),
             (
                 None if domain is None else domain[:255],
@@ -218,29 +239,37 @@ def apply_report(
                 row.received_at,
                 now,
                 host_id,
+                row.received_at,
             ),
         )
-        if report.modules or report.repositories is not None:
+        if not cursor.rowcount:
+            log.info("report %d for %s is older than the host state; kept only", row.id,
+                     row.host_name)  # fmt: skip
+            return host_id
+        # a host created just now has no modules or reported updates to replace
+        if (report.modules or report.repositories is not None) and not created:
             database.execute_sql(raw_sql(f"DELETE FROM {_MODULE} WHERE host_id = ?"), (host_id,))
-            if report.modules:
-                execute_many(
-                    f"INSERT INTO {_MODULE} (host_id, name, stream, version, context, arch) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(host_id, m.name, m.stream, m.version, m.context, m.arch)
-                     for m in report.modules],
-                )  # fmt: skip
-        if report.updates is not None:
+        if report.modules:
+            execute_many(
+                f"INSERT INTO {_MODULE} (host_id, name, stream, version, context, arch) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(host_id, m.name, m.stream, m.version, m.context, m.arch)
+                 for m in report.modules],
+            )  # fmt: skip
+        if report.updates is not None and not created:
             database.execute_sql(
                 raw_sql(f"DELETE FROM {_REPORTED_UPDATE} WHERE host_id = ?"), (host_id,)
             )
-            rows = {(u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates}
-            if rows:
-                execute_many(
-                    f"INSERT INTO {_REPORTED_UPDATE} "
-                    "(host_id, name, version, arch, security, repository) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
-                )
+        rows = {
+            (u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates or ()
+        }
+        if rows:
+            execute_many(
+                f"INSERT INTO {_REPORTED_UPDATE} "
+                "(host_id, name, version, arch, security, repository) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
+            )
     return host_id
 
 
@@ -250,17 +279,27 @@ CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed
 def claim_report(
     row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
 ) -> bool:
-    """Take a report for processing so that two processes never work on it at once."""
+    """Take a report so that two processes never work on it at once; False if taken.
+
+    The report is marked processed at once: the claim is made inside the batch's
+    transaction (:func:`process_pending`), so no other reader sees that mark before
+    the host state it stands for, and what fails after it marks the report otherwise
+    or rolls the whole batch back. One statement per report instead of a claim and
+    a mark. (A report left "processing", by an earlier version, is taken again after
+    ``claim_timeout``.)
+    """
     allowed = "state = 'pending' OR (state = 'processing' AND processed_at < ?)"
     if force:
         allowed += " OR state IN ('processed', 'failed')"
     cursor = database.execute_sql(
         raw_sql(
-            f"UPDATE {_REPORT} SET state = 'processing', processed_at = ?, "
+            f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
             f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
         ),
         (now, row.id, now - claim_timeout),
     )
+    if cursor.rowcount:
+        row.state = "processed"
     return bool(cursor.rowcount)
 
 
@@ -271,13 +310,16 @@ def process_report(
     parsed: HostReport | ParseError | None = None,
     claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
     package_set_id: int | None = None,
+    known_hosts: dict[str, int] | None = None,
 ) -> str:
     """Process one stored report; return its new state (processed, failed or skipped).
 
     ``parsed`` is the record already parsed from this very body (by the receiver, or
     ahead of a batch), or the error parsing it gave; it saves parsing it twice.
     ``package_set_id``: ``parsed`` was parsed without its packages, whose set is this.
-    Called inside a batch's transaction, every write below is a savepoint of it.
+    ``known_hosts``: host ids read for the batch, to which a host created here is added.
+    Called inside a batch's transaction only (see :func:`claim_report`); the host
+    writes are a savepoint of it.
     """
     if not claim_report(row, now, force, claim_timeout):
         return "skipped"  # another process has it, or it is done
@@ -288,7 +330,7 @@ def process_report(
     try:
         try:
             with write_transaction():
-                apply_report(row, report, now, package_set_id)
+                host_id = apply_report(row, report, now, package_set_id, known_hosts)
         except IntegrityError:
             # a cached set or package id was deleted meanwhile (dbcheck --fix): the
             # caches are only a shortcut, so drop them and write again from the rows
@@ -296,12 +338,13 @@ def process_report(
             if package_set_id is not None:
                 report = decode_report(row.protocol, row.body)
             with write_transaction():
-                apply_report(row, report, now)
+                host_id = apply_report(row, report, now)
     except Exception:
         _mark(row, "pending", now, "processing interrupted; will be retried")
         raise
-    _mark(row, "processed", now, "")
-    return "processed"
+    if known_hosts is not None:
+        known_hosts[row.host_name] = host_id  # committed with the batch, or rolled back with it
+    return "processed"  # marked so by the claim
 
 
 def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int, int]:
@@ -448,10 +491,11 @@ def process_pending(
             first = done
             try:
                 with write_transaction():
+                    hosts = host_ids([row.host_name for row in batch[first:]])
                     for row, report in zip(batch[first:], reports[first:], strict=True):
                         part[
                             process_report(
-                                row, now, force, report, claim_timeout, known.get(row.id)
+                                row, now, force, report, claim_timeout, known.get(row.id), hosts
                             )
                         ] += 1
                         done += 1

@@ -164,6 +164,9 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
     return ids
 
 
+PACKAGE_INSERT_LOCK = 0x7061_7463_6870_6B67  # PostgreSQL advisory lock key ("patchpkg")
+
+
 def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> None:
     """Insert packages not stored yet and put their ids into ``cache``.
 
@@ -191,6 +194,16 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
             "RETURNING id, kind, name, epoch, version, release, arch"
         )
         with write_transaction():
+            # One inserter at a time. Two processes bringing the same new packages (the
+            # first batches of two processing workers) otherwise both inserted them all:
+            # the second waited on every row the first had inserted, then found each a
+            # conflict (1.5-2.1 s for 38,000 rows, against 0.9-1.1 s for the first).
+            # Now it waits once, reads what the first stored, and inserts the rest.
+            lock = (PACKAGE_INSERT_LOCK,)
+            if not database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", lock).fetchone()[0]:
+                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", lock)
+                _load_package_ids(records, cache)
+                rows = sorted(key for key, record in by_key.items() if record not in cache)
             for chunk in chunks(rows, ARRAY_PARAMETER_SIZE):
                 columns = [list(column) for column in zip(*chunk, strict=True)]
                 for pid, *key in database.execute_sql(sql, columns).fetchall():
@@ -364,18 +377,22 @@ def _create_package_set(
     packed: bytes | None = None,
     near: tuple[int, list[int]] | None = None,
     search: bool = True,
+    checked: set[int] | None = None,
 ) -> int:
     """Insert a set and its member rows (inside the caller's transaction); its id.
 
     With ``bases``, the rows are the difference from the nearest base where one is
     near enough (``near``, when the caller chose it already: it is checked here;
     without ``search``, a ``near`` of None stands); a set written whole becomes a
-    base for the next ones.
+    base for the next ones. ``checked``: bases this transaction found still stored
+    (or wrote), which need no second look.
     """
     if packed is None:
         packed = pack_ids(members)
+    if checked is None:
+        checked = set()
     if bases is not None and packed is not None and (near is not None or search):
-        near = _nearest_base(members, bases, near)
+        near = _nearest_base(members, bases, near, checked)
     base_id, rows = near if near is not None else (None, members)
     table = PackageSet._meta.table_name
     # RETURNING: a set this statement created needs no second look (nothing comes
@@ -410,12 +427,16 @@ def _create_package_set(
         )
     if bases is not None and packed is not None and stored_base is None:
         bases.add(set_id, members, packed)  # a concurrent writer's row may be a difference
+        checked.add(set_id)
     remember_id("package", digest, set_id)
     return int(set_id)
 
 
 def _nearest_base(
-    members: list[int], bases: BaseIndex, chosen: tuple[int, list[int]] | None = None
+    members: list[int],
+    bases: BaseIndex,
+    chosen: tuple[int, list[int]] | None = None,
+    checked: set[int] | None = None,
 ) -> tuple[int, list[int]] | None:
     """The nearest base that is still stored as this process saw it.
 
@@ -431,6 +452,8 @@ def _nearest_base(
         chosen = None
         if near is None:
             return None
+        if checked is not None and near[0] in checked:
+            return near
         row = database.execute_sql(
             raw_sql(
                 f"SELECT member_ids FROM {PackageSet._meta.table_name} "
@@ -439,6 +462,8 @@ def _nearest_base(
             (near[0],),
         ).fetchone()
         if row is not None and row[0] is not None and bytes(row[0]) == bases.packed[near[0]]:
+            if checked is not None:
+                checked.add(near[0])  # held by this transaction's reads from here on
             return near
         bases.remove(near[0])
     return None

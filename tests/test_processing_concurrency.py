@@ -195,3 +195,45 @@ def test_process_force_runs_every_kept_report_again(
     monkeypatch.setenv("PATCHWATCH_DATA_DIR", str(tmp_path / "d"))
     assert main(["process", "--force"]) == 0
     assert capsys.readouterr().out.strip() == "12 processed"
+
+
+def test_packages_another_process_is_inserting_are_waited_for_not_inserted_twice(pg) -> None:
+    """Package inserts take turns: a second inserter waits for the first to commit,
+    then inserts only the packages still missing, with the first one's ids for the
+    rest."""
+    from patchwatch.records import Package as PackageRecord
+    from patchwatch.records import PackageKind
+    from patchwatch.sets import PACKAGE_INSERT_LOCK
+    from patchwatch.sets import ensure_packages
+
+    shared = PackageRecord("shared", "", "1.0", "1", "amd64", PackageKind.DEB)
+    mine = PackageRecord("mine", "", "2.0", "1", "amd64", PackageKind.DEB)
+    other = make_database(pg.replace("postgresql://", "postgres://"))
+    other.connect()
+    result: list[object] = []
+
+    def insert() -> None:
+        with database.connection_context():
+            try:
+                result.append(ensure_packages([shared, mine]))
+            except Exception as exc:  # the failure the test is about
+                result.append(exc)
+
+    with other.atomic():
+        other.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PACKAGE_INSERT_LOCK,))
+        (shared_id,) = other.execute_sql(
+            "INSERT INTO package (kind, name, epoch, version, release, arch) "
+            "VALUES ('deb', 'shared', '', '1.0', '1', 'amd64') RETURNING id"
+        ).fetchone()
+        worker = threading.Thread(target=insert)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while waiting_on_locks(pg) == 0:  # the second inserter waits for the lock
+            assert time.monotonic() < deadline, "the second inserter never waited"
+            time.sleep(0.05)
+    worker.join(30)
+    other.close()
+    assert len(result) == 1 and isinstance(result[0], dict), result
+    assert result[0][shared] == shared_id
+    stored = {(p.name, p.id) for p in Package.select()}
+    assert stored == {("shared", shared_id), ("mine", result[0][mine])}

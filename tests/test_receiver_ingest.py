@@ -272,3 +272,22 @@ def test_a_stored_body_orjson_refuses_is_still_read(client) -> None:
     assert process_pending(time.time()) == {"failed": 1}
     error = Report.get_by_id(row.id).error
     assert "os.pretty_name" in error and "surrogate" in error
+
+
+def test_a_report_older_than_the_host_state_changes_nothing(db) -> None:
+    """Reports may be processed out of order (two workers, a late retry): the newer
+    state stays, and the older report is done with."""
+    from patchwatch.processing import NATIVE
+    from patchwatch.processing import store_report
+
+    newer = native_doc("web1")
+    newer["kernel"] = "6.1.0-99-amd64"
+    store_report("web1", NATIVE, newer, 200.0)
+    assert process_pending(300.0) == {"processed": 1}
+    older = native_doc("web1", n=2)
+    older["kernel"] = "6.1.0-1-amd64"
+    row = store_report("web1", NATIVE, older, 100.0)
+    assert process_pending(300.0) == {"processed": 1}
+    host = Host.get(Host.name == "web1")
+    assert (host.kernel, host.last_report_at, host.package_set.size) == ("6.1.0-99-amd64", 200.0, 5)
+    assert Report.get_by_id(row.id).state == "processed"
