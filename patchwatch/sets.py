@@ -164,7 +164,8 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
     return ids
 
 
-PACKAGE_INSERT_LOCK = 0x7061_7463_6870_6B67  # PostgreSQL advisory lock key ("patchpkg")
+PACKAGE_INSERT_LOCK = 0x7061_7463_6870_6B67  # PostgreSQL advisory lock keys: "patchpkg"
+PACKAGE_SET_LOCK = 0x7061_7463_6873_6574  # "patchset"
 
 
 def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> None:
@@ -361,6 +362,12 @@ def _create_package_sets(
         near = bases.nearest(members) if bases is not None and packed is not None else None
         planned.append((digest, members, packed, near))
     with write_transaction():
+        if not is_sqlite():
+            # one writer of new sets at a time, as SQLite has anyway: two workers
+            # starting together otherwise each wrote the fleet's images whole (140
+            # whole sets for 1,000 hosts against 104); the second now finds the
+            # first's bases below. The transaction only inserts: the wait is short.
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PACKAGE_SET_LOCK,))
         if bases is not None:
             bases = _BASES.load()  # whole sets others committed since
         for digest, members, packed, near in planned:
