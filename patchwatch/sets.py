@@ -361,6 +361,7 @@ def _create_package_sets(
         packed = pack_ids(members)
         near = bases.nearest(members) if bases is not None and packed is not None else None
         planned.append((digest, members, packed, near))
+    checked: set[int] = set()  # bases found still stored in this transaction
     with write_transaction():
         if not is_sqlite():
             # one writer of new sets at a time, as SQLite has anyway: two workers
@@ -373,7 +374,9 @@ def _create_package_sets(
         for digest, members, packed, near in planned:
             # a set no base was near needs a new search only if bases came since
             search = bases is not None and bases.generation != seen
-            stored[digest] = _create_package_set(digest, members, now, bases, packed, near, search)
+            stored[digest] = _create_package_set(
+                digest, members, now, bases, packed, near, search, checked
+            )
 
 
 def _create_package_set(
