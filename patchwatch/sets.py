@@ -306,9 +306,10 @@ def ensure_package_sets(
     strings.
 
     Why together and in this order: the new packages of all lists go in one sorted
-    insert, then the new sets in digest order, in one transaction of their own. Two
-    processes doing this at once take the unique-key locks of these shared rows in
-    the same order, so on PostgreSQL one waits for the other but they never deadlock;
+    insert, then the new sets in digest order, each step in a short transaction of
+    its own (:func:`_create_package_sets`). Two processes doing this at once take
+    the locks of these shared rows in the same order (on PostgreSQL also an advisory
+    lock per step), so one waits for the other but they never deadlock;
     and a caller that then applies many reports in one long transaction holds no lock
     on rows every other report wants (``patchwatch.processing.process_pending``).
 
