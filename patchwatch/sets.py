@@ -17,9 +17,11 @@ from urllib.parse import urlunsplit
 from peewee import IntegrityError
 
 from patchwatch.db import ARRAY_PARAMETER_SIZE
+from patchwatch.db import can_stage_rows
 from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.db import execute_many
+from patchwatch.db import insert_staged
 from patchwatch.db import is_sqlite
 from patchwatch.db import placeholders
 from patchwatch.db import raw_sql
@@ -164,6 +166,10 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
     return ids
 
 
+PACKAGE_COLUMNS = ("kind", "name", "epoch", "version", "release", "arch")  # as package_key
+STAGE_MIN_ROWS = 1_000  # new packages from which PostgreSQL gets them by COPY
+
+
 PACKAGE_INSERT_LOCK = 0x7061_7463_6870_6B67  # PostgreSQL advisory lock keys: "patchpkg"
 PACKAGE_SET_LOCK = 0x7061_7463_6873_6574  # "patchset"
 
@@ -176,9 +182,12 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     parameters of up to :data:`ARRAY_PARAMETER_SIZE` (``unnest``), quoted by the driver in
     C, and ``RETURNING`` gives the new ids without a second lookup (refresh of four
     Debian mirrors, 68,000 new packages, into a fresh store: 3.9-4.7 s with a
-    multi-row ``VALUES`` quoted row by row in Python and the lookup, 3.1-3.8 s so).
+    multi-row ``VALUES`` quoted row by row in Python and the lookup, 3.1-3.8 s so);
+    from :data:`STAGE_MIN_ROWS` rows they go by ``COPY`` instead (``insert_staged``:
+    the server's parsing of large arrays was most of a 40,000-row insert's cost).
     """
     table = Package._meta.table_name
+    names = ", ".join(PACKAGE_COLUMNS)
     by_key = {package_key(p): p for p in records}
     rows = sorted(by_key)
     if is_sqlite():
@@ -205,12 +214,19 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
                 database.execute_sql("SELECT pg_advisory_xact_lock(%s)", lock)
                 _load_package_ids(records, cache)
                 rows = sorted(key for key, record in by_key.items() if record not in cache)
-            for chunk in chunks(rows, ARRAY_PARAMETER_SIZE):
-                columns = [list(column) for column in zip(*chunk, strict=True)]
-                for pid, *key in database.execute_sql(sql, columns).fetchall():
-                    record = by_key.get(tuple(key))  # type: ignore[call-overload]
-                    if record is not None:
-                        cache[record] = pid
+            if len(rows) >= STAGE_MIN_ROWS and can_stage_rows():
+                found = insert_staged(
+                    table, PACKAGE_COLUMNS, rows, f"ON CONFLICT DO NOTHING RETURNING id, {names}"
+                )
+            else:
+                found = []
+                for chunk in chunks(rows, ARRAY_PARAMETER_SIZE):
+                    columns = [list(column) for column in zip(*chunk, strict=True)]
+                    found.extend(database.execute_sql(sql, columns).fetchall())
+            for pid, *key in found:
+                record = by_key.get(tuple(key))  # type: ignore[call-overload]
+                if record is not None:
+                    cache[record] = pid
     left = [p for p in records if p not in cache]
     if left:
         _load_package_ids(left, cache)

@@ -332,6 +332,48 @@ def test_copy_text_matches_value_by_value_formatting() -> None:
         copy_text([(1, 2), (3,)])
 
 
+def test_copy_text_of_strings_escapes_only_what_needs_it() -> None:
+    assert copy_text([("deb", "bash", ""), ("rpm", "zsh", "1")]) == "deb\tbash\t\nrpm\tzsh\t1\n"
+    # each of a backslash, a tab, a newline, a carriage return: the value-by-value path
+    for raw, escaped in (
+        ("e\\N", "e\\\\N"),
+        ("a\tb", "a\\tb"),
+        ("c\nd", "c\\nd"),
+        ("f\rg", "f\\rg"),
+    ):
+        assert copy_text([(raw, "x"), ("y", "z")]) == f"{escaped}\tx\ny\tz\n"
+
+
+def test_many_new_packages_are_staged_and_each_gets_its_own_id(db, monkeypatch) -> None:
+    """From STAGE_MIN_ROWS new packages, PostgreSQL gets them by COPY into a temporary
+    table (twice in one transaction here); values COPY must escape arrive intact, and
+    a package stored already keeps its row."""
+    monkeypatch.setattr(sets, "STAGE_MIN_ROWS", 3)
+    staged: list[int] = []
+    real = sets.insert_staged
+    monkeypatch.setattr(
+        sets, "insert_staged", lambda table, cols, rows, tail: staged.append(len(rows))
+        or real(table, cols, rows, tail)
+    )  # fmt: skip
+    stored = _pkg("bash", "5.2")
+    records = [PackageRecord("bash", "", "5.2", "1", "amd64", PackageKind.DEB)] + [
+        PackageRecord(f"p{i}", "", f"1.{i}\\x\tz\nq", "1", "amd64", PackageKind.DEB)
+        for i in range(8)
+    ]
+    cache: dict[object, int] = {}
+    with db.atomic():
+        sets._insert_packages(records[:5], cache)
+        sets._insert_packages(records, cache)
+    # SQLite inserts with ON CONFLICT directly; PostgreSQL staged both calls (the
+    # second with the first one's five again: conflicts, found afterwards)
+    assert staged == ([] if isinstance(db, SqliteDatabase) else [5, 9])
+    assert cache[records[0]] == stored.id
+    assert len(set(cache.values())) == 9 == Package.select().count()
+    for record in records:
+        row = Package.get_by_id(cache[record])
+        assert (row.name, row.version, row.release) == (record.name, record.version, record.release)
+
+
 def test_second_scheduler_waits_until_the_lease_expires(db) -> None:
     now = 1000.0
     assert acquire_lease("scheduler", "a", now, ttl=60)
