@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import sys
 import time
@@ -10,6 +11,8 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC
 from datetime import datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.util import Finalize
 
 from patchwatch.db import database
 from patchwatch.db import open_database
@@ -18,6 +21,7 @@ from patchwatch.migrations import migrate
 from patchwatch.models import Report
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
+from patchwatch.processing import queued_report_ids
 from patchwatch.settings import Settings
 from patchwatch.tokens import create_token
 from patchwatch.tokens import list_tokens
@@ -46,8 +50,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--host", metavar="NAME", help="only this host's reports")
     p.add_argument(
         "--workers", type=int, default=1, metavar="N",
-        help="processes working side by side, each on the reports whose id modulo N is "
-        "its number (default 1)",
+        help="processes working side by side, each taking the next run of queued "
+        "reports as it comes free (default 1)",
     )  # fmt: skip
     p.set_defaults(handler=cmd_process)
 
@@ -112,38 +116,25 @@ def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
     host = args.host.strip().lower() if args.host else None
     if args.workers == 1:
-        total = _process_queue(settings, host, args.force, None)
+        total = _process_queue(settings, host, args.force)
     else:
-        # Why processes: parsing a report (JSON, 1,500 package records) holds the GIL
-        # and is most of the work; the database writes of one worker wait for the
-        # other's on SQLite, but the parsing overlaps.
-        # This process takes the first share itself: it works while the others start.
-        context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
-        with ProcessPoolExecutor(args.workers - 1, mp_context=context) as pool:
-            futures = [
-                pool.submit(_process_shard, settings, host, args.force, (i, args.workers))
-                for i in range(1, args.workers)
-            ]
-            total = _process_queue(settings, host, args.force, (0, args.workers))
-            for future in futures:
-                total.update(future.result())
+        total = _process_in_parallel(settings, host, args.force, args.workers)
     print(", ".join(f"{v} {k}" for k, v in sorted(total.items())) or "nothing to process")
     return 1 if total.get("failed") else 0
 
 
 PROCESS_PAGE = 500  # reports read (bodies included) per round of process_pending
+RUN_REPORTS = 50  # reports a worker of process --workers takes at a time
 
 
-def _process_queue(
-    settings: Settings, host: str | None, force: bool, shard: tuple[int, int] | None
-) -> Counter[str]:
+def _process_queue(settings: Settings, host: str | None, force: bool) -> Counter[str]:
     total = Counter[str]()
     if force and host is None:
         # --force takes processed reports too, so "the next page" never runs out:
         # host by host instead (each keeps only its last few reports)
         names = Report.select(Report.host_name).distinct().order_by(Report.host_name)
         for (name,) in names.tuples():
-            total.update(_process_queue(settings, name, force, shard))
+            total.update(_process_queue(settings, name, force))
         return total
     while True:
         outcome = process_pending(
@@ -152,22 +143,90 @@ def _process_queue(
             host_name=host,
             force=force,
             claim_timeout=settings.report_claim_timeout_seconds,
-            shard=shard,
         )
         total.update(outcome)
         if force or sum(outcome.values()) < PROCESS_PAGE:
             return total
 
 
-def _process_shard(
-    settings: Settings, host: str | None, force: bool, shard: tuple[int, int]
+def _process_in_parallel(
+    settings: Settings, host: str | None, force: bool, workers: int
 ) -> Counter[str]:
-    """One worker of ``process --workers``: its own connection, its share of reports."""
+    """``process --workers N``: the queue cut into runs of :data:`RUN_REPORTS` reports
+    in arrival order, each taken by whichever of N processes (this one among them)
+    comes free first.
+
+    Why processes: parsing a report (JSON, 1,500 package records) holds the GIL and
+    is most of the work; the database writes of one worker wait for the other's on
+    SQLite, but the parsing overlaps. Why runs rather than fixed shares (id modulo N
+    before): the other processes start later than this one (a fresh interpreter,
+    0.3 s), and runs differ in cost (the first ones store the fleet's packages), so
+    one share could still be at work 0.6-1.4 s after the other had finished (1,000
+    first reports on PostgreSQL, 5-6 s in all). Reports that arrive meanwhile are
+    taken in a further round; each report is offered once per command.
+    """
+    context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
+    tickets = context.Value("i", 0)  # the next run to take, shared by all
+    claim_timeout = settings.report_claim_timeout_seconds
+    offered: set[int] = set()
+    total = Counter[str]()
+    with ProcessPoolExecutor(
+        workers - 1, mp_context=context, initializer=_start_worker, initargs=(settings, tickets)
+    ) as pool:
+        while True:
+            ids = [i for i in queued_report_ids(time.time(), host, force, claim_timeout)
+                   if i not in offered]  # fmt: skip
+            if not ids:
+                return total
+            offered.update(ids)
+            runs = [ids[i : i + RUN_REPORTS] for i in range(0, len(ids), RUN_REPORTS)]
+            tickets.value = 0
+            futures = [
+                pool.submit(_take_runs, runs, force, claim_timeout) for _ in range(workers - 1)
+            ]
+            total.update(_take_runs(runs, force, claim_timeout, tickets))
+            for future in futures:
+                total.update(future.result())
+            if force:
+                return total
+
+
+_TICKETS: Synchronized[int] | None = None  # a worker's handle on the shared run counter
+
+
+def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
+    """Set up one worker of ``process --workers``: its own connection, the counter."""
+    global _TICKETS
+    _TICKETS = tickets
     _open(settings)
-    try:
-        return _process_queue(settings, host, force, shard)
-    finally:
-        database.close()
+    Finalize(None, database.close, exitpriority=10)  # at the worker's exit
+    # then no last collection over its heap (0.3 s, which the caller waits out): see
+    # cli.main.run
+    Finalize(None, gc.freeze, exitpriority=0)
+
+
+def _take_runs(
+    runs: list[list[int]],
+    force: bool,
+    claim_timeout: float,
+    tickets: Synchronized[int] | None = None,
+) -> Counter[str]:
+    """Process the next run not taken yet, and again, until none is left."""
+    counter = tickets if tickets is not None else _TICKETS
+    assert counter is not None
+    total = Counter[str]()
+    while True:
+        with counter.get_lock():
+            taken = counter.value
+            counter.value = taken + 1
+        if taken >= len(runs):
+            return total
+        run = runs[taken]
+        total.update(
+            process_pending(
+                time.time(), limit=len(run), force=force, claim_timeout=claim_timeout, ids=run
+            )
+        )
 
 
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,10 +7,12 @@ Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from peewee import PeeweeException
 
@@ -87,5 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def run() -> NoReturn:
+    """The command's entry point: :func:`main`, then exit without a last collection.
+
+    Why: at exit the interpreter runs the cyclic garbage collector over every object
+    still alive, and a command that built a large heap (processing's package memo
+    and id caches) spent 0.2 s there after its work was done. Nothing it holds needs
+    a finaliser that only that collection would run, so the heap is frozen (left out
+    of collections) first. Tests call :func:`main` and keep collecting.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 
 import orjson
 from peewee import IntegrityError
+from peewee import ModelSelect
 
 from patchwatch.db import chunks
 from patchwatch.db import database
@@ -426,6 +427,33 @@ def _store_shared_rows(
     return {rid: set_id for (rid, _report), set_id in zip(fresh, set_ids, strict=True)}
 
 
+def _queue(
+    query: ModelSelect, now: float, host_name: str | None, force: bool, claim_timeout: float
+) -> ModelSelect:
+    """The reports to process, in arrival order: queued ones (and claims gone stale),
+    or with ``force`` every kept one."""
+    if not force:
+        stale = now - claim_timeout
+        query = query.where(
+            (Report.state == "pending")
+            | ((Report.state == "processing") & (Report.processed_at < stale))
+        )
+    if host_name:
+        query = query.where(Report.host_name == host_name)
+    return query.order_by(Report.received_at, Report.id)
+
+
+def queued_report_ids(
+    now: float,
+    host_name: str | None = None,
+    force: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+) -> list[int]:
+    """The ids of what :func:`process_pending` would take, in the order it takes them."""
+    query = _queue(Report.select(Report.id), now, host_name, force, claim_timeout)
+    return [report_id for (report_id,) in query.tuples()]
+
+
 def process_pending(
     now: float,
     limit: int = 1000,
@@ -433,13 +461,13 @@ def process_pending(
     force: bool = False,
     parsed: dict[int, HostReport] | None = None,
     claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
-    shard: tuple[int, int] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
 
-    ``shard`` (index, count): only the reports whose id modulo ``count`` is ``index``,
-    so that several processes work through one queue side by side, each parsing its
-    own reports (``patchwatch process --workers``).
+    ``ids``: only these reports (those of them still queued), so that several
+    processes work through one queue side by side, each taking the next run of
+    :func:`queued_report_ids` (``patchwatch process --workers``).
 
     The rows are read first and processed after: an open read cursor on SQLite would
     pin a snapshot and make the writes below fail under concurrency.
@@ -456,22 +484,15 @@ def process_pending(
     victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
-    query = Report.select(
-        Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
-        Report.remote_addr, Report.state, Report.packages_digest,
-    ).order_by(Report.received_at, Report.id).limit(limit)  # fmt: skip
-    if not force:
-        stale = now - claim_timeout
-        query = query.where(
-            (Report.state == "pending")
-            | ((Report.state == "processing") & (Report.processed_at < stale))
-        )
-    if host_name:
-        query = query.where(Report.host_name == host_name)
-    if shard is not None:
-        index, count = shard
-        # id modulo count, spelt out: peewee's % is LIKE; integer division truncates
-        query = query.where(Report.id - Report.id / count * count == index)
+    query = _queue(
+        Report.select(
+            Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
+            Report.remote_addr, Report.state, Report.packages_digest,
+        ),
+        now, host_name, force, claim_timeout,
+    ).limit(limit)  # fmt: skip
+    if ids is not None:
+        query = query.where(Report.id.in_(list(ids)))
     rows = list(query)
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):

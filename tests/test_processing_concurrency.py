@@ -30,6 +30,7 @@ from patchwatch.models import PackageSetMember
 from patchwatch.models import Report
 from patchwatch.processing import NATIVE
 from patchwatch.processing import process_pending
+from patchwatch.processing import queued_report_ids
 from patchwatch.processing import store_report
 from patchwatch.sets import forget_cached_ids
 from tests.conftest import ROOT
@@ -132,11 +133,13 @@ def test_shards_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) 
     results: list[object] = [None, None]
     start = threading.Barrier(2)
 
+    queued = queued_report_ids(time.time())
+
     def shard(index: int) -> None:
         with database.connection_context():
             start.wait()
             try:
-                results[index] = process_pending(time.time(), shard=(index, 2))
+                results[index] = process_pending(time.time(), ids=queued[index::2])
             except Exception as exc:  # the failure the test is about
                 results[index] = exc
 
@@ -181,6 +184,49 @@ def test_process_workers_share_the_queue(database_url, tmp_path) -> None:
     assert Counter(r.state for r in Report.select(Report.state)) == Counter(processed=30)
     assert Host.select().count() == 30
     handle.close()
+
+
+def test_process_workers_take_runs_as_they_come_free(
+    db, database_url, tmp_path, monkeypatch, capsys
+) -> None:
+    """``process --workers 2``: a spawned worker takes runs of the queue while this
+    process holds back, and a report that arrives during the round is taken in the
+    next one."""
+    docs = drifting_docs(31, seed=11)
+    for doc in docs[:30]:
+        store_report(doc["host"], NATIVE, doc, time.time())
+    monkeypatch.setattr(admin_cmd, "RUN_REPORTS", 4)  # 8 runs
+    rounds: list[list[int]] = []
+
+    def queued(*args: object) -> list[int]:
+        rounds.append(queued_report_ids(*args))  # type: ignore[arg-type]
+        if len(rounds) == 1:
+            store_report(docs[30]["host"], NATIVE, docs[30], time.time())  # arrives now
+        return rounds[-1]
+
+    done_by_others: list[int] = []
+
+    def after_a_worker(*args: object, **kwargs: object) -> Counter[str]:
+        # this process's first run waits until the other process has committed one
+        if not done_by_others:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if n := Report.select().where(Report.state == "processed").count():
+                    break
+                time.sleep(0.05)
+            done_by_others.append(n)
+        return process_pending(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(admin_cmd, "queued_report_ids", queued)
+    monkeypatch.setattr(admin_cmd, "process_pending", after_a_worker)
+    monkeypatch.setenv("PATCHWATCH_DATABASE_URL", database_url)
+    monkeypatch.setenv("PATCHWATCH_DATA_DIR", str(tmp_path / "d"))
+    assert main(["process", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "31 processed"
+    assert done_by_others[0] >= 1
+    assert [len(ids) for ids in rounds] == [30, 1, 0]  # the late one, then nothing
+    assert Counter(r.state for r in Report.select(Report.state)) == Counter(processed=31)
+    assert Host.select().count() == 31
 
 
 def test_process_force_runs_every_kept_report_again(
