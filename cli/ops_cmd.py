@@ -55,7 +55,7 @@ ATTENTION_COLUMNS = [("issue", "issue"), ("subject", "subject"), ("detail", "det
                      ("since", "since")]  # fmt: skip
 DBCHECK_COLUMNS = [("check", "check"), ("found", "found"), ("fixed", "fixed"),
                    ("detail", "detail")]  # fmt: skip
-DAMAGE_CHECKS = ("integrity", "foreign keys")
+DAMAGE_CHECKS = ("integrity", "foreign keys", "packed member ids")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

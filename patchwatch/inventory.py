@@ -68,6 +68,7 @@ from patchwatch.models import UpdateSet
 from patchwatch.models import UpdateSetItem
 from patchwatch.queries import host_detail
 from patchwatch.queries import load_host_rows
+from patchwatch.set_content import sets_unlike_their_rows
 
 log = logging.getLogger(__name__)
 
@@ -1168,11 +1169,13 @@ def check_store(
     fix: bool = False, include_packages: bool = False, progress: ProgressFn | None = None
 ) -> list[dict[str, object]]:
     """Look for (and with ``fix`` delete) what nothing refers to any more; count rows;
-    run the database's own integrity checks where it has them (SQLite).
+    run the database's own integrity checks where it has them (SQLite), and compare
+    every package set's packed ids with its member rows (on every backend).
 
     Returns rows ``check``, ``found``, ``fixed`` (``None`` when not fixed) and
-    ``detail``; a non-zero ``found`` on an ``integrity`` row means damage that
-    deleting cannot fix (restore from a backup).
+    ``detail``; a non-zero ``found`` on an ``integrity``, ``foreign keys`` or
+    ``packed member ids`` row means damage that deleting cannot fix (restore from a
+    backup).
 
     Orphan packages are deleted only with ``include_packages``: receiver and scheduler
     processes cache package ids (``patchwatch.sets``), so deleting packages while they
@@ -1210,6 +1213,14 @@ def check_store(
     if progress is not None:
         progress(len(steps), total, "integrity")
     out.extend(_integrity_checks())
+    unlike = sets_unlike_their_rows()
+    note = (
+        f"package sets {', '.join(map(str, unlike[:5]))}{' ...' if len(unlike) > 5 else ''}"
+        if unlike
+        else "every set's packed ids match its member rows"
+    )
+    out.append({"check": "packed member ids", "found": len(unlike), "fixed": None,
+                "detail": note})  # fmt: skip
     if progress is not None:
         progress(len(steps) + 1, total, "counting rows")
     for model in MODELS:

@@ -212,3 +212,42 @@ def test_members_matching_agree_with_the_view(db) -> None:
             .join(Package, on=(Package.id == PackageSetContent.package_id))
             .where((PackageSetContent.package_set_id == s) & Package.name.startswith("b-lib"))
         }
+
+
+def test_dbcheck_finds_sets_whose_packed_ids_and_rows_disagree(db, monkeypatch) -> None:
+    """A hand-edited or damaged store: a difference losing a member row, a base
+    gaining one (which changes its differences too), a packed value rewritten."""
+    from patchwatch import set_content
+    from patchwatch.packed_ids import pack_ids
+
+    monkeypatch.setattr(set_content, "chunks", lambda values, size=400: sets.chunks(values, 7))
+
+    def packed_check() -> dict[str, object]:
+        return {r["check"]: r for r in check_store()}["packed member ids"]
+
+    sets.ensure_package_sets(fleet(random.Random(10)), 1.0)
+    assert packed_check()["found"] == 0
+    written = list(PackageSet.select().order_by(PackageSet.id))
+    difference = next(s for s in written if s.base_id is not None)
+    others = [s for s in written if s.base_id is None and s.id != difference.base_id]
+    whole = others[0]
+    with database.atomic():
+        row = PackageSetMember.get(PackageSetMember.package_set == difference.id)
+        PackageSetMember.delete().where(
+            (PackageSetMember.package_set == difference.id)
+            & (PackageSetMember.package == row.package_id)
+        ).execute()
+    assert packed_check()["found"] == 1
+    assert packed_check()["detail"] == f"package sets {difference.id}"
+    with database.atomic():
+        PackageSetMember.insert(package_set=difference.id, package=row.package_id).execute()
+        ids = sorted(unpack_ids(whole.member_ids))
+        PackageSet.update(member_ids=pack_ids(ids[1:])).where(PackageSet.id == whole.id).execute()
+    assert packed_check()["found"] == 1  # the one just rewritten
+    with database.atomic():
+        PackageSet.update(member_ids=pack_ids(ids)).where(PackageSet.id == whole.id).execute()
+        extra = sets.ensure_packages([record("stray")])[record("stray")]
+        PackageSetMember.insert(package_set=difference.base_id, package=extra).execute()
+    users = [s.id for s in written if s.base_id == difference.base_id]
+    found = packed_check()
+    assert found["found"] == 1 + len(users)  # the base and every difference from it
