@@ -10,6 +10,8 @@ each (backend, fleet size) and writes the measured table into ``docs/performance
     .venv/bin/python bench/bench_pipeline.py                          # 1,000 and 10,000 hosts,
                                                                       # SQLite and PostgreSQL
     .venv/bin/python bench/bench_pipeline.py --hosts 1000 --backends sqlite --no-doc
+    .venv/bin/python bench/bench_pipeline.py --hosts 10000 --backends postgresql \
+        --no-doc --keep-store /tmp/stores   # keep the store for measuring one step
 
 For each backend and fleet size, in a fresh store:
 
@@ -305,8 +307,42 @@ def scrape(base: str) -> tuple[list[float], int, int]:
     return times, size, series
 
 
+def keep_store(backend: str, hosts: int, url: str, pg: Postgres | None, into: Path) -> Path:
+    """Save a cell's final store for later measurements (``--keep-store``).
+
+    SQLite through its backup API (one consistent file, WAL included); PostgreSQL as
+    a ``pg_dump`` custom-format archive (``createdb NAME && pg_restore -d NAME
+    FILE``). The store is as the run left it: reports processed twice, updates
+    computed (``patchwatch updates --force`` computes them again from the start).
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    if pg:
+        target = into / f"patchwatch-{backend}-{hosts}.dump"
+        pg_dump = str(pg.server.bindir / "pg_dump")
+        subprocess.run([pg_dump, "-Fc", "-f", str(target), "-d", url], check=True)
+    else:
+        import sqlite3
+
+        target = into / f"patchwatch-{backend}-{hosts}.db"
+        target.unlink(missing_ok=True)
+        source = sqlite3.connect(url.removeprefix("sqlite:///"))
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+    print(f"store kept: {target} ({target.stat().st_size / 2**20:.0f} MB)", flush=True)
+    return target
+
+
 def run_one(
-    backend: str, bodies: list[bytes], raw_kib: float, senders: int, pg: Postgres | None
+    backend: str,
+    bodies: list[bytes],
+    raw_kib: float,
+    senders: int,
+    pg: Postgres | None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     hosts = len(bodies)
     print(f"\n== {backend}, {hosts:,} hosts", flush=True)
@@ -425,6 +461,8 @@ def run_one(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        if keep is not None:
+            keep_store(backend, hosts, url, pg, keep)
         shutil.rmtree(tmp, ignore_errors=True)
     return r
 
@@ -570,6 +608,10 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument("--fresh", action="store_true", help="drop earlier results from the doc")
+    parser.add_argument(
+        "--keep-store", type=Path, metavar="DIR",
+        help="save each cell's final store in DIR (SQLite file, PostgreSQL pg_dump archive)",
+    )  # fmt: skip
     args = parser.parse_args()
     sizes = [int(s) for s in args.hosts.split(",") if s]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -600,6 +642,7 @@ def main() -> None:
                     raw_kib,
                     args.senders,
                     pg if backend == "postgresql" else None,
+                    args.keep_store,
                 )
                 res["fleet"] = {
                     "images": args.images,
