@@ -192,13 +192,23 @@ def _process_in_parallel(
 
 
 _TICKETS: Synchronized[int] | None = None  # a worker's handle on the shared run counter
+_START_ERROR: Exception | None = None  # why the worker could not open the store
 
 
 def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
-    """Set up one worker of ``process --workers``: its own connection, the counter."""
-    global _TICKETS
+    """Set up one worker of ``process --workers``: its own connection, the counter.
+
+    A failure to open the store is kept and raised by the worker's task, so that the
+    caller gets it as it is (one line: "database error: ..."); raised here, the pool
+    would log a traceback and fail every task as "broken".
+    """
+    global _TICKETS, _START_ERROR
     _TICKETS = tickets
-    _open(settings)
+    try:
+        _open(settings)
+    except Exception as exc:  # handed on to the caller by _take_runs
+        _START_ERROR = exc
+        return
     Finalize(None, database.close, exitpriority=10)  # at the worker's exit
     # then no last collection over its heap (0.3 s, which the caller waits out): see
     # cli.main.run
@@ -212,6 +222,8 @@ def _take_runs(
     tickets: Synchronized[int] | None = None,
 ) -> Counter[str]:
     """Process the next run not taken yet, and again, until none is left."""
+    if _START_ERROR is not None:
+        raise _START_ERROR
     counter = tickets if tickets is not None else _TICKETS
     assert counter is not None
     total = Counter[str]()

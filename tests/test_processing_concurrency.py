@@ -229,6 +229,23 @@ def test_process_workers_take_runs_as_they_come_free(
     assert Host.select().count() == 31
 
 
+def test_a_worker_that_cannot_open_the_store_fails_the_command_with_its_error(db, tmp_path) -> None:
+    """The pool's worker opens the store itself; its error reaches the caller as it is
+    (the CLI prints it as one line), not as a broken pool after a logged traceback."""
+    from peewee import OperationalError
+
+    from patchwatch.settings import load_settings
+
+    for doc in drifting_docs(3, seed=13):
+        store_report(doc["host"], NATIVE, doc, time.time())
+    unreachable = load_settings(
+        {"PATCHWATCH_DATABASE_URL": "postgresql://patchwatch@127.0.0.1:1/none",
+         "PATCHWATCH_DATA_DIR": str(tmp_path / "d")}, None, {}
+    )  # fmt: skip
+    with pytest.raises(OperationalError, match=r"127\.0\.0\.1"):
+        admin_cmd._process_in_parallel(unreachable, None, False, 2)
+
+
 def test_process_force_runs_every_kept_report_again(
     db, database_url, tmp_path, monkeypatch, capsys
 ) -> None:
