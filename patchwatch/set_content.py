@@ -114,7 +114,7 @@ def sets_unlike_their_rows(chunk: int = 100) -> list[int]:
         wanted = [set_id for set_id, _base in part]
         own = _rows_of(wanted)
         missing = {base for _set, base in part if base is not None and base not in bases}
-        bases.update({base: rows for base, rows in _rows_of(sorted(missing)).items()})
+        bases.update(_rows_of(sorted(missing)))
         query = raw_sql(
             f"SELECT id, member_ids FROM {_SET} WHERE id IN ({placeholders(len(wanted))})"
         )
