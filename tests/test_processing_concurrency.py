@@ -122,9 +122,10 @@ def drifting_docs(count: int, seed: int) -> list[dict]:
     return docs
 
 
-def test_shards_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) -> None:
-    """Two processing shards at once, every report with new packages shared with the
-    other shard's: with no retries allowed, a single deadlock fails the run."""
+def test_workers_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) -> None:
+    """Two processing workers at once, each with every other queued report, every
+    report with new packages shared with the other worker's: with no retries allowed,
+    a single deadlock fails the run."""
     monkeypatch.setattr(processing, "BATCH_RETRIES", 0)
     monkeypatch.setattr(processing, "BATCH_REPORTS", 5)
     docs = drifting_docs(80, seed=7)
@@ -135,7 +136,7 @@ def test_shards_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) 
 
     queued = queued_report_ids(time.time())
 
-    def shard(index: int) -> None:
+    def worker(index: int) -> None:
         with database.connection_context():
             start.wait()
             try:
@@ -143,7 +144,7 @@ def test_shards_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch) 
             except Exception as exc:  # the failure the test is about
                 results[index] = exc
 
-    threads = [threading.Thread(target=shard, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
