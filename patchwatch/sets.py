@@ -192,16 +192,14 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     rows = sorted(by_key)
     if is_sqlite():
         execute_many(
-            f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO {table} ({names}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows,
         )
     else:
         sql = (
-            f"INSERT INTO {table} (kind, name, epoch, version, release, arch) "
+            f"INSERT INTO {table} ({names}) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[]) ON CONFLICT DO NOTHING "
-            "RETURNING id, kind, name, epoch, version, release, arch"
+            f"%s::text[], %s::text[]) ON CONFLICT DO NOTHING RETURNING id, {names}"
         )
         with write_transaction():
             # One inserter at a time. Two processes bringing the same new packages (the
