@@ -7,9 +7,9 @@ The reference is apk-tools 3.0 (``src/version.c``) and its own test vectors
 (``test/unit/version.data``, all of which ``tests/test_versions_apk.py`` runs): no ``apk``
 binary can be installed here, so those vectors stand in for the tool. Pure, no records;
 ``patchwatch vercmp apk`` exposes it. apk-tools 2.14 (the line Alpine shipped before
-apk-tools 3) passes the first 733 of those lines too, which it shares; it differs where
-3.0 changed the rules in 2024: zero-led parts, the ``~`` hash, fuzzy matching and what
-counts as a valid version. Ordinary Alpine versions compare the same under both.
+apk-tools 3) tests itself on the first 733 of those lines, the same ones; it differs where
+3.0 changed the rules in 2024 and added lines: zero-led parts, the ``~`` hash, fuzzy
+matching and what counts as a valid version.
 
 What apk does: a version is read as tokens, ``digit{.digit}...{letter}{_suffix{number}}...
 {~hash}{-rN}``: an initial number, ``.number`` parts, one lower-case letter, suffixes
