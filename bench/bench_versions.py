@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark patchwatch.versions on every Version of a real Debian Packages index.
+"""Benchmark patchwatch's version ordering: dpkg on a real index, pacman and apk on generated ones.
 
 Why: the store precomputes sort keys so that sorting a distribution's ~63k package
 versions and picking candidates stays cheap; this measures key building, sorting by key,
 ``compare_deb`` and raw key comparisons, and compares with python-debian's
 ``debian.debian_support.version_compare`` when it is installed (also counting
-disagreements on the sampled pairs, which must be 0).
+disagreements on the sampled pairs, which must be 0). For pacman (Arch core + extra, about
+15,000 packages) and apk (Alpine main + community, about 25,000) it builds keys for a
+generated list of that size in the shapes those repositories hold (seeded, so every run
+sees the same list) and reports keys per second, sorting and comparisons.
 
 Usage: ``bench/bench_versions.py [PACKAGES_OR_PACKAGES_XZ_OR_URL] [--pairs N]
-[--sort-python-debian]``. Without a path it downloads bookworm's main/binary-amd64
-Packages.xz from the first mirror of the apt sources
-(``/etc/apt/sources.list.d/debian.sources``), else from deb.debian.org.
+[--sort-python-debian] [--families deb,arch,apk]``. Without a path it downloads bookworm's
+main/binary-amd64 Packages.xz from the first mirror of the apt sources
+(``/etc/apt/sources.list.d/debian.sources``), else from deb.debian.org; ``--families
+arch,apk`` needs no download.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from patchwatch.versions import compare_deb
 from patchwatch.versions import deb_sort_key
 from patchwatch.versions import split_deb
+from patchwatch.versions_alpm import _parts as alpm_parts
+from patchwatch.versions_alpm import alpm_sort_key
+from patchwatch.versions_alpm import compare_alpm
+from patchwatch.versions_alpm import split_alpm
+from patchwatch.versions_apk import _body as apk_body
+from patchwatch.versions_apk import apk_sort_key
+from patchwatch.versions_apk import compare_apk
 
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
@@ -67,6 +78,99 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def arch_versions(n: int, rng: random.Random) -> list[str]:
+    """``n`` pacman versions shaped like core + extra's: epochs, pkgrel minors, VCS forms."""
+
+    def pkgver() -> str:
+        dotted = ".".join(str(rng.choice([0, 1, 2, 3, 5, 12, 24, 124, 2024])) for _ in range(3))
+        shape = rng.random()
+        if shape < 0.55:
+            return dotted
+        if shape < 0.65:
+            return f"{dotted}.r{rng.randint(1, 4000)}.g{rng.getrandbits(28):07x}"
+        if shape < 0.72:
+            return f"{dotted}+r{rng.randint(1, 400)}+g{rng.getrandbits(28):07x}"
+        if shape < 0.80:
+            return f"{dotted}{rng.choice(['rc', 'beta', 'alpha', 'a', 'b'])}{rng.randint(1, 5)}"
+        if shape < 0.86:
+            return f"{dotted}.arch{rng.randint(1, 3)}"
+        if shape < 0.93:
+            return f"20{rng.randint(10, 25)}{rng.randint(1, 12):02}{rng.randint(1, 28):02}"
+        return f"{dotted}_{rng.randint(1, 9)}"
+
+    out = []
+    for _ in range(n):
+        epoch = f"{rng.randint(1, 3)}:" if rng.random() < 0.08 else ""
+        pkgrel = str(rng.randint(1, 12)) + (f".{rng.randint(1, 3)}" if rng.random() < 0.05 else "")
+        out.append(f"{epoch}{pkgver()}-{pkgrel}")
+    return out
+
+
+def apk_versions(n: int, rng: random.Random) -> list[str]:
+    """``n`` apk versions shaped like main + community's: suffixes, letters, -rN."""
+
+    def version() -> str:
+        parts = [
+            str(rng.choice([0, 1, 2, 3, 5, 12, 24, 124, 2024])) for _ in range(rng.randint(1, 4))
+        ]
+        v = ".".join(parts)
+        shape = rng.random()
+        if shape < 0.06:
+            v += rng.choice("abcdefgk")
+        elif shape < 0.14:
+            v += f"_{rng.choice(['alpha', 'beta', 'pre', 'rc'])}{rng.randint(1, 5)}"
+        elif shape < 0.22:
+            v += f"_git20{rng.randint(10, 25)}{rng.randint(1, 12):02}{rng.randint(1, 28):02}"
+        elif shape < 0.26:
+            v += f"_p{rng.randint(1, 30)}"
+        return v
+
+    return [f"{version()}-r{rng.randint(0, 12)}" for _ in range(n)]
+
+
+def bench_family(
+    name: str,
+    versions: list[str],
+    sort_key: Callable[[str], tuple[int, str]],
+    compare: Callable[[str, str], int],
+    clear: Callable[[], None],
+    pairs: int,
+) -> None:
+    """Keys per second (cold caches), sort, compare and key-comparison rates."""
+    unique = len(set(versions))
+    clear()
+    t_keys, built = timed(lambda: [sort_key(v) for v in versions])
+    keys: list[tuple[int, str]] = built  # type: ignore[assignment]
+    print(
+        f"{name}: {len(versions)} generated versions ({unique} distinct): keys (cold) "
+        f"{t_keys * 1000:.1f} ms, {len(versions) / t_keys / 1000:.0f}k keys/s "
+        f"({t_keys / unique * 1e6:.1f} us per distinct version)"
+    )
+    t_sort, _ = timed(lambda: sorted(keys))
+    print(f"{name}: sort {len(keys)} precomputed keys: {t_sort * 1000:.1f} ms")
+    rng = random.Random(2)
+    a_list = [rng.choice(versions) for _ in range(pairs)]
+    b_list = [rng.choice(versions) for _ in range(pairs)]
+
+    def loop_compare() -> None:
+        for a, b in zip(a_list, b_list, strict=True):
+            compare(a, b)
+
+    t_cmp, _ = timed(loop_compare)
+    ka_list = [sort_key(a) for a in a_list]
+    kb_list = [sort_key(b) for b in b_list]
+    t_map, _ = timed(lambda: sum(map(operator.lt, ka_list, kb_list)))
+    print(
+        f"{name}: compare (warm cache) {pairs / t_cmp / 1e6:.2f} M/s, "
+        f"key comparison map(operator.lt) {pairs / t_map / 1e6:.2f} M/s"
+    )
+
+
+def clear_alpm() -> None:
+    for fn in (alpm_sort_key, alpm_parts, split_alpm):
+        fn.cache_clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index", nargs="?", help="Packages or Packages.xz path or URL")
@@ -76,7 +180,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also sort everything with python-debian's comparison (about 20 s)",
     )
+    parser.add_argument(
+        "--families",
+        default="deb,arch,apk",
+        help="comma-separated: deb (real index), arch and apk (generated lists)",
+    )
     args = parser.parse_args(argv)
+    families = set(args.families.split(","))
+    rng = random.Random(26)
+    if "arch" in families:
+        bench_family(
+            "arch", arch_versions(15_000, rng), alpm_sort_key, compare_alpm, clear_alpm, args.pairs
+        )
+    if "apk" in families:
+        bench_family(
+            "apk", apk_versions(25_000, rng), apk_sort_key, compare_apk, apk_body.cache_clear,
+            args.pairs,
+        )  # fmt: skip
+    if "deb" not in families:
+        return 0
 
     where = args.index or default_url()
     t_load, loaded = timed(lambda: load_versions(where))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from patchwatch.db import open_database
 from patchwatch.errors import VersionError
@@ -12,6 +13,9 @@ from patchwatch.records import PackageKind
 from patchwatch.settings import SETTINGS
 from patchwatch.settings import Settings
 from patchwatch.settings import describe
+
+VERCMP_FAMILIES = ("deb", "rpm", "arch", "apk")
+"""Version families ``patchwatch vercmp`` compares (package kinds and the newer families)."""
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +32,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "vercmp",
         help="compare versions read as 'A B' lines from stdin; print -1, 0 or 1 per line",
     )
-    p.add_argument("kind", choices=[k.value for k in PackageKind])
+    p.add_argument(
+        "kind",
+        choices=VERCMP_FAMILIES,
+        help="deb (dpkg), rpm, arch (pacman's vercmp) or apk (Alpine's apk-tools)",
+    )
     p.set_defaults(handler=cmd_vercmp)
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -57,10 +65,24 @@ def settings_markdown() -> str:
     return "\n".join(lines)
 
 
-def cmd_vercmp(settings: Settings, args: argparse.Namespace) -> int:
+def _comparer(family: str) -> Callable[[str, str], int]:
+    """The comparison function of a version family (imported only when asked for)."""
+    if family == "arch":
+        from patchwatch.versions_alpm import compare_alpm
+
+        return compare_alpm
+    if family == "apk":
+        from patchwatch.versions_apk import compare_apk
+
+        return compare_apk
     from patchwatch.versions import compare
 
-    kind = PackageKind(args.kind)
+    kind = PackageKind(family)
+    return lambda a, b: compare(kind, a, b)
+
+
+def cmd_vercmp(settings: Settings, args: argparse.Namespace) -> int:
+    compare = _comparer(args.kind)
     status = 0
     out = sys.stdout
     for lineno, line in enumerate(sys.stdin, 1):
@@ -72,7 +94,7 @@ def cmd_vercmp(settings: Settings, args: argparse.Namespace) -> int:
             status = 2
             continue
         try:
-            out.write(f"{compare(kind, parts[0], parts[1])}\n")
+            out.write(f"{compare(parts[0], parts[1])}\n")
         except VersionError as exc:
             print(f"line {lineno}: {exc}", file=sys.stderr)
             status = 2

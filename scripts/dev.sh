@@ -52,8 +52,9 @@ setup_venv() {
 
 test_system_packages() {
     # real tools the tests compare against or start on loopback
+    # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not)
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
-        postgresql prometheus prometheus-alertmanager docker-compose
+        postgresql prometheus prometheus-alertmanager docker-compose makepkg
 }
 
 cmd="${1:-}"
