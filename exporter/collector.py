@@ -208,6 +208,12 @@ class StoreCollector(Collector):
         packages = _gauge(
             "patchwatch_mirror_packages", "Packages in the mirror's last good index.", labels
         )
+        skipped = _gauge(
+            "patchwatch_mirror_skipped_entries",
+            "Entries of the mirror's last good index left out for a field over its bound "
+            "(index: packages or advisories); absent when not known.",
+            [*labels, "index"],
+        )
         for m in load_mirror_rows():
             key = [m.repository, m.url]
             if m.last_attempt_at is not None:
@@ -217,7 +223,11 @@ class StoreCollector(Collector):
             failures.add_metric(key, m.failures_total)
             consecutive.add_metric(key, m.consecutive_failures)
             packages.add_metric(key, m.packages)
-        yield from (attempt, success, failures, consecutive, packages)
+            for index, count in (("packages", m.skipped_packages),
+                                 ("advisories", m.skipped_advisories)):  # fmt: skip
+                if count is not None:
+                    skipped.add_metric([*key, index], count)
+        yield from (attempt, success, failures, consecutive, packages, skipped)
 
     def _job_families(self) -> Iterator[Metric]:
         last_success = _gauge(

@@ -66,6 +66,9 @@ from patchwatch.models import RepositorySet
 from patchwatch.models import RepositorySetMember
 from patchwatch.models import UpdateSet
 from patchwatch.models import UpdateSetItem
+from patchwatch.oversized import Removed
+from patchwatch.oversized import find_oversized
+from patchwatch.oversized import remove_oversized
 from patchwatch.queries import host_detail
 from patchwatch.queries import load_host_rows
 from patchwatch.set_content import sets_unlike_their_rows
@@ -1175,7 +1178,9 @@ def check_store(
     Returns rows ``check``, ``found``, ``fixed`` (``None`` when not fixed) and
     ``detail``; a non-zero ``found`` on an ``integrity``, ``foreign keys`` or
     ``packed member ids`` row means damage that deleting cannot fix (restore from a
-    backup).
+    backup). Rows over the field limits (a mirror's, stored before refreshes bounded
+    them) are removed with what refers to them (``patchwatch.oversized``); what that
+    leaves unreferenced is found by the next run.
 
     Orphan packages are deleted only with ``include_packages``: receiver and scheduler
     processes cache package ids (``patchwatch.sets``), so deleting packages while they
@@ -1197,7 +1202,7 @@ def check_store(
         ("reports of deleted hosts", _orphan_reports, Report, True,
          "processed; host deleted"),
     ]  # fmt: skip
-    total = len(steps) + 2
+    total = len(steps) + 3
     out: list[dict[str, object]] = []
     for n, (check, query, model, may_fix, detail) in enumerate(steps):
         if progress is not None:
@@ -1211,7 +1216,10 @@ def check_store(
             note = "kept (--packages; stop servers)"
         out.append({"check": check, "found": len(ids), "fixed": fixed, "detail": note})
     if progress is not None:
-        progress(len(steps), total, "integrity")
+        progress(len(steps), total, "oversized rows")
+    out.extend(_oversized_rows(fix))
+    if progress is not None:
+        progress(len(steps) + 1, total, "integrity")
     out.extend(_integrity_checks())
     unlike = sets_unlike_their_rows()
     note = (
@@ -1222,13 +1230,29 @@ def check_store(
     out.append({"check": "packed member ids", "found": len(unlike), "fixed": None,
                 "detail": note})  # fmt: skip
     if progress is not None:
-        progress(len(steps) + 1, total, "counting rows")
+        progress(len(steps) + 2, total, "counting rows")
     for model in MODELS:
         out.append({"check": f"rows in {model._meta.table_name}",
                     "found": model.select().count(), "fixed": None, "detail": ""})  # fmt: skip
     if progress is not None:
         progress(total, total, "")
     return out
+
+
+def _oversized_rows(fix: bool) -> list[dict[str, object]]:
+    """The ``oversized packages`` and ``oversized advisories`` rows of :func:`check_store`."""
+    found = find_oversized(database)
+    fixed: Removed | None = None
+    if fix:
+        with write_transaction():
+            fixed = remove_oversized(database, found)
+    detail = "a field over its limit"
+    return [
+        {"check": "oversized packages", "found": len(found.packages),
+         "fixed": fixed.packages if fixed else None, "detail": detail},
+        {"check": "oversized advisories", "found": len(found.advisories),
+         "fixed": fixed.advisories if fixed else None, "detail": detail},
+    ]  # fmt: skip
 
 
 def _integrity_checks() -> list[dict[str, object]]:

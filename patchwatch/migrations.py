@@ -25,6 +25,7 @@ from peewee import SqliteDatabase
 from patchwatch.errors import PatchwatchError
 from patchwatch.models import MODELS
 from patchwatch.models import SchemaVersion
+from patchwatch.oversized import remove_oversized
 from patchwatch.packed_ids import pack_ids
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,43 @@ def _package_set_bases(db: Database) -> None:
     db.execute_sql(PACKAGE_SET_CONTENT)
 
 
+def _mirror_data_bounds(db: Database) -> None:
+    """Add the mirrors' counts of skipped entries; widen package columns to the limits.
+
+    ``mirror.skipped_packages`` and ``skipped_advisories`` count the entries of a
+    mirror's last good index that a refresh left out for a field over its bound
+    (``patchwatch.repodata.bounds``); NULL until the mirror's index is read again.
+    PostgreSQL enforced ``varchar(255)`` on a package's name, version and release while
+    reports (and now mirrors) accept 256 characters: a 256-character name failed the
+    whole transaction. Widening a varchar rewrites nothing. SQLite does not enforce
+    lengths.
+    """
+    columns = {c.name for c in db.get_columns("mirror")}
+    for name in ("skipped_packages", "skipped_advisories"):
+        if name not in columns:
+            db.execute_sql(f'ALTER TABLE "mirror" ADD COLUMN "{name}" INTEGER')
+    if not isinstance(db, PostgresqlDatabase):
+        return
+    for column in ("name", "version", "release"):
+        row = db.execute_sql(
+            "SELECT character_maximum_length FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'package' "
+            "AND column_name = %s",
+            (column,),
+        ).fetchone()
+        if row is not None and row[0] is not None and row[0] < 256:
+            db.execute_sql(f'ALTER TABLE "package" ALTER COLUMN "{column}" TYPE VARCHAR(256)')
+
+
+def _remove_oversized_rows(db: Database) -> None:
+    """Remove packages and advisories a mirror listed with fields over the bounds.
+
+    Stored before refreshes bounded them (``patchwatch.oversized`` says what goes with
+    them); a store without any costs one scan of the package and advisory tables.
+    """
+    remove_oversized(db)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -286,6 +324,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "pending updates without indexes on packages", _updates_without_package_indexes),
     Migration(6, "package_set.member_ids", _package_set_member_ids),
     Migration(7, "package sets written as differences from a base", _package_set_bases),
+    Migration(8, "mirror skip counts; package columns as wide as the limits", _mirror_data_bounds),
+    Migration(9, "mirror rows over the field limits removed", _remove_oversized_rows),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -24,6 +24,15 @@ from peewee import Model
 from peewee import TextField
 
 from patchwatch.db import database
+from patchwatch.limits import MAX_ADVISORY_ID
+from patchwatch.limits import MAX_ADVISORY_ISSUED
+from patchwatch.limits import MAX_ADVISORY_SEVERITY
+from patchwatch.limits import MAX_ADVISORY_TYPE
+from patchwatch.limits import MAX_ARCH
+from patchwatch.limits import MAX_EPOCH
+from patchwatch.limits import MAX_PACKAGE_NAME
+from patchwatch.limits import MAX_RELEASE
+from patchwatch.limits import MAX_VERSION
 
 
 class BaseModel(Model):
@@ -55,11 +64,12 @@ class Package(BaseModel):
     """One package build, shared by every host and mirror that has it."""
 
     kind = CharField(max_length=8)  # deb, rpm
-    name = CharField(max_length=255, index=True)
-    epoch = CharField(max_length=16, default="")
-    version = CharField(max_length=255)
-    release = CharField(max_length=255, default="")
-    arch = CharField(max_length=32)
+    # as wide as patchwatch.limits allows (migration 8 widened them on PostgreSQL)
+    name = CharField(max_length=MAX_PACKAGE_NAME, index=True)
+    epoch = CharField(max_length=MAX_EPOCH, default="")
+    version = CharField(max_length=MAX_VERSION)
+    release = CharField(max_length=MAX_RELEASE, default="")
+    arch = CharField(max_length=MAX_ARCH)
 
     class Meta:
         indexes = ((("kind", "name", "epoch", "version", "release", "arch"), True),)
@@ -168,6 +178,10 @@ class Mirror(BaseModel):
     last_modified = CharField(max_length=64, default="")
     package_set = ForeignKeyField(PackageSet, null=True, on_delete="SET NULL")
     package_count = IntegerField(default=0)
+    # entries of the last good index left out for a field over its bound; None: not
+    # known (never read since the bounds came, or an apt mirror's advisories)
+    skipped_packages = IntegerField(null=True)
+    skipped_advisories = IntegerField(null=True)
 
     class Meta:
         indexes = ((("repository", "url"), True),)
@@ -304,12 +318,12 @@ class Module(BaseModel):
 class Advisory(BaseModel):
     """An errata entry read from a repository (updateinfo, zypper patches)."""
 
-    advisory_id = CharField(max_length=255)
+    advisory_id = CharField(max_length=MAX_ADVISORY_ID)
     repository = ForeignKeyField(Repository, backref="advisories", on_delete="CASCADE")
-    type = CharField(max_length=32)
-    severity = CharField(max_length=32, default="")
+    type = CharField(max_length=MAX_ADVISORY_TYPE)
+    severity = CharField(max_length=MAX_ADVISORY_SEVERITY, default="")
     title = TextField(default="")
-    issued = CharField(max_length=64, default="")
+    issued = CharField(max_length=MAX_ADVISORY_ISSUED, default="")
     cves = TextField(default="")  # space-separated
 
     class Meta:

@@ -129,6 +129,8 @@ class MirrorRow:
     failures_total: int
     consecutive_failures: int
     packages: int
+    skipped_packages: int | None = None  # None: not known (see Mirror)
+    skipped_advisories: int | None = None
 
 
 def load_mirror_rows() -> list[MirrorRow]:
@@ -136,7 +138,8 @@ def load_mirror_rows() -> list[MirrorRow]:
         Mirror.select(
             Repository.key, Repository.kind, Mirror.url, Mirror.enabled,
             Mirror.last_attempt_at, Mirror.last_success_at, Mirror.failures_total,
-            Mirror.consecutive_failures, Mirror.package_count,
+            Mirror.consecutive_failures, Mirror.package_count, Mirror.skipped_packages,
+            Mirror.skipped_advisories,
         )
         .join(Repository)
         .order_by(Repository.key, Mirror.url)

@@ -67,6 +67,7 @@ from patchwatch.models import Package
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
 from patchwatch.records import Advisory as AdvisoryRecord
+from patchwatch.records import AvailablePackage
 from patchwatch.records import Package as PackageRecord
 from patchwatch.repodata.apt import GpgvStatus
 from patchwatch.repodata.apt import compute_gpgv_command
@@ -74,6 +75,8 @@ from patchwatch.repodata.apt import is_security_release
 from patchwatch.repodata.apt import parse_gpgv_status
 from patchwatch.repodata.apt import parse_packages
 from patchwatch.repodata.apt import parse_release
+from patchwatch.repodata.apt import read_lines
+from patchwatch.repodata.bounds import Skipped
 from patchwatch.repodata.compression import open_decompressed
 from patchwatch.repodata.model import IndexEntry
 from patchwatch.repodata.model import ReleaseFile
@@ -172,6 +175,8 @@ class _Fetched:
     packages: list[PackageRecord] | None = None
     advisories: list[AdvisoryRecord] | None = None
     advisories_changed: bool = False  # updateinfo differs from what was stored
+    skipped_packages: Skipped | None = None  # set when the package index was read
+    skipped_advisories: Skipped | None = None  # set when updateinfo was read (or is gone)
     security: bool | None = None
     etag: str = ""
     last_modified: str = ""
@@ -217,6 +222,7 @@ def refresh_mirror(
                 fetched = _fetch_apt(mirror, repo, fetcher, Path(tmp), now, settings, force, arches)
             else:
                 fetched = _fetch_rpmmd(mirror, fetcher, Path(tmp), settings, force)
+            _note_skipped(mirror, fetched)
             changed, count, advisories = _store_success(mirror, repo, fetched, now)
     except _Skip as exc:
         log.info("mirror %s skipped: %s", mirror.url, exc)
@@ -236,6 +242,14 @@ def refresh_mirror(
     outcome = "changed" if changed else "unchanged"
     log.info("mirror %s %s: %d packages%s", mirror.url, outcome, count, fetched.note)
     return result(outcome, fetched.note.strip("; "), count, advisories)
+
+
+def _note_skipped(mirror: Mirror, fetched: _Fetched) -> None:
+    """Say in the result (and the log) which entries the parsers left out, if any."""
+    for skipped in (fetched.skipped_packages, fetched.skipped_advisories):
+        if skipped is not None and skipped.count:
+            log.warning("mirror %s: %s", mirror.url, skipped.summary())
+            fetched.note += "; " + skipped.summary()
 
 
 def refresh_all(
@@ -432,9 +446,11 @@ def _fetch_apt(
     if not force and mirror.package_set_id is not None and checksum == mirror.metadata_checksum:
         return fetched
     packages: list[PackageRecord] = []
+    skipped = Skipped()
     for n, entry in enumerate(entries):
-        packages.extend(_fetch_apt_index(dist, entry, fetcher, tmp / f"index{n}", settings))
+        _fetch_apt_index(dist, entry, fetcher, tmp / f"index{n}", settings, packages, skipped)
     fetched.packages = packages
+    fetched.skipped_packages = skipped
     return fetched
 
 
@@ -581,8 +597,19 @@ def _apt_checksum(arch_tag: str, entries: list[IndexEntry]) -> str:
 
 
 def _fetch_apt_index(
-    dist: str, entry: IndexEntry, fetcher: Fetcher, dest: Path, settings: Settings
-) -> list[PackageRecord]:
+    dist: str,
+    entry: IndexEntry,
+    fetcher: Fetcher,
+    dest: Path,
+    settings: Settings,
+    packages: list[PackageRecord],
+    skipped: Skipped,
+) -> None:
+    """Download, verify and parse one Packages file, adding its packages to ``packages``.
+
+    ``packages`` holds those of the repository's other indexes already read:
+    ``max_index_packages`` bounds them all together.
+    """
     urls = [f"{dist}/{entry.path}"]
     if entry.by_hash_path:
         urls.insert(0, f"{dist}/{entry.by_hash_path}")
@@ -601,11 +628,39 @@ def _fetch_apt_index(
     with download.path.open("rb") as raw:
         try:
             with open_decompressed(raw, entry.compression, settings.max_index_bytes) as reader:
-                records = [a.package for a in parse_packages(reader)]
+                parsed = parse_packages(read_lines(reader), skipped)
+                _collect(parsed, packages, settings.max_index_packages, "packages")
         except (ParseError, TooLargeError) as exc:
             raise FetchError(download.url, str(exc)) from None
     download.path.unlink()
-    return records
+
+
+def _collect(
+    parsed: Iterable[AvailablePackage], into: list[PackageRecord], limit: int, what: str
+) -> None:
+    """Append the parsed packages to ``into``, stopping past ``limit`` in all.
+
+    The parse stops there too (it is a generator): a million-package index costs what
+    ``limit`` packages cost, not what the byte limit allows (1.2 GB and 55 s).
+    """
+    for available in parsed:
+        if len(into) >= limit:
+            raise TooLargeError(f"lists more than {limit} {what} (max_index_packages)")
+        into.append(available.package)
+
+
+def _collect_advisories(parsed: Iterable[AdvisoryRecord], limit: int) -> list[AdvisoryRecord]:
+    """The advisories, refusing more than ``limit`` of them or of the packages they name."""
+    advisories: list[AdvisoryRecord] = []
+    named = 0
+    for advisory in parsed:
+        named += len(advisory.packages)
+        if len(advisories) >= limit or named > limit:
+            raise TooLargeError(
+                f"lists more than {limit} advisories or advisory packages (max_index_packages)"
+            )
+        advisories.append(advisory)
+    return advisories
 
 
 def _check(download: Download, size: int | None, hash_name: str, digest: str, by: str) -> None:
@@ -720,19 +775,25 @@ def _fetch_rpmmd_from(
     )
     old_p, _, old_u = mirror.metadata_checksum.partition(" ")
     fresh = force or mirror.package_set_id is None
+    limit = settings.max_index_packages
     if fresh or old_p != p_sum:
         with _open_rpmmd_data(base, primary, fetcher, tmp, settings) as (data_url, reader):
+            packages: list[PackageRecord] = []
+            skipped = Skipped()
             try:
-                fetched.packages = [a.package for a in parse_primary(reader)]
+                _collect(parse_primary(reader, skipped), packages, limit, "packages")
             except (ParseError, TooLargeError) as exc:
                 raise FetchError(data_url, str(exc)) from None
+            fetched.packages, fetched.skipped_packages = packages, skipped
     if fresh or old_u != u_sum:
         fetched.advisories = []
         fetched.advisories_changed = old_u != u_sum
+        fetched.skipped_advisories = Skipped()
         if updateinfo is not None:
             with _open_rpmmd_data(base, updateinfo, fetcher, tmp, settings) as (data_url, reader):
                 try:
-                    fetched.advisories = list(parse_updateinfo(reader))
+                    parsed = parse_updateinfo(reader, fetched.skipped_advisories)
+                    fetched.advisories = _collect_advisories(parsed, limit)
                 except (ParseError, TooLargeError) as exc:
                     raise FetchError(data_url, str(exc)) from None
     return fetched
@@ -800,6 +861,10 @@ def _store_success(
             Mirror.package_set: pset_id,
             Mirror.package_count: count,
         }
+        if fetched.skipped_packages is not None:
+            values[Mirror.skipped_packages] = fetched.skipped_packages.count
+        if fetched.skipped_advisories is not None:
+            values[Mirror.skipped_advisories] = fetched.skipped_advisories.count
         if changed:
             values[Mirror.last_change_at] = now
         Mirror.update(values).where(Mirror.id == mirror.id).execute()

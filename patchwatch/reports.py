@@ -45,6 +45,12 @@ from operator import not_
 from urllib.parse import unquote
 
 from patchwatch.errors import ParseError
+from patchwatch.limits import MAX_ARCH
+from patchwatch.limits import MAX_EPOCH
+from patchwatch.limits import MAX_PACKAGE_NAME
+from patchwatch.limits import MAX_RELEASE
+from patchwatch.limits import MAX_URL
+from patchwatch.limits import MAX_VERSION
 from patchwatch.osinfo import normalise_os
 from patchwatch.osinfo import parse_patchman_os
 from patchwatch.records import HostReport
@@ -71,24 +77,19 @@ PROTOCOL_PATCHMAN2 = "patchman/2"
 PATCHMAN_AGENT = "patchman-client"
 
 # Limits: those of schemas/report-v1.json, applied to every protocol so that what
-# reaches the store has one shape whatever door it came through.
+# reaches the store has one shape whatever door it came through (the package and URL
+# limits are patchwatch.limits', which mirror data shares).
 MAX_HOST = 253
 MAX_OS_ID = 64
 MAX_OS_STRING = 1024
 MAX_KERNEL = 256
-MAX_ARCH = 32
 MAX_TAGS = 64
 MAX_TAG = 64
 MAX_PACKAGES = 100_000
-MAX_PACKAGE_NAME = 256
-MAX_EPOCH = 16
-MAX_VERSION = 256
-MAX_RELEASE = 256
 MAX_REPOSITORIES = 10_000
 MAX_REPO_ID = 512
 MAX_REPO_NAME = 512
 MAX_URLS = 64
-MAX_URL = 2048
 MAX_SUITE = 256
 MAX_SIGNED_BY = 4096
 MAX_PRIORITY = 100_000

@@ -116,6 +116,13 @@ class Settings:
         1024 * 1024 * 1024,
         "Largest repository index accepted after decompression, in bytes.",
     )
+    max_index_packages: int = _setting(
+        250_000,
+        "Most packages one mirror's index may list (all its apt Packages files together, "
+        "or its primary.xml; likewise its advisories, and the packages they name); a "
+        "larger one fails the refresh and the last good data is kept. Debian's main "
+        "amd64 lists 64,000. Entries with a field over its bound are skipped and counted.",
+    )
     apt_verify_signatures: bool = _setting(
         True,
         "Verify apt Release signatures with gpgv against the trusted keyrings; turn off "
@@ -227,6 +234,7 @@ def _validate(s: Settings) -> None:
         "max_report_bytes",
         "max_report_decompressed_bytes",
         "reports_keep",
+        "max_index_packages",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(name, "must be at least 1")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import tracemalloc
 from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 from hypothesis import HealthCheck
@@ -19,11 +21,15 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from patchwatch import limits
 from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
+from patchwatch.records import Package
 from patchwatch.repodata.apt import extract_signed_text
 from patchwatch.repodata.apt import parse_packages
 from patchwatch.repodata.apt import parse_release
+from patchwatch.repodata.apt import read_lines
+from patchwatch.repodata.bounds import Skipped
 from patchwatch.repodata.compression import decompress
 from patchwatch.repodata.rpmmd import parse_metalink
 from patchwatch.repodata.rpmmd import parse_mirrorlist
@@ -169,3 +175,217 @@ COMPRESSED = {
 )
 def test_decompress_arbitrary_bytes(kind: str, data: bytes) -> None:
     _only_expected(lambda: decompress(data, kind, 4096))
+
+
+# --------------------------------------------------------------- hostile mirror entries
+#
+HOSTILE = settings(FUZZ, max_examples=150)
+
+# A compromised mirror serves well-formed indexes whose fields are as long (or as odd)
+# as it likes. Whatever it serves, what comes out is within patchwatch.limits, every
+# entry is either kept or counted as skipped, and the memory a parse takes does not
+# follow the field sizes. Sizes are drawn around each bound.
+
+SAFE = "ab1.+~"
+
+
+def length_near(limit: int) -> st.SearchStrategy[int]:
+    return st.one_of(
+        st.sampled_from([1, limit - 1, limit, limit + 1, 2 * limit]), st.integers(1, 3 * limit)
+    )
+
+
+@st.composite
+def field_value(draw: st.DrawFn, limit: int) -> str:
+    text = draw(st.text(alphabet=SAFE, min_size=1, max_size=8)) * limit
+    text = text[: draw(length_near(limit))]
+    if draw(st.integers(0, 9)) == 0:  # now and then a character no database stores
+        pos = draw(st.integers(0, len(text)))
+        text = text[:pos] + "\x00" + text[pos:]
+    return text
+
+
+def within_limits(p: Package) -> bool:
+    return (
+        0 < len(p.name) <= limits.MAX_PACKAGE_NAME
+        and len(p.epoch) <= limits.MAX_EPOCH
+        and 0 < len(p.version) <= limits.MAX_VERSION
+        and len(p.release) <= limits.MAX_RELEASE
+        and 0 < len(p.arch) <= limits.MAX_ARCH
+        and not any("\x00" in f for f in (p.name, p.version, p.release, p.arch))
+    )
+
+
+@st.composite
+def hostile_stanza(draw: st.DrawFn) -> str:
+    version = draw(field_value(limits.MAX_VERSION))
+    if draw(st.booleans()):
+        version += "-" + draw(field_value(limits.MAX_RELEASE))
+    fields = {
+        "Package": draw(field_value(limits.MAX_PACKAGE_NAME)),
+        "Version": version,
+        "Architecture": draw(field_value(limits.MAX_ARCH)),
+    }
+    if draw(st.booleans()):
+        fields["Source"] = draw(field_value(limits.MAX_SOURCE))
+    if draw(st.booleans()):
+        fields["Filename"] = draw(field_value(limits.MAX_URL))
+    return "".join(f"{k}: {v}\n" for k, v in fields.items()) + "\n"
+
+
+@HOSTILE
+@given(st.lists(hostile_stanza(), min_size=1, max_size=8))
+def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
+    skipped = Skipped()
+    data = "".join(stanzas).encode()
+    try:
+        packages = [a.package for a in parse_packages(read_lines(io.BytesIO(data)), skipped)]
+    except EXPECTED:
+        return
+    assert all(within_limits(p) for p in packages)
+    assert len(packages) + skipped.count == len(stanzas)
+
+
+@st.composite
+def hostile_rpm_package(draw: st.DrawFn) -> str:
+    def attr(limit: int) -> str:
+        return draw(field_value(limit)).replace("\x00", "")  # XML cannot carry NUL
+
+    epoch = draw(st.text(alphabet="0123456789", min_size=0, max_size=2 * limits.MAX_EPOCH))
+    return (
+        f'<package type="rpm"><name>{attr(limits.MAX_PACKAGE_NAME)}</name>'
+        f"<arch>{attr(limits.MAX_ARCH)}</arch>"
+        f'<version epoch="{epoch}" ver="{attr(limits.MAX_VERSION)}" '
+        f'rel="{attr(limits.MAX_RELEASE)}"/><location href="{attr(limits.MAX_URL)}"/>'
+        f"<format><rpm:sourcerpm>{attr(limits.MAX_SOURCE)}</rpm:sourcerpm></format></package>"
+    )
+
+
+@HOSTILE
+@given(st.lists(hostile_rpm_package(), min_size=1, max_size=8))
+def test_hostile_primary_entries_are_kept_within_limits_or_counted(entries: list[str]) -> None:
+    data = (
+        '<metadata xmlns="http://linux.duke.edu/metadata/common" '
+        'xmlns:rpm="http://linux.duke.edu/metadata/rpm">' + "".join(entries) + "</metadata>"
+    ).encode()
+    skipped = Skipped()
+    try:
+        packages = [a.package for a in parse_primary(io.BytesIO(data), skipped)]
+    except EXPECTED:
+        return
+    assert all(within_limits(p) for p in packages)
+    assert len(packages) + skipped.count == len(entries)
+
+
+@st.composite
+def hostile_update(draw: st.DrawFn) -> str:
+    def text(limit: int) -> str:
+        return draw(field_value(limit)).replace("\x00", "")
+
+    cves = draw(st.integers(0, 3))
+    refs = "".join(f'<reference type="cve" id="{text(limits.MAX_CVE)}"/>' for _ in range(cves))
+    pkgs = "".join(
+        f'<package name="{text(limits.MAX_PACKAGE_NAME)}" version="{text(limits.MAX_VERSION)}" '
+        f'release="{text(limits.MAX_RELEASE)}" arch="{text(limits.MAX_ARCH)}"/>'
+        for _ in range(draw(st.integers(0, 3)))
+    )
+    return (
+        f'<update type="{text(limits.MAX_ADVISORY_TYPE)}"><id>{text(limits.MAX_ADVISORY_ID)}</id>'
+        f"<title>{text(limits.MAX_ADVISORY_TITLE)}</title>"
+        f"<severity>{text(limits.MAX_ADVISORY_SEVERITY)}</severity>"
+        f'<issued date="{text(limits.MAX_ADVISORY_ISSUED)}"/><references>{refs}</references>'
+        f"<pkglist><collection>{pkgs}</collection></pkglist></update>"
+    )
+
+
+@HOSTILE
+@given(st.lists(hostile_update(), min_size=1, max_size=5))
+def test_hostile_updateinfo_entries_are_kept_within_limits_or_counted(entries: list[str]) -> None:
+    data = ("<updates>" + "".join(entries) + "</updates>").encode()
+    skipped = Skipped()
+    try:
+        advisories = list(parse_updateinfo(io.BytesIO(data), skipped))
+    except EXPECTED:
+        return
+    assert len(advisories) + skipped.count == len(entries)
+    for adv in advisories:
+        assert len(adv.id) <= limits.MAX_ADVISORY_ID and len(adv.type) <= limits.MAX_ADVISORY_TYPE
+        assert len(adv.title) <= limits.MAX_ADVISORY_TITLE
+        assert len(adv.severity) <= limits.MAX_ADVISORY_SEVERITY
+        assert len(adv.issued) <= limits.MAX_ADVISORY_ISSUED
+        assert all(len(c) <= limits.MAX_CVE for c in adv.cves)
+        assert all(within_limits(p) for p in adv.packages)
+
+
+def peak_memory(call: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(
+    packages=st.integers(0, 3000),
+    name_bytes=st.integers(1, 3 << 20),
+    provides=st.integers(0, 3000),
+    where=st.floats(0, 1),
+)
+def test_hostile_primary_parses_in_bounded_memory(
+    packages: int, name_bytes: int, provides: int, where: float
+) -> None:
+    """Thousands of packages, one name of megabytes, one entry of thousands of elements.
+
+    Memory is bounded by the largest entry, not by the document: a few times the
+    hostile name at most, whatever the package count. The XML is made as it is read.
+    """
+    head = (
+        b'<metadata xmlns="http://linux.duke.edu/metadata/common" '
+        b'xmlns:rpm="http://linux.duke.edu/metadata/rpm">'
+    )
+    plain = (
+        b'<package type="rpm"><name>p</name><arch>noarch</arch>'
+        b'<version epoch="0" ver="1" rel="1"/></package>'
+    )
+    hostile = (
+        b'<package type="rpm"><name>' + b"n" * name_bytes + b"</name><arch>noarch</arch>"
+        b'<version epoch="0" ver="1" rel="1"/><format><rpm:provides>'
+        + b'<rpm:entry name="x"/>' * provides
+        + b"</rpm:provides></format></package>"
+    )
+    before = int(packages * where)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        yield plain * before
+        yield hostile
+        yield plain * (packages - before)
+        yield b"</metadata>"
+
+    def parse() -> None:
+        skipped = Skipped()
+        count = sum(1 for _ in parse_primary(_Chunks(chunks()), skipped))
+        assert count + skipped.count == packages + 1
+
+    assert peak_memory(parse) < 4 * name_bytes + 4 * (1 << 20)
+
+
+class _Chunks(io.RawIOBase):
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self.parts = (part for part in parts if part)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self.pending:
+            self.pending = next(self.parts, b"")
+            if not self.pending:
+                return 0
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n

@@ -22,11 +22,21 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import IO
 
 from patchwatch.errors import ParseError
+from patchwatch.limits import MAX_ARCH
+from patchwatch.limits import MAX_RELEASE
+from patchwatch.limits import MAX_RELEASE_FIELD
+from patchwatch.limits import MAX_SOURCE
+from patchwatch.limits import MAX_URL
+from patchwatch.limits import MAX_VERSION
 from patchwatch.records import AvailablePackage
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
+from patchwatch.repodata.bounds import Skipped
+from patchwatch.repodata.bounds import package_problem
+from patchwatch.repodata.bounds import short
 from patchwatch.repodata.model import RELEASE_HASHES
 from patchwatch.repodata.model import ReleaseFile
 from patchwatch.repodata.model import ReleaseFileEntry
@@ -40,6 +50,7 @@ __all__ = [
     "parse_gpgv_status",
     "parse_packages",
     "parse_release",
+    "read_lines",
 ]
 
 _BEGIN_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
@@ -49,6 +60,13 @@ _HEX_LENGTHS = {"MD5Sum": 32, "SHA1": 40, "SHA256": 64, "SHA512": 128}
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _DPKG_MAX_EPOCH = 2**31 - 1  # dpkg stores the epoch in an int
 _FIELD_NAME = re.compile(r"[!-9;-~][!-9;-~]*")  # deb822: printable, no colon, no space
+#: files one checksum table of a Release may list (Ubuntu's list about 1,500)
+MAX_RELEASE_FILES = 100_000
+#: longest line of a Packages index kept whole; the rest of a longer one is dropped
+#: unread (no field patchwatch keeps is that long, so the stanza is then skipped)
+MAX_LINE = 64 * 1024
+#: longest Version field that can split within the epoch, version and release bounds
+_MAX_DEB_VERSION = 10 + 1 + MAX_VERSION + 1 + MAX_RELEASE
 
 
 # --------------------------------------------------------------------------- InRelease
@@ -241,6 +259,7 @@ def parse_release(text: str) -> ReleaseFile:
                 _add_checksum_line(tables[current], names[current], line, lineno)
             else:
                 fields[names[current]] += "\n" + line.strip()
+                _check_field_size(names[current], fields[names[current]], lineno)
             continue
         key, sep, value = line.partition(":")
         if not sep or not _FIELD_NAME.fullmatch(key):
@@ -259,12 +278,18 @@ def parse_release(text: str) -> ReleaseFile:
             tables[lower] = {}
         else:
             fields[key] = value
+            _check_field_size(key, value, lineno)
     if not names:
         raise ParseError("empty Release file")
     return _build_release(fields, names, tables)
 
 
 _HASH_FIELDS = {name.lower(): name for name in RELEASE_HASHES}
+
+
+def _check_field_size(name: str, value: str, lineno: int) -> None:
+    if len(value) > MAX_RELEASE_FIELD:
+        raise ParseError(f"{name} longer than {MAX_RELEASE_FIELD} characters", f"line {lineno}")
 
 
 def _add_checksum_line(
@@ -278,8 +303,12 @@ def _add_checksum_line(
         raise ParseError(f"{hash_name} hash {digest[:20]!r} is not valid hex", f"line {lineno}")
     if not size_text.isdigit() or not size_text.isascii() or len(size_text) > 19:
         raise ParseError(f"size {size_text[:20]!r} is not a number", f"line {lineno}")
+    if len(path) > MAX_URL:
+        raise ParseError(f"{hash_name} path longer than {MAX_URL} characters", f"line {lineno}")
     if path in table:
-        raise ParseError(f"{path!r} listed twice in {hash_name}", f"line {lineno}")
+        raise ParseError(f"{short(path)!r} listed twice in {hash_name}", f"line {lineno}")
+    if len(table) >= MAX_RELEASE_FILES:
+        raise ParseError(f"{hash_name} lists more than {MAX_RELEASE_FILES} files", f"line {lineno}")
     table[path] = (digest.lower(), int(size_text))
 
 
@@ -395,16 +424,37 @@ _SLOT_NAMES = ("Package", "Version", "Architecture", "Source", "Filename")
 _CONTINUATION = frozenset((b" ", b"\t"))
 
 
-def parse_packages(lines: Iterable[bytes]) -> Iterator[AvailablePackage]:
+def read_lines(stream: IO[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
+    """Yield the lines of ``stream`` for :func:`parse_packages`, none longer than ``max_line``.
+
+    A longer line yields its first ``max_line`` bytes (without a newline) and the rest
+    is read and dropped, so that an index of one endless line costs no more memory
+    than one of short lines: iterating the stream would hold each line whole.
+    """
+    readline = stream.readline
+    while line := readline(max_line):
+        yield line
+        if len(line) == max_line and not line.endswith(b"\n"):
+            while (rest := readline(max_line)) and not rest.endswith(b"\n"):
+                pass
+
+
+def parse_packages(
+    lines: Iterable[bytes], skipped: Skipped | None = None
+) -> Iterator[AvailablePackage]:
     """Stream :class:`AvailablePackage` records from the lines of a Packages index.
 
-    ``lines`` is any iterable of byte lines (a decompressing reader from
-    ``open_decompressed`` is one). Only Package, Version, Architecture, Source and
-    Filename are read; continuation lines of other fields are skipped without decoding.
-    ``Source: name (version)`` gives the source name. A stanza missing Package, Version
-    or Architecture, a duplicated field, a line that is not a field, or an invalid
-    version raises :class:`ParseError` naming the line.
+    ``lines`` is any iterable of byte lines (:func:`read_lines` of a decompressing
+    reader from ``open_decompressed`` is the bounded one). Only Package, Version,
+    Architecture, Source and Filename are read; continuation lines of other fields are
+    skipped without decoding. ``Source: name (version)`` gives the source name. A
+    stanza missing Package, Version or Architecture, a duplicated field, a line that
+    is not a field, or an invalid version raises :class:`ParseError` naming the line.
+    A stanza with a field over its bound (``patchwatch.repodata.bounds``) is left out
+    and counted in ``skipped``.
     """
+    if skipped is None:
+        skipped = Skipped()
     values: list[bytes | None] = [None, None, None, None, None]
     strings: dict[bytes, str] = {}  # one str per distinct arch/source: ~10% less memory
     start = 0  # line number of the current stanza's first line; 0 between stanzas
@@ -423,7 +473,9 @@ def parse_packages(lines: Iterable[bytes]) -> Iterator[AvailablePackage]:
                 text = line[:60].decode("utf-8", "replace").rstrip()
                 raise ParseError(f"not a 'Field: value' line: {text!r}", f"line {lineno}")
             if start:
-                yield _make_available(values, start, strings)
+                available = _make_available(values, start, strings, skipped)
+                if available is not None:
+                    yield available
                 values = [None, None, None, None, None]
                 start = 0
             continue
@@ -435,24 +487,37 @@ def parse_packages(lines: Iterable[bytes]) -> Iterator[AvailablePackage]:
                 raise ParseError(f"duplicate field {_SLOT_NAMES[slot]}", f"line {lineno}")
             values[slot] = value.strip()
     if start:
-        yield _make_available(values, start, strings)
+        available = _make_available(values, start, strings, skipped)
+        if available is not None:
+            yield available
+
+
+def _cached(strings: dict[bytes, str], value: bytes, limit: int) -> str:
+    """Decode ``value``, sharing one str per distinct short value (never a long one)."""
+    if len(value) > limit:
+        return value.decode()
+    return strings.get(value) or strings.setdefault(value, value.decode())
 
 
 def _make_available(
-    values: list[bytes | None], start: int, strings: dict[bytes, str]
-) -> AvailablePackage:
+    values: list[bytes | None], start: int, strings: dict[bytes, str], skipped: Skipped
+) -> AvailablePackage | None:
     where = f"stanza at line {start}"
     try:
         name_b, version_b, arch_b, source_b, filename_b = values
         if not name_b:
             raise ParseError("missing Package field", where)
         name = name_b.decode()
-        where = f"stanza at line {start} (Package {name})"
+        where = f"stanza at line {start} (Package {short(name)})"
         if not version_b:
             raise ParseError("missing Version field", where)
         if not arch_b:
             raise ParseError("missing Architecture field", where)
-        epoch, upstream, revision = parse_deb_version(version_b.decode(), where)
+        version = version_b.decode()
+        if len(version) > _MAX_DEB_VERSION:
+            skipped.add(where, f"version longer than {_MAX_DEB_VERSION} characters")
+            return None
+        epoch, upstream, revision = parse_deb_version(version, where)
         source = name
         if source_b:
             source_name, _, rest = source_b.partition(b" ")
@@ -460,14 +525,17 @@ def _make_available(
             if rest and not (rest.startswith(b"(") and rest.endswith(b")")):
                 text = source_b[:60].decode("utf-8", "replace")
                 raise ParseError(f"Source field {text!r} is not 'name (version)'", where)
-            source = strings.get(source_name) or strings.setdefault(
-                source_name, source_name.decode()
-            )
-        arch = strings.get(arch_b) or strings.setdefault(arch_b, arch_b.decode())
+            source = _cached(strings, source_name, MAX_SOURCE)
+        arch = _cached(strings, arch_b, MAX_ARCH)
+        filename = filename_b.decode() if filename_b else ""
+        problem = package_problem(name, epoch, upstream, revision, arch, source, filename)
+        if problem is not None:
+            skipped.add(where, problem)
+            return None
         return AvailablePackage(
             package=Package(name, epoch, upstream, revision, arch, PackageKind.DEB),
             source=source,
-            filename=filename_b.decode() if filename_b else "",
+            filename=filename,
         )
     except UnicodeDecodeError as exc:
         raise ParseError(f"field is not UTF-8 ({exc.reason})", where) from None

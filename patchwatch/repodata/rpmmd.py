@@ -24,6 +24,7 @@ import datetime as dt
 import io
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
+from collections.abc import Callable
 from collections.abc import Iterator
 from types import MappingProxyType
 from typing import IO
@@ -31,10 +32,24 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from patchwatch.errors import ParseError
+from patchwatch.limits import MAX_ADVISORY_CVES
+from patchwatch.limits import MAX_ADVISORY_ID
+from patchwatch.limits import MAX_ADVISORY_ISSUED
+from patchwatch.limits import MAX_ADVISORY_PACKAGES
+from patchwatch.limits import MAX_ADVISORY_SEVERITY
+from patchwatch.limits import MAX_ADVISORY_TITLE
+from patchwatch.limits import MAX_ADVISORY_TYPE
+from patchwatch.limits import MAX_CVE
+from patchwatch.limits import MAX_EPOCH
+from patchwatch.limits import MAX_URL
 from patchwatch.records import Advisory
 from patchwatch.records import AvailablePackage
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
+from patchwatch.repodata.bounds import Skipped
+from patchwatch.repodata.bounds import field_problem
+from patchwatch.repodata.bounds import package_problem
+from patchwatch.repodata.bounds import short
 from patchwatch.repodata.model import RepoMd
 from patchwatch.repodata.model import RepoMdEntry
 
@@ -57,7 +72,7 @@ _LOCATION = _COMMON + "location"
 _FORMAT = _COMMON + "format"
 _SOURCERPM = _RPM + "sourcerpm"
 
-_MAX_EPOCH_DIGITS = 16  # as patchwatch.reports accepts from hosts
+_MAX_EPOCH_DIGITS = MAX_EPOCH  # as patchwatch.reports accepts from hosts
 _XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 _CHECKSUM_TYPES = frozenset(("md5", "sha", "sha1", "sha224", "sha256", "sha384", "sha512"))
 _MIRROR_SCHEMES = ("http", "https", "ftp")
@@ -66,6 +81,12 @@ _MIRROR_SCHEMES = ("http", "https", "ftp")
 # --------------------------------------------------------------------------- XML safety
 
 _XML_CHUNK = 1 << 16
+#: XML one entry (a ``<package>``, an ``<update>``) may take: the largest real ones
+#: (a kernel's thousands of provides, a SUSE kernel update's pkglist) take 1-2 MB.
+#: The tree holds an entry whole until it ends, so this bounds memory, with:
+MAX_ENTRY_BYTES = 16 << 20
+#: elements one entry may hold (kernel-core's provides: some 20,000)
+MAX_ENTRY_ELEMENTS = 200_000
 
 
 class _Unsafe(Exception):
@@ -120,18 +141,35 @@ def _xml_error(exc: Exception, what: str) -> ParseError:
     return ParseError(f"malformed XML: {message}", where)
 
 
-def _iterparse(stream: IO[bytes], what: str) -> Iterator[ET.Element]:
+def _iterparse(
+    stream: IO[bytes], what: str, entry: Callable[[str], bool] | None = None
+) -> Iterator[ET.Element]:
     """Yield each element of a document at its end tag, refusing DTD tricks first.
 
     Each chunk goes through the guard (:func:`_new_guard`) before the C tree builder
     sees it, until the root element starts. Errors from ``stream`` itself
     (TooLargeError or ParseError from a decompressing reader, network errors) pass
     through unchanged.
+
+    With ``entry`` (true for the tag of the document's repeated element), only
+    entries are yielded, and memory stays bounded whatever the document: once the
+    caller has read an entry it is cleared and dropped from the root (clearing alone
+    left an empty element per entry: 85 MB for a million packages), and an entry of
+    more than :data:`MAX_ENTRY_BYTES` of XML or :data:`MAX_ENTRY_ELEMENTS` elements
+    raises :class:`ParseError`: a field of megabytes is not metadata, and the tree
+    would hold it whole until its entry ends.
     """
     guard: xml.parsers.expat.XMLParserType | None = _new_guard()
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(
+        events=("start", "end") if entry is not None else ("end",)
+    )
+    root: ET.Element | None = None
+    fed = 0  # bytes given to the parser
+    entry_start = 0  # ``fed`` when the last entry ended
+    elements = 0  # elements ended since then
     while True:
         chunk = stream.read(_XML_CHUNK)
+        fed += len(chunk)
         try:
             if guard is not None:
                 try:
@@ -144,9 +182,26 @@ def _iterparse(stream: IO[bytes], what: str) -> Iterator[ET.Element]:
                 parser.feed(chunk)
             else:
                 parser.close()
-            for _, elem in cast(Iterator[tuple[str, object]], parser.read_events()):
-                if isinstance(elem, ET.Element):  # always, with only "end" events
+            for event, elem in cast(Iterator[tuple[str, ET.Element]], parser.read_events()):
+                if entry is None:
                     yield elem
+                elif event == "start":
+                    if root is None:
+                        root = elem
+                elif entry(elem.tag):
+                    yield elem
+                    elem.clear()
+                    if root is not None:
+                        del root[:]
+                    entry_start, elements = fed, 0
+                else:
+                    elements += 1
+                    if elements > MAX_ENTRY_ELEMENTS:
+                        raise ParseError(
+                            f"more than {MAX_ENTRY_ELEMENTS} elements in one entry", what
+                        )
+            if entry is not None and fed - entry_start > MAX_ENTRY_BYTES:
+                raise ParseError(f"an entry longer than {MAX_ENTRY_BYTES} bytes", what)
         except ParseError:
             raise
         except (ET.ParseError, xml.parsers.expat.ExpatError) as exc:
@@ -216,6 +271,8 @@ def _repomd_entry(elem: ET.Element, type_: str, where: str) -> RepoMdEntry:
     href = (location.get("href") or "").strip() if location is not None else ""
     if not href:
         raise ParseError("no <location href>", where)
+    if len(href) > MAX_URL:
+        raise ParseError(f"<location href> longer than {MAX_URL} characters", where)
     checksum_type, checksum = _checksum(_child(elem, "checksum"), "checksum", where)
     open_type, open_checksum = "", ""
     open_elem = _child(elem, "open-checksum")
@@ -226,6 +283,8 @@ def _repomd_entry(elem: ET.Element, type_: str, where: str) -> RepoMdEntry:
         if location is not None
         else ""
     )
+    if len(base) > MAX_URL:
+        raise ParseError(f"<location xml:base> longer than {MAX_URL} characters", where)
     return RepoMdEntry(
         type=type_,
         location=href,
@@ -286,26 +345,27 @@ def parse_rpm_epoch(epoch: str | None, where: str) -> str:
     return text.lstrip("0") or "0"
 
 
-def parse_primary(stream: IO[bytes]) -> Iterator[AvailablePackage]:
+def parse_primary(stream: IO[bytes], skipped: Skipped | None = None) -> Iterator[AvailablePackage]:
     """Stream the ``<package type="rpm">`` entries of primary.xml as AvailablePackages.
 
     ``stream`` is a binary file object (``open_decompressed`` gives one); it is read
-    incrementally and each package element is cleared once converted. ``source`` is
-    the source rpm file name and ``filename`` the location href.
+    incrementally and each package element is dropped once converted. ``source`` is
+    the source rpm file name and ``filename`` the location href. A package with a
+    field over its bound (``patchwatch.repodata.bounds``) is left out and counted in
+    ``skipped``.
     """
-    count = 0
-    for elem in _iterparse(stream, "primary.xml"):
-        if elem.tag != _PACKAGE:
-            continue
-        count += 1
+    if skipped is None:
+        skipped = Skipped()
+    for count, elem in enumerate(_iterparse(stream, "primary.xml", _PACKAGE.__eq__), 1):
         if elem.get("type", "rpm") == "rpm":
-            yield _primary_package(elem, count)
-        elem.clear()
+            available = _primary_package(elem, count, skipped)
+            if available is not None:
+                yield available
 
 
-def _primary_package(elem: ET.Element, count: int) -> AvailablePackage:
+def _primary_package(elem: ET.Element, count: int, skipped: Skipped) -> AvailablePackage | None:
     name = (elem.findtext(_NAME) or "").strip()
-    where = f"primary.xml package #{count}" + (f" ({name})" if name else "")
+    where = f"primary.xml package #{count}" + (f" ({short(name)})" if name else "")
     if not name:
         raise ParseError("package without <name>", where)
     arch = (elem.findtext(_ARCH) or "").strip()
@@ -317,43 +377,56 @@ def _primary_package(elem: ET.Element, count: int) -> AvailablePackage:
     ver = (version.get("ver") or "").strip()
     if not ver:
         raise ParseError("<version> without ver", where)
-    epoch = parse_rpm_epoch(version.get("epoch"), where)
+    epoch_text = (version.get("epoch") or "").strip()
+    if len(epoch_text) > MAX_EPOCH:
+        skipped.add(where, f"epoch longer than {MAX_EPOCH} characters")
+        return None
+    epoch = parse_rpm_epoch(epoch_text, where)
+    release = (version.get("rel") or "").strip()
     location = elem.find(_LOCATION)
+    filename = (location.get("href") or "").strip() if location is not None else ""
     fmt = elem.find(_FORMAT)
     source = (fmt.findtext(_SOURCERPM) or "").strip() if fmt is not None else ""
+    problem = package_problem(name, epoch, ver, release, arch, source, filename)
+    if problem is not None:
+        skipped.add(where, problem)
+        return None
     return AvailablePackage(
-        package=Package(
-            name, epoch, ver, (version.get("rel") or "").strip(), arch, PackageKind.RPM
-        ),
+        package=Package(name, epoch, ver, release, arch, PackageKind.RPM),
         source=source,
-        filename=(location.get("href") or "").strip() if location is not None else "",
+        filename=filename,
     )
 
 
 # -------------------------------------------------------------------------- updateinfo
 
 
-def parse_updateinfo(stream: IO[bytes]) -> Iterator[Advisory]:
+def parse_updateinfo(stream: IO[bytes], skipped: Skipped | None = None) -> Iterator[Advisory]:
     """Stream the ``<update>`` entries of updateinfo.xml as Advisories.
 
     ``type`` is lower-cased ("security", "bugfix", "enhancement", "recommended", ...);
     ``cves`` are the ids of ``<reference type="cve">`` in document order, without
     duplicates; ``packages`` are the fixed builds of every collection. ``issued`` is the
     date as written, except that SUSE's Unix timestamps become "YYYY-MM-DD HH:MM:SS"
-    UTC like everyone else's.
+    UTC like everyone else's. An update with a field over its bound, or with more CVEs
+    or packages than ``patchwatch.limits`` allows, is left out and counted in
+    ``skipped``.
     """
-    count = 0
-    for elem in _iterparse(stream, "updateinfo.xml"):
-        if _local(elem.tag) != "update":
-            continue
-        count += 1
-        yield _advisory(elem, count)
-        elem.clear()
+    if skipped is None:
+        skipped = Skipped()
+    for count, elem in enumerate(_iterparse(stream, "updateinfo.xml", _is_update), 1):
+        advisory = _advisory(elem, count, skipped)
+        if advisory is not None:
+            yield advisory
 
 
-def _advisory(elem: ET.Element, count: int) -> Advisory:
+def _is_update(tag: str) -> bool:
+    return _local(tag) == "update"
+
+
+def _advisory(elem: ET.Element, count: int, skipped: Skipped) -> Advisory | None:
     advisory_id = _child_text(elem, "id")
-    where = f"updateinfo.xml update #{count}" + (f" ({advisory_id})" if advisory_id else "")
+    where = f"updateinfo.xml update #{count}" + (f" ({short(advisory_id)})" if advisory_id else "")
     if not advisory_id:
         raise ParseError("update without <id>", where)
     issued = _child(elem, "issued")
@@ -369,8 +442,12 @@ def _advisory(elem: ET.Element, count: int) -> Advisory:
     for collection in pkglist if pkglist is not None else ():
         for item in collection:
             if _local(item.tag) == "package":
-                packages[_advisory_package(item, where)] = None
-    return Advisory(
+                package = _advisory_package(item, where)
+                if isinstance(package, str):
+                    skipped.add(where, f"package {package}")
+                    return None
+                packages[package] = None
+    advisory = Advisory(
         id=advisory_id,
         type=(elem.get("type") or "unknown").strip().lower(),
         severity=_child_text(elem, "severity"),
@@ -379,22 +456,52 @@ def _advisory(elem: ET.Element, count: int) -> Advisory:
         cves=tuple(cves),
         packages=tuple(packages),
     )
+    problem = _advisory_problem(advisory)
+    if problem is not None:
+        skipped.add(where, problem)
+        return None
+    return advisory
 
 
-def _advisory_package(item: ET.Element, where: str) -> Package:
+def _advisory_problem(advisory: Advisory) -> str | None:
+    """Say which field of an advisory breaks its bound, or None when all are within."""
+    if len(advisory.cves) > MAX_ADVISORY_CVES:
+        return f"more than {MAX_ADVISORY_CVES} CVEs"
+    if len(advisory.packages) > MAX_ADVISORY_PACKAGES:
+        return f"more than {MAX_ADVISORY_PACKAGES} packages"
+    for label, value, limit in (
+        ("id", advisory.id, MAX_ADVISORY_ID),
+        ("type", advisory.type, MAX_ADVISORY_TYPE),
+        ("severity", advisory.severity, MAX_ADVISORY_SEVERITY),
+        ("title", advisory.title, MAX_ADVISORY_TITLE),
+        ("issued date", advisory.issued, MAX_ADVISORY_ISSUED),
+        *(("CVE id", cve, MAX_CVE) for cve in advisory.cves),
+    ):
+        problem = field_problem(label, value, limit)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _advisory_package(item: ET.Element, where: str) -> Package | str:
+    """The fixed build a ``<package>`` of a pkglist names, or why it cannot be stored."""
     name = (item.get("name") or "").strip()
     version = (item.get("version") or "").strip()
     arch = (item.get("arch") or "").strip()
     if not name or not version or not arch:
         raise ParseError("<package> needs name, version and arch attributes", where)
+    epoch_text = (item.get("epoch") or "").strip()
+    if len(epoch_text) > MAX_EPOCH:
+        return f"epoch longer than {MAX_EPOCH} characters"
+    epoch = parse_rpm_epoch(epoch_text, where)
+    release = (item.get("release") or "").strip()
+    problem = package_problem(name, epoch, version, release, arch)
+    if problem is not None:
+        return problem
     return Package(
-        name=name,
-        epoch=parse_rpm_epoch(item.get("epoch"), where),
-        version=version,
-        release=(item.get("release") or "").strip(),
-        arch=arch,
+        name=name, epoch=epoch, version=version, release=release, arch=arch,
         kind=PackageKind.RPM,
-    )
+    )  # fmt: skip
 
 
 def _issued(value: str | None) -> str:
@@ -468,7 +575,7 @@ def _rank(elem: ET.Element) -> float:
 
 
 def _is_mirror_url(text: str) -> bool:
-    if any(c.isspace() for c in text):
+    if len(text) > MAX_URL or any(c.isspace() for c in text):
         return False
     try:
         parts = urlsplit(text)
