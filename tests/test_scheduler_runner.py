@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from patchwatch.db import database
 from patchwatch.locks import acquire_lease
 from patchwatch.models import JobRun
+from patchwatch.models import Mirror
+from patchwatch.models import Repository
 from patchwatch.models import SchedulerLock
 from scheduler.runner import LEASE_NAME
 from scheduler.runner import Job
@@ -16,6 +23,9 @@ from scheduler.runner import LeaseKeeper
 from scheduler.runner import current_stop
 from scheduler.runner import guarded
 from scheduler.runner import run_forever
+from tests.conftest import ROOT
+from tests.test_fetch import Fault
+from tests.test_fetch import MirrorServer
 
 
 def test_failing_job_is_recorded_and_the_next_one_still_runs(db) -> None:
@@ -190,3 +200,49 @@ def test_no_job_starts_after_sigterm_and_the_running_one_stops(db) -> None:
         (run,) = JobRun.select()
         assert run.outcome == "failure" and run.detail.startswith("stopped: the scheduler is")
         assert SchedulerLock.select().count() == 0  # released on the way out
+
+
+def test_the_scheduler_process_stops_its_refresh_on_sigterm_and_starts_nothing_after(
+    db, database_url: str, tmp_path: Path
+) -> None:
+    """``patchwatch scheduler`` for real: SIGTERM while a mirror hangs ends the round there."""
+    never = threading.Event()
+    fault = Fault(wait=never)
+    mirror_server = MirrorServer(tmp_path).start()
+    mirror_server.faults["/rpm/repodata/repomd.xml"] = fault
+    repo = Repository.create(kind="rpm", key="rpm t x86_64 hanging", arch="x86_64", created_at=0)
+    Mirror.create(repository=repo, url=mirror_server.url("rpm"), approved=True)
+    db.close()
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(tmp_path),
+        "PATCHWATCH_DATABASE_URL": database_url,
+        "PATCHWATCH_DATA_DIR": str(tmp_path / "data"),
+        "PATCHWATCH_MIRROR_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "PATCHWATCH_HTTP_TIMEOUT_SECONDS": str(LIVENESS * 4),  # only SIGTERM can end it
+    }  # fmt: skip
+    log = (tmp_path / "scheduler.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "scheduler"], cwd=ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert fault.arrived.wait(LIVENESS * 2), "the refresh never reached the mirror"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(LIVENESS) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        never.set()
+        mirror_server.stop()
+    output = (tmp_path / "scheduler.log").read_text(errors="replace")
+    with database.connection_context():
+        runs = {r.job: r for r in JobRun.select()}
+    assert set(runs) == {"process_reports", "refresh_mirrors"}, output  # nothing after
+    assert runs["refresh_mirrors"].outcome == "failure"
+    assert runs["refresh_mirrors"].detail == (
+        "stopped: the scheduler is stopping; 1 mirrors: 1 skipped"
+    ), output
+    with database.connection_context():
+        assert Mirror.get().failures_total == 0  # stopping is not the mirror's failure
