@@ -643,8 +643,11 @@ class HttpFetcher:
             response = self._send(current, headers, attempt)
             if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:
                 break
-            previous, current = current, urljoin(current, response.headers["Location"])
             response.close()
+            try:
+                previous, current = current, urljoin(current, response.headers["Location"])
+            except ValueError:
+                raise FetchError(url, "redirect to an unusable Location") from None
         else:
             raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
         with response:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urljoin
+
+import hypothesis
 import pytest
+import requests
+import urllib3
+from hypothesis import strategies as st
 
 from patchwatch.errors import ConfigError
 from patchwatch.mirror_policy import DEFAULT_MIRROR_URL_PATTERNS
 from patchwatch.mirror_policy import MirrorPolicy
+from patchwatch.mirror_policy import address_kind
 from patchwatch.mirror_policy import parse_pattern
 from patchwatch.settings import Settings
 from patchwatch.settings import parse_settings
@@ -152,3 +160,91 @@ def test_settings_check_the_policy_and_build_it() -> None:
     assert site.mirror_policy.address_refusal("10.9.9.9") is None
     assert Settings().mirror_url_patterns == DEFAULT_MIRROR_URL_PATTERNS
     assert Settings().mirror_allowed_networks == ()
+
+
+# ------------------------------------------------------------------------- fuzzing
+
+#: Pieces of URLs that parsers disagree about: userinfo, backslashes, control
+#: characters, encoded separators, brackets, numeric hosts.
+URL_PIECES = [
+    "http://", "https://", "HTTP://", "//", "mirror.example.edu", "evil.example", "@", ":",
+    "/", "\\", "#", "?", "%40", "%2f", "%2e", "[", "]", "\t", "\n", "\r", " ", ".", "..",
+    "80", "443", "8080", "user", "127.0.0.1", "0x7f.1", "2130706433", "::1", "\x00", "\u3002",
+    "debian", "\uff4dirror", "xn--",
+]  # fmt: skip
+HOSTILE = st.one_of(
+    st.lists(st.sampled_from(URL_PIECES), max_size=12).map("".join),
+    st.text(max_size=80),
+)
+ORIGIN = "http://mirror.example.edu/debian/"
+FUZZ = hypothesis.settings(max_examples=500, deadline=None, database=None)
+
+
+def host_as_sent(url: str) -> str | None:
+    """The host requests would connect to for ``url`` (None when it would refuse it)."""
+    prepared = requests.models.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+        host = urllib3.util.parse_url(prepared.url).host
+    except (requests.exceptions.RequestException, ValueError, urllib3.exceptions.HTTPError):
+        return None
+    return host.lower().rstrip(".").strip("[]") if host else None
+
+
+@FUZZ
+@hypothesis.given(HOSTILE)
+def test_what_the_policy_lets_through_stays_on_the_mirrors_host(location: str) -> None:
+    """A Location header or list entry the rule accepts reaches the mirror's host only.
+
+    The rule reads URLs with urllib.parse, the request is made by requests and urllib3:
+    wherever the two would disagree on the host, the rule must have refused.
+    """
+    policy = MirrorPolicy.build([], [])
+    try:
+        url = urljoin(ORIGIN, location)
+    except ValueError:  # the fetcher refuses such a Location as unusable
+        return
+    assert policy.matches(url) is False  # no patterns: nothing is covered
+    if policy.url_refusal(url, ORIGIN, previous=ORIGIN) is None:
+        assert host_as_sent(url) in (None, "mirror.example.edu"), url
+
+
+@FUZZ
+@hypothesis.given(HOSTILE, HOSTILE)
+def test_the_policy_never_raises_on_hostile_text(pattern: str, url: str) -> None:
+    policy = MirrorPolicy.build(DEFAULT_MIRROR_URL_PATTERNS, ["10.0.0.0/8"])
+    assert isinstance(policy.matches(url), bool)
+    policy.url_refusal(url, url)
+    policy.url_refusal(url, ORIGIN, previous=url)
+    try:
+        parsed = parse_pattern(pattern)
+    except ValueError:
+        return
+    assert isinstance(parsed.matches(url), bool)
+
+
+@FUZZ
+@hypothesis.given(
+    st.one_of(
+        st.ip_addresses(network="127.0.0.0/8"),
+        st.ip_addresses(network="10.0.0.0/8"),
+        st.ip_addresses(network="169.254.0.0/16"),
+        st.ip_addresses(network="192.168.0.0/16"),
+        st.ip_addresses(network="fc00::/7"),
+        st.ip_addresses(network="fe80::/10"),
+        st.ip_addresses(network="::ffff:0:0/96"),
+    )
+)
+def test_internal_addresses_are_refused_however_they_are_reached(address: object) -> None:
+    host = f"[{address}]" if ":" in str(address) else str(address)
+    url = f"http://{host}/latest/meta-data/"
+    trusting = MirrorPolicy.build([f"{host}:*", "*.debian.org"], [])
+    refusals = [
+        trusting.address_refusal(str(address)),
+        trusting.url_refusal(url),  # even a pattern naming it does not open it
+        trusting.url_refusal(url, "https://deb.debian.org/debian"),  # nor a trusted origin
+    ]
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if mapped is not None and address_kind(mapped) is None:
+        return  # a public IPv4 address written as IPv6
+    assert all(r is not None for r in refusals), (address, refusals)
