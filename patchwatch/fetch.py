@@ -215,7 +215,7 @@ class _Attempt:
     A watchdog thread waits for the deadline (and polls the stop event); when either
     comes first it shuts down every socket the attempt registered, which wakes any
     read blocked on them, including one in the middle of the status line or the
-    headers. It shuts down duplicates of the sockets (``dup()``): the same connection,
+    headers. It shuts down duplicates of the sockets' descriptors: the same connection,
     whatever TLS wrapping did to the original object, and never a descriptor number
     that another thread may have reused.
     """
@@ -250,10 +250,10 @@ class _Attempt:
         """Cut ``sock`` off with the rest of the attempt (at once, if already cut)."""
         if sock is None:
             return
-        try:
-            dup = sock.dup()
-        except OSError:
-            return
+        try:  # fromfd, not dup(): a TLS socket cannot dup(), its descriptor can
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):
+            return  # closed already: nothing to cut
         with self._lock:
             self._socks.append(dup)
             if self.cut:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -679,3 +681,63 @@ def test_one_fetcher_serves_threads_each_with_its_own_session(
             t.join(LIVENESS_SECONDS)
     assert len({id(s) for s in sessions}) == 3
     assert all((tmp_path / f"f{n}").stat().st_size == 1000 for n in range(3))
+
+
+# ------------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made by openssl, as a real server's is)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    proc = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"openssl could not make a certificate: {proc.stderr.decode()[-500:]}")
+    return cert, key
+
+
+def test_https_mirrors_go_through_the_same_guard_and_deadline(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path, tls_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch, connects: list[tuple[str, int]],
+) -> None:  # fmt: skip
+    """TLS wraps the socket the guard connected; the watchdog still cuts a stalled handshake."""
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    (mirror_root / "InRelease").write_bytes(b"over tls")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    https = f"https://127.0.0.1:{server.port}/InRelease"
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(https, tmp_path / "f", max_bytes=100)
+    assert got.path is not None and got.path.read_bytes() == b"over tls"
+    assert connects == [("127.0.0.1", server.port)]
+
+    # a "TLS server" that announces a 16 KB handshake record and sends it a byte at a time
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def stall() -> None:
+        conn, _addr = listener.accept()
+        with conn:
+            try:
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                for _ in range(int(DRIP_LIMIT_SECONDS / 0.05)):
+                    conn.sendall(b"\x00")
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+    threading.Thread(target=stall, daemon=True).start()
+    with listener, make_fetcher(timeout=2.0, retries=0, max_seconds=0.5) as fetcher:
+        thread, outcome = fetch_in_thread(
+            fetcher, f"https://127.0.0.1:{port}/InRelease", tmp_path / "g"
+        )
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive(), "a stalled TLS handshake held the fetch past its deadline"
+    assert "took longer than 0.5 s" in str(outcome.get("error"))
