@@ -444,6 +444,18 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         return manager
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What :meth:`HttpFetcher.fetch` was asked for, handed to each attempt."""
+
+    url: str
+    dest: Path
+    max_bytes: int
+    hash_name: str
+    etag: str
+    last_modified: str
+
+
 class _Retry(Exception):
     """One attempt failed in a way that another attempt may fix."""
 
@@ -561,6 +573,7 @@ class HttpFetcher:
         once, before any connection.
         """
         scope = current_scope()
+        request = _Request(url, dest, max_bytes, hash_name, etag, last_modified)
         attempts = self.retries + 1
         last: _Retry | None = None
         for attempt in range(attempts):
@@ -574,7 +587,7 @@ class HttpFetcher:
                 self._sleep(delay)
             self._check_scope(url, scope, last.reason if last else "", 0.0)
             try:
-                return self._attempt(url, dest, max_bytes, hash_name, etag, last_modified, scope)
+                return self._attempt(request, scope)
             except _Retry as exc:
                 dest.unlink(missing_ok=True)
                 last = exc
@@ -594,45 +607,27 @@ class HttpFetcher:
             after = f" after: {last}" if last else ""
             raise FetchError(url, f"no time left within {scope.limit}{after}")
 
-    def _attempt(
-        self,
-        url: str,
-        dest: Path,
-        max_bytes: int,
-        hash_name: str,
-        etag: str,
-        last_modified: str,
-        scope: FetchScope,
-    ) -> Download:
+    def _attempt(self, request: _Request, scope: FetchScope) -> Download:
         deadline, limit = time.monotonic() + self.max_seconds, f"{self.max_seconds:g} s"
         if scope.deadline is not None and scope.deadline < deadline:
             deadline, limit = scope.deadline, scope.limit
         with self._guard.active(_Attempt(deadline, limit, scope.stop)) as attempt:
             try:
-                return self._get(url, dest, max_bytes, hash_name, etag, last_modified, scope,
-                                 attempt)  # fmt: skip
+                return self._get(request, scope, attempt)
             except (_Retry, FetchError, requests.exceptions.RequestException, OSError):
                 attempt.check()
                 if attempt.cut:
-                    raise _cut_error(url, attempt) from None
+                    raise _cut_error(request.url, attempt) from None
                 raise
 
-    def _get(
-        self,
-        url: str,
-        dest: Path,
-        max_bytes: int,
-        hash_name: str,
-        etag: str,
-        last_modified: str,
-        scope: FetchScope,
-        attempt: _Attempt,
-    ) -> Download:
+    def _get(self, request: _Request, scope: FetchScope, attempt: _Attempt) -> Download:
+        """Follow redirects one checked hop at a time, then receive the answer."""
+        url = request.url
         headers: dict[str, str] = {}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
+        if request.etag:
+            headers["If-None-Match"] = request.etag
+        if request.last_modified:
+            headers["If-Modified-Since"] = request.last_modified
         origin = scope.origin if scope.origin is not None else url
         current, previous = url, None
         for _hop in range(MAX_REDIRECTS + 1):
@@ -651,8 +646,7 @@ class HttpFetcher:
         else:
             raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
         with response:
-            return self._receive(response, current, dest, max_bytes, hash_name, etag,
-                                 last_modified, attempt)  # fmt: skip
+            return self._receive(response, current, request, attempt)
 
     def _send(self, url: str, headers: dict[str, str], attempt: _Attempt) -> requests.Response:
         connect = max(0.001, min(self.timeout, attempt.remaining()))
@@ -677,16 +671,10 @@ class HttpFetcher:
             raise _Retry(f"connection failed: {_short(exc)}") from None
 
     def _receive(
-        self,
-        response: requests.Response,
-        url: str,
-        dest: Path,
-        max_bytes: int,
-        hash_name: str,
-        etag: str,
-        last_modified: str,
-        attempt: _Attempt,
+        self, response: requests.Response, url: str, request: _Request, attempt: _Attempt
     ) -> Download:
+        hash_name, max_bytes = request.hash_name, request.max_bytes
+        etag, last_modified = request.etag, request.last_modified
         status = response.status_code
         if status == 304 and (etag or last_modified):
             return Download(
@@ -708,7 +696,7 @@ class HttpFetcher:
         digest = hashlib.new(hash_name)
         size = 0
         try:
-            with dest.open("wb") as out:
+            with request.dest.open("wb") as out:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     size += len(chunk)
                     if size > max_bytes:
@@ -733,7 +721,7 @@ class HttpFetcher:
             raise _cut_error(url, attempt)
         return Download(
             url=url,
-            path=dest,
+            path=request.dest,
             size=size,
             hash_name=hash_name,
             digest=digest.hexdigest(),
