@@ -30,7 +30,9 @@ For each backend and fleet size, in a fresh store:
    reports; reports/s over its wall time, interpreter start included).
 5. **refresh**: ``patchwatch refresh`` against the real Debian mirror that the hosts'
    repositories name (bookworm, -updates, -security, -backports main amd64, signatures
-   checked).
+   checked). The server inherits ``PATCHWATCH_*`` from the environment: where
+   deb.debian.org resolves to a non-public address (a site cache), export
+   ``PATCHWATCH_MIRROR_ALLOWED_NETWORKS`` with it, or the fetch policy refuses it.
 6. **updates**: ``patchwatch updates`` (every host, first computation).
 7. **scrape**: ``GET /metrics`` three times (first and best time, size).
 8. **memory**: peak RSS (``VmHWM``) of every process of the server tree (gunicorn

@@ -18,13 +18,16 @@ must be empty). Each measurement runs in a fresh child process so that its peak 
 
 Times are wall-clock for ``refresh_all`` only (interpreter start and imports excluded;
 their RSS included and shown as "baseline"). The mirror here answers from a nearby
-cache, so download times are optimistic.
+cache, so download times are optimistic. Settings come from the ``PATCHWATCH_*``
+environment: where the mirror's name resolves to a non-public address (a site cache),
+list it in ``PATCHWATCH_MIRROR_ALLOWED_NETWORKS``, or the fetch policy refuses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -47,7 +50,7 @@ def child(mode: str, database_url: str, mirror: str, security_mirror: str) -> No
     from patchwatch.models import Mirror
     from patchwatch.models import Repository
     from patchwatch.refresh import refresh_all
-    from patchwatch.settings import Settings
+    from patchwatch.settings import parse_settings
 
     db = open_database(database_url)
     db.connect()
@@ -59,9 +62,9 @@ def child(mode: str, database_url: str, mirror: str, security_mirror: str) -> No
                 kind="deb", key=f"deb {url} {suite} main amd64", suite=suite,
                 component="main", arch="amd64", created_at=time.time(),
             )  # fmt: skip
-            Mirror.create(repository=repo, url=url)
+            Mirror.create(repository=repo, url=url, approved=True)  # chosen by the operator
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    settings = Settings()
+    settings = parse_settings(environ=os.environ)
     with HttpFetcher.from_settings(settings) as fetcher:
         started = time.perf_counter()
         results = refresh_all(fetcher, time.time(), settings, force=mode == "forced")

@@ -3,6 +3,10 @@
 A repository is named by its id (``repos list`` shows it), its exact key, or any part
 of its key or name that matches only one repository. Changes here are inputs of the
 update computation: they show in hosts' updates after the next updates run.
+
+``approve``: a repository a host reported is read only when its mirrors' URLs match
+``mirror_url_patterns`` or an operator approved them (``patchwatch.approval``); the
+listing's ``approval`` column says which.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from cli.output import plural
 from cli.output import print_fields
 from cli.output import render_json
 from cli.output import usage_error
+from patchwatch.approval import approve_repositories
+from patchwatch.approval import mirror_state
+from patchwatch.approval import repository_states
 from patchwatch.inventory import check_link
 from patchwatch.inventory import link_repositories
 from patchwatch.inventory import possible_mirrors
@@ -34,7 +41,8 @@ from patchwatch.settings import Settings
 
 LIST_COLUMNS = [
     ("id", "id"), ("label", "repository"), ("security", "sec"), ("enabled", "on"),
-    ("hosts", "hosts"), ("mirrors", "mirrors"), ("last_success_at", "last ok"),
+    ("approval", "approval"), ("hosts", "hosts"), ("mirrors", "mirrors"),
+    ("last_success_at", "last ok"),
 ]  # fmt: skip
 DETAIL_FIELDS = [
     ("id", "id"), ("key", "key"), ("kind", "kind"), ("name", "name"), ("repo_id", "repo id"),
@@ -45,7 +53,7 @@ DETAIL_FIELDS = [
     ("os_releases", "OS groups"), ("host_count", "hosts"), ("hosts", "host names"),
 ]  # fmt: skip
 MIRROR_COLUMNS = [
-    ("url", "mirror"), ("enabled", "enabled"), ("packages", "pkgs"),
+    ("url", "mirror"), ("enabled", "enabled"), ("approval", "approval"), ("packages", "pkgs"),
     ("consecutive_failures", "fails"), ("last_success_at", "last ok"),
 ]  # fmt: skip
 GROUP_COLUMNS = [
@@ -68,6 +76,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("repo", help="id, exact key, or a unique part of the key or name")
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_show))
+
+    p = rsub.add_parser("approve", help="let the server read repositories hosts reported")
+    p.add_argument("repos", nargs="+", metavar="REPO",
+                   help="id, exact key, or a unique part of the key or name; every mirror it "
+                        "has now is approved")  # fmt: skip
+    p.set_defaults(handler=guarded(cmd_approve))
 
     for verb, text in (("enable", "refresh and use"), ("disable", "stop refreshing and using")):
         p = rsub.add_parser(verb, help=f"{text} repositories")
@@ -98,12 +112,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     """List repositories; the table leaves failing mirrors to ``attention`` and JSON."""
-    emit(repository_list(), args.format, LIST_COLUMNS, "no repositories yet")
+    rows = repository_list()
+    states = repository_states(settings.mirror_policy)
+    for row in rows:
+        row["approval"] = states.get(cast(int, row["id"]), "-")
+    emit(rows, args.format, LIST_COLUMNS, "no repositories yet")
     return 0
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     data = repository_detail(resolve_repository(args.repo))
+    policy = settings.mirror_policy
+    for mirror in cast(list[dict[str, Any]], data["mirrors"]):
+        mirror["approval"] = mirror_state(mirror["url"], mirror["approved"], policy)
     if args.format == "json":
         print(render_json(data))
         return 0
@@ -126,6 +147,20 @@ def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{state} {r.id} {r.key}")
     if changed:
         print(f"{changed} changed; {EFFECT}", file=sys.stderr)
+    else:
+        print("nothing changed", file=sys.stderr)
+    return 0
+
+
+def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
+    repos = [resolve_repository(ref) for ref in args.repos]
+    approved = approve_repositories(repos)
+    for r in repos:
+        print(f"approved {r.id} {r.key}")
+    if approved:
+        refs = " ".join(f"--repo {r.id}" for r in repos)
+        print(f"{plural(approved, 'mirror')} approved; the next refresh reads them "
+              f"('patchwatch refresh {refs}' does it now)", file=sys.stderr)  # fmt: skip
     else:
         print("nothing changed", file=sys.stderr)
     return 0

@@ -432,7 +432,7 @@ def _repository_hosts() -> dict[int, set[str]]:
 
 def _mirror_dict(m: Mirror) -> dict[str, object]:
     return {
-        "id": m.id, "url": m.url, "kind": m.kind, "enabled": m.enabled,
+        "id": m.id, "url": m.url, "kind": m.kind, "enabled": m.enabled, "approved": m.approved,
         "last_attempt_at": m.last_attempt_at, "last_success_at": m.last_success_at,
         "failures_total": m.failures_total, "consecutive_failures": m.consecutive_failures,
         "last_error": m.last_error, "packages": m.package_count,

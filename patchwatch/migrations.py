@@ -314,6 +314,21 @@ def _remove_oversized_rows(db: Database) -> None:
     remove_oversized(db)
 
 
+def _mirror_approval(db: Database) -> None:
+    """Add ``mirror.approved``; the mirrors already stored are approved.
+
+    From this schema on, a mirror a host reports is read only when an operator
+    approved it or its URL matches ``mirror_url_patterns``. The mirrors of an existing
+    store were read before without asking, and their operators chose them by letting
+    the hosts report them: they stay read. Only when this step adds the column: on a
+    fresh database the initial step already made it, and there is nothing to approve.
+    """
+    if "approved" in {c.name for c in db.get_columns("mirror")}:
+        return
+    db.execute_sql('ALTER TABLE "mirror" ADD COLUMN "approved" BOOLEAN NOT NULL DEFAULT FALSE')
+    db.execute_sql('UPDATE "mirror" SET "approved" = TRUE')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -326,6 +341,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "package sets written as differences from a base", _package_set_bases),
     Migration(8, "mirror skip counts; package columns as wide as the limits", _mirror_data_bounds),
     Migration(9, "mirror rows over the field limits removed", _remove_oversized_rows),
+    Migration(10, "mirror.approved: reported mirrors wait for approval", _mirror_approval),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -161,12 +161,20 @@ class Repository(BaseModel):
 
 
 class Mirror(BaseModel):
-    """One URL serving a repository, with its refresh state and last good data."""
+    """One URL serving a repository, with its refresh state and last good data.
+
+    ``approved``: an operator said the server may read it (``patchwatch repos
+    approve``). A mirror a host reported is read only when approved or when its URL
+    matches ``mirror_url_patterns`` (``patchwatch.mirror_policy``); the URL comes from
+    whoever controls the host. Per mirror, not per repository: a host can report a
+    new URL for a repository that is already approved.
+    """
 
     repository = ForeignKeyField(Repository, backref="mirrors", on_delete="CASCADE")
     url = CharField(max_length=2048)
     kind = CharField(max_length=16, default="baseurl")  # baseurl, mirrorlist, metalink
     enabled = BooleanField(default=True)
+    approved = BooleanField(default=False)
     last_attempt_at = DoubleField(null=True)
     last_success_at = DoubleField(null=True)
     last_change_at = DoubleField(null=True)

@@ -20,6 +20,13 @@ their checksums changed, each verified against repomd before parsing; security
 advisories are stored per repository and replace the previous ones. Mirrorlists and
 metalinks are followed to the first base URL that works.
 
+Only mirrors an operator approved or whose URL matches ``mirror_url_patterns`` are read
+(``patchwatch.approval``); each is read inside a fetch scope with its URL as origin and
+its time box (``mirror_refresh_max_seconds``), so redirects, ``xml:base`` and the
+entries of its mirrorlist or metalink are held to the fetch policy
+(``patchwatch.mirror_policy``) and a slow mirror ends in time. ``refresh_all`` reads
+``refresh_concurrency`` mirrors side by side within the run's own time box.
+
 Network I/O happens before any write transaction; each mirror's result is stored in one
 transaction of its own, so a refresh never holds the database while it downloads and a
 failing mirror never undoes another's work. Not done here: rpm ``modules`` metadata,
@@ -29,17 +36,23 @@ repomd signatures (``repo_gpgcheck``), metalink hashes of repomd.xml, and apt
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import glob
 import hashlib
 import logging
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +61,11 @@ from urllib.parse import urljoin
 
 from peewee import PeeweeException
 
+from patchwatch.approval import PENDING
+from patchwatch.approval import mirror_state
+from patchwatch.approval import pending_reason
 from patchwatch.db import chunks
+from patchwatch.db import database
 from patchwatch.db import write_transaction
 from patchwatch.errors import FetchError
 from patchwatch.errors import NotFoundError
@@ -58,6 +75,8 @@ from patchwatch.errors import TooLargeError
 from patchwatch.fetch import Download
 from patchwatch.fetch import Fetcher
 from patchwatch.fetch import HttpStatusError
+from patchwatch.fetch import current_scope
+from patchwatch.fetch import fetch_scope
 from patchwatch.models import Advisory
 from patchwatch.models import AdvisoryPackage
 from patchwatch.models import Host
@@ -113,6 +132,8 @@ MAX_LIST_CANDIDATES = 5  # base URLs tried from one mirrorlist or metalink
 GPGV_TIMEOUT_SECONDS = 60
 MAX_ERROR_CHARS = 2000
 CHECKSUM_CHARS = 160  # Mirror.metadata_checksum
+#: Mirrors refreshed side by side store their data one at a time (see refresh_all).
+_STORE_LOCK = threading.Lock()
 
 #: ``uname -m`` -> dpkg architecture, for hosts whose packages say nothing.
 DPKG_ARCHES = {
@@ -213,8 +234,16 @@ def refresh_mirror(
             seconds=time.perf_counter() - started,
         )  # fmt: skip
 
+    if mirror_state(mirror.url, mirror.approved, settings.mirror_policy) == PENDING:
+        log.info("mirror %s skipped: waiting for approval", mirror.url)
+        return result("skipped", pending_reason(mirror))
+    box = settings.mirror_refresh_max_seconds
     try:
-        with tempfile.TemporaryDirectory(prefix="patchwatch-refresh-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="patchwatch-refresh-") as tmp,
+            fetch_scope(origin=mirror.url, seconds=box,
+                        limit=f"the mirror's time box of {box:g} s (mirror_refresh_max_seconds)"),
+        ):  # fmt: skip
             if repo.kind == "deb":
                 arches = (
                     list(architectures) if architectures is not None else deb_architectures(repo)
@@ -223,11 +252,15 @@ def refresh_mirror(
             else:
                 fetched = _fetch_rpmmd(mirror, fetcher, Path(tmp), settings, force)
             _note_skipped(mirror, fetched)
-            changed, count, advisories = _store_success(mirror, repo, fetched, now)
+            with _STORE_LOCK:  # one writer at a time: SQLite would make the others wait
+                changed, count, advisories = _store_success(mirror, repo, fetched, now)
     except _Skip as exc:
         log.info("mirror %s skipped: %s", mirror.url, exc)
         return result("skipped", str(exc))
     except EXPECTED_FAILURES as exc:
+        if current_scope().stopped():  # the run was stopped: not the mirror's failure
+            log.info("mirror %s: refresh stopped (%s)", mirror.url, _reason(exc))
+            return result("skipped", "stopped before it finished")
         reason = _reason(exc)
         _store_failure(mirror, now, reason)
         log.warning("mirror %s failed: %s", mirror.url, reason)
@@ -259,28 +292,90 @@ def refresh_all(
     force: bool = False,
     repositories: Sequence[str] | None = None,
     progress: Callable[[int, int, Mirror, RefreshResult | None], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[RefreshResult]:
-    """Refresh every enabled mirror (or those of ``repositories``), one after the other.
+    """Refresh every enabled mirror (or those of ``repositories``), a few at a time.
+
+    ``settings.refresh_concurrency`` mirrors are read side by side (one thread and
+    database connection each; the fetcher must serve several threads, as
+    :class:`~patchwatch.fetch.HttpFetcher` does), so one slow mirror holds up one slot,
+    not the run. The run has its own time box (``refresh_max_seconds``); mirrors not
+    started when it is spent, or after ``stop`` was set (the scheduler stops or lost its
+    lease), are ``skipped`` and not counted as failures, and ``stop`` also ends the
+    requests in flight. Mirrors start longest-unrefreshed first, so that runs cut short
+    do not starve the same mirrors each time; results come in :func:`select_mirrors`
+    order.
 
     ``repositories`` are ids or keys (see :func:`select_mirrors`). ``progress`` is called
-    as ``(index, total, mirror, None)`` before each mirror and with its result after.
+    as ``(done, total, mirror, None)`` when a mirror starts and with its result after.
     """
     mirrors = select_mirrors(repositories)
+    total = len(mirrors)
+    order = sorted(
+        range(total),
+        key=lambda i: (mirrors[i].last_attempt_at is not None, mirrors[i].last_attempt_at or 0, i),
+    )
     arch_cache: dict[int, list[str]] = {}
-    results: list[RefreshResult] = []
-    for index, mirror in enumerate(mirrors):
+    results: dict[int, RefreshResult] = {}
+
+    def architectures(mirror: Mirror) -> list[str] | None:
+        if mirror.repository.kind != "deb":
+            return None
+        if mirror.repository_id not in arch_cache:
+            arch_cache[mirror.repository_id] = deb_architectures(mirror.repository)
+        return arch_cache[mirror.repository_id]
+
+    def run(mirror: Mirror, arches: list[str] | None) -> RefreshResult:
+        return refresh_mirror(mirror, fetcher, now, settings, force, architectures=arches)
+
+    def run_in_thread(mirror: Mirror, arches: list[str] | None) -> RefreshResult:
+        with database.connection_context():  # the worker's own connection, closed after
+            return run(mirror, arches)
+
+    def finish(index: int, res: RefreshResult) -> None:
+        results[index] = res
         if progress is not None:
-            progress(index, len(mirrors), mirror, None)
-        arches = None
-        if mirror.repository.kind == "deb":
-            if mirror.repository_id not in arch_cache:
-                arch_cache[mirror.repository_id] = deb_architectures(mirror.repository)
-            arches = arch_cache[mirror.repository_id]
-        res = refresh_mirror(mirror, fetcher, now, settings, force, architectures=arches)
-        results.append(res)
-        if progress is not None:
-            progress(index + 1, len(mirrors), mirror, res)
-    return results
+            progress(len(results), total, mirrors[index], res)
+
+    budget = settings.refresh_max_seconds
+    label = f"the refresh run's time box of {budget:g} s (refresh_max_seconds)"
+    workers = max(1, min(settings.refresh_concurrency, total))
+    with (
+        fetch_scope(seconds=budget, limit=label, stop=stop) as scope,
+        ThreadPoolExecutor(workers, thread_name_prefix="refresh") as pool,
+    ):
+        running: dict[Future[RefreshResult], int] = {}
+        for index in order:
+            mirror = mirrors[index]
+            why = _not_started(scope.stopped(), scope.deadline)
+            if why:
+                finish(index, RefreshResult(mirror.id, mirror.repository.key, mirror.url,
+                                            "skipped", why))  # fmt: skip
+                continue
+            if progress is not None:
+                progress(len(results), total, mirror, None)
+            arches = architectures(mirror)
+            if workers == 1:
+                finish(index, run(mirror, arches))
+                continue
+            future = pool.submit(contextvars.copy_context().run, run_in_thread, mirror, arches)
+            running[future] = index
+            while len(running) >= workers:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish(running.pop(future), future.result())
+        for future in list(running):
+            finish(running.pop(future), future.result())
+    return [results[i] for i in range(total)]
+
+
+def _not_started(stopped: bool, deadline: float | None) -> str:
+    """Why a mirror is not started (empty: start it)."""
+    if stopped:
+        return "not started: the refresh was stopped"
+    if deadline is not None and time.monotonic() >= deadline:
+        return "not started: the refresh run's time box is spent (refresh_max_seconds)"
+    return ""
 
 
 def select_mirrors(repositories: Sequence[str] | None = None) -> list[Mirror]:
@@ -616,7 +711,10 @@ def _fetch_apt_index(
     download: Download | None = None
     for url in urls:
         try:
-            download = fetcher.fetch(url, dest, max_bytes=entry.size, hash_name=entry.hashlib_name)
+            download = fetcher.fetch(
+                url, dest, max_bytes=_cap(url, entry.size, settings),
+                hash_name=entry.hashlib_name,
+            )  # fmt: skip
             break
         except HttpStatusError as exc:
             # by-hash files can be pruned between InRelease and this request; apt
@@ -661,6 +759,18 @@ def _collect_advisories(parsed: Iterable[AdvisoryRecord], limit: int) -> list[Ad
             )
         advisories.append(advisory)
     return advisories
+
+
+def _cap(url: str, declared: int | None, settings: Settings) -> int:
+    """The byte cap for an index download: what the metadata declares, never above
+    ``max_index_bytes``. A declared size above it fails before anything is downloaded:
+    the metadata is the mirror's word, and a mirror may declare gigabytes."""
+    limit = settings.max_index_bytes
+    if declared is not None and declared > limit:
+        raise FetchError(
+            url, f"is declared as {declared} bytes, more than max_index_bytes ({limit})"
+        )
+    return declared if declared is not None else limit
 
 
 def _check(download: Download, size: int | None, hash_name: str, digest: str, by: str) -> None:
@@ -809,7 +919,7 @@ def _open_rpmmd_data(
         hashlib.new(entry.hashlib_name)
     except ValueError:
         raise FetchError(url, f"unsupported checksum type {entry.checksum_type!r}") from None
-    limit = entry.size if entry.size is not None else settings.max_index_bytes
+    limit = _cap(url, entry.size, settings)
     dest = tmp / entry.type
     download = fetcher.fetch(url, dest, max_bytes=limit, hash_name=entry.hashlib_name)
     assert download.path is not None

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from patchwatch.errors import ConfigError
+from patchwatch.mirror_policy import DEFAULT_MIRROR_URL_PATTERNS
+from patchwatch.mirror_policy import MirrorPolicy
+from patchwatch.mirror_policy import parse_pattern
 from patchwatch.repodata.model import DEFAULT_PACKAGES_ORDER
 from patchwatch.repodata.model import PACKAGES_FORMATS
 
@@ -112,6 +115,39 @@ class Settings:
         30.0, "Timeout for one HTTP request to a mirror, in seconds."
     )
     http_retries: int = _setting(3, "Retries (with backoff) for a failed mirror request.")
+    http_request_max_seconds: float = _setting(
+        300.0,
+        "Hard deadline for one mirror request, in seconds: connecting, the headers and "
+        "the body together (a mirror that drips bytes is cut off at it).",
+    )
+    mirror_refresh_max_seconds: float = _setting(
+        900.0,
+        "Time box for refreshing one mirror, in seconds: all its requests and retries "
+        "end by then, and the mirror's refresh fails.",
+    )
+    refresh_max_seconds: float = _setting(
+        3600.0,
+        "Time box for one refresh run (the scheduler's or 'patchwatch refresh'), in "
+        "seconds: mirrors not started by then wait for the next run.",
+    )
+    refresh_concurrency: int = _setting(
+        4,
+        "Mirrors refreshed at the same time, so that one slow mirror does not hold up "
+        "the others (each holds its parsed index in memory until it is stored).",
+    )
+    mirror_url_patterns: tuple[str, ...] = _setting(
+        DEFAULT_MIRROR_URL_PATTERNS,
+        "Mirror URLs read without an operator's approval, and where redirects, "
+        "mirrorlists and xml:base may lead ([scheme://]host[:port][/path], *.domain "
+        "for a domain and its subdomains; comma-separated). Other repositories wait "
+        "for 'patchwatch repos approve'.",
+    )
+    mirror_allowed_networks: tuple[str, ...] = _setting(
+        (),
+        "Networks (CIDR, comma-separated) the server may fetch mirror metadata from "
+        "although they are not public: loopback, private, link-local. Empty: public "
+        "addresses only. List an internal mirror's network here.",
+    )
     max_index_bytes: int = _setting(
         1024 * 1024 * 1024,
         "Largest repository index accepted after decompression, in bytes.",
@@ -158,6 +194,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'patchwatch.db'}"
+
+    @property
+    def mirror_policy(self) -> MirrorPolicy:
+        """The fetch policy these settings describe (``patchwatch.mirror_policy``)."""
+        return MirrorPolicy.build(self.mirror_url_patterns, self.mirror_allowed_networks)
 
 
 SETTINGS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
@@ -216,12 +257,20 @@ def _validate(s: Settings) -> None:
     url = s.database_url
     if url and not re.match(r"^(sqlite|postgres|postgresql|postgresext|psycopg3)(\+pool)?://", url):
         raise ConfigError("database_url", "expected a sqlite:// or postgresql:// URL")
-    for name in ("protocol1_networks", "trusted_proxies"):
+    for name in ("protocol1_networks", "trusted_proxies", "mirror_allowed_networks"):
         for net in getattr(s, name):
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(name, f"not a network: {net!r}") from None
+    for pattern in s.mirror_url_patterns:
+        try:
+            parse_pattern(pattern)
+        except ValueError as exc:
+            raise ConfigError("mirror_url_patterns", str(exc)) from None
+    for name in ("http_request_max_seconds", "mirror_refresh_max_seconds", "refresh_max_seconds"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(name, "must be positive")
     for fmt in s.apt_index_formats:
         if fmt not in PACKAGES_FORMATS:
             known = ", ".join(PACKAGES_FORMATS)
@@ -235,6 +284,7 @@ def _validate(s: Settings) -> None:
         "max_report_decompressed_bytes",
         "reports_keep",
         "max_index_packages",
+        "refresh_concurrency",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(name, "must be at least 1")

@@ -3,10 +3,19 @@
 A job that raises is logged and recorded as a failed run; it never stops the loop. The
 loop works only while it holds the database lease, so a second scheduler started by
 mistake (or for failover) waits instead of doubling the work.
+
+The lease is renewed while a job runs, not only between jobs: a refresh of a large
+fleet's mirrors takes longer than the lease, and a lease that expires under a running
+job lets a second scheduler start the same work. When a renewal finds the lease taken
+(or the database unreachable until it expired), the running job is told to stop
+(:func:`current_stop`; the refresh ends its requests in flight) and no further job
+starts. The same happens on SIGTERM: the job in progress stops, and the jobs due after
+it are not started.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -38,6 +47,10 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "scheduler"
 LEASE_TTL_SECONDS = 60.0
 JOB_RUN_RETENTION_SECONDS = 30 * 86400
+#: While a job runs the lease is renewed this many times per lease period.
+RENEWALS_PER_LEASE = 3
+#: How often the renewal thread looks at the stop event, in seconds.
+STOP_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -47,20 +60,66 @@ class Job:
     run: Callable[[float], str]  # returns a short detail for the job run row
 
 
-def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], None]:
-    """Wrap a job so that it records its run and never raises into the loop."""
+class JobStop:
+    """Set when running jobs must stop: the scheduler is stopping, or lost its lease."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def clear(self) -> None:
+        self.reason = ""
+        self.event.clear()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+_CURRENT_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "patchwatch_job_stop", default=None
+)
+
+
+def current_stop() -> threading.Event | None:
+    """The event a running job watches to stop early (None outside a scheduled job)."""
+    return _CURRENT_STOP.get()
+
+
+def guarded(
+    job: Job, clock: Callable[[], float] = time.time, stop: JobStop | None = None
+) -> Callable[[], None]:
+    """Wrap a job so that it records its run and never raises into the loop.
+
+    With ``stop``: a job is not started once it is set, and one that was running when
+    it was set is recorded as a failure that says why it stopped.
+    """
 
     def wrapper() -> None:
+        if stop is not None and stop.is_set():
+            log.info("job %s not started: %s", job.name, stop.reason)
+            return
         with database.connection_context():
             run = start_job_run(job.name, clock())
+            token = _CURRENT_STOP.set(stop.event if stop is not None else None)
             try:
                 detail = job.run(clock())
             except Exception as exc:  # boundary: one failing job must not stop the others
                 log.exception("job %s failed", job.name)
                 finish_job_run(run, clock(), "failure", f"{type(exc).__name__}: {exc}")
             else:
-                log.info("job %s done: %s", job.name, detail)
-                finish_job_run(run, clock(), "success", detail)
+                if stop is not None and stop.is_set():
+                    log.warning("job %s stopped: %s (%s)", job.name, stop.reason, detail)
+                    finish_job_run(run, clock(), "failure", f"stopped: {stop.reason}; {detail}")
+                else:
+                    log.info("job %s done: %s", job.name, detail)
+                    finish_job_run(run, clock(), "success", detail)
+            finally:
+                _CURRENT_STOP.reset(token)
 
     return wrapper
 
@@ -74,7 +133,7 @@ def refresh_mirrors(settings: Settings) -> Callable[[float], str]:
 
     def run(now: float) -> str:
         with HttpFetcher.from_settings(settings) as fetcher:
-            return summarize_results(refresh_all(fetcher, now, settings))
+            return summarize_results(refresh_all(fetcher, now, settings, stop=current_stop()))
 
     return run
 
@@ -105,12 +164,94 @@ def default_jobs(settings: Settings) -> list[Job]:
     ]
 
 
-def build_scheduler(jobs: list[Job]) -> schedule.Scheduler:
+def build_scheduler(
+    jobs: list[Job], stop: JobStop | None = None, clock: Callable[[], float] = time.time
+) -> schedule.Scheduler:
     """Put each guarded job on a fresh scheduler (never the module-level default)."""
     sched = schedule.Scheduler()
     for job in jobs:
-        sched.every(job.every_seconds).seconds.do(guarded(job)).tag(job.name)
+        sched.every(job.every_seconds).seconds.do(guarded(job, clock, stop)).tag(job.name)
     return sched
+
+
+class LeaseKeeper:
+    """Takes and renews the scheduler's lease, and knows when it is no longer ours.
+
+    ``clock`` gives the lease's timestamps (wall-clock seconds, shared through the
+    database with the other schedulers). When the database cannot be reached the lease
+    is still ours until the time it was last renewed for, and lost after that: another
+    scheduler may take it then.
+    """
+
+    def __init__(
+        self, db: Database, holder: str, ttl: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db = db
+        self.holder = holder
+        self.ttl = ttl
+        self.clock = clock
+        self.expires_at: float | None = None
+        self._lock = threading.Lock()
+
+    def renew(self) -> bool:
+        """Take or renew the lease; return whether it is ours now."""
+        with self._lock:
+            now = self.clock()
+            try:
+                with self.db.connection_context():
+                    ours = acquire_lease(LEASE_NAME, self.holder, now, self.ttl)
+            except PeeweeException as exc:
+                log.warning("cannot reach the database for the scheduler lease: %s", exc)
+                return self.expires_at is not None and now < self.expires_at
+            self.expires_at = now + self.ttl if ours else None
+            return ours
+
+    def release(self) -> None:
+        with self._lock:
+            self.expires_at = None
+            try:
+                with self.db.connection_context():
+                    release_lease(LEASE_NAME, self.holder)
+            except PeeweeException:
+                log.warning("could not release the scheduler lease")
+
+
+class _KeepLease:
+    """While jobs run: renew the lease, and stop the jobs when it is lost or on SIGTERM."""
+
+    def __init__(
+        self, keeper: LeaseKeeper, stop: threading.Event, jobs_stop: JobStop, every: float
+    ) -> None:
+        self.keeper = keeper
+        self.stop = stop
+        self.jobs_stop = jobs_stop
+        self.every = every
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> _KeepLease:
+        self.jobs_stop.clear()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        next_renewal = time.monotonic() + self.every
+        while not self._done.wait(min(STOP_POLL_SECONDS, self.every)):
+            if self.stop.is_set():
+                self.jobs_stop.set("the scheduler is stopping")
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + self.every
+            if not self.keeper.renew():
+                log.warning("scheduler lease lost while a job runs; stopping it")
+                self.lost = True
+                self.jobs_stop.set("the scheduler lost its lease to another scheduler")
+                return
 
 
 def run_forever(
@@ -120,35 +261,43 @@ def run_forever(
     tick: float = 1.0,
     holder: str | None = None,
     lease_ttl: float = LEASE_TTL_SECONDS,
+    clock: Callable[[], float] = time.time,
+    renew_every: float | None = None,
 ) -> None:
-    """Run jobs until ``stop`` is set; run each once at start, then on its interval."""
+    """Run jobs until ``stop`` is set; run each once at start, then on its interval.
+
+    While jobs run the lease is renewed every ``renew_every`` seconds (a third of
+    ``lease_ttl`` by default, the tests' injected ``clock`` apart); see the module
+    docstring for what a lost lease and ``stop`` do to them.
+    """
     holder = holder or f"{socket.gethostname()}:{os.getpid()}"
-    sched = build_scheduler(jobs)
+    keeper = LeaseKeeper(db, holder, lease_ttl, clock)
+    every = renew_every if renew_every is not None else lease_ttl / RENEWALS_PER_LEASE
+    jobs_stop = JobStop()
+    sched = build_scheduler(jobs, jobs_stop, clock)
     had_lease = False
     try:
         while not stop.is_set():
-            try:
-                with db.connection_context():
-                    has_lease = acquire_lease(LEASE_NAME, holder, time.time(), lease_ttl)
-            except PeeweeException as exc:
-                log.warning("cannot reach the database for the scheduler lease: %s", exc)
-                has_lease = False
-            if has_lease and not had_lease:
-                log.info("scheduler lease taken by %s; running jobs", holder)
-                sched.run_all()
-            elif had_lease and not has_lease:
+            has_lease = keeper.renew()
+            if had_lease and not has_lease:
                 log.warning("scheduler lease lost; pausing jobs")
             elif not has_lease and not had_lease:
                 log.debug("another scheduler holds the lease; waiting")
-            had_lease = has_lease
             if has_lease:
-                sched.run_pending()
+                first = not had_lease
+                if first:
+                    log.info("scheduler lease taken by %s; running jobs", holder)
+                with _KeepLease(keeper, stop, jobs_stop, every) as keeping:
+                    if first:
+                        sched.run_all()
+                    else:
+                        sched.run_pending()
+                if keeping.lost:
+                    has_lease = False
+                    log.warning("scheduler lease lost; pausing jobs")
+            had_lease = has_lease
             stop.wait(tick)
     finally:
-        if had_lease:
-            try:
-                with db.connection_context():
-                    release_lease(LEASE_NAME, holder)
-            except PeeweeException:
-                log.warning("could not release the scheduler lease")
+        if had_lease or keeper.expires_at is not None:
+            keeper.release()
         log.info("scheduler stopped")

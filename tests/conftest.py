@@ -9,7 +9,9 @@ they fail, so a missing server can never pass as green.
 
 from __future__ import annotations
 
+import errno
 import glob
+import ipaddress
 import itertools
 import os
 import pwd
@@ -278,3 +280,62 @@ def small_sets_as_differences() -> Iterator[None]:
     yield
     set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = defaults
     sets.MIN_SIZE = set_bases.MIN_SIZE
+
+
+# ------------------------------------------------- observing outgoing connections
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every address a socket tries to connect to, and nothing leaves 127.0.0.1.
+
+    The hook sits under every client in the process (urllib3, the guard's own
+    connections), so an empty list means that no connection was even attempted.
+    """
+    attempts: list[tuple[str, int]] = []
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: tuple[str, int]) -> None:
+        attempts.append((str(address[0]), int(address[1])))
+        if address[0] != "127.0.0.1":
+            raise OSError(errno.ENETUNREACH, "the test's socket hook lets nothing off loopback")
+        real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempts
+
+
+class FakeDns:
+    """Names the tests make up, resolved to the addresses each test chooses.
+
+    Only those names and literal addresses resolve; any other lookup fails and is
+    recorded, so that no test sends a DNS query off the machine either.
+    """
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.unknown: list[str] = []
+
+    def __setitem__(self, name: str, address: str) -> None:
+        self.names[name] = address
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    dns = FakeDns()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, port: object, *args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name in dns.names:
+            return real(dns.names[name], port, *args, **kwargs)  # type: ignore[arg-type]
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            dns.unknown.append(name)
+            reason = f"{name}: unknown to the test's resolver"
+            raise socket.gaierror(socket.EAI_NONAME, reason) from None
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return dns

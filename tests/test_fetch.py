@@ -11,19 +11,30 @@ from __future__ import annotations
 import hashlib
 import http.server
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
 import pytest
 
 from patchwatch.errors import FetchError
+from patchwatch.fetch import FetchStopped
 from patchwatch.fetch import HttpFetcher
 from patchwatch.fetch import HttpStatusError
+from patchwatch.fetch import fetch_scope
+from patchwatch.mirror_policy import MirrorPolicy
 from patchwatch.settings import Settings
+from tests.conftest import FakeDns
 from tests.conftest import free_port
+
+#: The test mirrors run on 127.0.0.1: a policy that lets the fetcher reach them, and
+#: only them (not the rest of loopback, not the other non-public networks).
+LOOPBACK_POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
 
 
 @dataclass
@@ -33,7 +44,11 @@ class Fault:
     ``status``: answer with it (and ``headers``); ``hang``: sleep that long first;
     ``body``: serve these bytes instead of the file; ``cut``: announce the full length
     but close after this many bytes; ``no_length``: send no Content-Length and close
-    to end the body; ``times``: only for the first N requests (then served normally).
+    to end the body; ``times``: only for the first N requests (then served normally);
+    ``drip``: send one byte every that many seconds, of the headers (``drip_body``
+    false: a header line that never ends) or of the body, until the client goes away;
+    ``wait``: answer (normally) only once this event is set; ``arrived`` is set when
+    such a request comes in.
     """
 
     status: int | None = None
@@ -43,6 +58,15 @@ class Fault:
     no_length: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     times: int | None = None
+    drip: float = 0.0
+    drip_body: bool = False
+    wait: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+
+#: A dripping handler gives up on its own after this long, so that a client that never
+#: hangs up cannot keep a test's server thread forever.
+DRIP_LIMIT_SECONDS = 120.0
 
 
 class MirrorServer:
@@ -119,6 +143,14 @@ class MirrorServer:
             time.sleep(fault.hang)
             h.close_connection = True
             return
+        if fault is not None and fault.wait is not None:
+            fault.arrived.set()
+            if not fault.wait.wait(DRIP_LIMIT_SECONDS):
+                return
+        if fault is not None and fault.drip:
+            self._record(raw_path, 200, headers)
+            self._drip(h, fault)
+            return
         if fault is not None and fault.status is not None:
             self._record(raw_path, fault.status, headers)
             body = f"fault {fault.status}\n".encode()
@@ -168,6 +200,23 @@ class MirrorServer:
             return
         h.wfile.write(data)
 
+    def _drip(self, h: http.server.BaseHTTPRequestHandler, fault: Fault) -> None:
+        """Send bytes one at a time, slower than any deadline, faster than any timeout."""
+        h.close_connection = True
+        stop = time.monotonic() + DRIP_LIMIT_SECONDS
+        pending = b"HTTP/1.1 200 OK\r\nX-Drip: "  # a header line that never ends
+        try:
+            if fault.drip_body:
+                h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                pending = b""
+            while time.monotonic() < stop:
+                byte, pending = (pending[:1], pending[1:]) if pending else (b"a", b"")
+                h.wfile.write(byte)
+                h.wfile.flush()
+                time.sleep(fault.drip)
+        except OSError:
+            return  # the client hung up: what the deadline is for
+
 
 @pytest.fixture
 def mirror_root(tmp_path: Path) -> Path:
@@ -194,9 +243,16 @@ class Sleeps:
 
 
 def make_fetcher(
-    timeout: float = 2.0, retries: int = 2, sleeps: Sleeps | None = None
+    timeout: float = 2.0,
+    retries: int = 2,
+    sleeps: Sleeps | None = None,
+    policy: MirrorPolicy = LOOPBACK_POLICY,
+    max_seconds: float | None = None,
 ) -> HttpFetcher:
-    return HttpFetcher(timeout=timeout, retries=retries, backoff=0.5, sleep=sleeps or Sleeps())
+    return HttpFetcher(
+        timeout=timeout, retries=retries, backoff=0.5, sleep=sleeps or Sleeps(), policy=policy,
+        max_seconds=max_seconds,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tests
@@ -362,7 +418,8 @@ def test_refused_connection_is_a_clear_failure(tmp_path: Path) -> None:
 def test_unsupported_scheme_fails_without_retry(tmp_path: Path) -> None:
     with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch("file:///etc/passwd", tmp_path / "f", max_bytes=10)
-    assert "unusable URL" in str(info.value)
+    assert "refused by the mirror policy" in str(info.value)
+    assert "not an http(s) URL" in str(info.value)
 
 
 def test_redirects_are_followed_and_the_final_url_reported(
@@ -392,10 +449,18 @@ def test_proxy_is_taken_from_the_environment(
 
 
 def test_from_settings_uses_the_http_settings() -> None:
-    fetcher = HttpFetcher.from_settings(Settings(http_timeout_seconds=4.5, http_retries=7))
+    settings = Settings(
+        http_timeout_seconds=4.5, http_retries=7, http_request_max_seconds=42.0,
+        mirror_url_patterns=("mirror.example.org",), mirror_allowed_networks=("10.0.0.0/8",),
+    )  # fmt: skip
+    fetcher = HttpFetcher.from_settings(settings)
     try:
         assert (fetcher.timeout, fetcher.retries) == (4.5, 7)
-        assert fetcher.max_seconds == 60.0
+        assert fetcher.max_seconds == 42.0
+        assert fetcher.policy.matches("http://mirror.example.org/debian")
+        assert not fetcher.policy.matches("http://deb.debian.org/debian")
+        assert fetcher.policy.address_refusal("10.1.2.3") is None
+        assert fetcher.policy.address_refusal("192.168.1.1") is not None
     finally:
         fetcher.close()
 
@@ -405,8 +470,274 @@ def test_a_whole_download_is_bounded_in_time(
 ) -> None:
     """A mirror that trickles data never trips the per-read timeout; this bound stops it."""
     (mirror_root / "slow").write_bytes(b"s" * 200_000)
-    fetcher = HttpFetcher(timeout=2.0, retries=0, max_seconds=1e-6)
+    fetcher = make_fetcher(timeout=2.0, retries=0, max_seconds=1e-6)
     with fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("slow"), tmp_path / "slow", max_bytes=300_000)
     assert "download took longer than 1e-06 s" in str(info.value)
     assert not (tmp_path / "slow").exists()
+
+
+# ------------------------------------------------------------------ hard deadlines
+
+
+def fetch_in_thread(
+    fetcher: HttpFetcher, url: str, dest: Path, scope: dict[str, object] | None = None
+) -> tuple[threading.Thread, dict[str, BaseException | object]]:
+    """Run one fetch in a thread (inside ``fetch_scope(**scope)``); the outcome lands in a dict.
+
+    A test joins the thread with a generous bound: a fetch that the deadline does not
+    cut off would run for DRIP_LIMIT_SECONDS, so the join's bound is the assertion that
+    the deadline works, without measuring how long anything took.
+    """
+    outcome: dict[str, BaseException | object] = {}
+
+    def run() -> None:
+        try:
+            with fetch_scope(**scope or {}):  # type: ignore[arg-type]
+                outcome["result"] = fetcher.fetch(url, dest, max_bytes=1 << 20)
+        except BaseException as exc:  # handed to the test to assert on
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+LIVENESS_SECONDS = 30.0  # far above every deadline below, far below DRIP_LIMIT_SECONDS
+
+
+def test_a_mirror_dripping_its_headers_is_cut_off_at_the_deadline(
+    server: MirrorServer, tmp_path: Path
+) -> None:
+    """A byte every 50 ms never trips the 2 s read timeout; the 0.5 s deadline stops it."""
+    server.faults["/InRelease"] = Fault(drip=0.05)
+    fetcher = make_fetcher(timeout=2.0, retries=2, max_seconds=0.5)
+    with fetcher:
+        thread, outcome = fetch_in_thread(fetcher, server.url("InRelease"), tmp_path / "f")
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive(), "the dripping headers held the fetch past its deadline"
+    error = outcome.get("error")
+    assert isinstance(error, FetchError) and not isinstance(error, FetchStopped), outcome
+    assert "took longer than 0.5 s" in str(error)
+    assert "connecting, headers and body together" in str(error)
+    assert server.paths() == ["/InRelease"]  # a deadline is not retried: the time is spent
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_mirror_dripping_its_body_is_cut_off_at_the_deadline(
+    server: MirrorServer, tmp_path: Path
+) -> None:
+    server.faults["/Packages"] = Fault(drip=0.05, drip_body=True)
+    with make_fetcher(timeout=2.0, retries=0, max_seconds=0.5) as fetcher:
+        thread, outcome = fetch_in_thread(fetcher, server.url("Packages"), tmp_path / "f")
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive()
+    assert "took longer than 0.5 s" in str(outcome.get("error"))
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_scope_deadline_cuts_requests_shorter_than_their_own(
+    server: MirrorServer, tmp_path: Path
+) -> None:
+    """A mirror's time box ends its requests, whatever each request's own deadline."""
+    server.faults["/InRelease"] = Fault(drip=0.05)
+    with make_fetcher(timeout=2.0, retries=3, max_seconds=600) as fetcher:
+        thread, outcome = fetch_in_thread(
+            fetcher, server.url("InRelease"), tmp_path / "f",
+            {"seconds": 0.5, "limit": "the mirror's time box"},
+        )  # fmt: skip
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive()
+    assert "took longer than the mirror's time box" in str(outcome.get("error"))
+
+
+def test_a_stopped_scope_ends_the_request_in_flight(server: MirrorServer, tmp_path: Path) -> None:
+    server.faults["/InRelease"] = Fault(hang=DRIP_LIMIT_SECONDS)
+    stop = threading.Event()
+    with make_fetcher(timeout=60.0, retries=3, max_seconds=600) as fetcher:
+        thread, outcome = fetch_in_thread(
+            fetcher, server.url("InRelease"), tmp_path / "f", {"stop": stop}
+        )
+        deadline = time.monotonic() + LIVENESS_SECONDS
+        while not server.paths() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.paths() == ["/InRelease"]  # the request is in flight
+        stop.set()
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive()
+        assert isinstance(outcome.get("error"), FetchStopped), outcome
+        with fetch_scope(stop=stop), pytest.raises(FetchStopped):
+            fetcher.fetch(server.url("InRelease"), tmp_path / "f", max_bytes=10)
+    assert server.paths() == ["/InRelease"]  # nothing started after the stop
+
+
+# --------------------------------------------------------------- the fetch policy
+
+
+def test_a_redirect_to_the_metadata_address_is_refused_without_a_connection(
+    server: MirrorServer, tmp_path: Path, connects: list[tuple[str, int]]
+) -> None:
+    target = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    server.faults["/InRelease"] = Fault(status=302, headers=(("Location", target),))
+    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("InRelease"), tmp_path / "f", max_bytes=100)
+    assert "redirect to http://169.254.169.254/latest" in str(info.value)
+    assert "169.254.169.254 is a link-local address" in str(info.value)
+    assert {host for host, _port in connects} == {"127.0.0.1"}  # only the mirror itself
+    assert server.paths() == ["/InRelease"]  # and not retried
+
+
+def test_a_redirect_to_a_name_that_resolves_to_a_blocked_address_connects_nowhere(
+    server: MirrorServer, tmp_path: Path, connects: list[tuple[str, int]],
+    fake_dns: FakeDns,
+) -> None:  # fmt: skip
+    """The name passes the URL rule (a pattern lists it); its address is checked on connect."""
+    fake_dns["metadata.mirror.test"] = "169.254.169.254"
+    policy = MirrorPolicy.build(["http://127.0.0.1:*", "metadata.mirror.test"], ["127.0.0.1/32"])
+    location = "http://metadata.mirror.test/latest/meta-data/"
+    server.faults["/InRelease"] = Fault(status=301, headers=(("Location", location),))
+    with make_fetcher(policy=policy) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("InRelease"), tmp_path / "f", max_bytes=100)
+    assert "refused to connect to metadata.mirror.test" in str(info.value)
+    assert "169.254.169.254 is a link-local address" in str(info.value)
+    assert {host for host, _port in connects} == {"127.0.0.1"}
+    assert server.paths() == ["/InRelease"]
+
+
+def test_the_default_policy_refuses_loopback_without_a_connection(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path, connects: list[tuple[str, int]],
+    fake_dns: FakeDns,
+) -> None:  # fmt: skip
+    (mirror_root / "InRelease").write_bytes(b"secret")
+    with HttpFetcher(timeout=1.0, retries=2, sleep=Sleeps()) as fetcher:
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch(server.url("InRelease"), tmp_path / "f", max_bytes=100)
+        assert "127.0.0.1 is a loopback address, not in mirror_allowed_networks" in str(info.value)
+        # a name is checked on the address it resolves to, when connecting: one that a
+        # pattern trusts but that resolves to loopback (DNS rebinding) gets no further
+        fake_dns["deb.debian.org"] = "127.0.0.1"
+        url = f"http://deb.debian.org:{server.port}/InRelease"
+        with fetch_scope(origin="http://deb.debian.org/debian"), pytest.raises(FetchError) as info:
+            fetcher.fetch(url, tmp_path / "f", max_bytes=100)
+        assert "refused to connect to deb.debian.org: 127.0.0.1 is a loopback" in str(info.value)
+    assert connects == []
+    assert server.paths() == []
+
+
+def test_redirects_stay_on_the_same_host_unless_a_pattern_allows_the_target(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path, connects: list[tuple[str, int]],
+    fake_dns: FakeDns,
+) -> None:  # fmt: skip
+    (mirror_root / "new").write_bytes(b"moved")
+    fake_dns["other.mirror.test"] = "127.0.0.1"
+    other = f"http://other.mirror.test:{server.port}/new"
+    server.faults["/away"] = Fault(status=302, headers=(("Location", other),))
+    server.faults["/home"] = Fault(status=307, headers=(("Location", "/new"),))
+    loopback_only = MirrorPolicy.build([], ["127.0.0.1/32"])
+    with make_fetcher(policy=loopback_only) as fetcher:
+        got = fetcher.fetch(server.url("home"), tmp_path / "f", max_bytes=10)
+        assert got.url == server.url("new") and got.size == 5
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch(server.url("away"), tmp_path / "f", max_bytes=10)
+    assert "other.mirror.test is neither the mirror's host (127.0.0.1)" in str(info.value)
+    assert server.paths() == ["/home", "/new", "/away"]
+    trusting = MirrorPolicy.build([f"other.mirror.test:{server.port}"], ["127.0.0.1/32"])
+    with make_fetcher(policy=trusting) as fetcher:
+        got = fetcher.fetch(server.url("away"), tmp_path / "f", max_bytes=10)
+    assert got.url == other and got.size == 5
+
+
+def test_a_redirect_from_https_to_http_is_refused() -> None:
+    policy = MirrorPolicy.build(["*.debian.org"], [])
+    refusal = policy.url_refusal(
+        "http://deb.debian.org/x", "https://deb.debian.org/x", previous="https://deb.debian.org/x"
+    )
+    assert refusal is not None and "from https to http" in refusal
+
+
+def test_too_many_redirects_fail_without_retry(server: MirrorServer, tmp_path: Path) -> None:
+    server.faults["/loop"] = Fault(status=302, headers=(("Location", "/loop"),))
+    with make_fetcher(retries=2) as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("loop"), tmp_path / "f", max_bytes=10)
+    assert "more than 5 redirects" in str(info.value)
+    assert len(server.paths()) == 6
+
+
+def test_one_fetcher_serves_threads_each_with_its_own_session(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path
+) -> None:
+    (mirror_root / "f").write_bytes(b"x" * 1000)
+    sessions: list[object] = []
+    with make_fetcher() as fetcher:
+
+        def run(n: int) -> None:
+            fetcher.fetch(server.url("f"), tmp_path / f"f{n}", max_bytes=1000)
+            sessions.append(fetcher.session)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(LIVENESS_SECONDS)
+    assert len({id(s) for s in sessions}) == 3
+    assert all((tmp_path / f"f{n}").stat().st_size == 1000 for n in range(3))
+
+
+# ------------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made by openssl, as a real server's is)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    proc = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"openssl could not make a certificate: {proc.stderr.decode()[-500:]}")
+    return cert, key
+
+
+def test_https_mirrors_go_through_the_same_guard_and_deadline(
+    server: MirrorServer, mirror_root: Path, tmp_path: Path, tls_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch, connects: list[tuple[str, int]],
+) -> None:  # fmt: skip
+    """TLS wraps the socket the guard connected; the watchdog still cuts a stalled handshake."""
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    (mirror_root / "InRelease").write_bytes(b"over tls")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    https = f"https://127.0.0.1:{server.port}/InRelease"
+    with make_fetcher() as fetcher:
+        got = fetcher.fetch(https, tmp_path / "f", max_bytes=100)
+    assert got.path is not None and got.path.read_bytes() == b"over tls"
+    assert connects == [("127.0.0.1", server.port)]
+
+    # a "TLS server" that announces a 16 KB handshake record and sends it a byte at a time
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def stall() -> None:
+        conn, _addr = listener.accept()
+        with conn:
+            try:
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                for _ in range(int(DRIP_LIMIT_SECONDS / 0.05)):
+                    conn.sendall(b"\x00")
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+    threading.Thread(target=stall, daemon=True).start()
+    with listener, make_fetcher(timeout=2.0, retries=0, max_seconds=0.5) as fetcher:
+        thread, outcome = fetch_in_thread(
+            fetcher, f"https://127.0.0.1:{port}/InRelease", tmp_path / "g"
+        )
+        thread.join(LIVENESS_SECONDS)
+        assert not thread.is_alive(), "a stalled TLS handshake held the fetch past its deadline"
+    assert "took longer than 0.5 s" in str(outcome.get("error"))

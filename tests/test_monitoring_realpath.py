@@ -179,7 +179,10 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
 ) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
-    srv = server_factory({"PATCHWATCH_LOG_LEVEL": "WARNING"})
+    # the test mirror is on loopback: reachable by setting, read once approved
+    srv = server_factory(
+        {"PATCHWATCH_LOG_LEVEL": "WARNING", "PATCHWATCH_MIRROR_ALLOWED_NETWORKS": "127.0.0.1/32"}
+    )
     host_token = cli_ok(srv, "token", "create", "--host", HOST).strip()
     admin = cli_ok(srv, "token", "create", "--admin").strip()
 
@@ -187,7 +190,11 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
     post_report(srv, host_token, rocky_report("1", "1.0", repo.url))
     wait_until(lambda: host_state(srv, admin).get("packages"), 20, f"{HOST}'s report processed")
 
-    # 2. The server reads the mirror and computes updates, as the scheduler would.
+    # 2. The operator approves the repository the host reported; the server reads the
+    #    mirror and computes updates, as the scheduler would.
+    pending = cli_ok(srv, "refresh")
+    assert "skipped" in pending and "waiting for approval" in pending, pending
+    cli_ok(srv, "repos", "approve", repo.url.rstrip("/"))
     refreshed = cli_ok(srv, "refresh")
     assert "changed" in refreshed and "failed" not in refreshed, refreshed
     cli_ok(srv, "updates")

@@ -21,11 +21,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from debian.debian_support import Version as DebVersion
@@ -47,7 +49,13 @@ from patchwatch.repodata.apt import parse_release
 from patchwatch.settings import Settings
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip
+from tests.test_fetch import LOOPBACK_POLICY
 from tests.test_fetch import MirrorServer
+
+#: The test repository is served on 127.0.0.1: read it without approval, reach it.
+LOOPBACK_SETTINGS = Settings(
+    mirror_url_patterns=("http://127.0.0.1:*",), mirror_allowed_networks=("127.0.0.1/32",)
+)
 
 ORACLES_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 ENV = {**os.environ, "LANG": "C", "LC_ALL": "C"}
@@ -219,9 +227,29 @@ def downgrade(
     return chosen
 
 
-def refresh_and_compute(now: float) -> None:
-    with HttpFetcher.from_settings(Settings()) as fetcher:
-        results = refresh_all(fetcher, now, Settings())
+def machine_mirror_settings(report: dict) -> Settings:
+    """Settings that let the server reach the mirrors this machine's apt reaches.
+
+    A mirror behind a non-public address (a site cache, a test farm's proxy) is what
+    ``mirror_allowed_networks`` is for: the addresses the sources' hosts resolve to
+    here are listed when they are not public, exactly those and nothing more.
+    """
+    policy = Settings().mirror_policy
+    networks: set[str] = set()
+    for repo in report["repositories"]:
+        for url in repo.get("urls", []):
+            host = urlsplit(url).hostname
+            if not host:
+                continue
+            for *_rest, address in socket.getaddrinfo(host, 80, proto=socket.IPPROTO_TCP):
+                if policy.address_refusal(str(address[0])) is not None:
+                    networks.add(str(address[0]))
+    return Settings(mirror_allowed_networks=tuple(sorted(networks)))
+
+
+def refresh_and_compute(now: float, settings: Settings) -> None:
+    with HttpFetcher.from_settings(settings) as fetcher:
+        results = refresh_all(fetcher, now, settings)
     failed = [f"{r.url}: {r.detail}" for r in results if not r.ok]
     if failed:
         pytest.fail("patchwatch could not refresh the Debian mirror: " + "; ".join(failed))
@@ -250,7 +278,7 @@ def test_apt_updates_of_this_machine_agree_with_apt(db: object, tmp_path: Path) 
         for doc in (report, lowered):
             store_report(doc["host"], "patchwatch/1", doc, now)
         assert process_pending(now) == {"processed": 2}
-        refresh_and_compute(now)
+        refresh_and_compute(now, machine_mirror_settings(report))
         same = all(
             m.metadata_checksum.endswith(
                 apt.packages_sha256(m.url, Repository.get_by_id(m.repository_id).suite)
@@ -341,8 +369,8 @@ def test_rpm_updates_agree_with_dnf(db: object, tmp_path: Path, rpm_repo: Mirror
     now = time.time()
     store_report("dnfroot.test", "patchwatch/1", report, now)
     assert process_pending(now) == {"processed": 1}
-    with HttpFetcher(timeout=10, retries=0) as fetcher:
-        (result,) = refresh_all(fetcher, now, Settings())
+    with HttpFetcher(timeout=10, retries=0, policy=LOOPBACK_POLICY) as fetcher:
+        (result,) = refresh_all(fetcher, now, LOOPBACK_SETTINGS)
     assert result.outcome == "changed", result.detail
     refresh_host_updates(now)
     got_all, got_security = patchwatch_updates("dnfroot.test")
