@@ -276,6 +276,29 @@ def _package_set_bases(db: Database) -> None:
     db.execute_sql(PACKAGE_SET_CONTENT)
 
 
+def _held_packages(db: Database) -> None:
+    """Add ``host.held`` and ``host_update.held``, and index the held flag for the scrape.
+
+    A held package's update is counted apart (``kind="held"``), so the scrape's
+    per-host counts read the flag too: it joins the index that answers them without
+    reading the table (``host_update(host_id, security, held, first_seen_at)``, in
+    place of the one migration 2 made). Existing updates are not held until the next
+    report says what the host holds.
+    """
+    boolean, false = ("INTEGER", "0") if isinstance(db, SqliteDatabase) else ("BOOLEAN", "false")
+    if "held" not in {c.name for c in db.get_columns("host")}:
+        db.execute_sql('ALTER TABLE "host" ADD COLUMN "held" TEXT NOT NULL DEFAULT \'\'')
+    if "held" not in {c.name for c in db.get_columns("host_update")}:
+        db.execute_sql(
+            f'ALTER TABLE "host_update" ADD COLUMN "held" {boolean} NOT NULL DEFAULT {false}'
+        )
+    db.execute_sql('DROP INDEX IF EXISTS "host_update_host_id_security_first_seen_at"')
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "host_update_host_id_security_held_first_seen_at" '
+        'ON "host_update" ("host_id", "security", "held", "first_seen_at")'
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -286,6 +309,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "pending updates without indexes on packages", _updates_without_package_indexes),
     Migration(6, "package_set.member_ids", _package_set_member_ids),
     Migration(7, "package sets written as differences from a base", _package_set_bases),
+    Migration(8, "held packages: host.held, host_update.held", _held_packages),
 )
 
 LATEST = MIGRATIONS[-1].version
