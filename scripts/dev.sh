@@ -63,7 +63,9 @@ unpack_dnf_plugins() {
     [ -f "$dest/usr/lib/python3/dist-packages/dnf-plugins/versionlock.py" ] && return 0
     local tmp
     tmp="$(mktemp -d)"
-    if (cd "$tmp" && apt-get download -q dnf-plugins-core >/dev/null 2>&1); then
+    if (cd "$tmp" && apt-get download -q dnf-plugins-core >/dev/null 2>&1) ||
+        { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+          (cd "$tmp" && apt-get download -q dnf-plugins-core >/dev/null 2>&1); }; then
         mkdir -p "$dest" && dpkg-deb -x "$tmp"/dnf-plugins-core_*.deb "$dest"
     else
         echo "dev.sh: could not download dnf-plugins-core (apt-get download)" >&2
