@@ -16,6 +16,7 @@ another URL), and it never prints the token. See docs/agent.md.
 import argparse
 import configparser
 import fcntl
+import fnmatch
 import glob
 import gzip
 import json
@@ -535,8 +536,12 @@ DPKG_FORMAT = r"${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"
 RPM_FORMAT = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
 
 
-def parse_dpkg_query(text, warn):
-    """Return installed and held packages from ``dpkg-query -W -f DPKG_FORMAT`` output."""
+def parse_dpkg_query(text, warn, held=None):
+    """Return installed and held packages from ``dpkg-query -W -f DPKG_FORMAT`` output.
+
+    ``held``, a list, gets ``(name, arch)`` of the packages on hold (selection ``h``:
+    what ``apt-mark hold`` and ``dpkg --set-selections`` set).
+    """
     packages = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -562,6 +567,8 @@ def parse_dpkg_query(text, warn):
                 "type": "deb",
             }
         )
+        if status[0] == "h" and held is not None:
+            held.append((clip(name, 256), clip(arch, 32)))
     return packages
 
 
@@ -614,8 +621,11 @@ def rpm_command(ctx, dbpath, *args):
     return argv + list(args)
 
 
-def collect_packages(ctx):
-    """Return (packages, families, rpm_dbpath) for every package database found in the root."""
+def collect_packages(ctx, held=None):
+    """Return (packages, families, rpm_dbpath) for every package database found in the root.
+
+    ``held``, a list, gets ``(name, arch)`` of the deb packages on hold.
+    """
     packages = []
     families = []
     if ctx.exists("/var/lib/dpkg/status"):
@@ -623,7 +633,7 @@ def collect_packages(ctx):
         argv = ["dpkg-query", *ctx.root_options("dpkg"), "-W", "-f=" + DPKG_FORMAT]
         result = ctx.command(argv, "deb packages")
         if result is not None:
-            packages += parse_dpkg_query(result.out, ctx.warn)
+            packages += parse_dpkg_query(result.out, ctx.warn, held)
     dbpath = find_rpm_db(ctx)
     if dbpath is not None:
         families.append("rpm")
@@ -640,6 +650,219 @@ def collect_packages(ctx):
         ctx.warn("no package database found (no /var/lib/dpkg/status, no rpm database)")
     packages.sort(key=lambda p: (p["name"], p["arch"], p["type"], p["epoch"], p["version"]))
     return packages, families, dbpath
+
+
+# -------------------------------------------------------------------- held packages
+
+MAX_HELD = 10000
+DNF_VERSIONLOCK_CONFS = (  # (plugin configuration, yum's list format)
+    ("/etc/dnf/plugins/versionlock.conf", False),  # dnf 4's versionlock plugin
+    ("/etc/yum/pluginconf.d/versionlock.conf", True),  # yum's (EL 7)
+)
+DNF5_VERSIONLOCK = "/etc/dnf/versionlock.toml"  # dnf 5 (built in)
+ZYPP_LOCKS = "/etc/zypp/locks"
+_ZYPP_NAME_KEYS = ("solvable_name", "solvable_arch")
+# libdnf's readings of a package spec, in the order dnf's versionlock plugin tries them:
+# name-[epoch:]version-release.arch, name-[epoch:]version-release, name-[epoch:]version,
+# name.arch, name (groups: name, epoch, version, release, arch)
+_NAME = r"([^:(/=<> ]+)"
+_EPOCH = r"(?:([0-9]+):)?"
+_VERSION = r"([^-:(/=<> ]+)"
+_ARCH = r"([^-:.(/=<> ]+)"
+NEVRA_FORMS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        "^" + _NAME + "-" + _EPOCH + _VERSION + "-" + _VERSION + r"\." + _ARCH + "$",
+        "^" + _NAME + "-" + _EPOCH + _VERSION + "-" + _VERSION + "()$",
+        "^" + _NAME + "-" + _EPOCH + _VERSION + "()()$",
+        "^" + _NAME + "()()()" + r"\." + _ARCH + "$",
+        "^" + _NAME + "()()()()$",
+    )
+)
+
+
+def parse_versionlock_list(text):
+    """Return the entries of a dnf/yum versionlock list (comments and blanks dropped)."""
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def parse_dnf5_versionlock(text):
+    """Return the package names (globs) dnf 5's versionlock.toml pins.
+
+    The file as dnf 5 writes it (``version = "1.0"``, ``[[packages]]`` with ``name``,
+    each with ``[[packages.conditions]]`` of ``key``, ``comparator`` and ``value``), read
+    line by line: Python 3.6 has no TOML parser. An entry counts when it pins the
+    package: no condition, or an ``=`` one. One that only excludes versions (``!=``) or
+    bounds them (``<``, ``>=``...) may let an update through, so it does not. dnf 5
+    applies nothing of a file without ``version = "1.0"``.
+    """
+    entries = []  # [name, comparators]
+    section = ""
+    version = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line.split("#", 1)[0].replace(" ", "")
+            if section == "[[packages]]":
+                entries.append(["", []])
+            continue
+        match = re.match(r"""^(\w+)\s*=\s*(?:"([^"]*)"|'([^']*)')\s*(?:#.*)?$""", line)
+        if match is None:
+            continue
+        key = match.group(1)
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        if not section and key == "version":
+            version = value
+        elif entries and section == "[[packages]]" and key == "name":
+            entries[-1][0] = value
+        elif entries and section == "[[packages.conditions]]" and key == "comparator":
+            entries[-1][1].append(value)
+    if version != "1.0":
+        return []
+    return [
+        name for name, comparators in entries if name and (not comparators or "=" in comparators)
+    ]
+
+
+def _spec_matches(pkg, name, epoch, version, release, arch):
+    """Tell whether an installed rpm matches one reading of a spec (fields may be globs)."""
+    if not fnmatch.fnmatchcase(pkg["name"], name):
+        return False
+    if epoch and int(epoch) != int(pkg["epoch"] or 0):
+        return False
+    for pattern, value in ((version, "version"), (release, "release"), (arch, "arch")):
+        if pattern and not fnmatch.fnmatchcase(pkg[value], pattern):
+            return False
+    return True
+
+
+def versionlock_names(specs, rpms, yum=False):
+    """Return the names (globs) a dnf/yum versionlock list locks.
+
+    As dnf's plugin reads it: an entry (``!`` marks an exclude, not a lock) is tried in
+    each of its readings in turn; every reading's name is locked, and the first reading
+    that matches a package ends the search. Every version of a locked name other than
+    the locked ones is excluded, so the installed one is never upgraded. Here only the
+    installed packages stand for dnf's package sack. yum's list (``yum``) writes the
+    epoch first (``0:bash-4.2.46-34.el7.*``), which dnf cannot read and ignores.
+    """
+    names = set()
+    for spec in specs:
+        if spec.startswith("!"):
+            continue
+        if yum:
+            spec = re.sub(r"^[0-9]+:", "", spec)
+        for form in NEVRA_FORMS:
+            match = form.match(spec)
+            if match is None:
+                continue
+            reading = match.groups()
+            names.add(reading[0])
+            if any(_spec_matches(p, *reading) for p in rpms):
+                break
+    return names
+
+
+def parse_zypp_locks(text):
+    """Return the entries of /etc/zypp/locks: {attribute: [values]}, one per blank-line block."""
+    entries = []
+    current = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if ":" not in line:
+            if current:
+                entries.append(current)
+                current = {}
+            continue
+        key, value = line.split(":", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    if current:
+        entries.append(current)
+    return entries
+
+
+def _zypp_match(pattern, value, mode, case_sensitive):
+    if not case_sensitive:
+        pattern, value = pattern.lower(), value.lower()
+    if mode == "exact":
+        return value == pattern
+    if mode == "glob":
+        return fnmatch.fnmatchcase(value, pattern)
+    if mode == "regex":
+        try:
+            return re.search(pattern, value) is not None
+        except re.error:
+            return False
+    if mode in ("word", "words"):
+        return re.search(r"\b" + re.escape(pattern) + r"\b", value) is not None
+    return pattern in value  # substring, libzypp's default
+
+
+def zypp_lock_matches(lock, pkg):
+    """Tell whether a zypper lock (a ``parse_zypp_locks`` entry) covers an installed rpm.
+
+    A lock keeps zypper from installing or removing what it matches, so a locked
+    package is never upgraded. Read as libzypp reads the file: ``type`` (all kinds when
+    absent), ``match_type`` (substring when absent), ``case_sensitive`` (off when
+    absent), names from ``solvable_name`` or a ``query_string`` restricted to it, and
+    ``solvable_arch``. A ``version``, ``repo`` or ``install_status`` restriction still
+    counts as holding the whole package: it blocks the upgrade either way (the new
+    version cannot come, or the installed one cannot go). Locks on other attributes
+    (summary, description...) cannot be checked here and are ignored.
+    """
+    kinds = lock.get("type", []) + lock.get("kind", [])
+    if kinds and "package" not in kinds:
+        return False
+    mode = (lock.get("match_type") or lock.get("string_type") or ["substring"])[-1]
+    case = parse_bool((lock.get("case_sensitive") or ["off"])[-1]) is True
+    names = [v for v in lock.get("solvable_name", []) if v]
+    if not names:
+        # a query string searches the attributes listed empty, or the name when none is
+        other = [k for k in lock if k.startswith("solvable_") and k not in _ZYPP_NAME_KEYS]
+        if "solvable_name" in lock or not other:
+            names = [v for v in lock.get("query_string", []) + lock.get("global_string", []) if v]
+    if not names:
+        return False
+    if not any(_zypp_match(n, pkg["name"], mode, case) for n in names):
+        return False
+    arches = [v for v in lock.get("solvable_arch", []) if v]
+    return not arches or any(_zypp_match(a, pkg["arch"], mode, case) for a in arches)
+
+
+def collect_held(ctx, packages, deb_held):
+    """Return the report's ``held`` list: deb holds, dnf/yum versionlock, zypper locks.
+
+    Every rule is matched against the installed packages here, so the server gets
+    plain (name, arch) pairs whatever the package manager's syntax.
+    """
+    held = set(deb_held)
+    rpms = [p for p in packages if p["type"] == "rpm"]
+    if rpms:
+        names = set()
+        seen = set()
+        for conf, yum in DNF_VERSIONLOCK_CONFS:
+            real = os.path.realpath(ctx.path(conf))
+            text = ctx.read(conf) if real not in seen else None
+            seen.add(real)  # EL 8+: /etc/yum/pluginconf.d -> ../dnf/plugins
+            if text is None:
+                continue
+            main = parse_ini(text, conf, ctx.warn).get("main", {})
+            if parse_bool(main.get("enabled", "1")) is False or not main.get("locklist"):
+                continue
+            listed = ctx.read(main["locklist"].strip())
+            if listed is not None:
+                names |= versionlock_names(parse_versionlock_list(listed), rpms, yum)
+        dnf5 = ctx.read(DNF5_VERSIONLOCK)
+        if dnf5 is not None:
+            names.update(parse_dnf5_versionlock(dnf5))
+        locks = parse_zypp_locks(ctx.read(ZYPP_LOCKS) or "")
+        for pkg in rpms:
+            if any(fnmatch.fnmatchcase(pkg["name"], n) for n in names) or any(
+                zypp_lock_matches(lock, pkg) for lock in locks
+            ):
+                held.add((pkg["name"], pkg["arch"]))
+    return [{"name": name, "arch": arch} for name, arch in sorted(held)][:MAX_HELD]
 
 
 # ----------------------------------------------------------------- apt repositories
@@ -1341,7 +1564,8 @@ def collect_report(ctx, host, tags=(), hook=False, updates=False, now=None):
     host's previous ones.
     """
     os_fields = collect_os(ctx)
-    packages, families, dbpath = collect_packages(ctx)
+    deb_held = []
+    packages, families, dbpath = collect_packages(ctx, deb_held)
     report = {
         "version": 1,
         "host": host,
@@ -1372,6 +1596,7 @@ def collect_report(ctx, host, tags=(), hook=False, updates=False, now=None):
             found = collect_updates(ctx, families, releasever)
             if found is not None:
                 report["updates"] = [u for u in found if u["name"] and u["version"] and u["arch"]]
+    report["held"] = collect_held(ctx, packages, deb_held)
     report["reboot_required"] = detect_reboot_required(ctx, packages, families)
     report["agent"] = {
         "name": AGENT_NAME,

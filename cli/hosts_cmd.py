@@ -40,7 +40,8 @@ from patchwatch.settings import Settings
 
 HOST_COLUMNS = [
     ("name", "host"), ("os", "os"), ("packages", "pkgs"), ("security_updates", "sec"),
-    ("other_updates", "other"), ("reboot_required", "reboot"), ("last_report_at", "last report"),
+    ("other_updates", "other"), ("held_updates", "held"), ("reboot_required", "reboot"),
+    ("last_report_at", "last report"),
 ]  # fmt: skip
 HOST_FIELDS = [
     ("name", "host"), ("os", "os"), ("kernel", "kernel"), ("arch", "arch"),
@@ -48,7 +49,7 @@ HOST_FIELDS = [
     ("protocol", "protocol"), ("agent", "agent"), ("reboot_required", "reboot required"),
     ("use_os_repositories", "use OS repositories"), ("check_updates", "check updates"),
     ("maintenance_until", "maintenance until"), ("package_count", "packages"),
-    ("updates_computed_at", "updates computed"),
+    ("updates_computed_at", "updates computed"), ("held_names", "held packages"),
 ]  # fmt: skip
 FLAG_FIELDS = [
     ("name", "host"), ("use_os_repositories", "use OS repositories"),
@@ -131,12 +132,16 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(render_json(data))
         return 0
-    print_fields({**data, "package_count": len(packages)}, HOST_FIELDS)
-    for title, key, columns in (
-        ("repositories", "repositories", REPO_COLUMNS),
-        ("pending updates", "updates", UPDATE_COLUMNS),
+    held = cast(list[dict[str, str]], data["held_packages"])
+    held_names = [f"{h['name']}:{h['arch']}" if h["arch"] else h["name"] for h in held]
+    print_fields({**data, "package_count": len(packages), "held_names": held_names}, HOST_FIELDS)
+    updates = cast(list[dict[str, Any]], data["updates"])
+    for title, rows, columns in (
+        ("repositories", cast(list[dict[str, Any]], data["repositories"]), REPO_COLUMNS),
+        ("pending updates", [u for u in updates if not u["held"]], UPDATE_COLUMNS),
+        # listed apart: an upgrade leaves held packages alone
+        ("held updates", [u for u in updates if u["held"]], UPDATE_COLUMNS),
     ):
-        rows = cast(list[dict[str, Any]], data[key])
         print(f"\n{title} ({len(rows)}):")
         emit(rows, "table", columns)
     if args.packages:

@@ -140,7 +140,11 @@ def cmd_updates(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_host_updates(name: str) -> None:
-    """List one host's pending updates: name, arch, installed -> available, kind, source."""
+    """List one host's pending updates: name, arch, installed -> available, kind, source.
+
+    An update of a package the host holds is listed as ``held`` (``held security`` for a
+    security one) and counted apart, as the exporter's ``kind="held"``.
+    """
     host = Host.get(Host.name == name)
     inst = Package.alias()
     avail = Package.alias()
@@ -148,6 +152,7 @@ def _print_host_updates(name: str) -> None:
         HostUpdate.select(
             inst.kind, inst.name, inst.arch, inst.epoch, inst.version, inst.release,
             avail.epoch, avail.version, avail.release, HostUpdate.security, Repository.key,
+            HostUpdate.held,
         )
         .join(inst, on=(HostUpdate.installed == inst.id))
         .switch(HostUpdate)
@@ -158,12 +163,15 @@ def _print_host_updates(name: str) -> None:
         .order_by(inst.name, inst.arch)
         .tuples()
     )  # fmt: skip
-    count = 0
-    for kind, pkg, arch, e1, v1, r1, e2, v2, r2, security, repo_key in query:
+    count = held_count = 0
+    for kind, pkg, arch, e1, v1, r1, e2, v2, r2, security, repo_key, held in query:
         old = PackageRecord(pkg, e1, v1, r1, arch, PackageKind(kind)).evr
         new = PackageRecord(pkg, e2, v2, r2, arch, PackageKind(kind)).evr
         flag = "security" if security else "other"
+        flag = f"held {flag}" if held else flag
         print(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}")
-        count += 1
+        held_count += bool(held)
+        count += not held
     reboot = "yes" if host.reboot_required else "no"
-    print(f"{host.name}: {count} pending updates; reboot required: {reboot}")
+    held_note = f", {held_count} held" if held_count else ""
+    print(f"{host.name}: {count} pending updates{held_note}; reboot required: {reboot}")

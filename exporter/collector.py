@@ -89,7 +89,7 @@ class StoreCollector(Collector):
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(HOST_TUPLE_FIELDS)
         (
             names, os_names, os_families, arches, kernels, tags, reboots, last_reports,
-            packages, security, other, oldest_security, maintenance_until, orphans,
+            packages, security, other, oldest_security, maintenance_until, orphans, held,
         ) = columns  # fmt: skip
         # One list comprehension per family over the columns: about half the time of
         # one loop appending to nine lists (10,000 hosts: 25 ms instead of 55 ms).
@@ -102,8 +102,8 @@ class StoreCollector(Collector):
         ]
         pending: list[Row] = [
             row
-            for name, sec, oth in zip(names, security, other, strict=True)
-            for row in (((name, "security"), sec), ((name, "other"), oth))
+            for name, sec, oth, hld in zip(names, security, other, held, strict=True)
+            for row in (((name, "security"), sec), ((name, "other"), oth), ((name, "held"), hld))
         ]
         reboot: list[Row] = [
             (host, 1 if flag else 0) for host, flag in zip(hosts, reboots, strict=True)
@@ -133,7 +133,8 @@ class StoreCollector(Collector):
         )
         yield RowFamily(
             "patchwatch_host_updates_pending",
-            "Pending updates by kind; kinds are disjoint, so their sum is all updates.",
+            "Pending updates by kind (security, other, held: of packages on hold, which an "
+            "upgrade leaves alone); kinds are disjoint, so their sum is all updates.",
             ["host", "kind"],
             pending,
         )

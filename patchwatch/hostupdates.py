@@ -63,10 +63,13 @@ from patchwatch.packed_ids import unpack_ids
 from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.set_content import matching_members
+from patchwatch.updates import HoldKey
 from patchwatch.updates import Offer
 from patchwatch.updates import compute_newer_kernel_installed
 from patchwatch.updates import decide_update
+from patchwatch.updates import decode_holds
 from patchwatch.updates import has_newer
+from patchwatch.updates import is_held
 from patchwatch.versions import Key
 from patchwatch.versions import sort_key
 
@@ -78,8 +81,9 @@ NameArch = tuple[str, str]
 Item = tuple[int, bool, int | None]  # available package id, security, repository id
 Items = dict[int, Item]  # installed package id -> its update
 UpdateSetKey = tuple[int, int | None, str]  # package set, repository set, kernel (+ OS)
-# a stored pending update: row id, available package id, security, repository id, first seen
-CurrentUpdate = tuple[int, int, bool, int | None, float]
+# a stored pending update: row id, available package id, security, repository id, first
+# seen, held
+CurrentUpdate = tuple[int, int, bool, int | None, float, bool]
 
 LAZY_HOSTS = 20  # below this many hosts, read only their packages from mirror indexes
 WRITE_HOSTS = 500  # most hosts written per transaction
@@ -93,6 +97,7 @@ _T_PACKAGE = Package._meta.table_name
 _T_MEMBER = PackageSetMember._meta.table_name  # mirrors' sets: always whole
 _T_CONTENT = PackageSetContent._meta.table_name  # hosts' sets: whole or differences
 _T_PACKAGE_SET = PackageSet._meta.table_name
+_T_HOST = Host._meta.table_name
 _T_HOST_UPDATE = HostUpdate._meta.table_name
 _T_ITEM = UpdateSetItem._meta.table_name
 _T_UPDATE_SET = UpdateSet._meta.table_name
@@ -609,12 +614,27 @@ def _current_updates(host_ids: Sequence[int]) -> dict[int, dict[int, CurrentUpda
     for chunk in chunks(host_ids):
         sql = (
             "SELECT id, host_id, installed_id, available_id, security, repository_id, "
-            f"first_seen_at FROM {_T_HOST_UPDATE} WHERE host_id IN ({placeholders(len(chunk))})"
+            f"first_seen_at, held FROM {_T_HOST_UPDATE} "
+            f"WHERE host_id IN ({placeholders(len(chunk))})"
         )
-        for row_id, host_id, installed, available, security, repo, first in database.execute_sql(
-            raw_sql(sql), list(chunk)
-        ).fetchall():
-            out[host_id][installed] = (row_id, available, bool(security), repo, first)
+        rows = database.execute_sql(raw_sql(sql), list(chunk)).fetchall()
+        for row_id, host_id, installed, available, security, repo, first, held in rows:
+            out[host_id][installed] = (row_id, available, bool(security), repo, first, bool(held))
+    return out
+
+
+def _host_holds(host_ids: Sequence[int]) -> dict[int, frozenset[HoldKey]]:
+    """The packages each of these hosts holds (only hosts holding some)."""
+    out: dict[int, frozenset[HoldKey]] = {}
+    for chunk in chunks(host_ids):
+        sql = (
+            f"SELECT id, held FROM {_T_HOST} "
+            f"WHERE id IN ({placeholders(len(chunk))}) AND held <> ''"
+        )
+        for host_id, text in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
+            holds = decode_holds(text)
+            if holds:
+                out[host_id] = holds
     return out
 
 
@@ -633,13 +653,16 @@ def _reported_security(host_ids: Sequence[int]) -> dict[int, set[NameArch]]:
 def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWork | None]]) -> None:
     """Make the hosts' pending updates match their update sets; keep first-seen times.
 
-    Host-reported security updates raise the security flag of a matching update. A
-    changed update is replaced by a row with the same first-seen time. Nothing is
-    written for a host where nothing changed, which is the common case.
+    Host-reported security updates raise the security flag of a matching update, and
+    an update of a package the host holds is marked held. A changed update is
+    replaced by a row with the same first-seen time; a hold put or lifted only flips
+    the flag. Nothing is written for a host where nothing changed, which is the
+    common case.
     """
     host_ids = [h.id for h, _w in batch]
     current = _current_updates(host_ids)
     reported = _reported_security(host_ids)
+    holds = _host_holds(host_ids)
     reused = {w.id: w for _h, w in batch if w is not None and w.items is None}
     for us_id, items in _read_items(sorted(reused)).items():
         reused[us_id].items = items
@@ -651,9 +674,15 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     new_rows: list[tuple[object, ...]] = []
     copies: list[tuple[int, int]] = []  # (host id, update set id): rows copied in SQL
     flags: dict[tuple[bool, int | None], list[int]] = defaultdict(list)
+    flips: dict[bool, list[int]] = defaultdict(list)  # held flag -> rows to set it on
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
         security_names = reported.get(host.id)
+        held: set[int] = set()  # installed ids of desired updates the host holds
+        host_holds = holds.get(host.id)
+        if host_holds and desired:
+            ctx.ensure_rows(desired)
+            held = {i for i in desired if is_held(host_holds, *ctx.name_arch[i])}
         if security_names and desired:
             ctx.ensure_rows(desired)
             desired = {
@@ -664,11 +693,13 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             }
         cur = current.get(host.id)
         changed = False
-        if not cur and desired and not security_names and work is not None and work.id:
+        if not (cur or security_names or held) and desired and work is not None and work.id:
             copies.append((host.id, work.id))  # exactly its update set's stored items
             changed = True
         elif not cur:
-            new_rows.extend((host.id, inst, *item, now) for inst, item in desired.items())
+            new_rows.extend(
+                (host.id, inst, *item, now, inst in held) for inst, item in desired.items()
+            )
             changed = bool(desired)
         else:
             for inst, (row_id, *_rest) in cur.items():
@@ -678,11 +709,14 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             for inst, item in desired.items():
                 old = cur.get(inst)
                 if old is None:
-                    new_rows.append((host.id, inst, *item, now))
+                    new_rows.append((host.id, inst, *item, now, inst in held))
                     changed = True
                 elif old[1:4] != item:
                     gone.append(old[0])
-                    new_rows.append((host.id, inst, *item, old[4]))
+                    new_rows.append((host.id, inst, *item, old[4], inst in held))
+                    changed = True
+                elif old[5] != (inst in held):
+                    flips[inst in held].append(old[0])
                     changed = True
         newer_kernel = None
         if host.package_set_id is not None:
@@ -706,9 +740,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         HostUpdate.delete().where(HostUpdate.id.in_(list(chunk))).execute()
     execute_many(
         f"INSERT INTO {_T_HOST_UPDATE} (host_id, installed_id, available_id, security, "
-        "repository_id, first_seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "repository_id, first_seen_at, held) VALUES (?, ?, ?, ?, ?, ?, ?)",
         new_rows,
     )
+    for flag, row_ids in flips.items():
+        for chunk in chunks(row_ids):
+            HostUpdate.update(held=flag).where(HostUpdate.id.in_(list(chunk))).execute()
     _copy_set_items(copies, now)
     for (reboot, orphans), ids in flags.items():
         for chunk in chunks(ids):

@@ -329,6 +329,29 @@ def _mirror_approval(db: Database) -> None:
     db.execute_sql('UPDATE "mirror" SET "approved" = TRUE')
 
 
+def _held_packages(db: Database) -> None:
+    """Add ``host.held`` and ``host_update.held``, and index the held flag for the scrape.
+
+    A held package's update is counted apart (``kind="held"``), so the scrape's
+    per-host counts read the flag too: it joins the index that answers them without
+    reading the table (``host_update(host_id, security, held, first_seen_at)``, in
+    place of the one migration 2 made). Existing updates are not held until the next
+    report says what the host holds.
+    """
+    boolean, false = ("INTEGER", "0") if isinstance(db, SqliteDatabase) else ("BOOLEAN", "false")
+    if "held" not in {c.name for c in db.get_columns("host")}:
+        db.execute_sql('ALTER TABLE "host" ADD COLUMN "held" TEXT NOT NULL DEFAULT \'\'')
+    if "held" not in {c.name for c in db.get_columns("host_update")}:
+        db.execute_sql(
+            f'ALTER TABLE "host_update" ADD COLUMN "held" {boolean} NOT NULL DEFAULT {false}'
+        )
+    db.execute_sql('DROP INDEX IF EXISTS "host_update_host_id_security_first_seen_at"')
+    db.execute_sql(
+        'CREATE INDEX IF NOT EXISTS "host_update_host_id_security_held_first_seen_at" '
+        'ON "host_update" ("host_id", "security", "held", "first_seen_at")'
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -342,6 +365,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "mirror skip counts; package columns as wide as the limits", _mirror_data_bounds),
     Migration(9, "mirror rows over the field limits removed", _remove_oversized_rows),
     Migration(10, "mirror.approved: reported mirrors wait for approval", _mirror_approval),
+    Migration(11, "held packages: host.held, host_update.held", _held_packages),
 )
 
 LATEST = MIGRATIONS[-1].version

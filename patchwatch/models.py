@@ -13,6 +13,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+from peewee import SQL
 from peewee import BlobField
 from peewee import BooleanField
 from peewee import CharField
@@ -248,6 +249,9 @@ class Host(BaseModel):
     last_processed_at = DoubleField(null=True)
     updates_computed_at = DoubleField(null=True)
     packages_without_repository = IntegerField(null=True)  # copied from the update set
+    # packages on hold, from the last report: JSON [[name, arch], ...], "" for none
+    # (``patchwatch.updates.encode_holds``); their updates are marked held per host
+    held = TextField(default="", constraints=[SQL("DEFAULT ''")])
 
 
 class Token(BaseModel):
@@ -389,12 +393,15 @@ class HostUpdate(BaseModel):
     security = BooleanField()
     repository = ForeignKeyField(Repository, null=True, on_delete="SET NULL", index=False)
     first_seen_at = DoubleField()
+    # the host holds the package: counted apart. A default in the schema too: rows are
+    # also copied in SQL from update set items, which have no such column
+    held = BooleanField(default=False, constraints=[SQL("DEFAULT false")])
 
     class Meta:
         indexes = (
             (("host", "installed"), True),
             # covers the scrape's per-host counts: read in host order, table untouched
-            (("host", "security", "first_seen_at"), False),
+            (("host", "security", "held", "first_seen_at"), False),
         )
 
 

@@ -45,6 +45,7 @@ from patchwatch.sets import ensure_repository_set
 from patchwatch.sets import forget_cached_ids
 from patchwatch.sets import remember_id
 from patchwatch.sets import stored_package_sets
+from patchwatch.updates import encode_holds
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def apply_report(
                 "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
                 "reboot_required = ?, package_set_id = ?, "
                 "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
-                "remote_addr = ?, last_report_at = ?, last_processed_at = ? "
+                "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ? "
                 "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
             ),
             (
@@ -239,6 +240,7 @@ def apply_report(
                 row.remote_addr,
                 row.received_at,
                 now,
+                encode_holds(report.held),
                 host_id,
                 row.received_at,
             ),

@@ -29,6 +29,7 @@ from patchwatch.models import PackageSetContent
 from patchwatch.models import Report
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
+from patchwatch.updates import decode_holds
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,14 @@ class HostRow:
     oldest_security_first_seen: float | None
     maintenance_until: float | None
     packages_without_repository: int | None = None
+    held: int = 0  # updates of held packages; not in ``security`` nor ``other``
 
 
 # Columns of load_host_tuples(), in HostRow's field order.
 HOST_TUPLE_FIELDS = (
     "name", "os", "os_family", "arch", "kernel", "tags", "reboot_required", "last_report_at",
     "packages", "security", "other", "oldest_security_first_seen", "maintenance_until",
-    "packages_without_repository",
+    "packages_without_repository", "held",
 )  # fmt: skip
 
 
@@ -69,16 +71,23 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
     work on the store of bench_scrape.py. Values are therefore the driver's:
     ``reboot_required`` is 0/1 on SQLite and a bool on PostgreSQL, missing OS and
     package set read as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
+
+    The three counts are disjoint: an update of a held package counts as ``held``
+    only, whether or not it is a security update, and is never the oldest security
+    update (an upgrade would not install it, so no alert should wait for it).
     """
-    security = Case(None, [(HostUpdate.security, 1)], 0)
-    other = Case(None, [(HostUpdate.security, 0)], 1)
-    security_seen = Case(None, [(HostUpdate.security, HostUpdate.first_seen_at)])
+    actionable_security = HostUpdate.security & ~HostUpdate.held
+    security = Case(None, [(actionable_security, 1)], 0)
+    other = Case(None, [(HostUpdate.security | HostUpdate.held, 0)], 1)
+    held = Case(None, [(HostUpdate.held, 1)], 0)
+    security_seen = Case(None, [(actionable_security, HostUpdate.first_seen_at)])
     per_host = (
         HostUpdate.select(
             HostUpdate.host.alias("host_id"),
             fn.SUM(security).alias("security"),
             fn.SUM(other).alias("other"),
             fn.MIN(security_seen).alias("oldest"),
+            fn.SUM(held).alias("held"),
         )
         .group_by(HostUpdate.host)
         .alias("per_host")
@@ -89,7 +98,7 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
             Host.arch, Host.kernel, Host.tags, Host.reboot_required, Host.last_report_at,
             fn.COALESCE(PackageSet.size, 0), fn.COALESCE(per_host.c.security, 0),
             fn.COALESCE(per_host.c.other, 0), per_host.c.oldest, Host.maintenance_until,
-            Host.packages_without_repository,
+            Host.packages_without_repository, fn.COALESCE(per_host.c.held, 0),
         )
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
@@ -213,6 +222,7 @@ def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
                 "security_updates": h.security, "other_updates": h.other,
                 "reboot_required": h.reboot_required, "last_report_at": h.last_report_at,
                 "oldest_security_first_seen_at": h.oldest_security_first_seen,
+                "held_updates": h.held,
             }
         )  # fmt: skip
     return out
@@ -258,7 +268,7 @@ def host_detail(name: str) -> dict[str, object]:
     updates = [
         {"name": u.installed.name, "arch": u.installed.arch,
          "installed": u.installed.version_string, "available": u.available.version_string,
-         "security": u.security, "first_seen_at": u.first_seen_at,
+         "security": u.security, "held": u.held, "first_seen_at": u.first_seen_at,
          "repository": u.repository.key if u.repository_id else None}
         for u in HostUpdate.select(HostUpdate, Installed, Package, Repository)
         .join(Installed, on=(HostUpdate.installed == Installed.id))
@@ -277,6 +287,7 @@ def host_detail(name: str) -> dict[str, object]:
         "last_report_at": host.last_report_at, "protocol": host.protocol,
         "use_os_repositories": host.use_os_repositories,
         "packages": packages, "repositories": repositories, "updates": updates,
+        "held_packages": [{"name": n, "arch": a} for n, a in sorted(decode_holds(host.held))],
     }  # fmt: skip
 
 
@@ -357,20 +368,24 @@ def repository_summaries() -> list[dict[str, object]]:
 
 
 def pending_update_summary() -> list[dict[str, object]]:
-    """Every pending update (installed -> available) with the number of hosts needing it."""
+    """Every pending update (installed -> available) with the number of hosts needing it.
+
+    Hosts holding the package are counted in a row of their own (``held``).
+    """
     Installed = Package.alias()
     query = (
         HostUpdate.select(
             Installed.name, Installed.arch, Installed.epoch, Installed.version,
             Installed.release, Package.epoch, Package.version, Package.release,
-            HostUpdate.security, fn.COUNT(HostUpdate.id), fn.MIN(HostUpdate.first_seen_at),
+            HostUpdate.security, HostUpdate.held, fn.COUNT(HostUpdate.id),
+            fn.MIN(HostUpdate.first_seen_at),
         )
         .join(Installed, on=(HostUpdate.installed == Installed.id))
         .switch(HostUpdate)
         .join(Package, on=(HostUpdate.available == Package.id))
         .group_by(Installed.name, Installed.arch, Installed.epoch, Installed.version,
                   Installed.release, Package.epoch, Package.version, Package.release,
-                  HostUpdate.security)
+                  HostUpdate.security, HostUpdate.held)
         .order_by(fn.COUNT(HostUpdate.id).desc(), Installed.name)
         .tuples()
     )  # fmt: skip
@@ -381,6 +396,6 @@ def pending_update_summary() -> list[dict[str, object]]:
 
     return [
         {"name": n, "arch": a, "installed": evr(ie, iv, ir), "available": evr(ae, av, ar),
-         "security": bool(sec), "hosts": count, "first_seen_at": first}
-        for n, a, ie, iv, ir, ae, av, ar, sec, count, first in query
+         "security": bool(sec), "held": bool(held), "hosts": count, "first_seen_at": first}
+        for n, a, ie, iv, ir, ae, av, ar, sec, held, count, first in query
     ]  # fmt: skip

@@ -148,6 +148,18 @@ class ReportedUpdate:
     repository: str = ""
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class HeldPackage:
+    """A package the host's package manager will not upgrade (apt/dpkg hold, dnf
+    versionlock, zypper lock): its updates are counted apart from the pending ones.
+
+    ``arch`` "" means every architecture of the name.
+    """
+
+    name: str
+    arch: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class OSInfo:
     """What the host's os-release says, normalised (see ``patchwatch.osinfo``)."""
@@ -174,6 +186,7 @@ class HostReport:
     reboot_required: bool | None = None
     modules: tuple[ReportedModule, ...] = ()
     updates: tuple[ReportedUpdate, ...] | None = None
+    held: tuple[HeldPackage, ...] = ()
     agent: str = ""
     protocol: str = "patchwatch/1"
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

@@ -53,6 +53,7 @@ from patchwatch.limits import MAX_URL
 from patchwatch.limits import MAX_VERSION
 from patchwatch.osinfo import normalise_os
 from patchwatch.osinfo import parse_patchman_os
+from patchwatch.records import HeldPackage
 from patchwatch.records import HostReport
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
@@ -98,6 +99,7 @@ MAX_MODULE_FIELD = 64
 MAX_MODULE_PACKAGES = 10_000
 MAX_MODULE_PACKAGE = 512
 MAX_UPDATES = 100_000
+MAX_HELD = 10_000
 MAX_AGENT_FIELD = 64
 MAX_WARNINGS = 100
 MAX_WARNING = 1024
@@ -154,6 +156,7 @@ _NATIVE_REPO_KEYS = frozenset(
 )
 _NATIVE_MODULE_KEYS = frozenset({"name", "stream", "version", "context", "arch", "packages"})
 _NATIVE_UPDATE_KEYS = frozenset({"name", "version", "arch", "security", "repository"})
+_NATIVE_HELD_KEYS = frozenset({"name", "arch"})
 _PACKAGE_KINDS: Mapping[str, PackageKind] = {"deb": PackageKind.DEB, "rpm": PackageKind.RPM}
 _REPO_KINDS: Mapping[str, RepoKind] = {
     "deb": RepoKind.DEB,
@@ -297,6 +300,8 @@ def parse_native(doc: object) -> HostReport:
     ``agent_warnings``; ``agent`` is "name/version".
     ``repositories`` absent gives ``None`` (keep the host's previous repositories).
     Priorities are taken as given: the agent already negates yum/zypper priorities.
+    ``held`` (apt holds, dnf versionlock, zypper locks) absent means nothing is held:
+    the agent always collects it, and a report describes the host as it is now.
 
     :raises ParseError: with ``where`` as a JSON path, e.g. ``packages[12].version``.
     """
@@ -353,6 +358,11 @@ def parse_native(doc: object) -> HostReport:
             dict.fromkeys(_native_update(item, f"updates[{i}]") for i, item in enumerate(items))
         )
 
+    held: tuple[HeldPackage, ...] = ()
+    if "held" in doc:
+        items = _native_array(doc["held"], "held", MAX_HELD)
+        held = tuple(sorted({_native_held(item, f"held[{i}]") for i, item in enumerate(items)}))
+
     extra = {"domain": domain}
     agent = ""
     if "agent" in doc:
@@ -371,6 +381,7 @@ def parse_native(doc: object) -> HostReport:
         reboot_required=reboot,
         modules=modules,
         updates=updates,
+        held=held,
         agent=agent,
         protocol=PROTOCOL_NATIVE,
         extra=extra,
@@ -641,6 +652,14 @@ def _native_update(item: object, where: str) -> ReportedUpdate:
     )
 
 
+def _native_held(item: object, where: str) -> HeldPackage:
+    obj = _native_object(item, where, ("name",), _NATIVE_HELD_KEYS)
+    name = _native_string(obj["name"], f"{where}.name", MAX_PACKAGE_NAME, min_len=1)
+    if "arch" not in obj:
+        return HeldPackage(name)
+    return HeldPackage(name, _native_string(obj["arch"], f"{where}.arch", MAX_ARCH, min_len=1))
+
+
 def _native_agent(value: object, extra: dict[str, str]) -> str:
     """Return "name/version" and keep collected_at and warnings in ``extra``."""
     if not isinstance(value, dict):
@@ -891,7 +910,25 @@ def _lines(text: str, field: str) -> Iterator[tuple[list[str], str]]:
         yield fields, where
 
 
-def _protocol1_packages(text: str, skipped: dict[str, int]) -> tuple[Package, ...]:
+def _dpkg_hold(status: str) -> bool:
+    """Tell whether a dpkg status ("hold ok installed") is an installed package on hold.
+
+    dpkg's status is "want flag state"; the want ``hold`` is what ``apt-mark hold`` and
+    ``dpkg --set-selections`` set, and what keeps apt from upgrading the package.
+    """
+    words = status.split()
+    return len(words) == 3 and words[0] == "hold" and words[2] == "installed"
+
+
+def _protocol1_packages(
+    text: str, skipped: dict[str, int], held: list[HeldPackage]
+) -> tuple[Package, ...]:
+    """The packages of a protocol 1 ``packages`` field; deb holds are added to ``held``.
+
+    The stock client sends six fields and so no hold; a deb line whose seventh field is
+    the dpkg status (``'hold ok installed'``, as ``dpkg-query -f '${Status}'`` prints it)
+    marks the package held.
+    """
     out: list[Package] = []
     for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
@@ -908,6 +945,10 @@ def _protocol1_packages(text: str, skipped: dict[str, int]) -> tuple[Package, ..
             out.append(package)
             if len(out) > MAX_PACKAGES:
                 raise ParseError(f"more than {MAX_PACKAGES} packages", "packages")
+            if len(fields) > 6 and package.kind is PackageKind.DEB and _dpkg_hold(fields[6]):
+                held.append(HeldPackage(package.name, package.arch))
+                if len(held) > MAX_HELD:
+                    raise ParseError(f"more than {MAX_HELD} held packages", "packages")
     return tuple(dict.fromkeys(out))
 
 
@@ -994,6 +1035,9 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     - ``reboot``: ``True`` -> True; ``ServerCheck`` or anything else -> None (the
       client cannot tell, and never asserts "no reboot needed").
     - ``rpm`` repo lines are zypper repositories when the OS is SUSE.
+    - A deb package line whose seventh field is a dpkg status with the want ``hold``
+      (``'hold ok installed'``) puts the package in ``held``; the stock client sends
+      six fields, so its hosts never have holds.
     - ``extra``: ``domain``, ``os_string`` (as sent), ``os_variant`` (without the CPE),
       ``report`` ("true"/"false": the client asked for the text echo),
       ``module_repositories``, ``skipped_packages`` and ``skipped_repositories``
@@ -1032,7 +1076,8 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
 
     skipped_packages: dict[str, int] = {}
     skipped_repos: dict[str, int] = {}
-    packages = _protocol1_packages(field("packages"), skipped_packages)
+    held: list[HeldPackage] = []
+    packages = _protocol1_packages(field("packages"), skipped_packages, held)
     repos_text = field("repos")
     repositories = (
         _protocol1_repos(repos_text, os_info.family == "suse", skipped_repos)
@@ -1067,6 +1112,7 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
         reboot_required=reboot,
         modules=modules,
         updates=None if not updates and repositories is None else updates,
+        held=tuple(sorted(set(held))),
         agent=PATCHMAN_AGENT,
         protocol=PROTOCOL_PATCHMAN1,
         extra=extra,

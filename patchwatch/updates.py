@@ -20,10 +20,16 @@ An update is a security update when the candidate comes from a security reposito
 (Debian's security suite, Ubuntu's ``-security``, or one an operator marked), when a
 security advisory covers a version between the installed one and the candidate, or
 when the host itself said so.
+
+An update of a held package (apt/dpkg hold, dnf versionlock, zypper lock) is still
+computed, as the package manager still sees it (``apt list --upgradable`` lists it), but
+marked held per host: an upgrade will not install it, so it is counted apart and raises
+no security alarm (see :func:`is_held`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -31,6 +37,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from patchwatch.records import HeldPackage
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
 from patchwatch.records import PendingUpdate
@@ -49,6 +56,31 @@ class Offer:
     repository: str  # repository key or id, reported back with the update
     priority: int = 500  # normalised: higher wins
     security: bool = False
+
+
+HoldKey = tuple[str, str]  # (name, arch); arch "" holds every arch of the name
+
+
+def encode_holds(held: Iterable[HeldPackage]) -> str:
+    """A host's held packages as ``Host.held`` stores them: sorted JSON pairs, "" for none."""
+    pairs = sorted({(h.name, h.arch) for h in held})
+    return json.dumps(pairs, separators=(",", ":")) if pairs else ""
+
+
+def decode_holds(text: str | None) -> frozenset[HoldKey]:
+    """Read ``Host.held`` back; anything unreadable counts as no hold (never a crash)."""
+    if not text:
+        return frozenset()
+    try:
+        pairs = json.loads(text)
+        return frozenset((str(name), str(arch)) for name, arch in pairs)
+    except (ValueError, TypeError):
+        return frozenset()
+
+
+def is_held(holds: frozenset[HoldKey], name: str, arch: str) -> bool:
+    """Tell whether the host holds this installed package (name and arch, or the name)."""
+    return (name, arch) in holds or (name, "") in holds
 
 
 def _key(p: Package) -> tuple[object, ...]:

@@ -57,6 +57,23 @@ test_system_packages() {
         postgresql prometheus prometheus-alertmanager docker-compose makepkg
 }
 
+unpack_dnf_plugins() {
+    # dnf's versionlock plugin, which the agent's tests run dnf with: Debian's
+    # dnf-plugins-core Breaks zypper, so it is unpacked into the venv, not installed
+    local dest="$VENV/share/dnf-plugins-core"
+    [ -f "$dest/usr/lib/python3/dist-packages/dnf-plugins/versionlock.py" ] && return 0
+    local tmp
+    tmp="$(mktemp -d)"
+    if (cd "$tmp" && apt-get download -q dnf-plugins-core >/dev/null 2>&1) ||
+        { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+          (cd "$tmp" && apt-get download -q dnf-plugins-core >/dev/null 2>&1); }; then
+        mkdir -p "$dest" && dpkg-deb -x "$tmp"/dnf-plugins-core_*.deb "$dest"
+    else
+        echo "dev.sh: could not download dnf-plugins-core (apt-get download)" >&2
+    fi
+    rm -rf "$tmp"
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -67,10 +84,12 @@ case "$cmd" in
     setup)
         test_system_packages
         setup_venv test
+        unpack_dnf_plugins
         ;;
     test)
         test_system_packages
         setup_venv test
+        unpack_dnf_plugins
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/lint-imports"

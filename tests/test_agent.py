@@ -17,6 +17,7 @@ Tools that are missing make the test skip with the reason, or fail when
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import http.server
 import io
@@ -306,6 +307,109 @@ def test_rpm_fixture_details() -> None:
         "https://al2023-repos-us-east-1-de612dc2.s3.dualstack.us-east-1.amazonaws.com"
         "/core/mirrors/2023.5.20240916/x86_64/mirror.list"
     )
+
+
+# held packages each fixture's dpkg selections, versionlock lists or zypper locks give
+HELD = {
+    "debian-12": [("postgresql-16", "amd64")],  # "hi" in dpkg-query
+    "ubuntu-24.04": [("docker-ce", "amd64")],
+    # nodejs and kernel-core locked (both kernels); the openssl entry is an exclude
+    # ("!"), not a lock, and dnf cannot read php-cli's, in yum's epoch-first form
+    "rocky-9": [("kernel-core", "x86_64"), ("nodejs", "x86_64")],
+    # firefox pinned ("="); chrome only excluded from one build, libreoffice bounded
+    "fedora-40": [("firefox", "x86_64")],
+    # a glob, an exact name and arch, a case-insensitive substring; the pattern lock
+    # and the summary lock cover no package here
+    "opensuse-leap-15.6": [
+        ("kernel-default", "x86_64"),
+        ("postfix", "x86_64"),
+        ("sudo", "x86_64"),
+    ],
+    "amazonlinux-2023": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(HELD))
+def test_fixture_holds_and_locks(name: str) -> None:
+    report, _ = fixture_report(name)
+    validate(report)
+    assert [(h["name"], h["arch"]) for h in report["held"]] == HELD[name]
+    hooked, _ = fixture_report(name, hook=True)  # holds are sent from hooks too
+    assert hooked["held"] == report["held"]
+
+
+@pytest.mark.parametrize(
+    ("specs", "installed", "held"),
+    [
+        (["bash-0:5.1.8-6.el9.*"], [("bash", "0", "5.1.8", "9.el9")], {"bash"}),  # a newer one
+        (["bash-5.1.8-9.el9.x86_64"], [("bash", "0", "5.1.8", "9.el9")], {"bash"}),
+        (["bash"], [("bash", "0", "5.1.8", "9.el9")], {"bash"}),
+        (["bash.x86_64"], [("bash", "0", "5.1.8", "9.el9")], {"bash"}),
+        (["0:bash-5.1.8-9.el9.*"], [("bash", "0", "5.1.8", "9.el9")], set()),  # yum's form
+        (
+            ["kernel*"],
+            [("kernel-core", "0", "5.14", "1"), ("kernel", "0", "5.14", "1")],
+            {"kernel", "kernel-core"},
+        ),
+        (["!bash-0:5.1.8-9.el9.*"], [("bash", "0", "5.1.8", "9.el9")], set()),  # exclude
+        (["# a comment", ""], [("bash", "0", "5.1.8", "9.el9")], set()),
+        # dnf's quirk, kept: "python3-libs" is also read as python3 version "libs" first,
+        # and every reading's name tried before the one that matches is locked too
+        (
+            ["python3-libs"],
+            [("python3", "0", "3.9", "1"), ("python3-libs", "0", "3.9", "1")],
+            {"python3", "python3-libs"},
+        ),
+    ],
+)
+def test_versionlock_entries_lock_what_dnf_locks(specs, installed, held) -> None:
+    rpms = [{"name": n, "epoch": e, "version": v, "release": r, "arch": "x86_64", "type": "rpm"}
+            for n, e, v, r in installed]  # fmt: skip
+    names = agent.versionlock_names(agent.parse_versionlock_list("\n".join(specs)), rpms)
+    assert {p["name"] for p in rpms if any(fnmatch.fnmatchcase(p["name"], n) for n in names)} == (
+        held
+    )
+
+
+def test_yum_versionlock_list_has_the_epoch_first() -> None:
+    rpms = [{"name": "bash", "epoch": "", "version": "4.2.46", "release": "34.el7",
+             "arch": "x86_64", "type": "rpm"}]  # fmt: skip
+    specs = ["0:bash-4.2.46-34.el7.*"]
+    assert agent.versionlock_names(specs, rpms, yum=True) == {"bash"}
+
+
+def test_dnf5_versionlock_needs_its_version_and_a_pin() -> None:
+    text = (FIXTURES / "fedora-40" / "root" / "etc" / "dnf" / "versionlock.toml").read_text()
+    assert agent.parse_dnf5_versionlock(text) == ["firefox"]
+    assert agent.parse_dnf5_versionlock(text.replace('version = "1.0"', 'version = "2.0"')) == []
+    assert agent.parse_dnf5_versionlock('version = "1.0"\n[[packages]]\nname = "vim*"\n') == [
+        "vim*"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lock", "name", "arch", "held"),
+    [
+        ("solvable_name: hello", "hello", "noarch", True),  # substring, any case by default
+        ("solvable_name: ELL", "hello", "noarch", True),
+        ("case_sensitive: on\nsolvable_name: ELL", "hello", "noarch", False),
+        ("match_type: exact\nsolvable_name: hell", "hello", "noarch", False),
+        ("match_type: glob\nsolvable_name: h*o", "hello", "noarch", True),
+        ("match_type: regex\nsolvable_name: ^h.l+o$", "hello", "noarch", True),
+        ("match_type: regex\nsolvable_name: (", "hello", "noarch", False),  # bad regex
+        ("match_type: word\nsolvable_name: lib", "lib-tools", "noarch", True),
+        ("match_type: word\nsolvable_name: lib", "libtools", "noarch", False),
+        ("type: patch\nsolvable_name: hello", "hello", "noarch", False),
+        ("type: package\nsolvable_name: hello\nsolvable_arch: x86_64", "hello", "noarch", False),
+        ("solvable_name: hello\nversion: > 1.0", "hello", "noarch", True),  # blocks the upgrade
+        ("query_string: hello\nsolvable_name:", "hello", "noarch", True),
+        ("query_string: hello", "hello", "noarch", True),
+        ("query_string: hello\nsolvable_summary:", "hello", "noarch", False),  # unknowable
+    ],
+)
+def test_zypper_locks_match_as_libzypp_reads_them(lock, name, arch, held) -> None:
+    (entry,) = agent.parse_zypp_locks("# zypper\n" + lock + "\n\n")
+    assert agent.zypp_lock_matches(entry, {"name": name, "arch": arch}) is held
 
 
 def test_hook_report_has_packages_but_no_repositories() -> None:
@@ -957,6 +1061,73 @@ def test_real_rpm_database_from_dnf_installroot(rpm_repo: Path, tmp_path: Path) 
         },
     }
     assert report["agent"]["warnings"] == []
+    assert report["held"] == []
+
+    # dnf's own versionlock plugin locks two packages in the root: the agent's holds
+    # are exactly the updates dnf no longer offers
+    plugin = versionlock_plugin()
+    require(plugin is not None, "dnf's versionlock plugin not found (scripts/dev.sh setup)")
+    dnf = versionlock_dnf(root, plugin, tmp_path)
+    before = dnf_upgradable(dnf, plugin)
+    assert before == {"hello", "widget", "legacy"}
+    subprocess.run([*dnf, "versionlock", "add", "hello", "widg*"], check=True,
+                   capture_output=True, timeout=300, env=dnf_env(plugin))  # fmt: skip
+    after = dnf_upgradable(dnf, plugin)
+    proc = run_agent_file("--root", str(root), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    held = json.loads(proc.stdout)["held"]
+    assert {h["name"] for h in held} == before - after == {"hello", "widget"}
+    assert {h["arch"] for h in held} == {"noarch"}
+
+
+def versionlock_plugin() -> Path | None:
+    """Where dnf's versionlock plugin is: unpacked into the venv by scripts/dev.sh
+    (Debian's dnf-plugins-core Breaks zypper), or installed."""
+    for base in (Path(sys.prefix) / "share" / "dnf-plugins-core", Path("/")):
+        packages = base / "usr" / "lib" / "python3" / "dist-packages"
+        if (packages / "dnf-plugins" / "versionlock.py").is_file():
+            return packages
+    return None
+
+
+def dnf_env(plugin: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(plugin), "LC_ALL": "C"}  # dnfpluginscore
+
+
+def versionlock_dnf(root: Path, plugin: Path, tmp_path: Path) -> list[str]:
+    """dnf on the root with only the versionlock plugin, its list inside the root.
+
+    dnf reads plugin configuration from the host even with --installroot, so the
+    test gives it its own (pointing at the root's list), as the root's own file does.
+    """
+    plugins, confs = tmp_path / "dnf-plugins", tmp_path / "dnf-plugin-conf"
+    plugins.mkdir()
+    confs.mkdir()
+    shutil.copy(plugin / "dnf-plugins" / "versionlock.py", plugins)
+    locklist = root / "etc" / "dnf" / "plugins" / "versionlock.list"
+    locklist.parent.mkdir(parents=True, exist_ok=True)
+    locklist.write_text("")
+    (locklist.parent / "versionlock.conf").write_text(
+        "[main]\nenabled = 1\nlocklist = /etc/dnf/plugins/versionlock.list\n"
+    )
+    (confs / "versionlock.conf").write_text(f"[main]\nenabled = 1\nlocklist = {locklist}\n")
+    return [
+        "dnf", "-q", "-y", f"--installroot={root}", "--releasever=9",
+        "--disablerepo=pwtest-off", f"--setopt=pluginpath={plugins}",
+        f"--setopt=pluginconfpath={confs}", f"--setopt=cachedir={tmp_path / 'dnf-cache'}",
+    ]  # fmt: skip
+
+
+def dnf_upgradable(dnf: list[str], plugin: Path) -> set[str]:
+    """Names ``dnf check-update`` lists, as the versionlock plugin leaves them."""
+    proc = subprocess.run([*dnf, "check-update"], capture_output=True, text=True, timeout=300,
+                          env=dnf_env(plugin))  # fmt: skip
+    assert proc.returncode in (0, 100), proc.stderr
+    return {
+        fields[0].rpartition(".")[0]
+        for fields in (line.split() for line in proc.stdout.splitlines())
+        if len(fields) == 3 and fields[2] == "pwtest"
+    }
 
 
 def test_real_rpm_database_from_zypper_root(rpm_repo: Path, tmp_path: Path) -> None:
@@ -1008,6 +1179,25 @@ def test_real_rpm_database_from_zypper_root(rpm_repo: Path, tmp_path: Path) -> N
         "legacy": ("1:0.8-1", False),
     }
     assert report["agent"]["warnings"] == []
+    assert report["held"] == []
+
+    # zypper's own locks (/etc/zypp/locks in the root): the agent's holds are exactly
+    # the updates zypper no longer lists
+    def upgradable() -> set[str]:
+        out = subprocess.run([*zypper, "list-updates"], check=True, capture_output=True,
+                             text=True, timeout=120).stdout  # fmt: skip
+        rows = [[f.strip() for f in line.split("|")] for line in out.splitlines()]
+        return {row[2] for row in rows if len(row) == 6 and row[0] == "v"}
+
+    before = upgradable()
+    assert before == {"hello", "widget", "legacy"}
+    subprocess.run([*zypper, "addlock", "hello", "widg*"], check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    after = upgradable()
+    proc = run_agent_file("--root", str(root), "--hostname", "suse.example.net", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    held = json.loads(proc.stdout)["held"]
+    assert {h["name"] for h in held} == before - after == {"hello", "widget"}
 
 
 # ------------------------------------------------------------------------ sending

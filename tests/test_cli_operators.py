@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 
 from cli.output import render_table
+from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import Repository
+from patchwatch.processing import process_pending
+from patchwatch.processing import store_report
 from tests.conftest import ROOT
 from tests.test_inventory import MAIN
 from tests.test_inventory import SECURITY
@@ -120,6 +123,29 @@ def test_hosts_show_diff_and_flags(fleet) -> None:
         "in_maintenance"}  # fmt: skip
     out = fleet("hosts", "set", "web2", "--maintenance-until", "off", "--format", "json")
     assert json.loads(out.stdout)["in_maintenance"] is False
+
+
+def test_held_updates_are_shown_apart(fleet) -> None:
+    """web1 reports openssl held: its security update moves to "held updates", the
+    listing counts it as held, not as security."""
+    now = time.time()
+    doc = report("web1.example.com", WEB1, [MAIN, SECURITY], tags=["web", "prod"],
+                 held=[{"name": "openssl", "arch": "amd64"}])  # fmt: skip
+    store_report("web1.example.com", "patchwatch/1", doc, now)
+    assert process_pending(now) == {"processed": 1}
+    refresh_host_updates(now)
+
+    lines = table(fleet("hosts", "show", "web1"))
+    assert "held packages:       openssl:amd64" in lines
+    pending = lines.index(next(line for line in lines if line.startswith("pending updates")))
+    held = lines.index("held updates (1):")
+    assert any(line.startswith("openssl") for line in lines[held:])
+    assert not any(line.startswith("openssl") for line in lines[pending:held])
+    listed = json.loads(fleet("hosts", "list", "--format", "json").stdout)
+    counts = {r["name"]: (r["security_updates"], r["held_updates"]) for r in listed}
+    assert counts["web1.example.com"] == (0, 1) and counts["web2.example.com"] == (1, 0)
+    head = table(fleet("hosts", "list"))[0].split()
+    assert head[:6] == ["HOST", "OS", "PKGS", "SEC", "OTHER", "HELD"]
 
 
 @SQLITE_ONLY

@@ -75,6 +75,33 @@ def test_host_metrics_follow_the_store(db) -> None:
     assert get("patchwatch_host_updates_pending", {"host": "a", "kind": "security"}) == 0
 
 
+def test_held_updates_are_their_own_kind_and_never_the_oldest_security_update(db) -> None:
+    """Held updates count as kind="held" only: the sum stays all updates, and a held
+    security update feeds neither the security count nor the patch-age series that
+    the security alerts read."""
+    now = time.time()
+    a = Host.create(name="a", created_at=now)
+    b = Host.create(name="b", created_at=now)
+    ssl_old, ssl_new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
+    vim_old, vim_new = _pkg("vim", "9.0"), _pkg("vim", "9.1")
+    for host, first in ((a, now - 900), (b, now - 50)):
+        HostUpdate.create(host=host, installed=ssl_old, available=ssl_new, security=True,
+                          first_seen_at=first, held=host is a)  # fmt: skip
+        HostUpdate.create(host=host, installed=vim_old, available=vim_new, security=False,
+                          first_seen_at=first, held=True)  # fmt: skip
+    get = registry_for(db).get_sample_value
+    pending = "patchwatch_host_updates_pending"
+    assert {k: get(pending, {"host": "a", "kind": k}) for k in ("security", "other", "held")} == {
+        "security": 0, "other": 0, "held": 2,
+    }  # fmt: skip
+    assert {k: get(pending, {"host": "b", "kind": k}) for k in ("security", "other", "held")} == {
+        "security": 1, "other": 0, "held": 1,
+    }  # fmt: skip
+    oldest = "patchwatch_host_oldest_security_update_first_seen_timestamp_seconds"
+    assert get(oldest, {"host": "a"}) is None  # its only security update is held
+    assert get(oldest, {"host": "b"}) == now - 50
+
+
 def test_reports_and_jobs_are_exposed(db) -> None:
     now = time.time()
     Report.create(host_name="a", protocol="x", received_at=now, body=b"", size=0, state="failed")

@@ -24,6 +24,7 @@ from patchwatch.models import RepositorySetMember
 from patchwatch.models import UpdateSet
 from patchwatch.processing import apply_report
 from patchwatch.processing import store_report
+from patchwatch.records import HeldPackage
 from patchwatch.records import HostReport
 from patchwatch.records import OSInfo
 from patchwatch.records import Package
@@ -55,14 +56,16 @@ def report(
     repositories: tuple[ReportedRepository, ...] = (MAIN, SEC),
     os: OSInfo | None = None,
     updates: tuple[ReportedUpdate, ...] | None = None,
+    held: tuple[HeldPackage, ...] = (),
+    at: float = 100.0,
 ) -> None:
     rep = HostReport(
         hostname=host, os=os or OSInfo("debian", "debian", "Debian 12", "12", "bookworm"),
         kernel=kernel, arch="x86_64", packages=tuple(packages), repositories=repositories,
-        updates=updates,
+        updates=updates, held=held,
     )  # fmt: skip
-    row = store_report(host, "patchwatch/1", {}, 100.0)
-    apply_report(row, rep, 100.0)
+    row = store_report(host, "patchwatch/1", {}, at)
+    apply_report(row, rep, at)
 
 
 def publish(repo: ReportedRepository, packages: list[Package], now: float) -> None:
@@ -109,6 +112,62 @@ def test_updates_shared_by_identical_hosts_and_first_seen_kept(db) -> None:
     stored = UpdateSet.get()
     assert stored.computed_at == 3000.0  # the set's row records its new inputs, so...
     assert refresh_host_updates(4000.0).computed == 0  # ...the next run reuses it
+
+
+def _pending(host: str) -> dict[tuple[str, str], tuple[str, bool, bool, float]]:
+    """(name, arch) -> (available version, security, held, first seen) of a host's updates."""
+    rows = HostUpdate.select().join(Host).where(Host.name == host).switch(HostUpdate)
+    return {
+        (u.installed.name, u.installed.arch): (
+            u.available.version, u.security, u.held, u.first_seen_at,
+        )
+        for u in rows
+    }  # fmt: skip
+
+
+def test_held_packages_are_marked_per_host_and_a_hold_flips_only_the_flag(db) -> None:
+    """Hosts that hold packages share the update set of hosts that do not; only their
+    own rows say held, and putting or lifting a hold keeps the first-seen time."""
+    installed = [p("openssl", "3.0.14"), p("curl", "7.88.1"), p("bash", "5.2.15"),
+                 p("libc6", "2.36", arch="i386"), p("libc6", "2.36")]  # fmt: skip
+    # bash is held but has no update; libc6 without arch: both of its archs
+    holds = (HeldPackage("openssl", "amd64"), HeldPackage("libc6"), HeldPackage("bash"))
+    report("plain", installed)
+    report("holder", installed, held=holds)
+    publish(MAIN, [p("curl", "7.88.2"), p("bash", "5.2.15"), p("openssl", "3.0.14"),
+                   p("libc6", "2.37", arch="i386"), p("libc6", "2.37")], 200.0)  # fmt: skip
+    publish(SEC, [p("openssl", "3.0.15")], 200.0)
+
+    ctx = refresh_host_updates(1000.0)
+    assert (ctx.computed, ctx.reused) == (1, 1)  # holds do not split the shared inputs
+    assert _pending("plain") == {
+        ("openssl", "amd64"): ("3.0.15", True, False, 1000.0),
+        ("curl", "amd64"): ("7.88.2", False, False, 1000.0),
+        ("libc6", "amd64"): ("2.37", False, False, 1000.0),
+        ("libc6", "i386"): ("2.37", False, False, 1000.0),
+    }
+    assert _pending("holder") == {
+        ("openssl", "amd64"): ("3.0.15", True, True, 1000.0),  # still a security update
+        ("curl", "amd64"): ("7.88.2", False, False, 1000.0),
+        ("libc6", "amd64"): ("2.37", False, True, 1000.0),
+        ("libc6", "i386"): ("2.37", False, True, 1000.0),
+    }
+    assert refresh_host_updates(1500.0).hosts_changed == 0  # nothing to write again
+
+    report("holder", installed, held=(HeldPackage("curl", "amd64"),), at=2000.0)  # new holds
+    ctx = refresh_host_updates(3000.0)
+    assert ctx.computed == 0 and ctx.hosts_changed == 1
+    after = _pending("holder")
+    assert {key: row[2] for key, row in after.items()} == {
+        ("openssl", "amd64"): False, ("curl", "amd64"): True,
+        ("libc6", "amd64"): False, ("libc6", "i386"): False,
+    }  # fmt: skip
+    assert {row[3] for row in after.values()} == {1000.0}  # first seen when it first was
+
+    report("holder", installed, at=4000.0)  # a report without holds lifts them all
+    refresh_host_updates(5000.0)
+    assert not any(row[2] for row in _pending("holder").values())
+    assert Host.get(Host.name == "holder").held == ""
 
 
 def test_sets_without_packed_ids_are_read_from_their_member_rows(db) -> None:

@@ -251,8 +251,10 @@ def seed_host(
     maintenance: bool = False,
     packages: int = 400,
     tags: str = "",
+    held: bool = False,
 ) -> Host:
-    """Write one host with pending updates first seen ``security_ages_days`` ago."""
+    """Write one host with pending updates first seen ``security_ages_days`` ago
+    (of packages the host holds when ``held``)."""
     release, _ = OSRelease.get_or_create(name=os_name, defaults={"family": family})
     digest = hashlib.sha256(name.encode()).hexdigest()
     package_set = PackageSet.create(digest=digest, size=packages, created_at=now)
@@ -281,6 +283,7 @@ def seed_host(
             available=_package(f"{name}-lib{i}", "1.1"),
             security=security,
             first_seen_at=now - age * DAY,
+            held=held,
         )
     return host
 
@@ -527,7 +530,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatchwatchServer
     """A running patchwatch with three hosts whose security updates are 10 days old.
 
     web-1 reports normally, db-1 is in maintenance, old-1 stopped reporting 5 days ago:
-    only web-1's alert may reach a human.
+    only web-1's alert may reach a human. held-1's 10-day-old security update is of a
+    package it holds: no alert at all.
     """
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
@@ -539,6 +543,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatchwatchServer
             seed_host("web-1", now, security_ages_days=(10, 2), other_updates=3)
             seed_host("db-1", now, security_ages_days=(10,), maintenance=True)
             seed_host("old-1", now, security_ages_days=(10,), report_age_days=5)
+            seed_host("held-1", now, security_ages_days=(10,), held=True)
             seed_mirror(
                 "deb-main", "http://deb.example/debian", now, success_age_hours=0.5, packages=9
             )
@@ -616,6 +621,14 @@ def test_security_alert_reaches_the_webhook_and_resolves(
         )
         assert webhook.alerts(name, "db-1") == []
         assert webhook.alerts(name, "old-1") == []
+        # a held security update: counted as held, and no alert, not even a silenced one
+        held = prometheus.query('patchwatch_host_updates_pending{host="held-1"}')
+        assert {r["metric"]["kind"]: r["value"][1] for r in held} == {
+            "security": "0", "other": "0", "held": "1",
+        }  # fmt: skip
+        assert prometheus.query(f'ALERTS{{alertname="{name}",host="held-1"}}') == []
+        assert not any(a["labels"].get("host") == "held-1" for a in alertmanager.alerts())
+        assert webhook.alerts(name, "held-1") == []
         # the silent host's own alert does reach a human
         assert webhook.alerts("PatchwatchHostNotReporting", "old-1", "firing")
     finally:

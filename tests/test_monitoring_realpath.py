@@ -235,7 +235,7 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
         assert float(series[0]["value"][1]) == pytest.approx(first_seen, abs=1e-3)
         pending = prom.query(f'patchwatch_host_updates_pending{{host="{HOST}"}}')
         assert {s["metric"]["kind"]: float(s["value"][1]) for s in pending} == {
-            "security": 1.0, "other": 0.0,
+            "security": 1.0, "other": 0.0, "held": 0.0,
         }  # fmt: skip
 
         firing = wait_until(

@@ -81,6 +81,26 @@ def test_protocol1_debian_client_gets_204_and_the_host_appears(server_factory) -
         assert host.repository_set.size == 3
 
 
+def test_protocol1_dpkg_hold_status_reaches_the_host(server_factory, tmp_path) -> None:
+    """A client that keeps dpkg's status on the line ('hold ok installed'): the host's
+    package is held, through the real server and its processing."""
+    folder = tmp_path / "p1"
+    shutil.copytree(FIXTURES / "reports/patchman1-debian12", folder)
+    packages = (folder / "packages").read_text()
+    held_line = "'openssl' '' '3.0.15' '1~deb12u1' 'amd64' 'deb'"
+    (folder / "packages").write_text(
+        packages.replace(held_line, held_line + " 'hold ok installed'")
+    )
+    srv = server_factory({"PATCHWATCH_PROTOCOL1_NETWORKS": "127.0.0.0/8"})
+    code, body = split(curl_protocol1(srv.base, folder))
+    assert code == 204, body
+    host = wait_for_host(srv.database_url, "web01.example.com")
+    with open_database(srv.database_url).connection_context():
+        host = Host.get_by_id(host.id)
+        assert host.held == '[["openssl","amd64"]]'
+        assert host.package_set.size == 5  # the status is not part of the package
+
+
 def test_protocol1_report_true_gets_the_text_echo(server_factory) -> None:
     srv = server_factory({"PATCHWATCH_PROTOCOL1_NETWORKS": "127.0.0.0/8"})
     code, body = split(curl_protocol1(srv.base, FIXTURES / "reports/patchman1-rocky9"))

@@ -30,6 +30,8 @@ def api(db, tmp_path):
     for i, host in enumerate(["web1.example.com", "web2.example.com", "db1.example.org"]):
         doc = native_doc(host, n=4 + i)
         doc["tags"] = ["db"] if host.startswith("db") else ["web"]
+        if host.startswith("db"):
+            doc["held"] = [{"name": "pkg1", "arch": "amd64"}]  # db1 holds its only update
         assert post(client, doc, token=enroll).status_code == 202
     process_pending(time.time())
     repo = Repository.get()
@@ -49,7 +51,11 @@ def test_hosts_listing_and_filters(api) -> None:
     assert r.status_code == 200 and body["total"] == 3
     assert {h["name"] for h in body["items"]} == {"web1.example.com", "web2.example.com",
                                                    "db1.example.org"}  # fmt: skip
-    assert all(h["security_updates"] == 1 for h in body["items"])
+    counts = {h["name"]: (h["security_updates"], h["held_updates"]) for h in body["items"]}
+    assert counts == {"web1.example.com": (1, 0), "web2.example.com": (1, 0),
+                      "db1.example.org": (0, 1)}  # fmt: skip
+    r = client.get("/api/v1/hosts?security=true", headers=auth)
+    assert r.get_json()["total"] == 2  # a held security update is not one to act on
     r = client.get("/api/v1/hosts?tag=db", headers=auth)
     assert [h["name"] for h in r.get_json()["items"]] == ["db1.example.org"]
     r = client.get("/api/v1/hosts?domain=example.com&per_page=1&page=2", headers=auth)
@@ -68,9 +74,13 @@ def test_one_host_with_packages_repositories_updates(api) -> None:
     assert body["repositories"][0]["security"] is True
     assert body["updates"] == [
         {"name": "pkg1", "arch": "amd64", "installed": "1.1-1", "available": "1.1-2",
-         "security": True, "first_seen_at": body["updates"][0]["first_seen_at"],
+         "security": True, "held": False, "first_seen_at": body["updates"][0]["first_seen_at"],
          "repository": body["repositories"][0]["key"]}
     ]  # fmt: skip
+    assert body["held_packages"] == []
+    db1 = client.get("/api/v1/hosts/db1.example.org", headers=auth).get_json()
+    assert [(u["name"], u["security"], u["held"]) for u in db1["updates"]] == [("pkg1", True, True)]
+    assert db1["held_packages"] == [{"name": "pkg1", "arch": "amd64"}]
     assert client.get("/api/v1/hosts/nope", headers=auth).status_code == 404
 
 
@@ -88,7 +98,10 @@ def test_csv_and_updates_summary(api) -> None:
     r = client.get("/api/v1/updates?format=csv", headers=auth)
     assert r.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
-    assert rows[0]["name"] == "pkg1" and rows[0]["hosts"] == "3"
+    assert [(row["name"], row["held"], row["hosts"]) for row in rows] == [
+        ("pkg1", "False", "2"),
+        ("pkg1", "True", "1"),  # the host that holds it, apart
+    ]
     r = client.get("/api/v1/repositories", headers=auth)
     assert r.get_json()["items"][0]["hosts"] == 3
 

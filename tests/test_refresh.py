@@ -1027,6 +1027,12 @@ def test_cli_updates_lists_the_pending_updates_of_a_host(
         "rpmhost.test: 2 pending updates; reboot required: no",
         "1 update sets computed, 0 reused",
     ]
+    store_report("rpmhost.test", "patchwatch/1", {**report, "held": [{"name": "hello"}]}, NOW + 1)
+    assert process_pending(NOW + 1) == {"processed": 1}
+    assert run_cli(refresh_cmd.cmd_updates, make_settings(), host="rpmhost.test") == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == f"hello noarch 1.0-1 -> 1.1-1 held security {key}"
+    assert lines[2] == "rpmhost.test: 1 pending updates, 1 held; reboot required: no"
     with pytest.raises(NotFoundError, match="no host 'ghost'"):
         run_cli(refresh_cmd.cmd_updates, make_settings(), host="ghost")
 

@@ -23,6 +23,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from patchwatch.errors import ParseError
+from patchwatch.records import HeldPackage
 from patchwatch.records import HostReport
 from patchwatch.records import Package
 from patchwatch.records import PackageKind
@@ -287,6 +288,7 @@ def test_native_deb_fixture() -> None:
     assert report.repositories[1].name == report.repositories[1].id  # no name: the id
     assert report.updates is None
     assert report.modules == ()
+    assert report.held == (HeldPackage("vim", "amd64"),)
 
 
 def test_native_rpm_fixture() -> None:
@@ -311,6 +313,7 @@ def test_native_rpm_fixture() -> None:
         ReportedUpdate("openssl", "1:3.0.7-28.el9_4", "x86_64", True, "baseos"),
         ReportedUpdate("tzdata", "2024b-3.el9", "noarch", False, ""),
     )
+    assert report.held == (HeldPackage("bash", ""),)  # no arch: every arch of the name
 
 
 # =========================================================================== host names
@@ -412,6 +415,52 @@ def test_protocol1_skips_keys_blank_lines_duplicates_and_unsupported_types() -> 
     )
     assert report.packages == (Package("bash", "", "5.2.15", "2+b7", "amd64", DEB),)
     assert report.extra["skipped_packages"] == "arch=2,gentoo=1"
+
+
+def test_protocol1_dpkg_hold_status_keeps_the_hold() -> None:
+    """A deb line that carries dpkg's status: "hold ok installed" is held, others not."""
+    report = p1(
+        packages="\n".join(
+            [
+                "'docker-ce' '5' '27.3.1' '1~debian.12~bookworm' 'amd64' 'deb' 'hold ok installed'",
+                "'libc6' '' '2.36' '9+deb12u9' 'i386' 'deb' 'hold ok installed'",
+                "'libc6' '' '2.36' '9+deb12u9' 'amd64' 'deb' 'install ok installed'",
+                "'bash' '' '5.2.15' '2+b7' 'amd64' 'deb'",  # the stock client: no status
+                "'vim' '2' '9.0.1378' '2' 'amd64' 'deb' 'hold ok installed' 'x'",
+                "'hello' '0' '1.0' '1' 'noarch' 'rpm' 'hold ok installed'",  # rpm: no dpkg
+                "'nano' '' '7.2' '1' 'amd64' 'deb' 'hold ok config-files'",  # not installed
+            ]
+        )
+        + "\n"
+    )
+    assert len(report.packages) == 7
+    assert report.held == (
+        HeldPackage("docker-ce", "amd64"),
+        HeldPackage("libc6", "i386"),
+        HeldPackage("vim", "amd64"),
+    )
+    assert p1(packages="'bash' '' '5.2.15' '2+b7' 'amd64' 'deb'\n").held == ()
+
+
+def test_native_held_packages_are_read_checked_and_deduplicated() -> None:
+    vim = {"name": "vim", "arch": "amd64"}
+    report = parse_native(native_doc(held=[vim, {"name": "tzdata"}, vim]))
+    assert report.held == (HeldPackage("tzdata", ""), HeldPackage("vim", "amd64"))
+    assert parse_native(native_doc(held=[])).held == ()
+    doc = native_doc()
+    del doc["held"]
+    assert parse_native(doc).held == ()  # absent: nothing held
+    for held, where in (
+        ([{"name": ""}], "held[0].name"),
+        ([{"name": "a", "arch": ""}], "held[0].arch"),
+        ([{"name": "a", "version": "1"}], "held[0].version"),
+        ([{"arch": "amd64"}], "held[0].name"),
+        ("vim", "held"),
+        ([{"name": "a"}] * 10_001, "held"),
+    ):
+        with pytest.raises(ParseError) as info:
+            parse_native(native_doc(held=held))
+        assert info.value.where == where
 
 
 @pytest.mark.parametrize(
@@ -1317,7 +1366,7 @@ def _accepts(doc: Any) -> bool:
 def _trimmed(name: str) -> dict[str, Any]:
     """A fixture cut down to a few list items: the rest would repeat the same paths."""
     doc = load_json(name)
-    for key in ("packages", "repositories", "modules", "updates"):
+    for key in ("packages", "repositories", "modules", "updates", "held"):
         if key in doc:
             doc[key] = doc[key][:2]
     return doc

@@ -16,6 +16,7 @@ from patchwatch.health import check_database
 from patchwatch.locks import acquire_lease
 from patchwatch.locks import release_lease
 from patchwatch.migrations import LATEST
+from patchwatch.migrations import MIGRATIONS
 from patchwatch.migrations import current_version
 from patchwatch.migrations import migrate
 from patchwatch.models import MODELS
@@ -108,7 +109,11 @@ def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db)
     if sqlite:
         db.execute_sql('CREATE INDEX "update_set_item_update_set_id" '
                        'ON "update_set_item" ("update_set_id")')  # fmt: skip
-    HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=7.0)
+    db.execute_sql(  # the columns of schema 4 only
+        'INSERT INTO "host_update" (host_id, installed_id, available_id, security, first_seen_at) '
+        f"VALUES ({host.id}, {old.id}, {new.id}, {db.param}, 7.0)",
+        (True,),
+    )
     UpdateSetItem.create(update_set=uset, installed=old, available=new, security=True)
     SchemaVersion.delete().where(SchemaVersion.version >= 5).execute()
 
@@ -118,7 +123,8 @@ def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db)
             _index_names(db, table)
         ), table
     assert "host_update_host_id_installed_id" in _index_names(db, "host_update")
-    assert "host_update_host_id_security_first_seen_at" in _index_names(db, "host_update")
+    # (the later migration of held packages put ``held`` into this index)
+    assert "host_update_host_id_security_held_first_seen_at" in _index_names(db, "host_update")
     assert "update_set_item_update_set_id" in _index_names(db, "update_set_item")
     kept = HostUpdate.get()
     assert (kept.host_id, kept.installed_id, kept.available_id, kept.first_seen_at) == (
@@ -139,6 +145,37 @@ def test_migration_5_drops_update_indexes_on_packages_and_keeps_every_update(db)
             assert 'REFERENCES "package"' not in sql and "FOREIGN KEY" in sql, sql
         host.delete_instance()  # the key to hosts stays, with its cascade
         assert HostUpdate.select().count() == 0
+
+
+def test_migration_of_held_packages_adds_columns_defaults_and_the_covering_index(db) -> None:
+    """A store from before held packages keeps its updates, none of them held, and rows
+    written without the column (copied from update sets) get the schema's default."""
+    step = next(m.version for m in MIGRATIONS if "held packages" in m.description)
+    old, new = _pkg("bash", "5.1"), _pkg("bash", "5.2")
+    host = Host.create(name="db1", created_at=time.time())
+    HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=7.0)
+    db.execute_sql('DROP INDEX "host_update_host_id_security_held_first_seen_at"')
+    db.execute_sql('CREATE INDEX "host_update_host_id_security_first_seen_at" '
+                   'ON "host_update" ("host_id", "security", "first_seen_at")')  # fmt: skip
+    db.execute_sql('ALTER TABLE "host_update" DROP COLUMN "held"')
+    db.execute_sql('ALTER TABLE "host" DROP COLUMN "held"')
+    SchemaVersion.delete().where(SchemaVersion.version >= step).execute()
+
+    assert migrate(db)[0] == step
+    assert _index_names(db, "host_update") - {"host_update_pkey"} == {
+        "host_update_host_id_installed_id", "host_update_host_id_security_held_first_seen_at",
+    }  # fmt: skip
+    kept = HostUpdate.get()
+    assert (kept.installed_id, kept.first_seen_at, kept.held) == (old.id, 7.0, False)
+    assert Host.get().held == ""
+    other = _pkg("zsh", "5.8")
+    db.execute_sql(
+        'INSERT INTO "host_update" (host_id, installed_id, available_id, security, '
+        f"first_seen_at) VALUES ({host.id}, {other.id}, {new.id}, {db.param}, 8.0)",
+        (False,),
+    )
+    assert HostUpdate.get(HostUpdate.installed == other).held is False
+    assert migrate(db) == []
 
 
 def test_migration_6_packs_the_member_ids_of_stored_sets(db) -> None:
@@ -196,7 +233,8 @@ def test_migration_2_drops_covered_indexes_and_keeps_every_member(db) -> None:
     assert "package_set_member_package_set_id" not in _index_names(db, "package_set_member")
     assert "package_set_member_package_id" in _index_names(db, "package_set_member")
     assert not {"host_update_host_id", "host_update_security"} & _index_names(db, "host_update")
-    assert "host_update_host_id_security_first_seen_at" in _index_names(db, "host_update")
+    # (its covering index, with ``held`` since the migration of held packages)
+    assert "host_update_host_id_security_held_first_seen_at" in _index_names(db, "host_update")
     rows = PackageSetMember.select(PackageSetMember.package).where(
         PackageSetMember.package_set == pset
     )

@@ -8,7 +8,13 @@
    of the dpkg status where some packages are lowered to older versions the mirror
    still carries, so it is never vacuous on an up-to-date machine. This needs the
    mirror: when it cannot be reached the test FAILS saying so.
-2. rpm-md: a dnf ``--installroot`` with old versions installed from the repository
+2. Holds: the same lowered dpkg status in a throw-away root, with packages put on hold
+   by ``dpkg --set-selections`` (what ``apt-mark hold`` does); the agent reads the root.
+   patchwatch's pending (not held) updates must equal ``apt list --upgradable`` minus
+   what ``apt-get -s dist-upgrade`` holds back, its held updates exactly those, and
+   their count that of apt's holds among the upgradable packages (``apt-mark
+   showhold``, node_exporter's ``apt_upgrades_held``).
+3. rpm-md: a dnf ``--installroot`` with old versions installed from the repository
    scripts/make_rpm_repo.sh builds; patchwatch's updates equal ``dnf check-update`` and
    its security updates equal ``dnf updateinfo list --security``.
 
@@ -77,8 +83,9 @@ def run(cmd: list[str], ok: tuple[int, ...] = (0,), timeout: float = 120) -> str
     return proc.stdout
 
 
-def patchwatch_updates(host_name: str) -> tuple[set[Update], set[Update]]:
-    """(all, security) pending updates of a host, as (name, arch, candidate evr)."""
+def patchwatch_updates(host_name: str, held: bool | None = None) -> tuple[set[Update], set[Update]]:
+    """(all, security) pending updates of a host, as (name, arch, candidate evr); with
+    ``held``, only those of packages the host holds (True) or does not (False)."""
     host = Host.get(Host.name == host_name)
     inst, avail = Package.alias(), Package.alias()
     rows = (
@@ -88,11 +95,12 @@ def patchwatch_updates(host_name: str) -> tuple[set[Update], set[Update]]:
         .switch(HostUpdate)
         .join(avail, on=(HostUpdate.available == avail.id))
         .where(HostUpdate.host == host)
-        .tuples()
     )  # fmt: skip
+    if held is not None:
+        rows = rows.where(HostUpdate.held == held)
     every: set[Update] = set()
     security: set[Update] = set()
-    for name, arch, kind, epoch, version, release, is_security in rows:
+    for name, arch, kind, epoch, version, release, is_security in rows.tuples():
         evr = PackageRecord(name, epoch, version, release, arch, PackageKind(kind)).evr
         every.add((name, arch, evr))
         if is_security:
@@ -151,6 +159,15 @@ class PrivateApt:
             if any(s.endswith("-security") for s in suites.split(",")):
                 security.add((name.split(":")[0], arch, version))
         return every, security
+
+    def installs(self) -> set[str]:
+        """Names ``apt-get -s dist-upgrade`` would install: what it does not hold back."""
+        out = run(["apt-get", "-s", "dist-upgrade", *self.options])
+        return {m.group(1).split(":")[0] for m in re.finditer(r"^Inst (\S+) ", out, re.M)}
+
+    def holds(self) -> set[str]:
+        """``apt-mark showhold``: the packages on hold in this status."""
+        return {line.split(":")[0] for line in run(["apt-mark", "showhold", *self.options]).split()}
 
     def madison(self, names: list[str]) -> dict[str, list[tuple[str, str]]]:
         """Every version the lists hold per package: name -> [(version, index line)]."""
@@ -247,6 +264,16 @@ def machine_mirror_settings(report: dict) -> Settings:
     return Settings(mirror_allowed_networks=tuple(sorted(networks)))
 
 
+def same_mirror_data(apt: PrivateApt) -> bool:
+    """Whether patchwatch read the very Packages indexes apt read (no publish between)."""
+    return all(
+        m.metadata_checksum.endswith(
+            apt.packages_sha256(m.url, Repository.get_by_id(m.repository_id).suite)
+        )
+        for m in Mirror.select()
+    )
+
+
 def refresh_and_compute(now: float, settings: Settings) -> None:
     with HttpFetcher.from_settings(settings) as fetcher:
         results = refresh_all(fetcher, now, settings)
@@ -279,13 +306,7 @@ def test_apt_updates_of_this_machine_agree_with_apt(db: object, tmp_path: Path) 
             store_report(doc["host"], "patchwatch/1", doc, now)
         assert process_pending(now) == {"processed": 2}
         refresh_and_compute(now, machine_mirror_settings(report))
-        same = all(
-            m.metadata_checksum.endswith(
-                apt.packages_sha256(m.url, Repository.get_by_id(m.repository_id).suite)
-            )
-            for m in Mirror.select()
-        )
-        if same:
+        if same_mirror_data(apt):
             break
         assert attempt == 0, "the mirror changed twice during the test"
 
@@ -310,6 +331,163 @@ def test_apt_updates_of_this_machine_agree_with_apt(db: object, tmp_path: Path) 
     lowered_all, lowered_security = patchwatch_updates("downgraded.test")
     assert {n for n, _a, _v in lowered_all} >= set(chosen)
     assert lowered_security and lowered_all - lowered_security
+
+
+def lower_sources(apt: PrivateApt, status_in: Path, status_out: Path,
+                  want: tuple[int, int] = (3, 5)) -> dict[str, str]:  # fmt: skip
+    """Lower whole source packages to an older version the mirror has, consistently.
+
+    ``downgrade`` edits versions one binary at a time, which ``apt list --upgradable``
+    does not mind but leaves dependencies unmet (libssl-dev needs libssl3 of its own
+    version), and then ``apt-get dist-upgrade`` refuses to plan anything. Here every
+    installed binary of a source goes down together, to the newest older version the
+    mirror has for all of them, with the exact dependencies among them rewritten, as an
+    older system would have them; a source whose lowering still breaks a dependency
+    (``apt-get check``) is left alone. ``want``: how many sources whose newest version
+    is a security update, and how many others. Returns package name -> version.
+    """
+    stanzas = status_in.read_text(encoding="utf-8").split("\n\n")
+    groups: dict[tuple[str, str], list[int]] = {}
+    names: dict[int, str] = {}
+    for i, stanza in enumerate(stanzas):
+        fields = dict(re.findall(r"^(Package|Version|Source|Status): (.*)$", stanza, re.M))
+        if "Package" in fields and fields.get("Status", "").endswith(" installed"):
+            source = fields.get("Source", fields["Package"]).split(" ")[0]
+            groups.setdefault((source, fields["Version"]), []).append(i)
+            names[i] = fields["Package"]
+    found = apt.madison(sorted(set(names.values())))
+    security: list[tuple[tuple[str, str], str]] = []
+    other: list[tuple[tuple[str, str], str]] = []
+    for (source, version), members in sorted(groups.items()):
+        older = None
+        for i in members:
+            versions = {v for v, _line in found.get(names[i], [])
+                        if DebVersion(v) < DebVersion(version)}  # fmt: skip
+            older = versions if older is None else older & versions
+        if not older:
+            continue
+        newest_line = max(found[names[members[0]]], key=lambda item: DebVersion(item[0]))[1]
+        picks = security if "-security" in newest_line else other
+        picks.append(((source, version), max(older, key=DebVersion)))
+    chosen = dict(security[: want[0]] + other[: want[1]])
+    for _round in range(5):
+        out = list(stanzas)
+        for (_source, old), new in chosen.items():
+            for i in groups[(_source, old)]:
+                text = re.sub(r"^Version: .*$", f"Version: {new}", out[i], flags=re.M)
+                out[i] = text.replace(f"(= {old})", f"(= {new})")
+        status_out.write_text("\n\n".join(out), encoding="utf-8")
+        proc = subprocess.run(["apt-get", "-s", "check", *apt.with_status(status_out).options],
+                              capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
+        if proc.returncode == 0:
+            return {names[i]: new for key, new in chosen.items() for i in groups[key]}
+        broken = set(re.findall(r"^ ?(\S+) : |Depends: (\S+)", proc.stdout, re.M))
+        broken_names = {name for pair in broken for name in pair if name}
+        chosen = {key: new for key, new in chosen.items()
+                  if not broken_names & {names[i] for i in groups[key]}}  # fmt: skip
+    raise AssertionError(f"could not lower sources consistently: {proc.stdout[-1500:]}")
+
+
+def set_selections(admindir: Path, selections: dict[str, str]) -> None:
+    """``dpkg --set-selections`` in a throw-away admin directory: hold or install."""
+    text = "".join(f"{name} {want}\n" for name, want in selections.items())
+    proc = subprocess.run(
+        ["dpkg", f"--admindir={admindir}", "--set-selections"],
+        input=text, capture_output=True, text=True, env=ENV, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def choose_holds(apt: PrivateApt, admindir: Path, upgradable: set[Update],
+                 security: set[Update], want: int = 3) -> list[str]:  # fmt: skip
+    """Put up to ``want`` upgradable packages on hold, a security update among them.
+
+    A hold is kept only if apt then holds back exactly the held packages: holding
+    curl also keeps libcurl4 back (it needs curl's version), which is a dependency
+    apt resolves and patchwatch does not, so such a package is released again.
+    """
+    names = sorted({n for n, _a, _v in upgradable})
+    first = sorted({n for n, _a, _v in security})[:1]
+    held: list[str] = []
+    for name in [*first, *(n for n in names if n not in first)]:
+        set_selections(admindir, {name: "hold"})
+        if names_set(upgradable) - apt.installs() == {*held, name}:
+            held.append(name)
+            if len(held) == want:
+                break
+        else:
+            set_selections(admindir, {name: "install"})
+    return held
+
+
+def names_set(updates: set[Update]) -> set[str]:
+    return {n for n, _a, _v in updates}
+
+
+@sqlite_only
+@pytest.mark.network
+@pytest.mark.slow
+def test_apt_holds_agree_with_apt(db: object, tmp_path: Path) -> None:
+    if not Path("/var/lib/dpkg/status").is_file():
+        require_or_skip(ORACLES_ENV, "not a Debian machine (no /var/lib/dpkg/status)")
+    require_tools("apt", "apt-get", "apt-cache", "apt-mark", "dpkg", "gpgv",
+                  install="apt-get install -y apt dpkg gpgv")  # fmt: skip
+    machine = agent_report()
+    assert machine["repositories"], "the agent found no apt repositories on this machine"
+    root = tmp_path / "root"
+    admindir = root / "var" / "lib" / "dpkg"
+    for sub in ("updates", "info"):
+        (admindir / sub).mkdir(parents=True)
+    (admindir / "available").write_text("")
+    (root / "etc").mkdir()
+    shutil.copy("/etc/os-release", root / "etc" / "os-release")
+    apt = PrivateApt(tmp_path / "apt")
+    oracle = apt.with_status(admindir / "status")
+
+    for attempt in range(2):  # the mirror may publish between apt's update and ours
+        apt.update()
+        lowered = lower_sources(apt, Path("/var/lib/dpkg/status"), admindir / "status")
+        assert len(lowered) >= 4, f"too few packages could be lowered: {lowered}"
+        upgradable, security = oracle.upgradable()
+        assert names_set(upgradable) == oracle.installs(), "apt holds back packages unheld"
+        held = choose_holds(oracle, admindir, upgradable, security)
+        assert len(held) == 3 and held[0] in names_set(security), held
+        quiet = sorted(
+            p["name"] for p in machine["packages"]
+            if p["type"] == "deb" and p["name"] not in names_set(upgradable)
+        )[0]  # fmt: skip
+        set_selections(admindir, {quiet: "hold"})  # held, with no update to hold back
+
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "agent" / "patchwatch_agent.py"), "--root", str(root),
+             "--hostname", "held.test", "--dry-run"],
+            capture_output=True, text=True, env=ENV, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert {h["name"] for h in report["held"]} == {*held, quiet} == oracle.holds()
+        report["repositories"] = machine["repositories"]  # the root has no apt sources
+        now = time.time()
+        store_report("held.test", "patchwatch/1", report, now)
+        assert process_pending(now) == {"processed": 1}
+        refresh_and_compute(now, machine_mirror_settings(report))
+        if same_mirror_data(apt):
+            break
+        assert attempt == 0, "the mirror changed twice during the test"
+
+    installs = oracle.installs()
+    want_pending = {u for u in upgradable if u[0] in installs}
+    want_held = upgradable - want_pending
+    got_pending, got_pending_security = patchwatch_updates("held.test", held=False)
+    got_held, got_held_security = patchwatch_updates("held.test", held=True)
+    assert got_pending == want_pending, (
+        f"pending only patchwatch has: {sorted(got_pending - want_pending)}; "
+        f"only apt would install: {sorted(want_pending - got_pending)}"
+    )
+    assert got_held == want_held and names_set(got_held) == set(held)
+    assert len(got_held) == len(oracle.holds() & names_set(upgradable))  # apt_upgrades_held
+    assert got_pending_security == security & want_pending
+    assert got_held_security == security & want_held and got_held_security  # still security
 
 
 # -------------------------------------------------------------------------- dnf
