@@ -32,6 +32,7 @@ from patchwatch.refresh import RefreshResult
 from patchwatch.refresh import refresh_all
 from patchwatch.refresh import summarize_results
 from patchwatch.settings import Settings
+from patchwatch.update_status import unknown_reasons
 
 BAR_WIDTH = 24
 
@@ -165,5 +166,9 @@ def _print_host_updates(name: str) -> None:
         flag = "security" if security else "other"
         print(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}")
         count += 1
-    reboot = "yes" if host.reboot_required else "no"
-    print(f"{host.name}: {count} pending updates; reboot required: {reboot}")
+    reboot = {True: "yes", False: "no", None: "unknown"}[host.reboot_required]
+    if host.updates_complete:
+        print(f"{host.name}: {count} pending updates; reboot required: {reboot}")
+        return
+    reason = unknown_reasons([host.id])[host.id]
+    print(f"{host.name}: pending updates unknown ({reason}); reboot required: {reboot}")
