@@ -21,6 +21,7 @@ from peewee import PeeweeException
 
 from patchwatch.db import database
 from patchwatch.fetch import HttpFetcher
+from patchwatch.followup import FollowUp
 from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.jobs import finish_job_run
 from patchwatch.jobs import prune_job_runs
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 LEASE_TTL_SECONDS = 60.0
+FOLLOW_UP_SECONDS = 1  # the loop's tick: new hosts get their numbers within seconds
 JOB_RUN_RETENTION_SECONDS = 30 * 86400
 
 
@@ -45,6 +47,8 @@ class Job:
     name: str
     every_seconds: int
     run: Callable[[float], str]  # returns a short detail for the job run row
+    # asked first, when given: a job that runs every tick records a run only with work
+    has_work: Callable[[], bool] | None = None
 
 
 def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], None]:
@@ -52,6 +56,8 @@ def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], No
 
     def wrapper() -> None:
         with database.connection_context():
+            if job.has_work is not None and not job.has_work():
+                return
             run = start_job_run(job.name, clock())
             try:
                 detail = job.run(clock())
@@ -85,6 +91,12 @@ def compute_updates(now: float) -> str:
     return f"{ctx.computed} update sets computed, {ctx.reused} reused"
 
 
+def follow_up_job(settings: Settings) -> Job:
+    """Every tick: read new repositories, compute updates of hosts whose report changed."""
+    follow = FollowUp(settings)
+    return Job("follow_up", FOLLOW_UP_SECONDS, follow.run, has_work=follow.has_work)
+
+
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
@@ -102,6 +114,7 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("refresh_mirrors", settings.refresh_interval_minutes * 60, refresh_mirrors(settings)),
         Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),
+        follow_up_job(settings),
     ]
 
 
