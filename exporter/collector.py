@@ -100,6 +100,7 @@ class StoreCollector(Collector):
             names, os_names, os_families, arches, kernels, tags, reboots_reported,
             reboots_kernel, last_reports, packages, security, other, oldest_security,
             maintenance_until, orphans, complete, computed_at, inputs_changed_at, _inputs_seen,
+            checked,
         ) = columns  # fmt: skip
         # known: computed with the data of every repository the server can read
         known = [
@@ -128,8 +129,10 @@ class StoreCollector(Collector):
         computed: list[Row] = [
             (host, at) for host, at, ok in zip(hosts, computed_at, known, strict=True) if ok
         ]
-        changed: list[Row] = [
-            (host, at) for host, at in zip(hosts, inputs_changed_at, strict=True) if at is not None
+        changed: list[Row] = [  # none where checks are off: nothing is due there
+            (host, at)
+            for host, at, check in zip(hosts, inputs_changed_at, checked, strict=True)
+            if at is not None and check
         ]
         last: list[Row] = [
             (host, at) for host, at in zip(hosts, last_reports, strict=True) if at is not None
@@ -171,7 +174,8 @@ class StoreCollector(Collector):
         yield RowFamily(
             "patchwatch_host_updates_inputs_changed_timestamp_seconds",
             "When a report last changed what the host's updates are computed from "
-            "(packages, repositories, kernel, OS); newer than the computation: stale.",
+            "(packages, repositories, kernel, OS); newer than the computation: stale "
+            "(absent while the host's update checks are off).",
             ["host"],
             changed,
         )

@@ -64,6 +64,7 @@ class HostRow:
     updates_computed_at: float | None = None
     inputs_changed_at: float | None = None
     updates_inputs_at: float | None = None
+    check_updates: bool = True
 
     @property
     def reboot_required(self) -> bool | None:
@@ -82,7 +83,7 @@ HOST_TUPLE_FIELDS = (
     "name", "os", "os_family", "arch", "kernel", "tags", "reboot_reported", "reboot_kernel",
     "last_report_at", "packages", "security", "other", "oldest_security_first_seen",
     "maintenance_until", "packages_without_repository", "updates_complete",
-    "updates_computed_at", "inputs_changed_at", "updates_inputs_at",
+    "updates_computed_at", "inputs_changed_at", "updates_inputs_at", "check_updates",
 )  # fmt: skip
 
 
@@ -120,7 +121,7 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
             fn.COALESCE(per_host.c.security, 0), fn.COALESCE(per_host.c.other, 0),
             per_host.c.oldest, Host.maintenance_until, Host.packages_without_repository,
             Host.updates_complete, Host.updates_computed_at, Host.inputs_changed_at,
-            Host.updates_inputs_at,
+            Host.updates_inputs_at, Host.check_updates,
         )
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
@@ -140,7 +141,7 @@ def load_host_rows() -> list[HostRow]:
     """Every host with its update counts (see :func:`load_host_tuples`), in one query."""
     rows = load_host_tuples()
     return [
-        HostRow(*r[:6], _flag(r[6]), _flag(r[7]), *r[8:15], bool(r[15]), *r[16:])  # type: ignore[arg-type]
+        HostRow(*r[:6], _flag(r[6]), _flag(r[7]), *r[8:15], bool(r[15]), *r[16:19], bool(r[19]))  # type: ignore[arg-type]
         for r in rows
     ]
 

@@ -386,6 +386,9 @@ def test_updates_never_computed_or_computed_without_every_repository_are_absent(
     changed = "patchwatch_host_updates_inputs_changed_timestamp_seconds"
     assert get(changed, {"host": "patched"}) == now - 40
     assert get(changed, {"host": "new"}) == now - 7
+    Host.create(name="off", created_at=now, inputs_changed_at=now - 7, check_updates=False)
+    assert get(changed, {"host": "off"}) is None  # checks off: no computation is ever due
+    assert get("patchwatch_host_updates_pending", {"host": "off", "kind": "other"}) is None
     assert get("patchwatch_host_info", {"host": "new", "os": "", "os_family": "", "arch": "",
                                         "kernel": "", "tags": ""}) == 1  # fmt: skip
 
