@@ -114,7 +114,7 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("refresh_mirrors", settings.refresh_interval_minutes * 60, refresh_mirrors(settings)),
         Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),
-        follow_up_job(settings),
+        *([follow_up_job(settings)] if settings.follow_reports else []),
     ]
 
 

@@ -26,7 +26,9 @@ from patchwatch.processing import NATIVE
 from patchwatch.processing import process_pending
 from patchwatch.processing import store_report
 from patchwatch.refresh import refresh_mirror
+from patchwatch.settings import Settings
 from scheduler.runner import Job
+from scheduler.runner import default_jobs
 from scheduler.runner import follow_up_job
 from scheduler.runner import guarded
 from tests.conftest import Server
@@ -225,3 +227,10 @@ def test_serve_gives_a_new_host_its_numbers_without_any_operator_step(
         )  # fmt: skip
         assert metric(srv, "patchwatch_host_updates_pending", name, kind="other") == 0.0
     assert mirror.paths().count(REPOMD) == 1  # the second host's repository was known
+
+
+def test_follow_reports_off_leaves_it_to_the_periodic_jobs() -> None:
+    names = {job.name for job in default_jobs(Settings())}
+    assert {"follow_up", "refresh_mirrors", "compute_updates"} <= names
+    off = {job.name for job in default_jobs(Settings(follow_reports=False))}
+    assert off == names - {"follow_up"}
