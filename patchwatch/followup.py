@@ -78,6 +78,7 @@ class FollowUp:
     tried: set[int] = field(default_factory=set)
     seen: dict[int, float | None] | None = None
     paused_until: float = 0.0
+    failed: bool = False  # the last run failed: run again once paused, to record the outcome
 
     def due(self) -> Due:
         """Look for due work: two queries, whatever the fleet size."""
@@ -105,15 +106,18 @@ class FollowUp:
         """Whether a run would do anything (the scheduler records only runs that do)."""
         if self.clock() < self.paused_until:
             return False
-        return bool(self.due())
+        return self.failed or bool(self.due())
 
     def run(self, now: float) -> str:
         """Refresh new mirrors, then compute the hosts that are due; say what was done."""
         try:
-            return self._run(now)
+            detail = self._run(now)
         except Exception:
             self.paused_until = self.clock() + FAILURE_PAUSE_SECONDS
+            self.failed = True
             raise
+        self.failed = False
+        return detail
 
     def _run(self, now: float) -> str:
         parts = []

@@ -234,3 +234,29 @@ def test_follow_reports_off_leaves_it_to_the_periodic_jobs() -> None:
     assert {"follow_up", "refresh_mirrors", "compute_updates"} <= names
     off = {job.name for job in default_jobs(Settings(follow_reports=False))}
     assert off == names - {"follow_up"}
+
+
+def test_a_failed_run_pauses_then_runs_once_more_to_record_success(
+    db: object, mirror: MirrorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure (here the store refusing a computation) is not retried every tick, and
+    the run after the pause records the job's outcome even when nothing is due any more:
+    a failure must not stay the job's last word."""
+    clock = [100.0]
+    follow = follow_up()
+    follow.clock = lambda: clock[0]
+    report(rpm_report("a.example.com", mirror.url("rpm")), NOW)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr("patchwatch.followup.refresh_host_updates", broken)
+    with pytest.raises(RuntimeError):
+        follow.run(NOW + 1)
+    assert not follow.has_work()  # paused
+    clock[0] += 61
+    monkeypatch.undo()
+    refresh_host_updates(NOW + 2)  # the periodic computation did it meanwhile
+    assert follow.has_work()
+    assert follow.run(NOW + 2) == "nothing due"
+    assert not follow.has_work()
