@@ -56,7 +56,7 @@ def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], No
 
     def wrapper() -> None:
         with database.connection_context():
-            if job.has_work is not None and not job.has_work():
+            if job.has_work is not None and not _has_work(job.name, job.has_work):
                 return
             run = start_job_run(job.name, clock())
             try:
@@ -69,6 +69,15 @@ def guarded(job: Job, clock: Callable[[], float] = time.time) -> Callable[[], No
                 finish_job_run(run, clock(), "success", detail)
 
     return wrapper
+
+
+def _has_work(name: str, has_work: Callable[[], bool]) -> bool:
+    """Ask a job whether it has work; a look that fails (the store away) says no."""
+    try:
+        return has_work()
+    except Exception as exc:  # boundary: the loop must go on; the next tick looks again
+        log.warning("job %s could not look for work: %s", name, exc)
+        return False
 
 
 def prune_runs(now: float) -> str:

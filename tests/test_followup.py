@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from patchwatch.followup import FollowUp
 from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
@@ -29,7 +30,6 @@ from patchwatch.refresh import refresh_mirror
 from patchwatch.settings import Settings
 from scheduler.runner import Job
 from scheduler.runner import default_jobs
-from scheduler.runner import follow_up_job
 from scheduler.runner import guarded
 from tests.conftest import Server
 from tests.test_fetch import MirrorServer
@@ -85,11 +85,9 @@ def pending(host: str) -> set[tuple[str, str, bool]]:
     return {(u.installed.name, u.available.version, u.security) for u in query}
 
 
-def follow_up() -> Any:
-    job = follow_up_job(make_settings())
-    follow = job.run.__self__  # type: ignore[attr-defined]
-    follow.fetcher = make_fetcher
-    return follow
+def follow_up() -> FollowUp:
+    """The scheduler's follow-up, with the tests' quick HTTP settings."""
+    return FollowUp(make_settings(), fetcher=make_fetcher)
 
 
 @sqlite_only
@@ -260,3 +258,12 @@ def test_a_failed_run_pauses_then_runs_once_more_to_record_success(
     assert follow.has_work()
     assert follow.run(NOW + 2) == "nothing due"
     assert not follow.has_work()
+
+
+def test_a_look_that_fails_is_no_work_and_never_stops_the_loop(db: object) -> None:
+    def broken() -> bool:
+        raise RuntimeError("store away")
+
+    db.close()  # type: ignore[attr-defined]
+    guarded(Job("follow_up", 1, lambda now: "ran", has_work=broken))()
+    assert JobRun.select().count() == 0
