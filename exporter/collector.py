@@ -32,6 +32,7 @@ import patchwatch
 from exporter.exposition import Row
 from exporter.exposition import RowFamily
 from patchwatch.queries import HOST_TUPLE_FIELDS
+from patchwatch.queries import as_flag
 from patchwatch.queries import count_reports_by_state
 from patchwatch.queries import load_host_tuples
 from patchwatch.queries import load_last_job_runs
@@ -45,11 +46,6 @@ REPORT_STATES = ("pending", "processing", "processed", "failed")
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels or [])
-
-
-def _flag(value: object) -> bool | None:
-    """A nullable flag as the driver gives it (0/1 on SQLite, a bool on PostgreSQL)."""
-    return None if value is None else bool(value)
 
 
 class StoreCollector(Collector):
@@ -124,7 +120,7 @@ class StoreCollector(Collector):
         reboot: list[Row] = [
             (host, 1 if flag else 0)
             for host, reported, kernel in zip(hosts, reboots_reported, reboots_kernel, strict=True)
-            if (flag := reboot_required(_flag(reported), _flag(kernel))) is not None
+            if (flag := reboot_required(as_flag(reported), as_flag(kernel))) is not None
         ]
         computed: list[Row] = [
             (host, at) for host, at, ok in zip(hosts, computed_at, known, strict=True) if ok

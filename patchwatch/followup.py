@@ -179,30 +179,16 @@ def hosts_awaiting(repository_ids: set[int]) -> list[str]:
         Host.check_updates & Host.package_set.is_null(False) & (Host.updates_complete == False)  # noqa: E712 (SQL expression)
     )
     ids = sorted(repository_ids)
-    own = (
-        Host.select(Host.name)
-        .join(
-            RepositorySetMember,
-            JOIN.INNER,
-            on=(RepositorySetMember.repository_set == Host.repository_set),
-        )
-        .where(
-            incomplete
-            & (Host.use_os_repositories == False)  # noqa: E712 (SQL expression)
-            & RepositorySetMember.repository.in_(ids)
-        )
+    memberships = (  # a host's own repositories, or its OS group's
+        (RepositorySetMember, RepositorySetMember.repository_set == Host.repository_set, False),
+        (OSReleaseRepository, OSReleaseRepository.os_release == Host.os_release, True),
     )
-    grouped = (
-        Host.select(Host.name)
-        .join(
-            OSReleaseRepository,
-            JOIN.INNER,
-            on=(OSReleaseRepository.os_release == Host.os_release),
+    names: set[str] = set()
+    for member, on, use_os in memberships:
+        query = (
+            Host.select(Host.name)
+            .join(member, JOIN.INNER, on=on)
+            .where(incomplete & (Host.use_os_repositories == use_os) & member.repository.in_(ids))
         )
-        .where(
-            incomplete
-            & (Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
-            & OSReleaseRepository.repository.in_(ids)
-        )
-    )
-    return sorted({name for (name,) in own.tuples()} | {name for (name,) in grouped.tuples()})
+        names.update(name for (name,) in query.tuples())
+    return sorted(names)

@@ -141,12 +141,12 @@ def load_host_rows() -> list[HostRow]:
     """Every host with its update counts (see :func:`load_host_tuples`), in one query."""
     rows = load_host_tuples()
     return [
-        HostRow(*r[:6], _flag(r[6]), _flag(r[7]), *r[8:15], bool(r[15]), *r[16:19], bool(r[19]))  # type: ignore[arg-type]
+        HostRow(*r[:6], as_flag(r[6]), as_flag(r[7]), *r[8:15], bool(r[15]), *r[16:19], bool(r[19]))  # type: ignore[arg-type]
         for r in rows
     ]
 
 
-def _flag(value: object) -> bool | None:
+def as_flag(value: object) -> bool | None:
     """A nullable flag as the driver gives it (0/1 on SQLite) as a bool or None."""
     return None if value is None else bool(value)
 

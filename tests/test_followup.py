@@ -22,6 +22,7 @@ from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
 from patchwatch.models import Mirror
+from patchwatch.models import OSReleaseRepository
 from patchwatch.models import Repository
 from patchwatch.processing import NATIVE
 from patchwatch.processing import process_pending
@@ -140,12 +141,18 @@ def test_a_changed_report_queues_only_its_host(db: object, mirror: MirrorServer)
     assert not follow.has_work()
 
 
+@pytest.mark.parametrize("os_group", [False, True])
 def test_hosts_computed_before_their_mirror_was_read_follow_its_first_data(
-    db: object, mirror: MirrorServer
+    db: object, mirror: MirrorServer, os_group: bool
 ) -> None:
-    """A host computed while its repository had no data is unknown; when the mirror is
-    read (here by the hourly refresh), the follow-up computes it again."""
+    """A host computed while its repository (its own, or its OS group's) had no data is
+    unknown; when the mirror is read (here by the hourly refresh), the follow-up
+    computes it again."""
     report(rpm_report("a.example.com", mirror.url("rpm")), NOW)
+    if os_group:
+        host = Host.get(Host.name == "a.example.com")
+        OSReleaseRepository.create(os_release=host.os_release_id, repository=Repository.get())
+        Host.update(use_os_repositories=True, repository_set=None).execute()
     refresh_host_updates(NOW + 1)  # the periodic computation, before any refresh
     host = Host.get(Host.name == "a.example.com")
     assert (host.updates_computed_at, host.updates_complete) == (NOW + 1, False)
