@@ -100,7 +100,7 @@ def bench_ingest(docs: list[dict], inline: bool) -> None:
         port = 18000 + random.randrange(1000)
         env = {**os.environ, "PATCHWATCH_PROCESS_INLINE": "true" if inline else "false",
                "PATCHWATCH_WORKERS": "4", "PATCHWATCH_LOG_LEVEL": "WARNING",
-               "HOME": tmp}  # fmt: skip
+               "PATCHWATCH_FOLLOW_REPORTS": "false", "HOME": tmp}  # fmt: skip
         data = f"{tmp}/data"
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}",

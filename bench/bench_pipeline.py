@@ -16,9 +16,10 @@ each (backend, fleet size) and writes the measured table into ``docs/performance
 For each backend and fleet size, in a fresh store:
 
 1. ``patchwatch serve`` (subprocess, default workers and threads) with
-   ``PATCHWATCH_PROCESS_INLINE=false`` and day-long scheduler intervals, so that the
-   receiver only stores reports and each later step is measured on its own; the
-   scheduler's start-up round (nothing to do yet) is waited for before anything is sent.
+   ``PATCHWATCH_PROCESS_INLINE=false``, day-long scheduler intervals and
+   ``PATCHWATCH_FOLLOW_REPORTS=false``, so that the receiver only stores reports and
+   each later step is measured on its own; the scheduler's start-up round (nothing to
+   do yet) is waited for before anything is sent.
 2. ``patchwatch token create --enroll``.
 3. **ingest**: every host's report (from ``bench/fleet.py``: real bookworm packages,
    100 images with per-host drift; pre-rendered and gzip-compressed at level 6 as the
@@ -364,6 +365,7 @@ def run_one(
         "PATCHWATCH_REFRESH_INTERVAL_MINUTES": DAY,
         "PATCHWATCH_UPDATES_INTERVAL_MINUTES": DAY,
         "PATCHWATCH_PRUNE_INTERVAL_MINUTES": DAY,
+        "PATCHWATCH_FOLLOW_REPORTS": "false",  # no refresh or computation behind the steps
         "PATCHWATCH_LOG_LEVEL": "WARNING",
     }
     env.pop("PATCHWATCH_CONFIG", None)

@@ -142,6 +142,7 @@ def seed(
     for i in range(hosts):
         release = rng.choices([r for r, _ in releases], [s for _, s in releases])[0]
         silent = rng.random() < 0.02
+        computed = now - rng.uniform(0, 600)
         host_rows.append(
             {
                 "name": f"host{i:05d}.example.com",
@@ -149,13 +150,19 @@ def seed(
                 "kernel": rng.choice(["6.1.0-28-amd64", "6.1.0-27-amd64", "5.14.0-427.el9"]),
                 "arch": "x86_64",
                 "tags": rng.choice(["web prod", "db prod", "ci", "", "batch dc:ams1"]),
-                "reboot_required": rng.random() < 0.1,
+                "reboot_reported": rng.random() < 0.1,
+                "reboot_kernel": rng.choice([True, False, None]),
                 "package_set": rng.choice(set_ids),
                 "maintenance_until": now + DAY if rng.random() < 0.01 else None,
                 "created_at": now - 120 * DAY,
                 "last_report_at": now - (rng.uniform(3, 20) if silent else rng.uniform(0, 1)) * DAY,
                 # absent until the host's repositories have been read
                 "packages_without_repository": rng.randint(0, 40) if rng.random() < 0.95 else None,
+                # known (computed with every repository's data) but for a few
+                "updates_complete": rng.random() < 0.99,
+                "updates_computed_at": computed,
+                "inputs_changed_at": computed - 5,
+                "updates_inputs_at": computed - 5,
             }
         )
     insert(Host, host_rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from typing import Any
 from typing import cast
 
@@ -20,6 +21,7 @@ from cli.output import emit
 from cli.output import guarded
 from cli.output import non_negative
 from cli.output import one_line_errors
+from cli.output import plural
 from cli.output import print_fields
 from cli.output import render_json
 from cli.output import usage_error
@@ -49,8 +51,11 @@ HOST_FIELDS = [
     ("protocol", "protocol"), ("agent", "agent"), ("reboot_required", "reboot required"),
     ("use_os_repositories", "use OS repositories"), ("check_updates", "check updates"),
     ("maintenance_until", "maintenance until"), ("package_count", "packages"),
-    ("updates_computed_at", "updates computed"), ("held_names", "held packages"),
+    ("updates_computed_at", "updates computed"), ("updates_status", "updates"),
+    ("held_names", "held packages"),
 ]  # fmt: skip
+# shown as "unknown" in tables, never as 0, "no" or "-" (JSON and CSV: null and empty)
+UNKNOWN_WHEN_NONE = ("security_updates", "other_updates", "reboot_required")
 FLAG_FIELDS = [
     ("name", "host"), ("use_os_repositories", "use OS repositories"),
     ("check_updates", "check updates"), ("maintenance_until", "maintenance until"),
@@ -121,8 +126,17 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows = host_summaries(flt, time.time())
     filtered = flt != HostFilter()
-    emit(rows, args.format, HOST_COLUMNS, "no host matches" if filtered else "no hosts yet")
+    shown = [_unknown_spelled_out(r) for r in rows] if args.format == "table" else rows
+    emit(shown, args.format, HOST_COLUMNS, "no host matches" if filtered else "no hosts yet")
+    if args.format == "table":
+        reasons = Counter(str(r["updates_reason"]) for r in rows if r["updates_state"] == "unknown")
+        for reason, count in sorted(reasons.items()):
+            print(f"updates unknown for {plural(count, 'host')}: {reason}", file=sys.stderr)
     return 0
+
+
+def _unknown_spelled_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: "unknown" if k in UNKNOWN_WHEN_NONE and v is None else v for k, v in row.items()}
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -132,17 +146,24 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(render_json(data))
         return 0
+    reason = data["updates_reason"]
+    status = f"{data['updates_state']}: {reason}" if reason else data["updates_state"]
     held = cast(list[dict[str, str]], data["held_packages"])
     held_names = [f"{h['name']}:{h['arch']}" if h["arch"] else h["name"] for h in held]
-    print_fields({**data, "package_count": len(packages), "held_names": held_names}, HOST_FIELDS)
+    shown = _unknown_spelled_out(
+        {**data, "package_count": len(packages), "updates_status": status, "held_names": held_names}
+    )
+    print_fields(shown, HOST_FIELDS)
     updates = cast(list[dict[str, Any]], data["updates"])
-    for title, rows, columns in (
-        ("repositories", cast(list[dict[str, Any]], data["repositories"]), REPO_COLUMNS),
-        ("pending updates", [u for u in updates if not u["held"]], UPDATE_COLUMNS),
+    unknown = data["updates_state"] == "unknown"
+    for title, rows, columns, is_updates in (
+        ("repositories", cast(list[dict[str, Any]], data["repositories"]), REPO_COLUMNS, False),
+        ("pending updates", [u for u in updates if not u["held"]], UPDATE_COLUMNS, True),
         # listed apart: an upgrade leaves held packages alone
-        ("held updates", [u for u in updates if u["held"]], UPDATE_COLUMNS),
+        ("held updates", [u for u in updates if u["held"]], UPDATE_COLUMNS, True),
     ):
-        print(f"\n{title} ({len(rows)}):")
+        count = "unknown" if is_updates and unknown else len(rows)
+        print(f"\n{title} ({count}):")
         emit(rows, "table", columns)
     if args.packages:
         print(f"\npackages ({len(packages)}):")

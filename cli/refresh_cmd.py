@@ -32,6 +32,7 @@ from patchwatch.refresh import RefreshResult
 from patchwatch.refresh import refresh_all
 from patchwatch.refresh import summarize_results
 from patchwatch.settings import Settings
+from patchwatch.update_status import unknown_reasons
 
 BAR_WIDTH = 24
 
@@ -172,6 +173,10 @@ def _print_host_updates(name: str) -> None:
         print(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}")
         held_count += bool(held)
         count += not held
-    reboot = "yes" if host.reboot_required else "no"
+    reboot = {True: "yes", False: "no", None: "unknown"}[host.reboot_required]
     held_note = f", {held_count} held" if held_count else ""
-    print(f"{host.name}: {count} pending updates{held_note}; reboot required: {reboot}")
+    if host.updates_complete:
+        print(f"{host.name}: {count} pending updates{held_note}; reboot required: {reboot}")
+        return
+    reason = unknown_reasons([host.id])[host.id]
+    print(f"{host.name}: pending updates unknown ({reason}); reboot required: {reboot}")

@@ -121,6 +121,9 @@ class Sources:
     advisory_repositories: tuple[int, ...]
     has_mirror_data: bool  # False: nothing can be said about packages without repository
     decisions: int
+    # every enabled repository the server can read has mirror data (and there is one):
+    # without it the host's counts are not known, only partial
+    complete: bool = False
 
 
 @dataclass
@@ -401,10 +404,14 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     )
     mirrors = _serving_mirrors(repo_ids) if repo_ids else {}
     offering = []
+    missing = False  # a repository the server could read but has no data of
     for repo_id, priority, enabled in membership:
         repo = repos.get(repo_id)
         mirror = mirrors.get(repo_id)
         if not enabled or repo is None or not repo.enabled or mirror is None:
+            missing = missing or bool(
+                enabled and repo is not None and repo.enabled and not repo.auth_required
+            )
             continue
         security = repo.security_override if repo.security_override is not None else repo.security
         offering.append((repo_id, priority, bool(security), mirror.package_set_id))
@@ -417,6 +424,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
         advisory_repositories=advisory_repositories,
         has_mirror_data=bool(mirrors),
         decisions=number,
+        complete=bool(offering) and not missing,
     )
     ctx.sources[cache_key] = sources
     return sources
@@ -657,7 +665,9 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     an update of a package the host holds is marked held. A changed update is
     replaced by a row with the same first-seen time; a hold put or lifted only flips
     the flag. Nothing is written for a host where nothing changed, which is the
-    common case.
+    common case. The host row records the kernel's part of the reboot flag
+    (``patchwatch.reboot``), whether the counts are complete, and which inputs they
+    were computed from.
     """
     host_ids = [h.id for h, _w in batch]
     current = _current_updates(host_ids)
@@ -673,8 +683,8 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     gone: list[int] = []
     new_rows: list[tuple[object, ...]] = []
     copies: list[tuple[int, int]] = []  # (host id, update set id): rows copied in SQL
-    flags: dict[tuple[bool, int | None], list[int]] = defaultdict(list)
     flips: dict[bool, list[int]] = defaultdict(list)  # held flag -> rows to set it on
+    stamps: list[tuple[object, ...]] = []  # the host rows to write, one statement each
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
         security_names = reported.get(host.id)
@@ -726,16 +736,22 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                     host.kernel, ctx.kernels[host.package_set_id]
                 )
             newer_kernel = ctx.newer_kernel[nk_key]
-        reboot = bool(host.reboot_reported) or bool(newer_kernel)
         orphans = work.orphans if work is not None else None
+        complete = work is not None and work.sources.complete
+        seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
-            or host.reboot_required != reboot
+            or host.reboot_kernel != newer_kernel
             or host.packages_without_repository != orphans
             or host.updates_computed_at is None
+            or bool(host.updates_complete) != complete
+            or host.updates_inputs_at != seen
         ):
             ctx.hosts_changed += 1
-            flags[(reboot, orphans)].append(host.id)
+            # never older than the inputs it reflects: a report processed just after
+            # this run began must not look newer than the numbers computed from it
+            computed_at = seen if seen is not None and seen > now else now
+            stamps.append((computed_at, newer_kernel, orphans, complete, seen, host.id))
     for chunk in chunks(gone):
         HostUpdate.delete().where(HostUpdate.id.in_(list(chunk))).execute()
     execute_many(
@@ -747,13 +763,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         for chunk in chunks(row_ids):
             HostUpdate.update(held=flag).where(HostUpdate.id.in_(list(chunk))).execute()
     _copy_set_items(copies, now)
-    for (reboot, orphans), ids in flags.items():
-        for chunk in chunks(ids):
-            Host.update(
-                updates_computed_at=now,
-                reboot_required=reboot,
-                packages_without_repository=orphans,
-            ).where(Host.id.in_(list(chunk))).execute()
+    update_many(
+        f"UPDATE {_T_HOST} SET updates_computed_at = ?, reboot_kernel = ?, "
+        "packages_without_repository = ?, updates_complete = ?, updates_inputs_at = ? "
+        "WHERE id = ?",
+        stamps,
+    )
 
 
 def _copy_set_items(copies: Sequence[tuple[int, int]], now: float) -> None:
@@ -797,8 +812,9 @@ def refresh_host_updates(
     """
     query = Host.select(
         Host.id, Host.package_set, Host.repository_set, Host.kernel, Host.os_release,
-        Host.use_os_repositories, Host.reboot_reported, Host.reboot_required,
-        Host.packages_without_repository, Host.updates_computed_at,
+        Host.use_os_repositories, Host.reboot_kernel, Host.packages_without_repository,
+        Host.updates_computed_at, Host.updates_complete, Host.inputs_changed_at,
+        Host.updates_inputs_at,
     ).where(Host.check_updates)  # fmt: skip
     if host_names:
         query = query.where(Host.name.in_(host_names))

@@ -72,6 +72,9 @@ from patchwatch.oversized import remove_oversized
 from patchwatch.queries import host_detail
 from patchwatch.queries import load_host_rows
 from patchwatch.set_content import sets_unlike_their_rows
+from patchwatch.update_status import NOT_COMPUTED
+from patchwatch.update_status import UNKNOWN
+from patchwatch.update_status import unknown_reasons
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +259,6 @@ def host_overview(host: Host, now: float) -> dict[str, object]:
     detail.update(host_flags(host, now))
     detail["os_variant"] = host.os_variant
     detail["agent"] = host.agent
-    detail["updates_computed_at"] = host.updates_computed_at
     return detail
 
 
@@ -317,7 +319,8 @@ def set_host_flags(
     """Change a host's operator flags and return them as they are now.
 
     Turning ``check_updates`` off clears the host's pending updates: nothing would
-    recompute them any more, and frozen ones would keep ageing into alerts. Turning it
+    recompute them any more, and frozen ones would keep ageing into alerts. They are
+    then unknown, not none (no series, "unknown" in listings). Turning it
     on, or switching between the host's own repositories and its OS group's,
     recomputes the host's updates at once.
 
@@ -328,6 +331,8 @@ def set_host_flags(
         changes["use_os_repositories"] = use_os_repositories
     if check_updates is not None and check_updates != host.check_updates:
         changes["check_updates"] = check_updates
+        if not check_updates:
+            changes["updates_complete"] = False
     if maintenance_until is not KEEP:
         if maintenance_until is not None and maintenance_until <= now:
             raise ParseError("the maintenance end is in the past", "maintenance_until")
@@ -892,6 +897,7 @@ def orphan_packages(
 ISSUES = (
     "not_reporting",
     "no_repositories",
+    "updates_unknown",
     "security_updates",
     "reboot_required",
     "in_maintenance",
@@ -944,6 +950,7 @@ def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:
     }
     stale_before = now - stale_days * DAY
     by_issue: dict[str, list[dict[str, object]]] = defaultdict(list)
+    unknown: dict[str, float | None] = {}  # host -> since when its updates are due
     for h in rows:
         if h.name not in flags:  # created between the two reads: next time
             continue
@@ -967,7 +974,9 @@ def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:
                 _item("no_repositories", h.name, f"updates cannot be computed: {why}",
                       None)
             )  # fmt: skip
-        if h.security:
+        elif check and h.updates_state == UNKNOWN:
+            unknown[h.name] = h.inputs_changed_at
+        if h.security and h.updates_state != UNKNOWN:
             by_issue["security_updates"].append(
                 _item("security_updates", h.name,
                       f"{h.security} security, {h.other} other updates",
@@ -982,6 +991,7 @@ def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:
                 _item("updates_off", h.name, "an operator turned update checks off",
                       None)
             )  # fmt: skip
+    _unknown_attention(by_issue, unknown)
     by_issue["security_updates"].sort(key=lambda i: _since(i, now))
     _repository_attention(by_issue, now)
     using_os = (
@@ -1002,6 +1012,21 @@ def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:
     for issue in ISSUES:
         items.extend(by_issue.get(issue, []))
     return items
+
+
+def _unknown_attention(
+    by_issue: dict[str, list[dict[str, object]]], unknown: dict[str, float | None]
+) -> None:
+    """List the hosts whose pending updates are unknown, with the reason."""
+    ids: dict[str, int] = {}
+    for chunk in _chunks(sorted(unknown)):
+        ids.update(Host.select(Host.name, Host.id).where(Host.name.in_(list(chunk))).tuples())
+    reasons = unknown_reasons(list(ids.values()))
+    for name, since in unknown.items():
+        reason = reasons.get(ids.get(name, 0), NOT_COMPUTED)
+        by_issue["updates_unknown"].append(
+            _item("updates_unknown", name, f"pending updates unknown: {reason}", since)
+        )
 
 
 def _repository_attention(by_issue: dict[str, list[dict[str, object]]], now: float) -> None:

@@ -352,6 +352,47 @@ def _held_packages(db: Database) -> None:
     )
 
 
+def _host_update_state(db: Database) -> None:
+    """Store the reboot flag's two inputs apart, and whether a host's updates are known.
+
+    ``host.reboot_required`` held "the host's signal OR a newer kernel installed",
+    written by both report processing and the update computation, each from its own
+    input only; it goes, and ``reboot_kernel`` keeps the kernel's part (the flag is
+    derived by ``patchwatch.reboot``). A stored flag that the host's own signal does
+    not explain came from the kernel; a flag that is off says nothing about the
+    kernel (unknown until the next computation, which writes it). Hosts whose
+    updates were computed with some repository data count as known and current until
+    then (``updates_complete``, ``updates_inputs_at``); the next computation corrects
+    both.
+    """
+    columns = {c.name for c in db.get_columns("host")}
+    postgres = isinstance(db, PostgresqlDatabase)
+    boolean, double = ("BOOLEAN", "DOUBLE PRECISION") if postgres else ("INTEGER", "REAL")
+    false = "FALSE" if postgres else "0"
+    added = {
+        "reboot_kernel": boolean,
+        "inputs_changed_at": double,
+        "updates_inputs_at": double,
+        "updates_complete": f"{boolean} NOT NULL DEFAULT {false}",
+    }
+    for name, kind in added.items():
+        if name not in columns:
+            db.execute_sql(f'ALTER TABLE "host" ADD COLUMN "{name}" {kind}')
+    if "reboot_required" not in columns:
+        return  # created by step 1 from the current model: nothing to carry over
+    true = "TRUE" if postgres else "1"
+    db.execute_sql(
+        f'UPDATE "host" SET reboot_kernel = {true} '
+        f"WHERE reboot_required = {true} AND COALESCE(reboot_reported, {false}) = {false}"
+    )
+    db.execute_sql('UPDATE "host" SET inputs_changed_at = COALESCE(last_processed_at, created_at)')
+    db.execute_sql(
+        f'UPDATE "host" SET updates_inputs_at = inputs_changed_at, updates_complete = {true} '
+        "WHERE updates_computed_at IS NOT NULL AND packages_without_repository IS NOT NULL"
+    )
+    db.execute_sql('ALTER TABLE "host" DROP COLUMN "reboot_required"')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -366,6 +407,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "mirror rows over the field limits removed", _remove_oversized_rows),
     Migration(10, "mirror.approved: reported mirrors wait for approval", _mirror_approval),
     Migration(11, "held packages: host.held, host_update.held", _held_packages),
+    Migration(12, "reboot inputs apart; whether a host's updates are known", _host_update_state),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -34,6 +34,7 @@ from patchwatch.limits import MAX_EPOCH
 from patchwatch.limits import MAX_PACKAGE_NAME
 from patchwatch.limits import MAX_RELEASE
 from patchwatch.limits import MAX_VERSION
+from patchwatch.reboot import reboot_required
 
 
 class BaseModel(Model):
@@ -225,7 +226,16 @@ class OSReleaseRepository(BaseModel):
 
 
 class Host(BaseModel):
-    """A reporting machine and its current state, as of its last processed report."""
+    """A reporting machine and its current state, as of its last processed report.
+
+    Whether its pending updates are known: ``updates_complete`` says the last
+    computation had data for every repository of the host the server can read
+    (otherwise the counts would pass for "nothing pending" where nothing is known).
+    Whether they are current: processing moves ``inputs_changed_at`` forward whenever
+    a report changes what they are computed from, and the computation records the value
+    it read in ``updates_inputs_at``; the two differ while a computation is due
+    (``patchwatch.followup`` runs it within seconds).
+    """
 
     name = CharField(max_length=255, unique=True)  # lower-cased FQDN
     domain = CharField(max_length=255, default="")
@@ -235,7 +245,7 @@ class Host(BaseModel):
     arch = CharField(max_length=32, default="")
     tags = TextField(default="")  # space-separated, sorted
     reboot_reported = BooleanField(null=True)  # the host's own signal, never discarded
-    reboot_required = BooleanField(default=False)  # host signal or newer kernel installed
+    reboot_kernel = BooleanField(null=True)  # newer kernel installed than running (None: unknown)
     package_set = ForeignKeyField(PackageSet, null=True, on_delete="SET NULL", index=True)
     repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="SET NULL", index=True)
     use_os_repositories = BooleanField(default=False)
@@ -252,6 +262,16 @@ class Host(BaseModel):
     # packages on hold, from the last report: JSON [[name, arch], ...], "" for none
     # (``patchwatch.updates.encode_holds``); their updates are marked held per host
     held = TextField(default="", constraints=[SQL("DEFAULT ''")])
+    # when processing last changed what updates are computed from (package set,
+    # repository set, kernel, OS release); always increases
+    inputs_changed_at = DoubleField(null=True)
+    updates_inputs_at = DoubleField(null=True)  # inputs_changed_at as the last computation read it
+    updates_complete = BooleanField(default=False)  # computed with every readable repository's data
+
+    @property
+    def reboot_required(self) -> bool | None:
+        """Whether the host needs a reboot, derived (:mod:`patchwatch.reboot`); None: unknown."""
+        return reboot_required(self.reboot_reported, self.reboot_kernel)
 
 
 class Token(BaseModel):

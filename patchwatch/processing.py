@@ -174,6 +174,20 @@ def _host_row(name: str, now: float) -> tuple[int, bool]:
     return database.execute_sql(select, (name,)).fetchone()[0], False
 
 
+# What a host's updates are computed from changed (its package set, repository set, holds,
+# kernel or OS release; the old values are compared, as SET reads the row before the
+# update): move inputs_changed_at forward, so that the update computation is due
+# (patchwatch.followup). Strictly forward, even when a batch applies two reports of the
+# host with one ``now``: a computation that read the first must not pass for the second.
+_INPUTS_CHANGED = (
+    "inputs_changed_at = CASE WHEN inputs_changed_at IS NULL "
+    "OR COALESCE(package_set_id, 0) <> ? OR kernel <> ? OR COALESCE(os_release_id, 0) <> ? "
+    "OR held <> ? OR (? IS NOT NULL AND COALESCE(repository_set_id, 0) <> ?) "
+    "THEN CASE WHEN inputs_changed_at >= ? THEN inputs_changed_at + 0.001 ELSE ? END "
+    "ELSE inputs_changed_at END"
+)
+
+
 def host_ids(names: Sequence[str]) -> dict[str, int]:
     """Ids of the stored hosts among ``names``: one query for a batch, not one a report."""
     out: dict[str, int] = {}
@@ -215,32 +229,43 @@ def apply_report(
         if host_id is None:
             host_id, created = _host_row(row.host_name, now)
         domain = report.extra.get("domain")
+        kernel = report.kernel[:255]
+        holds = encode_holds(report.held)
+        rset_id = None if rset is None else rset.id
         cursor = database.execute_sql(
             raw_sql(
                 f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
                 "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
-                "reboot_required = ?, package_set_id = ?, "
+                "package_set_id = ?, "
                 "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
-                "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ? "
+                "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ?, "
+                f"{_INPUTS_CHANGED} "
                 "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
             ),
             (
                 None if domain is None else domain[:255],
                 os_release_id,
                 report.extra.get("os_variant", "")[:255],
-                report.kernel[:255],
+                kernel,
                 report.arch[:32],
                 " ".join(sorted(set(report.tags))),
                 report.reboot_required,
-                bool(report.reboot_required),
                 package_set_id,
-                None if rset is None else rset.id,
+                rset_id,
                 report.agent[:128],
                 row.protocol,
                 row.remote_addr,
                 row.received_at,
                 now,
-                encode_holds(report.held),
+                holds,
+                package_set_id,
+                kernel,
+                os_release_id,
+                holds,
+                rset_id,
+                rset_id,
+                now,
+                now,
                 host_id,
                 row.received_at,
             ),

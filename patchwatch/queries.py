@@ -15,6 +15,7 @@ from peewee import JOIN
 from peewee import Case
 from peewee import fn
 
+from patchwatch.db import chunks
 from patchwatch.db import database
 from patchwatch.errors import NotFoundError
 from patchwatch.models import Host
@@ -29,18 +30,30 @@ from patchwatch.models import PackageSetContent
 from patchwatch.models import Report
 from patchwatch.models import Repository
 from patchwatch.models import RepositorySetMember
+from patchwatch.reboot import reboot_required
+from patchwatch.update_status import CURRENT
+from patchwatch.update_status import NOT_COMPUTED
+from patchwatch.update_status import STALE
+from patchwatch.update_status import STALE_REASON
+from patchwatch.update_status import UNKNOWN
+from patchwatch.update_status import unknown_reasons
+from patchwatch.update_status import update_state
 from patchwatch.updates import decode_holds
 
 
 @dataclass(frozen=True)
 class HostRow:
+    """One host as the listings read it. ``security`` and ``other`` are the stored
+    counts, which mean something only when :attr:`updates_state` is not unknown."""
+
     name: str
     os: str
     os_family: str
     arch: str
     kernel: str
     tags: str
-    reboot_required: bool
+    reboot_reported: bool | None
+    reboot_kernel: bool | None
     last_report_at: float | None
     packages: int
     security: int
@@ -48,14 +61,31 @@ class HostRow:
     oldest_security_first_seen: float | None
     maintenance_until: float | None
     packages_without_repository: int | None = None
+    updates_complete: bool = False
+    updates_computed_at: float | None = None
+    inputs_changed_at: float | None = None
+    updates_inputs_at: float | None = None
+    check_updates: bool = True
     held: int = 0  # updates of held packages; not in ``security`` nor ``other``
+
+    @property
+    def reboot_required(self) -> bool | None:
+        return reboot_required(self.reboot_reported, self.reboot_kernel)
+
+    @property
+    def updates_state(self) -> str:
+        return update_state(
+            self.updates_complete, self.updates_computed_at, self.inputs_changed_at,
+            self.updates_inputs_at,
+        )  # fmt: skip
 
 
 # Columns of load_host_tuples(), in HostRow's field order.
 HOST_TUPLE_FIELDS = (
-    "name", "os", "os_family", "arch", "kernel", "tags", "reboot_required", "last_report_at",
-    "packages", "security", "other", "oldest_security_first_seen", "maintenance_until",
-    "packages_without_repository", "held",
+    "name", "os", "os_family", "arch", "kernel", "tags", "reboot_reported", "reboot_kernel",
+    "last_report_at", "packages", "security", "other", "oldest_security_first_seen",
+    "maintenance_until", "packages_without_repository", "updates_complete",
+    "updates_computed_at", "inputs_changed_at", "updates_inputs_at", "check_updates", "held",
 )  # fmt: skip
 
 
@@ -69,8 +99,8 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
     ``fetchall``, without peewee's row-by-row iteration and per-column conversion
     (``.tuples()``): for 10,000 hosts that alone cost 0.08 s, as much as SQLite's
     work on the store of bench_scrape.py. Values are therefore the driver's:
-    ``reboot_required`` is 0/1 on SQLite and a bool on PostgreSQL, missing OS and
-    package set read as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
+    flags are 0/1 on SQLite and bools on PostgreSQL, missing OS and package set read
+    as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
 
     The three counts are disjoint: an update of a held package counts as ``held``
     only, whether or not it is a security update, and is never the oldest security
@@ -95,10 +125,12 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
     query = (
         Host.select(
             Host.name, fn.COALESCE(OSRelease.name, ""), fn.COALESCE(OSRelease.family, ""),
-            Host.arch, Host.kernel, Host.tags, Host.reboot_required, Host.last_report_at,
-            fn.COALESCE(PackageSet.size, 0), fn.COALESCE(per_host.c.security, 0),
-            fn.COALESCE(per_host.c.other, 0), per_host.c.oldest, Host.maintenance_until,
-            Host.packages_without_repository, fn.COALESCE(per_host.c.held, 0),
+            Host.arch, Host.kernel, Host.tags, Host.reboot_reported, Host.reboot_kernel,
+            Host.last_report_at, fn.COALESCE(PackageSet.size, 0),
+            fn.COALESCE(per_host.c.security, 0), fn.COALESCE(per_host.c.other, 0),
+            per_host.c.oldest, Host.maintenance_until, Host.packages_without_repository,
+            Host.updates_complete, Host.updates_computed_at, Host.inputs_changed_at,
+            Host.updates_inputs_at, Host.check_updates, fn.COALESCE(per_host.c.held, 0),
         )
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
@@ -116,10 +148,16 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
 
 def load_host_rows() -> list[HostRow]:
     """Every host with its update counts (see :func:`load_host_tuples`), in one query."""
+    rows = load_host_tuples()
     return [
-        HostRow(*row[:6], bool(row[6]), *row[7:])  # type: ignore[arg-type]
-        for row in load_host_tuples()
+        HostRow(*r[:6], as_flag(r[6]), as_flag(r[7]), *r[8:15], bool(r[15]), *r[16:19], bool(r[19]))  # type: ignore[arg-type]
+        for r in rows
     ]
+
+
+def as_flag(value: object) -> bool | None:
+    """A nullable flag as the driver gives it (0/1 on SQLite) as a bool or None."""
+    return None if value is None else bool(value)
 
 
 def count_reports_by_state() -> dict[str, int]:
@@ -199,11 +237,12 @@ def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
     """Hosts with their counts, filtered; a few grouped queries whatever the fleet size."""
     out = []
     for h in load_host_rows():
+        state = h.updates_state
         if flt.os and flt.os.lower() not in h.os.lower():
             continue
         if flt.tag and flt.tag not in h.tags.split():
             continue
-        if flt.security is not None and (h.security > 0) != flt.security:
+        if flt.security is not None and (state == UNKNOWN or (h.security > 0) != flt.security):
             continue
         if flt.reboot is not None and h.reboot_required != flt.reboot:
             continue
@@ -215,17 +254,37 @@ def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
             continue
         if flt.domain and not h.name.endswith("." + flt.domain.lower()):
             continue
+        known = state != UNKNOWN
         out.append(
             {
                 "name": h.name, "os": h.os, "os_family": h.os_family, "arch": h.arch,
                 "kernel": h.kernel, "tags": h.tags.split(), "packages": h.packages,
-                "security_updates": h.security, "other_updates": h.other,
+                "security_updates": h.security if known else None,
+                "other_updates": h.other if known else None,
+                "updates_state": state, "updates_reason": STALE_REASON if state == STALE else "",
+                "updates_computed_at": h.updates_computed_at if known else None,
                 "reboot_required": h.reboot_required, "last_report_at": h.last_report_at,
-                "oldest_security_first_seen_at": h.oldest_security_first_seen,
-                "held_updates": h.held,
+                "oldest_security_first_seen_at": h.oldest_security_first_seen if known else None,
+                "held_updates": h.held if known else None,
             }
         )  # fmt: skip
+    _explain_unknown(out)
     return out
+
+
+def _explain_unknown(items: list[dict[str, object]]) -> None:
+    """Fill in ``updates_reason`` of the unknown hosts among ``items`` (few queries)."""
+    unknown = [i for i in items if i["updates_state"] == UNKNOWN]
+    if not unknown:
+        return
+    names = [str(i["name"]) for i in unknown]
+    ids: dict[str, int] = {}
+    for chunk in chunks(names):
+        ids.update(Host.select(Host.name, Host.id).where(Host.name.in_(list(chunk))).tuples())
+    reasons = unknown_reasons(list(ids.values()))
+    for item in unknown:
+        host_id = ids.get(str(item["name"]))
+        item["updates_reason"] = reasons.get(host_id, NOT_COMPUTED) if host_id else NOT_COMPUTED
 
 
 def _package_dict(p: Package) -> dict[str, str]:
@@ -279,11 +338,19 @@ def host_detail(name: str) -> dict[str, object]:
         .where(HostUpdate.host == host)
         .order_by(Installed.name)
     ]  # fmt: skip
+    state = update_state(
+        host.updates_complete, host.updates_computed_at, host.inputs_changed_at,
+        host.updates_inputs_at,
+    )  # fmt: skip
+    reason = {STALE: STALE_REASON, CURRENT: ""}.get(state) or unknown_reasons([host.id])[host.id]
     return {
         "name": host.name, "domain": host.domain,
         "os": host.os_release.name if host.os_release_id else "",
         "kernel": host.kernel, "arch": host.arch, "tags": host.tags.split(),
+        "updates_state": state, "updates_reason": reason,
+        "updates_computed_at": host.updates_computed_at if state != UNKNOWN else None,
         "reboot_required": host.reboot_required, "reboot_reported": host.reboot_reported,
+        "reboot_kernel": host.reboot_kernel,
         "last_report_at": host.last_report_at, "protocol": host.protocol,
         "use_os_repositories": host.use_os_repositories,
         "packages": packages, "repositories": repositories, "updates": updates,

@@ -98,6 +98,12 @@ class Settings:
     updates_interval_minutes: int = _setting(
         10, "How often the scheduler recomputes updates whose inputs changed, in minutes."
     )
+    follow_reports: bool = _setting(
+        True,
+        "Within seconds of a report, the scheduler reads the repositories it brings for "
+        "the first time and computes its host's updates (job follow_up, every second). "
+        "When false, both wait for the periodic refresh and update jobs.",
+    )
     report_claim_timeout_seconds: float = _setting(
         120.0,
         "A report taken for processing by a process that died is taken again after this "

@@ -30,6 +30,7 @@ from peewee import PeeweeException
 
 from patchwatch.db import database
 from patchwatch.fetch import HttpFetcher
+from patchwatch.followup import FollowUp
 from patchwatch.hostupdates import refresh_host_updates
 from patchwatch.jobs import finish_job_run
 from patchwatch.jobs import prune_job_runs
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 LEASE_TTL_SECONDS = 60.0
+FOLLOW_UP_SECONDS = 1  # the loop's tick: new hosts get their numbers within seconds
 JOB_RUN_RETENTION_SECONDS = 30 * 86400
 #: While a job runs the lease is renewed this many times per lease period.
 RENEWALS_PER_LEASE = 3
@@ -58,6 +60,8 @@ class Job:
     name: str
     every_seconds: int
     run: Callable[[float], str]  # returns a short detail for the job run row
+    # asked first, when given: a job that runs every tick records a run only with work
+    has_work: Callable[[], bool] | None = None
 
 
 class JobStop:
@@ -104,6 +108,8 @@ def guarded(
             log.info("job %s not started: %s", job.name, stop.reason)
             return
         with database.connection_context():
+            if job.has_work is not None and not _has_work(job.name, job.has_work):
+                return
             run = start_job_run(job.name, clock())
             token = _CURRENT_STOP.set(stop.event if stop is not None else None)
             try:
@@ -122,6 +128,15 @@ def guarded(
                 _CURRENT_STOP.reset(token)
 
     return wrapper
+
+
+def _has_work(name: str, has_work: Callable[[], bool]) -> bool:
+    """Ask a job whether it has work; a look that fails (the store away) says no."""
+    try:
+        return has_work()
+    except Exception as exc:  # boundary: the loop must go on; the next tick looks again
+        log.warning("job %s could not look for work: %s", name, exc)
+        return False
 
 
 def prune_runs(now: float) -> str:
@@ -144,6 +159,12 @@ def compute_updates(now: float) -> str:
     return f"{ctx.computed} update sets computed, {ctx.reused} reused"
 
 
+def follow_up_job(settings: Settings) -> Job:
+    """Every tick: read new repositories, compute updates of hosts whose report changed."""
+    follow = FollowUp(settings)
+    return Job("follow_up", FOLLOW_UP_SECONDS, follow.run, has_work=follow.has_work)
+
+
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
@@ -161,6 +182,7 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("refresh_mirrors", settings.refresh_interval_minutes * 60, refresh_mirrors(settings)),
         Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),
+        *([follow_up_job(settings)] if settings.follow_reports else []),
     ]
 
 

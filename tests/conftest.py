@@ -37,6 +37,18 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+# For every server process a test starts: its mirror requests go through a "proxy" on a
+# loopback port where nothing listens, so a report that names a real mirror (this
+# machine's agent report names deb.debian.org) makes the scheduler's refresh fail at
+# once instead of reaching the network; mirrors served on loopback are reached directly.
+NO_EGRESS_ENV = {
+    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
+    "PATCHWATCH_HTTP_RETRIES": "0",
+}  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,6 +183,7 @@ class Server:
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
             "PATCHWATCH_WORKERS": "2",
+            **NO_EGRESS_ENV,
             **(env or {}),
         }
         self.log_path = tmp_path / "server.log"

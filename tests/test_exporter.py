@@ -1,4 +1,5 @@
-"""The exporter reads the store at scrape time: zeros for quiet hosts, no stale cache."""
+"""The exporter reads the store at scrape time: zeros for quiet hosts, nothing for
+unknown ones, no stale cache."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from exporter.exposition import render
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import JobRun
+from patchwatch.models import Mirror
 from patchwatch.models import OSRelease
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
 from patchwatch.models import Report
+from patchwatch.models import Repository
 
 
 def registry_for(db) -> CollectorRegistry:
@@ -42,11 +45,18 @@ def _pkg(name: str, version: str) -> Package:
     return Package.create(kind="deb", name=name, version=version, release="1", arch="amd64")
 
 
+def _known(name: str, now: float, **fields: Any) -> Host:
+    """A host whose updates were computed with every repository's data."""
+    computed = {"updates_complete": True, "updates_computed_at": now - 30,
+                "inputs_changed_at": now - 40, "updates_inputs_at": now - 40}  # fmt: skip
+    return Host.create(name=name, created_at=now, **{**computed, **fields})
+
+
 def test_host_metrics_follow_the_store(db) -> None:
     now = time.time()
-    a = Host.create(name="a", kernel="6.1", arch="x86_64", created_at=now, last_report_at=now - 5,
-                    packages_without_repository=4)  # fmt: skip
-    Host.create(name="b", created_at=now, reboot_required=True)
+    a = _known("a", now, kernel="6.1", arch="x86_64", last_report_at=now - 5,
+               packages_without_repository=4, reboot_reported=False)  # fmt: skip
+    _known("b", now, reboot_reported=True)
     old, new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
     HostUpdate.create(host=a, installed=old, available=new, security=True, first_seen_at=now - 99)
     old2, new2 = _pkg("vim", "9.0"), _pkg("vim", "9.1")
@@ -218,10 +228,13 @@ def seed_awkward_fleet() -> float:
         size = PackageSet.create(digest=f"{i:064x}", size=1000 + i, created_at=now)
         host = Host.create(
             name=f"h{i}-{odd}", os_release=release, kernel=f"6.1-{odd}", arch=odd,
-            tags=f"web {odd} prod", reboot_required=i % 2 == 0, package_set=size,
+            tags=f"web {odd} prod", reboot_reported=[None, True, False][i % 3],
+            reboot_kernel=[None, False, True, None][i % 4], package_set=size,
             created_at=now, last_report_at=now - 1234.5678 * i,
             maintenance_until=now + 3600 if i % 3 == 0 else None,
             packages_without_repository=i * 7 if i % 4 else None,
+            updates_complete=i % 5 != 0, updates_computed_at=now - 60.25 * i,
+            inputs_changed_at=now - 1200.125 * i if i % 6 else None,
         )  # fmt: skip
         HostUpdate.create(host=host, installed=old, available=new, security=i % 2 == 1,
                           first_seen_at=now - 86400.25 * i)  # fmt: skip
@@ -238,7 +251,7 @@ def test_fast_writer_writes_what_prometheus_client_writes(db, accept: str | None
     rendering of the very same families, in every format the app serves itself."""
     seed_awkward_fleet()
     families = list(StoreCollector(db).collect())
-    assert sum(isinstance(f, RowFamily) for f in families) == 8
+    assert sum(isinstance(f, RowFamily) for f in families) == 10
     encoder, _content_type, openmetrics_format = negotiate(accept)
     assert openmetrics_format is not None
     fast = render(families, encoder, openmetrics_format)
@@ -367,3 +380,95 @@ def test_metrics_app_leaves_filtering_and_other_methods_to_prometheus_client(db)
         ours(environ, lambda status, _headers, got=got: got.append(status))
         theirs(environ, lambda status, _headers, got=got: got.append(status))
         assert got[0] == got[1]
+
+
+# --- unknown is never 0 ---------------------------------------------------------------------
+
+
+def test_updates_never_computed_or_computed_without_every_repository_are_absent(db) -> None:
+    """A host whose updates are unknown has no update series at all, where a fully
+    patched host has its zeros: "nothing pending" and "unknown" cannot be confused."""
+    now = time.time()
+    _known("patched", now)
+    Host.create(name="new", created_at=now, inputs_changed_at=now - 7)  # never computed
+    partial = Host.create(
+        name="partial", created_at=now, updates_complete=False, updates_computed_at=now - 3,
+        inputs_changed_at=now - 9, updates_inputs_at=now - 9,
+    )  # fmt: skip
+    old, new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
+    # what the repositories it could read offer: real, but not all there is
+    HostUpdate.create(host=partial, installed=old, available=new, security=True,
+                      first_seen_at=now - 99)  # fmt: skip
+    get = registry_for(db).get_sample_value
+    for kind in ("security", "other"):
+        assert get("patchwatch_host_updates_pending", {"host": "patched", "kind": kind}) == 0
+        assert get("patchwatch_host_updates_pending", {"host": "new", "kind": kind}) is None
+        assert get("patchwatch_host_updates_pending", {"host": "partial", "kind": kind}) is None
+    oldest = "patchwatch_host_oldest_security_update_first_seen_timestamp_seconds"
+    assert get(oldest, {"host": "partial"}) is None
+    computed = "patchwatch_host_updates_computed_timestamp_seconds"
+    assert get(computed, {"host": "patched"}) == now - 30
+    assert get(computed, {"host": "new"}) is None
+    assert get(computed, {"host": "partial"}) is None
+    changed = "patchwatch_host_updates_inputs_changed_timestamp_seconds"
+    assert get(changed, {"host": "patched"}) == now - 40
+    assert get(changed, {"host": "new"}) == now - 7
+    Host.create(name="off", created_at=now, inputs_changed_at=now - 7, check_updates=False)
+    assert get(changed, {"host": "off"}) is None  # checks off: no computation is ever due
+    assert get("patchwatch_host_updates_pending", {"host": "off", "kind": "other"}) is None
+    assert get("patchwatch_host_info", {"host": "new", "os": "", "os_family": "", "arch": "",
+                                        "kernel": "", "tags": ""}) == 1  # fmt: skip
+
+    Host.update(updates_complete=True).where(Host.name == "partial").execute()
+    assert get("patchwatch_host_updates_pending", {"host": "partial", "kind": "security"}) == 1
+    assert get(oldest, {"host": "partial"}) == now - 99
+    assert get(computed, {"host": "partial"}) == now - 3
+
+
+def test_stale_updates_keep_their_numbers_and_show_newer_inputs(db) -> None:
+    """A report changed the inputs after the computation: the last numbers stay, and the
+    two timestamps tell PromQL they are stale."""
+    now = time.time()
+    _known("web", now, inputs_changed_at=now - 5)  # computed at now - 30 from older inputs
+    get = registry_for(db).get_sample_value
+    assert get("patchwatch_host_updates_pending", {"host": "web", "kind": "security"}) == 0
+    computed = get("patchwatch_host_updates_computed_timestamp_seconds", {"host": "web"})
+    changed = get("patchwatch_host_updates_inputs_changed_timestamp_seconds", {"host": "web"})
+    assert changed is not None and computed is not None and changed > computed
+
+
+@pytest.mark.parametrize(
+    ("reported", "newer_kernel", "exported"),
+    [
+        (None, None, None),  # nothing says anything: absent, never 0
+        (False, None, 0),
+        (None, False, 0),
+        (False, False, 0),
+        (True, None, 1),
+        (None, True, 1),
+        (False, True, 1),  # the kernel says so, whatever the host's own signal
+        (True, False, 1),
+    ],
+)
+def test_reboot_required_is_absent_when_nothing_says_anything(
+    db, reported: bool | None, newer_kernel: bool | None, exported: int | None
+) -> None:
+    Host.create(name="h", created_at=time.time(), reboot_reported=reported,
+                reboot_kernel=newer_kernel)  # fmt: skip
+    get = registry_for(db).get_sample_value
+    assert get("patchwatch_host_reboot_required", {"host": "h"}) == exported
+
+
+def test_mirror_packages_are_absent_until_the_mirror_succeeded(db) -> None:
+    now = time.time()
+    repo = Repository.create(kind="deb", key="deb x", created_at=now)
+    never = Mirror.create(repository=repo, url="http://never.example/", last_attempt_at=now,
+                          failures_total=2, consecutive_failures=2)  # fmt: skip
+    Mirror.create(repository=repo, url="http://empty.example/", last_attempt_at=now,
+                  last_success_at=now, package_count=0)  # fmt: skip
+    get = registry_for(db).get_sample_value
+    labels = {"repository": "deb x", "mirror": never.url}
+    assert get("patchwatch_mirror_packages", labels) is None
+    assert get("patchwatch_mirror_consecutive_failures", labels) == 2
+    empty = {"repository": "deb x", "mirror": "http://empty.example/"}
+    assert get("patchwatch_mirror_packages", empty) == 0  # read, and really empty

@@ -56,6 +56,7 @@ from patchwatch.models import OSRelease
 from patchwatch.models import Package
 from patchwatch.models import PackageSet
 from patchwatch.models import Repository
+from tests.conftest import NO_EGRESS_ENV
 from tests.conftest import ROOT
 from tests.conftest import free_port
 from tests.conftest import require_or_skip
@@ -192,6 +193,7 @@ class PatchwatchServer(Process):
             "HOME": str(self.workdir),
             "PATCHWATCH_WORKERS": "2",
             "PATCHWATCH_LOG_LEVEL": "WARNING",
+            **NO_EGRESS_ENV,
         }
         cmd = [sys.executable, "-m", "cli.main", "serve"]
         cmd += ["--bind", self.address, "--data-dir", str(self.data_dir)]
@@ -254,7 +256,11 @@ def seed_host(
     held: bool = False,
 ) -> Host:
     """Write one host with pending updates first seen ``security_ages_days`` ago
-    (of packages the host holds when ``held``)."""
+    (of packages the host holds when ``held``).
+
+    Its updates count as known (computed from every repository's data) and current;
+    ``reboot`` is the host's own signal.
+    """
     release, _ = OSRelease.get_or_create(name=os_name, defaults={"family": family})
     digest = hashlib.sha256(name.encode()).hexdigest()
     package_set = PackageSet.create(digest=digest, size=packages, created_at=now)
@@ -264,13 +270,16 @@ def seed_host(
         kernel="6.1.0-28-amd64",
         arch="x86_64",
         tags=tags,
-        reboot_required=reboot,
+        reboot_reported=reboot,
         package_set=package_set,
         maintenance_until=now + DAY if maintenance else None,
         created_at=now - 90 * DAY,
         last_report_at=now - report_age_days * DAY,
         last_processed_at=now - report_age_days * DAY,
         updates_computed_at=now,
+        updates_complete=True,
+        inputs_changed_at=now - report_age_days * DAY,
+        updates_inputs_at=now - report_age_days * DAY,
         # Keep the scheduler's update computation away from these rows: it would
         # recompute them from the (empty) package set and delete the seeded updates.
         check_updates=False,
@@ -286,6 +295,24 @@ def seed_host(
             held=held,
         )
     return host
+
+
+def seed_unknown_host(name: str, now: float, *, reported_hours_ago: float = 2.0) -> Host:
+    """Write a host that reported, with no repositories and no reboot signal of its own:
+    patchwatch knows nothing of its updates or its reboot. (The scheduler computes it,
+    and finds nothing to compute from: it stays unknown.)"""
+    at = now - reported_hours_ago * 3600
+    release, _ = OSRelease.get_or_create(
+        name="Debian GNU/Linux 12 (bookworm)", defaults={"family": "debian"}
+    )
+    package_set = PackageSet.create(
+        digest=hashlib.sha256(name.encode()).hexdigest(), size=400, created_at=now
+    )
+    return Host.create(
+        name=name, os_release=release, kernel="6.1.0-28-amd64", arch="x86_64",
+        package_set=package_set, created_at=at, last_report_at=at, last_processed_at=at,
+        inputs_changed_at=at,
+    )  # fmt: skip
 
 
 def seed_mirror(
@@ -531,7 +558,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatchwatchServer
 
     web-1 reports normally, db-1 is in maintenance, old-1 stopped reporting 5 days ago:
     only web-1's alert may reach a human. held-1's 10-day-old security update is of a
-    package it holds: no alert at all.
+    package it holds: no alert at all. clean-1 has nothing pending; new-1 reported two
+    hours ago and its updates were never computed; the mirror deb-never never succeeded.
     """
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
@@ -544,6 +572,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatchwatchServer
             seed_host("db-1", now, security_ages_days=(10,), maintenance=True)
             seed_host("old-1", now, security_ages_days=(10,), report_age_days=5)
             seed_host("held-1", now, security_ages_days=(10,), held=True)
+            seed_host("clean-1", now)
+            seed_unknown_host("new-1", now)
+            seed_mirror("deb-never", "http://deb.example/never", now, success_age_hours=None,
+                        consecutive_failures=1, failures_total=1)  # fmt: skip
             seed_mirror(
                 "deb-main", "http://deb.example/debian", now, success_age_hours=0.5, packages=9
             )
@@ -635,3 +667,44 @@ def test_security_alert_reaches_the_webhook_and_resolves(
         prometheus.stop()
         alertmanager.stop()
         webhook.stop()
+
+
+def test_unknown_is_absent_not_zero_on_a_real_prometheus_scrape(
+    fleet: PatchwatchServer, tmp_path: Path
+) -> None:
+    """What patchwatch does not know, Prometheus does not see as 0: new-1's updates and
+    reboot, deb-never's package count. A "fully patched" share never counts new-1, and
+    the shipped rule finds the host whose updates stay unknown."""
+    prometheus = Prometheus(tmp_path / "prom", [fleet.address], rules=derive_test_rules())
+    try:
+        prometheus.start()
+        prometheus.wait_for_samples(2)
+        query = prometheus.query
+
+        def hosts(expr: str) -> set[str]:
+            return {series["metric"]["host"] for series in query(expr)}
+
+        assert hosts("patchwatch_host_info") == {"web-1", "db-1", "old-1", "clean-1", "new-1"}
+        assert query('patchwatch_host_updates_pending{host="new-1"}') == []
+        assert query('patchwatch_host_reboot_required{host="new-1"}') == []
+        assert hosts("patchwatch_host_updates_computed_timestamp_seconds") == {
+            "web-1", "db-1", "old-1", "clean-1"}  # fmt: skip
+        # (web-1 joins clean-1 once the alert test above has deleted its updates)
+        patched = hosts('patchwatch_host_updates_pending{kind="security"} == 0')
+        assert "clean-1" in patched and patched <= {"clean-1", "web-1"}
+        share = 'count(patchwatch_host_updates_pending{kind="security"} == 0)'
+        assert finite_values(query(f"{share} / count(patchwatch_host_info)")) == [len(patched) / 5]
+        unknown = "patchwatch_host_info unless on (host) patchwatch_host_updates_computed_timestamp_seconds"  # noqa: E501
+        assert hosts(unknown) == {"new-1"}
+        assert query('patchwatch_host_reboot_required{host="clean-1"}') != []  # it said no
+
+        never = '{repository="deb-never"}'
+        assert query(f"patchwatch_mirror_packages{never}") == []
+        assert finite_values(query(f"patchwatch_mirror_consecutive_failures{never}")) == [1.0]
+        assert finite_values(query('patchwatch_mirror_packages{repository="deb-main"}')) == [9.0]
+
+        firing = 'ALERTS{alertname="PatchwatchHostUpdatesUnknown", alertstate="firing"}'
+        found = wait_until(lambda: hosts(firing), 30, f"{firing}\n{prometheus.log_tail()}")
+        assert found == {"new-1"}
+    finally:
+        prometheus.stop()

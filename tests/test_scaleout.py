@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NO_EGRESS_ENV
 from tests.conftest import ROOT
 from tests.conftest import free_port
 from tests.test_faults import post
@@ -42,7 +43,8 @@ def test_receivers_scheduler_and_exporter_apart_on_postgresql(postgres, tmp_path
     url = postgres.create_database()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PATCHWATCH_DATABASE_URL": url,
            "PATCHWATCH_DATA_DIR": str(tmp_path / "data"), "PATCHWATCH_PROCESS_INLINE": "false",
-           "PATCHWATCH_PROCESS_INTERVAL_SECONDS": "1", "PATCHWATCH_WORKERS": "1"}  # fmt: skip
+           "PATCHWATCH_PROCESS_INTERVAL_SECONDS": "1", "PATCHWATCH_WORKERS": "1",
+           **NO_EGRESS_ENV}  # fmt: skip
     ports = [free_port(), free_port(), free_port()]
     procs = [
         start("receiver", env, ports[0], tmp_path / "r1.log"),
