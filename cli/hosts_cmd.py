@@ -55,7 +55,7 @@ HOST_FIELDS = [
     ("held_names", "held packages"),
 ]  # fmt: skip
 # shown as "unknown" in tables, never as 0, "no" or "-" (JSON and CSV: null and empty)
-UNKNOWN_WHEN_NONE = ("security_updates", "other_updates", "reboot_required")
+UNKNOWN_WHEN_NONE = ("security_updates", "other_updates", "held_updates", "reboot_required")
 FLAG_FIELDS = [
     ("name", "host"), ("use_os_repositories", "use OS repositories"),
     ("check_updates", "check updates"), ("maintenance_until", "maintenance until"),

@@ -90,8 +90,8 @@ def test_held_updates_are_their_own_kind_and_never_the_oldest_security_update(db
     security update feeds neither the security count nor the patch-age series that
     the security alerts read."""
     now = time.time()
-    a = Host.create(name="a", created_at=now)
-    b = Host.create(name="b", created_at=now)
+    a = _known("a", now)
+    b = _known("b", now)
     ssl_old, ssl_new = _pkg("openssl", "3.0.1"), _pkg("openssl", "3.0.2")
     vim_old, vim_new = _pkg("vim", "9.0"), _pkg("vim", "9.1")
     for host, first in ((a, now - 900), (b, now - 50)):

@@ -216,7 +216,14 @@ def test_serve_gives_a_new_host_its_numbers_without_any_operator_step(
 ) -> None:
     """patchwatch serve, one report over HTTP, nothing else: the host's numbers appear in
     /metrics once the scheduler read the new repository; a second host follows."""
-    srv: Server = server_factory({"PATCHWATCH_LOG_LEVEL": "WARNING"})
+    srv: Server = server_factory(
+        {
+            "PATCHWATCH_LOG_LEVEL": "WARNING",
+            # the loopback mirror is trusted and reachable: no operator step either
+            "PATCHWATCH_MIRROR_URL_PATTERNS": "http://127.0.0.1:*",
+            "PATCHWATCH_MIRROR_ALLOWED_NETWORKS": "127.0.0.1/32",
+        }
+    )
     proc = srv.cli("token", "create", "--enroll")
     assert proc.returncode == 0, proc.stderr
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {proc.stdout.strip()}"}

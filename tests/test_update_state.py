@@ -190,8 +190,8 @@ def test_the_cli_and_the_api_say_unknown(
     assert proc.returncode == 0, proc.stderr
     # names are cut to fit 80 columns: their first label tells them apart
     lines = {line.split(".")[0]: line.split() for line in proc.stdout.splitlines()[1:]}
-    assert lines["unread"][-5:-3] == ["unknown", "unknown"]
-    assert lines["current"][-5:-3] == ["1", "0"]
+    assert lines["unread"][-6:-3] == ["unknown", "unknown", "unknown"]  # SEC OTHER HELD
+    assert lines["current"][-6:-3] == ["1", "0", "0"]
     assert "updates unknown for 1 host: mirrors not read yet" in proc.stderr.splitlines()
     proc = cli(database_url, "hosts", "show", "unread.example.com", home=tmp_path)
     shown = [line.split() for line in proc.stdout.splitlines()]
