@@ -1033,7 +1033,7 @@ def test_cli_updates_lists_the_pending_updates_of_a_host(
     assert run_cli(refresh_cmd.cmd_updates, make_settings(), host="rpmhost.test") == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == f"hello noarch 1.0-1 -> 1.1-1 held security {key}"
-    assert lines[2] == "rpmhost.test: 1 pending updates, 1 held; reboot required: no"
+    assert lines[2] == "rpmhost.test: 1 pending updates, 1 held; reboot required: unknown"
     with pytest.raises(NotFoundError, match="no host 'ghost'"):
         run_cli(refresh_cmd.cmd_updates, make_settings(), host="ghost")
 
