@@ -21,9 +21,11 @@ from cli.output import guarded
 from cli.output import non_negative
 from cli.output import one_line_errors
 from cli.output import print_fields
+from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
 from cli.output import yes_no
+from patchwatch import listings
 from patchwatch.diffs import format_host_diff
 from patchwatch.diffs import host_diff_dict
 from patchwatch.inventory import KEEP
@@ -120,7 +122,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows = host_summaries(flt, time.time())
     filtered = flt != HostFilter()
-    emit(rows, args.format, HOST_COLUMNS, "no host matches" if filtered else "no hosts yet")
+    empty = "no host matches" if filtered else "no hosts yet"
+    emit(rows, args.format, HOST_COLUMNS, empty, fields=listings.HOSTS)
     return 0
 
 
@@ -159,7 +162,7 @@ def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(render_json(host_diff_dict(diff)))
     else:
-        print("\n".join(format_host_diff(diff)))
+        print(printable("\n".join(format_host_diff(diff)), lines=True))
     return 0
 
 
@@ -168,16 +171,16 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     plural = "host" if len(names) == 1 else "hosts"
     if args.dry_run:
         for name in names:
-            print(name)
+            print(printable(name))
         print(f"dry run: {len(names)} {plural} would be deleted", file=sys.stderr)
         return 0
     if not args.yes:
         if not can_prompt():
-            return usage_error(
+            usage_error(
                 f"refusing to delete {len(names)} {plural} without --yes (no terminal to ask)"
             )
         for name in names[:SHOWN_BEFORE_CONFIRM]:
-            print(f"  {name}", file=sys.stderr)
+            print(f"  {printable(name)}", file=sys.stderr)
         if len(names) > SHOWN_BEFORE_CONFIRM:
             print(f"  ... and {len(names) - SHOWN_BEFORE_CONFIRM} more", file=sys.stderr)
         if not confirm(f"delete {len(names)} {plural} and their reports?"):
@@ -190,10 +193,7 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
     if (args.use_os_repos, args.check_updates, args.maintenance_until) == (None, None, None):
-        return usage_error(
-            "hosts set: nothing to set (give --use-os-repos, --check-updates or "
-            "--maintenance-until)"
-        )
+        usage_error("nothing to set (give --use-os-repos, --check-updates or --maintenance-until)")
     now = time.time()
     host = resolve_host(args.name)
     until = (

@@ -23,6 +23,7 @@ from cli.output import one_line_errors
 from cli.output import plural
 from cli.output import print_fields
 from cli.output import render_json
+from patchwatch import listings
 from patchwatch.errors import NotFoundError
 from patchwatch.inventory import add_os_repositories
 from patchwatch.inventory import attention
@@ -108,7 +109,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def cmd_os_list(settings: Settings, args: argparse.Namespace) -> int:
-    emit(os_release_list(), args.format, OS_COLUMNS, "no OS releases yet")
+    emit(os_release_list(), args.format, OS_COLUMNS, "no OS releases yet",
+         fields=listings.OS_RELEASES)  # fmt: skip
     return 0
 
 
@@ -149,7 +151,8 @@ def cmd_package_hosts(settings: Settings, args: argparse.Namespace) -> int:
     if not package_known(args.name):
         raise NotFoundError(f"no package named {args.name!r} is installed or offered anywhere")
     rows = hosts_with_package(args.name, args.version, args.arch)
-    emit(rows, args.format, PACKAGE_HOST_COLUMNS, f"no host has {args.name} installed")
+    emit(rows, args.format, PACKAGE_HOST_COLUMNS, f"no host has {args.name} installed",
+         fields=listings.PACKAGE_HOSTS)  # fmt: skip
     return 0
 
 
@@ -160,13 +163,15 @@ def cmd_orphans(settings: Settings, args: argparse.Namespace) -> int:
         rows = orphan_packages(host, progress=progress)
     finally:
         progress.close()
-    emit(rows, args.format, ORPHAN_COLUMNS, "every installed package comes from a repository")
+    emit(rows, args.format, ORPHAN_COLUMNS, "every installed package comes from a repository",
+         fields=listings.ORPHANS)  # fmt: skip
     return 0
 
 
 def cmd_attention(settings: Settings, args: argparse.Namespace) -> int:
     rows = attention(time.time(), args.stale_days)
-    emit(rows, args.format, ATTENTION_COLUMNS, "nothing needs attention")
+    emit(rows, args.format, ATTENTION_COLUMNS, "nothing needs attention",
+         fields=listings.ATTENTION)  # fmt: skip
     return 0
 
 
@@ -176,7 +181,7 @@ def cmd_dbcheck(settings: Settings, args: argparse.Namespace) -> int:
         rows = check_store(fix=args.fix, include_packages=args.packages, progress=progress)
     finally:
         progress.close()
-    emit(rows, args.format, DBCHECK_COLUMNS)
+    emit(rows, args.format, DBCHECK_COLUMNS, fields=listings.DBCHECK)
     damaged = any(r["check"] in DAMAGE_CHECKS and r["found"] for r in rows)
     if not args.fix and not args.quiet:
         print("dry run: nothing deleted (--fix deletes what was found)", file=sys.stderr)

@@ -40,7 +40,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("exporter", cmd_exporter, "run only the Prometheus exporter"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--data-dir", dest="data_dir", help="data folder (setting data_dir)")
+        p.add_argument(
+            "--data-dir", dest="data_dir", default=argparse.SUPPRESS,
+            help="data folder (setting data_dir)",
+        )  # fmt: skip
         if name != "scheduler":
             p.add_argument("--bind", help="host:port to listen on (setting bind)")
             p.add_argument("--workers", type=int, help="gunicorn workers (setting workers)")

@@ -19,6 +19,7 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
+from patchwatch import listings
 from patchwatch.diffs import host_diff_dict
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
@@ -96,7 +97,7 @@ def _ids(body: dict[str, Any], key: str = "repositories") -> list[str]:
 @bp.get("/attention")
 def attention_list() -> Response:
     stale_days = number_arg("stale_days", 2.0) or 0.0
-    return listing(attention(time.time(), stale_days))
+    return listing(attention(time.time(), stale_days), listings.ATTENTION)
 
 
 @bp.get("/hosts/<a>/diff/<b>")
@@ -131,12 +132,12 @@ def host_delete(name: str) -> Response:
 @bp.get("/packages/orphans")
 def package_orphans() -> Response:
     name = request.args.get("host")
-    return listing(orphan_packages(get_host(name) if name else None))
+    return listing(orphan_packages(get_host(name) if name else None), listings.ORPHANS)
 
 
 @bp.get("/repositories/possible-mirrors")
 def repository_possible_mirrors() -> Response:
-    return listing(possible_mirrors())
+    return listing(possible_mirrors(), listings.POSSIBLE_MIRRORS)
 
 
 @bp.get("/repositories/<ref>")
@@ -171,7 +172,7 @@ def repository_link(ref: str) -> Response:
 
 @bp.get("/os-releases")
 def os_releases() -> Response:
-    return listing(os_release_list())
+    return listing(os_release_list(), listings.OS_RELEASES)
 
 
 @bp.get("/os-releases/<ref>")
