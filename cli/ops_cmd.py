@@ -151,8 +151,16 @@ def cmd_package_hosts(settings: Settings, args: argparse.Namespace) -> int:
     if not package_known(args.name):
         raise NotFoundError(f"no package named {args.name!r} is installed or offered anywhere")
     rows = hosts_with_package(args.name, args.version, args.arch)
-    emit(rows, args.format, PACKAGE_HOST_COLUMNS, f"no host has {args.name} installed",
-         fields=listings.PACKAGE_HOSTS)  # fmt: skip
+    empty = f"no host has {args.name} installed"
+    if not rows and args.version:  # say which versions there are, epochs included
+        found = hosts_with_package(args.name, None, args.arch)
+        versions = sorted({str(r["version_string"]) for r in found})
+        empty = f"no host has {args.name} {args.version} installed" + (
+            f"; installed: {', '.join(versions[:10])}" + (" ..." if len(versions) > 10 else "")
+            if versions
+            else ""
+        )
+    emit(rows, args.format, PACKAGE_HOST_COLUMNS, empty, fields=listings.PACKAGE_HOSTS)
     return 0
 
 

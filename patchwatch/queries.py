@@ -281,6 +281,22 @@ def _is_security(repo: Repository) -> bool:
     return bool(repo.security if repo.security_override is None else repo.security_override)
 
 
+def version_matches(text: str, p: Package) -> bool:
+    """Whether ``text`` names the version of package ``p`` as users write versions.
+
+    ``1:1.2-3`` (as dpkg and rpm print it), ``1.2-3`` (the epoch left out: any epoch)
+    or ``1.2`` (the upstream version alone); an epoch of 0 may be written or not.
+    """
+    text = text.strip()
+    epoch, sep, rest = text.partition(":")
+    if not (sep and epoch.isdigit()):
+        epoch, rest = "", text
+    elif int(epoch) != int(p.epoch or 0):
+        return False
+    full = f"{p.version}-{p.release}" if p.release else p.version
+    return rest in (full, p.version)
+
+
 def hosts_with_package(
     name: str, version: str | None = None, arch: str | None = None
 ) -> list[dict[str, object]]:
@@ -288,7 +304,7 @@ def hosts_with_package(
     query = Package.select().where(Package.name == name)
     if arch:
         query = query.where(Package.arch == arch)
-    packages = [p for p in query if version is None or version in (p.version_string, p.version)]
+    packages = [p for p in query if version is None or version_matches(version, p)]
     out: list[dict[str, object]] = []
     for pkg in packages:
         psets = [m.package_set_id for m in PackageSetContent.select().where(

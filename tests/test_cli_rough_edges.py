@@ -53,7 +53,9 @@ def fleet(db, database_url: str, tmp_path: Path):
     hostile = _form("patchman1-debian12")  # Patchman's tags are free text
     hostile.update(host="evil.example.com", tags=f"{FORMULA_TAG},+1,-2,prod",
                    kernel=f"6.1.0{ESCAPE}-amd64", os=f"Debian{ESCAPE}\u202e 12.8")  # fmt: skip
-    hostile["packages"] += "'@cmd' '' '1.0' '1' 'amd64' 'deb'\n"
+    hostile["packages"] += (
+        "'@cmd' '' '1.0' '1' 'amd64' 'deb'\n'epochal' '2' '1.4' '3' 'amd64' 'deb'\n"
+    )
     store_report("evil.example.com", PATCHMAN1, hostile, now)
     assert process_pending(now) == {"processed": 1}
 
@@ -265,3 +267,18 @@ def test_data_dir_before_the_verb_reaches_the_servers_store(server_factory, tmp_
     listed = run("--data-dir", str(srv.data_dir), "token", "list", "--format", "json")
     assert [t["kind"] for t in json.loads(listed.stdout)] == ["enroll"]
     assert list(elsewhere.iterdir()) == []
+
+
+@SQLITE_ONLY
+def test_package_versions_are_matched_as_users_write_them(fleet) -> None:
+    """dpkg prints 2:1.4-3; people type 1.4-3 or 1.4: all find the host."""
+    for version in ("2:1.4-3", "1.4-3", "1.4"):
+        rows = json.loads(fleet("packages", "hosts", "epochal", "--version", version,
+                                "--format", "json").stdout)  # fmt: skip
+        assert [(r["host"], r["version_string"]) for r in rows] == [
+            ("evil.example.com", "2:1.4-3")], version  # fmt: skip
+    out = fleet("packages", "hosts", "epochal", "--version", "1:1.4-3")
+    assert out.returncode == 0 and out.stdout == ""
+    assert out.stderr.strip() == "no host has epochal 1:1.4-3 installed; installed: 2:1.4-3"
+    rows = hosts_with_package("openssl", "0:3.0.14-1")  # an epoch of 0 written out
+    assert {r["host"] for r in rows} >= {"web1.example.com", "db1.example.org"}
