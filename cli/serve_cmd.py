@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             p.add_argument("--bind", help="host:port to listen on (setting bind)")
             p.add_argument("--workers", type=int, help="gunicorn workers (setting workers)")
         p.set_defaults(handler=handler)
+
+
+def bind_first(bind: str) -> str:
+    """Take the listening address before anything else; return gunicorn's ``fd://N``.
+
+    A server started on a busy port used to migrate the store and start the
+    scheduler before gunicorn found the port taken (and retried for 5 s). The
+    address is bound here first, so a busy or invalid one fails at once and
+    touches nothing; gunicorn then listens on the bound socket (it takes the file
+    descriptor over).
+
+    :raises PatchwatchError: when the address cannot be bound.
+    """
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, ValueError) as exc:
+        raise PatchwatchError(f"cannot listen on {bind}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise PatchwatchError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+    return f"fd://{sock.detach()}"
 
 
 def prepare_data_dir(settings: Settings) -> Path:
@@ -138,6 +168,7 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, "metrics")
@@ -153,7 +184,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         stop_child(child)
 
     options = gunicorn_options(
-        settings.bind,
+        listener,
         settings.workers,
         settings.log_level,
         on_exit=on_exit,
@@ -169,11 +200,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, f"metrics-receiver-{os.getpid()}")
     options = gunicorn_options(
-        settings.bind,
+        listener,
         settings.workers,
         settings.log_level,
         child_exit=_mark_worker_dead,
@@ -185,10 +217,11 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     prepare_data_dir(settings)
     prepare_database(settings)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    options = gunicorn_options(settings.bind, settings.workers, settings.log_level)
+    options = gunicorn_options(listener, settings.workers, settings.log_level)
     EmbeddedGunicorn(lambda: make_server_app(settings, with_receiver=False), options).run()
     return 0
 

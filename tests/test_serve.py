@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,9 +128,31 @@ def test_serve_with_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data")],
+        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data"),
+         "--bind", f"127.0.0.1:{free_port()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1
     assert "cannot create data folder" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("verb", ["serve", "receiver", "exporter"])
+def test_a_busy_port_fails_at_once_and_touches_nothing(verb: str, tmp_path: Path) -> None:
+    """Bind first: a second server on a taken port must not migrate the store or start
+    a scheduler before it finds out (it used to do both, then retry for 5 s)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "cli.main", verb, "--bind", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip() == (
+        f"patchwatch {verb}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not (tmp_path / "data").exists()  # no store made, nothing migrated
