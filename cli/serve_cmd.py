@@ -116,9 +116,16 @@ def _mark_worker_dead(_server: Any, worker: Any) -> None:
 
 
 def make_server_app(
-    settings: Settings, with_receiver: bool = True, store_metrics: bool = True
+    settings: Settings,
+    with_receiver: bool = True,
+    store_metrics: bool = True,
+    server_pid: int | None = None,
 ) -> Any:
-    """Build the WSGI app one gunicorn worker serves (called in the worker)."""
+    """Build the WSGI app one gunicorn worker serves (called in the worker).
+
+    ``server_pid`` is gunicorn's master: ``process_*`` describe it and every process
+    under it, not only the worker that answers a scrape.
+    """
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     from exporter.app import make_app as make_exporter
@@ -126,8 +133,9 @@ def make_server_app(
 
     if not with_receiver:
         return make_exporter(
-            open_database(settings.resolved_database_url), token=settings.metrics_token
-        )
+            open_database(settings.resolved_database_url), token=settings.metrics_token,
+            server_pid=server_pid,
+        )  # fmt: skip
     app = create_app(settings)
     from patchwatch.db import database
 
@@ -135,7 +143,10 @@ def make_server_app(
         app.wsgi_app,
         {
             "/metrics": make_exporter(
-                database.obj, include_store=store_metrics, token=settings.metrics_token
+                database.obj,
+                include_store=store_metrics,
+                token=settings.metrics_token,
+                server_pid=server_pid,
             )
         },
     )
@@ -193,7 +204,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         read_timeout=settings.client_read_timeout_seconds,
     )
     try:
-        EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
+        master = os.getpid()  # gunicorn's arbiter runs in this process
+        EmbeddedGunicorn(lambda: make_server_app(settings, server_pid=master), options).run()
     finally:
         stop_child(child)
     return 0
@@ -212,7 +224,10 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
     )
-    EmbeddedGunicorn(lambda: make_server_app(settings, store_metrics=False), options).run()
+    master = os.getpid()
+    EmbeddedGunicorn(
+        lambda: make_server_app(settings, store_metrics=False, server_pid=master), options
+    ).run()
     return 0
 
 
@@ -222,7 +237,10 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     prepare_database(settings)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     options = gunicorn_options(listener, settings.workers, settings.log_level)
-    EmbeddedGunicorn(lambda: make_server_app(settings, with_receiver=False), options).run()
+    master = os.getpid()
+    EmbeddedGunicorn(
+        lambda: make_server_app(settings, with_receiver=False, server_pid=master), options
+    ).run()
     return 0
 
 
