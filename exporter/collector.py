@@ -30,6 +30,7 @@ from exporter.exposition import Row
 from exporter.exposition import RowFamily
 from patchwatch.queries import HOST_TUPLE_FIELDS
 from patchwatch.queries import count_reports_by_state
+from patchwatch.queries import load_host_tags
 from patchwatch.queries import load_host_tuples
 from patchwatch.queries import load_last_job_runs
 from patchwatch.queries import load_mirror_rows
@@ -74,6 +75,7 @@ class StoreCollector(Collector):
 
     def _store_families(self) -> Iterator[Metric]:
         yield from self._host_families()
+        yield from self._tag_families()
         yield from self._report_families()
         yield from self._mirror_families()
         yield from self._job_families()
@@ -170,6 +172,20 @@ class StoreCollector(Collector):
             "1 while an operator has put the host in maintenance (alerts may be silenced).",
             ["host"],
             maintenance,
+        )
+
+    def _tag_families(self) -> Iterator[Metric]:
+        """``patchwatch_host_tag{host,tag}``: one series per tag, so that a matcher
+        (``{tag="prod"}``) selects hosts, instead of a regex on a comma-joined label.
+
+        Bounded: a report carries at most 64 tags (``patchwatch.reports``).
+        """
+        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags()]
+        yield RowFamily(
+            "patchwatch_host_tag",
+            "1 for each tag of the host; join on host to select hosts by tag.",
+            ["host", "tag"],
+            rows,
         )
 
     def _report_families(self) -> Iterator[Metric]:

@@ -113,6 +113,12 @@ def load_host_rows() -> list[HostRow]:
     ]
 
 
+def load_host_tags() -> list[tuple[str, str]]:
+    """Every (host, tag) pair, by host name then tag: one row per tag of each host."""
+    query = Host.select(Host.name, Host.tags).where(Host.tags != "").order_by(Host.name).tuples()
+    return [(name, tag) for name, tags in query for tag in sorted(set(tags.split()))]
+
+
 def count_reports_by_state() -> dict[str, int]:
     """Stored reports per state (pending, processed, failed)."""
     return dict(Report.select(Report.state, fn.COUNT(Report.id)).group_by(Report.state).tuples())
