@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.conftest import free_port
+from tests.conftest import require_or_skip
 
 
 def _children(pid: int) -> list[int]:
@@ -216,3 +218,17 @@ def test_proc_stat_lines_with_awkward_command_names_parse() -> None:
     stats = {p: parse_stat(f"{p} (x) S {pp} " + " ".join(["0"] * 48))
              for p, pp in ((1, 0), (10, 1), (11, 10), (12, 10), (13, 11), (20, 1))}  # fmt: skip
     assert sorted(tree(10, stats)) == [10, 11, 12, 13] and tree(99, stats) == []
+
+
+def test_the_shipped_server_unit_verifies_and_runs_serve() -> None:
+    """The runbook says `systemctl status patchwatch`: the unit is shipped, and valid."""
+    unit = ROOT / "deploy" / "patchwatch.service"
+    if shutil.which("systemd-analyze") is None:
+        require_or_skip("PATCHWATCH_TEST_REQUIRE_ORACLES", "systemd-analyze not installed")
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    text = unit.read_text()
+    assert "ExecStart=/usr/bin/env patchwatch serve --data-dir /var/lib/patchwatch" in text
+    assert "systemctl status patchwatch" in (ROOT / "docs" / "runbook.md").read_text()
+    assert "deploy/patchwatch.service" in (ROOT / "docs" / "deploy.md").read_text()
