@@ -24,7 +24,9 @@ from cli.output import plural
 from cli.output import print_fields
 from cli.output import render_json
 from patchwatch import listings
+from patchwatch import rdns
 from patchwatch.errors import NotFoundError
+from patchwatch.errors import ParseError
 from patchwatch.inventory import add_os_repositories
 from patchwatch.inventory import attention
 from patchwatch.inventory import check_store
@@ -44,7 +46,8 @@ OS_COLUMNS = [
     ("hosts_using_os_repositories", "using OS repos"), ("repositories", "repos"),
 ]  # fmt: skip
 OS_FIELDS = [("id", "id"), ("name", "name"), ("family", "family"), ("os_id", "os id"),
-             ("version", "version"), ("codename", "codename"), ("cpe", "cpe")]  # fmt: skip
+             ("version", "version"), ("codename", "codename"), ("cpe", "cpe"),
+             ("reverse_dns_check", "reverse DNS check")]  # fmt: skip
 OS_REPO_COLUMNS = [("id", "id"), ("label", "repository"), ("security", "sec"),
                    ("enabled", "enabled")]  # fmt: skip
 OS_HOST_COLUMNS = [("name", "host"), ("use_os_repositories", "uses OS repos")]
@@ -71,6 +74,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("os", help="id, name (any case), or a unique part of the name")
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_os_show))
+    p = osub.add_parser("set", help="set an OS release's flags: the reverse DNS check")
+    p.add_argument("os", help="id, name (any case), or a unique part of the name")
+    p.add_argument("--reverse-dns", metavar="yes|no", required=True,
+                   help="check that its hosts' reporting addresses resolve back to their "
+                        "names (hosts set --reverse-dns overrides it per host)")  # fmt: skip
+    p.set_defaults(handler=guarded(cmd_os_set))
     for verb, text in (("add-repo", "add repositories to"), ("remove-repo", "remove from")):
         p = osub.add_parser(verb, help=f"{text} an OS release's group")
         p.add_argument("os")
@@ -126,6 +135,17 @@ def cmd_os_show(settings: Settings, args: argparse.Namespace) -> int:
     emit(repos, "table", OS_REPO_COLUMNS)
     print(f"\nhosts ({len(hosts)}):")
     emit(hosts, "table", OS_HOST_COLUMNS)
+    return 0
+
+
+def cmd_os_set(settings: Settings, args: argparse.Namespace) -> int:
+    release = resolve_os_release(args.os)
+    value = rdns.parse_switch(args.reverse_dns, "--reverse-dns")
+    if value is None:
+        raise ParseError("expected yes or no (os is for hosts)", "--reverse-dns")
+    followers = rdns.set_os_release_check(release, value)
+    state = "on" if value else "off"
+    print(f"reverse DNS check {state} for {release.name}: {plural(followers, 'host')} follow it")
     return 0
 
 

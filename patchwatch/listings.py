@@ -35,3 +35,7 @@ TOKENS = (
     "prefix", "kind", "host", "state", "comment", "created_at", "last_used_at", "expires_at",
     "revoked_at",
 )  # fmt: skip
+REVERSE_DNS = (
+    "name", "reverse_dns_status", "reverse_dns_address", "reverse_dns_name",
+    "reverse_dns_checked_at", "detail",
+)  # fmt: skip

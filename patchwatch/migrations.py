@@ -424,6 +424,35 @@ def _merge_repository_row(db: Database, target: int, source: int) -> None:
     run('DELETE FROM "repository" WHERE id = ?', source)
 
 
+_REVERSE_DNS_COLUMNS = (
+    # (table, column, SQLite type, PostgreSQL type)
+    ("os_release", "reverse_dns_check", "INTEGER NOT NULL DEFAULT 0",
+     "BOOLEAN NOT NULL DEFAULT false"),
+    ("host", "reverse_dns_check", "INTEGER", "BOOLEAN"),
+    ("host", "reverse_dns_address", "VARCHAR(64) NOT NULL DEFAULT ''",
+     "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_name", "VARCHAR(255) NOT NULL DEFAULT ''",
+     "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_status", "VARCHAR(16) NOT NULL DEFAULT ''",
+     "VARCHAR(16) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_checked_at", "REAL", "DOUBLE PRECISION"),
+)  # fmt: skip
+
+
+def _reverse_dns_check(db: Database) -> None:
+    """Add the reverse DNS check's switches (host, OS release) and results (host).
+
+    Off everywhere until an operator turns it on (``patchwatch.rdns``). Columns that
+    exist already (a store created from the current models) are left alone.
+    """
+    sqlite = isinstance(db, SqliteDatabase)
+    for table, column, sqlite_type, pg_type in _REVERSE_DNS_COLUMNS:
+        if column in {c.name for c in db.get_columns(table)}:
+            continue
+        kind = sqlite_type if sqlite else pg_type
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -435,6 +464,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "package_set.member_ids", _package_set_member_ids),
     Migration(7, "package sets written as differences from a base", _package_set_bases),
     Migration(8, "one canonical key per repository, duplicates merged", _canonical_repository_keys),
+    Migration(9, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
 )
 
 LATEST = MIGRATIONS[-1].version

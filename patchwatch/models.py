@@ -49,6 +49,8 @@ class OSRelease(BaseModel):
     version = CharField(max_length=64, default="")
     codename = CharField(max_length=64, default="")
     cpe = CharField(max_length=255, default="")
+    # check that its hosts' reporting addresses resolve back to their names (rdns.py)
+    reverse_dns_check = BooleanField(default=False)
 
 
 class Package(BaseModel):
@@ -226,6 +228,12 @@ class Host(BaseModel):
     last_processed_at = DoubleField(null=True)
     updates_computed_at = DoubleField(null=True)
     packages_without_repository = IntegerField(null=True)  # copied from the update set
+    # reverse DNS check (patchwatch.rdns): None follows the OS group's setting
+    reverse_dns_check = BooleanField(null=True)
+    reverse_dns_address = CharField(max_length=64, default="")  # the address last checked
+    reverse_dns_name = CharField(max_length=255, default="")
+    reverse_dns_status = CharField(max_length=16, default="")  # "": never checked
+    reverse_dns_checked_at = DoubleField(null=True)
 
 
 class Token(BaseModel):

@@ -20,6 +20,7 @@ from flask import jsonify
 from flask import request
 
 from patchwatch import listings
+from patchwatch import rdns
 from patchwatch.diffs import host_diff_dict
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
@@ -51,7 +52,7 @@ from receiver.read_api import number_arg
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 
-HOST_FLAGS = ("use_os_repositories", "check_updates", "maintenance_until")
+HOST_FLAGS = ("use_os_repositories", "check_updates", "maintenance_until", "reverse_dns_check")
 REPOSITORY_FLAGS = ("enabled", "security")
 
 
@@ -115,10 +116,15 @@ def host_flags(name: str) -> Response:
         if "maintenance_until" in body
         else KEEP
     )
+    if "reverse_dns_check" in body:  # true, false, or null / "os": as its OS release
+        rdns.set_host_check(host, rdns.parse_switch(body["reverse_dns_check"]))
     flags = set_host_flags(
         host, now, use_os_repositories=_bool(body, "use_os_repositories"),
         check_updates=_bool(body, "check_updates"), maintenance_until=until,
     )  # fmt: skip
+    host = get_host(name)
+    os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
+    flags["reverse_dns_check"] = rdns.check_enabled(host.reverse_dns_check, os_flag)
     return jsonify(flags)
 
 
@@ -178,6 +184,17 @@ def os_releases() -> Response:
 @bp.get("/os-releases/<ref>")
 def os_release(ref: str) -> Response:
     return jsonify(os_release_detail(resolve_os_release(ref, exact=True)))
+
+
+@bp.route("/os-releases/<ref>", methods=["PATCH", "POST"])
+def os_release_flags(ref: str) -> Response:
+    """``{"reverse_dns_check": bool}``: the reverse DNS check for the release's hosts."""
+    release = resolve_os_release(ref, exact=True)
+    body = _body(("reverse_dns_check",))
+    value = _bool(body, "reverse_dns_check")
+    if value is not None:
+        rdns.set_os_release_check(release, value)
+    return jsonify(os_release_detail(resolve_os_release(str(release.id), exact=True)))
 
 
 @bp.post("/os-releases/<ref>/repositories")

@@ -61,7 +61,8 @@ def _seed() -> None:
     """One of everything that has labels, so that every family has a sample."""
     now = time.time()
     host = Host.create(name="web-1", tags="prod", created_at=now, last_report_at=now,
-                       packages_without_repository=0)  # fmt: skip
+                       packages_without_repository=0, reverse_dns_check=True,
+                       reverse_dns_status="match")  # fmt: skip
     old = Package.create(kind="deb", name="a", version="1", arch="amd64")
     new = Package.create(kind="deb", name="a", version="2", arch="amd64")
     HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=now)
