@@ -230,3 +230,24 @@ def test_the_cli_switches_and_runs_the_check_without_leaving_the_machine(
     bad = cli("hosts", "set", "web1.example.com", "--reverse-dns", "sometimes")
     assert bad.returncode == 2 and "expected yes, no or os" in bad.stderr
     assert "reverse DNS check:   no" in cli("hosts", "show", "web1.example.com").stdout
+
+
+def test_the_migration_adds_the_columns_to_an_older_store_and_is_idempotent(db) -> None:
+    from patchwatch.migrations import MIGRATIONS
+    from patchwatch.migrations import migrate
+    from patchwatch.models import SchemaVersion
+
+    (step,) = [m for m in MIGRATIONS if "reverse DNS" in m.description]
+    step.apply(db)  # on a store made from the current models: nothing to add
+    Host.create(name="old.example.com", created_at=NOW)
+    for table, column in (("host", "reverse_dns_check"), ("host", "reverse_dns_status"),
+                          ("host", "reverse_dns_address"), ("host", "reverse_dns_name"),
+                          ("host", "reverse_dns_checked_at"),
+                          ("os_release", "reverse_dns_check")):  # fmt: skip
+        db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+    SchemaVersion.delete().where(SchemaVersion.version >= step.version).execute()
+    assert step.version in migrate(db)
+    old = Host.get(Host.name == "old.example.com")
+    assert (old.reverse_dns_check, old.reverse_dns_status, old.reverse_dns_checked_at) == (
+        None, "", None)  # fmt: skip
+    assert host_overview(old, NOW)["reverse_dns_check"] is False
