@@ -22,6 +22,7 @@ from cli.output import non_negative
 from cli.output import one_line_errors
 from cli.output import plural
 from cli.output import print_fields
+from cli.output import printable
 from cli.output import render_json
 from patchwatch import listings
 from patchwatch import rdns
@@ -145,7 +146,8 @@ def cmd_os_set(settings: Settings, args: argparse.Namespace) -> int:
         raise ParseError("expected yes or no (os is for hosts)", "--reverse-dns")
     followers = rdns.set_os_release_check(release, value)
     state = "on" if value else "off"
-    print(f"reverse DNS check {state} for {release.name}: {plural(followers, 'host')} follow it")
+    name = printable(release.name)  # as a host reported it
+    print(f"reverse DNS check {state} for {name}: {plural(followers, 'host')} follow it")
     return 0
 
 
@@ -154,11 +156,11 @@ def cmd_os_repos(settings: Settings, args: argparse.Namespace) -> int:
     repos = [resolve_repository(ref) for ref in args.repos]
     if args.add:
         n = add_os_repositories(release, repos)
-        print(f"added {plural(n, 'repository', 'repositories')} to {release.name} "
+        print(f"added {plural(n, 'repository', 'repositories')} to {printable(release.name)} "
               f"({len(repos) - n} already in it)")  # fmt: skip
     else:
         n = remove_os_repositories(release, repos)
-        print(f"removed {plural(n, 'repository', 'repositories')} from {release.name}")
+        print(f"removed {plural(n, 'repository', 'repositories')} from {printable(release.name)}")
     if n:
         print(
             "hosts using their OS repositories get new updates at the next updates run",
