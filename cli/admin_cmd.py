@@ -18,6 +18,7 @@ from cli.output import open_store
 from cli.output import positive_int
 from patchwatch import listings
 from patchwatch.db import database
+from patchwatch.db import open_database
 from patchwatch.models import Report
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
@@ -203,8 +204,8 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
     """
     global _TICKETS, _START_ERROR
     _TICKETS = tickets
-    try:
-        _open(settings)
+    try:  # the command checked and migrated the store: only connect here
+        open_database(settings.resolved_database_url).connect(reuse_if_open=True)
     except Exception as exc:  # handed on to the caller by _take_runs
         _START_ERROR = exc
         return
