@@ -2,16 +2,18 @@
 
 Debian's prometheus-node-exporter runs on loopback with its uname and textfile
 collectors, the textfile holding what ``apt_info.py`` writes for this machine;
-``patchwatch serve`` has a host named as this machine's ``uname -n`` with the same
-counts; Debian's Prometheus scrapes both, with the relabelling of docs/monitoring.md
+``patchwatch serve`` has a host named as the node_exporter's ``uname -n`` with the
+same counts; Debian's Prometheus scrapes both, with the relabelling of docs/monitoring.md
 on a second patchwatch job and alerts/node-exporter-compat.rules.yml loaded. The
 join and the relabelling are the very snippets of docs/monitoring.md.
 """
 
 from __future__ import annotations
 
-import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.conftest import require_or_skip
+from tests.test_monitoring_e2e import ORACLES_ENV
 from tests.test_monitoring_e2e import PatchwatchServer
 from tests.test_monitoring_e2e import Process
 from tests.test_monitoring_e2e import Prometheus
@@ -58,9 +62,24 @@ def documented(marker: str) -> str:
     return match.group(1)
 
 
+NODENAME = "web-1.example.com"  # the node_exporter's `uname -n`, and the patchwatch host
+
+
 class NodeExporter(Process):
+    """Debian's node_exporter on a host named :data:`NODENAME`: in a UTS namespace of
+    its own (``unshare -u``), so that its ``node_uname_info`` does not depend on the
+    name of the machine the tests run on."""
+
     def start(self, textfiles: Path) -> None:
+        unshare = shutil.which("unshare")
+        if unshare is None or subprocess.run([unshare, "-u", "true"], check=False).returncode:
+            require_or_skip(ORACLES_ENV, "unshare -u is not available (util-linux, root)")
+        rename_then_exec = (
+            "import os, socket, sys; socket.sethostname(sys.argv[1]); "
+            "os.execv(sys.argv[2], sys.argv[2:])"
+        )
         self.spawn([
+            str(unshare), "-u", sys.executable, "-c", rename_then_exec, NODENAME,
             require_tool("prometheus-node-exporter"), f"--web.listen-address={self.address}",
             "--collector.disable-defaults", "--collector.uname", "--collector.textfile",
             f"--collector.textfile.directory={textfiles}",
@@ -76,8 +95,7 @@ def value(result: list[dict[str, Any]]) -> float:
 def test_host_meets_instance_by_join_recording_rules_and_relabelling(tmp_path: Path) -> None:
     yaml = require_yaml()
     require_tool("prometheus")
-    nodename = os.uname().nodename
-    host = nodename.lower()
+    host = NODENAME
     textfiles = tmp_path / "textfile"
     textfiles.mkdir()
     (textfiles / "apt.prom").write_text(APT_PROM)
@@ -99,8 +117,6 @@ def test_host_meets_instance_by_join_recording_rules_and_relabelling(tmp_path: P
     try:
         server.start()
         now = time.time()
-        if host != nodename:
-            pytest.skip(f"uname -n is {nodename!r}: the join needs a lower-case name")
         with store(server.db_url):
             seed_host(host, now, security_ages_days=(1, 1), other_updates=3, reboot=True,
                       tags="prod web")  # fmt: skip
@@ -140,6 +156,7 @@ def test_host_meets_instance_by_join_recording_rules_and_relabelling(tmp_path: P
         relabelled = relabelling.query("patchwatch_host_reboot_required")
         assert {s["metric"]["host"]: s["metric"]["instance"] for s in relabelled} == {
             host: f"{host}:9100", "web-2.example.com": "web-2.example.com:9100"}  # fmt: skip
+        assert relabelling.query(f'node_uname_info{{nodename="{host}"}}')  # one name, two places
         up = relabelling.query('up{job="patchwatch"}')
         assert [s["metric"]["instance"] for s in up] == [server.address]
         assert [s["metric"]["instance"] for s in relabelling.query("patchwatch_database_up")] == [
