@@ -65,17 +65,41 @@ def parse_stat(text: str) -> ProcStat:
     )
 
 
-def read_stats(proc: Path) -> dict[int, ProcStat]:
-    """Every process's stat, by pid; processes that vanish while read are skipped."""
+def read_stats(proc: Path, pids: list[str] | None = None) -> dict[int, ProcStat]:
+    """The stat of ``pids`` (every process by default), by pid; processes that vanish
+    while read are skipped."""
     out: dict[int, ProcStat] = {}
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
+    for name in pids if pids is not None else os.listdir(proc):
+        if not name.isdigit():
             continue
         try:
-            out[int(entry.name)] = parse_stat((proc / entry.name / "stat").read_text())
+            out[int(name)] = parse_stat((proc / name / "stat").read_text())
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def children_stats(proc: Path, root: int) -> dict[int, ProcStat] | None:
+    """The stat of ``root`` and its descendants, found through ``/proc/PID/task/TID/
+    children`` (a few small reads rather than one per process of the machine); None
+    where the kernel does not offer those files."""
+    if not (proc / str(root) / "task" / str(root) / "children").exists():
+        return None
+    found, todo = [str(root)], [str(root)]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(proc / pid / "task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = (proc / pid / "task" / tid / "children").read_text().split()
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return read_stats(proc, found)
 
 
 def tree(root: int, stats: dict[int, ProcStat]) -> list[int]:
@@ -126,7 +150,7 @@ class ServerProcesses(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            stats = read_stats(self.proc)
+            stats = children_stats(self.proc, self.root_pid) or read_stats(self.proc)
             boot = _boot_time(self.proc)
         except (OSError, ValueError):
             return  # no /proc: nothing rather than one process's numbers
