@@ -1859,7 +1859,10 @@ def read_token(settings):
             with open(settings["token_file"], "rb") as handle:
                 token = to_text(handle.read()).strip()
         except OSError as exc:
-            raise UsageError(f"token_file {settings['token_file']}: {exc.strerror}") from None
+            path = settings["token_file"]
+            if path.startswith("pw_"):  # a token given where its file was meant: not shown
+                path = "(a token, not a file name; not shown)"
+            raise UsageError(f"token_file {path}: {exc.strerror}") from None
     if not token:
         raise UsageError("no token: set token or token_file in the config, or PATCHWATCH_TOKEN")
     if any(c in token for c in "\r\n"):
@@ -1887,11 +1890,31 @@ def choose_host(settings, ctx):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with exit code 1 (not 2, which means 'spooled') for usage errors."""
+    """argparse with exit code 1 (not 2, which means 'spooled') for usage errors.
+
+    Options must be spelled out: with abbreviations, ``--token SECRET`` was taken as
+    ``--token-file SECRET`` and the secret printed in the "cannot read" error. Unknown
+    arguments are named without their values, which may be secrets.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        opts, extras = self.parse_known_args(args, namespace)
+        if extras:
+            names = [arg.split("=", 1)[0] for arg in extras if arg.startswith("-")]
+            self.error(
+                "unrecognized arguments: "
+                + (" ".join(names) if names else "(values not shown)")
+                + (" (values not shown)" if names and len(names) < len(extras) else "")
+            )
+        return opts
 
 
 def build_parser():

@@ -9,15 +9,16 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC
-from datetime import datetime
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.util import Finalize
 
+from cli.output import add_format
+from cli.output import emit
+from cli.output import open_store
+from cli.output import positive_int
+from patchwatch import listings
 from patchwatch.db import database
 from patchwatch.db import open_database
-from patchwatch.errors import PatchwatchError
-from patchwatch.migrations import migrate
 from patchwatch.models import Report
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
@@ -40,6 +41,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--expires-days", type=float, help="expire after this many days")
     p.set_defaults(handler=cmd_token_create)
     p = tsub.add_parser("list", help="list tokens (never their secrets)")
+    add_format(p)
     p.set_defaults(handler=cmd_token_list)
     p = tsub.add_parser("revoke", help="revoke a token by its prefix")
     p.add_argument("prefix")
@@ -49,27 +51,29 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--force", action="store_true", help="re-process kept reports too")
     p.add_argument("--host", metavar="NAME", help="only this host's reports")
     p.add_argument(
-        "--workers", type=int, default=1, metavar="N",
+        "--workers", type=positive_int, default=1, metavar="N",
         help="processes working side by side, each taking the next run of queued "
         "reports as it comes free (default 1)",
     )  # fmt: skip
     p.set_defaults(handler=cmd_process)
 
     p = sub.add_parser("clean", help="delete old reports, keeping the last N per host")
-    p.add_argument("--keep", type=int, help="reports kept per host (setting reports_keep)")
+    p.add_argument(
+        "--keep", type=positive_int, metavar="N",
+        help="reports kept per host (setting reports_keep)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_clean)
 
 
+TOKEN_COLUMNS = [
+    ("prefix", "prefix"), ("kind", "kind"), ("host", "host"), ("created_at", "created"),
+    ("last_used_at", "last used"), ("state", "state"), ("comment", "comment"),
+]  # fmt: skip
+
+
 def _open(settings: Settings) -> None:
-    db = open_database(settings.resolved_database_url)
-    db.connect(reuse_if_open=True)
-    migrate(db)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+    """Open the server's store; never create one (see :func:`cli.output.open_store`)."""
+    open_store(settings)
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,20 +90,18 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
-    print(f"{'PREFIX':<14} {'KIND':<7} {'HOST':<30} {'CREATED':<17} {'LAST USED':<17} STATE")
     now = time.time()
-    for t in list_tokens():
-        state = (
-            "revoked"
-            if t.revoked_at
-            else "expired"
-            if t.expires_at and t.expires_at <= now
-            else "active"
-        )
-        print(
-            f"{t.prefix:<14} {t.kind:<7} {t.host_name or '-':<30} {_when(t.created_at):<17} "
-            f"{_when(t.last_used_at):<17} {state}" + (f"  # {t.comment}" if t.comment else "")
-        )
+    rows = [
+        {
+            "prefix": t.prefix, "kind": t.kind, "host": t.host_name,
+            "state": "revoked" if t.revoked_at
+            else "expired" if t.expires_at and t.expires_at <= now else "active",
+            "comment": t.comment, "created_at": t.created_at, "last_used_at": t.last_used_at,
+            "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+        }
+        for t in list_tokens()
+    ]  # fmt: skip
+    emit(rows, args.format, TOKEN_COLUMNS, "no tokens yet", fields=listings.TOKENS)
     return 0
 
 
@@ -111,8 +113,6 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise PatchwatchError("--workers must be at least 1")
     _open(settings)
     host = args.host.strip().lower() if args.host else None
     if args.workers == 1:
@@ -204,8 +204,8 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
     """
     global _TICKETS, _START_ERROR
     _TICKETS = tickets
-    try:
-        _open(settings)
+    try:  # the command checked and migrated the store: only connect here
+        open_database(settings.resolved_database_url).connect(reuse_if_open=True)
     except Exception as exc:  # handed on to the caller by _take_runs
         _START_ERROR = exc
         return
@@ -244,7 +244,5 @@ def _take_runs(
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
     keep = args.keep if args.keep is not None else settings.reports_keep
-    if keep < 1:
-        raise PatchwatchError("--keep must be at least 1")
     print(f"deleted {prune_reports(keep)} reports")
     return 0

@@ -23,9 +23,12 @@ from cli.output import non_negative
 from cli.output import one_line_errors
 from cli.output import plural
 from cli.output import print_fields
+from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
 from cli.output import yes_no
+from patchwatch import listings
+from patchwatch import rdns
 from patchwatch.diffs import format_host_diff
 from patchwatch.diffs import host_diff_dict
 from patchwatch.inventory import KEEP
@@ -36,6 +39,7 @@ from patchwatch.inventory import match_hosts
 from patchwatch.inventory import parse_maintenance_until
 from patchwatch.inventory import resolve_host
 from patchwatch.inventory import set_host_flags
+from patchwatch.models import Host
 from patchwatch.queries import HostFilter
 from patchwatch.queries import host_summaries
 from patchwatch.settings import Settings
@@ -52,15 +56,17 @@ HOST_FIELDS = [
     ("use_os_repositories", "use OS repositories"), ("check_updates", "check updates"),
     ("maintenance_until", "maintenance until"), ("package_count", "packages"),
     ("updates_computed_at", "updates computed"), ("updates_status", "updates"),
-    ("held_names", "held packages"),
+    ("held_names", "held packages"), ("reverse_dns_check", "reverse DNS check"),
+    ("reverse_dns", "reverse DNS"),
 ]  # fmt: skip
 # shown as "unknown" in tables, never as 0, "no" or "-" (JSON and CSV: null and empty)
 UNKNOWN_WHEN_NONE = ("security_updates", "other_updates", "held_updates", "reboot_required")
 FLAG_FIELDS = [
     ("name", "host"), ("use_os_repositories", "use OS repositories"),
     ("check_updates", "check updates"), ("maintenance_until", "maintenance until"),
-    ("in_maintenance", "in maintenance"),
+    ("in_maintenance", "in maintenance"), ("reverse_dns_check", "reverse DNS check"),
 ]  # fmt: skip
+DNS_COLUMNS = [("name", "host"), ("reverse_dns_status", "result"), ("detail", "detail")]
 REPO_COLUMNS = [("key", "repository"), ("priority", "prio"), ("enabled", "enabled"),
                 ("security", "security")]  # fmt: skip
 UPDATE_COLUMNS = [("name", "package"), ("installed", "installed"), ("available", "available"),
@@ -114,8 +120,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--maintenance-until", metavar="WHEN",
                    help="ISO time (UTC unless it has an offset), duration (90m, 12h, 3d, 1w) "
                         "or off")  # fmt: skip
+    p.add_argument("--reverse-dns", metavar="yes|no|os",
+                   help="check that its reporting address resolves back to its name "
+                        "(os: as its OS release says, the default)")  # fmt: skip
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_set))
+
+    p = hsub.add_parser("check-dns", help="reverse DNS check now: does each host's "
+                        "reporting address resolve back to its name?")  # fmt: skip
+    p.add_argument("name", nargs="?", help="only this host (default: every host due)")
+    p.add_argument("--force", action="store_true",
+                   help="look up again even when the address did not change")  # fmt: skip
+    add_format(p)
+    p.set_defaults(handler=guarded(cmd_check_dns))
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -127,7 +144,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     rows = host_summaries(flt, time.time())
     filtered = flt != HostFilter()
     shown = [_unknown_spelled_out(r) for r in rows] if args.format == "table" else rows
-    emit(shown, args.format, HOST_COLUMNS, "no host matches" if filtered else "no hosts yet")
+    empty = "no host matches" if filtered else "no hosts yet"
+    emit(shown, args.format, HOST_COLUMNS, empty, fields=listings.HOSTS)
     if args.format == "table":
         reasons = Counter(str(r["updates_reason"]) for r in rows if r["updates_state"] == "unknown")
         for reason, count in sorted(reasons.items()):
@@ -150,9 +168,15 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     status = f"{data['updates_state']}: {reason}" if reason else data["updates_state"]
     held = cast(list[dict[str, str]], data["held_packages"])
     held_names = [f"{h['name']}:{h['arch']}" if h["arch"] else h["name"] for h in held]
-    shown = _unknown_spelled_out(
-        {**data, "package_count": len(packages), "updates_status": status, "held_names": held_names}
+    reverse = rdns.describe(
+        cast(str | None, data["reverse_dns_status"]),
+        cast(str | None, data["reverse_dns_address"]),
+        cast(str | None, data["reverse_dns_name"]),
     )
+    shown = _unknown_spelled_out(
+        {**data, "package_count": len(packages), "updates_status": status,
+         "held_names": held_names, "reverse_dns": reverse if data["reverse_dns_check"] else None}
+    )  # fmt: skip
     print_fields(shown, HOST_FIELDS)
     updates = cast(list[dict[str, Any]], data["updates"])
     unknown = data["updates_state"] == "unknown"
@@ -185,7 +209,7 @@ def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(render_json(host_diff_dict(diff)))
     else:
-        print("\n".join(format_host_diff(diff)))
+        print(printable("\n".join(format_host_diff(diff)), lines=True))
     return 0
 
 
@@ -194,16 +218,16 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     plural = "host" if len(names) == 1 else "hosts"
     if args.dry_run:
         for name in names:
-            print(name)
+            print(printable(name))
         print(f"dry run: {len(names)} {plural} would be deleted", file=sys.stderr)
         return 0
     if not args.yes:
         if not can_prompt():
-            return usage_error(
+            usage_error(
                 f"refusing to delete {len(names)} {plural} without --yes (no terminal to ask)"
             )
         for name in names[:SHOWN_BEFORE_CONFIRM]:
-            print(f"  {name}", file=sys.stderr)
+            print(f"  {printable(name)}", file=sys.stderr)
         if len(names) > SHOWN_BEFORE_CONFIRM:
             print(f"  ... and {len(names) - SHOWN_BEFORE_CONFIRM} more", file=sys.stderr)
         if not confirm(f"delete {len(names)} {plural} and their reports?"):
@@ -215,13 +239,16 @@ def cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
-    if (args.use_os_repos, args.check_updates, args.maintenance_until) == (None, None, None):
-        return usage_error(
-            "hosts set: nothing to set (give --use-os-repos, --check-updates or "
-            "--maintenance-until)"
+    given = (args.use_os_repos, args.check_updates, args.maintenance_until, args.reverse_dns)
+    if given == (None, None, None, None):
+        usage_error(
+            "nothing to set (give --use-os-repos, --check-updates, --maintenance-until or "
+            "--reverse-dns)"
         )
     now = time.time()
     host = resolve_host(args.name)
+    if args.reverse_dns is not None:
+        rdns.set_host_check(host, rdns.parse_switch(args.reverse_dns, "--reverse-dns"))
     until = (
         KEEP
         if args.maintenance_until is None
@@ -231,8 +258,33 @@ def cmd_set(settings: Settings, args: argparse.Namespace) -> int:
         host, now, use_os_repositories=args.use_os_repos, check_updates=args.check_updates,
         maintenance_until=until,
     )  # fmt: skip
+    host = Host.get_by_id(host.id)
+    os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
+    flags["reverse_dns_check"] = rdns.check_enabled(host.reverse_dns_check, os_flag)
     if args.format == "json":
         print(render_json(flags))
     else:
         print_fields(flags, FLAG_FIELDS)
+    return 0
+
+
+def cmd_check_dns(settings: Settings, args: argparse.Namespace) -> int:
+    """Look up now what the scheduler's check_reverse_dns job would (Patchman's ``-n``),
+    and list the hosts whose address does not resolve back to their name."""
+    names = [resolve_host(args.name).name] if args.name else None
+    outcome = rdns.check_hosts(
+        time.time(), timeout=settings.reverse_dns_timeout_seconds, names=names,
+        force=args.force,
+    )  # fmt: skip
+    rows = [
+        {"name": name, "reverse_dns_status": status, "reverse_dns_address": address,
+         "reverse_dns_name": found, "reverse_dns_checked_at": at,
+         "detail": rdns.describe(status, address, found)}
+        for name, status, address, found, at in rdns.mismatches()
+        if names is None or name in names
+    ]  # fmt: skip
+    done = ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "no host was due"
+    print(f"checked: {done}", file=sys.stderr)
+    empty = "every host checked resolves to its name" if outcome else ""
+    emit(rows, args.format, DNS_COLUMNS, empty, fields=listings.REVERSE_DNS)
     return 0

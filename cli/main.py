@@ -24,6 +24,10 @@ from cli import repos_cmd
 from cli import serve_cmd
 from cli import tools_cmd
 from cli.gunicorn_app import LOG_FORMAT
+from cli.output import OneLineParser
+from cli.output import UsageError
+from cli.output import printable
+from patchwatch import __version__
 from patchwatch.errors import ConfigError
 from patchwatch.errors import PatchwatchError
 from patchwatch.settings import Settings
@@ -37,11 +41,17 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="patchwatch",
         description="Patch-status monitoring for Linux fleets.",
+        epilog="Exit codes: 0 success, 1 the work failed, 2 bad usage or configuration.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument(
+        "--data-dir", dest="data_dir", metavar="DIR",
+        help="the server's data folder (setting data_dir), where its SQLite store is",
+    )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,7 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     hosts_cmd.add_commands(sub)
     repos_cmd.add_commands(sub)
     ops_cmd.add_commands(sub)
+    name_commands(parser)
     return parser
+
+
+def name_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command's arguments its full name, ``patchwatch hosts list``, so
+    that an error says which command it comes from."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_path=sub.prog)
+                name_commands(sub)
 
 
 def setup_logging(settings: Settings, quiet: bool, verbose: bool) -> None:
@@ -63,24 +84,28 @@ def setup_logging(settings: Settings, quiet: bool, verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = getattr(args, "command_path", "patchwatch")  # errors name the command
     try:
         overrides = {name: getattr(args, name, None) for name in ("data_dir", "bind", "workers")}
         settings = load_settings(os.environ, args.config, overrides)
     except ConfigError as exc:
-        print(f"patchwatch: configuration error: {exc}", file=sys.stderr)
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(settings, args.quiet, args.verbose)
     try:
         return int(args.handler(settings, args) or EXIT_OK)
     except ConfigError as exc:
-        print(f"patchwatch: configuration error: {exc}", file=sys.stderr)
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"{prog}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except PatchwatchError as exc:
-        print(f"patchwatch: {exc}", file=sys.stderr)
+        print(f"{prog}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except PeeweeException as exc:  # the store is unreachable or refused the work
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"patchwatch: database error: {reason}", file=sys.stderr)
+        print(f"{prog}: database error: {reason}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

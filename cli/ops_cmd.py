@@ -22,8 +22,12 @@ from cli.output import non_negative
 from cli.output import one_line_errors
 from cli.output import plural
 from cli.output import print_fields
+from cli.output import printable
 from cli.output import render_json
+from patchwatch import listings
+from patchwatch import rdns
 from patchwatch.errors import NotFoundError
+from patchwatch.errors import ParseError
 from patchwatch.inventory import add_os_repositories
 from patchwatch.inventory import attention
 from patchwatch.inventory import check_store
@@ -43,7 +47,8 @@ OS_COLUMNS = [
     ("hosts_using_os_repositories", "using OS repos"), ("repositories", "repos"),
 ]  # fmt: skip
 OS_FIELDS = [("id", "id"), ("name", "name"), ("family", "family"), ("os_id", "os id"),
-             ("version", "version"), ("codename", "codename"), ("cpe", "cpe")]  # fmt: skip
+             ("version", "version"), ("codename", "codename"), ("cpe", "cpe"),
+             ("reverse_dns_check", "reverse DNS check")]  # fmt: skip
 OS_REPO_COLUMNS = [("id", "id"), ("label", "repository"), ("security", "sec"),
                    ("enabled", "enabled")]  # fmt: skip
 OS_HOST_COLUMNS = [("name", "host"), ("use_os_repositories", "uses OS repos")]
@@ -70,6 +75,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("os", help="id, name (any case), or a unique part of the name")
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_os_show))
+    p = osub.add_parser("set", help="set an OS release's flags: the reverse DNS check")
+    p.add_argument("os", help="id, name (any case), or a unique part of the name")
+    p.add_argument("--reverse-dns", metavar="yes|no", required=True,
+                   help="check that its hosts' reporting addresses resolve back to their "
+                        "names (hosts set --reverse-dns overrides it per host)")  # fmt: skip
+    p.set_defaults(handler=guarded(cmd_os_set))
     for verb, text in (("add-repo", "add repositories to"), ("remove-repo", "remove from")):
         p = osub.add_parser(verb, help=f"{text} an OS release's group")
         p.add_argument("os")
@@ -108,7 +119,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def cmd_os_list(settings: Settings, args: argparse.Namespace) -> int:
-    emit(os_release_list(), args.format, OS_COLUMNS, "no OS releases yet")
+    emit(os_release_list(), args.format, OS_COLUMNS, "no OS releases yet",
+         fields=listings.OS_RELEASES)  # fmt: skip
     return 0
 
 
@@ -127,16 +139,28 @@ def cmd_os_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_os_set(settings: Settings, args: argparse.Namespace) -> int:
+    release = resolve_os_release(args.os)
+    value = rdns.parse_switch(args.reverse_dns, "--reverse-dns")
+    if value is None:
+        raise ParseError("expected yes or no (os is for hosts)", "--reverse-dns")
+    followers = rdns.set_os_release_check(release, value)
+    state = "on" if value else "off"
+    name = printable(release.name)  # as a host reported it
+    print(f"reverse DNS check {state} for {name}: {plural(followers, 'host')} follow it")
+    return 0
+
+
 def cmd_os_repos(settings: Settings, args: argparse.Namespace) -> int:
     release = resolve_os_release(args.os)
     repos = [resolve_repository(ref) for ref in args.repos]
     if args.add:
         n = add_os_repositories(release, repos)
-        print(f"added {plural(n, 'repository', 'repositories')} to {release.name} "
+        print(f"added {plural(n, 'repository', 'repositories')} to {printable(release.name)} "
               f"({len(repos) - n} already in it)")  # fmt: skip
     else:
         n = remove_os_repositories(release, repos)
-        print(f"removed {plural(n, 'repository', 'repositories')} from {release.name}")
+        print(f"removed {plural(n, 'repository', 'repositories')} from {printable(release.name)}")
     if n:
         print(
             "hosts using their OS repositories get new updates at the next updates run",
@@ -149,7 +173,16 @@ def cmd_package_hosts(settings: Settings, args: argparse.Namespace) -> int:
     if not package_known(args.name):
         raise NotFoundError(f"no package named {args.name!r} is installed or offered anywhere")
     rows = hosts_with_package(args.name, args.version, args.arch)
-    emit(rows, args.format, PACKAGE_HOST_COLUMNS, f"no host has {args.name} installed")
+    empty = f"no host has {args.name} installed"
+    if not rows and args.version:  # say which versions there are, epochs included
+        found = hosts_with_package(args.name, None, args.arch)
+        versions = sorted({str(r["version_string"]) for r in found})
+        empty = f"no host has {args.name} {args.version} installed" + (
+            f"; installed: {', '.join(versions[:10])}" + (" ..." if len(versions) > 10 else "")
+            if versions
+            else ""
+        )
+    emit(rows, args.format, PACKAGE_HOST_COLUMNS, empty, fields=listings.PACKAGE_HOSTS)
     return 0
 
 
@@ -160,13 +193,15 @@ def cmd_orphans(settings: Settings, args: argparse.Namespace) -> int:
         rows = orphan_packages(host, progress=progress)
     finally:
         progress.close()
-    emit(rows, args.format, ORPHAN_COLUMNS, "every installed package comes from a repository")
+    emit(rows, args.format, ORPHAN_COLUMNS, "every installed package comes from a repository",
+         fields=listings.ORPHANS)  # fmt: skip
     return 0
 
 
 def cmd_attention(settings: Settings, args: argparse.Namespace) -> int:
     rows = attention(time.time(), args.stale_days)
-    emit(rows, args.format, ATTENTION_COLUMNS, "nothing needs attention")
+    emit(rows, args.format, ATTENTION_COLUMNS, "nothing needs attention",
+         fields=listings.ATTENTION)  # fmt: skip
     return 0
 
 
@@ -176,7 +211,7 @@ def cmd_dbcheck(settings: Settings, args: argparse.Namespace) -> int:
         rows = check_store(fix=args.fix, include_packages=args.packages, progress=progress)
     finally:
         progress.close()
-    emit(rows, args.format, DBCHECK_COLUMNS)
+    emit(rows, args.format, DBCHECK_COLUMNS, fields=listings.DBCHECK)
     damaged = any(r["check"] in DAMAGE_CHECKS and r["found"] for r in rows)
     if not args.fix and not args.quiet:
         print("dry run: nothing deleted (--fix deletes what was found)", file=sys.stderr)

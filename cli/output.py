@@ -2,9 +2,11 @@
 
 Tables are for people: they fit the terminal (80 columns when the output is not a
 terminal, so that a pasted or mailed table stays readable), cutting the widest column
-first with an ellipsis. JSON and CSV are for scripts: every field, never cut, times as
-Unix seconds exactly as the admin API answers. Progress goes to stderr and only to a
-terminal, never into a pipe or a cron mail, and ``-q`` turns it off.
+first with an ellipsis, and show control characters from reports as escapes. JSON and
+CSV are for scripts: every field, never cut, exactly as the admin API answers (JSON
+times as Unix seconds; CSV as :mod:`patchwatch.tabular` writes it). Progress goes to
+stderr and only to a terminal, never into a pipe or a cron mail, and ``-q`` turns it
+off.
 
 Usage errors are one line (``prog: message``) instead of argparse's usage block, so
 that a wrong flag in a cron job reads like every other error.
@@ -13,8 +15,6 @@ that a wrong flag in a cron job reads like every other error.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shutil
 import sys
@@ -28,32 +28,68 @@ from typing import Any
 from typing import NoReturn
 
 from peewee import PeeweeException
-from peewee import SqliteDatabase
 
 from patchwatch.db import open_database
+from patchwatch.db import sqlite_path
 from patchwatch.errors import ParseError
 from patchwatch.errors import PatchwatchError
 from patchwatch.inventory import AmbiguousError
 from patchwatch.migrations import current_version
 from patchwatch.migrations import migrate
 from patchwatch.settings import Settings
+from patchwatch.settings import mask_url
+from patchwatch.tabular import csv_text
+from patchwatch.tabular import is_time_key
 
 FORMATS = ("table", "json", "csv")
 DEFAULT_WIDTH = 80
 GAP = "  "
 ELLIPSIS = "…"
 
-TIME_SUFFIXES = ("_at", "_until", "since")  # keys whose numbers are Unix times
-
 Column = tuple[str, str]  # (key in the row, header)
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
+class UsageError(PatchwatchError):
+    """The operator's command line or input cannot be used: exit 2, one line."""
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit 2."""
+    """An argument parser whose usage errors are one line on stderr and exit 2.
+
+    Options must be spelled out (no ``--for`` for ``--force``): an abbreviation that
+    means one option today silently means another when an option is added. Arguments
+    the parser does not know are named, never echoed with their values, which may be
+    secrets typed into the wrong option.
+    """
+
+    def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """Parse, and report unknown arguments under the name of the command they follow."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "command_path", self.prog)
+            self.exit(2, f"{prog}: {unrecognized(extras)} (see --help)\n")
+        return parsed
+
+
+def unrecognized(extras: Sequence[str]) -> str:
+    """Describe unknown arguments by their option names only: values are not repeated."""
+    names = [arg.split("=", 1)[0] for arg in extras if arg.startswith("-")]
+    values = sum(1 for arg in extras if not arg.startswith("-")) + sum(
+        1 for arg in extras if arg.startswith("-") and "=" in arg
+    )
+    text = "unrecognized arguments: " + " ".join(names) if names else "unexpected arguments"
+    if values:
+        text += f"{',' if names else ':'} {plural(values, 'value')} not shown"
+    return text
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -83,14 +119,19 @@ def open_store(settings: Settings) -> None:
 
     :raises PatchwatchError: when there is no database or it cannot be opened.
     """
-    hint = "check data_dir or database_url, or create it with 'patchwatch migrate'"
+    hint = (
+        "give the server's --data-dir (or set data_dir or database_url), or create it "
+        "with 'patchwatch migrate'"
+    )
+    path = sqlite_path(settings.resolved_database_url)
+    if path is not None and not Path(path).is_file():  # checked first: no folder made
+        raise PatchwatchError(f"no database at {path}: {hint}")
     try:
         db = open_database(settings.resolved_database_url)
-        if isinstance(db, SqliteDatabase) and not Path(db.database).is_file():
-            raise PatchwatchError(f"no database at {db.database}: {hint}")
         db.connect(reuse_if_open=True)
         if current_version(db) == 0:
-            raise PatchwatchError(f"the database has no patchwatch schema: {hint}")
+            where = mask_url(settings.resolved_database_url)
+            raise PatchwatchError(f"the database {where} has no patchwatch schema: {hint}")
         migrate(db)
     except (PeeweeException, OSError) as exc:
         raise PatchwatchError(f"cannot open the database: {_first_line(exc)}") from None
@@ -110,7 +151,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             return handler(settings, args)
         except (ParseError, AmbiguousError) as exc:  # the operator's input: bad usage
-            return usage_error(str(exc))
+            raise UsageError(str(exc)) from None
         except PeeweeException as exc:
             raise PatchwatchError(f"database error: {_first_line(exc)}") from None
 
@@ -119,10 +160,20 @@ def guarded(handler: Handler) -> Handler:
     return run
 
 
-def usage_error(message: str) -> int:
-    """Print a usage error the way main does and return exit code 2."""
-    print(f"patchwatch: {message}", file=sys.stderr)
-    return 2
+def usage_error(message: str) -> NoReturn:
+    """Stop with a usage error: main prints it under the command's name and exits 2."""
+    raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    """A count for an argparse ``type=``: a whole number, one or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 # --- values ------------------------------------------------------------------------------
@@ -140,27 +191,37 @@ def format_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+# Characters a terminal acts on instead of showing: C0 controls (ESC starts the
+# escape sequences that move the cursor, retitle the window or rewrite the screen),
+# DEL, C1 controls (0x9b is a one-byte CSI on some terminals) and the bidirectional
+# overrides that reorder what is shown. Reports put text from hosts into kernel, os,
+# arch, tags and repository ids: the CLI shows such characters as escapes.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+             *range(0x2066, 0x206A)]  # fmt: skip
+_TERMINAL = {cp: (f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}") for cp in _CONTROLS}
+_TERMINAL_LINES = {k: v for k, v in _TERMINAL.items() if k != 0x0A}
+_JSON = {cp: f"\\u{cp:04x}" for cp in _CONTROLS if cp >= 0x7F}  # json.dumps does C0
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """``text`` with every terminal control character shown as an escape (``\\x1b``);
+    ``lines`` keeps newlines (for a block of text printed as several lines)."""
+    return text.translate(_TERMINAL_LINES if lines else _TERMINAL)
+
+
 def cell(key: str, value: Any) -> str:
     """A value as a table shows it: times readable, flags yes/no, lists comma-separated."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int | float) and key.endswith(TIME_SUFFIXES):
+    if isinstance(value, int | float) and is_time_key(key):
         return format_time(float(value))
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value) or "-"
-    return " ".join(str(value).split())  # no newlines or tabs inside a cell
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return " ".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else value
+        return printable(",".join(str(v) for v in value)) or "-"
+    return printable(" ".join(str(value).split()))  # whitespace runs as one space
 
 
 # --- tables ------------------------------------------------------------------------------
@@ -219,24 +280,14 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], widt
 
 
 def render_json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    """JSON as scripts read it; DEL, C1 and bidi controls written as ``\\u`` escapes
+    too (json.dumps escapes only C0), so that JSON on a terminal is safe to look at."""
+    return json.dumps(data, indent=2, ensure_ascii=False).translate(_JSON)
 
 
-def render_csv(rows: Sequence[dict[str, Any]], columns: Sequence[Column] = ()) -> str:
-    """Every field of every row (nested lists of objects left out, as the API does)."""
-    fields: list[str] = []
-    for row in rows:
-        for key, value in row.items():
-            nested = isinstance(value, list) and value and isinstance(value[0], dict)
-            if key not in fields and not nested:
-                fields.append(key)
-    if not fields:
-        fields = [k for k, _h in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({k: _csv_value(row.get(k)) for k in fields} for row in rows)
-    return buf.getvalue().rstrip("\n")
+def render_csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
+    """The rows under the listing's fields, as the API writes them (patchwatch.tabular)."""
+    return csv_text(rows, fields).rstrip("\n")
 
 
 def emit(
@@ -245,16 +296,21 @@ def emit(
     columns: Sequence[Column],
     empty: str = "",
     stream: IO[str] | None = None,
+    fields: Sequence[str] = (),
 ) -> None:
     """Print a listing in the chosen format; say ``empty`` on stderr when it has no rows.
 
-    The note goes to stderr so that ``--format csv`` of nothing is still just a header.
+    ``fields`` (from :mod:`patchwatch.listings`) are the CSV header, whether or not
+    there are rows. The note goes to stderr so that ``--format csv`` of nothing is
+    still just the header.
     """
     stream = stream or sys.stdout
     if fmt == "json":
         print(render_json(list(rows)), file=stream)
     elif fmt == "csv":
-        print(render_csv(rows, columns), file=stream)
+        if not fields:
+            raise ValueError("a listing written as CSV needs its fields")
+        print(render_csv(rows, fields), file=stream)
     elif rows:
         print(render_table(rows, columns, terminal_width(stream)), file=stream)
     if not rows and empty:

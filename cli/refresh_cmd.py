@@ -16,11 +16,12 @@ from typing import TextIO
 
 from peewee import JOIN
 
-from patchwatch.db import open_database
+from cli.output import add_quiet
+from cli.output import open_store
+from cli.output import printable
 from patchwatch.errors import NotFoundError
 from patchwatch.fetch import HttpFetcher
 from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.migrations import migrate
 from patchwatch.models import Host
 from patchwatch.models import HostUpdate
 from patchwatch.models import Mirror
@@ -48,18 +49,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--force", action="store_true", help="download and verify everything, even unchanged"
     )
+    add_quiet(p)
     p.set_defaults(handler=cmd_refresh)
 
     p = sub.add_parser("updates", help="compute pending updates (all hosts, or one)")
     p.add_argument("--host", metavar="NAME", help="only this host; also lists its updates")
     p.add_argument("--force", action="store_true", help="recompute even when no input changed")
+    add_quiet(p)
     p.set_defaults(handler=cmd_updates)
 
 
 def _open(settings: Settings) -> None:
-    db = open_database(settings.resolved_database_url)
-    db.connect(reuse_if_open=True)
-    migrate(db)
+    """Open the server's store; never create one (see :func:`cli.output.open_store`)."""
+    open_store(settings)
 
 
 class _Progress:
@@ -76,7 +78,7 @@ class _Progress:
             return
         filled = BAR_WIDTH * index // max(total, 1)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        self.stream.write(f"\r\x1b[K[{bar}] {index + 1}/{total} {mirror.url}"[:200])
+        self.stream.write(f"\r\x1b[K[{bar}] {index + 1}/{total} {printable(mirror.url)}"[:200])
         self.stream.flush()
 
     def done(self) -> None:
@@ -86,14 +88,15 @@ class _Progress:
 
 
 def _line(res: RefreshResult) -> str:
-    head = f"{res.outcome:<10} {res.repository} {res.url}: "
+    """One mirror's outcome; what came from hosts and mirrors shown escaped."""
+    head = printable(f"{res.outcome:<10} {res.repository} {res.url}: ")
     if res.outcome == "failed" or res.outcome == "skipped":
-        return head + res.detail
+        return head + printable(res.detail)
     text = f"{res.packages} packages"
     if res.advisories:
         text += f", {res.advisories} advisories"
     if res.detail:
-        text += f" ({res.detail})"
+        text += f" ({printable(res.detail)})"
     return head + text + f" in {res.seconds:.1f} s"
 
 
@@ -170,7 +173,7 @@ def _print_host_updates(name: str) -> None:
         new = PackageRecord(pkg, e2, v2, r2, arch, PackageKind(kind)).evr
         flag = "security" if security else "other"
         flag = f"held {flag}" if held else flag
-        print(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}")
+        print(printable(f"{pkg:<32} {arch:<8} {old} -> {new}  {flag}  {repo_key or '-'}"))
         held_count += bool(held)
         count += not held
     reboot = {True: "yes", False: "no", None: "unknown"}[host.reboot_required]

@@ -24,8 +24,10 @@ from cli.output import guarded
 from cli.output import one_line_errors
 from cli.output import plural
 from cli.output import print_fields
+from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
+from patchwatch import listings
 from patchwatch.approval import approve_repositories
 from patchwatch.approval import mirror_state
 from patchwatch.approval import repository_states
@@ -116,7 +118,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     states = repository_states(settings.mirror_policy)
     for row in rows:
         row["approval"] = states.get(cast(int, row["id"]), "-")
-    emit(rows, args.format, LIST_COLUMNS, "no repositories yet")
+    emit(rows, args.format, LIST_COLUMNS, "no repositories yet", fields=listings.REPOSITORIES)
     return 0
 
 
@@ -135,7 +137,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     emit(mirrors, "table", MIRROR_COLUMNS)
     for m in mirrors:
         if m["last_error"]:
-            print(f"  {m['url']}: {m['last_error']}")
+            print(printable(f"  {m['url']}: {m['last_error']}"))
     return 0
 
 
@@ -144,7 +146,7 @@ def cmd_enable(settings: Settings, args: argparse.Namespace) -> int:
     changed = set_repositories_enabled(repos, args.enabled)
     state = "enabled" if args.enabled else "disabled"
     for r in repos:
-        print(f"{state} {r.id} {r.key}")
+        print(printable(f"{state} {r.id} {r.key}"))
     if changed:
         print(f"{changed} changed; {EFFECT}", file=sys.stderr)
     else:
@@ -170,7 +172,7 @@ def cmd_security(settings: Settings, args: argparse.Namespace) -> int:
     repo = set_repository_security(resolve_repository(args.repo), SECURITY_VALUES[args.value])
     effective = repo.security if repo.security_override is None else repo.security_override
     shown = "yes" if effective else "no"
-    print(f"{repo.id} {repo.key}: security {args.value} (effective: {shown})")
+    print(printable(f"{repo.id} {repo.key}: security {args.value} (effective: {shown})"))
     print(EFFECT, file=sys.stderr)
     return 0
 
@@ -181,10 +183,10 @@ def cmd_link(settings: Settings, args: argparse.Namespace) -> int:
     check_link(target, sources, force=args.force)
     if not args.yes:
         if not can_prompt():
-            return usage_error("refusing to link repositories without --yes (no terminal to ask)")
-        print(f"into {target.id} {target.key}:", file=sys.stderr)
+            usage_error("refusing to link repositories without --yes (no terminal to ask)")
+        print(printable(f"into {target.id} {target.key}:"), file=sys.stderr)
         for s in sources:
-            print(f"  {s.id} {s.key}", file=sys.stderr)
+            print(printable(f"  {s.id} {s.key}"), file=sys.stderr)
         question = f"move their mirrors and hosts into {target.id} and delete them?"
         if not confirm(question):
             print("nothing linked", file=sys.stderr)
@@ -193,13 +195,14 @@ def cmd_link(settings: Settings, args: argparse.Namespace) -> int:
     moved = cast(int, result["mirrors_moved"])
     sets = cast(int, result["repository_sets_repointed"])
     print(
-        f"linked {len(sources)} into {target.id} {target.key}: "
-        f"{plural(moved, 'mirror')} moved, {plural(sets, 'host repository set')} repointed"
+        printable(f"linked {len(sources)} into {target.id} {target.key}: ")
+        + f"{plural(moved, 'mirror')} moved, {plural(sets, 'host repository set')} repointed"
     )
     print(EFFECT, file=sys.stderr)
     return 0
 
 
 def cmd_possible_mirrors(settings: Settings, args: argparse.Namespace) -> int:
-    emit(possible_mirrors(), args.format, GROUP_COLUMNS, "no repositories look alike")
+    emit(possible_mirrors(), args.format, GROUP_COLUMNS, "no repositories look alike",
+         fields=listings.POSSIBLE_MIRRORS)  # fmt: skip
     return 0

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,11 +41,43 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("exporter", cmd_exporter, "run only the Prometheus exporter"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--data-dir", dest="data_dir", help="data folder (setting data_dir)")
+        p.add_argument(
+            "--data-dir", dest="data_dir", default=argparse.SUPPRESS,
+            help="data folder (setting data_dir)",
+        )  # fmt: skip
         if name != "scheduler":
             p.add_argument("--bind", help="host:port to listen on (setting bind)")
             p.add_argument("--workers", type=int, help="gunicorn workers (setting workers)")
         p.set_defaults(handler=handler)
+
+
+def bind_first(bind: str) -> str:
+    """Take the listening address before anything else; return gunicorn's ``fd://N``.
+
+    A server started on a busy port used to migrate the store and start the
+    scheduler before gunicorn found the port taken (and retried for 5 s). The
+    address is bound here first, so a busy or invalid one fails at once and
+    touches nothing; gunicorn then listens on the bound socket (it takes the file
+    descriptor over).
+
+    :raises PatchwatchError: when the address cannot be bound.
+    """
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, ValueError) as exc:
+        raise PatchwatchError(f"cannot listen on {bind}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise PatchwatchError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+    return f"fd://{sock.detach()}"
 
 
 def prepare_data_dir(settings: Settings) -> Path:
@@ -83,9 +116,16 @@ def _mark_worker_dead(_server: Any, worker: Any) -> None:
 
 
 def make_server_app(
-    settings: Settings, with_receiver: bool = True, store_metrics: bool = True
+    settings: Settings,
+    with_receiver: bool = True,
+    store_metrics: bool = True,
+    server_pid: int | None = None,
 ) -> Any:
-    """Build the WSGI app one gunicorn worker serves (called in the worker)."""
+    """Build the WSGI app one gunicorn worker serves (called in the worker).
+
+    ``server_pid`` is gunicorn's master: ``process_*`` describe it and every process
+    under it, not only the worker that answers a scrape.
+    """
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     from exporter.app import make_app as make_exporter
@@ -93,8 +133,9 @@ def make_server_app(
 
     if not with_receiver:
         return make_exporter(
-            open_database(settings.resolved_database_url), token=settings.metrics_token
-        )
+            open_database(settings.resolved_database_url), token=settings.metrics_token,
+            server_pid=server_pid,
+        )  # fmt: skip
     app = create_app(settings)
     from patchwatch.db import database
 
@@ -102,7 +143,10 @@ def make_server_app(
         app.wsgi_app,
         {
             "/metrics": make_exporter(
-                database.obj, include_store=store_metrics, token=settings.metrics_token
+                database.obj,
+                include_store=store_metrics,
+                token=settings.metrics_token,
+                server_pid=server_pid,
             )
         },
     )
@@ -135,6 +179,7 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, "metrics")
@@ -150,7 +195,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         stop_child(child)
 
     options = gunicorn_options(
-        settings.bind,
+        listener,
         settings.workers,
         settings.log_level,
         on_exit=on_exit,
@@ -159,34 +204,43 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         read_timeout=settings.client_read_timeout_seconds,
     )
     try:
-        EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
+        master = os.getpid()  # gunicorn's arbiter runs in this process
+        EmbeddedGunicorn(lambda: make_server_app(settings, server_pid=master), options).run()
     finally:
         stop_child(child)
     return 0
 
 
 def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, f"metrics-receiver-{os.getpid()}")
     options = gunicorn_options(
-        settings.bind,
+        listener,
         settings.workers,
         settings.log_level,
         child_exit=_mark_worker_dead,
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
     )
-    EmbeddedGunicorn(lambda: make_server_app(settings, store_metrics=False), options).run()
+    master = os.getpid()
+    EmbeddedGunicorn(
+        lambda: make_server_app(settings, store_metrics=False, server_pid=master), options
+    ).run()
     return 0
 
 
 def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    listener = bind_first(settings.bind)
     prepare_data_dir(settings)
     prepare_database(settings)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    options = gunicorn_options(settings.bind, settings.workers, settings.log_level)
-    EmbeddedGunicorn(lambda: make_server_app(settings, with_receiver=False), options).run()
+    options = gunicorn_options(listener, settings.workers, settings.log_level)
+    master = os.getpid()
+    EmbeddedGunicorn(
+        lambda: make_server_app(settings, with_receiver=False, server_pid=master), options
+    ).run()
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable
 
 from patchwatch.db import open_database
@@ -13,13 +14,16 @@ from patchwatch.records import PackageKind
 from patchwatch.settings import SETTINGS
 from patchwatch.settings import Settings
 from patchwatch.settings import describe
+from patchwatch.settings import env_name
 
 VERCMP_FAMILIES = ("deb", "rpm", "arch", "apk")
 """Version families ``patchwatch vercmp`` compares (package kinds and the newer families)."""
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    p = sub.add_parser(
+        "config", help="print the effective settings as TOML for --config (secrets masked)"
+    )
     p.add_argument("--help-table", action="store_true", help="also print each setting's help")
     p.add_argument(
         "--markdown",
@@ -47,12 +51,56 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_markdown())
         return 0
-    helps = {f.name: f.metadata["help"] for f in SETTINGS}
-    for name, value, env in describe(settings):
-        print(f"{name} = {value}    # {env}")
-        if args.help_table:
-            print(f"    {helps[name]}")
+    print(settings_toml(settings, with_help=args.help_table))
     return 0
+
+
+def settings_toml(settings: Settings, with_help: bool = False) -> str:
+    """The settings in effect as TOML that ``--config`` reads back to the same settings.
+
+    Each line names the environment variable that sets it too. A secret is masked,
+    and a masked value is written as a comment: read back, it must not replace the
+    secret in effect (which then still comes from where it came from).
+    """
+    lines = [
+        "# patchwatch settings in effect (patchwatch config): TOML that --config reads.",
+        "# Masked secrets are comments: they keep coming from their environment variables.",
+    ]
+    shown = {name: text for name, text, _env in describe(settings)}
+    for f in SETTINGS:
+        value = getattr(settings, f.name)
+        if with_help:
+            lines += [""] + [f"# {line}" for line in textwrap.wrap(f.metadata["help"], 86)]
+        line = f"{f.name} = {toml_value(value)}  # {env_name(f.name)}"
+        if f.metadata["secret"] and value and shown[f.name] != value:
+            line = f"# {f.name} = {toml_value(shown[f.name])}  # {env_name(f.name)}, masked"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+_TOML_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r",
+                 0x22: '\\"', 0x5C: "\\\\"}  # fmt: skip
+
+
+def toml_value(value: object) -> str:
+    """A setting's value as a TOML literal (string, integer, float, boolean, array)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    text = str(value)
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if cp in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[cp])
+        elif cp < 0x20 or cp == 0x7F:
+            out.append(f"\\u{cp:04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def settings_markdown() -> str:

@@ -19,7 +19,6 @@ from urllib.parse import parse_qs
 from peewee import Database
 from prometheus_client import CollectorRegistry
 from prometheus_client import PlatformCollector
-from prometheus_client import ProcessCollector
 from prometheus_client import make_wsgi_app
 from prometheus_client import multiprocess
 from prometheus_client.exposition import gzip_accepted
@@ -27,6 +26,7 @@ from prometheus_client.exposition import gzip_accepted
 from exporter.collector import StoreCollector
 from exporter.exposition import negotiate
 from exporter.exposition import render
+from exporter.processes import ServerProcesses
 from patchwatch.health import check_database
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -52,18 +52,22 @@ class WorkerCounters(multiprocess.MultiProcessCollector):
         return []
 
 
-def make_registry(db: Database, include_store: bool = True) -> CollectorRegistry:
+def make_registry(
+    db: Database, include_store: bool = True, server_pid: int | None = None
+) -> CollectorRegistry:
     """Build the registry: store state, process metrics, and counters of all workers.
 
     Counters incremented in gunicorn workers live in ``PROMETHEUS_MULTIPROC_DIR``; they
     are merged here so one scrape sees the whole server. A receiver running apart
     leaves the store's series to the exporter (``include_store=False``), so that
-    scaling out receivers does not duplicate every host series.
+    scaling out receivers does not duplicate every host series. ``process_*`` cover
+    the process tree under ``server_pid`` (gunicorn's master; by default this
+    process), whichever worker answers (:mod:`exporter.processes`).
     """
     registry = CollectorRegistry(auto_describe=True)
     if include_store:
         registry.register(StoreCollector(db))
-    ProcessCollector(registry=registry)
+    registry.register(ServerProcesses(server_pid or os.getpid()))
     PlatformCollector(registry=registry)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         WorkerCounters(registry)
@@ -129,13 +133,14 @@ def make_app(
     registry: CollectorRegistry | None = None,
     include_store: bool = True,
     token: str = "",
+    server_pid: int | None = None,
 ) -> WSGIApp:
     """Serve ``/metrics`` (and ``/healthz`` when run alone) for ``db``.
 
     With ``token`` set, ``/metrics`` answers 401 without it: host names, kernels and
     OS versions of a fleet are worth protecting on a shared network.
     """
-    metrics_app = make_metrics_app(registry or make_registry(db, include_store))
+    metrics_app = make_metrics_app(registry or make_registry(db, include_store, server_pid))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -31,9 +31,11 @@ from prometheus_client.registry import Collector
 import patchwatch
 from exporter.exposition import Row
 from exporter.exposition import RowFamily
+from patchwatch import rdns
 from patchwatch.queries import HOST_TUPLE_FIELDS
 from patchwatch.queries import as_flag
 from patchwatch.queries import count_reports_by_state
+from patchwatch.queries import load_host_tags
 from patchwatch.queries import load_host_tuples
 from patchwatch.queries import load_last_job_runs
 from patchwatch.queries import load_mirror_rows
@@ -79,6 +81,8 @@ class StoreCollector(Collector):
 
     def _store_families(self) -> Iterator[Metric]:
         yield from self._host_families()
+        yield from self._tag_families()
+        yield from self._reverse_dns_families()
         yield from self._report_families()
         yield from self._mirror_families()
         yield from self._job_families()
@@ -213,6 +217,33 @@ class StoreCollector(Collector):
             "1 while an operator has put the host in maintenance (alerts may be silenced).",
             ["host"],
             maintenance,
+        )
+
+    def _tag_families(self) -> Iterator[Metric]:
+        """``patchwatch_host_tag{host,tag}``: one series per tag, so that a matcher
+        (``{tag="prod"}``) selects hosts, instead of a regex on a comma-joined label.
+
+        Bounded: a report carries at most 64 tags (``patchwatch.reports``).
+        """
+        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags()]
+        yield RowFamily(
+            "patchwatch_host_tag",
+            "1 for each tag of the host; join on host to select hosts by tag.",
+            ["host", "tag"],
+            rows,
+        )
+
+    def _reverse_dns_families(self) -> Iterator[Metric]:
+        """``patchwatch_host_reverse_dns_match{host}``: only for hosts with the reverse
+        DNS check on and a definite answer (``patchwatch.rdns``); absent otherwise,
+        never a 0 for "not checked" or "the resolver did not answer"."""
+        rows: list[Row] = [((host,), match) for host, match in rdns.match_rows()]
+        yield RowFamily(
+            "patchwatch_host_reverse_dns_match",
+            "1 when the host's reporting address resolves back to its name, 0 when it "
+            "resolves to another name or to none (hosts with the reverse DNS check on).",
+            ["host"],
+            rows,
         )
 
     def _report_families(self) -> Iterator[Metric]:

@@ -1098,10 +1098,12 @@ def build_service() -> Dashboard:
     layout.place(
         timeseries_panel(
             "Memory",
-            "Resident memory of the process that answered the scrape.",
+            "Resident memory of the whole server: gunicorn's master, its workers and the "
+            "scheduler, summed over the patchwatch_server_processes processes (pages "
+            "shared by forked workers count once per process).",
             [
                 query(
-                    f"process_resident_memory_bytes{{{inst}}}",
+                    f'process_resident_memory_bytes{{job=~"patchwatch.*",{inst}}}',
                     legend="{{job}} {{instance}}",
                 )
             ],
@@ -1113,10 +1115,12 @@ def build_service() -> Dashboard:
     layout.place(
         timeseries_panel(
             "CPU",
-            "CPU time used per second by the process that answered the scrape.",
+            "CPU time used per second by the whole server: gunicorn's master, its workers, "
+            "the scheduler, and the children they waited for (1 = one core).",
             [
                 query(
-                    f"rate(process_cpu_seconds_total{{{inst}}}[$__rate_interval])",
+                    f'rate(process_cpu_seconds_total{{job=~"patchwatch.*",{inst}}}'
+                    "[$__rate_interval])",
                     legend="{{job}} {{instance}}",
                 )
             ],

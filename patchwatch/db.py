@@ -46,17 +46,23 @@ POOL_MAX_CONNECTIONS = 64
 POOL_STALE_SECONDS = 300
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite://`` URL (None for another database)."""
+    if not urlsplit(url).scheme.startswith("sqlite"):
+        return None
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    # sqlite:///rel/x.db is relative, sqlite:////abs/x.db absolute
+    return path[1:] if path.startswith("/") else path
+
+
 def make_database(url: str) -> Database:
     """Create (but do not connect) a database object for a URL.
 
     :raises ConfigError: for a URL peewee cannot use.
     """
     scheme = urlsplit(url).scheme
-    if scheme.startswith("sqlite"):
-        path = url.split("://", 1)[1]
-        path = path.split("?", 1)[0]
-        if path.startswith("/"):  # sqlite:///rel/x.db is relative, sqlite:////abs/x.db absolute
-            path = path[1:]
+    path = sqlite_path(url)
+    if path is not None:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from peewee import JOIN
 from peewee import fn
 
+from patchwatch import rdns
 from patchwatch.db import database
 from patchwatch.db import is_sqlite
 from patchwatch.db import write_transaction
@@ -259,6 +260,8 @@ def host_overview(host: Host, now: float) -> dict[str, object]:
     detail.update(host_flags(host, now))
     detail["os_variant"] = host.os_variant
     detail["agent"] = host.agent
+    os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
+    detail.update(rdns.host_result(host, os_flag))
     return detail
 
 
@@ -773,7 +776,7 @@ def os_release_detail(release: OSRelease) -> dict[str, object]:
     return {
         "id": release.id, "name": release.name, "family": release.family,
         "os_id": release.os_id, "version": release.version, "codename": release.codename,
-        "cpe": release.cpe,
+        "cpe": release.cpe, "reverse_dns_check": release.reverse_dns_check,
         "repositories": [{"id": r.id, "key": r.key, "label": repository_label(r),
                           "security": is_security(r),
                           "enabled": r.enabled} for r in repos],
@@ -902,6 +905,7 @@ ISSUES = (
     "reboot_required",
     "in_maintenance",
     "updates_off",
+    "reverse_dns_mismatch",
     "mirror_failing",
     "repo_no_data",
     "repo_no_mirrors",
@@ -993,6 +997,12 @@ def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:
             )  # fmt: skip
     _unknown_attention(by_issue, unknown)
     by_issue["security_updates"].sort(key=lambda i: _since(i, now))
+    in_maintenance = {str(i["subject"]) for i in by_issue["in_maintenance"]}
+    for name, status, address, found, _at in rdns.mismatches():
+        if name not in in_maintenance:
+            by_issue["reverse_dns_mismatch"].append(
+                _item("reverse_dns_mismatch", name, rdns.describe(status, address, found), None)
+            )
     _repository_attention(by_issue, now)
     using_os = (
         Host.select(OSRelease.id, OSRelease.name, fn.COUNT(Host.id))

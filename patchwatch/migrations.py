@@ -22,6 +22,7 @@ from peewee import Database
 from peewee import PostgresqlDatabase
 from peewee import SqliteDatabase
 
+from patchwatch import repokeys
 from patchwatch.errors import PatchwatchError
 from patchwatch.models import MODELS
 from patchwatch.models import SchemaVersion
@@ -393,6 +394,182 @@ def _host_update_state(db: Database) -> None:
     db.execute_sql('ALTER TABLE "host" DROP COLUMN "reboot_required"')
 
 
+def _canonical_repository_keys(db: Database) -> None:
+    """Give every repository its canonical key (``patchwatch.repokeys``), merging those
+    that turn out to be one.
+
+    Keys used to end in a space (an apt source reported without an architecture) and
+    to hold the architecture, so the agent and the Patchman client made two
+    repositories of one apt source, refreshed twice. Each repository's key is
+    rebuilt from its columns and its old key's URL; repositories that get the same
+    key are merged into the oldest as ``repos link`` merges them (mirrors, hosts'
+    repository sets, OS groups, pending updates, advisories), its architectures
+    widened (:func:`patchwatch.repokeys.merge_arches`). A key that cannot be read
+    (cut at 1,024 characters) is left as it is. Running it again changes nothing.
+    """
+    rows = db.execute_sql(
+        'SELECT id, kind, key, repo_id, suite, component, arch FROM "repository" ORDER BY id'
+    ).fetchall()
+    groups: dict[str, list[tuple[int, str, str]]] = {}
+    for rid, kind, key, repo_id, suite, component, arch in rows:
+        url = _key_url(kind, key, repo_id, suite, component, arch)
+        new = key if url is None else repokeys.repository_key(
+            kind, repo_id, suite, component, arch, url
+        )  # fmt: skip
+        groups.setdefault(new, []).append((rid, key, arch))
+    renamed: list[tuple[int, str]] = []
+    for new, members in groups.items():
+        (target, key, arch), sources = members[0], members[1:]
+        for rid, _key, other in sources:
+            _merge_repository_row(db, target, rid)
+            arch = repokeys.merge_arches(arch, other)
+        if sources:
+            db.execute_sql(f'UPDATE "repository" SET arch = {db.param} WHERE id = {db.param}',
+                           (arch, target))  # fmt: skip
+        if new != key:
+            renamed.append((target, new))
+    # two steps, so that no new key collides with an old one not renamed yet
+    for rid, _new in renamed:
+        db.execute_sql(
+            f'UPDATE "repository" SET key = {db.param} WHERE id = {db.param}',
+            (f"#renaming {rid}", rid),
+        )
+    for rid, new in renamed:
+        db.execute_sql(
+            f'UPDATE "repository" SET key = {db.param} WHERE id = {db.param}', (new, rid)
+        )
+
+
+def _key_url(
+    kind: str, key: str, repo_id: str, suite: str, component: str, arch: str
+) -> str | None:
+    """The URL inside a repository's key, old spelling or canonical; None if not found."""
+    if kind == "deb":
+        heads, tails = (
+            ("deb ",),
+            (f" {suite} {component} {arch}", "".join(f" {p}" for p in (suite, component) if p)),
+        )
+    else:
+        heads, tails = (
+            (f"{kind} {repo_id} {arch} ", " ".join(p for p in (kind, repo_id, arch) if p) + " "),
+            ("",),
+        )
+    for head in heads:
+        for tail in tails:
+            if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
+                return key[len(head) : len(key) - len(tail)]
+    return None
+
+
+def _merge_repository_row(db: Database, target: int, source: int) -> None:
+    """Move what refers to repository ``source`` to ``target``, then delete ``source``
+    (what ``patchwatch.inventory.link_repositories`` does, in SQL: migrations do not
+    depend on the code above them)."""
+    q = db.param
+
+    def run(sql: str, *params: object) -> list[tuple[object, ...]]:
+        cursor = db.execute_sql(sql.replace("?", q), params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+    urls = {u for (u,) in run('SELECT url FROM "mirror" WHERE repository_id = ?', target)}
+    for mid, url in run('SELECT id, url FROM "mirror" WHERE repository_id = ?', source):
+        if url in urls:
+            run('DELETE FROM "mirror" WHERE id = ?', mid)
+        else:
+            run('UPDATE "mirror" SET repository_id = ? WHERE id = ?', target, mid)
+            urls.add(url)
+    members = run(
+        'SELECT repository_set_id, priority, enabled FROM "repository_set_member" '
+        "WHERE repository_id = ?",
+        source,
+    )
+    for set_id, priority, enabled in members:
+        both = run(
+            'SELECT priority, enabled FROM "repository_set_member" '
+            "WHERE repository_set_id = ? AND repository_id = ?",
+            set_id, target,
+        )  # fmt: skip
+        if both:
+            run(
+                'UPDATE "repository_set_member" SET priority = ?, enabled = ? '
+                "WHERE repository_set_id = ? AND repository_id = ?",
+                max(int(both[0][0]), int(priority)), bool(both[0][1]) or bool(enabled),
+                set_id, target,
+            )  # fmt: skip
+            run(
+                'DELETE FROM "repository_set_member" '
+                "WHERE repository_set_id = ? AND repository_id = ?",
+                set_id, source,
+            )  # fmt: skip
+            run('UPDATE "repository_set" SET size = size - 1 WHERE id = ?', set_id)
+        else:
+            run(
+                'UPDATE "repository_set_member" SET repository_id = ? '
+                "WHERE repository_set_id = ? AND repository_id = ?",
+                target, set_id, source,
+            )  # fmt: skip
+    groups = run(
+        'SELECT os_release_id FROM "os_release_repository" WHERE repository_id = ?', source
+    )
+    for (os_id,) in groups:
+        if not run(
+            'SELECT 1 FROM "os_release_repository" WHERE os_release_id = ? AND repository_id = ?',
+            os_id, target,
+        ):  # fmt: skip
+            run('INSERT INTO "os_release_repository" (os_release_id, repository_id) VALUES (?, ?)',
+                os_id, target)  # fmt: skip
+    run('DELETE FROM "os_release_repository" WHERE repository_id = ?', source)
+    for table in ("host_update", "update_set_item"):
+        run(f'UPDATE "{table}" SET repository_id = ? WHERE repository_id = ?', target, source)
+    run(
+        'UPDATE "advisory" SET repository_id = ? WHERE repository_id = ? AND advisory_id NOT IN '
+        '(SELECT advisory_id FROM "advisory" WHERE repository_id = ?)',
+        target, source, target,
+    )  # fmt: skip
+    run(
+        'DELETE FROM "advisory_package" WHERE advisory_id IN '
+        '(SELECT id FROM "advisory" WHERE repository_id = ?)',
+        source,
+    )
+    run('DELETE FROM "advisory" WHERE repository_id = ?', source)
+    (flags,) = run('SELECT enabled, security_override FROM "repository" WHERE id = ?', source)
+    run(
+        'UPDATE "repository" SET enabled = (enabled OR ?), '
+        "security_override = COALESCE(security_override, ?) WHERE id = ?",
+        bool(flags[0]), flags[1] if flags[1] is None else bool(flags[1]), target,
+    )  # fmt: skip
+    run('DELETE FROM "repository" WHERE id = ?', source)
+
+
+_REVERSE_DNS_COLUMNS = (
+    # (table, column, SQLite type, PostgreSQL type)
+    ("os_release", "reverse_dns_check", "INTEGER NOT NULL DEFAULT 0",
+     "BOOLEAN NOT NULL DEFAULT false"),
+    ("host", "reverse_dns_check", "INTEGER", "BOOLEAN"),
+    ("host", "reverse_dns_address", "VARCHAR(64) NOT NULL DEFAULT ''",
+     "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_name", "VARCHAR(255) NOT NULL DEFAULT ''",
+     "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_status", "VARCHAR(16) NOT NULL DEFAULT ''",
+     "VARCHAR(16) NOT NULL DEFAULT ''"),
+    ("host", "reverse_dns_checked_at", "REAL", "DOUBLE PRECISION"),
+)  # fmt: skip
+
+
+def _reverse_dns_check(db: Database) -> None:
+    """Add the reverse DNS check's switches (host, OS release) and results (host).
+
+    Off everywhere until an operator turns it on (``patchwatch.rdns``). Columns that
+    exist already (a store created from the current models) are left alone.
+    """
+    sqlite = isinstance(db, SqliteDatabase)
+    for table, column, sqlite_type, pg_type in _REVERSE_DNS_COLUMNS:
+        if column in {c.name for c in db.get_columns(table)}:
+            continue
+        kind = sqlite_type if sqlite else pg_type
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -408,6 +585,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "mirror.approved: reported mirrors wait for approval", _mirror_approval),
     Migration(11, "held packages: host.held, host_update.held", _held_packages),
     Migration(12, "reboot inputs apart; whether a host's updates are known", _host_update_state),
+    Migration(
+        13, "one canonical key per repository, duplicates merged", _canonical_repository_keys
+    ),
+    Migration(14, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -60,6 +60,8 @@ class OSRelease(BaseModel):
     version = CharField(max_length=64, default="")
     codename = CharField(max_length=64, default="")
     cpe = CharField(max_length=255, default="")
+    # check that its hosts' reporting addresses resolve back to their names (rdns.py)
+    reverse_dns_check = BooleanField(default=False)
 
 
 class Package(BaseModel):
@@ -272,6 +274,13 @@ class Host(BaseModel):
     def reboot_required(self) -> bool | None:
         """Whether the host needs a reboot, derived (:mod:`patchwatch.reboot`); None: unknown."""
         return reboot_required(self.reboot_reported, self.reboot_kernel)
+
+    # reverse DNS check (patchwatch.rdns): None follows the OS group's setting
+    reverse_dns_check = BooleanField(null=True)
+    reverse_dns_address = CharField(max_length=64, default="")  # the address last checked
+    reverse_dns_name = CharField(max_length=255, default="")
+    reverse_dns_status = CharField(max_length=16, default="")  # "": never checked
+    reverse_dns_checked_at = DoubleField(null=True)
 
 
 class Token(BaseModel):

@@ -274,6 +274,24 @@ def _check_tags(tags: tuple[str, ...], where: str) -> tuple[str, ...]:
     return tags
 
 
+def _printable_repository(repo: ReportedRepository, where: str) -> ReportedRepository:
+    """Refuse a repository whose id, name, suite, component, architecture or URLs hold a
+    line break, tab or other control character.
+
+    These strings become the repository's key, its label in listings, metric label
+    values and CSV cells, and are shown on operators' terminals: a line break in one
+    forges a line of output (the CLI escapes what it shows; this keeps them out).
+    """
+    for name in ("id", "name", "suite", "component", "arch", "mirrorlist", "metalink"):
+        value = getattr(repo, name)
+        if not value.isprintable():
+            raise ParseError("contains a line break or other control character", f"{where}.{name}")
+    for url in repo.urls:
+        if not url.isprintable():
+            raise ParseError("contains a line break or other control character", f"{where}.urls")
+    return repo
+
+
 def _os_variant(os_string: str) -> str:
     """The detailed OS description ("Rocky Linux 9.5 (Blue Onyx)"): the string minus its CPE."""
     return _CPE_SUFFIX_RE.sub("", os_string)
@@ -596,7 +614,7 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
     enabled = obj.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ParseError("must be true or false", f"{where}.enabled")
-    return ReportedRepository(
+    repo = ReportedRepository(
         kind=kind,
         id=repo_id,
         name=name or repo_id,
@@ -610,6 +628,7 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
         mirrorlist=mirrorlist,
         metalink=metalink,
     )
+    return _printable_repository(repo, where)
 
 
 def _native_module(item: object, where: str) -> ReportedModule:
@@ -737,7 +756,7 @@ def _rpm_repository(
     repo_id = repo_id or name
     _text_limit(repo_id, where, MAX_REPO_ID, required=True)
     _text_limit(name, where, MAX_REPO_NAME, required=False)
-    return ReportedRepository(
+    repo = ReportedRepository(
         kind=kind,
         id=repo_id,
         name=name or repo_id,
@@ -746,6 +765,7 @@ def _rpm_repository(
         mirrorlist=mirrorlist,
         metalink=metalink,
     )
+    return _printable_repository(repo, where)
 
 
 def _deb_repository(name: str, priority: int, url: str, where: str) -> ReportedRepository:
@@ -773,7 +793,7 @@ def _deb_repository(name: str, priority: int, url: str, where: str) -> ReportedR
     repo_id = " ".join(part for part in (base, suite, component) if part)
     if len(repo_id) > MAX_REPO_ID:
         raise ParseError(f"repository id (URL suite component) longer than {MAX_REPO_ID}", where)
-    return ReportedRepository(
+    repo = ReportedRepository(
         kind=RepoKind.DEB,
         id=repo_id,
         name=name or repo_id,
@@ -783,6 +803,7 @@ def _deb_repository(name: str, priority: int, url: str, where: str) -> ReportedR
         component=component,
         arch=arch,
     )
+    return _printable_repository(repo, where)
 
 
 def _update_entries(text: str, field: str) -> Iterator[tuple[str, str, str, int]]:

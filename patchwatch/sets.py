@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from collections.abc import Sequence
-from urllib.parse import urlsplit
-from urllib.parse import urlunsplit
 
 from peewee import IntegrityError
 
+from patchwatch import repokeys
 from patchwatch.db import ARRAY_PARAMETER_SIZE
 from patchwatch.db import can_stage_rows
 from patchwatch.db import chunks
@@ -39,6 +38,7 @@ from patchwatch.records import Package as PackageRecord
 from patchwatch.records import PackageKind
 from patchwatch.records import RepoKind
 from patchwatch.records import ReportedRepository
+from patchwatch.repokeys import normalise_url
 from patchwatch.set_bases import MAX_BASE_SIZE
 from patchwatch.set_bases import MAX_BASES
 from patchwatch.set_bases import MIN_SIZE
@@ -539,37 +539,23 @@ class _Bases:
 _BASES = _Bases()
 
 
-def normalise_url(url: str) -> str:
-    """Lower-case scheme and host, drop a trailing slash: one mirror, one spelling."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if not parts.scheme:
-        return url.rstrip("/")
-    path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
-
-
 def repository_key(repo: ReportedRepository) -> str:
-    """Identify a repository across hosts.
-
-    apt: archive URL, suite, component and architecture (the index a host reads).
-    rpm-md: the repo id, architecture and first source URL, because the same id (say
-    ``baseos``) names different repositories on different releases.
-    """
+    """Identify a repository across hosts, whoever reports it (``patchwatch.repokeys``)."""
     first = next(iter(repo.urls), "") or repo.mirrorlist or repo.metalink
-    if repo.kind == RepoKind.DEB:
-        return " ".join(
-            (repo.kind.value, normalise_url(first), repo.suite, repo.component, repo.arch)
-        )
-    return " ".join((repo.kind.value, repo.id, repo.arch, normalise_url(first)))
+    return repokeys.repository_key(
+        repo.kind.value, repo.id, repo.suite, repo.component, repo.arch, first
+    )
 
 
 def ensure_repositories(repos: Sequence[ReportedRepository], now: float) -> dict[str, int]:
     """Return repository ids by key, creating repositories and their mirrors as needed."""
     out: dict[str, int] = {}
+    arches: dict[str, str] = {}  # of apt repositories, as stored
     for repo in repos:
-        key = repository_key(repo)[:1024]
+        key = repository_key(repo)
         if key in out:
+            if repo.kind == RepoKind.DEB:
+                _widen_arches(out[key], arches, key, repo.arch)
             continue
         Repository.insert(
             kind=repo.kind.value, key=key, name=repo.name[:512], repo_id=repo.id[:512],
@@ -578,6 +564,9 @@ def ensure_repositories(repos: Sequence[ReportedRepository], now: float) -> dict
         ).on_conflict_ignore().execute()  # fmt: skip
         row = Repository.get(Repository.key == key)
         out[key] = row.id
+        if repo.kind == RepoKind.DEB:
+            arches[key] = row.arch
+            _widen_arches(row.id, arches, key, repo.arch)
         mirrors = [(u, "baseurl") for u in repo.urls]
         if repo.mirrorlist:
             mirrors.append((repo.mirrorlist, "mirrorlist"))
@@ -590,11 +579,21 @@ def ensure_repositories(repos: Sequence[ReportedRepository], now: float) -> dict
     return out
 
 
+def _widen_arches(repo_id: int, arches: dict[str, str], key: str, reported: str) -> None:
+    """Read apt repository ``key`` for the architectures of one more report of it too:
+    one source reported by the agent and by Patchman clients (one index URL per
+    architecture) is one repository (see ``patchwatch.repokeys``)."""
+    merged = repokeys.merge_arches(arches[key], reported)
+    if merged != arches[key]:
+        Repository.update(arch=merged).where(Repository.id == repo_id).execute()
+        arches[key] = merged
+
+
 def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> RepositorySet:
     """Return the stored repository set (with priorities) for these repositories."""
     members: dict[str, tuple[int, bool]] = {}
     for repo in repos:
-        key = repository_key(repo)[:1024]
+        key = repository_key(repo)
         prio, enabled = members.get(key, (repo.priority, repo.enabled))
         members[key] = (max(prio, repo.priority), enabled or repo.enabled)
     digest = digest_of(f"{k}\x1f{p}\x1f{int(e)}" for k, (p, e) in members.items())

@@ -181,6 +181,12 @@ class Settings:
         "preferred first; gz, xz, bz2, lzma, plain). gz is about a third more bytes than "
         "xz and decompresses three times faster; put xz first on a slow link.",
     )
+    reverse_dns_timeout_seconds: float = _setting(
+        2.0,
+        "Longest wait for one reverse DNS lookup of a host's reporting address (hosts "
+        "with the reverse DNS check on); a lookup that takes longer leaves the result "
+        "unknown until the next try.",
+    )
     metrics_token: str = _setting(
         "",
         "When set, /metrics needs it: 'Authorization: Bearer <token>' or basic auth with it "
@@ -258,6 +264,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("threads", "must be at least 1")
     if s.client_read_timeout_seconds <= 0:
         raise ConfigError("client_read_timeout_seconds", "must be positive")
+    if not 0 < s.reverse_dns_timeout_seconds <= 60:
+        raise ConfigError("reverse_dns_timeout_seconds", "must be more than 0 and at most 60")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("log_level", f"unknown level {s.log_level!r}")
     url = s.database_url

@@ -19,6 +19,8 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
+from patchwatch import listings
+from patchwatch import rdns
 from patchwatch.diffs import host_diff_dict
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
@@ -50,7 +52,7 @@ from receiver.read_api import number_arg
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 
-HOST_FLAGS = ("use_os_repositories", "check_updates", "maintenance_until")
+HOST_FLAGS = ("use_os_repositories", "check_updates", "maintenance_until", "reverse_dns_check")
 REPOSITORY_FLAGS = ("enabled", "security")
 
 
@@ -96,7 +98,7 @@ def _ids(body: dict[str, Any], key: str = "repositories") -> list[str]:
 @bp.get("/attention")
 def attention_list() -> Response:
     stale_days = number_arg("stale_days", 2.0) or 0.0
-    return listing(attention(time.time(), stale_days))
+    return listing(attention(time.time(), stale_days), listings.ATTENTION)
 
 
 @bp.get("/hosts/<a>/diff/<b>")
@@ -114,10 +116,15 @@ def host_flags(name: str) -> Response:
         if "maintenance_until" in body
         else KEEP
     )
+    if "reverse_dns_check" in body:  # true, false, or null / "os": as its OS release
+        rdns.set_host_check(host, rdns.parse_switch(body["reverse_dns_check"]))
     flags = set_host_flags(
         host, now, use_os_repositories=_bool(body, "use_os_repositories"),
         check_updates=_bool(body, "check_updates"), maintenance_until=until,
     )  # fmt: skip
+    host = get_host(name)
+    os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
+    flags["reverse_dns_check"] = rdns.check_enabled(host.reverse_dns_check, os_flag)
     return jsonify(flags)
 
 
@@ -131,12 +138,12 @@ def host_delete(name: str) -> Response:
 @bp.get("/packages/orphans")
 def package_orphans() -> Response:
     name = request.args.get("host")
-    return listing(orphan_packages(get_host(name) if name else None))
+    return listing(orphan_packages(get_host(name) if name else None), listings.ORPHANS)
 
 
 @bp.get("/repositories/possible-mirrors")
 def repository_possible_mirrors() -> Response:
-    return listing(possible_mirrors())
+    return listing(possible_mirrors(), listings.POSSIBLE_MIRRORS)
 
 
 @bp.get("/repositories/<ref>")
@@ -171,12 +178,23 @@ def repository_link(ref: str) -> Response:
 
 @bp.get("/os-releases")
 def os_releases() -> Response:
-    return listing(os_release_list())
+    return listing(os_release_list(), listings.OS_RELEASES)
 
 
 @bp.get("/os-releases/<ref>")
 def os_release(ref: str) -> Response:
     return jsonify(os_release_detail(resolve_os_release(ref, exact=True)))
+
+
+@bp.route("/os-releases/<ref>", methods=["PATCH", "POST"])
+def os_release_flags(ref: str) -> Response:
+    """``{"reverse_dns_check": bool}``: the reverse DNS check for the release's hosts."""
+    release = resolve_os_release(ref, exact=True)
+    body = _body(("reverse_dns_check",))
+    value = _bool(body, "reverse_dns_check")
+    if value is not None:
+        rdns.set_os_release_check(release, value)
+    return jsonify(os_release_detail(resolve_os_release(str(release.id), exact=True)))
 
 
 @bp.post("/os-releases/<ref>/repositories")

@@ -6,9 +6,8 @@ with ``?format=csv`` or ``Accept: text/csv``, for spreadsheets and scripts.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint
@@ -17,14 +16,17 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
+from patchwatch import listings
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
+from patchwatch.inventory import get_host
+from patchwatch.inventory import host_overview
 from patchwatch.queries import HostFilter
-from patchwatch.queries import host_detail
 from patchwatch.queries import host_summaries
 from patchwatch.queries import hosts_with_package
 from patchwatch.queries import pending_update_summary
 from patchwatch.queries import repository_summaries
+from patchwatch.tabular import csv_text
 from patchwatch.tokens import require_admin
 from receiver.ingest import authenticate_request
 
@@ -64,25 +66,16 @@ def number_arg(name: str, default: float | None = None, minimum: float = 0) -> f
     return value
 
 
-def _flatten(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: (" ".join(map(str, v)) if isinstance(v, list) else v) for k, v in item.items()
-            if not (isinstance(v, list) and v and isinstance(v[0], dict))}  # fmt: skip
-
-
-def listing(items: list[dict[str, Any]]) -> Response:
+def listing(items: list[dict[str, Any]], fields: Sequence[str]) -> Response:
+    """One page of a listing as JSON, or as CSV under ``fields`` (patchwatch.listings),
+    written exactly as the CLI writes it (patchwatch.tabular)."""
     page = int(number_arg("page", 1, 1) or 1)
     per_page = int(number_arg("per_page", 100, 1) or 100)
     per_page = min(per_page, MAX_PER_PAGE)
     chunk = items[(page - 1) * per_page : page * per_page]
     wants_csv = request.args.get("format") == "csv" or (request.accept_mimetypes.best == "text/csv")
     if wants_csv:
-        buf = io.StringIO()
-        rows = [_flatten(i) for i in chunk]
-        fields = list(rows[0]) if rows else []
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        response = Response(buf.getvalue(), mimetype="text/csv")
+        response = Response(csv_text(chunk, fields), mimetype="text/csv")
     else:
         response = jsonify(items=chunk, page=page, per_page=per_page, total=len(items))
     response.headers["X-Total-Count"] = str(len(items))
@@ -97,23 +90,24 @@ def hosts() -> Response:
         reboot=flag_arg("reboot"), stale_days=number_arg("stale_days"),
         name=request.args.get("name"),
     )  # fmt: skip
-    return listing(host_summaries(flt, time.time()))
+    return listing(host_summaries(flt, time.time()), listings.HOSTS)
 
 
 @bp.get("/hosts/<name>")
 def host(name: str) -> Response:
-    return jsonify(host_detail(name))
+    """One host with every field ``hosts show --format json`` has (the same function)."""
+    return jsonify(host_overview(get_host(name), time.time()))
 
 
 @bp.get("/packages/<name>/hosts")
 def package_hosts(name: str) -> Response:
     found = hosts_with_package(name, request.args.get("version"), request.args.get("arch"))
-    return listing(found)
+    return listing(found, listings.PACKAGE_HOSTS)
 
 
 @bp.get("/repositories")
 def repositories() -> Response:
-    return listing(repository_summaries())
+    return listing(repository_summaries(), listings.REPOSITORY_SUMMARIES)
 
 
 @bp.get("/updates")
@@ -122,7 +116,7 @@ def updates() -> Response:
     security = flag_arg("security")
     if security is not None:
         items = [i for i in items if i["security"] == security]
-    return listing(items)
+    return listing(items, listings.PENDING_UPDATES)
 
 
 @bp.errorhandler(AuthError)

@@ -28,6 +28,7 @@ import schedule
 from peewee import Database
 from peewee import PeeweeException
 
+from patchwatch import rdns
 from patchwatch.db import database
 from patchwatch.fetch import HttpFetcher
 from patchwatch.followup import FollowUp
@@ -165,6 +166,17 @@ def follow_up_job(settings: Settings) -> Job:
     return Job("follow_up", FOLLOW_UP_SECONDS, follow.run, has_work=follow.has_work)
 
 
+def check_reverse_dns(settings: Settings) -> Callable[[float], str]:
+    """The reverse DNS job: hosts with the check on whose address changed, or is due
+    again (``patchwatch.rdns``); nothing to do, and no lookup, while the check is off."""
+
+    def run(now: float) -> str:
+        outcome = rdns.check_hosts(now, timeout=settings.reverse_dns_timeout_seconds)
+        return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing due"
+
+    return run
+
+
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
@@ -183,6 +195,11 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),
         *([follow_up_job(settings)] if settings.follow_reports else []),
+        Job(
+            "check_reverse_dns",
+            settings.updates_interval_minutes * 60,
+            check_reverse_dns(settings),
+        ),
     ]
 
 

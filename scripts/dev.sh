@@ -54,7 +54,7 @@ test_system_packages() {
     # real tools the tests compare against or start on loopback
     # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not)
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
-        postgresql prometheus prometheus-alertmanager docker-compose makepkg
+        postgresql prometheus prometheus-alertmanager prometheus-node-exporter docker-compose makepkg
 }
 
 unpack_dnf_plugins() {
@@ -72,6 +72,20 @@ unpack_dnf_plugins() {
         echo "dev.sh: could not download dnf-plugins-core (apt-get download)" >&2
     fi
     rm -rf "$tmp"
+}
+
+floor_tests() {
+    # the exporter's tests once on the oldest prometheus-client that setup.cfg allows
+    # (the exporter uses names that first appear in it), installed apart from .venv
+    local floor dir
+    floor=$(sed -n 's/^ *prometheus-client>=\([0-9.]*\)$/\1/p' setup.cfg)
+    dir="$VENV/floor/prometheus-client-$floor"
+    [ -d "$dir" ] || "$VENV/bin/pip" install -q --no-deps --target "$dir" "prometheus-client==$floor"
+    PYTHONPATH="$dir" "$VENV/bin/python" -c 'import importlib.metadata as m, sys
+v = m.version("prometheus-client")
+sys.exit(None if v == sys.argv[1] else f"prometheus-client {v} is not the floor {sys.argv[1]}")' "$floor"
+    PYTHONPATH="$dir" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+        tests/test_exporter.py tests/test_host_tags.py tests/test_monitoring_docs.py
 }
 
 cmd="${1:-}"
@@ -94,6 +108,7 @@ case "$cmd" in
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/lint-imports"
         export PATCHWATCH_TEST_REQUIRE_POSTGRES=1 PATCHWATCH_TEST_REQUIRE_ORACLES=1
+        [ $# -gt 0 ] || floor_tests   # a whole run only, not a chosen test
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     *)

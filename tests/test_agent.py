@@ -1488,6 +1488,27 @@ def test_usage_error_exits_1_not_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid int value" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--token", "pw_abc_SECRET"], ["--token=pw_abc_SECRET"], ["--tok", "pw_abc_SECRET"],
+     ["pw_abc_SECRET"], ["--token-file", "pw_abc_SECRET"]],
+)  # fmt: skip
+def test_options_are_not_abbreviated_and_a_token_is_never_echoed(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--token`` used to be taken for ``--token-file`` and the token printed in the
+    error that the file could not be read."""
+    environ = {"PATCHWATCH_SERVER": "http://127.0.0.1:9"}
+    posted: list[object] = []
+    code = agent.run([*args, "--spool-dir", str(tmp_path)], environ=environ,
+                     runner=lambda a: None, post=lambda *a: posted.append(a))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == agent.EXIT_USAGE and not posted
+    assert "SECRET" not in err and err.strip()
+    if args[0] != "--token-file" and args[0].startswith("--tok"):
+        assert "unrecognized arguments: " + args[0].split("=")[0] in err
+
+
 def test_settings_precedence_and_unknown_keys(tmp_path: Path) -> None:
     config = tmp_path / "agent.conf"
     config.write_text("[agent]\nserver = http://file\ntoken = from-file\ntimeout = 9\ntokn = x\n")

@@ -336,4 +336,5 @@ def test_against_a_real_server_reports_posted_over_http(server_factory) -> None:
     assert _api(srv.base, admin, "/api/v1/hosts/web2.example.com", "DELETE") == {
         "deleted": ["web2.example.com"]}  # fmt: skip
     shown = srv.cli("hosts", "show", "web2")
-    assert shown.returncode == 1 and shown.stderr.strip() == "patchwatch: no host named 'web2'"
+    assert shown.returncode == 1 and shown.stderr.strip() == (
+        "patchwatch hosts show: no host named 'web2'")  # fmt: skip

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.conftest import free_port
+from tests.conftest import require_or_skip
 
 
 def _children(pid: int) -> list[int]:
@@ -127,9 +130,105 @@ def test_serve_with_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data")],
+        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data"),
+         "--bind", f"127.0.0.1:{free_port()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1
     assert "cannot create data folder" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("verb", ["serve", "receiver", "exporter"])
+def test_a_busy_port_fails_at_once_and_touches_nothing(verb: str, tmp_path: Path) -> None:
+    """Bind first: a second server on a taken port must not migrate the store or start
+    a scheduler before it finds out (it used to do both, then retry for 5 s)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "cli.main", verb, "--bind", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip() == (
+        f"patchwatch {verb}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not (tmp_path / "data").exists()  # no store made, nothing migrated
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, as ps lists them."""
+    out = [pid]
+    for child in subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                                text=True, check=False).stdout.split():  # fmt: skip
+        out += _tree(int(child))
+    return out
+
+
+def _ps(field: str, pids: list[int]) -> list[int]:
+    text = subprocess.run(["ps", "-o", f"{field}=", "-p", ",".join(map(str, pids))],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [int(v) for v in text.split()]
+
+
+def _sample(text: str, name: str) -> float:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_process_metrics_are_the_whole_servers_whichever_worker_answers(served) -> None:
+    """``process_*`` used to be the answering worker's: CPU went backwards from one
+    scrape to the next, the start time changed, the scheduler was never counted.
+    Checked against ps: the tree under the server's pid, its CPU time and memory."""
+    proc, base, _url = served
+    _wait_healthy(base, proc)
+    deadline = time.monotonic() + 30  # the scheduler child is up once it catches SIGTERM
+    while len(_tree(proc.pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = _tree(proc.pid)
+    assert len(pids) == 4  # gunicorn's master, 2 workers, the scheduler
+    started = time.time() - _ps("etimes", [proc.pid])[0]
+    cpu_floor = sum(_ps("cputimes", pids))  # whole seconds, rounded down, by ps
+    rss = [kib * 1024 for kib in _ps("rss", pids)]
+    scrapes = [_get(base + "/metrics")[1].decode() for _ in range(12)]  # new connections
+    cpu = [_sample(t, "process_cpu_seconds_total") for t in scrapes]
+    assert cpu == sorted(cpu) and cpu[0] >= cpu_floor
+    assert {_sample(t, "process_start_time_seconds") for t in scrapes} == {
+        _sample(scrapes[0], "process_start_time_seconds")}  # fmt: skip
+    assert abs(_sample(scrapes[0], "process_start_time_seconds") - started) <= 2
+    assert {_sample(t, "patchwatch_server_processes") for t in scrapes} == {4.0}
+    memory = _sample(scrapes[-1], "process_resident_memory_bytes")
+    assert memory > max(rss) and abs(memory - sum(rss)) < 0.25 * sum(rss)
+
+
+def test_proc_stat_lines_with_awkward_command_names_parse() -> None:
+    from exporter.processes import parse_stat
+    from exporter.processes import tree
+
+    fields = " ".join(str(n) for n in range(4, 53))  # field 4 (ppid) onwards
+    stat = parse_stat(f"4242 (gunicorn: a) (b) S {fields}")
+    assert (stat.pid, stat.ppid) == (4242, 4)
+    assert stat.cpu_ticks == 14 + 15 + 16 + 17 and stat.start_ticks == 22
+    assert (stat.vsize, stat.rss_pages) == (23, 24)
+    stats = {p: parse_stat(f"{p} (x) S {pp} " + " ".join(["0"] * 48))
+             for p, pp in ((1, 0), (10, 1), (11, 10), (12, 10), (13, 11), (20, 1))}  # fmt: skip
+    assert sorted(tree(10, stats)) == [10, 11, 12, 13] and tree(99, stats) == []
+
+
+def test_the_shipped_server_unit_verifies_and_runs_serve() -> None:
+    """The runbook says `systemctl status patchwatch`: the unit is shipped, and valid."""
+    unit = ROOT / "deploy" / "patchwatch.service"
+    if shutil.which("systemd-analyze") is None:
+        require_or_skip("PATCHWATCH_TEST_REQUIRE_ORACLES", "systemd-analyze not installed")
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    text = unit.read_text()
+    assert "ExecStart=/usr/bin/env patchwatch serve --data-dir /var/lib/patchwatch" in text
+    assert "systemctl status patchwatch" in (ROOT / "docs" / "runbook.md").read_text()
+    assert "deploy/patchwatch.service" in (ROOT / "docs" / "deploy.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,36 @@ def test_config_command_prints_effective_values_masked() -> None:
     assert out.returncode == 0, out.stderr
     assert "workers = 7" in out.stdout
     assert "topsecret" not in out.stdout + out.stderr
-    assert re.search(r"^database_url = postgresql://u:\*+@h/db", out.stdout, re.M)
+    assert re.search(r'^# database_url = "postgresql://u:\*+@h/db"', out.stdout, re.M)
+
+
+def test_config_prints_toml_that_config_reads_back_unchanged(tmp_path: Path) -> None:
+    """``patchwatch config > f.toml; patchwatch --config f.toml config`` prints the same,
+    awkward values included; masked secrets stay with the environment that set them."""
+    env = {
+        "PATCHWATCH_DATA_DIR": str(tmp_path / 'd"a\\ta é\x7f'),
+        "PATCHWATCH_WORKERS": "7",
+        "PATCHWATCH_PROTOCOL1_NETWORKS": "10.0.0.0/8,192.168.0.0/16",
+        "PATCHWATCH_PROCESS_INLINE": "no",
+        "PATCHWATCH_CLIENT_READ_TIMEOUT_SECONDS": "2.5",
+        "PATCHWATCH_DATABASE_URL": "postgresql://u:topsecret@h/db",
+        "PATCHWATCH_METRICS_TOKEN": "m3tr1cs",
+    }
+    first = run_cli("config", "--help-table", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "topsecret" not in first.stdout and "m3tr1cs" not in first.stdout
+    conf = tmp_path / "patchwatch.toml"
+    conf.write_text(first.stdout)
+    parsed = tomllib.loads(first.stdout)  # valid TOML
+    assert parsed["workers"] == 7 and parsed["process_inline"] is False
+    assert parsed["data_dir"] == env["PATCHWATCH_DATA_DIR"]
+    assert "metrics_token" not in parsed and "database_url" not in parsed
+    again = run_cli("--config", str(conf), "config", "--help-table", env=env)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    secrets = {k: v for k, v in env.items() if k.endswith(("_URL", "_TOKEN"))}
+    alone = run_cli("--config", str(conf), "config", "--help-table", env=secrets)
+    assert alone.stdout == first.stdout  # the file alone carries every other setting
+    assert load_settings(secrets, str(conf)) == load_settings(env)
 
 
 def test_config_command_bad_value_exits_2_without_traceback() -> None:
