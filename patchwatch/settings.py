@@ -70,6 +70,12 @@ class Settings:
         64 * 1024 * 1024,
         "Largest accepted report after gzip decompression, in bytes (413 above).",
     )
+    max_report_values: int = _setting(
+        2_000_000,
+        "Largest number of JSON values (objects, arrays, strings, numbers) in a report, "
+        "counted before it is parsed (413 above): parsing costs about 72 bytes per value "
+        "however short, and a 1,500-package report holds about 11,000.",
+    )
     reports_keep: int = _setting(10, "Raw reports kept per host; older ones are pruned.")
     process_inline: bool = _setting(
         True,
@@ -226,6 +232,7 @@ def _validate(s: Settings) -> None:
         "prune_interval_minutes",
         "max_report_bytes",
         "max_report_decompressed_bytes",
+        "max_report_values",
         "reports_keep",
     ):
         if getattr(s, name) < 1:

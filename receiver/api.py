@@ -14,7 +14,6 @@ Processing runs after the answer is sent when ``process_inline`` is on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from flask import Blueprint
 from flask import Response
 from flask import current_app
+from flask import g
 from flask import jsonify
 from flask import request
 
@@ -29,6 +29,8 @@ from patchwatch.db import database
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
+from patchwatch.jsondoc import count_values
+from patchwatch.jsondoc import decode_json
 from patchwatch.processing import NATIVE
 from patchwatch.processing import PATCHMAN1
 from patchwatch.processing import PATCHMAN2
@@ -42,6 +44,11 @@ from patchwatch.sets import package_set_digest
 from patchwatch.settings import Settings
 from patchwatch.tokens import authorize_host_write
 from patchwatch.tokens import host_has_credential
+from receiver.gate import LARGE_REPORT_BYTES
+from receiver.gate import LARGE_REPORT_VALUES
+from receiver.gate import RETRY_AFTER_SECONDS
+from receiver.gate import Busy
+from receiver.gate import ReportSlot
 from receiver.ingest import address_allowed
 from receiver.ingest import authenticate_request
 from receiver.ingest import client_address
@@ -59,13 +66,35 @@ def _settings() -> Settings:
     return current_app.config["PATCHWATCH_SETTINGS"]  # type: ignore[no-any-return]
 
 
-def _decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise ParseError("body is not UTF-8", "body") from None
-    except ValueError as exc:
-        raise ParseError(f"body is not valid JSON: {exc}", "body") from None
+def _read_report(slot: ReportSlot) -> Any:
+    """Read, bound and decode a JSON report body, taking the large-report slot if it
+    proves large (``receiver.gate``) before it is parsed."""
+    settings = _settings()
+    body = read_body(request, settings, slot.take)
+    values = count_values(body)
+    if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
+        slot.take()
+    doc = decode_json(body, settings.max_report_values, values)
+    g.report_size = len(body)
+    return doc
+
+
+def _slot() -> ReportSlot:
+    """This request's claim on the large-report slot, released at the latest at teardown."""
+    slot = ReportSlot()
+    g.report_slot = slot
+    return slot
+
+
+@bp.teardown_app_request
+def _release_slot(_exc: BaseException | None) -> None:
+    slot = g.get("report_slot")
+    if slot is not None and not g.get("slot_handed_over"):
+        slot.release()
+
+
+def _busy(exc: Busy) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None) -> int:
@@ -89,8 +118,13 @@ def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None
 def _process_after(
     response: Response, host_name: str, report_id: int, report: HostReport
 ) -> Response:
-    """Process the host's queued reports once the answer has gone out."""
+    """Process the host's queued reports once the answer has gone out.
+
+    A large report keeps its slot (``receiver.gate``) until it is processed: its
+    records are still in memory until then.
+    """
     settings = _settings()
+    slot = g.get("report_slot")
     if not settings.process_inline:
         return response
 
@@ -106,8 +140,13 @@ def _process_after(
                 )
         except Exception:  # boundary: the report is stored; the scheduler will retry
             log.exception("inline processing failed for %s; left queued", host_name)
+        finally:
+            if slot is not None:
+                slot.release()
         PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
+    if slot is not None:
+        g.slot_handed_over = True
     response.call_on_close(run)
     return response
 
@@ -120,10 +159,10 @@ def _reject(protocol: str, result: str) -> None:
 def native_report() -> Response | tuple[Response, int]:
     settings = _settings()
     now = time.time()
+    slot = _slot()
     try:
         token = authenticate_request(request, settings, "Bearer", now)
-        body = read_body(request, settings)
-        doc = _decode_json(body)
+        doc = _read_report(slot)
         report = parse_native(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
@@ -137,7 +176,10 @@ def native_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(NATIVE, "malformed")
         return jsonify(error=exc.message, where=exc.where), 400
-    REPORT_BYTES.observe(len(body))
+    except Busy as exc:
+        _reject(NATIVE, "busy")
+        return _busy(exc)
+    REPORT_BYTES.observe(g.report_size)
     report_id = _accept(NATIVE, report, doc, token.id)
     response = jsonify(status="accepted", report=report_id)
     response.status_code = 202
@@ -148,10 +190,10 @@ def native_report() -> Response | tuple[Response, int]:
 def patchman2_report() -> Response | tuple[Response, int]:
     settings = _settings()
     now = time.time()
+    slot = _slot()
     try:
         token = authenticate_request(request, settings, "Api-Key", now)
-        body = read_body(request, settings)
-        doc = _decode_json(body)
+        doc = _read_report(slot)
         report = parse_protocol2(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
@@ -165,7 +207,10 @@ def patchman2_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(PATCHMAN2, "malformed")
         return jsonify(status="error", errors={exc.where or "body": [exc.message]}), 400
-    REPORT_BYTES.observe(len(body))
+    except Busy as exc:
+        _reject(PATCHMAN2, "busy")
+        return _busy(exc)
+    REPORT_BYTES.observe(g.report_size)
     report_id = _accept(PATCHMAN2, report, doc, token.id)
     response = jsonify(
         status="accepted", report_id=report_id, message="Report queued for processing"
@@ -184,7 +229,10 @@ def patchman1_report() -> Response | tuple[Response, int]:
             error="Patchman protocol 1 is not allowed from this address "
             "(setting protocol1_networks)"
         ), 403
+    slot = _slot()
     try:
+        if (request.content_length or 0) > LARGE_REPORT_BYTES:
+            slot.take()
         form = {key: request.form.get(key, "") for key in request.form}
         report = parse_protocol1(form)
         if host_has_credential(report.hostname):
@@ -199,6 +247,12 @@ def patchman1_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(PATCHMAN1, "malformed")
         return jsonify(error=exc.message, where=exc.where), 400
+    except TooLargeError as exc:
+        _reject(PATCHMAN1, "too_large")
+        return jsonify(error=str(exc)), 413
+    except Busy as exc:
+        _reject(PATCHMAN1, "busy")
+        return _busy(exc)
     REPORT_BYTES.observe(sum(len(v) for v in form.values()))
     report_id = _accept(PATCHMAN1, report, form, None)
     if form.get("report", "").strip().lower() == "true":

@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 import time
 import zlib
+from collections.abc import Callable
 
 from flask import Request
 from werkzeug.exceptions import RequestTimeout
@@ -16,22 +17,30 @@ from patchwatch.errors import TooLargeError
 from patchwatch.models import Token
 from patchwatch.settings import Settings
 from patchwatch.tokens import authenticate
+from receiver.gate import LARGE_REPORT_BYTES
 
 BODY_DEADLINE_SECONDS = 60.0
 
 
-def _read_stream(request: Request) -> bytes:
+def _read_stream(request: Request, large: int, on_large: Callable[[], None]) -> bytes:
     """Read the body in chunks within an overall deadline.
 
     Flask enforces MAX_CONTENT_LENGTH (413) on the stream; a client trickling its body
     (or going silent: the socket has a receive timeout) gets a 408 instead of holding
-    a thread.
+    a thread. ``on_large`` is called once more than ``large`` bytes are announced or
+    have arrived.
     """
+    if (request.content_length or 0) > large:
+        on_large()
     started = time.monotonic()
     chunks = []
+    size = 0
     try:
         while chunk := request.stream.read(65536):
             chunks.append(chunk)
+            size += len(chunk)
+            if size > large:
+                on_large()
             if time.monotonic() - started > BODY_DEADLINE_SECONDS:
                 raise RequestTimeout("the request body arrived too slowly")
     except OSError:
@@ -39,13 +48,26 @@ def _read_stream(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def read_body(request: Request, settings: Settings) -> bytes:
+def _nothing() -> None:
+    return None
+
+
+def read_body(
+    request: Request,
+    settings: Settings,
+    on_large: Callable[[], None] = _nothing,
+    large: int = LARGE_REPORT_BYTES,
+) -> bytes:
     """Return the request body, gunzipped, within the configured limits.
+
+    ``on_large`` is called (and may raise) before more than ``large`` bytes are held,
+    as sent or decompressed: it takes the worker's large-report slot
+    (``receiver.gate``). Decompression stops at ``large`` until it returns.
 
     :raises TooLargeError: body or decompressed body above its limit (413).
     :raises ParseError: a gzip body that is corrupt or truncated (400).
     """
-    raw = _read_stream(request)
+    raw = _read_stream(request, large, on_large)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         if len(raw) > settings.max_report_decompressed_bytes:
@@ -57,7 +79,10 @@ def read_body(request: Request, settings: Settings) -> bytes:
     limit = settings.max_report_decompressed_bytes
     dec = zlib.decompressobj(wbits)
     try:
-        out = dec.decompress(raw, limit + 1)
+        out = dec.decompress(raw, min(large, limit) + 1)
+        if len(out) > large and limit > large:
+            on_large()
+            out += dec.decompress(dec.unconsumed_tail, limit + 1 - len(out))
     except zlib.error as exc:
         raise ParseError(f"body is not valid {encoding}: {exc}", "body") from None
     if len(out) > limit or dec.unconsumed_tail:
