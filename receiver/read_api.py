@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from typing import Any
 
@@ -59,6 +60,8 @@ def number_arg(name: str, default: float | None = None, minimum: float = 0) -> f
         value = float(raw)
     except ValueError:
         raise ParseError(f"expected a number, got {raw!r}", name) from None
+    if not math.isfinite(value):  # float() reads "nan" and "inf"; no count or age is either
+        raise ParseError(f"expected a finite number, got {raw!r}", name)
     if value < minimum:
         raise ParseError(f"must be at least {minimum:g}", name)
     return value
