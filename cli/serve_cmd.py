@@ -157,6 +157,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         child_exit=_mark_worker_dead,
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
+        max_memory=settings.worker_max_memory_bytes,
     )
     try:
         EmbeddedGunicorn(lambda: make_server_app(settings), options).run()
@@ -176,6 +177,7 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
         child_exit=_mark_worker_dead,
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
+        max_memory=settings.worker_max_memory_bytes,
     )
     EmbeddedGunicorn(lambda: make_server_app(settings, store_metrics=False), options).run()
     return 0

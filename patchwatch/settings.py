@@ -57,6 +57,13 @@ class Settings:
         8,
         "Threads per worker: a slow client then holds one thread, not a whole worker.",
     )
+    worker_max_memory_bytes: int = _setting(
+        512 * 1024 * 1024,
+        "A receiver worker whose memory (resident) is still above this after a request, "
+        "once freed memory is handed back, is replaced by a fresh one when its requests "
+        "are done; 0 never. Workers hold about 50 MiB, plus up to 64 MiB of parsed "
+        "packages and one large report at a time.",
+    )
     client_read_timeout_seconds: float = _setting(
         15.0,
         "A client that sends nothing for this long while its request is being read is "
