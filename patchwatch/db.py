@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -58,7 +59,7 @@ def make_database(url: str) -> Database:
         if path.startswith("/"):  # sqlite:///rel/x.db is relative, sqlite:////abs/x.db absolute
             path = path[1:]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_files(Path(path))
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
     if scheme in ("postgres", "postgresql"):
         # One pool per process: gunicorn threads and scheduler jobs reuse connections
@@ -77,6 +78,43 @@ def make_database(url: str) -> Database:
     if not isinstance(db, PostgresqlDatabase):
         raise ConfigError("database_url", f"unsupported database scheme {scheme!r}")
     return db
+
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Make the SQLite store private to its owner, whatever the umask.
+
+    The store holds raw reports and every host's inventory, readable by any local
+    user under the usual umask (022). The folder is created 0700 and the database
+    file 0600 before SQLite creates it (SQLite gives its ``-wal`` and ``-shm`` files
+    the database file's mode); files already there are brought to 0600. A folder
+    that already exists keeps its mode (the operator chose it), but is named in a
+    warning when others can read it.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+    elif folder.stat().st_mode & 0o007:
+        log.warning(
+            "%s is open to other users (mode %o): chmod 700 it, the store holds every "
+            "host's inventory", folder, folder.stat().st_mode & 0o777,
+        )  # fmt: skip
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    for suffix in SQLITE_SUFFIXES:
+        name = path.with_name(path.name + suffix)
+        try:
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours (a shared store): say so, do not fail
+            log.warning("cannot make %s private: %s", name, exc.strerror)
 
 
 def open_database(url: str) -> Database:

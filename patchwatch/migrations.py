@@ -24,6 +24,7 @@ from peewee import SqliteDatabase
 
 from patchwatch.errors import PatchwatchError
 from patchwatch.models import MODELS
+from patchwatch.models import HealthProbe
 from patchwatch.models import SchemaVersion
 from patchwatch.packed_ids import pack_ids
 
@@ -276,6 +277,11 @@ def _package_set_bases(db: Database) -> None:
     db.execute_sql(PACKAGE_SET_CONTENT)
 
 
+def _receiver_hardening(db: Database) -> None:
+    """Add the ``health_probe`` table (``patchwatch.health``: /healthz proves a write)."""
+    db.create_tables([HealthProbe], safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -286,6 +292,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "pending updates without indexes on packages", _updates_without_package_indexes),
     Migration(6, "package_set.member_ids", _package_set_member_ids),
     Migration(7, "package sets written as differences from a base", _package_set_bases),
+    Migration(8, "health_probe table", _receiver_hardening),
 )
 
 LATEST = MIGRATIONS[-1].version

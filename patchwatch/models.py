@@ -396,6 +396,13 @@ class SchedulerLock(BaseModel):
     expires_at = DoubleField()
 
 
+class HealthProbe(BaseModel):
+    """A row each writer rewrites to prove the store takes writes (``patchwatch.health``)."""
+
+    name = CharField(max_length=64, primary_key=True)
+    checked_at = DoubleField()
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     SchemaVersion,
     OSRelease,
@@ -420,4 +427,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     HostUpdate,
     JobRun,
     SchedulerLock,
+    HealthProbe,
 )
