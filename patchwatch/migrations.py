@@ -278,8 +278,18 @@ def _package_set_bases(db: Database) -> None:
 
 
 def _receiver_hardening(db: Database) -> None:
-    """Add the ``health_probe`` table (``patchwatch.health``: /healthz proves a write)."""
+    """Add the ``health_probe`` table (``patchwatch.health``: /healthz proves a write)
+    and ``host_credential.enroll_key_hash`` (``patchwatch.tokens``: one token per host).
+
+    Bindings already stored stay as they are: a host bound to an enrollment token
+    keeps reporting with it until its agent asks for a token of its own.
+    """
     db.create_tables([HealthProbe], safe=True)
+    if "enroll_key_hash" not in {c.name for c in db.get_columns("host_credential")}:
+        db.execute_sql(
+            'ALTER TABLE "host_credential" ADD COLUMN "enroll_key_hash" VARCHAR(64) '
+            "NOT NULL DEFAULT ''"
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -292,7 +302,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "pending updates without indexes on packages", _updates_without_package_indexes),
     Migration(6, "package_set.member_ids", _package_set_member_ids),
     Migration(7, "package sets written as differences from a base", _package_set_bases),
-    Migration(8, "health_probe table", _receiver_hardening),
+    Migration(8, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
 )
 
 LATEST = MIGRATIONS[-1].version

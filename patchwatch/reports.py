@@ -168,10 +168,13 @@ _UNSUPPORTED_TYPES = frozenset({"arch", "gentoo"})
 def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
     """Return ``(fqdn, domain)``: the host name lower-cased, and the text after its first dot.
 
-    The host name is the key of a host across reports and protocols, so it is
-    normalised once here. The rule is the schema's (a letter, digit or underscore, then
-    letters, digits, ``_ . -``; at most 253 characters), which rules out empty names,
-    spaces and control characters; one trailing dot (absolute FQDN) is dropped.
+    The host name is the key of a host across reports, protocols and the operator's
+    commands (``token create --host``), so it is normalised once, here, for all of
+    them. The rule is the schema's (a letter, digit or underscore, then letters,
+    digits, ``_ . -``; at most 253 characters), which rules out empty names, spaces
+    and control characters; one trailing dot (absolute FQDN) is dropped, so ``web3.``
+    is ``web3``; an empty label (``web1..``, ``a..b``) is refused rather than kept as
+    another host.
 
     :raises ParseError: when the name is not a valid host name.
     """
@@ -189,6 +192,8 @@ def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
     fqdn = text.lower()
     if fqdn.endswith("."):
         fqdn = fqdn[:-1]
+    if ".." in fqdn or fqdn.endswith("."):
+        raise ParseError("not a host name: an empty label ('..')", where)
     _, _, domain = fqdn.partition(".")
     return fqdn, domain
 

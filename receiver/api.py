@@ -26,11 +26,13 @@ from flask import jsonify
 from flask import request
 
 from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
 from patchwatch.jsondoc import count_values
 from patchwatch.jsondoc import decode_json
+from patchwatch.models import Token
 from patchwatch.processing import NATIVE
 from patchwatch.processing import PATCHMAN1
 from patchwatch.processing import PATCHMAN2
@@ -43,6 +45,7 @@ from patchwatch.reports import parse_protocol2
 from patchwatch.sets import package_set_digest
 from patchwatch.settings import Settings
 from patchwatch.tokens import authorize_host_write
+from patchwatch.tokens import check_enrollment_key
 from patchwatch.tokens import host_has_credential
 from receiver.gate import LARGE_REPORT_BYTES
 from receiver.gate import LARGE_REPORT_VALUES
@@ -60,6 +63,10 @@ from receiver.metrics import REPORTS_RECEIVED
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ingest", __name__)
+
+# sent by an enrolling agent: a secret of its own, kept before sending, that lets it
+# ask for its host token again if the answer to its enrollment was lost
+ENROLLMENT_KEY_HEADER = "X-Patchwatch-Enrollment-Key"
 
 
 def _settings() -> Settings:
@@ -97,22 +104,42 @@ def _busy(exc: Busy) -> tuple[Response, int, dict[str, str]]:
     return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
-def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None) -> int:
+def _accept(
+    protocol: str,
+    report: HostReport,
+    doc: object,
+    token: Token | None,
+    enrollment_key: str | None = None,
+) -> tuple[int, str | None]:
+    """Store the report (authorising ``token`` in the same transaction); return its id
+    and the host's own token when this report enrolled the host (see
+    ``patchwatch.tokens``), so that a token is issued only with a stored report.
+
+    :raises AuthError: 403 when the token may not write the host.
+    """
     now = time.time()
-    row = store_report(
-        report.hostname,
-        protocol,
-        doc,
-        now,
-        token_id=token_id,
-        remote_addr=client_address(request, _settings()),
-        user_agent=request.headers.get("User-Agent", ""),
-        # only native reports are read without their package list (process_pending)
-        packages_digest=package_set_digest(report.packages) if protocol == NATIVE else "",
-    )
+    digest = package_set_digest(report.packages) if protocol == NATIVE else ""
+    issued = None
+    with write_transaction():
+        if token is not None:
+            issued = authorize_host_write(
+                token, report.hostname, now, enrollment_key, can_keep_token=protocol == NATIVE
+            )
+        row = store_report(
+            report.hostname,
+            protocol,
+            doc,
+            now,
+            token_id=token.id if token is not None else None,
+            remote_addr=client_address(request, _settings()),
+            user_agent=request.headers.get("User-Agent", ""),
+            # only native reports are read without their package list (process_pending)
+            packages_digest=digest,
+        )
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
-    log.info("accepted %s report %d for %s", protocol, row.id, report.hostname)
-    return int(row.id)
+    log.info("accepted %s report %d for %s%s", protocol, row.id, report.hostname,
+             "; enrolled it with its own token" if issued else "")  # fmt: skip
+    return int(row.id), issued
 
 
 def _process_after(
@@ -162,11 +189,12 @@ def native_report() -> Response | tuple[Response, int]:
     slot = _slot()
     try:
         token = authenticate_request(request, settings, "Bearer", now)
+        enrollment_key = check_enrollment_key(request.headers.get(ENROLLMENT_KEY_HEADER))
         doc = _read_report(slot)
         report = parse_native(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
-        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+        report_id, issued = _accept(NATIVE, report, doc, token, enrollment_key)  # type: ignore[arg-type]
     except AuthError as exc:
         _reject(NATIVE, "unauthorized" if exc.status == 401 else "forbidden")
         return _auth_error(exc, "Bearer")
@@ -180,9 +208,13 @@ def native_report() -> Response | tuple[Response, int]:
         _reject(NATIVE, "busy")
         return _busy(exc)
     REPORT_BYTES.observe(g.report_size)
-    report_id = _accept(NATIVE, report, doc, token.id)
-    response = jsonify(status="accepted", report=report_id)
+    answer: dict[str, object] = {"status": "accepted", "report": report_id}
+    if issued:
+        # the host's own token from now on: shown this once, never stored in clear
+        answer.update(host_token=issued, host=report.hostname)
+    response = jsonify(answer)
     response.status_code = 202
+    response.headers["Cache-Control"] = "no-store"
     return _process_after(response, report.hostname, report_id, report)
 
 
@@ -197,7 +229,7 @@ def patchman2_report() -> Response | tuple[Response, int]:
         report = parse_protocol2(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
-        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+        report_id, _ = _accept(PATCHMAN2, report, doc, token)  # type: ignore[arg-type]
     except AuthError as exc:
         _reject(PATCHMAN2, "unauthorized" if exc.status == 401 else "forbidden")
         return jsonify(detail=str(exc)), 403  # Patchman answers 403 for any key problem
@@ -211,7 +243,6 @@ def patchman2_report() -> Response | tuple[Response, int]:
         _reject(PATCHMAN2, "busy")
         return _busy(exc)
     REPORT_BYTES.observe(g.report_size)
-    report_id = _accept(PATCHMAN2, report, doc, token.id)
     response = jsonify(
         status="accepted", report_id=report_id, message="Report queued for processing"
     )
@@ -231,9 +262,9 @@ def patchman1_report() -> Response | tuple[Response, int]:
         ), 403
     slot = _slot()
     try:
-        if (request.content_length or 0) > LARGE_REPORT_BYTES:
-            slot.take()
         form = {key: request.form.get(key, "") for key in request.form}
+        if sum(map(len, form.values())) > LARGE_REPORT_BYTES:
+            slot.take()  # before the fields are parsed into records
         report = parse_protocol1(form)
         if host_has_credential(report.hostname):
             raise AuthError(
@@ -254,7 +285,7 @@ def patchman1_report() -> Response | tuple[Response, int]:
         _reject(PATCHMAN1, "busy")
         return _busy(exc)
     REPORT_BYTES.observe(sum(len(v) for v in form.values()))
-    report_id = _accept(PATCHMAN1, report, form, None)
+    report_id, _ = _accept(PATCHMAN1, report, form, None)
     if form.get("report", "").strip().lower() == "true":
         response = Response(_echo(form), status=200, mimetype="text/plain")
     else:

@@ -22,25 +22,18 @@ from receiver.gate import LARGE_REPORT_BYTES
 BODY_DEADLINE_SECONDS = 60.0
 
 
-def _read_stream(request: Request, large: int, on_large: Callable[[], None]) -> bytes:
+def _read_stream(request: Request) -> bytes:
     """Read the body in chunks within an overall deadline.
 
     Flask enforces MAX_CONTENT_LENGTH (413) on the stream; a client trickling its body
     (or going silent: the socket has a receive timeout) gets a 408 instead of holding
-    a thread. ``on_large`` is called once more than ``large`` bytes are announced or
-    have arrived.
+    a thread.
     """
-    if (request.content_length or 0) > large:
-        on_large()
     started = time.monotonic()
     chunks = []
-    size = 0
     try:
         while chunk := request.stream.read(65536):
             chunks.append(chunk)
-            size += len(chunk)
-            if size > large:
-                on_large()
             if time.monotonic() - started > BODY_DEADLINE_SECONDS:
                 raise RequestTimeout("the request body arrived too slowly")
     except OSError:
@@ -60,21 +53,27 @@ def read_body(
 ) -> bytes:
     """Return the request body, gunzipped, within the configured limits.
 
-    ``on_large`` is called (and may raise) before more than ``large`` bytes are held,
-    as sent or decompressed: it takes the worker's large-report slot
-    (``receiver.gate``). Decompression stops at ``large`` until it returns.
+    ``on_large`` is called (and may raise) once the body as sent, or decompressed so
+    far, is larger than ``large`` bytes: it takes the worker's large-report slot
+    (``receiver.gate``), and decompression goes on only after it returns. The body
+    as sent is read first (``max_report_bytes`` bounds it), so that a client sending
+    slowly never holds the slot.
 
     :raises TooLargeError: body or decompressed body above its limit (413).
     :raises ParseError: a gzip body that is corrupt or truncated (400).
     """
-    raw = _read_stream(request, large, on_large)
+    raw = _read_stream(request)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         if len(raw) > settings.max_report_decompressed_bytes:
             raise TooLargeError("report body too large")
+        if len(raw) > large:
+            on_large()
         return raw
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise ParseError(f"unsupported Content-Encoding {encoding!r}", "headers")
+    if len(raw) > large:
+        on_large()
     wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
     limit = settings.max_report_decompressed_bytes
     dec = zlib.decompressobj(wbits)
