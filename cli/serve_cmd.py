@@ -50,12 +50,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def prepare_data_dir(settings: Settings) -> Path:
-    """Create the data folder private to its owner (0700, whatever the umask)."""
+    """Create the data folder private to its owner (0700, whatever the umask).
+
+    One that exists keeps its mode (the operator chose it), with a warning at start-up
+    when others may enter it: the store holds every host's inventory.
+    """
     data_dir = Path(settings.data_dir).resolve()
     try:
         if not data_dir.exists():
             data_dir.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
             os.chmod(data_dir, PRIVATE_DIR_MODE)
+        elif data_dir.stat().st_mode & 0o007:
+            log.warning(
+                "data folder %s is open to other users (mode %o): chmod 700 it",
+                data_dir, data_dir.stat().st_mode & 0o777,
+            )  # fmt: skip
     except OSError as exc:
         raise PatchwatchError(f"cannot create data folder {data_dir}: {exc.strerror}") from None
     return data_dir

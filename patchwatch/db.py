@@ -92,18 +92,13 @@ def private_sqlite_files(path: Path) -> None:
     user under the usual umask (022). The folder is created 0700 and the database
     file 0600 before SQLite creates it (SQLite gives its ``-wal`` and ``-shm`` files
     the database file's mode); files already there are brought to 0600. A folder
-    that already exists keeps its mode (the operator chose it), but is named in a
-    warning when others can read it.
+    that already exists keeps its mode: the operator chose it (``serve`` warns when
+    its data folder is open to others).
     """
     folder = path.parent
     if not folder.exists():
         folder.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
-    elif folder.stat().st_mode & 0o007:
-        log.warning(
-            "%s is open to other users (mode %o): chmod 700 it, the store holds every "
-            "host's inventory", folder, folder.stat().st_mode & 0o777,
-        )  # fmt: skip
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
     for suffix in SQLITE_SUFFIXES:

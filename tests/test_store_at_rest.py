@@ -66,15 +66,18 @@ def test_a_new_sqlite_store_is_private_whatever_the_umask(tmp_path, mask) -> Non
 
 
 def test_an_existing_store_file_is_made_private(tmp_path, caplog) -> None:
+    from cli.serve_cmd import prepare_data_dir
+
     folder = tmp_path / "old"
     folder.mkdir(mode=0o755)
     os.chmod(folder, 0o755)
     path = folder / "patchwatch.db"
     path.touch()
     os.chmod(path, 0o644)
-    with caplog.at_level(logging.WARNING):
-        make_database(f"sqlite:///{path}")
+    make_database(f"sqlite:///{path}")
     assert mode(path) == 0o600
+    with caplog.at_level(logging.WARNING):
+        prepare_data_dir(Settings(data_dir=str(folder)))
     assert mode(folder) == 0o755  # the operator's folder keeps its mode, with a warning
     assert "chmod 700" in caplog.text and str(folder) in caplog.text
 
