@@ -59,8 +59,8 @@ def make_database(url: str) -> Database:
         if path.startswith("/"):  # sqlite:///rel/x.db is relative, sqlite:////abs/x.db absolute
             path = path[1:]
         if path and path != ":memory:":
-            private_sqlite_files(Path(path))
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
+            private_folder(Path(path).parent)
+        return PrivateSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
     if scheme in ("postgres", "postgresql"):
         # One pool per process: gunicorn threads and scheduler jobs reuse connections
         # instead of paying a PostgreSQL connection set-up per request.
@@ -85,22 +85,24 @@ PRIVATE_FILE_MODE = 0o600
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
-def private_sqlite_files(path: Path) -> None:
-    """Make the SQLite store private to its owner, whatever the umask.
-
-    The store holds raw reports and every host's inventory, readable by any local
-    user under the usual umask (022). The folder is created 0700 and the database
-    file 0600 before SQLite creates it (SQLite gives its ``-wal`` and ``-shm`` files
-    the database file's mode); files already there are brought to 0600. A folder
-    that already exists keeps its mode: the operator chose it (``serve`` warns when
-    its data folder is open to others).
-    """
-    folder = path.parent
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) with mode 0700 whatever the umask; one that
+    exists keeps its mode: the operator chose it (``serve`` warns when others may
+    enter its data folder)."""
     if not folder.exists():
         folder.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
         os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Bring the SQLite store's files to mode 0600 (those that exist).
+
+    The store holds raw reports and every host's inventory, readable by any local
+    user under the usual umask (022). Run when a connection opens, right after SQLite
+    created the database file if it was new; SQLite gives the ``-wal`` and ``-shm``
+    files it creates later the database file's mode. Creating the file ourselves
+    beforehand would make a store where an operator's verb must refuse to.
+    """
     for suffix in SQLITE_SUFFIXES:
         name = path.with_name(path.name + suffix)
         try:
@@ -110,6 +112,16 @@ def private_sqlite_files(path: Path) -> None:
             continue
         except OSError as exc:  # not ours (a shared store): say so, do not fail
             log.warning("cannot make %s private: %s", name, exc.strerror)
+
+
+class PrivateSqliteDatabase(SqliteDatabase):
+    """SQLite whose files are private to their owner, whatever the umask."""
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        if self.database and self.database != ":memory:":
+            private_sqlite_files(Path(self.database))
+        return conn
 
 
 def open_database(url: str) -> Database:

@@ -74,7 +74,10 @@ def test_an_existing_store_file_is_made_private(tmp_path, caplog) -> None:
     path = folder / "patchwatch.db"
     path.touch()
     os.chmod(path, 0o644)
-    make_database(f"sqlite:///{path}")
+    db = make_database(f"sqlite:///{path}")
+    assert mode(path) == 0o644  # opening a store, not connecting, changes nothing
+    db.connect()
+    db.close()
     assert mode(path) == 0o600
     with caplog.at_level(logging.WARNING):
         prepare_data_dir(Settings(data_dir=str(folder)))
