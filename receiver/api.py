@@ -32,6 +32,7 @@ from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
 from patchwatch.jsondoc import count_values
 from patchwatch.jsondoc import decode_json
+from patchwatch.models import Report
 from patchwatch.models import Token
 from patchwatch.processing import NATIVE
 from patchwatch.processing import PATCHMAN1
@@ -119,6 +120,25 @@ def _accept(
     """
     now = time.time()
     digest = package_set_digest(report.packages) if protocol == NATIVE else ""
+    try:
+        row, issued = _store(protocol, report, doc, token, enrollment_key, now, digest)
+    except RecursionError:  # decoded near the parser's depth, deeper than storing goes
+        raise ParseError("body is nested too deeply", "body") from None
+    REPORTS_RECEIVED.labels(protocol, "accepted").inc()
+    log.info("accepted %s report %d for %s%s", protocol, row.id, report.hostname,
+             "; enrolled it with its own token" if issued else "")  # fmt: skip
+    return int(row.id), issued
+
+
+def _store(
+    protocol: str,
+    report: HostReport,
+    doc: object,
+    token: Token | None,
+    enrollment_key: str | None,
+    now: float,
+    digest: str,
+) -> tuple[Report, str | None]:
     issued = None
     with write_transaction():
         if token is not None:
@@ -136,10 +156,7 @@ def _accept(
             # only native reports are read without their package list (process_pending)
             packages_digest=digest,
         )
-    REPORTS_RECEIVED.labels(protocol, "accepted").inc()
-    log.info("accepted %s report %d for %s%s", protocol, row.id, report.hostname,
-             "; enrolled it with its own token" if issued else "")  # fmt: skip
-    return int(row.id), issued
+    return row, issued
 
 
 def _process_after(

@@ -65,6 +65,26 @@ def test_deeply_nested_json_is_400_on_every_json_endpoint(env, levels) -> None:
     assert "error" in r.get_json()
 
 
+def test_nesting_around_the_parsers_limit_is_never_a_500(env) -> None:
+    """Fields a report may carry unchecked (extra keys of ``agent``, unknown keys of
+    protocol 2) hold nesting as deep as the decoder accepts; storing it goes a few
+    calls deeper. Every depth around that limit is stored or refused, never a 500."""
+    client, host, _ = env
+    p2 = {"protocol": 2, "hostname": "web1.example.com", "arch": "x86_64", "kernel": "6.1.0",
+          "os": "Debian GNU/Linux 12 (bookworm)", "packages": [], "repos": []}  # fmt: skip
+    for depth in range(900, 1010, 3):
+        nested = deep(depth).decode()
+        native = json.dumps(native_doc("web1.example.com")).replace(
+            '"kernel"', '"agent": {"x": ' + nested + '}, "kernel"', 1
+        )
+        r = client.post("/api/v1/reports", data=native, headers={"Authorization": f"Bearer {host}"})
+        assert r.status_code in (202, 400), (depth, r.status_code)
+        body = json.dumps(p2).replace('"arch"', '"extra": ' + nested + ', "arch"', 1)
+        r = client.post("/api/report/", data=body, headers={"Authorization": f"Api-Key {host}"})
+        assert r.status_code in (202, 400), (depth, r.status_code)
+    assert process_pending(time.time()).keys() <= {"processed", "failed"}
+
+
 def native_doc_bytes() -> bytes:
     return json.dumps(native_doc("web1.example.com")).encode()
 
