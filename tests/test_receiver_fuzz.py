@@ -195,7 +195,7 @@ def test_nesting_at_any_depth_anywhere_is_never_a_500(fuzz_env, path, depth, kin
         response = client.post("/api/report/", data=body, headers=headers)
     check(response, before)
     if marker in json.dumps(doc) and depth > 1000:  # deeper than the parser goes
-        assert response.status_code == 400, response.get_json()
+        assert response.status_code in (400, 413), response.get_json()  # 413: too long
 
 
 @settings(max_examples=300, deadline=None)
