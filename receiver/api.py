@@ -7,9 +7,12 @@
   unless the client's network is listed in ``protocol1_networks``, and never for a host
   that has its own token.
 
-Every report is parsed before it is stored (so a malformed one gets a 400 naming the
-field and nothing is written), stored in one short transaction, then acknowledged.
-Processing runs after the answer is sent when ``process_inline`` is on.
+Every report is bounded and parsed before it is stored (so a malformed one gets a 400
+naming the field and nothing is written; a large one waits for the worker's
+large-report slot, ``receiver.gate``), stored in one short transaction together with
+its authorisation, then acknowledged. The report that enrolls a host gets the host's
+own token in the answer (``patchwatch.tokens``). Processing runs after the answer is
+sent when ``process_inline`` is on.
 """
 
 from __future__ import annotations
