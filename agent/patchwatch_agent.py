@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -63,7 +64,9 @@ SETTINGS = {
     "ca_file": ("", "str"),
     "hook_delay": (15.0, "float"),
     "updates": (False, "bool"),
+    "state_dir": ("", "str"),
 }
+ENROLLMENT_KEY_HEADER = "X-Patchwatch-Enrollment-Key"
 
 # rpm's base architecture for dnf's $basearch, keyed by `uname -m`
 BASEARCH = {
@@ -1623,24 +1626,21 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def post_report(url, token, body, timeout, ca_file=""):
+def post_report(url, token, body, timeout, ca_file="", extra_headers=None):
     """POST ``body``; return (status, response text, Retry-After), raise OSError if unreachable."""
     context = None
     if url.startswith("https:"):
         context = ssl.create_default_context(cafile=ca_file or None)
     handlers = [NoRedirect(), urllib.request.HTTPSHandler(context=context)]
     opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Authorization": "Bearer " + token,
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "User-Agent": f"{AGENT_NAME}/{__version__}",
-        },
-    )
+    headers = {
+        "Authorization": "Bearer " + token,
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+        "User-Agent": f"{AGENT_NAME}/{__version__}",
+    }
+    headers.update(extra_headers or {})
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with opener.open(request, timeout=timeout) as response:
             return response.status, to_text(response.read(65536)), None
@@ -1672,12 +1672,19 @@ def deliver(settings, body, sleep=time.sleep, post=post_report):
     url = settings["server"].rstrip("/") + "/api/v1/reports"
     attempts = max(0, settings["retries"]) + 1
     outcome = Outcome("failed")
+    credentials = settings.get("credentials")
     for attempt in range(attempts):
         wait = settings["backoff"] * (2**attempt)
         try:
-            status, text, retry_after = post(
-                url, settings["token"], body, settings["timeout"], settings["ca_file"]
-            )
+            if credentials is None:
+                status, text, retry_after = post(
+                    url, settings["token"], body, settings["timeout"], settings["ca_file"]
+                )
+            else:
+                status, text, retry_after = post(
+                    url, credentials.token, body, settings["timeout"], settings["ca_file"],
+                    credentials.headers(),
+                )  # fmt: skip
         except OSError as exc:
             outcome = Outcome("failed", None, f"cannot reach {url}: {exc}")
         else:
@@ -1762,6 +1769,114 @@ class Lock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
+
+
+class Credentials:
+    """The host's own token, handed out by the server when the host enrolled.
+
+    The configured token is usually the fleet's enrollment token. The answer to the
+    report that enrolls this host carries a token for this host alone; it is kept in
+    ``state_dir`` (``.host-token``, mode 0600, with the server and host name it
+    belongs to) and used from then on: the enrollment token can no longer write this
+    host. Before its first report the agent also keeps an *enrollment key*
+    (``.enrollment-key``, 0600), a secret it sends with each report made with the
+    configured token: if the answer to its enrollment is lost, sending the report
+    again with the same key gets the host a fresh token instead of a refusal.
+    """
+
+    TOKEN_FILE = ".host-token"
+    KEY_FILE = ".enrollment-key"
+
+    def __init__(self, directory, server, host, configured):
+        self.directory = directory
+        self.server = server.rstrip("/")
+        self.host = host.lower()
+        self.configured = configured
+        self.token_path = os.path.join(directory, self.TOKEN_FILE)
+        self.key_path = os.path.join(directory, self.KEY_FILE)
+        self.kept = self._read_kept()
+        self.key = ""
+
+    def _read_kept(self):
+        try:
+            with open(self.token_path, "rb") as handle:
+                kept = json.loads(to_text(handle.read()))
+        except (OSError, ValueError):
+            return ""
+        if not isinstance(kept, dict):
+            return ""
+        token = kept.get("token")
+        if (
+            kept.get("server") == self.server
+            and kept.get("host") == self.host
+            and isinstance(token, str)
+            and token
+            and not any(c in token for c in "\r\n")
+        ):
+            return token
+        return ""
+
+    @property
+    def token(self):
+        """The token to send: the host's own when kept, else the configured one."""
+        return self.kept or self.configured
+
+    def headers(self):
+        """Extra request headers: the enrollment key while the host has no token of its own."""
+        return {ENROLLMENT_KEY_HEADER: self.key} if self.key and not self.kept else {}
+
+    def prepare(self):
+        """Before sending with the configured token: keep an enrollment key (0600).
+
+        Raises OSError when ``state_dir`` cannot be used.
+        """
+        if self.kept:
+            return
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        try:
+            with open(self.key_path, "rb") as handle:
+                key = to_text(handle.read()).strip()
+        except FileNotFoundError:
+            key = ""
+        if not 32 <= len(key) <= 128:
+            key = secrets.token_urlsafe(32)
+            write_private(self.key_path, key + "\n")
+        self.key = key
+
+    def take(self, answer):
+        """Keep the host token in a server's answer, if any; return the path kept in.
+
+        Raises OSError when it cannot be written (the host token is then used for the
+        rest of this run only).
+        """
+        try:
+            data = json.loads(answer)
+        except ValueError:
+            return None
+        token = data.get("host_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
+            return None
+        self.kept = token
+        record = {"server": self.server, "host": self.host, "token": token}
+        write_private(self.token_path, json.dumps(record, sort_keys=True) + "\n")
+        return self.token_path
+
+
+def write_private(path, text):
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w") as handle:
+            fd = None
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        if fd is not None:
+            os.close(fd)
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------- settings
@@ -2007,6 +2122,37 @@ def debounce(directory, delay, sleep=time.sleep):
         return True
 
 
+def keep_host_token(settings, outcome, out):
+    """After an accepted report: keep the host token its answer carries, if any."""
+    credentials = settings.get("credentials")
+    if credentials is None or outcome.state != "sent":
+        return
+    try:
+        path = credentials.take(outcome.detail)
+    except OSError as exc:
+        out.say(
+            f"enrolled, but the host's own token could not be kept in {credentials.directory} "
+            f"({exc}): it is used for this run only, and the next run will be refused. Fix "
+            "state_dir; the next run with the same enrollment key gets a fresh token",
+            "error",
+        )
+        return
+    if path:
+        out.say(f"enrolled: this host's own token is kept in {path} (mode 0600)", "")
+
+
+def refused_host_token(settings, outcome, out):
+    """Say what to do when the kept host token itself is refused (revoked, expired)."""
+    credentials = settings.get("credentials")
+    if credentials is not None and credentials.kept and outcome.status == 401:
+        out.say(
+            f"the host token kept in {credentials.token_path} was refused: an operator "
+            f"revoked it; ask for 'patchwatch token release {credentials.host}' (then delete "
+            "that file to enroll again) or a new host token",
+            "error",
+        )
+
+
 def send_all(settings, body, out, sleep=time.sleep, post=post_report):
     """Send spooled reports (oldest first) and then ``body``; return the exit code."""
     spool = Spool(settings["spool_dir"], settings["spool_max"])
@@ -2035,6 +2181,7 @@ def send_all(settings, body, out, sleep=time.sleep, post=post_report):
                 reachable = False
                 out.say(outcome.detail)
                 break
+            keep_host_token(settings, outcome, out)
             os.unlink(path)  # accepted (2xx) or refused for good: never send it again
             if outcome.state == "rejected":
                 rejected = True
@@ -2042,9 +2189,11 @@ def send_all(settings, body, out, sleep=time.sleep, post=post_report):
         if reachable:
             outcome = deliver(settings, body, sleep, post)
             if outcome.state == "sent":
+                keep_host_token(settings, outcome, out)
                 return EXIT_REJECTED if rejected else EXIT_OK
             if outcome.state == "rejected":
                 out.say(f"report rejected: {outcome.detail}", "error")
+                refused_host_token(settings, outcome, out)
                 return EXIT_REJECTED
             out.say(outcome.detail)
         if not spool_ok:
@@ -2085,14 +2234,26 @@ def run(argv, environ=None, runner=None, sleep=time.sleep, stdout=None, stderr=N
             raise UsageError(f"--root {opts.root}: not a directory")
         host = choose_host(settings, ctx)
         token = ""
+        credentials = None
         if not opts.dry_run:
             if not re.match(r"^https?://[^/\s]+", settings["server"]):
                 raise UsageError("no server URL (http:// or https://): set server in the config")
-            token = read_token(settings)
+            state_dir = settings["state_dir"] or settings["spool_dir"]
+            credentials = Credentials(state_dir, settings["server"], host, "")
+            if not credentials.kept:  # the configured token is needed only until then
+                credentials.configured = read_token(settings)
+            token = credentials.token
     except UsageError as exc:
         out.say(str(exc), "error")
         return EXIT_USAGE
     settings["token"] = token
+    settings["credentials"] = credentials
+    if credentials is not None:
+        try:
+            credentials.prepare()
+        except OSError as exc:
+            out.say(f"state_dir {credentials.directory} unusable ({exc}): if this run enrolls "
+                    "the host, its own token cannot be kept")  # fmt: skip
     if opts.hook and not opts.dry_run:
         if not opts.foreground and not detach(out):
             return EXIT_OK

@@ -254,15 +254,18 @@ def wait_ready(base: str, url: str, proc: subprocess.Popen[bytes], timeout: floa
 
 
 def send_all(
-    base: str, token: str, bodies: list[bytes], senders: int
+    base: str, tokens: list[str], bodies: list[bytes], senders: int
 ) -> tuple[float, list[float], dict[int, int], int]:
-    """POST every body with ``senders`` threads; return wall time, latencies, statuses."""
+    """POST every body (with the token of the same index) with ``senders`` threads;
+    return wall time, latencies, statuses. A host's own token handed out in an answer
+    (the enrollment) replaces its entry in ``tokens``, for the next round."""
     statuses: dict[int, int] = {}
     retries = 0
     lock = threading.Lock()
 
-    def send(body: bytes) -> float:
+    def send(index: int) -> float:
         nonlocal retries
+        body = bodies[index]
         started = time.perf_counter()
         for attempt in range(5):
             req = urllib.request.Request(
@@ -270,7 +273,7 @@ def send_all(
                 data=body,
                 method="POST",
                 headers={
-                    "Authorization": f"Bearer {token}",
+                    "Authorization": f"Bearer {tokens[index]}",
                     "Content-Type": "application/json",
                     "Content-Encoding": "gzip",
                     "User-Agent": "patchwatch-agent/0.1.0 (bench)",
@@ -279,7 +282,9 @@ def send_all(
             try:
                 with urllib.request.urlopen(req, timeout=120) as resp:
                     code = resp.status
-                    resp.read()
+                    answer = json.loads(resp.read() or b"{}")
+                    if answer.get("host_token"):
+                        tokens[index] = answer["host_token"]
             except urllib.error.HTTPError as exc:
                 code = exc.code
                 if code == 503 and attempt < 4:
@@ -294,7 +299,7 @@ def send_all(
 
     started = time.perf_counter()
     with ThreadPoolExecutor(senders) as pool:
-        latencies = list(pool.map(send, bodies))
+        latencies = list(pool.map(send, range(len(bodies))))
     return time.perf_counter() - started, latencies, statuses, retries
 
 
@@ -382,8 +387,9 @@ def run_one(
         wait_ready(base, url, server)
         _, _, token = run_cli(["token", "create", "--enroll"], env, log)
         token = token.strip().splitlines()[-1].strip()
+        tokens = [token] * len(bodies)  # each host's own token after its first report
 
-        wall, lat, statuses, retries = send_all(base, token, bodies, senders)
+        wall, lat, statuses, retries = send_all(base, tokens, bodies, senders)
         ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
         r.update(
             ingest_seconds=wall,
@@ -428,7 +434,7 @@ def run_one(
 
         # the steady state: every host reports again with nothing changed, as a fleet
         # does between patch days; processing finds every package set known
-        wall, _lat, statuses, _retries = send_all(base, token, bodies, senders)
+        wall, _lat, statuses, _retries = send_all(base, tokens, bodies, senders)
         again = sum(v for k, v in statuses.items() if 200 <= k < 300)
         secs, _rss, out = run_cli(["process", "--workers", str(PROCESS_WORKERS)], env, log)
         done = int(m.group(1)) if (m := re.search(r"(\d+) processed", out)) else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import multiprocessing
 import sys
 import time
@@ -19,13 +20,20 @@ from cli.output import positive_int
 from patchwatch import listings
 from patchwatch.db import database
 from patchwatch.db import open_database
+from patchwatch.errors import ParseError
+from patchwatch.errors import PatchwatchError
 from patchwatch.models import Report
 from patchwatch.processing import process_pending
 from patchwatch.processing import prune_reports
 from patchwatch.processing import queued_report_ids
+from patchwatch.reports import parse_hostname
 from patchwatch.settings import Settings
+from patchwatch.tokens import BoundError
 from patchwatch.tokens import create_token
+from patchwatch.tokens import current_binding
+from patchwatch.tokens import describe_token
 from patchwatch.tokens import list_tokens
+from patchwatch.tokens import release_host
 from patchwatch.tokens import revoke_token
 
 
@@ -34,18 +42,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tsub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     p = tsub.add_parser("create", help="create a token; its secret is printed once")
     kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--host", metavar="NAME", help="a token that writes only host NAME")
+    kind.add_argument(
+        "--host", type=host_name, metavar="NAME", help="a token that writes only host NAME"
+    )
     kind.add_argument("--enroll", action="store_true", help="a token that enrolls new hosts")
     kind.add_argument("--admin", action="store_true", help="a token for the read API")
     p.add_argument("--comment", default="", help="free text shown by 'token list'")
-    p.add_argument("--expires-days", type=float, help="expire after this many days")
+    p.add_argument(
+        "--expires-days", type=positive_days, metavar="DAYS", help="expire after this many days"
+    )
+    p.add_argument(
+        "--force", action="store_true",
+        help="with --host: replace the token the host is bound to (its agent is then refused)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_token_create)
     p = tsub.add_parser("list", help="list tokens (never their secrets)")
     add_format(p)
     p.set_defaults(handler=cmd_token_list)
-    p = tsub.add_parser("revoke", help="revoke a token by its prefix")
+    p = tsub.add_parser(
+        "revoke", help="revoke a token by its prefix (its hosts stay bound: see release)"
+    )
     p.add_argument("prefix")
     p.set_defaults(handler=cmd_token_revoke)
+    p = tsub.add_parser(
+        "release",
+        help="unbind a host from its token (revoked if it is a host token), so that it "
+        "can be enrolled again or given a new token",
+    )
+    p.add_argument("host", type=host_name, metavar="HOST")
+    p.set_defaults(handler=cmd_token_release)
 
     p = sub.add_parser("process", help="process queued reports (or re-process with --force)")
     p.add_argument("--force", action="store_true", help="re-process kept reports too")
@@ -71,18 +96,45 @@ TOKEN_COLUMNS = [
 ]  # fmt: skip
 
 
+def positive_days(text: str) -> float:
+    """``--expires-days``: a finite number of days above zero."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(days) or days <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of days above 0, got {text!r}")
+    return days
+
+
+def host_name(text: str) -> str:
+    """A host name normalised as reports are (``patchwatch.reports.parse_hostname``)."""
+    try:
+        return parse_hostname(text.strip())[0]
+    except ParseError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc.message}") from None
+
+
 def _open(settings: Settings) -> None:
     """Open the server's store; never create one (see :func:`cli.output.open_store`)."""
     open_store(settings)
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     kind = "host" if args.host else "enroll" if args.enroll else "admin"
+    if args.force and kind != "host":
+        raise PatchwatchError("--force only goes with --host")
+    _open(settings)
     now = time.time()
     expires = now + args.expires_days * 86400 if args.expires_days else None
-    host = args.host.strip().lower() if args.host else None
-    token, secret = create_token(kind, now, host, args.comment, expires)
+    binding = current_binding(args.host) if args.host else None
+    try:
+        token, secret = create_token(kind, now, args.host, args.comment, expires, force=args.force)
+    except BoundError as exc:
+        raise PatchwatchError(str(exc)) from None
+    if binding is not None:
+        print(f"host {args.host} was bound to {describe_token(binding.token)}; it is now "
+              "bound to the new token", file=sys.stderr)  # fmt: skip
     print(f"created {kind} token {token.prefix}; its secret is shown only now:", file=sys.stderr)
     print(secret)
     return 0
@@ -107,14 +159,25 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
-    revoke_token(args.prefix, time.time())
+    token = revoke_token(args.prefix, time.time())
     print(f"revoked {args.prefix}")
+    if token.kind == "host" and token.host_name:
+        name = token.host_name
+        print(f"host {name} stays bound to it until 'patchwatch token release {name}' or "
+              "a new token ('token create --host')", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_token_release(settings: Settings, args: argparse.Namespace) -> int:
+    _open(settings)
+    token = release_host(args.host, time.time())
+    print(f"released {args.host} from {describe_token(token)}; it can be enrolled again")
     return 0
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
-    host = args.host.strip().lower() if args.host else None
+    host = host_name(args.host) if args.host else None
     if args.workers == 1:
         total = _process_queue(settings, host, args.force)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
+
+from receiver.gate import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,45 @@ def _headers_received(_worker: Any, _req: Any) -> None:
     state = getattr(_current, "state", None)
     if state is not None:
         state["headers_done"] = True
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (RSS), from /proc; 0 where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
+    """A ``post_request`` hook: replace a worker whose memory stays above ``limit`` bytes.
+
+    Runs after each request, inline processing included. Freed memory is handed back
+    first (``receiver.gate.release_memory``); if the worker is still above the limit,
+    it stops taking connections, finishes the ones it has (gunicorn's graceful stop,
+    as for ``max_requests``) and the arbiter starts a fresh one, so what a request
+    left behind (fragmentation, caches) does not stay for the worker's life.
+    """
+
+    def post_request(worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
+        if resident_bytes() <= limit:
+            return
+        release_memory()
+        rss = resident_bytes()
+        if rss <= limit or not worker.alive:
+            return
+        log.warning(
+            "worker %d holds %d MiB after a request (setting worker_max_memory_bytes: "
+            "%d MiB); replacing it once its requests are done",
+            os.getpid(), rss >> 20, limit >> 20,
+        )  # fmt: skip
+        worker.alive = False
+        queue = getattr(worker, "method_queue", None)
+        if queue is not None:  # wake the threaded worker's loop so that it stops now
+            queue.defer(lambda: None)
+
+    return post_request
 
 
 class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
@@ -129,8 +171,13 @@ def gunicorn_options(
     child_exit: Callable[[Any, Any], None] | None = None,
     threads: int = 1,
     read_timeout: float | None = None,
+    max_memory: int = 0,
 ) -> dict[str, Any]:
-    """Return the gunicorn settings patchwatch always uses."""
+    """Return the gunicorn settings patchwatch always uses.
+
+    ``max_memory``: replace a worker whose RSS stays above it after a request
+    (:func:`recycle_above`); 0 never.
+    """
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
@@ -152,4 +199,6 @@ def gunicorn_options(
         options["child_exit"] = child_exit
     if read_timeout:
         options["when_ready"] = lambda server: set_read_timeout(server, read_timeout)
+    if max_memory:
+        options["post_request"] = recycle_above(max_memory)
     return options

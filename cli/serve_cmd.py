@@ -12,6 +12,7 @@ that variable is set.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 
 from cli.gunicorn_app import EmbeddedGunicorn
 from cli.gunicorn_app import gunicorn_options
+from patchwatch.db import PRIVATE_DIR_MODE
 from patchwatch.db import open_database
 from patchwatch.errors import PatchwatchError
 from patchwatch.migrations import migrate
@@ -81,12 +83,53 @@ def bind_first(bind: str) -> str:
 
 
 def prepare_data_dir(settings: Settings) -> Path:
+    """Create the data folder private to its owner (0700, whatever the umask).
+
+    One that exists keeps its mode (the operator chose it), with a warning at start-up
+    when others may enter it: the store holds every host's inventory.
+    """
     data_dir = Path(settings.data_dir).resolve()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if not data_dir.exists():
+            data_dir.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
+            os.chmod(data_dir, PRIVATE_DIR_MODE)
+        elif data_dir.stat().st_mode & 0o007:
+            log.warning(
+                "data folder %s is open to other users (mode %o): chmod 700 it",
+                data_dir, data_dir.stat().st_mode & 0o777,
+            )  # fmt: skip
     except OSError as exc:
         raise PatchwatchError(f"cannot create data folder {data_dir}: {exc.strerror}") from None
     return data_dir
+
+
+def bind_is_loopback(bind: str) -> bool:
+    """Whether ``host:port`` listens on loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = bind.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def warn_open_metrics(settings: Settings) -> bool:
+    """Warn when ``/metrics`` (with every host's state) is served beyond loopback unguarded.
+
+    The host series name each host with its OS, kernel and pending security updates:
+    a map of the fleet's weak points for whoever reaches the port. Returns whether it
+    warned.
+    """
+    if settings.metrics_token or bind_is_loopback(settings.bind):
+        return False
+    log.warning(
+        "bind %s is not a loopback address and metrics_token is not set: /metrics shows "
+        "every host's name, OS, kernel and pending security updates to anyone who can "
+        "reach it; set metrics_token, or bind to loopback behind a proxy (docs/deploy.md)",
+        settings.bind,
+    )
+    return True
 
 
 def prepare_database(settings: Settings) -> None:
@@ -180,6 +223,7 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     listener = bind_first(settings.bind)
+    warn_open_metrics(settings)
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, "metrics")
@@ -202,6 +246,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         child_exit=_mark_worker_dead,
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
+        max_memory=settings.worker_max_memory_bytes,
     )
     try:
         master = os.getpid()  # gunicorn's arbiter runs in this process
@@ -223,6 +268,7 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
         child_exit=_mark_worker_dead,
         threads=settings.threads,
         read_timeout=settings.client_read_timeout_seconds,
+        max_memory=settings.worker_max_memory_bytes,
     )
     master = os.getpid()
     EmbeddedGunicorn(
@@ -233,6 +279,7 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     listener = bind_first(settings.bind)
+    warn_open_metrics(settings)
     prepare_data_dir(settings)
     prepare_database(settings)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

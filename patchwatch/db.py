@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -64,8 +65,8 @@ def make_database(url: str) -> Database:
     path = sqlite_path(url)
     if path is not None:
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
+            private_folder(Path(path).parent)
+        return PrivateSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
     if scheme in ("postgres", "postgresql"):
         # One pool per process: gunicorn threads and scheduler jobs reuse connections
         # instead of paying a PostgreSQL connection set-up per request.
@@ -83,6 +84,50 @@ def make_database(url: str) -> Database:
     if not isinstance(db, PostgresqlDatabase):
         raise ConfigError("database_url", f"unsupported database scheme {scheme!r}")
     return db
+
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) with mode 0700 whatever the umask; one that
+    exists keeps its mode: the operator chose it (``serve`` warns when others may
+    enter its data folder)."""
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Bring the SQLite store's files to mode 0600 (those that exist).
+
+    The store holds raw reports and every host's inventory, readable by any local
+    user under the usual umask (022). Run when a connection opens, right after SQLite
+    created the database file if it was new; SQLite gives the ``-wal`` and ``-shm``
+    files it creates later the database file's mode. Creating the file ourselves
+    beforehand would make a store where an operator's verb must refuse to.
+    """
+    for suffix in SQLITE_SUFFIXES:
+        name = path.with_name(path.name + suffix)
+        try:
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours (a shared store): say so, do not fail
+            log.warning("cannot make %s private: %s", name, exc.strerror)
+
+
+class PrivateSqliteDatabase(SqliteDatabase):
+    """SQLite whose files are private to their owner, whatever the umask."""
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        if self.database and self.database != ":memory:":
+            private_sqlite_files(Path(self.database))
+        return conn
 
 
 def open_database(url: str) -> Database:

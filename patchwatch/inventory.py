@@ -276,7 +276,8 @@ def parse_maintenance_until(value: object, now: float) -> float | None:
     Durations are a number and one unit (``90m``, ``12h``, ``3d``, ``1w``) counted
     from ``now``. A time without an offset is UTC, whatever the server's time zone, so
     that the CLI and the API agree. ``None``, ``off``, ``none`` and ``clear`` mean no
-    maintenance.
+    maintenance. The end is at most :data:`MAX_MAINTENANCE_DAYS` ahead: 1e308 was
+    stored once and then every reader that formats the time failed until it was reset.
 
     :raises ParseError: for anything else.
     """
@@ -285,13 +286,13 @@ def parse_maintenance_until(value: object, now: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ParseError("expected a time, a duration or off", "maintenance_until")
     if isinstance(value, int | float):
-        return _finite(float(value))
+        return _bounded(float(value), now)
     text = value.strip()
     if text.lower() in _OFF:
         return None
     m = _DURATION.match(text.lower())
     if m:
-        return _finite(now + float(m.group(1)) * _UNITS[m.group(2)])
+        return _bounded(now + float(m.group(1)) * _UNITS[m.group(2)], now)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -302,12 +303,21 @@ def parse_maintenance_until(value: object, now: float) -> float | None:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    return _bounded(when.timestamp(), now)
 
 
-def _finite(value: float) -> float:
+MAX_MAINTENANCE_DAYS = 3660  # ten years: longer is "do not check", check_updates=false
+
+
+def _bounded(value: float, now: float) -> float:
     if not math.isfinite(value):  # JSON allows NaN and Infinity; a deadline does not
         raise ParseError("expected a finite time", "maintenance_until")
+    if value > now + MAX_MAINTENANCE_DAYS * DAY:
+        raise ParseError(
+            f"a maintenance window ends at most {MAX_MAINTENANCE_DAYS} days ahead "
+            "(to stop checking a host, set check_updates to false)",
+            "maintenance_until",
+        )
     return value
 
 
@@ -926,7 +936,10 @@ def _since(item: dict[str, object], default: float) -> float:
 
 
 def _fmt_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):  # stored before times were bounded
+        return f"{ts:g} (out of range)"
 
 
 def attention(now: float, stale_days: float = 2.0) -> list[dict[str, object]]:

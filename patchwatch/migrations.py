@@ -25,6 +25,7 @@ from peewee import SqliteDatabase
 from patchwatch import repokeys
 from patchwatch.errors import PatchwatchError
 from patchwatch.models import MODELS
+from patchwatch.models import HealthProbe
 from patchwatch.models import SchemaVersion
 from patchwatch.oversized import remove_oversized
 from patchwatch.packed_ids import pack_ids
@@ -570,6 +571,21 @@ def _reverse_dns_check(db: Database) -> None:
         db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
 
 
+def _receiver_hardening(db: Database) -> None:
+    """Add the ``health_probe`` table (``patchwatch.health``: /healthz proves a write)
+    and ``host_credential.enroll_key_hash`` (``patchwatch.tokens``: one token per host).
+
+    Bindings already stored stay as they are: a host bound to an enrollment token
+    keeps reporting with it until its agent asks for a token of its own.
+    """
+    db.create_tables([HealthProbe], safe=True)
+    if "enroll_key_hash" not in {c.name for c in db.get_columns("host_credential")}:
+        db.execute_sql(
+            'ALTER TABLE "host_credential" ADD COLUMN "enroll_key_hash" VARCHAR(64) '
+            "NOT NULL DEFAULT ''"
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -589,6 +605,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         13, "one canonical key per repository, duplicates merged", _canonical_repository_keys
     ),
     Migration(14, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
+    Migration(15, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -305,13 +305,19 @@ class Token(BaseModel):
 class HostCredential(BaseModel):
     """The one token allowed to write a host's reports.
 
-    Set when an admin creates a host token, or by the first report an enrollment token
-    sends for a new host. Any other token writing that host is refused.
+    Set when an admin creates a host token, or by the report that enrolls a new host
+    (with an enrollment token), which gets the host its own token. Any other token
+    writing that host is refused; revoking the token keeps the binding (only
+    ``patchwatch token release`` removes it). Hosts enrolled before schema 8 may be
+    bound to the enrollment token itself until their agent asks for its own.
+    ``enroll_key_hash``: SHA-256 of the key the enrolling agent sent, so that it can
+    ask again if the answer was lost ("" when none was sent).
     """
 
     host_name = CharField(max_length=255, unique=True)
     token = ForeignKeyField(Token, backref="hosts", on_delete="CASCADE")
     bound_at = DoubleField()
+    enroll_key_hash = CharField(max_length=64, default="")
 
 
 class Report(BaseModel):
@@ -454,6 +460,13 @@ class SchedulerLock(BaseModel):
     expires_at = DoubleField()
 
 
+class HealthProbe(BaseModel):
+    """A row each writer rewrites to prove the store takes writes (``patchwatch.health``)."""
+
+    name = CharField(max_length=64, primary_key=True)
+    checked_at = DoubleField()
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     SchemaVersion,
     OSRelease,
@@ -478,4 +491,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     HostUpdate,
     JobRun,
     SchedulerLock,
+    HealthProbe,
 )

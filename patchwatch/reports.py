@@ -172,10 +172,13 @@ _UNSUPPORTED_TYPES = frozenset({"arch", "gentoo"})
 def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
     """Return ``(fqdn, domain)``: the host name lower-cased, and the text after its first dot.
 
-    The host name is the key of a host across reports and protocols, so it is
-    normalised once here. The rule is the schema's (a letter, digit or underscore, then
-    letters, digits, ``_ . -``; at most 253 characters), which rules out empty names,
-    spaces and control characters; one trailing dot (absolute FQDN) is dropped.
+    The host name is the key of a host across reports, protocols and the operator's
+    commands (``token create --host``), so it is normalised once, here, for all of
+    them. The rule is the schema's (a letter, digit or underscore, then letters,
+    digits, ``_ . -``; at most 253 characters), which rules out empty names, spaces
+    and control characters; one trailing dot (absolute FQDN) is dropped, so ``web3.``
+    is ``web3``; an empty label (``web1..``, ``a..b``) is refused rather than kept as
+    another host.
 
     :raises ParseError: when the name is not a valid host name.
     """
@@ -193,6 +196,8 @@ def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
     fqdn = text.lower()
     if fqdn.endswith("."):
         fqdn = fqdn[:-1]
+    if ".." in fqdn or fqdn.endswith("."):
+        raise ParseError("not a host name: an empty label ('..')", where)
     _, _, domain = fqdn.partition(".")
     return fqdn, domain
 
@@ -464,29 +469,43 @@ class _PackageMemo:
     equals a string), so a hit is exactly as valid as the first parse was. The key
     of an object with exactly the six keys is the tuple of their values (a hit then
     has those keys and those values); of any other object, its (field, value) pairs,
-    which never equal a tuple of strings. Bounded: emptied when full.
+    which never equal a tuple of strings.
+
+    Bounded by bytes, not entries: emptied when the entries' estimated size reaches
+    :attr:`LIMIT_BYTES`. Why bytes: a receiver worker keeps its memo for its whole
+    life, and 500,000 entries (the bound before) of hostile long names took over a
+    gigabyte that was never given back. A fleet's usual builds (about 420 bytes each,
+    measured) fit many times over.
 
     Records are canonical: two keys that make equal records (an rpm epoch given as
     "" and as "0") share one object, so that within one ``generation`` distinct
     objects are distinct records and a report's list is deduplicated by identity.
     """
 
-    LIMIT = 500_000
+    LIMIT_BYTES = 64 * 1024 * 1024
+    # an entry's cost besides its strings: key tuple, record, the two dicts' slots and
+    # the strings' headers (tracemalloc: 424 bytes for an entry of 46 characters)
+    ENTRY_BYTES = 320
 
     def __init__(self) -> None:
         self.records: dict[tuple[object, ...], Package] = {}
         self.canonical: dict[Package, Package] = {}
         self.generation = 0  # counts the times the memo was emptied
+        self.size = 0  # estimated bytes held
 
     def remember(self, key: tuple[object, ...] | None, record: Package) -> Package:
         """Store ``record`` under ``key`` (None: do not); return the canonical record."""
-        if len(self.records) >= self.LIMIT or len(self.canonical) >= self.LIMIT:
+        cost = self.ENTRY_BYTES + 2 * len(record.digest_line)
+        if self.size + cost > self.LIMIT_BYTES:
             self.records, self.canonical = {}, {}
+            self.size = 0
             self.generation += 1
-        record = self.canonical.setdefault(record, record)
+        known = self.canonical.setdefault(record, record)
+        if known is record or key is not None:
+            self.size += cost
         if key is not None:
-            self.records[key] = record
-        return record
+            self.records[key] = known
+        return known
 
 
 _MEMO = _PackageMemo()
@@ -1042,6 +1061,16 @@ def _protocol1_modules(text: str) -> tuple[tuple[ReportedModule, ...], list[tupl
     return tuple(modules), repos
 
 
+# lines a protocol 1 field may have: twice its item limit (blank lines are allowed)
+_PROTOCOL1_LINES = {
+    "packages": 2 * MAX_PACKAGES,
+    "repos": 2 * MAX_REPOSITORIES,
+    "modules": 2 * MAX_MODULES,
+    "sec_updates": 2 * MAX_UPDATES,
+    "bug_updates": 2 * MAX_UPDATES,
+}
+
+
 def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     """Read Patchman protocol 1: the multipart form of ``POST /reports/upload/``.
 
@@ -1068,6 +1097,7 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     before calling, as Patchman does, if it wants that fallback.
 
     :raises ParseError: naming the field, or the field and line (``packages line 12``).
+    A line field of more lines than twice its item limit is refused before it is split.
     """
     if not isinstance(form, Mapping):
         raise ParseError("expected the form fields of a Patchman report")
@@ -1078,6 +1108,11 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
             return ""
         if not isinstance(value, str):
             raise ParseError("must be text", key)
+        limit = _PROTOCOL1_LINES.get(key)
+        if limit is not None and value.count("\n") > limit:
+            # counted before the text is split: 16 MB of empty lines would be a list of
+            # 16 million strings, 128 MB, before any line was read
+            raise ParseError(f"more than {limit} lines", key)
         _storable(value, key)
         return value
 

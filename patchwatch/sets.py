@@ -92,6 +92,16 @@ _ID_CACHE = _IdCache()  # package records -> package ids
 _SET_CACHE = _IdCache()  # (kind, digest or name) -> id of a row that never changes
 
 
+def limit_id_caches(entries: int) -> None:
+    """Bound this process's id caches to ``entries`` each (emptied beyond).
+
+    For processes that live long and see what hosts send: a receiver worker's cache
+    keeps every package record it was given alive (a million hostile builds were
+    hundreds of megabytes that outlived the package memo's own bound).
+    """
+    _ID_CACHE.LIMIT = _SET_CACHE.LIMIT = entries
+
+
 def forget_cached_ids() -> None:
     """Drop this process's id caches (after rows were deleted, e.g. by dbcheck --fix)."""
     _ID_CACHE.ids = {}

@@ -60,6 +60,13 @@ class Settings:
         8,
         "Threads per worker: a slow client then holds one thread, not a whole worker.",
     )
+    worker_max_memory_bytes: int = _setting(
+        512 * 1024 * 1024,
+        "A receiver worker whose memory (resident) is still above this after a request, "
+        "once freed memory is handed back, is replaced by a fresh one when its requests "
+        "are done; 0 never. Workers hold about 50 MiB, plus up to 64 MiB of parsed "
+        "packages and one large report at a time.",
+    )
     client_read_timeout_seconds: float = _setting(
         15.0,
         "A client that sends nothing for this long while its request is being read is "
@@ -72,6 +79,12 @@ class Settings:
     max_report_decompressed_bytes: int = _setting(
         64 * 1024 * 1024,
         "Largest accepted report after gzip decompression, in bytes (413 above).",
+    )
+    max_report_values: int = _setting(
+        2_000_000,
+        "Largest number of JSON values (objects, arrays, strings, numbers) in a report, "
+        "counted before it is parsed (413 above): parsing costs about 72 bytes per value "
+        "however short, and a 1,500-package report holds about 11,000.",
     )
     reports_keep: int = _setting(10, "Raw reports kept per host; older ones are pruned.")
     process_inline: bool = _setting(
@@ -296,6 +309,7 @@ def _validate(s: Settings) -> None:
         "prune_interval_minutes",
         "max_report_bytes",
         "max_report_decompressed_bytes",
+        "max_report_values",
         "reports_keep",
         "max_index_packages",
         "refresh_concurrency",

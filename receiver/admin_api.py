@@ -24,6 +24,7 @@ from patchwatch import rdns
 from patchwatch.diffs import host_diff_dict
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
+from patchwatch.errors import TooLargeError
 from patchwatch.inventory import KEEP
 from patchwatch.inventory import AmbiguousError
 from patchwatch.inventory import ConflictError
@@ -45,6 +46,7 @@ from patchwatch.inventory import resolve_repository
 from patchwatch.inventory import set_host_flags
 from patchwatch.inventory import set_repositories_enabled
 from patchwatch.inventory import set_repository_security
+from patchwatch.jsondoc import decode_json
 from patchwatch.tokens import require_admin
 from receiver.ingest import authenticate_request
 from receiver.read_api import listing
@@ -63,12 +65,27 @@ def _admin_only() -> None:
     require_admin(token)  # type: ignore[arg-type]
 
 
+MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_VALUES = 10_000
+
+
 def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object, with only known keys.
 
+    Decoded with the report bodies' bounds (``patchwatch.jsondoc``), scaled down to
+    what a flag change needs: a body nested a thousand levels deep is a 400, not a
+    ``RecursionError`` and a 500.
+
     :raises ParseError: for a body that is not a JSON object or has unknown keys.
+    :raises TooLargeError: for a body above 64 KiB or 10,000 values.
     """
-    body = request.get_json(silent=True)
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY_BYTES:
+        raise TooLargeError(f"request body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = decode_json(raw, MAX_BODY_VALUES)
+    except TooLargeError:
+        raise TooLargeError(f"request body holds more than {MAX_BODY_VALUES} values") from None
     if not isinstance(body, dict):
         raise ParseError("expected a JSON object", "body")
     unknown = sorted(set(body) - set(allowed))

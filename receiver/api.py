@@ -7,14 +7,16 @@
   unless the client's network is listed in ``protocol1_networks``, and never for a host
   that has its own token.
 
-Every report is parsed before it is stored (so a malformed one gets a 400 naming the
-field and nothing is written), stored in one short transaction, then acknowledged.
-Processing runs after the answer is sent when ``process_inline`` is on.
+Every report is bounded and parsed before it is stored (so a malformed one gets a 400
+naming the field and nothing is written; a large one waits for the worker's
+large-report slot, ``receiver.gate``), stored in one short transaction together with
+its authorisation, then acknowledged. The report that enrolls a host gets the host's
+own token in the answer (``patchwatch.tokens``). Processing runs after the answer is
+sent when ``process_inline`` is on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -22,13 +24,19 @@ from typing import Any
 from flask import Blueprint
 from flask import Response
 from flask import current_app
+from flask import g
 from flask import jsonify
 from flask import request
 
 from patchwatch.db import database
+from patchwatch.db import write_transaction
 from patchwatch.errors import AuthError
 from patchwatch.errors import ParseError
 from patchwatch.errors import TooLargeError
+from patchwatch.jsondoc import count_values
+from patchwatch.jsondoc import decode_json
+from patchwatch.models import Report
+from patchwatch.models import Token
 from patchwatch.processing import NATIVE
 from patchwatch.processing import PATCHMAN1
 from patchwatch.processing import PATCHMAN2
@@ -41,7 +49,13 @@ from patchwatch.reports import parse_protocol2
 from patchwatch.sets import package_set_digest
 from patchwatch.settings import Settings
 from patchwatch.tokens import authorize_host_write
+from patchwatch.tokens import check_enrollment_key
 from patchwatch.tokens import host_has_credential
+from receiver.gate import LARGE_REPORT_BYTES
+from receiver.gate import LARGE_REPORT_VALUES
+from receiver.gate import RETRY_AFTER_SECONDS
+from receiver.gate import Busy
+from receiver.gate import ReportSlot
 from receiver.ingest import address_allowed
 from receiver.ingest import authenticate_request
 from receiver.ingest import client_address
@@ -54,43 +68,110 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("ingest", __name__)
 
+# sent by an enrolling agent: a secret of its own, kept before sending, that lets it
+# ask for its host token again if the answer to its enrollment was lost
+ENROLLMENT_KEY_HEADER = "X-Patchwatch-Enrollment-Key"
+
 
 def _settings() -> Settings:
     return current_app.config["PATCHWATCH_SETTINGS"]  # type: ignore[no-any-return]
 
 
-def _decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise ParseError("body is not UTF-8", "body") from None
-    except ValueError as exc:
-        raise ParseError(f"body is not valid JSON: {exc}", "body") from None
+def _read_report(slot: ReportSlot) -> Any:
+    """Read, bound and decode a JSON report body, taking the large-report slot if it
+    proves large (``receiver.gate``) before it is parsed."""
+    settings = _settings()
+    body = read_body(request, settings, slot.take)
+    values = count_values(body)
+    if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
+        slot.take()
+    doc = decode_json(body, settings.max_report_values, values)
+    g.report_size = len(body)
+    return doc
 
 
-def _accept(protocol: str, report: HostReport, doc: object, token_id: int | None) -> int:
+def _slot() -> ReportSlot:
+    """This request's claim on the large-report slot, released at the latest at teardown."""
+    slot = ReportSlot()
+    g.report_slot = slot
+    return slot
+
+
+@bp.teardown_app_request
+def _release_slot(_exc: BaseException | None) -> None:
+    slot = g.get("report_slot")
+    if slot is not None and not g.get("slot_handed_over"):
+        slot.release()
+
+
+def _busy(exc: Busy) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def _accept(
+    protocol: str,
+    report: HostReport,
+    doc: object,
+    token: Token | None,
+    enrollment_key: str | None = None,
+) -> tuple[int, str | None]:
+    """Store the report (authorising ``token`` in the same transaction); return its id
+    and the host's own token when this report enrolled the host (see
+    ``patchwatch.tokens``), so that a token is issued only with a stored report.
+
+    :raises AuthError: 403 when the token may not write the host.
+    """
     now = time.time()
-    row = store_report(
-        report.hostname,
-        protocol,
-        doc,
-        now,
-        token_id=token_id,
-        remote_addr=client_address(request, _settings()),
-        user_agent=request.headers.get("User-Agent", ""),
-        # only native reports are read without their package list (process_pending)
-        packages_digest=package_set_digest(report.packages) if protocol == NATIVE else "",
-    )
+    digest = package_set_digest(report.packages) if protocol == NATIVE else ""
+    try:
+        row, issued = _store(protocol, report, doc, token, enrollment_key, now, digest)
+    except RecursionError:  # decoded near the parser's depth, deeper than storing goes
+        raise ParseError("body is nested too deeply", "body") from None
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
-    log.info("accepted %s report %d for %s", protocol, row.id, report.hostname)
-    return int(row.id)
+    log.info("accepted %s report %d for %s%s", protocol, row.id, report.hostname,
+             "; enrolled it with its own token" if issued else "")  # fmt: skip
+    return int(row.id), issued
+
+
+def _store(
+    protocol: str,
+    report: HostReport,
+    doc: object,
+    token: Token | None,
+    enrollment_key: str | None,
+    now: float,
+    digest: str,
+) -> tuple[Report, str | None]:
+    issued = None
+    with write_transaction():
+        if token is not None:
+            issued = authorize_host_write(
+                token, report.hostname, now, enrollment_key, can_keep_token=protocol == NATIVE
+            )
+        row = store_report(
+            report.hostname,
+            protocol,
+            doc,
+            now,
+            token_id=token.id if token is not None else None,
+            remote_addr=client_address(request, _settings()),
+            user_agent=request.headers.get("User-Agent", ""),
+            # only native reports are read without their package list (process_pending)
+            packages_digest=digest,
+        )
+    return row, issued
 
 
 def _process_after(
     response: Response, host_name: str, report_id: int, report: HostReport
 ) -> Response:
-    """Process the host's queued reports once the answer has gone out."""
+    """Process the host's queued reports once the answer has gone out.
+
+    A large report keeps its slot (``receiver.gate``) until it is processed: its
+    records are still in memory until then.
+    """
     settings = _settings()
+    slot = g.get("report_slot")
     if not settings.process_inline:
         return response
 
@@ -106,8 +187,13 @@ def _process_after(
                 )
         except Exception:  # boundary: the report is stored; the scheduler will retry
             log.exception("inline processing failed for %s; left queued", host_name)
+        finally:
+            if slot is not None:
+                slot.release()
         PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
+    if slot is not None:
+        g.slot_handed_over = True
     response.call_on_close(run)
     return response
 
@@ -120,14 +206,15 @@ def _reject(protocol: str, result: str) -> None:
 def native_report() -> Response | tuple[Response, int]:
     settings = _settings()
     now = time.time()
+    slot = _slot()
     try:
         token = authenticate_request(request, settings, "Bearer", now)
-        body = read_body(request, settings)
-        doc = _decode_json(body)
+        enrollment_key = check_enrollment_key(request.headers.get(ENROLLMENT_KEY_HEADER))
+        doc = _read_report(slot)
         report = parse_native(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
-        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+        report_id, issued = _accept(NATIVE, report, doc, token, enrollment_key)  # type: ignore[arg-type]
     except AuthError as exc:
         _reject(NATIVE, "unauthorized" if exc.status == 401 else "forbidden")
         return _auth_error(exc, "Bearer")
@@ -137,10 +224,17 @@ def native_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(NATIVE, "malformed")
         return jsonify(error=exc.message, where=exc.where), 400
-    REPORT_BYTES.observe(len(body))
-    report_id = _accept(NATIVE, report, doc, token.id)
-    response = jsonify(status="accepted", report=report_id)
+    except Busy as exc:
+        _reject(NATIVE, "busy")
+        return _busy(exc)
+    REPORT_BYTES.observe(g.report_size)
+    answer: dict[str, object] = {"status": "accepted", "report": report_id}
+    if issued:
+        # the host's own token from now on: shown this once, never stored in clear
+        answer.update(host_token=issued, host=report.hostname)
+    response = jsonify(answer)
     response.status_code = 202
+    response.headers["Cache-Control"] = "no-store"
     return _process_after(response, report.hostname, report_id, report)
 
 
@@ -148,14 +242,14 @@ def native_report() -> Response | tuple[Response, int]:
 def patchman2_report() -> Response | tuple[Response, int]:
     settings = _settings()
     now = time.time()
+    slot = _slot()
     try:
         token = authenticate_request(request, settings, "Api-Key", now)
-        body = read_body(request, settings)
-        doc = _decode_json(body)
+        doc = _read_report(slot)
         report = parse_protocol2(doc)
         if token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
-        authorize_host_write(token, report.hostname, now)  # type: ignore[arg-type]
+        report_id, _ = _accept(PATCHMAN2, report, doc, token)  # type: ignore[arg-type]
     except AuthError as exc:
         _reject(PATCHMAN2, "unauthorized" if exc.status == 401 else "forbidden")
         return jsonify(detail=str(exc)), 403  # Patchman answers 403 for any key problem
@@ -165,8 +259,10 @@ def patchman2_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(PATCHMAN2, "malformed")
         return jsonify(status="error", errors={exc.where or "body": [exc.message]}), 400
-    REPORT_BYTES.observe(len(body))
-    report_id = _accept(PATCHMAN2, report, doc, token.id)
+    except Busy as exc:
+        _reject(PATCHMAN2, "busy")
+        return _busy(exc)
+    REPORT_BYTES.observe(g.report_size)
     response = jsonify(
         status="accepted", report_id=report_id, message="Report queued for processing"
     )
@@ -184,8 +280,11 @@ def patchman1_report() -> Response | tuple[Response, int]:
             error="Patchman protocol 1 is not allowed from this address "
             "(setting protocol1_networks)"
         ), 403
+    slot = _slot()
     try:
         form = {key: request.form.get(key, "") for key in request.form}
+        if sum(map(len, form.values())) > LARGE_REPORT_BYTES:
+            slot.take()  # before the fields are parsed into records
         report = parse_protocol1(form)
         if host_has_credential(report.hostname):
             raise AuthError(
@@ -199,8 +298,14 @@ def patchman1_report() -> Response | tuple[Response, int]:
     except ParseError as exc:
         _reject(PATCHMAN1, "malformed")
         return jsonify(error=exc.message, where=exc.where), 400
+    except TooLargeError as exc:
+        _reject(PATCHMAN1, "too_large")
+        return jsonify(error=str(exc)), 413
+    except Busy as exc:
+        _reject(PATCHMAN1, "busy")
+        return _busy(exc)
     REPORT_BYTES.observe(sum(len(v) for v in form.values()))
-    report_id = _accept(PATCHMAN1, report, form, None)
+    report_id, _ = _accept(PATCHMAN1, report, form, None)
     if form.get("report", "").strip().lower() == "true":
         response = Response(_echo(form), status=200, mimetype="text/plain")
     else:

@@ -10,12 +10,15 @@ import logging
 
 from flask import Flask
 from flask import jsonify
+from flask import request
 from peewee import Database
+from peewee import PeeweeException
 
 from patchwatch.db import connect_checked
 from patchwatch.db import database
 from patchwatch.db import open_database
 from patchwatch.health import check_database
+from patchwatch.sets import limit_id_caches
 from patchwatch.settings import Settings
 from receiver.admin_api import bp as admin_bp
 from receiver.api import bp as ingest_bp
@@ -23,6 +26,10 @@ from receiver.errors import register_error_handlers
 from receiver.read_api import bp as read_bp
 
 log = logging.getLogger(__name__)
+
+# package ids a worker remembers for inline processing: a fleet's builds, not a
+# hostile report's hundreds of thousands (about 450 bytes each with its record)
+ID_CACHE_ENTRIES = 100_000
 
 
 def create_app(settings: Settings, db: Database | None = None) -> Flask:
@@ -34,10 +41,12 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if db is None:
         db = open_database(settings.resolved_database_url)
+    limit_id_caches(ID_CACHE_ENTRIES)
 
     @app.before_request
     def _connect() -> None:
-        connect_checked()
+        if request.path != "/healthz":  # it connects itself, to say why it cannot
+            connect_checked()
 
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:
@@ -51,7 +60,11 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():  # type: ignore[no-untyped-def]
-        status = check_database(database.obj)
+        try:
+            connect_checked()
+        except (PeeweeException, OSError):
+            pass  # check_database finds out again, and says why
+        status = check_database(database.obj, writer="receiver")
         return jsonify(status), 200 if status["ok"] else 503
 
     return app

@@ -8,6 +8,7 @@ from flask import Flask
 from flask import Response
 from flask import jsonify
 from peewee import InterfaceError
+from peewee import InternalError
 from peewee import OperationalError
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
@@ -50,8 +51,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(MaxConnectionsExceeded)
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
+    @app.errorhandler(InternalError)
     def database_unavailable(exc: Exception) -> tuple[Response, int]:
-        """The store is down or locked for too long: tell the agent to come back.
+        """The store is down, locked for too long, full or read-only (PostgreSQL says
+        so with an "internal" error, as a standby does after a failover): tell the
+        agent to come back.
 
         Nothing was acknowledged, so nothing is lost: agents spool and retry.
         """

@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 import time
 import zlib
+from collections.abc import Callable
 
 from flask import Request
 from werkzeug.exceptions import RequestTimeout
@@ -16,6 +17,7 @@ from patchwatch.errors import TooLargeError
 from patchwatch.models import Token
 from patchwatch.settings import Settings
 from patchwatch.tokens import authenticate
+from receiver.gate import LARGE_REPORT_BYTES
 
 BODY_DEADLINE_SECONDS = 60.0
 
@@ -39,8 +41,23 @@ def _read_stream(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def read_body(request: Request, settings: Settings) -> bytes:
+def _nothing() -> None:
+    return None
+
+
+def read_body(
+    request: Request,
+    settings: Settings,
+    on_large: Callable[[], None] = _nothing,
+    large: int = LARGE_REPORT_BYTES,
+) -> bytes:
     """Return the request body, gunzipped, within the configured limits.
+
+    ``on_large`` is called (and may raise) once the body as sent, or decompressed so
+    far, is larger than ``large`` bytes: it takes the worker's large-report slot
+    (``receiver.gate``), and decompression goes on only after it returns. The body
+    as sent is read first (``max_report_bytes`` bounds it), so that a client sending
+    slowly never holds the slot.
 
     :raises TooLargeError: body or decompressed body above its limit (413).
     :raises ParseError: a gzip body that is corrupt or truncated (400).
@@ -50,14 +67,21 @@ def read_body(request: Request, settings: Settings) -> bytes:
     if encoding in ("", "identity"):
         if len(raw) > settings.max_report_decompressed_bytes:
             raise TooLargeError("report body too large")
+        if len(raw) > large:
+            on_large()
         return raw
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise ParseError(f"unsupported Content-Encoding {encoding!r}", "headers")
+    if len(raw) > large:
+        on_large()
     wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
     limit = settings.max_report_decompressed_bytes
     dec = zlib.decompressobj(wbits)
     try:
-        out = dec.decompress(raw, limit + 1)
+        out = dec.decompress(raw, min(large, limit) + 1)
+        if len(out) > large and limit > large:
+            on_large()
+            out += dec.decompress(dec.unconsumed_tail, limit + 1 - len(out))
     except zlib.error as exc:
         raise ParseError(f"body is not valid {encoding}: {exc}", "body") from None
     if len(out) > limit or dec.unconsumed_tail:

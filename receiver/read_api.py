@@ -6,6 +6,7 @@ with ``?format=csv`` or ``Accept: text/csv``, for spreadsheets and scripts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +62,8 @@ def number_arg(name: str, default: float | None = None, minimum: float = 0) -> f
         value = float(raw)
     except ValueError:
         raise ParseError(f"expected a number, got {raw!r}", name) from None
+    if not math.isfinite(value):  # float() reads "nan" and "inf"; no count or age is either
+        raise ParseError(f"expected a finite number, got {raw!r}", name)
     if value < minimum:
         raise ParseError(f"must be at least {minimum:g}", name)
     return value

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -1639,3 +1640,98 @@ def test_agent_file_is_standalone_and_its_version_matches() -> None:
     stdlib = set(sys.stdlib_module_names)
     assert {name.split(".")[0] for name in imports} <= stdlib
     assert "from __future__" not in source and ":=" not in source
+
+
+# --- the host's own token ------------------------------------------------------------------
+
+HOST_TOKEN = "pw_0123456789ab_" + "h" * 43
+
+
+def enrolled_answer(report: int = 1) -> tuple[int, dict, dict]:
+    return 202, {"status": "accepted", "report": report, "host_token": HOST_TOKEN,
+                 "host": "sender.example.net"}, {}  # fmt: skip
+
+
+def test_the_token_handed_out_at_enrollment_is_kept_and_used(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.answers.append(enrolled_answer())
+    config = write_config(tmp_path, receiver.url, state_dir=str(tmp_path / "state"))
+    code, out, err = run_fixture_agent(config)
+    assert code == agent.EXIT_OK, err
+    first = receiver.requests[0]["headers"]
+    assert first["Authorization"] == f"Bearer {TOKEN}"
+    key = first["X-Patchwatch-Enrollment-Key"]
+    assert len(key) >= 32
+    kept = tmp_path / "state" / ".host-token"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert json.loads(kept.read_text()) == {
+        "server": receiver.url, "host": "sender.example.net", "token": HOST_TOKEN}  # fmt: skip
+    assert (tmp_path / "state" / ".enrollment-key").read_text().strip() == key
+    assert "enrolled" in err and HOST_TOKEN not in out + err and key not in out + err
+    # from now on: the host's own token, no enrollment key, even without the configured one
+    (tmp_path / "token").unlink()
+    code, _, err = run_fixture_agent(config)
+    assert code == agent.EXIT_OK, err
+    second = receiver.requests[1]["headers"]
+    assert second["Authorization"] == f"Bearer {HOST_TOKEN}"
+    assert "X-Patchwatch-Enrollment-Key" not in second
+
+
+def test_a_kept_token_belongs_to_one_server_and_one_host_name(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.answers.append(enrolled_answer())
+    config = write_config(tmp_path, receiver.url)  # state_dir: the spool folder
+    assert run_fixture_agent(config)[0] == agent.EXIT_OK
+    assert (tmp_path / "spool" / ".host-token").exists()
+    code, _, _ = run_fixture_agent(config, "--hostname", "other.example.net")
+    assert code == agent.EXIT_OK
+    assert receiver.requests[1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    other = Receiver()
+    try:  # another server never sees this server's host token
+        code, _, _ = run_fixture_agent(write_config(tmp_path, other.url))
+        assert code == agent.EXIT_OK
+        assert other.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    finally:
+        other.stop()
+
+
+def test_spooled_reports_switch_to_the_host_token_mid_run(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, f"http://127.0.0.1:{port}", retries=0)
+    assert run_fixture_agent(config)[0] == agent.EXIT_SPOOLED
+    time.sleep(0.01)
+    assert run_fixture_agent(config)[0] == agent.EXIT_SPOOLED
+    server = Receiver(port)
+    server.answers.append(enrolled_answer())
+    try:
+        code, _, err = run_fixture_agent(config)
+        assert code == agent.EXIT_OK, err
+        tokens = [r["headers"]["Authorization"] for r in server.requests]
+        assert tokens == [f"Bearer {TOKEN}"] + [f"Bearer {HOST_TOKEN}"] * 2
+    finally:
+        server.stop()
+
+
+def test_a_refused_host_token_says_what_to_do(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.answers.append(enrolled_answer())
+    config = write_config(tmp_path, receiver.url)
+    assert run_fixture_agent(config)[0] == agent.EXIT_OK
+    receiver.answers.append((401, {"error": "token revoked"}, {}))
+    code, _, err = run_fixture_agent(config)
+    assert code == agent.EXIT_REJECTED
+    assert "patchwatch token release sender.example.net" in err
+    assert HOST_TOKEN not in err
+
+
+def test_an_unusable_state_dir_is_said_before_enrolling(receiver: Receiver, tmp_path: Path):
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the folder should be")
+    receiver.answers.append(enrolled_answer())
+    config = write_config(tmp_path, receiver.url, state_dir=str(blocker))
+    code, _, err = run_fixture_agent(config)
+    assert code == agent.EXIT_OK  # the report itself was accepted
+    assert "unusable" in err and "could not be kept" in err
+    assert HOST_TOKEN not in err

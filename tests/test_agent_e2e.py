@@ -52,3 +52,44 @@ def test_agent_reports_this_machine_and_the_host_appears(server_factory) -> None
         assert host.os_release.family == "debian"
         assert host.repository_set is not None and host.repository_set.size >= 1
         assert Report.select().where(Report.state == "failed").count() == 0
+
+
+def test_the_agent_enrolls_keeps_its_own_token_and_recovers_a_lost_answer(server_factory):
+    """Against the real receiver: the first run enrolls the host and keeps its token;
+    the enrollment token is revoked and the host still reports; the kept token is lost
+    (as if the answer never arrived) and the same enrollment key gets a fresh one."""
+    import json
+    import stat
+
+    srv = server_factory()
+    enroll = srv.cli("token", "create", "--enroll").stdout.strip()
+    state = srv.data_dir.parent / "spool"
+    out = run_agent(srv, enroll, "--hostname", "agent1.example.com")
+    assert out.returncode == 0, out.stderr
+    kept = state / ".host-token"
+    own = json.loads(kept.read_text())["token"]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert own not in out.stdout + out.stderr and enroll not in out.stdout + out.stderr
+    listed = srv.cli("token", "list").stdout
+    assert own.split("_")[1] in listed and "agent1.example.com" in listed
+
+    assert srv.cli("token", "revoke", enroll.split("_")[1]).returncode == 0
+    assert run_agent(srv, enroll, "--hostname", "agent1.example.com").returncode == 0
+
+    kept.unlink()  # the answer to the enrollment was lost; the enrollment key was kept
+    fresh = srv.cli("token", "create", "--enroll").stdout.strip()
+    out = run_agent(srv, fresh, "--hostname", "agent1.example.com")
+    assert out.returncode == 0, out.stderr
+    second = json.loads(kept.read_text())["token"]
+    assert second != own
+    db = open_database(srv.database_url)
+    with db.connection_context():
+        from patchwatch.models import Token
+
+        assert Token.get(Token.prefix == own.split("_")[1]).revoked_at is not None
+        assert Report.select().where(Report.host_name == "agent1.example.com").count() == 3
+
+    (state / ".enrollment-key").unlink()  # another machine claiming the name: refused
+    kept.unlink()
+    out = run_agent(srv, fresh, "--hostname", "agent1.example.com")
+    assert out.returncode == 3 and "own token" in out.stderr

@@ -1,4 +1,6 @@
-"""50 agents send 1,000 reports at once to gunicorn on SQLite: every acknowledged one is kept."""
+"""50 agents send 1,000 reports at once to gunicorn on SQLite: every acknowledged one is kept.
+
+200 hosts enroll, then send their other 800 reports with the tokens they were given."""
 
 from __future__ import annotations
 
@@ -42,11 +44,18 @@ def send(base: str, token: str, doc: dict) -> tuple[int, dict]:
 
 def test_concurrent_agents_lose_nothing(server_factory) -> None:
     srv = server_factory({"PATCHWATCH_WORKERS": "4"})
-    token = srv.cli("token", "create", "--enroll").stdout.strip()
+    enroll = srv.cli("token", "create", "--enroll").stdout.strip()
     docs = [native_doc(f"host{i % 200:03d}.example.com", n=150 + i % 7) for i in range(REPORTS)]
     started = time.monotonic()
     with ThreadPoolExecutor(AGENTS) as pool:
-        results = list(pool.map(lambda d: send(srv.base, token, d), docs))
+        # the first report of each host enrolls it and gets it its own token, which
+        # its later reports carry (the enrollment token no longer writes the host)
+        results = list(pool.map(lambda d: send(srv.base, enroll, d), docs[:200]))
+        tokens = {
+            d["host"]: body.get("host_token")
+            for d, (_, body) in zip(docs[:200], results, strict=True)
+        }
+        results += list(pool.map(lambda d: send(srv.base, tokens[d["host"]], d), docs[200:]))
     elapsed = time.monotonic() - started
     codes = [code for code, _ in results]
     assert all(code == 202 for code in codes), sorted(set(codes))

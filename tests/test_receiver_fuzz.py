@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from patchwatch.jsondoc import count_values
 from patchwatch.models import Host
 from patchwatch.models import Report
 from patchwatch.processing import process_pending
@@ -72,8 +73,14 @@ def fuzz_env(db, tmp_path):
                  max_report_decompressed_bytes=600_000, protocol1_networks=("127.0.0.0/8",)),
         db=db,
     )  # fmt: skip
-    _, enroll = create_token("enroll", time.time())
-    return app.test_client(), enroll
+    # the fixtures' own hosts, with their own tokens: an enrollment token would write
+    # a host once, and every later example would only test that it may not any more
+    tokens = {
+        "native": create_token("host", time.time(), NATIVE["host"])[1],
+        "p2": create_token("host", time.time(), P2["hostname"])[1],
+        "enroll": create_token("enroll", time.time())[1],
+    }
+    return app.test_client(), tokens
 
 
 FUZZ = settings(
@@ -96,7 +103,8 @@ def check(response, before: int) -> None:
 @FUZZ
 @given(path=st.lists(st.integers(0, 50), max_size=6), value=json_value, gz=st.booleans())
 def test_native_endpoint_fuzz(fuzz_env, path, value, gz) -> None:
-    client, token = fuzz_env
+    client, tokens = fuzz_env
+    token = tokens["native"]
     body = json.dumps(mutate(NATIVE, path, value)).encode()
     headers = {"Authorization": f"Bearer {token}"}
     if gz:
@@ -109,7 +117,8 @@ def test_native_endpoint_fuzz(fuzz_env, path, value, gz) -> None:
 @FUZZ
 @given(body=st.binary(max_size=2000), encoding=st.sampled_from(["", "gzip", "deflate", "br"]))
 def test_native_endpoint_raw_bytes(fuzz_env, body, encoding) -> None:
-    client, token = fuzz_env
+    client, tokens = fuzz_env
+    token = tokens["native"]
     headers = {"Authorization": f"Bearer {token}"}
     if encoding:
         headers["Content-Encoding"] = encoding
@@ -120,7 +129,8 @@ def test_native_endpoint_raw_bytes(fuzz_env, body, encoding) -> None:
 @FUZZ
 @given(path=st.lists(st.integers(0, 50), max_size=6), value=json_value)
 def test_patchman2_endpoint_fuzz(fuzz_env, path, value) -> None:
-    client, token = fuzz_env
+    client, tokens = fuzz_env
+    token = tokens["p2"]
     body = json.dumps(mutate(P2, path, value))
     before = Report.select().count()
     response = client.post(
@@ -148,8 +158,79 @@ def test_patchman1_endpoint_fuzz(fuzz_env, field, value, drop) -> None:
 
 
 def test_hosts_only_come_from_processed_reports(fuzz_env) -> None:
-    client, token = fuzz_env
+    client, tokens = fuzz_env
+    token = tokens["enroll"]
     for junk in (b"{}", b"[]", b'{"version": 1}', b"\xff\xfe"):
         client.post("/api/v1/reports", data=junk, headers={"Authorization": f"Bearer {token}"})
     assert Report.select().count() == 0
     assert Host.select().count() == 0
+
+
+# --- hostile shapes: nesting, value counts, enrollment keys ------------------------------
+
+
+def nest(depth: int, kind: str) -> str:
+    opening, closing = ("[", "]") if kind == "array" else ('{"a":', "}")
+    return opening * depth + "0" + closing * depth
+
+
+@FUZZ
+@given(
+    path=st.lists(st.integers(0, 50), max_size=6),
+    depth=st.integers(1, 50_000),
+    kind=st.sampled_from(["array", "object"]),
+    endpoint=st.sampled_from(["native", "p2"]),
+)
+def test_nesting_at_any_depth_anywhere_is_never_a_500(fuzz_env, path, depth, kind, endpoint):
+    client, tokens = fuzz_env
+    marker = "NESTED-HERE"
+    doc = mutate(NATIVE if endpoint == "native" else P2, path, marker)
+    body = json.dumps(doc).replace(json.dumps(marker), nest(depth, kind)).encode()
+    before = Report.select().count()
+    if endpoint == "native":
+        headers = {"Authorization": f"Bearer {tokens['native']}"}
+        response = client.post("/api/v1/reports", data=body, headers=headers)
+    else:
+        headers = {"Authorization": f"Api-Key {tokens['p2']}", "Content-Type": "application/json"}
+        response = client.post("/api/report/", data=body, headers=headers)
+    check(response, before)
+    if marker in json.dumps(doc) and depth > 1000:  # deeper than the parser goes
+        assert response.status_code in (400, 413), response.get_json()  # 413: too long
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+              st.text(alphabet=st.sampled_from('ab,[]{}":\\ '), max_size=12)),
+    lambda inner: st.one_of(st.lists(inner, max_size=5),
+                            st.dictionaries(st.text(max_size=5), inner, max_size=5)),
+    max_leaves=40,
+))  # fmt: skip
+def test_the_value_count_before_parsing_is_never_below_the_real_count(value) -> None:
+    """What refuses a body before it is parsed (``max_report_values``) never refuses one
+    that fits: the byte count is an upper bound, whatever strings hold."""
+
+    def real(v: object) -> int:
+        if isinstance(v, list):
+            return 1 + sum(map(real, v))
+        if isinstance(v, dict):
+            return 1 + sum(map(real, v.values()))
+        return 1
+
+    for text in (json.dumps(value), json.dumps(value, separators=(",", ":"), indent=1)):
+        assert count_values(text.encode()) >= real(value)
+
+
+@FUZZ
+@given(key=st.text(max_size=200), enrolling=st.booleans())
+def test_any_enrollment_key_header_gets_an_answer_not_a_500(fuzz_env, key, enrolling) -> None:
+    client, tokens = fuzz_env
+    token = tokens["enroll"] if enrolling else tokens["native"]
+    doc = dict(NATIVE, host="fuzz-enroll.example.com") if enrolling else NATIVE
+    before = Report.select().count()
+    try:
+        response = client.post("/api/v1/reports", json=doc, headers={
+            "Authorization": f"Bearer {token}", "X-Patchwatch-Enrollment-Key": key})  # fmt: skip
+    except ValueError:  # the test client itself refuses header values with line breaks
+        return
+    check(response, before)

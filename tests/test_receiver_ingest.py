@@ -93,15 +93,25 @@ def test_host_token_writes_only_its_host(client) -> None:
     assert Report.select().count() == 1
 
 
-def test_enroll_token_binds_new_hosts_and_cannot_take_others(client) -> None:
+def enroll(client, host: str, enroll_token: str, **kwargs) -> str:
+    """Send a host's first report with an enrollment token; return the host's own token."""
+    r = post(client, native_doc(host, **kwargs), token=enroll_token)
+    assert r.status_code == 202, r.get_json()
+    return r.get_json()["host_token"]
+
+
+def test_enroll_token_enrolls_new_hosts_each_with_its_own_token(client) -> None:
     _, enroll_a = create_token("enroll", time.time())
     _, enroll_b = create_token("enroll", time.time())
-    assert post(client, native_doc("a1"), token=enroll_a).status_code == 202
-    assert post(client, native_doc("a1"), token=enroll_a).status_code == 202
-    assert post(client, native_doc("a2"), token=enroll_a).status_code == 202
-    assert post(client, native_doc("a1"), token=enroll_b).status_code == 403
-    _, host_tok = create_token("host", time.time(), "a1")  # admin re-binds a1
-    assert post(client, native_doc("a1"), token=enroll_a).status_code == 403
+    a1 = enroll(client, "a1", enroll_a)
+    a2 = enroll(client, "a2", enroll_a)
+    assert a1 != a2 and enroll_a not in (a1, a2)
+    assert post(client, native_doc("a1"), token=a1).status_code == 202
+    assert "host_token" not in post(client, native_doc("a1"), token=a1).get_json()
+    for other in (enroll_a, enroll_b, a2):  # the enrollment token no longer writes a1
+        assert post(client, native_doc("a1"), token=other).status_code == 403
+    _, host_tok = create_token("host", time.time(), "a1", force=True)  # admin re-binds a1
+    assert post(client, native_doc("a1"), token=a1).status_code == 401  # revoked
     assert post(client, native_doc("a1"), token=host_tok).status_code == 202
 
 
@@ -188,8 +198,8 @@ def test_processing_builds_shared_sets(client) -> None:
 
 
 def test_report_without_repositories_keeps_the_hosts_repositories(client) -> None:
-    _, secret = create_token("enroll", time.time())
-    post(client, native_doc("web1"), token=secret)
+    _, enroll_token = create_token("enroll", time.time())
+    secret = enroll(client, "web1", enroll_token)
     process_pending(time.time())
     before = Host.get(Host.name == "web1").repository_set_id
     assert before is not None
@@ -228,8 +238,8 @@ def test_unknown_path_is_json_404(client) -> None:
 
 def test_processing_survives_sets_deleted_behind_its_cache(client) -> None:
     """dbcheck --fix may delete an orphan package set this process still remembers."""
-    _, secret = create_token("enroll", time.time())
-    post(client, native_doc("web1", n=9), token=secret)
+    _, enroll_token = create_token("enroll", time.time())
+    secret = enroll(client, "web1", enroll_token, n=9)
     process_pending(time.time())
     Host.delete().execute()
     PackageSet.delete().execute()  # the set (and its members) are gone; the cache is not

@@ -1113,7 +1113,7 @@ def test_native_duplicates_are_dropped_when_the_memo_empties_midway(
     from patchwatch import reports
 
     monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
-    monkeypatch.setattr(reports._PackageMemo, "LIMIT", 3)
+    monkeypatch.setattr(reports._PackageMemo, "LIMIT_BYTES", 3 * 400)
     item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb"}
     names = ["dedup-a", "dedup-b", "dedup-c", "dedup-d", "dedup-a"]
     packages = parse_native(
@@ -1622,3 +1622,34 @@ def _timed(parser: Callable[[Any], HostReport], doc: Any) -> float:
     start = time.perf_counter()
     parser(doc)
     return time.perf_counter() - start
+
+
+def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hostile reports of long, never repeated names cannot grow the memo without bound:
+    its memory, measured, stays near its byte limit however many entries come."""
+    import gc
+    import tracemalloc
+
+    from patchwatch import reports
+
+    limit = 2 * 1024 * 1024
+    monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
+    monkeypatch.setattr(reports._PackageMemo, "LIMIT_BYTES", limit)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for batch in range(6):
+            items = [
+                {"name": f"hostile-{batch}-{i}-" + "x" * 150, "epoch": "", "version": "1",
+                 "release": "1", "arch": "amd64", "type": "deb"}
+                for i in range(2000)
+            ]  # fmt: skip
+            parse_native(native_doc(packages=items))
+            del items
+        gc.collect()
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reports._MEMO.generation >= 3  # 12,000 entries of ~500 bytes: emptied often
+    assert reports._MEMO.size <= limit
+    assert held < 1.5 * limit, f"memo holds {held / 1e6:.1f} MB for a {limit / 1e6:.1f} MB limit"

@@ -72,6 +72,32 @@ def test_migration_4_adds_the_report_digest_and_keeps_queued_reports(db) -> None
     assert Report.get(Report.host_name == "db1").packages_digest == ""  # parsed in full
 
 
+def test_the_receiver_hardening_migration_keeps_bindings_made_before_it(db) -> None:
+    """A store from before per-host tokens: bindings to enrollment tokens stay, with no
+    enrollment key; /healthz's probe table appears. (Found by its step, not by number.)"""
+    from patchwatch.migrations import MIGRATIONS
+    from patchwatch.migrations import _receiver_hardening
+    from patchwatch.models import HostCredential
+    from patchwatch.tokens import create_token
+
+    step = next(m for m in MIGRATIONS if m.apply is _receiver_hardening)
+    token, _ = create_token("enroll", 1.0)
+    db.execute_sql('ALTER TABLE "host_credential" DROP COLUMN "enroll_key_hash"')
+    db.execute_sql('DROP TABLE "health_probe"')
+    SchemaVersion.delete().where(SchemaVersion.version >= step.version).execute()
+    db.execute_sql(
+        'INSERT INTO "host_credential" (host_name, token_id, bound_at) VALUES (?, ?, 1.0)'.replace(
+            "?", db.param
+        ),
+        ("old.example.com", token.id),
+    )
+    assert step.version in migrate(db)
+    binding = HostCredential.get(HostCredential.host_name == "old.example.com")
+    assert (binding.token_id, binding.enroll_key_hash) == (token.id, "")
+    assert check_database(db, writer="test")["writable"] is True
+    assert migrate(db) == []
+
+
 _SCHEMA_4_UPDATES = {  # as step 1 made them before migration 5 (SQLite)
     "host_update": (
         '"id" INTEGER NOT NULL PRIMARY KEY, "host_id" INTEGER NOT NULL, '

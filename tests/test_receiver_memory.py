@@ -1,0 +1,170 @@
+"""Load: what hostile reports cost a real receiver worker, measured from /proc.
+
+One gunicorn worker (``patchwatch serve``, SQLite), so that every request lands in
+the process measured. Its peak (``VmHWM``) and resident (``VmRSS``) memory are read
+from /proc after each case:
+
+- a million tiny packages (2.5 MB of gzip): refused before parsing;
+- reports of 60,000 distinct packages one after another: the worker's memory levels
+  off (the package memo and id caches are bounded) instead of growing with each;
+- eight such reports at once: taken one at a time, the others answered 503 with
+  Retry-After once they waited the bound, and the peak stays that of one;
+- a worker left above ``worker_max_memory_bytes`` is replaced by a fresh one.
+
+Before these bounds the same cases took the worker to 0.5-1 GB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from patchwatch.db import open_database
+from patchwatch.models import Report
+from tests.test_receiver_ingest import native_doc
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+
+
+def worker_pids(srv) -> list[int]:
+    """The gunicorn workers of ``srv`` (its children, less the scheduler)."""
+    pids = []
+    children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()
+    for pid in map(int, children):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"scheduler" not in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def reset_peak(pid: int) -> None:
+    """Start a new peak (``VmHWM``) from the current resident size (Linux 4.0+)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(resident, peak resident since :func:`reset_peak`) bytes of a process."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def post(base: str, token: str, body: bytes, timeout: float = 120) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(
+        base + "/api/v1/reports", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+
+
+def distinct_report(host: str, tag: str, n: int) -> bytes:
+    doc = native_doc(host, n=0)
+    doc["packages"] = [{"name": f"{tag}-{i}", "epoch": "", "version": f"1.{i}", "release": "1",
+                        "arch": "amd64", "type": "deb"} for i in range(n)]  # fmt: skip
+    return gzip.compress(json.dumps(doc).encode(), 6)
+
+
+def wait_processed(srv, timeout: float = 120) -> None:
+    db = open_database(srv.database_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.connection_context():
+            if not Report.select().where(Report.state == "pending").exists():
+                return
+        time.sleep(0.2)
+    raise AssertionError("reports still pending")
+
+
+def test_hostile_reports_leave_a_worker_bounded(server_factory) -> None:
+    srv = server_factory({"PATCHWATCH_WORKERS": "1"})
+    token = srv.cli("token", "create", "--enroll").stdout.strip()
+    (worker,) = worker_pids(srv)
+    start_rss, _ = memory(worker)
+    figures = [f"start: {start_rss / MIB:.0f} MiB"]
+
+    doc = native_doc("tiny.example.com", n=0)
+    doc["packages"] = [{"name": f"p{i}", "version": "1", "arch": "x", "type": "deb"}
+                       for i in range(1_000_000)]  # fmt: skip
+    tiny = gzip.compress(json.dumps(doc).encode(), 6)
+    del doc
+    reset_peak(worker)
+    code, body, _ = post(srv.base, token, tiny)
+    assert code == 413 and "max_report_values" in body["error"]
+    rss, peak = memory(worker)
+    figures.append(f"1M tiny packages refused: peak {peak / MIB:.0f} MiB")
+    assert peak < start_rss + 200 * MIB  # 50 MB of JSON: parsed, ~470 MB
+
+    sequential_peaks = []
+    for k in range(6):
+        reset_peak(worker)
+        code, _, _ = post(srv.base, token, distinct_report(f"seq{k}.example.com", f"s{k}", 60_000))
+        assert code == 202
+        wait_processed(srv)
+        rss, peak = memory(worker)
+        sequential_peaks.append(peak)
+    peaks = ", ".join(f"{p / MIB:.0f}" for p in sequential_peaks)
+    figures.append(f"6 x 60,000 distinct packages: rss {rss / MIB:.0f}, peaks {peaks} MiB")
+    # the memory levels off: the last three reports raise the peak by less than one did
+    first_cost = sequential_peaks[0] - start_rss
+    assert sequential_peaks[-1] - sequential_peaks[2] < first_cost, figures
+    assert rss < start_rss + 300 * MIB, figures
+
+    bodies = [distinct_report(f"par{k}.example.com", f"p{k}", 60_000) for k in range(8)]
+    reset_peak(worker)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda b: post(srv.base, token, b), bodies))
+    codes = sorted(code for code, _, _ in results)
+    assert set(codes) <= {202, 503}, codes
+    assert 202 in codes
+    for code, _, headers in results:
+        if code == 503:
+            assert headers["Retry-After"].isdigit()
+    wait_processed(srv)
+    rss, peak = memory(worker)
+    figures.append(f"8 at once ({codes.count(202)} accepted, {codes.count(503)} to retry): "
+                   f"peak {peak / MIB:.0f} MiB, rss {rss / MIB:.0f} MiB")  # fmt: skip
+    # one large report at a time: eight at once cost what one does, not eight times
+    assert peak < sequential_peaks[-1] + first_cost, figures
+    print("\n" + "\n".join(figures))
+    assert worker_pids(srv) == [worker]  # under the default limit: never replaced
+    assert "Traceback" not in srv.log()
+
+
+def test_a_worker_above_its_memory_limit_is_replaced(server_factory) -> None:
+    srv = server_factory({"PATCHWATCH_WORKERS": "1",
+                          "PATCHWATCH_WORKER_MAX_MEMORY_BYTES": str(64 * MIB)})  # fmt: skip
+    token = srv.cli("token", "create", "--enroll").stdout.strip()
+    (worker,) = worker_pids(srv)
+    code, _, _ = post(srv.base, token, distinct_report("big.example.com", "b", 60_000))
+    assert code == 202
+    deadline = time.monotonic() + 60
+    pids = worker_pids(srv)
+    while time.monotonic() < deadline and (len(pids) != 1 or pids == [worker]):
+        time.sleep(0.2)
+        pids = worker_pids(srv)
+    (fresh,) = pids
+    assert fresh != worker
+    assert f"worker {worker} holds" in srv.log()
+    rss, _ = memory(fresh)
+    assert rss < 64 * MIB
+    code, _, _ = post(srv.base, token, gzip.compress(json.dumps(native_doc("small")).encode()))
+    assert code == 202  # the fresh worker serves
+    wait_processed(srv)
