@@ -277,9 +277,11 @@ class Host(BaseModel):
 
     # reverse DNS check (patchwatch.rdns): None follows the OS group's setting
     reverse_dns_check = BooleanField(null=True)
-    reverse_dns_address = CharField(max_length=64, default="")  # the address last checked
-    reverse_dns_name = CharField(max_length=255, default="")
-    reverse_dns_status = CharField(max_length=16, default="")  # "": never checked
+    # the address last checked
+    reverse_dns_address = CharField(max_length=64, default="", constraints=[SQL("DEFAULT ''")])
+    reverse_dns_name = CharField(max_length=255, default="", constraints=[SQL("DEFAULT ''")])
+    # "": never checked
+    reverse_dns_status = CharField(max_length=16, default="", constraints=[SQL("DEFAULT ''")])
     reverse_dns_checked_at = DoubleField(null=True)
 
 

@@ -141,7 +141,8 @@ def test_the_api_writes_csv_as_the_cli_does(fleet, db, tmp_path: Path) -> None:
     api = client.get("/api/v1/hosts?format=csv", headers=auth).get_data(as_text=True)
     assert api == csv_text(host_summaries(HostFilter(), time.time()), listings.HOSTS)
     rows = _csv(api)
-    assert {r["reboot_required"] for r in rows} == {"true", "false"}
+    # unknown (no signal, no kernel to compare) is empty, never "false"
+    assert {"true", "false"} <= {r["reboot_required"] for r in rows} <= {"true", "false", ""}
     assert all(r["last_report_at"].endswith("Z") for r in rows)
     assert next(r for r in rows if r["name"] == "evil.example.com")["tags"].startswith("'")
     for path, fields in (("/api/v1/hosts?name=nothing*", listings.HOSTS),

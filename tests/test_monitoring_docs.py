@@ -62,13 +62,15 @@ def _seed() -> None:
     now = time.time()
     host = Host.create(name="web-1", tags="prod", created_at=now, last_report_at=now,
                        packages_without_repository=0, reverse_dns_check=True,
-                       reverse_dns_status="match")  # fmt: skip
+                       reverse_dns_status="match", reboot_reported=False,
+                       updates_complete=True, updates_computed_at=now,
+                       inputs_changed_at=now, updates_inputs_at=now)  # fmt: skip
     old = Package.create(kind="deb", name="a", version="1", arch="amd64")
     new = Package.create(kind="deb", name="a", version="2", arch="amd64")
     HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=now)
     repo = Repository.create(kind="deb", key="deb http://m/debian bookworm main", created_at=now)
     Mirror.create(repository=repo, url="http://m/debian", last_attempt_at=now,
-                  last_success_at=now)  # fmt: skip
+                  last_success_at=now, skipped_packages=0)  # fmt: skip
     JobRun.create(job="prune", started_at=now, finished_at=now, duration_seconds=0.1,
                   outcome="success")  # fmt: skip
 
