@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from patchwatch.errors import VersionError
 from patchwatch.osinfo import normalise_os
@@ -17,6 +20,7 @@ from patchwatch.osinfo import parse_patchman_os
 from patchwatch.vulns import archive
 from patchwatch.vulns import osv
 from patchwatch.vulns.ecosystems import Ordering
+from patchwatch.vulns.ecosystems import check_version
 from patchwatch.vulns.ecosystems import ecosystem_for_os
 from patchwatch.vulns.ecosystems import ordering_for
 from patchwatch.vulns.ecosystems import version_key
@@ -312,3 +316,21 @@ def test_a_vulnerability_on_several_packages_takes_the_worst_status() -> None:
     }
     # a version the ordering refuses cannot be judged: left out, not counted as safe or not
     assert assess_host(host, {"a": [""]}, FeedIndex(records)) == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789:-.~+^_ab \t\x00é"), max_size=12))
+def test_checking_a_version_refuses_exactly_what_ordering_refuses(version: str) -> None:
+    """Feeds are checked without building keys; the check must agree with the keys."""
+    for ordering in Ordering:
+        try:
+            version_key(ordering, version)
+            refused = False
+        except VersionError:
+            refused = True
+        try:
+            check_version(ordering, version)
+            checked = False
+        except VersionError:
+            checked = True
+        assert checked == refused, (ordering, version)

@@ -49,10 +49,11 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True, slots=True)
 class ArchiveLimits:
-    """Bounds on one archive; the defaults fit osv.dev's largest OS ecosystem with room.
+    """Bounds on one archive, with room above the largest OS feed.
 
-    Debian's all.zip holds about 50,000 records and 700 MB of JSON; a record is rarely
-    above 1 MB (Red Hat kernel advisories).
+    Debian's feed is about 50,000 records; a generated feed of that size and shape is
+    138 MB of JSON (``bench/bench_vulns.py``). A record is rarely above 1 MB (Red Hat's
+    kernel advisories).
     """
 
     max_members: int = 500_000

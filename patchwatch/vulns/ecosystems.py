@@ -42,12 +42,14 @@ from patchwatch.records import OSInfo
 from patchwatch.versions import Key
 from patchwatch.versions import deb_sort_key
 from patchwatch.versions import rpm_sort_key
+from patchwatch.versions import split_deb
 from patchwatch.versions import split_rpm
 from patchwatch.versions_apk import apk_sort_key
 
 __all__ = [
     "HostEcosystem",
     "Ordering",
+    "check_version",
     "ecosystem_for_os",
     "ordering_for",
     "version_key",
@@ -98,6 +100,29 @@ def version_key(ordering: Ordering, version: str) -> Key:
     ``patchwatch.versions``); keys of two orderings must never be compared.
     """
     return _KEYS[ordering](version)
+
+
+def _apk_check(version: str) -> None:
+    """apk orders every string (see ``patchwatch.versions_apk``): nothing to refuse."""
+
+
+# split_deb's own cache is for the update computation's hot path; checking a feed's
+# hundreds of thousands of versions once each goes around it rather than evicting it.
+_CHECKS = {
+    Ordering.DPKG: split_deb.__wrapped__,  # type: ignore[attr-defined]
+    Ordering.RPM: split_rpm,
+    Ordering.APK: _apk_check,
+}
+
+
+def check_version(ordering: Ordering, version: str) -> None:
+    """Raise ``VersionError`` exactly when :func:`version_key` would, without building a key.
+
+    Parsing a feed checks every version it names (tens of thousands of ``versions``
+    entries, most of which no host will ever compare); splitting is what refuses a
+    version in every ordering, and costs a tenth of building its key.
+    """
+    _CHECKS[ordering](version)
 
 
 @dataclass(frozen=True, slots=True)

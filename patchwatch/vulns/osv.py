@@ -54,8 +54,8 @@ import orjson
 from patchwatch.errors import ParseError
 from patchwatch.errors import VersionError
 from patchwatch.vulns.ecosystems import Ordering
+from patchwatch.vulns.ecosystems import check_version
 from patchwatch.vulns.ecosystems import ordering_for
-from patchwatch.vulns.ecosystems import version_key
 from patchwatch.vulns.identity import identities
 from patchwatch.vulns.model import Affected
 from patchwatch.vulns.model import Event
@@ -202,104 +202,143 @@ def _vendor_rating(*objects: Mapping[str, Any]) -> Rating | None:
     return None
 
 
-def _check_version(ordering: Ordering | None, version: str, where: str) -> None:
-    if ordering is None:
-        return
-    try:
-        version_key(ordering, version)
-    except VersionError as exc:
-        raise RecordError("version", str(exc), where) from None
+_OPEN = (Event("introduced", "0"),)
 
 
-def _ranges(value: object, where: str, ordering: Ordering | None) -> tuple[Range, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise _schema("not a list", where)
-    kept: list[Range] = []
-    for i, item in enumerate(value):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            raise _schema("not an object", at)
-        kind = item.get("type")
-        if not isinstance(kind, str) or kind not in _RANGE_TYPES:
-            raise _schema(f"type must be one of {sorted(_RANGE_TYPES)}", f"{at}.type")
-        if kind == "GIT" and not isinstance(item.get("repo"), str):
-            raise _schema("a GIT range needs a repo", f"{at}.repo")
-        raw = item.get("events")
-        if not isinstance(raw, list) or not raw:
-            raise _schema("events must be a non-empty list", f"{at}.events")
-        if len(raw) > _MAX_EVENTS:
-            raise RecordError("size", f"more than {_MAX_EVENTS} events", f"{at}.events")
-        events: list[Event] = []
-        for j, ev in enumerate(raw):
-            ev_at = f"{at}.events[{j}]"
-            if not isinstance(ev, dict) or len(ev) != 1:
-                raise _schema("an event holds exactly one of introduced, fixed, "
-                              "last_affected, limit", ev_at)  # fmt: skip
-            ((ev_kind, version),) = ev.items()
-            if ev_kind not in _EVENT_KINDS:
-                raise _schema(f"unknown event {ev_kind!r}", ev_at)
-            version = _string(version, f"{ev_at}.{ev_kind}")
-            if kind == "ECOSYSTEM" and not (ev_kind == "introduced" and version == "0"):
-                _check_version(ordering, version, f"{ev_at}.{ev_kind}")
-            events.append(Event(ev_kind, sys.intern(version)))
-        kinds = {e.kind for e in events}
-        if "introduced" not in kinds:
-            raise _schema("a range needs an introduced event", f"{at}.events")
-        if "fixed" in kinds and "last_affected" in kinds:
-            raise _schema("fixed and last_affected are mutually exclusive", f"{at}.events")
-        if kind == "ECOSYSTEM":
-            kept.append(Range(kind, tuple(events)))
-    return tuple(kept)
+class _Reader:
+    """Reads the ``affected`` entries of one feed, sharing what records repeat.
 
+    One reader per load: it remembers which versions it has already checked (a feed names
+    the same package history in every record about that package) and hands out one tuple
+    per distinct ``versions`` list, event and range, so memory grows
+    with what is distinct, not with the number of records. Nothing outlives the load but
+    the records themselves.
+    """
 
-def _affected(value: object, stats: FeedStats | None) -> tuple[tuple[Affected, ...], list[Cvss]]:
-    if value is None:
-        return (), []
-    if not isinstance(value, list):
-        raise _schema("not a list", "affected")
-    if len(value) > _MAX_AFFECTED:
-        raise RecordError("size", f"more than {_MAX_AFFECTED} entries", "affected")
-    out: list[Affected] = []
-    scores: list[Cvss] = []
-    for i, item in enumerate(value):
-        at = f"affected[{i}]"
-        if not isinstance(item, dict):
-            raise _schema("not an object", at)
-        package = item.get("package")
-        if not isinstance(package, dict):
-            raise _schema("package must be an object", f"{at}.package")
-        ecosystem = _string(package.get("ecosystem"), f"{at}.package.ecosystem")
-        name = _string(package.get("name"), f"{at}.package.name")
-        if not ecosystem or not name:
-            raise _schema("ecosystem and name must not be empty", f"{at}.package")
-        if "purl" in package:
-            _string(package["purl"], f"{at}.package.purl")
-        ordering = ordering_for(ecosystem)
-        ranges = _ranges(item.get("ranges"), f"{at}.ranges", ordering)
-        raw_versions = item.get("versions")
-        versions: tuple[str, ...] = ()
-        if raw_versions is not None:
-            if not isinstance(raw_versions, list):
-                raise _schema("not a list", f"{at}.versions")
-            if len(raw_versions) > _MAX_VERSIONS:
-                raise RecordError("size", f"more than {_MAX_VERSIONS} versions", f"{at}.versions")
-            checked = []
-            for j, v in enumerate(raw_versions):
-                v = _string(v, f"{at}.versions[{j}]")
-                _check_version(ordering, v, f"{at}.versions[{j}]")
-                checked.append(sys.intern(v))
-            versions = tuple(checked)
-        own_scores, _ = _severities(item.get("severity"), f"{at}.severity", stats)
-        scores.extend(own_scores)
-        eco_specific = _optional_object(item, "ecosystem_specific", at)
-        db_specific = _optional_object(item, "database_specific", at)
-        own = rating("debian-urgency", eco_specific.get("urgency")) or _vendor_rating(
-            eco_specific, db_specific
-        )
-        out.append(Affected(sys.intern(ecosystem), sys.intern(name), ranges, versions, own))
-    return tuple(out), scores
+    def __init__(self, stats: FeedStats | None) -> None:
+        self.stats = stats
+        self.checked: dict[Ordering, set[str]] = {}
+        self.shared: dict[object, object] = {}
+        self.lists: dict[object, tuple[str, ...]] = {}
+
+    def share(self, value: Any) -> Any:
+        return self.shared.setdefault(value, value)
+
+    def check(self, ordering: Ordering | None, version: str, where: str) -> None:
+        if ordering is None:
+            return
+        seen = self.checked.setdefault(ordering, set())
+        if version in seen:
+            return
+        try:
+            check_version(ordering, version)
+        except VersionError as exc:
+            raise RecordError("version", str(exc), where) from None
+        seen.add(version)
+
+    def ranges(self, value: object, where: str, ordering: Ordering | None) -> tuple[Range, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise _schema("not a list", where)
+        kept: list[Range] = []
+        for i, item in enumerate(value):
+            at = f"{where}[{i}]"
+            if not isinstance(item, dict):
+                raise _schema("not an object", at)
+            kind = item.get("type")
+            if not isinstance(kind, str) or kind not in _RANGE_TYPES:
+                raise _schema(f"type must be one of {sorted(_RANGE_TYPES)}", f"{at}.type")
+            if kind == "GIT" and not isinstance(item.get("repo"), str):
+                raise _schema("a GIT range needs a repo", f"{at}.repo")
+            raw = item.get("events")
+            if not isinstance(raw, list) or not raw:
+                raise _schema("events must be a non-empty list", f"{at}.events")
+            if len(raw) > _MAX_EVENTS:
+                raise RecordError("size", f"more than {_MAX_EVENTS} events", f"{at}.events")
+            events: list[Event] = []
+            for j, ev in enumerate(raw):
+                ev_at = f"{at}.events[{j}]"
+                if not isinstance(ev, dict) or len(ev) != 1:
+                    raise _schema("an event holds exactly one of introduced, fixed, "
+                                  "last_affected, limit", ev_at)  # fmt: skip
+                ((ev_kind, version),) = ev.items()
+                if ev_kind not in _EVENT_KINDS:
+                    raise _schema(f"unknown event {ev_kind!r}", ev_at)
+                version = _string(version, f"{ev_at}.{ev_kind}")
+                if kind == "ECOSYSTEM" and not (ev_kind == "introduced" and version == "0"):
+                    self.check(ordering, version, f"{ev_at}.{ev_kind}")
+                events.append(self.share(Event(ev_kind, sys.intern(version))))
+            kinds = {e.kind for e in events}
+            if "introduced" not in kinds:
+                raise _schema("a range needs an introduced event", f"{at}.events")
+            if "fixed" in kinds and "last_affected" in kinds:
+                raise _schema("fixed and last_affected are mutually exclusive", f"{at}.events")
+            if kind == "ECOSYSTEM":
+                kept.append(self.share(Range(kind, tuple(events))))
+        return tuple(kept)
+
+    def versions(self, value: object, where: str, ordering: Ordering | None) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise _schema("not a list", where)
+        if len(value) > _MAX_VERSIONS:
+            raise RecordError("size", f"more than {_MAX_VERSIONS} versions", where)
+        try:
+            key = (ordering, tuple(value))
+            known = self.lists.get(key)
+        except TypeError:  # a list or object among the versions: not hashable, not valid
+            key, known = None, None
+        if known is not None:
+            return known  # the same list, already checked in this ordering
+        checked = []
+        for j, v in enumerate(value):
+            v = _string(v, f"{where}[{j}]")
+            self.check(ordering, v, f"{where}[{j}]")
+            checked.append(sys.intern(v))
+        result = tuple(checked)
+        if key is not None:
+            # keyed by the interned tuple (equal to the raw one): the decoded strings go
+            self.lists[ordering, result] = result
+        return result
+
+    def affected(self, value: object) -> tuple[tuple[Affected, ...], list[Cvss]]:
+        if value is None:
+            return (), []
+        if not isinstance(value, list):
+            raise _schema("not a list", "affected")
+        if len(value) > _MAX_AFFECTED:
+            raise RecordError("size", f"more than {_MAX_AFFECTED} entries", "affected")
+        out: list[Affected] = []
+        scores: list[Cvss] = []
+        for i, item in enumerate(value):
+            at = f"affected[{i}]"
+            if not isinstance(item, dict):
+                raise _schema("not an object", at)
+            package = item.get("package")
+            if not isinstance(package, dict):
+                raise _schema("package must be an object", f"{at}.package")
+            ecosystem = _string(package.get("ecosystem"), f"{at}.package.ecosystem")
+            name = _string(package.get("name"), f"{at}.package.name")
+            if not ecosystem or not name:
+                raise _schema("ecosystem and name must not be empty", f"{at}.package")
+            if "purl" in package:
+                _string(package["purl"], f"{at}.package.purl")
+            ordering = ordering_for(ecosystem)
+            ranges = self.ranges(item.get("ranges"), f"{at}.ranges", ordering)
+            versions = self.versions(item.get("versions"), f"{at}.versions", ordering)
+            if any(r.events == _OPEN for r in ranges):
+                versions = ()  # every version is affected: the list adds nothing
+            own_scores, _ = _severities(item.get("severity"), f"{at}.severity", self.stats)
+            scores.extend(own_scores)
+            eco_specific = _optional_object(item, "ecosystem_specific", at)
+            db_specific = _optional_object(item, "database_specific", at)
+            own = rating("debian-urgency", eco_specific.get("urgency")) or _vendor_rating(
+                eco_specific, db_specific
+            )
+            out.append(Affected(sys.intern(ecosystem), sys.intern(name), ranges, versions, own))
+        return tuple(out), scores
 
 
 def _advisory_urls(value: object) -> tuple[str, ...]:
@@ -321,12 +360,15 @@ def _advisory_urls(value: object) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def parse_record(obj: object, stats: FeedStats | None = None) -> tuple[Record, bool]:
+def parse_record(
+    obj: object, stats: FeedStats | None = None, reader: _Reader | None = None
+) -> tuple[Record, bool]:
     """Check and read one decoded OSV record; return it and whether it is withdrawn.
 
     Raises ``RecordError`` (with its ``reason``) for a record that cannot be used.
     ``stats``, when given, counts severities that were dropped.
     """
+    reader = reader or _Reader(stats)
     if not isinstance(obj, dict):
         raise RecordError("json", "a record must be a JSON object")
     record_id = obj.get("id")
@@ -343,7 +385,7 @@ def parse_record(obj: object, stats: FeedStats | None = None) -> tuple[Record, b
         raise _schema("not a string", "summary")
     if "details" in obj and not isinstance(obj["details"], str):
         raise _schema("not a string", "details")
-    affected, entry_scores = _affected(obj.get("affected"), stats)
+    affected, entry_scores = reader.affected(obj.get("affected"))
     scores, ubuntu = _severities(obj.get("severity"), "severity", stats)
     own = ubuntu
     if own is None and (m := _REDHAT_SUMMARY.match(summary)):
@@ -368,7 +410,11 @@ def parse_record(obj: object, stats: FeedStats | None = None) -> tuple[Record, b
 
 
 def parse_record_bytes(
-    data: bytes, stats: FeedStats | None = None, *, max_bytes: int = MAX_RECORD_BYTES
+    data: bytes,
+    stats: FeedStats | None = None,
+    *,
+    max_bytes: int = MAX_RECORD_BYTES,
+    reader: _Reader | None = None,
 ) -> tuple[Record, bool]:
     """Decode one JSON record and read it (see :func:`parse_record`)."""
     if len(data) > max_bytes:
@@ -377,7 +423,7 @@ def parse_record_bytes(
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise RecordError("json", f"not JSON: {exc}") from None
-    return parse_record(obj, stats)
+    return parse_record(obj, stats, reader)
 
 
 def load_records(
@@ -394,10 +440,11 @@ def load_records(
     under each release's folder, as identical copies.
     """
     kept: dict[str, Record] = {}
+    reader = _Reader(stats)
     for name, data in members:
         stats.read += 1
         try:
-            record, withdrawn = parse_record_bytes(data, stats, max_bytes=max_bytes)
+            record, withdrawn = parse_record_bytes(data, stats, max_bytes=max_bytes, reader=reader)
         except RecordError as exc:
             stats.skip(exc.reason, f"{name}: {exc}")
             continue

@@ -205,9 +205,15 @@ def rating(scheme: str, text: object) -> Rating | None:
     ``**`` (set automatically, not yet reviewed); the stars are kept in ``text`` and
     ignored for the level.
     """
-    table = _SCHEMES[scheme]
     if not isinstance(text, str):
         return None
+    return _rating(scheme, text[: _MAX_RATING * 4])  # bounded before it is cached
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _rating(scheme: str, text: str) -> Rating | None:
+    """Shared ``Rating`` objects: a feed repeats a handful of words on every entry."""
+    table = _SCHEMES[scheme]
     shown = _SPACES.sub(" ", text).strip()[:_MAX_RATING]
     if not shown:
         return None
