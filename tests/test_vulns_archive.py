@@ -228,6 +228,51 @@ def test_random_bytes_give_a_clear_error_or_nothing(data: bytes, kind: str) -> N
         pass
 
 
+def _packed(kind: str) -> bytes:
+    entries = [(f"a{n}.json", RECORD) for n in range(3)]
+    out = io.BytesIO()
+    if kind.startswith("zip"):
+        method = {"zip": zipfile.ZIP_DEFLATED, "zip-bz2": zipfile.ZIP_BZIP2,
+                  "zip-lzma": zipfile.ZIP_LZMA, "zip-stored": zipfile.ZIP_STORED}[kind]  # fmt: skip
+        with zipfile.ZipFile(out, "w", method) as z:
+            for name, data in entries:
+                z.writestr(name, data)
+    else:
+        with tarfile.open(fileobj=out, mode=kind) as t:
+            for name, data in entries:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+PACKED = {k: _packed(k) for k in ("zip", "zip-bz2", "zip-lzma", "zip-stored", "w", "w:gz", "w:xz")}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(sorted(PACKED)),
+    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1,
+             max_size=5),
+)  # fmt: skip
+def test_damaged_archives_give_a_clear_error_or_skip_members(kind: str, flips: list) -> None:
+    """Bytes flipped anywhere in a real archive: ParseError, TooLargeError, or members skipped.
+
+    This found zipfile raising zlib.error, NotImplementedError (a version field) and
+    RuntimeError (an "encrypted" flag) on damaged members.
+    """
+    data = bytearray(PACKED[kind])
+    for where, value in flips:
+        data[int(where * len(data))] = value
+    stats = FeedStats()
+    reader = archive.iter_zip if kind.startswith("zip") else archive.iter_tar
+    try:
+        got = list(reader(io.BytesIO(bytes(data)), stats))
+    except (ParseError, TooLargeError):
+        return
+    assert len(got) + stats.skipped_total + stats.ignored <= 3
+
+
 def test_folder_members_are_sorted(tmp_path: Path) -> None:
     for name in ("b.json", "a.json", "c/a.json"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

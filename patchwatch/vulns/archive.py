@@ -26,10 +26,13 @@ two reads of one input give the same sequence.
 
 from __future__ import annotations
 
+import lzma
 import os
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,21 @@ from patchwatch.vulns.model import FeedStats
 __all__ = ["ArchiveLimits", "iter_folder", "iter_members", "iter_tar", "iter_zip"]
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# What zipfile raises on a damaged archive or member, besides BadZipFile: its
+# decompressors' own errors, unsupported features (a version, a compression method),
+# an encrypted member (RuntimeError) and malformed headers.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
 _CHUNK = 1 << 16
 
 
@@ -119,7 +137,7 @@ def iter_zip(
     budget = _Budget(limits, "zip")
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise ParseError(f"not a readable zip: {exc}") from None
     with archive:
         infos = archive.infolist()
@@ -146,7 +164,7 @@ def iter_zip(
             try:
                 with archive.open(info) as member:
                     data = _read_bounded(member, limits.max_member_bytes)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            except _ZIP_ERRORS as exc:
                 # a corrupt member (bad CRC, lying sizes, unknown compression): skip it
                 stats.skip("corrupt", f"{name}: unreadable member: {exc}")
                 continue
