@@ -42,7 +42,7 @@ def almalinux_raw() -> dict[str, list[dict]]:
     """The same archive read by the standard library alone: member name -> decoded JSON.
 
     Independent of ``patchwatch.vulns``: the reference the parsed records are checked
-    against.
+    against (``details`` and ``references`` left out).
     """
     out: dict[str, list[dict]] = {}
     with tarfile.open(ALMALINUX, "r:xz") as tar:
@@ -50,7 +50,11 @@ def almalinux_raw() -> dict[str, list[dict]]:
             if member.isfile() and member.name.endswith(".json"):
                 f = tar.extractfile(member)
                 assert f is not None
-                out.setdefault(member.name, []).append(json.load(f))
+                doc = json.load(f)
+                # the long prose is never compared: keep the session's memory small
+                doc.pop("details", None)
+                doc.pop("references", None)
+                out.setdefault(member.name, []).append(doc)
     return out
 
 
