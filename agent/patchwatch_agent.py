@@ -3,7 +3,7 @@
 
 One file, Python 3.6 or newer, standard library only, so that it can be copied to any
 host. It collects what the host's own package tools say (dpkg, rpm, apt, dnf/yum,
-zypper), builds the native report (``patchwatch/schemas/report-v1.json``) and sends it
+zypper), builds the native report (``patchwatch/domain/schemas/report-v1.json``) and sends it
 with ``POST {server}/api/v1/reports``. When the server cannot be reached the gzipped
 report is kept in a bounded spool directory and sent first on the next run.
 

@@ -111,18 +111,18 @@ def write_repo(folder: Path, primary_gz: bytes) -> None:
 
 def child(url: str, database_url: str, case: str, max_index_packages: int) -> None:
     """Refresh the mirror at ``url`` in this process and print the figures as JSON."""
-    from patchwatch.db import open_database
-    from patchwatch.db import write_transaction
-    from patchwatch.fetch import HttpFetcher
-    from patchwatch.migrations import migrate
-    from patchwatch.models import Mirror
-    from patchwatch.models import Package
-    from patchwatch.models import Repository
-    from patchwatch.records import Package as PackageRecord
-    from patchwatch.records import PackageKind
-    from patchwatch.refresh import refresh_mirror
-    from patchwatch.sets import ensure_packages
-    from patchwatch.settings import Settings
+    from patchwatch.domain.records import Package as PackageRecord
+    from patchwatch.domain.records import PackageKind
+    from patchwatch.domain.settings import Settings
+    from patchwatch.pipeline.fetch import HttpFetcher
+    from patchwatch.pipeline.refresh import refresh_mirror
+    from patchwatch.store.db import open_database
+    from patchwatch.store.db import write_transaction
+    from patchwatch.store.migrations import migrate
+    from patchwatch.store.models import Mirror
+    from patchwatch.store.models import Package
+    from patchwatch.store.models import Repository
+    from patchwatch.store.sets import ensure_packages
 
     db = open_database(database_url)
     db.connect()

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_parse_apt import download  # noqa: E402
 
-from patchwatch.repodata.apt import parse_packages  # noqa: E402
-from patchwatch.repodata.compression import open_decompressed  # noqa: E402
+from patchwatch.domain.repodata.apt import parse_packages  # noqa: E402
+from patchwatch.domain.repodata.compression import open_decompressed  # noqa: E402
 
 
 def load_index(path: Path) -> list[dict[str, str]]:
@@ -75,11 +75,11 @@ def report(host: str, packages: list[dict]) -> dict:
 
 
 def bench_processing(docs: list[dict], label: str) -> None:
-    from patchwatch.db import open_database
-    from patchwatch.migrations import migrate
-    from patchwatch.processing import NATIVE
-    from patchwatch.processing import process_pending
-    from patchwatch.processing import store_report
+    from patchwatch.pipeline.processing import NATIVE
+    from patchwatch.pipeline.processing import process_pending
+    from patchwatch.pipeline.processing import store_report
+    from patchwatch.store.db import open_database
+    from patchwatch.store.migrations import migrate
 
     with tempfile.TemporaryDirectory() as tmp:
         db = open_database(f"sqlite:///{tmp}/bench.db")

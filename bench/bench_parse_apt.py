@@ -67,8 +67,8 @@ def run_mode(mode: str, path: Path) -> dict[str, float]:
     """Measure one mode in this process (called in a child)."""
     sys.path.insert(0, str(ROOT))
     if mode == "patchwatch":
-        from patchwatch.repodata.apt import parse_packages
-        from patchwatch.repodata.compression import open_decompressed
+        from patchwatch.domain.repodata.apt import parse_packages
+        from patchwatch.domain.repodata.compression import open_decompressed
 
         started = time.perf_counter()
         with path.open("rb") as raw, open_decompressed(raw, "xz", LIMIT) as lines:

@@ -189,7 +189,7 @@ class Postgres:
         return self.server.create_database()
 
     def size(self, url: str) -> int:
-        from patchwatch.db import make_database
+        from patchwatch.store.db import make_database
 
         db = make_database(url)
         db.connect()
@@ -208,14 +208,14 @@ class Postgres:
 
 def store_counts(url: str) -> dict[str, int]:
     """Row counts that explain the costs (distinct sets drive processing and updates)."""
-    from patchwatch.db import open_database
-    from patchwatch.models import Host
-    from patchwatch.models import HostUpdate
-    from patchwatch.models import JobRun
-    from patchwatch.models import Package
-    from patchwatch.models import PackageSet
-    from patchwatch.models import PackageSetMember
-    from patchwatch.models import Report
+    from patchwatch.store.db import open_database
+    from patchwatch.store.models import Host
+    from patchwatch.store.models import HostUpdate
+    from patchwatch.store.models import JobRun
+    from patchwatch.store.models import Package
+    from patchwatch.store.models import PackageSet
+    from patchwatch.store.models import PackageSetMember
+    from patchwatch.store.models import Report
 
     db = open_database(url)
     db.connect()

@@ -44,13 +44,13 @@ SUITES = (("bookworm", False), ("bookworm-updates", False), ("bookworm-security"
 
 def child(mode: str, database_url: str, mirror: str, security_mirror: str) -> None:
     """Run one refresh in this process and print its figures as JSON."""
-    from patchwatch.db import open_database
-    from patchwatch.fetch import HttpFetcher
-    from patchwatch.migrations import migrate
-    from patchwatch.models import Mirror
-    from patchwatch.models import Repository
-    from patchwatch.refresh import refresh_all
-    from patchwatch.settings import parse_settings
+    from patchwatch.domain.settings import parse_settings
+    from patchwatch.pipeline.fetch import HttpFetcher
+    from patchwatch.pipeline.refresh import refresh_all
+    from patchwatch.store.db import open_database
+    from patchwatch.store.migrations import migrate
+    from patchwatch.store.models import Mirror
+    from patchwatch.store.models import Repository
 
     db = open_database(database_url)
     db.connect()

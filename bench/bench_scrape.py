@@ -52,16 +52,16 @@ from prometheus_client.exposition import generate_latest
 
 from exporter.app import make_app
 from exporter.collector import StoreCollector
-from patchwatch.db import open_database
-from patchwatch.migrations import migrate
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import OSRelease
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import Repository
+from patchwatch.store.db import open_database
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Repository
 
 DAY = 86400.0
 BATCH = 2000

@@ -57,26 +57,26 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, database_url: str) -> None:
-    from patchwatch.db import open_database
-    from patchwatch.fetch import HttpFetcher
-    from patchwatch.hostupdates import refresh_host_updates
-    from patchwatch.migrations import migrate
-    from patchwatch.models import Host
-    from patchwatch.models import HostUpdate
-    from patchwatch.models import Mirror
-    from patchwatch.models import Package
-    from patchwatch.models import PackageSetMember
-    from patchwatch.models import Repository
-    from patchwatch.processing import process_pending
-    from patchwatch.processing import store_report
-    from patchwatch.records import Package as PackageRecord
-    from patchwatch.records import PackageKind
-    from patchwatch.records import RepoKind
-    from patchwatch.records import ReportedRepository
-    from patchwatch.refresh import refresh_all
-    from patchwatch.sets import ensure_package_set
-    from patchwatch.sets import ensure_repository_set
-    from patchwatch.settings import Settings
+    from patchwatch.domain.records import Package as PackageRecord
+    from patchwatch.domain.records import PackageKind
+    from patchwatch.domain.records import RepoKind
+    from patchwatch.domain.records import ReportedRepository
+    from patchwatch.domain.settings import Settings
+    from patchwatch.pipeline.fetch import HttpFetcher
+    from patchwatch.pipeline.hostupdates import refresh_host_updates
+    from patchwatch.pipeline.processing import process_pending
+    from patchwatch.pipeline.processing import store_report
+    from patchwatch.pipeline.refresh import refresh_all
+    from patchwatch.store.db import open_database
+    from patchwatch.store.migrations import migrate
+    from patchwatch.store.models import Host
+    from patchwatch.store.models import HostUpdate
+    from patchwatch.store.models import Mirror
+    from patchwatch.store.models import Package
+    from patchwatch.store.models import PackageSetMember
+    from patchwatch.store.models import Repository
+    from patchwatch.store.sets import ensure_package_set
+    from patchwatch.store.sets import ensure_repository_set
 
     db = open_database(database_url)
     db.connect()

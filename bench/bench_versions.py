@@ -33,16 +33,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from patchwatch.versions import compare_deb
-from patchwatch.versions import deb_sort_key
-from patchwatch.versions import split_deb
-from patchwatch.versions_alpm import _parts as alpm_parts
-from patchwatch.versions_alpm import alpm_sort_key
-from patchwatch.versions_alpm import compare_alpm
-from patchwatch.versions_alpm import split_alpm
-from patchwatch.versions_apk import _body as apk_body
-from patchwatch.versions_apk import apk_sort_key
-from patchwatch.versions_apk import compare_apk
+from patchwatch.domain.versions import compare_deb
+from patchwatch.domain.versions import deb_sort_key
+from patchwatch.domain.versions import split_deb
+from patchwatch.domain.versions_alpm import _parts as alpm_parts
+from patchwatch.domain.versions_alpm import alpm_sort_key
+from patchwatch.domain.versions_alpm import compare_alpm
+from patchwatch.domain.versions_alpm import split_alpm
+from patchwatch.domain.versions_apk import _body as apk_body
+from patchwatch.domain.versions_apk import apk_sort_key
+from patchwatch.domain.versions_apk import compare_apk
 
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 FALLBACK_MIRROR = "http://deb.debian.org/debian"

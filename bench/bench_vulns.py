@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the vulnerability feed readers and matching (``patchwatch.vulns``).
+"""Benchmark the vulnerability feed readers and matching (``patchwatch.domain.vulns``).
 
 Why: issue 25 sets the aims for one 2-core server: the 5,680 real AlmaLinux records
 read from their archive in under 3 s, and a Debian-sized feed (about 50,000 records) in
@@ -220,9 +220,9 @@ def _rss_kib(field: str) -> int:
 
 def child_load(source: str) -> None:
     """Read one archive of records; print JSON with time and memory."""
-    from patchwatch.vulns import archive
-    from patchwatch.vulns import osv
-    from patchwatch.vulns.model import FeedStats
+    from patchwatch.domain.vulns import archive
+    from patchwatch.domain.vulns import osv
+    from patchwatch.domain.vulns.model import FeedStats
 
     base = _rss_kib("VmRSS")
     started = time.perf_counter()
@@ -238,13 +238,13 @@ def child_load(source: str) -> None:
 
 def child_match(source: str, hosts: int, size: int) -> None:
     """Index a feed and assess ``hosts`` generated hosts of ``size`` source packages."""
-    from patchwatch.osinfo import normalise_os
-    from patchwatch.vulns import archive
-    from patchwatch.vulns import osv
-    from patchwatch.vulns.ecosystems import ecosystem_for_os
-    from patchwatch.vulns.match import FeedIndex
-    from patchwatch.vulns.match import assess_host
-    from patchwatch.vulns.model import FeedStats
+    from patchwatch.domain.osinfo import normalise_os
+    from patchwatch.domain.vulns import archive
+    from patchwatch.domain.vulns import osv
+    from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+    from patchwatch.domain.vulns.match import FeedIndex
+    from patchwatch.domain.vulns.match import assess_host
+    from patchwatch.domain.vulns.model import FeedStats
 
     stats = FeedStats()
     records = osv.load_records(archive.iter_members(source, stats), stats)
@@ -277,8 +277,8 @@ def child_match(source: str, hosts: int, size: int) -> None:
 
 
 def child_small(kind: str, source: str) -> None:
-    from patchwatch.vulns.epss import parse_epss
-    from patchwatch.vulns.kev import parse_kev
+    from patchwatch.domain.vulns.epss import parse_epss
+    from patchwatch.domain.vulns.kev import parse_kev
 
     data = Path(source).read_bytes()
     started = time.perf_counter()

@@ -55,9 +55,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from patchwatch.repodata.apt import parse_packages  # noqa: E402
-from patchwatch.repodata.compression import open_decompressed  # noqa: E402
-from patchwatch.versions import deb_sort_key  # noqa: E402
+from patchwatch.domain.repodata.apt import parse_packages  # noqa: E402
+from patchwatch.domain.repodata.compression import open_decompressed  # noqa: E402
+from patchwatch.domain.versions import deb_sort_key  # noqa: E402
 
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 ARCHES = ("amd64", "all")

@@ -17,24 +17,24 @@ from cli.output import add_format
 from cli.output import emit
 from cli.output import open_store
 from cli.output import positive_int
-from patchwatch import listings
-from patchwatch.db import database
-from patchwatch.db import open_database
-from patchwatch.errors import ParseError
-from patchwatch.errors import PatchwatchError
-from patchwatch.models import Report
-from patchwatch.processing import process_pending
-from patchwatch.processing import prune_reports
-from patchwatch.processing import queued_report_ids
-from patchwatch.reports import parse_hostname
-from patchwatch.settings import Settings
-from patchwatch.tokens import BoundError
-from patchwatch.tokens import create_token
-from patchwatch.tokens import current_binding
-from patchwatch.tokens import describe_token
-from patchwatch.tokens import list_tokens
-from patchwatch.tokens import release_host
-from patchwatch.tokens import revoke_token
+from patchwatch.domain import listings
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.domain.reports import parse_hostname
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import prune_reports
+from patchwatch.pipeline.processing import queued_report_ids
+from patchwatch.store.db import database
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Report
+from patchwatch.store.tokens import BoundError
+from patchwatch.store.tokens import create_token
+from patchwatch.store.tokens import current_binding
+from patchwatch.store.tokens import describe_token
+from patchwatch.store.tokens import list_tokens
+from patchwatch.store.tokens import release_host
+from patchwatch.store.tokens import revoke_token
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,7 +108,7 @@ def positive_days(text: str) -> float:
 
 
 def host_name(text: str) -> str:
-    """A host name normalised as reports are (``patchwatch.reports.parse_hostname``)."""
+    """A host name normalised as reports are (``patchwatch.domain.reports.parse_hostname``)."""
     try:
         return parse_hostname(text.strip())[0]
     except ParseError as exc:

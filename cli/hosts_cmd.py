@@ -27,10 +27,10 @@ from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
 from cli.output import yes_no
-from patchwatch import listings
-from patchwatch import rdns
-from patchwatch.diffs import format_host_diff
-from patchwatch.diffs import host_diff_dict
+from patchwatch.domain import listings
+from patchwatch.domain.diffs import format_host_diff
+from patchwatch.domain.diffs import host_diff_dict
+from patchwatch.domain.settings import Settings
 from patchwatch.inventory import KEEP
 from patchwatch.inventory import delete_hosts
 from patchwatch.inventory import diff_hosts
@@ -39,10 +39,10 @@ from patchwatch.inventory import match_hosts
 from patchwatch.inventory import parse_maintenance_until
 from patchwatch.inventory import resolve_host
 from patchwatch.inventory import set_host_flags
-from patchwatch.models import Host
-from patchwatch.queries import HostFilter
-from patchwatch.queries import host_summaries
-from patchwatch.settings import Settings
+from patchwatch.store import rdns
+from patchwatch.store.models import Host
+from patchwatch.store.queries import HostFilter
+from patchwatch.store.queries import host_summaries
 
 HOST_COLUMNS = [
     ("name", "host"), ("os", "os"), ("packages", "pkgs"), ("security_updates", "sec"),

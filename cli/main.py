@@ -28,10 +28,10 @@ from cli.output import OneLineParser
 from cli.output import UsageError
 from cli.output import printable
 from patchwatch import __version__
-from patchwatch.errors import ConfigError
-from patchwatch.errors import PatchwatchError
-from patchwatch.settings import Settings
-from patchwatch.settings import load_settings
+from patchwatch.domain.errors import ConfigError
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.settings import load_settings
 
 log = logging.getLogger("patchwatch")
 

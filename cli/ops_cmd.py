@@ -24,10 +24,10 @@ from cli.output import plural
 from cli.output import print_fields
 from cli.output import printable
 from cli.output import render_json
-from patchwatch import listings
-from patchwatch import rdns
-from patchwatch.errors import NotFoundError
-from patchwatch.errors import ParseError
+from patchwatch.domain import listings
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.settings import Settings
 from patchwatch.inventory import add_os_repositories
 from patchwatch.inventory import attention
 from patchwatch.inventory import check_store
@@ -39,8 +39,8 @@ from patchwatch.inventory import remove_os_repositories
 from patchwatch.inventory import resolve_host
 from patchwatch.inventory import resolve_os_release
 from patchwatch.inventory import resolve_repository
-from patchwatch.queries import hosts_with_package
-from patchwatch.settings import Settings
+from patchwatch.store import rdns
+from patchwatch.store.queries import hosts_with_package
 
 OS_COLUMNS = [
     ("id", "id"), ("name", "os release"), ("hosts", "hosts"),

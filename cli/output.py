@@ -4,7 +4,7 @@ Tables are for people: they fit the terminal (80 columns when the output is not 
 terminal, so that a pasted or mailed table stays readable), cutting the widest column
 first with an ellipsis, and show control characters from reports as escapes. JSON and
 CSV are for scripts: every field, never cut, exactly as the admin API answers (JSON
-times as Unix seconds; CSV as :mod:`patchwatch.tabular` writes it). Progress goes to
+times as Unix seconds; CSV as :mod:`patchwatch.domain.tabular` writes it). Progress goes to
 stderr and only to a terminal, never into a pipe or a cron mail, and ``-q`` turns it
 off.
 
@@ -29,17 +29,17 @@ from typing import NoReturn
 
 from peewee import PeeweeException
 
-from patchwatch.db import open_database
-from patchwatch.db import sqlite_path
-from patchwatch.errors import ParseError
-from patchwatch.errors import PatchwatchError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.settings import mask_url
+from patchwatch.domain.tabular import csv_text
+from patchwatch.domain.tabular import is_time_key
 from patchwatch.inventory import AmbiguousError
-from patchwatch.migrations import current_version
-from patchwatch.migrations import migrate
-from patchwatch.settings import Settings
-from patchwatch.settings import mask_url
-from patchwatch.tabular import csv_text
-from patchwatch.tabular import is_time_key
+from patchwatch.store.db import open_database
+from patchwatch.store.db import sqlite_path
+from patchwatch.store.migrations import current_version
+from patchwatch.store.migrations import migrate
 
 FORMATS = ("table", "json", "csv")
 DEFAULT_WIDTH = 80
@@ -286,7 +286,7 @@ def render_json(data: Any) -> str:
 
 
 def render_csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
-    """The rows under the listing's fields, as the API writes them (patchwatch.tabular)."""
+    """The rows under the listing's fields, as the API writes them (patchwatch.domain.tabular)."""
     return csv_text(rows, fields).rstrip("\n")
 
 
@@ -300,7 +300,7 @@ def emit(
 ) -> None:
     """Print a listing in the chosen format; say ``empty`` on stderr when it has no rows.
 
-    ``fields`` (from :mod:`patchwatch.listings`) are the CSV header, whether or not
+    ``fields`` (from :mod:`patchwatch.domain.listings`) are the CSV header, whether or not
     there are rows. The note goes to stderr so that ``--format csv`` of nothing is
     still just the header.
     """

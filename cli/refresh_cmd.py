@@ -19,21 +19,21 @@ from peewee import JOIN
 from cli.output import add_quiet
 from cli.output import open_store
 from cli.output import printable
-from patchwatch.errors import NotFoundError
-from patchwatch.fetch import HttpFetcher
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import Package
-from patchwatch.models import Repository
-from patchwatch.records import Package as PackageRecord
-from patchwatch.records import PackageKind
-from patchwatch.refresh import RefreshResult
-from patchwatch.refresh import refresh_all
-from patchwatch.refresh import summarize_results
-from patchwatch.settings import Settings
-from patchwatch.update_status import unknown_reasons
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.refresh import RefreshResult
+from patchwatch.pipeline.refresh import refresh_all
+from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import Repository
+from patchwatch.store.update_status import unknown_reasons
 
 BAR_WIDTH = 24
 
@@ -102,7 +102,7 @@ def _line(res: RefreshResult) -> str:
 
 def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
     _open(settings)
-    refresh_log = logging.getLogger("patchwatch.refresh")
+    refresh_log = logging.getLogger("patchwatch.pipeline.refresh")
     level = refresh_log.level
     if not getattr(args, "verbose", False):  # each outcome is printed below, once
         refresh_log.setLevel(logging.ERROR)

@@ -5,7 +5,7 @@ of its key or name that matches only one repository. Changes here are inputs of 
 update computation: they show in hosts' updates after the next updates run.
 
 ``approve``: a repository a host reported is read only when its mirrors' URLs match
-``mirror_url_patterns`` or an operator approved them (``patchwatch.approval``); the
+``mirror_url_patterns`` or an operator approved them (``patchwatch.store.approval``); the
 listing's ``approval`` column says which.
 """
 
@@ -27,10 +27,8 @@ from cli.output import print_fields
 from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
-from patchwatch import listings
-from patchwatch.approval import approve_repositories
-from patchwatch.approval import mirror_state
-from patchwatch.approval import repository_states
+from patchwatch.domain import listings
+from patchwatch.domain.settings import Settings
 from patchwatch.inventory import check_link
 from patchwatch.inventory import link_repositories
 from patchwatch.inventory import possible_mirrors
@@ -39,7 +37,9 @@ from patchwatch.inventory import repository_list
 from patchwatch.inventory import resolve_repository
 from patchwatch.inventory import set_repositories_enabled
 from patchwatch.inventory import set_repository_security
-from patchwatch.settings import Settings
+from patchwatch.store.approval import approve_repositories
+from patchwatch.store.approval import mirror_state
+from patchwatch.store.approval import repository_states
 
 LIST_COLUMNS = [
     ("id", "id"), ("label", "repository"), ("security", "sec"), ("enabled", "on"),

@@ -26,11 +26,11 @@ from typing import Any
 
 from cli.gunicorn_app import EmbeddedGunicorn
 from cli.gunicorn_app import gunicorn_options
-from patchwatch.db import PRIVATE_DIR_MODE
-from patchwatch.db import open_database
-from patchwatch.errors import PatchwatchError
-from patchwatch.migrations import migrate
-from patchwatch.settings import Settings
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.domain.settings import Settings
+from patchwatch.store.db import PRIVATE_DIR_MODE
+from patchwatch.store.db import open_database
+from patchwatch.store.migrations import migrate
 
 log = logging.getLogger("patchwatch.serve")
 
@@ -180,7 +180,7 @@ def make_server_app(
             server_pid=server_pid,
         )  # fmt: skip
     app = create_app(settings)
-    from patchwatch.db import database
+    from patchwatch.store.db import database
 
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app,

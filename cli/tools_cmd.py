@@ -7,14 +7,14 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from patchwatch.db import open_database
-from patchwatch.errors import VersionError
-from patchwatch.migrations import migrate
-from patchwatch.records import PackageKind
-from patchwatch.settings import SETTINGS
-from patchwatch.settings import Settings
-from patchwatch.settings import describe
-from patchwatch.settings import env_name
+from patchwatch.domain.errors import VersionError
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.settings import SETTINGS
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.settings import describe
+from patchwatch.domain.settings import env_name
+from patchwatch.store.db import open_database
+from patchwatch.store.migrations import migrate
 
 VERCMP_FAMILIES = ("deb", "rpm", "arch", "apk")
 """Version families ``patchwatch vercmp`` compares (package kinds and the newer families)."""
@@ -116,14 +116,14 @@ def settings_markdown() -> str:
 def _comparer(family: str) -> Callable[[str, str], int]:
     """The comparison function of a version family (imported only when asked for)."""
     if family == "arch":
-        from patchwatch.versions_alpm import compare_alpm
+        from patchwatch.domain.versions_alpm import compare_alpm
 
         return compare_alpm
     if family == "apk":
-        from patchwatch.versions_apk import compare_apk
+        from patchwatch.domain.versions_apk import compare_apk
 
         return compare_apk
-    from patchwatch.versions import compare
+    from patchwatch.domain.versions import compare
 
     kind = PackageKind(family)
     return lambda a, b: compare(kind, a, b)

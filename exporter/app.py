@@ -27,7 +27,7 @@ from exporter.collector import StoreCollector
 from exporter.exposition import negotiate
 from exporter.exposition import render
 from exporter.processes import ServerProcesses
-from patchwatch.health import check_database
+from patchwatch.store.health import check_database
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -31,15 +31,15 @@ from prometheus_client.registry import Collector
 import patchwatch
 from exporter.exposition import Row
 from exporter.exposition import RowFamily
-from patchwatch import rdns
-from patchwatch.queries import HOST_TUPLE_FIELDS
-from patchwatch.queries import as_flag
-from patchwatch.queries import count_reports_by_state
-from patchwatch.queries import load_host_tags
-from patchwatch.queries import load_host_tuples
-from patchwatch.queries import load_last_job_runs
-from patchwatch.queries import load_mirror_rows
-from patchwatch.reboot import reboot_required
+from patchwatch.domain.reboot import reboot_required
+from patchwatch.store import rdns
+from patchwatch.store.queries import HOST_TUPLE_FIELDS
+from patchwatch.store.queries import as_flag
+from patchwatch.store.queries import count_reports_by_state
+from patchwatch.store.queries import load_host_tags
+from patchwatch.store.queries import load_host_tuples
+from patchwatch.store.queries import load_last_job_runs
+from patchwatch.store.queries import load_mirror_rows
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class StoreCollector(Collector):
         """``patchwatch_host_tag{host,tag}``: one series per tag, so that a matcher
         (``{tag="prod"}``) selects hosts, instead of a regex on a comma-joined label.
 
-        Bounded: a report carries at most 64 tags (``patchwatch.reports``).
+        Bounded: a report carries at most 64 tags (``patchwatch.domain.reports``).
         """
         rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags()]
         yield RowFamily(
@@ -235,7 +235,7 @@ class StoreCollector(Collector):
 
     def _reverse_dns_families(self) -> Iterator[Metric]:
         """``patchwatch_host_reverse_dns_match{host}``: only for hosts with the reverse
-        DNS check on and a definite answer (``patchwatch.rdns``); absent otherwise,
+        DNS check on and a definite answer (``patchwatch.store.rdns``); absent otherwise,
         never a 0 for "not checked" or "the resolver did not answer"."""
         rows: list[Row] = [((host,), match) for host, match in rdns.match_rows()]
         yield RowFamily(

@@ -11,8 +11,8 @@ to an OS group are *inputs* of the update computation, whose digest notices them
 take effect at the next updates run, not here. A host's own flags are recomputed for
 that one host at once, because an operator who flips them wants to see the result.
 
-Not done here: refreshing mirrors (``patchwatch.refresh``), processing reports
-(``patchwatch.processing``), deleting tokens or host credentials with a host (revoke
+Not done here: refreshing mirrors (``patchwatch.pipeline.refresh``), processing reports
+(``patchwatch.pipeline.processing``), deleting tokens or host credentials with a host (revoke
 the token: ``patchwatch token revoke``).
 """
 
@@ -36,46 +36,46 @@ from urllib.parse import urlsplit
 from peewee import JOIN
 from peewee import fn
 
-from patchwatch import rdns
-from patchwatch.db import database
-from patchwatch.db import is_sqlite
-from patchwatch.db import write_transaction
-from patchwatch.diffs import HostDiff
-from patchwatch.diffs import HostInventory
-from patchwatch.diffs import compute_host_diff
-from patchwatch.errors import NotFoundError
-from patchwatch.errors import ParseError
-from patchwatch.errors import PatchwatchError
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.hostupdates import repository_membership
-from patchwatch.models import MODELS
-from patchwatch.models import Advisory
-from patchwatch.models import AdvisoryPackage
-from patchwatch.models import BaseModel
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import OSRelease
-from patchwatch.models import OSReleaseRepository
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetContent
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Report
-from patchwatch.models import Repository
-from patchwatch.models import RepositorySet
-from patchwatch.models import RepositorySetMember
-from patchwatch.models import UpdateSet
-from patchwatch.models import UpdateSetItem
-from patchwatch.oversized import Removed
-from patchwatch.oversized import find_oversized
-from patchwatch.oversized import remove_oversized
-from patchwatch.queries import host_detail
-from patchwatch.queries import load_host_rows
-from patchwatch.set_content import sets_unlike_their_rows
-from patchwatch.update_status import NOT_COMPUTED
-from patchwatch.update_status import UNKNOWN
-from patchwatch.update_status import unknown_reasons
+from patchwatch.domain.diffs import HostDiff
+from patchwatch.domain.diffs import HostInventory
+from patchwatch.domain.diffs import compute_host_diff
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.hostupdates import repository_membership
+from patchwatch.store import rdns
+from patchwatch.store.db import database
+from patchwatch.store.db import is_sqlite
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import MODELS
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import AdvisoryPackage
+from patchwatch.store.models import BaseModel
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import OSReleaseRepository
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import PackageSetContent
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Report
+from patchwatch.store.models import Repository
+from patchwatch.store.models import RepositorySet
+from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.models import UpdateSet
+from patchwatch.store.models import UpdateSetItem
+from patchwatch.store.oversized import Removed
+from patchwatch.store.oversized import find_oversized
+from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.queries import host_detail
+from patchwatch.store.queries import load_host_rows
+from patchwatch.store.set_content import sets_unlike_their_rows
+from patchwatch.store.update_status import NOT_COMPUTED
+from patchwatch.store.update_status import UNKNOWN
+from patchwatch.store.update_status import unknown_reasons
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _evr(epoch: str, version: str, release: str) -> str:
 
 
 def diff_hosts(a: Host, b: Host) -> HostDiff:
-    """Compare two hosts (see ``patchwatch.diffs``); ``a`` is the "-" side."""
+    """Compare two hosts (see ``patchwatch.domain.diffs``); ``a`` is the "-" side."""
     return compute_host_diff(load_host_inventory(a), load_host_inventory(b))
 
 
@@ -1227,11 +1227,11 @@ def check_store(
     ``detail``; a non-zero ``found`` on an ``integrity``, ``foreign keys`` or
     ``packed member ids`` row means damage that deleting cannot fix (restore from a
     backup). Rows over the field limits (a mirror's, stored before refreshes bounded
-    them) are removed with what refers to them (``patchwatch.oversized``); what that
+    them) are removed with what refers to them (``patchwatch.store.oversized``); what that
     leaves unreferenced is found by the next run.
 
     Orphan packages are deleted only with ``include_packages``: receiver and scheduler
-    processes cache package ids (``patchwatch.sets``), so deleting packages while they
+    processes cache package ids (``patchwatch.store.sets``), so deleting packages while they
     run can make a later report refer to a deleted package. Stop them first.
     """
     steps: list[tuple[str, Callable[[], object], type[BaseModel], bool, str]] = [

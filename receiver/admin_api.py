@@ -19,12 +19,12 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
-from patchwatch import listings
-from patchwatch import rdns
-from patchwatch.diffs import host_diff_dict
-from patchwatch.errors import AuthError
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
+from patchwatch.domain import listings
+from patchwatch.domain.diffs import host_diff_dict
+from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.jsondoc import decode_json
 from patchwatch.inventory import KEEP
 from patchwatch.inventory import AmbiguousError
 from patchwatch.inventory import ConflictError
@@ -46,8 +46,8 @@ from patchwatch.inventory import resolve_repository
 from patchwatch.inventory import set_host_flags
 from patchwatch.inventory import set_repositories_enabled
 from patchwatch.inventory import set_repository_security
-from patchwatch.jsondoc import decode_json
-from patchwatch.tokens import require_admin
+from patchwatch.store import rdns
+from patchwatch.store.tokens import require_admin
 from receiver.ingest import authenticate_request
 from receiver.read_api import listing
 from receiver.read_api import number_arg
@@ -72,7 +72,7 @@ MAX_BODY_VALUES = 10_000
 def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object, with only known keys.
 
-    Decoded with the report bodies' bounds (``patchwatch.jsondoc``), scaled down to
+    Decoded with the report bodies' bounds (``patchwatch.domain.jsondoc``), scaled down to
     what a flag change needs: a body nested a thousand levels deep is a 400, not a
     ``RecursionError`` and a 500.
 

@@ -11,7 +11,7 @@ Every report is bounded and parsed before it is stored (so a malformed one gets 
 naming the field and nothing is written; a large one waits for the worker's
 large-report slot, ``receiver.gate``), stored in one short transaction together with
 its authorisation, then acknowledged. The report that enrolls a host gets the host's
-own token in the answer (``patchwatch.tokens``). Processing runs after the answer is
+own token in the answer (``patchwatch.store.tokens``). Processing runs after the answer is
 sent when ``process_inline`` is on.
 """
 
@@ -28,29 +28,29 @@ from flask import g
 from flask import jsonify
 from flask import request
 
-from patchwatch.db import database
-from patchwatch.db import write_transaction
-from patchwatch.errors import AuthError
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.jsondoc import count_values
-from patchwatch.jsondoc import decode_json
-from patchwatch.models import Report
-from patchwatch.models import Token
-from patchwatch.processing import NATIVE
-from patchwatch.processing import PATCHMAN1
-from patchwatch.processing import PATCHMAN2
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.records import HostReport
-from patchwatch.reports import parse_native
-from patchwatch.reports import parse_protocol1
-from patchwatch.reports import parse_protocol2
-from patchwatch.sets import package_set_digest
-from patchwatch.settings import Settings
-from patchwatch.tokens import authorize_host_write
-from patchwatch.tokens import check_enrollment_key
-from patchwatch.tokens import host_has_credential
+from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.jsondoc import count_values
+from patchwatch.domain.jsondoc import decode_json
+from patchwatch.domain.records import HostReport
+from patchwatch.domain.reports import parse_native
+from patchwatch.domain.reports import parse_protocol1
+from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processing import NATIVE
+from patchwatch.pipeline.processing import PATCHMAN1
+from patchwatch.pipeline.processing import PATCHMAN2
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.db import database
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Report
+from patchwatch.store.models import Token
+from patchwatch.store.sets import package_set_digest
+from patchwatch.store.tokens import authorize_host_write
+from patchwatch.store.tokens import check_enrollment_key
+from patchwatch.store.tokens import host_has_credential
 from receiver.gate import LARGE_REPORT_BYTES
 from receiver.gate import LARGE_REPORT_VALUES
 from receiver.gate import RETRY_AFTER_SECONDS
@@ -117,7 +117,7 @@ def _accept(
 ) -> tuple[int, str | None]:
     """Store the report (authorising ``token`` in the same transaction); return its id
     and the host's own token when this report enrolled the host (see
-    ``patchwatch.tokens``), so that a token is issued only with a stored report.
+    ``patchwatch.store.tokens``), so that a token is issued only with a stored report.
 
     :raises AuthError: 403 when the token may not write the host.
     """

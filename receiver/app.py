@@ -14,12 +14,12 @@ from flask import request
 from peewee import Database
 from peewee import PeeweeException
 
-from patchwatch.db import connect_checked
-from patchwatch.db import database
-from patchwatch.db import open_database
-from patchwatch.health import check_database
-from patchwatch.sets import limit_id_caches
-from patchwatch.settings import Settings
+from patchwatch.domain.settings import Settings
+from patchwatch.store.db import connect_checked
+from patchwatch.store.db import database
+from patchwatch.store.db import open_database
+from patchwatch.store.health import check_database
+from patchwatch.store.sets import limit_id_caches
 from receiver.admin_api import bp as admin_bp
 from receiver.api import bp as ingest_bp
 from receiver.errors import register_error_handlers

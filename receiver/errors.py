@@ -13,10 +13,10 @@ from peewee import OperationalError
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
-from patchwatch.errors import AuthError
-from patchwatch.errors import NotFoundError
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
+from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from flask import Request
 from werkzeug.exceptions import RequestTimeout
 
-from patchwatch.errors import AuthError
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.models import Token
-from patchwatch.settings import Settings
-from patchwatch.tokens import authenticate
+from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.settings import Settings
+from patchwatch.store.models import Token
+from patchwatch.store.tokens import authenticate
 from receiver.gate import LARGE_REPORT_BYTES
 
 BODY_DEADLINE_SECONDS = 60.0

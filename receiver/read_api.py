@@ -17,18 +17,18 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
-from patchwatch import listings
-from patchwatch.errors import AuthError
-from patchwatch.errors import ParseError
+from patchwatch.domain import listings
+from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory import get_host
 from patchwatch.inventory import host_overview
-from patchwatch.queries import HostFilter
-from patchwatch.queries import host_summaries
-from patchwatch.queries import hosts_with_package
-from patchwatch.queries import pending_update_summary
-from patchwatch.queries import repository_summaries
-from patchwatch.tabular import csv_text
-from patchwatch.tokens import require_admin
+from patchwatch.store.queries import HostFilter
+from patchwatch.store.queries import host_summaries
+from patchwatch.store.queries import hosts_with_package
+from patchwatch.store.queries import pending_update_summary
+from patchwatch.store.queries import repository_summaries
+from patchwatch.store.tokens import require_admin
 from receiver.ingest import authenticate_request
 
 bp = Blueprint("read_api", __name__, url_prefix="/api/v1")
@@ -70,8 +70,8 @@ def number_arg(name: str, default: float | None = None, minimum: float = 0) -> f
 
 
 def listing(items: list[dict[str, Any]], fields: Sequence[str]) -> Response:
-    """One page of a listing as JSON, or as CSV under ``fields`` (patchwatch.listings),
-    written exactly as the CLI writes it (patchwatch.tabular)."""
+    """One page of a listing as JSON, or as CSV under ``fields`` (patchwatch.domain.listings),
+    written exactly as the CLI writes it (patchwatch.domain.tabular)."""
     page = int(number_arg("page", 1, 1) or 1)
     per_page = int(number_arg("per_page", 100, 1) or 100)
     per_page = min(per_page, MAX_PER_PAGE)

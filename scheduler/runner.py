@@ -28,21 +28,21 @@ import schedule
 from peewee import Database
 from peewee import PeeweeException
 
-from patchwatch import rdns
-from patchwatch.db import database
-from patchwatch.fetch import HttpFetcher
-from patchwatch.followup import FollowUp
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.jobs import finish_job_run
-from patchwatch.jobs import prune_job_runs
-from patchwatch.jobs import start_job_run
-from patchwatch.locks import acquire_lease
-from patchwatch.locks import release_lease
-from patchwatch.processing import process_pending
-from patchwatch.processing import prune_reports
-from patchwatch.refresh import refresh_all
-from patchwatch.refresh import summarize_results
-from patchwatch.settings import Settings
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.followup import FollowUp
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import prune_reports
+from patchwatch.pipeline.refresh import refresh_all
+from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.store import rdns
+from patchwatch.store.db import database
+from patchwatch.store.jobs import finish_job_run
+from patchwatch.store.jobs import prune_job_runs
+from patchwatch.store.jobs import start_job_run
+from patchwatch.store.locks import acquire_lease
+from patchwatch.store.locks import release_lease
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def follow_up_job(settings: Settings) -> Job:
 
 def check_reverse_dns(settings: Settings) -> Callable[[float], str]:
     """The reverse DNS job: hosts with the check on whose address changed, or is due
-    again (``patchwatch.rdns``); nothing to do, and no lookup, while the check is off."""
+    again (``patchwatch.store.rdns``); nothing to do, and no lookup, while the check is off."""
 
     def run(now: float) -> str:
         outcome = rdns.check_hosts(now, timeout=settings.reverse_dns_timeout_seconds)

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from playhouse.pool import PooledDatabase
 
-from patchwatch import set_bases
-from patchwatch import sets
-from patchwatch.db import database
-from patchwatch.db import make_database
-from patchwatch.migrations import migrate
-from patchwatch.settings import Settings
+from patchwatch.domain import set_bases
+from patchwatch.domain.settings import Settings
+from patchwatch.store import sets
+from patchwatch.store.db import database
+from patchwatch.store.db import make_database
+from patchwatch.store.migrations import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Repository
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.domain.settings import Settings
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Repository
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.test_inventory import seed_fleet
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from patchwatch.db import open_database
-from patchwatch.models import Host
-from patchwatch.models import Report
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Host
+from patchwatch.store.models import Report
 from tests.conftest import ROOT
 
 
@@ -84,7 +84,7 @@ def test_the_agent_enrolls_keeps_its_own_token_and_recovers_a_lost_answer(server
     assert second != own
     db = open_database(srv.database_url)
     with db.connection_context():
-        from patchwatch.models import Token
+        from patchwatch.store.models import Token
 
         assert Token.get(Token.prefix == own.split("_")[1]).revoked_at is not None
         assert Report.select().where(Report.host_name == "agent1.example.com").count() == 3

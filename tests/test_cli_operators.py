@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from cli.output import render_table
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Repository
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Repository
 from tests.conftest import ROOT
 from tests.test_inventory import MAIN
 from tests.test_inventory import SECURITY

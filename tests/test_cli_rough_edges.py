@@ -16,24 +16,24 @@ from pathlib import Path
 import pytest
 
 from patchwatch import __version__
-from patchwatch import listings
+from patchwatch.domain import listings
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory import attention
 from patchwatch.inventory import check_store
 from patchwatch.inventory import orphan_packages
 from patchwatch.inventory import os_release_list
 from patchwatch.inventory import possible_mirrors
 from patchwatch.inventory import repository_list
-from patchwatch.processing import PATCHMAN1
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.queries import HostFilter
-from patchwatch.queries import host_summaries
-from patchwatch.queries import hosts_with_package
-from patchwatch.queries import pending_update_summary
-from patchwatch.queries import repository_summaries
-from patchwatch.settings import Settings
-from patchwatch.tabular import csv_text
-from patchwatch.tokens import create_token
+from patchwatch.pipeline.processing import PATCHMAN1
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.queries import HostFilter
+from patchwatch.store.queries import host_summaries
+from patchwatch.store.queries import hosts_with_package
+from patchwatch.store.queries import pending_update_summary
+from patchwatch.store.queries import repository_summaries
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.test_cli_operators import SQLITE_ONLY
@@ -76,7 +76,7 @@ def _csv(text: str) -> list[dict[str, str]]:
 
 
 def test_every_listing_declares_the_fields_its_rows_carry(fleet) -> None:
-    """The CSV header is declared (patchwatch.listings): it must be every field the
+    """The CSV header is declared (patchwatch.domain.listings): it must be every field the
     rows have, in one order, so that a field added to a listing cannot go missing."""
     now = time.time()
     listed = {

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from patchwatch.models import JobRun
-from patchwatch.tokens import create_token
+from patchwatch.store.models import JobRun
+from patchwatch.store.tokens import create_token
 from tests.conftest import FIXTURES
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip

@@ -24,15 +24,15 @@ from exporter.collector import StoreCollector
 from exporter.exposition import RowFamily
 from exporter.exposition import negotiate
 from exporter.exposition import render
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import OSRelease
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import Report
-from patchwatch.models import Repository
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Report
+from patchwatch.store.models import Repository
 
 
 def registry_for(db) -> CollectorRegistry:

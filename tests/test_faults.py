@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.db import open_database
-from patchwatch.models import Host
-from patchwatch.models import JobRun
-from patchwatch.models import Report
-from patchwatch.models import SchedulerLock
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Host
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Report
+from patchwatch.store.models import SchedulerLock
 from tests.conftest import ROOT
 from tests.conftest import PostgresServer
 from tests.conftest import require_or_skip

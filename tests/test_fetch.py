@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.errors import FetchError
-from patchwatch.fetch import FetchStopped
-from patchwatch.fetch import HttpFetcher
-from patchwatch.fetch import HttpStatusError
-from patchwatch.fetch import fetch_scope
-from patchwatch.mirror_policy import MirrorPolicy
-from patchwatch.settings import Settings
+from patchwatch.domain.errors import FetchError
+from patchwatch.domain.mirror_policy import MirrorPolicy
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import FetchStopped
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.fetch import HttpStatusError
+from patchwatch.pipeline.fetch import fetch_scope
 from tests.conftest import FakeDns
 from tests.conftest import free_port
 

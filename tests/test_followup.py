@@ -1,6 +1,6 @@
 """A new host is right within seconds: new repositories read and changed hosts computed at once.
 
-The follow-up (``patchwatch.followup``, the scheduler's ``follow_up`` job, every tick)
+The follow-up (``patchwatch.pipeline.followup``, the scheduler's ``follow_up`` job, every tick)
 against a real rpm-md repository served on loopback (the fixture scripts/make_rpm_repo.sh
 built: hello 1.0-1, and 1.1-1 fixed by the security advisory PWTEST-2026:0001), with
 reports stored and processed as the receiver does. Nothing here calls the hourly
@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 
-from patchwatch.followup import FollowUp
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import OSReleaseRepository
-from patchwatch.models import Repository
-from patchwatch.processing import NATIVE
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.refresh import refresh_mirror
-from patchwatch.settings import Settings
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.followup import FollowUp
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import NATIVE
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSReleaseRepository
+from patchwatch.store.models import Repository
 from scheduler.runner import Job
 from scheduler.runner import default_jobs
 from scheduler.runner import guarded
@@ -262,7 +262,7 @@ def test_a_failed_run_pauses_then_runs_once_more_to_record_success(
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr("patchwatch.followup.refresh_host_updates", broken)
+    monkeypatch.setattr("patchwatch.pipeline.followup.refresh_host_updates", broken)
     with pytest.raises(RuntimeError):
         follow.run(NOW + 1)
     assert not follow.has_work()  # paused

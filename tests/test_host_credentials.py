@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.models import HostCredential
-from patchwatch.models import Report
-from patchwatch.models import Token
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
-from patchwatch.tokens import release_host
-from patchwatch.tokens import revoke_token
+from patchwatch.domain.settings import Settings
+from patchwatch.store.models import HostCredential
+from patchwatch.store.models import Report
+from patchwatch.store.models import Token
+from patchwatch.store.tokens import create_token
+from patchwatch.store.tokens import release_host
+from patchwatch.store.tokens import revoke_token
 from receiver.app import create_app
 from tests.test_cli_operators import cli
 from tests.test_cli_operators import fails

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from exporter.collector import StoreCollector
 from exporter.exposition import negotiate
 from exporter.exposition import render
-from patchwatch.models import Host
+from patchwatch.store.models import Host
 
 
 def test_one_series_per_tag_of_each_host(db) -> None:

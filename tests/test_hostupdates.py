@@ -7,36 +7,36 @@ from collections import defaultdict
 
 import pytest
 
-from patchwatch import hostupdates
-from patchwatch.db import database
-from patchwatch.db import is_sqlite
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Advisory
-from patchwatch.models import AdvisoryPackage
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import Package as PackageRow
-from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Repository
-from patchwatch.models import RepositorySetMember
-from patchwatch.models import UpdateSet
-from patchwatch.processing import apply_report
-from patchwatch.processing import store_report
-from patchwatch.records import HeldPackage
-from patchwatch.records import HostReport
-from patchwatch.records import OSInfo
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.records import RepoKind
-from patchwatch.records import ReportedRepository
-from patchwatch.records import ReportedUpdate
-from patchwatch.sets import ensure_package_set
-from patchwatch.sets import repository_key
-from patchwatch.updates import Offer
-from patchwatch.updates import compute_updates
-from patchwatch.updates import count_packages_without_repository
+from patchwatch.domain.records import HeldPackage
+from patchwatch.domain.records import HostReport
+from patchwatch.domain.records import OSInfo
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.records import RepoKind
+from patchwatch.domain.records import ReportedRepository
+from patchwatch.domain.records import ReportedUpdate
+from patchwatch.domain.updates import Offer
+from patchwatch.domain.updates import compute_updates
+from patchwatch.domain.updates import count_packages_without_repository
+from patchwatch.pipeline import hostupdates
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import apply_report
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.db import database
+from patchwatch.store.db import is_sqlite
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import AdvisoryPackage
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package as PackageRow
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Repository
+from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.models import UpdateSet
+from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.sets import repository_key
 
 DEB, RPM = PackageKind.DEB, PackageKind.RPM
 MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,

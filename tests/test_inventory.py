@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from patchwatch.db import database
-from patchwatch.db import is_sqlite
-from patchwatch.diffs import HostInventory
-from patchwatch.diffs import compute_host_diff
-from patchwatch.diffs import format_host_diff
-from patchwatch.errors import NotFoundError
-from patchwatch.errors import ParseError
-from patchwatch.hostupdates import refresh_host_updates
+from patchwatch.domain.diffs import HostInventory
+from patchwatch.domain.diffs import compute_host_diff
+from patchwatch.domain.diffs import format_host_diff
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
 from patchwatch.inventory import AmbiguousError
 from patchwatch.inventory import ConflictError
 from patchwatch.inventory import add_os_repositories
@@ -43,19 +42,20 @@ from patchwatch.inventory import resolve_repository
 from patchwatch.inventory import set_host_flags
 from patchwatch.inventory import set_repositories_enabled
 from patchwatch.inventory import set_repository_security
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import Package as PackageRow
-from patchwatch.models import PackageSet
-from patchwatch.models import Report
-from patchwatch.models import Repository
-from patchwatch.models import RepositorySetMember
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.sets import ensure_package_set
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.db import database
+from patchwatch.store.db import is_sqlite
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package as PackageRow
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Report
+from patchwatch.store.models import Repository
+from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.sets import ensure_package_set
 
 DAY = 86400.0
 DEBIAN_OS = {"id": "debian", "version_id": "12", "version_codename": "bookworm",

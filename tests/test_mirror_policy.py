@@ -11,13 +11,13 @@ import requests
 import urllib3
 from hypothesis import strategies as st
 
-from patchwatch.errors import ConfigError
-from patchwatch.mirror_policy import DEFAULT_MIRROR_URL_PATTERNS
-from patchwatch.mirror_policy import MirrorPolicy
-from patchwatch.mirror_policy import address_kind
-from patchwatch.mirror_policy import parse_pattern
-from patchwatch.settings import Settings
-from patchwatch.settings import parse_settings
+from patchwatch.domain.errors import ConfigError
+from patchwatch.domain.mirror_policy import DEFAULT_MIRROR_URL_PATTERNS
+from patchwatch.domain.mirror_policy import MirrorPolicy
+from patchwatch.domain.mirror_policy import address_kind
+from patchwatch.domain.mirror_policy import parse_pattern
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.settings import parse_settings
 
 DEFAULT = MirrorPolicy.build(DEFAULT_MIRROR_URL_PATTERNS, [])
 

@@ -13,12 +13,12 @@ import time
 import pytest
 
 from exporter.app import make_registry
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import Package
-from patchwatch.models import Repository
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import Repository
 from receiver.metrics import PROCESSING_SECONDS
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED

@@ -46,16 +46,16 @@ from typing import TypeVar
 
 import pytest
 
-from patchwatch.db import open_database
-from patchwatch.db import write_transaction
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import OSRelease
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import Repository
+from patchwatch.store.db import open_database
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Repository
 from tests.conftest import NO_EGRESS_ENV
 from tests.conftest import ROOT
 from tests.conftest import free_port

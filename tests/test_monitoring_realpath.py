@@ -116,7 +116,8 @@ def build_rpm_repo(out: Path) -> Path:
 
 
 def rocky_report(hello_release: str, hello_version: str, repo_url: str) -> dict[str, Any]:
-    """A native report (patchwatch/schemas/report-v1.json) of a Rocky 9 host using ``repo_url``.
+    """A native report (patchwatch/domain/schemas/report-v1.json) of a Rocky 9 host on
+    ``repo_url``.
 
     Only ``hello`` comes from the test repository; bash is there so that the host has a
     package no repository offers, as real hosts do.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.osinfo import normalise_os
-from patchwatch.osinfo import parse_os_release
-from patchwatch.osinfo import parse_patchman_os
-from patchwatch.records import OSInfo
+from patchwatch.domain.osinfo import normalise_os
+from patchwatch.domain.osinfo import parse_os_release
+from patchwatch.domain.osinfo import parse_patchman_os
+from patchwatch.domain.records import OSInfo
 
 OS_RELEASE = Path(__file__).parent / "fixtures" / "reports" / "os-release"
 

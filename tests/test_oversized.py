@@ -16,28 +16,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patchwatch.db import database
-from patchwatch.db import is_sqlite
-from patchwatch.db import write_transaction
+from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.inventory import check_store
-from patchwatch.migrations import MIGRATIONS
-from patchwatch.migrations import migrate
-from patchwatch.models import Advisory
-from patchwatch.models import AdvisoryPackage
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetContent
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Repository
-from patchwatch.models import SchemaVersion
-from patchwatch.models import UpdateSet
-from patchwatch.models import UpdateSetItem
-from patchwatch.oversized import find_oversized
-from patchwatch.oversized import remove_oversized
-from patchwatch.packed_ids import pack_ids
+from patchwatch.store.db import database
+from patchwatch.store.db import is_sqlite
+from patchwatch.store.db import write_transaction
+from patchwatch.store.migrations import MIGRATIONS
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import AdvisoryPackage
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import PackageSetContent
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Repository
+from patchwatch.store.models import SchemaVersion
+from patchwatch.store.models import UpdateSet
+from patchwatch.store.models import UpdateSetItem
+from patchwatch.store.oversized import find_oversized
+from patchwatch.store.oversized import remove_oversized
 
 
 def version_of(description_start: str) -> int:

@@ -13,21 +13,21 @@ from collections.abc import Iterator
 import pytest
 from peewee import SqliteDatabase
 
-from patchwatch import set_bases
-from patchwatch import sets
-from patchwatch.db import database
+from patchwatch.domain import set_bases
+from patchwatch.domain.packed_ids import unpack_ids
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
 from patchwatch.inventory import check_store
-from patchwatch.migrations import migrate
-from patchwatch.models import Host
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetContent
-from patchwatch.models import PackageSetMember
-from patchwatch.models import SchemaVersion
-from patchwatch.packed_ids import unpack_ids
-from patchwatch.records import Package as PackageRecord
-from patchwatch.records import PackageKind
-from patchwatch.set_content import matching_members
+from patchwatch.store import sets
+from patchwatch.store.db import database
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Host
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import PackageSetContent
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import SchemaVersion
+from patchwatch.store.set_content import matching_members
 
 DEFAULTS = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
 
@@ -217,8 +217,8 @@ def test_members_matching_agree_with_the_view(db) -> None:
 def test_dbcheck_finds_sets_whose_packed_ids_and_rows_disagree(db, monkeypatch) -> None:
     """A hand-edited or damaged store: a difference losing a member row, a base
     gaining one (which changes its differences too), a packed value rewritten."""
-    from patchwatch import set_content
-    from patchwatch.packed_ids import pack_ids
+    from patchwatch.domain.packed_ids import pack_ids
+    from patchwatch.store import set_content
 
     monkeypatch.setattr(set_content, "chunks", lambda values, size=400: sets.chunks(values, 7))
 

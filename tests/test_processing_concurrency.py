@@ -20,19 +20,19 @@ from playhouse.pool import PooledDatabase
 
 from cli import admin_cmd
 from cli.main import main
-from patchwatch import processing
-from patchwatch.db import database
-from patchwatch.db import make_database
-from patchwatch.migrations import migrate
-from patchwatch.models import Host
-from patchwatch.models import Package
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Report
-from patchwatch.processing import NATIVE
-from patchwatch.processing import process_pending
-from patchwatch.processing import queued_report_ids
-from patchwatch.processing import store_report
-from patchwatch.sets import forget_cached_ids
+from patchwatch.pipeline import processing
+from patchwatch.pipeline.processing import NATIVE
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import queued_report_ids
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.db import database
+from patchwatch.store.db import make_database
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Host
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Report
+from patchwatch.store.sets import forget_cached_ids
 from tests.conftest import ROOT
 from tests.test_receiver_ingest import native_doc
 
@@ -235,7 +235,7 @@ def test_a_worker_that_cannot_open_the_store_fails_the_command_with_its_error(db
     (the CLI prints it as one line), not as a broken pool after a logged traceback."""
     from peewee import OperationalError
 
-    from patchwatch.settings import load_settings
+    from patchwatch.domain.settings import load_settings
 
     for doc in drifting_docs(3, seed=13):
         store_report(doc["host"], NATIVE, doc, time.time())
@@ -265,10 +265,10 @@ def test_packages_another_process_is_inserting_are_waited_for_not_inserted_twice
     """Package inserts take turns: a second inserter waits for the first to commit,
     then inserts only the packages still missing, with the first one's ids for the
     rest."""
-    from patchwatch.records import Package as PackageRecord
-    from patchwatch.records import PackageKind
-    from patchwatch.sets import PACKAGE_INSERT_LOCK
-    from patchwatch.sets import ensure_packages
+    from patchwatch.domain.records import Package as PackageRecord
+    from patchwatch.domain.records import PackageKind
+    from patchwatch.store.sets import PACKAGE_INSERT_LOCK
+    from patchwatch.store.sets import ensure_packages
 
     shared = PackageRecord("shared", "", "1.0", "1", "amd64", PackageKind.DEB)
     mine = PackageRecord("mine", "", "2.0", "1", "amd64", PackageKind.DEB)

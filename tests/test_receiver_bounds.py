@@ -19,15 +19,15 @@ import tracemalloc
 
 import pytest
 
+from patchwatch.domain.jsondoc import count_values
+from patchwatch.domain.jsondoc import decode_json
+from patchwatch.domain.settings import Settings
 from patchwatch.inventory import MAX_MAINTENANCE_DAYS
 from patchwatch.inventory import parse_maintenance_until
-from patchwatch.jsondoc import count_values
-from patchwatch.jsondoc import decode_json
-from patchwatch.models import Host
-from patchwatch.models import Report
-from patchwatch.processing import process_pending
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.store.models import Host
+from patchwatch.store.models import Report
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.test_receiver_ingest import native_doc
 

@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from patchwatch.db import open_database
-from patchwatch.models import Host
-from patchwatch.models import Report
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Host
+from patchwatch.store.models import Report
 from tests.test_receiver_ingest import native_doc
 
 AGENTS = 50

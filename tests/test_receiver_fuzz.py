@@ -15,12 +15,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.jsondoc import count_values
-from patchwatch.models import Host
-from patchwatch.models import Report
-from patchwatch.processing import process_pending
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.domain.jsondoc import count_values
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.store.models import Host
+from patchwatch.store.models import Report
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.conftest import FIXTURES
 

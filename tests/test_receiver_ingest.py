@@ -9,14 +9,14 @@ import zlib
 
 import pytest
 
-from patchwatch.models import Host
-from patchwatch.models import PackageSet
-from patchwatch.models import Report
-from patchwatch.models import RepositorySet
-from patchwatch.processing import encode_body
-from patchwatch.processing import process_pending
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processing import encode_body
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.store.models import Host
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Report
+from patchwatch.store.models import RepositorySet
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 
 
@@ -121,7 +121,7 @@ def test_admin_token_does_not_send_reports(client) -> None:
 
 
 def test_revoked_token_is_refused(client) -> None:
-    from patchwatch.tokens import revoke_token
+    from patchwatch.store.tokens import revoke_token
 
     tok, secret = create_token("host", time.time(), "web1.example.com")
     revoke_token(tok.prefix, time.time())
@@ -287,8 +287,8 @@ def test_a_stored_body_orjson_refuses_is_still_read(client) -> None:
 def test_a_report_older_than_the_host_state_changes_nothing(db) -> None:
     """Reports may be processed out of order (two workers, a late retry): the newer
     state stays, and the older report is done with."""
-    from patchwatch.processing import NATIVE
-    from patchwatch.processing import store_report
+    from patchwatch.pipeline.processing import NATIVE
+    from patchwatch.pipeline.processing import store_report
 
     newer = native_doc("web1")
     newer["kernel"] = "6.1.0-99-amd64"

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.db import open_database
-from patchwatch.models import Report
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Report
 from tests.test_receiver_ingest import native_doc
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.db import open_database
-from patchwatch.models import Host
-from patchwatch.models import Report
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Host
+from patchwatch.store.models import Report
 from tests.conftest import FIXTURES
 
 P1_FIELDS = ("host", "tags", "kernel", "arch", "protocol", "os", "report", "packages", "repos",

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Mirror
-from patchwatch.models import Repository
-from patchwatch.processing import process_pending
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.sets import ensure_package_set
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Repository
+from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.test_receiver_ingest import native_doc
 from tests.test_receiver_ingest import post

@@ -28,33 +28,33 @@ from prometheus_client import CollectorRegistry
 
 from cli import refresh_cmd
 from exporter.collector import StoreCollector
-from patchwatch.errors import NotFoundError
-from patchwatch.fetch import HttpFetcher
-from patchwatch.models import Advisory
-from patchwatch.models import AdvisoryPackage
-from patchwatch.models import Mirror
-from patchwatch.models import Package
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Repository
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.records import PackageKind
-from patchwatch.refresh import deb_architectures
-from patchwatch.refresh import refresh_all
-from patchwatch.refresh import refresh_mirror
-from patchwatch.refresh import select_mirrors
-from patchwatch.refresh import summarize_results
-from patchwatch.repodata.apt import parse_packages
-from patchwatch.repodata.compression import open_decompressed
-from patchwatch.repodata.rpmmd import parse_primary
-from patchwatch.settings import Settings
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.repodata.apt import parse_packages
+from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.rpmmd import parse_primary
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.refresh import deb_architectures
+from patchwatch.pipeline.refresh import refresh_all
+from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.pipeline.refresh import select_mirrors
+from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import AdvisoryPackage
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Repository
 from scheduler.runner import default_jobs
 from tests.conftest import FIXTURES
 from tests.test_fetch import LOOPBACK_POLICY
 from tests.test_fetch import Fault
 from tests.test_fetch import MirrorServer
 
-if sys.version_info >= (3, 14):  # pragma: no cover - as patchwatch.repodata.compression
+if sys.version_info >= (3, 14):  # pragma: no cover - as patchwatch.domain.repodata.compression
     from compression.zstd import ZstdFile
 else:
     from backports.zstd import ZstdFile
@@ -310,7 +310,7 @@ def test_release_with_detached_signature_is_verified(
     dist = root / "debian" / "dists" / "bookworm"
     binary = dist / "contrib" / "debian-installer" / "binary-all"
     binary.mkdir(parents=True)
-    from patchwatch.repodata.apt import extract_signed_text
+    from patchwatch.domain.repodata.apt import extract_signed_text
 
     signed = (APT / "InRelease-bookworm").read_text(encoding="utf-8")
     (dist / "Release").write_text(extract_signed_text(signed), encoding="utf-8")
@@ -443,7 +443,7 @@ def flip_index_byte(server: MirrorServer, root: Path) -> None:
 
 
 def empty_keyring(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
-    monkeypatch.setattr("patchwatch.refresh.SYSTEM_KEYRING_GLOB", str(tmp / "none-*.gpg"))
+    monkeypatch.setattr("patchwatch.pipeline.refresh.SYSTEM_KEYRING_GLOB", str(tmp / "none-*.gpg"))
     other = tmp / "other.gpg"
     other.write_bytes(b"")
     return {"apt_keyrings": (str(other),)}
@@ -554,7 +554,9 @@ def test_keyrings_relative_missing_or_none(
 ) -> None:  # fmt: skip
     build_updates_tree(root)
     _repo, mirror = updates_repository(server)
-    monkeypatch.setattr("patchwatch.refresh.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg"))
+    monkeypatch.setattr(
+        "patchwatch.pipeline.refresh.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg")
+    )
     monkeypatch.chdir(APT)  # a relative apt_keyrings path is relative to here, not to gpgv's
     relative = make_settings(apt_keyrings=("debian-archive-keyring.gpg", "missing.gpg"))
     assert refresh_mirror(mirror, fetcher, NOW, relative).outcome == "changed"

@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import StoreCollector
-from patchwatch import limits
-from patchwatch.db import write_transaction
-from patchwatch.fetch import HttpFetcher
-from patchwatch.models import Advisory
-from patchwatch.models import Package
-from patchwatch.oversized import remove_oversized
-from patchwatch.refresh import refresh_mirror
+from patchwatch.domain import limits
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import Package
+from patchwatch.store.oversized import remove_oversized
 from tests import test_refresh
 from tests.test_fetch import MirrorServer
 from tests.test_refresh import LATER
@@ -163,8 +163,8 @@ def test_apt_oversized_stanza_is_skipped_and_the_limit_counts_every_entry(
 
 @pytest.mark.parametrize("value", ["0", "-1", "x"])
 def test_max_index_packages_must_be_a_positive_number(value: str) -> None:
-    from patchwatch.errors import ConfigError
-    from patchwatch.settings import parse_settings
+    from patchwatch.domain.errors import ConfigError
+    from patchwatch.domain.settings import parse_settings
 
     with pytest.raises(ConfigError, match="max_index_packages"):
         parse_settings(environ={"PATCHWATCH_MAX_INDEX_PACKAGES": value})

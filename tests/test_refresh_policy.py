@@ -16,20 +16,20 @@ from pathlib import Path
 import pytest
 from peewee import Database
 
-from patchwatch.approval import approve_repositories
-from patchwatch.approval import repository_states
-from patchwatch.fetch import HttpFetcher
-from patchwatch.migrations import MIGRATIONS
-from patchwatch.migrations import _mirror_approval
-from patchwatch.migrations import migrate
-from patchwatch.models import Mirror
-from patchwatch.models import Repository
-from patchwatch.models import SchemaVersion
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.refresh import refresh_all
-from patchwatch.refresh import refresh_mirror
-from patchwatch.settings import Settings
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.refresh import refresh_all
+from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.store.approval import approve_repositories
+from patchwatch.store.approval import repository_states
+from patchwatch.store.migrations import MIGRATIONS
+from patchwatch.store.migrations import _mirror_approval
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Repository
+from patchwatch.store.models import SchemaVersion
 from tests.conftest import FakeDns
 from tests.test_cli_operators import cli
 from tests.test_fetch import LIVENESS_SECONDS

@@ -22,20 +22,20 @@ from debian.deb822 import Packages as DebPackages
 from debian.deb822 import Release as DebRelease
 from debian.debian_support import Version as DebVersion
 
-from patchwatch.errors import ParseError
-from patchwatch.records import AvailablePackage
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.repodata.apt import compute_gpgv_command
-from patchwatch.repodata.apt import extract_signed_text
-from patchwatch.repodata.apt import is_security_release
-from patchwatch.repodata.apt import parse_deb_version
-from patchwatch.repodata.apt import parse_gpgv_status
-from patchwatch.repodata.apt import parse_packages
-from patchwatch.repodata.apt import parse_release
-from patchwatch.repodata.compression import decompress
-from patchwatch.repodata.compression import open_decompressed
-from patchwatch.versions import split_deb
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.records import AvailablePackage
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.repodata.apt import compute_gpgv_command
+from patchwatch.domain.repodata.apt import extract_signed_text
+from patchwatch.domain.repodata.apt import is_security_release
+from patchwatch.domain.repodata.apt import parse_deb_version
+from patchwatch.domain.repodata.apt import parse_gpgv_status
+from patchwatch.domain.repodata.apt import parse_packages
+from patchwatch.domain.repodata.apt import parse_release
+from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.versions import split_deb
 
 APT = Path(__file__).parent / "fixtures" / "apt"
 UTC = dt.UTC
@@ -583,7 +583,7 @@ def test_parse_deb_version(version: str, parts: tuple[str, str, str]) -> None:
 
 
 def test_split_agrees_with_the_version_module(trimmed: bytes) -> None:
-    """The records must split versions exactly as patchwatch.versions orders them."""
+    """The records must split versions exactly as patchwatch.domain.versions orders them."""
     for para in DebPackages.iter_paragraphs(trimmed.decode().splitlines(True), use_apt_pkg=False):
         epoch, upstream, revision = split_deb(para["Version"])
         assert parse_deb_version(para["Version"]) == (epoch.lstrip("0"), upstream, revision)

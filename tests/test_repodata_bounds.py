@@ -3,7 +3,7 @@
 A repository any enrolled host reports can serve a package whose name is 50 MB (from a
 50 KB gzip); stored, it made every insert near it read 50 MB under the write lock. The
 parsers now leave such an entry out and count it, with the same limits reports have
-(``patchwatch.limits``), and parse with memory that does not grow with the document:
+(``patchwatch.domain.limits``), and parse with memory that does not grow with the document:
 apt reads lines of at most 64 KiB, rpm-md drops each entry once read and refuses an
 entry of more than 16 MiB. Each test below fails on the parsers before the bounds.
 """
@@ -19,22 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch import limits
-from patchwatch.errors import ParseError
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.repodata import rpmmd
-from patchwatch.repodata.apt import MAX_LINE
-from patchwatch.repodata.apt import parse_packages
-from patchwatch.repodata.apt import parse_release
-from patchwatch.repodata.apt import read_lines
-from patchwatch.repodata.bounds import MAX_EXAMPLES
-from patchwatch.repodata.bounds import Skipped
-from patchwatch.repodata.rpmmd import parse_metalink
-from patchwatch.repodata.rpmmd import parse_mirrorlist
-from patchwatch.repodata.rpmmd import parse_primary
-from patchwatch.repodata.rpmmd import parse_repomd
-from patchwatch.repodata.rpmmd import parse_updateinfo
+from patchwatch.domain import limits
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.repodata import rpmmd
+from patchwatch.domain.repodata.apt import MAX_LINE
+from patchwatch.domain.repodata.apt import parse_packages
+from patchwatch.domain.repodata.apt import parse_release
+from patchwatch.domain.repodata.apt import read_lines
+from patchwatch.domain.repodata.bounds import MAX_EXAMPLES
+from patchwatch.domain.repodata.bounds import Skipped
+from patchwatch.domain.repodata.rpmmd import parse_metalink
+from patchwatch.domain.repodata.rpmmd import parse_mirrorlist
+from patchwatch.domain.repodata.rpmmd import parse_primary
+from patchwatch.domain.repodata.rpmmd import parse_repomd
+from patchwatch.domain.repodata.rpmmd import parse_updateinfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMMON = "http://linux.duke.edu/metadata/common"
@@ -176,7 +176,7 @@ def test_release_fields_over_their_bound_fail_the_release(release: str, message:
 
 
 def test_release_listing_too_many_files_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from patchwatch.repodata import apt
+    from patchwatch.domain.repodata import apt
 
     monkeypatch.setattr(apt, "MAX_RELEASE_FILES", 3)
     lines = "".join(f" {i:064x} 1 main/file{i}\n" for i in range(4))

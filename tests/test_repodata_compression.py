@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from backports.zstd import compress as zstd_compress
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.repodata.compression import compute_kind
-from patchwatch.repodata.compression import decompress
-from patchwatch.repodata.compression import open_decompressed
-from patchwatch.repodata.compression import sniff_kind
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.repodata.compression import compute_kind
+from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.compression import sniff_kind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UPDATES_XZ = FIXTURES / "apt" / "Packages.xz-bookworm-updates-main-amd64"

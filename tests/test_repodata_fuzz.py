@@ -21,21 +21,21 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch import limits
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.records import Package
-from patchwatch.repodata.apt import extract_signed_text
-from patchwatch.repodata.apt import parse_packages
-from patchwatch.repodata.apt import parse_release
-from patchwatch.repodata.apt import read_lines
-from patchwatch.repodata.bounds import Skipped
-from patchwatch.repodata.compression import decompress
-from patchwatch.repodata.rpmmd import parse_metalink
-from patchwatch.repodata.rpmmd import parse_mirrorlist
-from patchwatch.repodata.rpmmd import parse_primary
-from patchwatch.repodata.rpmmd import parse_repomd
-from patchwatch.repodata.rpmmd import parse_updateinfo
+from patchwatch.domain import limits
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.records import Package
+from patchwatch.domain.repodata.apt import extract_signed_text
+from patchwatch.domain.repodata.apt import parse_packages
+from patchwatch.domain.repodata.apt import parse_release
+from patchwatch.domain.repodata.apt import read_lines
+from patchwatch.domain.repodata.bounds import Skipped
+from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.repodata.rpmmd import parse_metalink
+from patchwatch.domain.repodata.rpmmd import parse_mirrorlist
+from patchwatch.domain.repodata.rpmmd import parse_primary
+from patchwatch.domain.repodata.rpmmd import parse_repomd
+from patchwatch.domain.repodata.rpmmd import parse_updateinfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = (ParseError, TooLargeError)
@@ -182,7 +182,7 @@ def test_decompress_arbitrary_bytes(kind: str, data: bytes) -> None:
 HOSTILE = settings(FUZZ, max_examples=150)
 
 # A compromised mirror serves well-formed indexes whose fields are as long (or as odd)
-# as it likes. Whatever it serves, what comes out is within patchwatch.limits, every
+# as it likes. Whatever it serves, what comes out is within patchwatch.domain.limits, every
 # entry is either kept or counted as skipped, and the memory a parse takes does not
 # follow the field sizes. Sizes are drawn around each bound.
 

@@ -27,21 +27,21 @@ from pathlib import Path
 import pytest
 from backports.zstd import compress as zstd_compress
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.records import Advisory
-from patchwatch.records import AvailablePackage
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.repodata.compression import decompress
-from patchwatch.repodata.compression import open_decompressed
-from patchwatch.repodata.model import RepoMd
-from patchwatch.repodata.rpmmd import parse_metalink
-from patchwatch.repodata.rpmmd import parse_mirrorlist
-from patchwatch.repodata.rpmmd import parse_primary
-from patchwatch.repodata.rpmmd import parse_repomd
-from patchwatch.repodata.rpmmd import parse_rpm_epoch
-from patchwatch.repodata.rpmmd import parse_updateinfo
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.records import Advisory
+from patchwatch.domain.records import AvailablePackage
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.model import RepoMd
+from patchwatch.domain.repodata.rpmmd import parse_metalink
+from patchwatch.domain.repodata.rpmmd import parse_mirrorlist
+from patchwatch.domain.repodata.rpmmd import parse_primary
+from patchwatch.domain.repodata.rpmmd import parse_repomd
+from patchwatch.domain.repodata.rpmmd import parse_rpm_epoch
+from patchwatch.domain.repodata.rpmmd import parse_updateinfo
 
 ROOT = Path(__file__).resolve().parent.parent
 RPMMD = Path(__file__).parent / "fixtures" / "rpmmd"

@@ -22,23 +22,23 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.records import HeldPackage
-from patchwatch.records import HostReport
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.records import RepoKind
-from patchwatch.records import ReportedModule
-from patchwatch.records import ReportedRepository
-from patchwatch.records import ReportedUpdate
-from patchwatch.reports import parse_hostname
-from patchwatch.reports import parse_native
-from patchwatch.reports import parse_protocol1
-from patchwatch.reports import parse_protocol2
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.records import HeldPackage
+from patchwatch.domain.records import HostReport
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.records import RepoKind
+from patchwatch.domain.records import ReportedModule
+from patchwatch.domain.records import ReportedRepository
+from patchwatch.domain.records import ReportedUpdate
+from patchwatch.domain.reports import parse_hostname
+from patchwatch.domain.reports import parse_native
+from patchwatch.domain.reports import parse_protocol1
+from patchwatch.domain.reports import parse_protocol2
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = Path(__file__).resolve().parent / "fixtures" / "reports"
-SCHEMA = json.loads((ROOT / "patchwatch" / "schemas" / "report-v1.json").read_text())
+SCHEMA = json.loads((ROOT / "patchwatch" / "domain" / "schemas" / "report-v1.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 DEB = PackageKind.DEB
@@ -1110,7 +1110,7 @@ def test_native_duplicates_are_dropped_when_the_memo_empties_midway(
 
     Here the memo empties in the middle of the list, so the second ``a`` is another
     object equal to the first: it must still count once."""
-    from patchwatch import reports
+    from patchwatch.domain import reports
 
     monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
     monkeypatch.setattr(reports._PackageMemo, "LIMIT_BYTES", 3 * 400)
@@ -1630,7 +1630,7 @@ def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -
     import gc
     import tracemalloc
 
-    from patchwatch import reports
+    from patchwatch.domain import reports
 
     limit = 2 * 1024 * 1024
     monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())

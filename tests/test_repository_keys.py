@@ -13,28 +13,28 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.errors import ParseError
-from patchwatch.migrations import MIGRATIONS
-from patchwatch.migrations import Migration
-from patchwatch.migrations import migrate
-from patchwatch.models import Advisory
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import OSRelease
-from patchwatch.models import OSReleaseRepository
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import Repository
-from patchwatch.models import RepositorySet
-from patchwatch.models import RepositorySetMember
-from patchwatch.models import SchemaVersion
-from patchwatch.processing import PATCHMAN1
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.reports import parse_native
-from patchwatch.reports import parse_protocol1
-from patchwatch.reports import parse_protocol2
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.reports import parse_native
+from patchwatch.domain.reports import parse_protocol1
+from patchwatch.domain.reports import parse_protocol2
+from patchwatch.pipeline.processing import PATCHMAN1
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store.migrations import MIGRATIONS
+from patchwatch.store.migrations import Migration
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import OSReleaseRepository
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import Repository
+from patchwatch.store.models import RepositorySet
+from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.models import SchemaVersion
 from tests.test_inventory import WEB1
 from tests.test_inventory import report
 
@@ -81,7 +81,7 @@ def test_architectures_of_one_source_are_merged_not_split(db) -> None:
     assert process_pending(NOW) == {"processed": 1}
     (repo,) = Repository.select().where(Repository.key == "deb http://m/debian bookworm main")
     assert repo.arch == "amd64,i386"
-    from patchwatch.repokeys import merge_arches
+    from patchwatch.domain.repokeys import merge_arches
 
     assert merge_arches("amd64,i386", "") == "" and merge_arches("i386", "amd64") == "amd64,i386"
 
@@ -109,9 +109,9 @@ def test_repository_fields_with_line_breaks_or_controls_are_refused(bad: str) ->
 
 
 def test_a_report_with_a_newline_in_a_repository_id_gets_400_and_stores_nothing(db, tmp_path):
-    from patchwatch.models import Report
-    from patchwatch.settings import Settings
-    from patchwatch.tokens import create_token
+    from patchwatch.domain.settings import Settings
+    from patchwatch.store.models import Report
+    from patchwatch.store.tokens import create_token
     from receiver.app import create_app
 
     client = create_app(Settings(data_dir=str(tmp_path), process_inline=False), db=db)

@@ -1,6 +1,6 @@
 """Patchman's reverse DNS check, with a resolver that answers from a local fixture.
 
-The lookups go through ``patchwatch.rdns.system_resolver`` (its thread and timeout
+The lookups go through ``patchwatch.store.rdns.system_resolver`` (its thread and timeout
 included) with ``gethostbyaddr`` replaced by one that answers from
 tests/fixtures/reverse-dns.json: no DNS traffic leaves the machine. The hosts come in
 through the real ingest path, with the address they reported from.
@@ -23,15 +23,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import StoreCollector
-from patchwatch import rdns
+from patchwatch.domain.settings import Settings
 from patchwatch.inventory import attention
 from patchwatch.inventory import host_overview
-from patchwatch.models import Host
-from patchwatch.models import OSRelease
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.store import rdns
+from patchwatch.store.models import Host
+from patchwatch.store.models import OSRelease
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip
@@ -233,9 +233,9 @@ def test_the_cli_switches_and_runs_the_check_without_leaving_the_machine(
 
 
 def test_the_migration_adds_the_columns_to_an_older_store_and_is_idempotent(db) -> None:
-    from patchwatch.migrations import MIGRATIONS
-    from patchwatch.migrations import migrate
-    from patchwatch.models import SchemaVersion
+    from patchwatch.store.migrations import MIGRATIONS
+    from patchwatch.store.migrations import migrate
+    from patchwatch.store.models import SchemaVersion
 
     (step,) = [m for m in MIGRATIONS if "reverse DNS" in m.description]
     step.apply(db)  # on a store made from the current models: nothing to add

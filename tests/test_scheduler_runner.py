@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from patchwatch.db import database
-from patchwatch.locks import acquire_lease
-from patchwatch.models import JobRun
-from patchwatch.models import Mirror
-from patchwatch.models import Repository
-from patchwatch.models import SchedulerLock
+from patchwatch.store.db import database
+from patchwatch.store.locks import acquire_lease
+from patchwatch.store.models import JobRun
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Repository
+from patchwatch.store.models import SchedulerLock
 from scheduler.runner import LEASE_NAME
 from scheduler.runner import Job
 from scheduler.runner import LeaseKeeper

@@ -10,13 +10,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch import set_bases
-from patchwatch.packed_ids import pack_ids
-from patchwatch.set_bases import MAX_BASES
-from patchwatch.set_bases import MAX_DIFFERENCE
-from patchwatch.set_bases import MIN_SIZE
-from patchwatch.set_bases import SAMPLE_EVERY
-from patchwatch.set_bases import BaseIndex
+from patchwatch.domain import set_bases
+from patchwatch.domain.packed_ids import pack_ids
+from patchwatch.domain.set_bases import MAX_BASES
+from patchwatch.domain.set_bases import MAX_DIFFERENCE
+from patchwatch.domain.set_bases import MIN_SIZE
+from patchwatch.domain.set_bases import SAMPLE_EVERY
+from patchwatch.domain.set_bases import BaseIndex
 
 DEFAULTS = (MIN_SIZE, SAMPLE_EVERY, MAX_DIFFERENCE)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from cli.tools_cmd import settings_markdown
-from patchwatch.errors import ConfigError
-from patchwatch.settings import SETTINGS
-from patchwatch.settings import Settings
-from patchwatch.settings import describe
-from patchwatch.settings import load_settings
-from patchwatch.settings import mask_url
-from patchwatch.settings import parse_settings
+from patchwatch.domain.errors import ConfigError
+from patchwatch.domain.settings import SETTINGS
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.settings import describe
+from patchwatch.domain.settings import load_settings
+from patchwatch.domain.settings import mask_url
+from patchwatch.domain.settings import parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

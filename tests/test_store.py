@@ -8,32 +8,32 @@ import pytest
 from peewee import IntegrityError
 from peewee import SqliteDatabase
 
-from patchwatch import sets
-from patchwatch.db import copy_text
-from patchwatch.db import execute_many
-from patchwatch.errors import PatchwatchError
-from patchwatch.health import check_database
-from patchwatch.locks import acquire_lease
-from patchwatch.locks import release_lease
-from patchwatch.migrations import LATEST
-from patchwatch.migrations import MIGRATIONS
-from patchwatch.migrations import current_version
-from patchwatch.migrations import migrate
-from patchwatch.models import MODELS
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Package
-from patchwatch.models import PackageSet
-from patchwatch.models import PackageSetMember
-from patchwatch.models import Report
-from patchwatch.models import ReportedUpdate
-from patchwatch.models import SchemaVersion
-from patchwatch.models import UpdateSet
-from patchwatch.models import UpdateSetItem
-from patchwatch.packed_ids import pack_ids
-from patchwatch.packed_ids import unpack_ids
-from patchwatch.records import Package as PackageRecord
-from patchwatch.records import PackageKind
+from patchwatch.domain.errors import PatchwatchError
+from patchwatch.domain.packed_ids import pack_ids
+from patchwatch.domain.packed_ids import unpack_ids
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
+from patchwatch.store import sets
+from patchwatch.store.db import copy_text
+from patchwatch.store.db import execute_many
+from patchwatch.store.health import check_database
+from patchwatch.store.locks import acquire_lease
+from patchwatch.store.locks import release_lease
+from patchwatch.store.migrations import LATEST
+from patchwatch.store.migrations import MIGRATIONS
+from patchwatch.store.migrations import current_version
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import MODELS
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
+from patchwatch.store.models import PackageSetMember
+from patchwatch.store.models import Report
+from patchwatch.store.models import ReportedUpdate
+from patchwatch.store.models import SchemaVersion
+from patchwatch.store.models import UpdateSet
+from patchwatch.store.models import UpdateSetItem
 
 
 def test_migrate_creates_every_table_and_is_idempotent(db) -> None:
@@ -75,10 +75,10 @@ def test_migration_4_adds_the_report_digest_and_keeps_queued_reports(db) -> None
 def test_the_receiver_hardening_migration_keeps_bindings_made_before_it(db) -> None:
     """A store from before per-host tokens: bindings to enrollment tokens stay, with no
     enrollment key; /healthz's probe table appears. (Found by its step, not by number.)"""
-    from patchwatch.migrations import MIGRATIONS
-    from patchwatch.migrations import _receiver_hardening
-    from patchwatch.models import HostCredential
-    from patchwatch.tokens import create_token
+    from patchwatch.store.migrations import MIGRATIONS
+    from patchwatch.store.migrations import _receiver_hardening
+    from patchwatch.store.models import HostCredential
+    from patchwatch.store.tokens import create_token
 
     step = next(m for m in MIGRATIONS if m.apply is _receiver_hardening)
     token, _ = create_token("enroll", 1.0)

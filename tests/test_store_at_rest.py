@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 from playhouse.pool import PooledDatabase
 
-from patchwatch.db import database
-from patchwatch.db import make_database
-from patchwatch.migrations import migrate
-from patchwatch.models import Report
-from patchwatch.settings import Settings
-from patchwatch.tokens import create_token
+from patchwatch.domain.settings import Settings
+from patchwatch.store.db import database
+from patchwatch.store.db import make_database
+from patchwatch.store.migrations import migrate
+from patchwatch.store.models import Report
+from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.conftest import free_port
@@ -245,7 +245,7 @@ def test_a_store_busy_writing_is_not_a_broken_one(tmp_path, monkeypatch) -> None
     and say "busy": ok stays true, and the connection keeps its own busy timeout."""
     import sqlite3
 
-    from patchwatch import health
+    from patchwatch.store import health
 
     monkeypatch.setattr(health, "LOCK_WAIT_SECONDS", 0.2)
     path = tmp_path / "data" / "patchwatch.db"

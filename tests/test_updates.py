@@ -6,16 +6,16 @@ import random
 
 import pytest
 
-from patchwatch.records import Package
-from patchwatch.records import PackageKind
-from patchwatch.updates import KeyedOffer
-from patchwatch.updates import Offer
-from patchwatch.updates import compute_newer_kernel_installed
-from patchwatch.updates import compute_updates
-from patchwatch.updates import decide_update
-from patchwatch.updates import has_newer
-from patchwatch.updates import newest_installed
-from patchwatch.versions import sort_key
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.updates import KeyedOffer
+from patchwatch.domain.updates import Offer
+from patchwatch.domain.updates import compute_newer_kernel_installed
+from patchwatch.domain.updates import compute_updates
+from patchwatch.domain.updates import decide_update
+from patchwatch.domain.updates import has_newer
+from patchwatch.domain.updates import newest_installed
+from patchwatch.domain.versions import sort_key
 
 DEB, RPM = PackageKind.DEB, PackageKind.RPM
 

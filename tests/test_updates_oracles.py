@@ -38,21 +38,21 @@ from urllib.parse import urlsplit
 import pytest
 from debian.debian_support import Version as DebVersion
 
-from patchwatch.fetch import HttpFetcher
-from patchwatch.hostupdates import refresh_host_updates
-from patchwatch.models import Host
-from patchwatch.models import HostUpdate
-from patchwatch.models import Mirror
-from patchwatch.models import Package
-from patchwatch.models import Repository
-from patchwatch.processing import process_pending
-from patchwatch.processing import store_report
-from patchwatch.records import Package as PackageRecord
-from patchwatch.records import PackageKind
-from patchwatch.refresh import refresh_all
-from patchwatch.repodata.apt import parse_deb_version
-from patchwatch.repodata.apt import parse_release
-from patchwatch.settings import Settings
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.repodata.apt import parse_deb_version
+from patchwatch.domain.repodata.apt import parse_release
+from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.refresh import refresh_all
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import Repository
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip
 from tests.test_fetch import LOOPBACK_POLICY

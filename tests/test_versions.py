@@ -28,17 +28,17 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import VersionError
-from patchwatch.records import PackageKind
-from patchwatch.versions import compare
-from patchwatch.versions import compare_deb
-from patchwatch.versions import compare_evr
-from patchwatch.versions import compare_rpm
-from patchwatch.versions import deb_sort_key
-from patchwatch.versions import rpm_sort_key
-from patchwatch.versions import sort_key
-from patchwatch.versions import split_deb
-from patchwatch.versions import split_rpm
+from patchwatch.domain.errors import VersionError
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.versions import compare
+from patchwatch.domain.versions import compare_deb
+from patchwatch.domain.versions import compare_evr
+from patchwatch.domain.versions import compare_rpm
+from patchwatch.domain.versions import deb_sort_key
+from patchwatch.domain.versions import rpm_sort_key
+from patchwatch.domain.versions import sort_key
+from patchwatch.domain.versions import split_deb
+from patchwatch.domain.versions import split_rpm
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "versions"
 REQUIRE_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
@@ -423,7 +423,7 @@ DEB_INVALID = [
     ("2147483648:1", "too big"),
     ("99999999999999999999:1", "too big"),
 ]
-# Rejected by us although dpkg accepts them (see the patchwatch.versions docstring).
+# Rejected by us although dpkg accepts them (see the patchwatch.domain.versions docstring).
 DEB_REFUSED = [
     ("+1:1.0", "not number"),
     ("1.0\u00e9", "printable ASCII"),

@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import VersionError
-from patchwatch.versions_alpm import alpm_sort_key
-from patchwatch.versions_alpm import compare_alpm
-from patchwatch.versions_alpm import split_alpm
+from patchwatch.domain.errors import VersionError
+from patchwatch.domain.versions_alpm import alpm_sort_key
+from patchwatch.domain.versions_alpm import compare_alpm
+from patchwatch.domain.versions_alpm import split_alpm
 from tests.test_versions import key_cmp
 from tests.test_versions import require_tool
 

@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.versions_apk import apk_sort_key
-from patchwatch.versions_apk import compare_apk
-from patchwatch.versions_apk import match_apk
-from patchwatch.versions_apk import valid_apk
+from patchwatch.domain.versions_apk import apk_sort_key
+from patchwatch.domain.versions_apk import compare_apk
+from patchwatch.domain.versions_apk import match_apk
+from patchwatch.domain.versions_apk import valid_apk
 from tests.test_versions import key_cmp
 
 VECTORS = Path(__file__).resolve().parent / "fixtures" / "versions" / "apk-version.data"

@@ -20,11 +20,11 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.vulns import archive
-from patchwatch.vulns.archive import ArchiveLimits
-from patchwatch.vulns.model import FeedStats
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns.archive import ArchiveLimits
+from patchwatch.domain.vulns.model import FeedStats
 from tests.vulns_support import ALMALINUX
 from tests.vulns_support import FIXTURES
 

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.vulns.epss import parse_epss
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.vulns.epss import parse_epss
 from tests.vulns_support import FIXTURES
 
 RAW = (FIXTURES / "epss_scores-2025-08-25.csv.gz").read_bytes()

@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.vulns.kev import parse_kev
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.vulns.kev import parse_kev
 from tests.vulns_support import FIXTURES
 from tests.vulns_support import KEV
 

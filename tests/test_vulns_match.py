@@ -13,28 +13,28 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import VersionError
-from patchwatch.osinfo import normalise_os
-from patchwatch.osinfo import parse_os_release
-from patchwatch.osinfo import parse_patchman_os
-from patchwatch.vulns import archive
-from patchwatch.vulns import osv
-from patchwatch.vulns.ecosystems import Ordering
-from patchwatch.vulns.ecosystems import check_version
-from patchwatch.vulns.ecosystems import ecosystem_for_os
-from patchwatch.vulns.ecosystems import ordering_for
-from patchwatch.vulns.ecosystems import version_key
-from patchwatch.vulns.match import FeedIndex
-from patchwatch.vulns.match import FixStatus
-from patchwatch.vulns.match import assess
-from patchwatch.vulns.match import assess_host
-from patchwatch.vulns.match import entry_affects
-from patchwatch.vulns.match import entry_fix
-from patchwatch.vulns.model import Affected
-from patchwatch.vulns.model import Event
-from patchwatch.vulns.model import FeedStats
-from patchwatch.vulns.model import Range
-from patchwatch.vulns.model import Record
+from patchwatch.domain.errors import VersionError
+from patchwatch.domain.osinfo import normalise_os
+from patchwatch.domain.osinfo import parse_os_release
+from patchwatch.domain.osinfo import parse_patchman_os
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns import osv
+from patchwatch.domain.vulns.ecosystems import Ordering
+from patchwatch.domain.vulns.ecosystems import check_version
+from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.ecosystems import ordering_for
+from patchwatch.domain.vulns.ecosystems import version_key
+from patchwatch.domain.vulns.match import FeedIndex
+from patchwatch.domain.vulns.match import FixStatus
+from patchwatch.domain.vulns.match import assess
+from patchwatch.domain.vulns.match import assess_host
+from patchwatch.domain.vulns.match import entry_affects
+from patchwatch.domain.vulns.match import entry_fix
+from patchwatch.domain.vulns.model import Affected
+from patchwatch.domain.vulns.model import Event
+from patchwatch.domain.vulns.model import FeedStats
+from patchwatch.domain.vulns.model import Range
+from patchwatch.domain.vulns.model import Record
 from tests.vulns_support import FIXTURES
 
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "reports" / "os-release"

@@ -4,7 +4,7 @@ rpm: hosts' package versions are built from every fixed version of the 5,680 rea
 AlmaLinux advisories (the fix itself, versions just older and just newer in the
 release and in the version, pre-releases with ``~``, post-releases with ``^``, epochs
 dropped, lowered and raised), and each (host version, advisory) pair is judged twice:
-by ``patchwatch.vulns.match`` on the records ``osv`` parsed, and by an independent
+by ``patchwatch.domain.vulns.match`` on the records ``osv`` parsed, and by an independent
 evaluation that reads the raw JSON with the standard library and asks ``rpm.vercmp``
 (one ``rpm --eval`` Lua process) for every comparison. Several ranges (with
 ``last_affected`` and ``versions`` lists) are built from each package's own fixed
@@ -22,15 +22,15 @@ import random
 import re
 from collections import defaultdict
 
-from patchwatch.vulns import archive
-from patchwatch.vulns import osv
-from patchwatch.vulns.ecosystems import Ordering
-from patchwatch.vulns.ecosystems import version_key
-from patchwatch.vulns.match import entry_affects
-from patchwatch.vulns.model import Affected
-from patchwatch.vulns.model import Event
-from patchwatch.vulns.model import FeedStats
-from patchwatch.vulns.model import Range
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns import osv
+from patchwatch.domain.vulns.ecosystems import Ordering
+from patchwatch.domain.vulns.ecosystems import version_key
+from patchwatch.domain.vulns.match import entry_affects
+from patchwatch.domain.vulns.model import Affected
+from patchwatch.domain.vulns.model import Event
+from patchwatch.domain.vulns.model import FeedStats
+from patchwatch.domain.vulns.model import Range
 from tests.vulns_support import FIXTURES
 from tests.vulns_support import almalinux
 from tests.vulns_support import almalinux_raw

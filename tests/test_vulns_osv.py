@@ -23,12 +23,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.vulns import archive
-from patchwatch.vulns import osv
-from patchwatch.vulns.identity import merge
-from patchwatch.vulns.model import FeedStats
-from patchwatch.vulns.osv import RecordError
-from patchwatch.vulns.severity import Level
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns import osv
+from patchwatch.domain.vulns.identity import merge
+from patchwatch.domain.vulns.model import FeedStats
+from patchwatch.domain.vulns.osv import RecordError
+from patchwatch.domain.vulns.severity import Level
 from tests.vulns_support import FIXTURES
 from tests.vulns_support import OSV_SCHEMA
 from tests.vulns_support import almalinux

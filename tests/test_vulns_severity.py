@@ -12,13 +12,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.vulns.severity import Cvss
-from patchwatch.vulns.severity import Level
-from patchwatch.vulns.severity import effective_level
-from patchwatch.vulns.severity import preferred_cvss
-from patchwatch.vulns.severity import rating
-from patchwatch.vulns.severity import score_vector
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.vulns.severity import Cvss
+from patchwatch.domain.vulns.severity import Level
+from patchwatch.domain.vulns.severity import effective_level
+from patchwatch.domain.vulns.severity import preferred_cvss
+from patchwatch.domain.vulns.severity import rating
+from patchwatch.domain.vulns.severity import score_vector
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,17 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.errors import ParseError
-from patchwatch.errors import TooLargeError
-from patchwatch.vulns import archive
-from patchwatch.vulns import osv
-from patchwatch.vulns.debian_tracker import parse_tracker
-from patchwatch.vulns.debian_tracker import tracker_records
-from patchwatch.vulns.ecosystems import Ordering
-from patchwatch.vulns.identity import merge
-from patchwatch.vulns.match import assess
-from patchwatch.vulns.model import FeedStats
-from patchwatch.vulns.severity import Level
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns import osv
+from patchwatch.domain.vulns.debian_tracker import parse_tracker
+from patchwatch.domain.vulns.debian_tracker import tracker_records
+from patchwatch.domain.vulns.ecosystems import Ordering
+from patchwatch.domain.vulns.identity import merge
+from patchwatch.domain.vulns.match import assess
+from patchwatch.domain.vulns.model import FeedStats
+from patchwatch.domain.vulns.severity import Level
 from tests.vulns_support import FIXTURES
 
 RAW = (FIXTURES / "debian-tracker.json").read_bytes()

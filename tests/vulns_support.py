@@ -16,10 +16,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from patchwatch.vulns import archive
-from patchwatch.vulns import osv
-from patchwatch.vulns.model import FeedStats
-from patchwatch.vulns.model import Record
+from patchwatch.domain.vulns import archive
+from patchwatch.domain.vulns import osv
+from patchwatch.domain.vulns.model import FeedStats
+from patchwatch.domain.vulns.model import Record
 from tests.conftest import require_or_skip
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
@@ -41,7 +41,7 @@ def almalinux() -> tuple[list[Record], FeedStats]:
 def almalinux_raw() -> dict[str, list[dict]]:
     """The same archive read by the standard library alone: member name -> decoded JSON.
 
-    Independent of ``patchwatch.vulns``: the reference the parsed records are checked
+    Independent of ``patchwatch.domain.vulns``: the reference the parsed records are checked
     against (``details`` and ``references`` left out).
     """
     out: dict[str, list[dict]] = {}

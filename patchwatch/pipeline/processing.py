@@ -1,0 +1,581 @@
+"""Turn stored raw reports into host state; idempotent and safe to re-run.
+
+The receiver stores a report and acknowledges it; this module does the rest, either
+right after (the embedded default) or from the scheduler. A report that cannot be
+processed is marked ``failed`` with its reason and is not retried by itself; ``patchwatch
+process --force`` re-runs it. Reports of one host are applied in arrival order, and an
+older report never overwrites the state of a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import orjson
+from peewee import IntegrityError
+from peewee import ModelSelect
+
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.records import HostReport
+from patchwatch.domain.reports import parse_native
+from patchwatch.domain.reports import parse_protocol1
+from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.updates import encode_holds
+from patchwatch.store.db import chunks
+from patchwatch.store.db import database
+from patchwatch.store.db import execute_many
+from patchwatch.store.db import is_transient
+from patchwatch.store.db import placeholders
+from patchwatch.store.db import raw_sql
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Host
+from patchwatch.store.models import Module
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Report
+from patchwatch.store.models import ReportedUpdate
+from patchwatch.store.sets import cached_id
+from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.sets import ensure_package_sets
+from patchwatch.store.sets import ensure_repository_set
+from patchwatch.store.sets import forget_cached_ids
+from patchwatch.store.sets import remember_id
+from patchwatch.store.sets import stored_package_sets
+
+log = logging.getLogger(__name__)
+
+NATIVE = "patchwatch/1"
+PATCHMAN1 = "patchman/1"
+PATCHMAN2 = "patchman/2"
+PROTOCOLS = (NATIVE, PATCHMAN1, PATCHMAN2)
+
+
+def encode_body(doc: object) -> tuple[bytes, int]:
+    """Serialise a decoded report for storage: (zlib-compressed JSON, raw size)."""
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
+    return zlib.compress(raw, 6), len(raw)
+
+
+def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> HostReport:
+    """Parse a stored body with the parser of its protocol.
+
+    ``skip_packages`` (native reports only) leaves the package list out: the caller
+    knows its set already (see :func:`process_pending`).
+
+    :raises ParseError: when the body does not parse (kept as the failure reason).
+    """
+    try:
+        text = zlib.decompress(body)
+        try:
+            doc = orjson.loads(text)  # half the time of json.loads on a 150 KB report
+        except orjson.JSONDecodeError:
+            # what json.dumps wrote but orjson refuses: a lone surrogate (kept by
+            # surrogatepass, for the parser to name), a number beyond a double's range.
+            # (An integer past 64 bits orjson reads as a float: every such field is
+            # range-checked, and out of range either way.)
+            doc = json.loads(text)
+    except (zlib.error, ValueError) as exc:
+        raise ParseError(f"stored report is unreadable: {exc}") from None
+    if protocol == NATIVE:
+        if skip_packages and isinstance(doc, dict) and "packages" in doc:
+            doc["packages"] = []
+        return parse_native(doc)
+    if protocol == PATCHMAN1:
+        return parse_protocol1(doc)
+    if protocol == PATCHMAN2:
+        return parse_protocol2(doc)
+    raise ParseError(f"unknown protocol {protocol!r}")
+
+
+def store_report(
+    host_name: str,
+    protocol: str,
+    doc: object,
+    now: float,
+    token_id: int | None = None,
+    remote_addr: str = "",
+    user_agent: str = "",
+    packages_digest: str = "",
+) -> Report:
+    """Store a raw report durably (one short transaction) and return its row.
+
+    ``packages_digest`` is the set digest of the packages of a report already parsed
+    (by the receiver), which lets processing skip parsing them again.
+    """
+    body, size = encode_body(doc)
+    with write_transaction():
+        return Report.create(
+            host_name=host_name,
+            protocol=protocol,
+            token=token_id,
+            received_at=now,
+            remote_addr=remote_addr[:64],
+            user_agent=user_agent[:255],
+            body=body,
+            size=size,
+            packages_digest=packages_digest,
+        )
+
+
+def _os_release(report: HostReport) -> int:
+    """The id of the report's OS release row, created on first sight (rows never change)."""
+    os = report.os
+    name = os.name[:255]
+    known = cached_id("os-release", name)
+    if known is not None:
+        return known
+    OSRelease.insert(
+        name=name, family=os.family, os_id=os.id, version=os.version,
+        codename=os.codename, cpe=os.cpe[:255],
+    ).on_conflict_ignore().execute()  # fmt: skip
+    row_id: int = OSRelease.get(OSRelease.name == name).id
+    remember_id("os-release", name, row_id)
+    return row_id
+
+
+_HOST = Host._meta.table_name
+_MODULE = Module._meta.table_name
+_REPORTED_UPDATE = ReportedUpdate._meta.table_name
+_REPORT = Report._meta.table_name
+
+
+# the model's column defaults (peewee applies them in Python, not in the schema)
+_HOST_DEFAULTS = {
+    f.column_name: f.default
+    for f in Host._meta.sorted_fields
+    if f.default is not None and not callable(f.default)
+}
+_HOST_INSERT = (
+    f"INSERT INTO {_HOST} (name, created_at, {', '.join(_HOST_DEFAULTS)}) "
+    f"VALUES (?, ?{', ?' * len(_HOST_DEFAULTS)}) "
+    "ON CONFLICT DO NOTHING RETURNING id, last_report_at"
+)
+
+
+def _host_row(name: str, now: float) -> tuple[int, bool]:
+    """(id, created) of the named host, created on first sight."""
+    select = raw_sql(f"SELECT id FROM {_HOST} WHERE name = ?")
+    row = database.execute_sql(select, (name,)).fetchone()
+    if row is not None:
+        return row[0], False
+    # RETURNING gives the new id in the same round trip (nothing when a concurrent
+    # writer created the host first: then it is read)
+    params = (name, now, *_HOST_DEFAULTS.values())
+    row = database.execute_sql(raw_sql(_HOST_INSERT), params).fetchone()
+    if row is not None:
+        return row[0], True
+    return database.execute_sql(select, (name,)).fetchone()[0], False
+
+
+# What a host's updates are computed from changed (its package set, repository set, holds,
+# kernel or OS release; the old values are compared, as SET reads the row before the
+# update): move inputs_changed_at forward, so that the update computation is due
+# (patchwatch.pipeline.followup). Strictly forward, even when a batch applies two reports of the
+# host with one ``now``: a computation that read the first must not pass for the second.
+_INPUTS_CHANGED = (
+    "inputs_changed_at = CASE WHEN inputs_changed_at IS NULL "
+    "OR COALESCE(package_set_id, 0) <> ? OR kernel <> ? OR COALESCE(os_release_id, 0) <> ? "
+    "OR held <> ? OR (? IS NOT NULL AND COALESCE(repository_set_id, 0) <> ?) "
+    "THEN CASE WHEN inputs_changed_at >= ? THEN inputs_changed_at + 0.001 ELSE ? END "
+    "ELSE inputs_changed_at END"
+)
+
+
+def host_ids(names: Sequence[str]) -> dict[str, int]:
+    """Ids of the stored hosts among ``names``: one query for a batch, not one a report."""
+    out: dict[str, int] = {}
+    for chunk in chunks(sorted(set(names))):
+        sql = f"SELECT name, id FROM {_HOST} WHERE name IN ({placeholders(len(chunk))})"
+        out.update(database.execute_sql(raw_sql(sql), list(chunk)).fetchall())
+    return out
+
+
+def apply_report(
+    row: Report,
+    report: HostReport,
+    now: float,
+    package_set_id: int | None = None,
+    known_hosts: dict[str, int] | None = None,
+) -> int:
+    """Write the host state a parsed report describes; return the host's id.
+
+    Plain SQL, and only the columns a report sets: peewee's query building cost more
+    than the database's own work for these few statements per report, and a whole-row
+    save would write back, say, an update time the scheduler set meanwhile.
+    ``package_set_id`` is the stored set of the report's packages when the caller
+    knows it (then ``report.packages`` is not read); ``known_hosts``, host ids the
+    caller read for its batch (:func:`host_ids`).
+
+    A report older than the host's last one changes nothing (the update's own
+    condition says so, whatever another process wrote since the host was read).
+    """
+    if package_set_id is None:
+        package_set_id = ensure_package_set(report.packages, now).id
+    rset = (
+        ensure_repository_set(report.repositories, now) if report.repositories is not None else None
+    )
+    os_release_id = _os_release(report)
+    # inside a batch (process_report) the caller's savepoint already covers this
+    with nullcontext() if database.in_transaction() else write_transaction():
+        host_id = (known_hosts or {}).get(row.host_name)
+        created = False
+        if host_id is None:
+            host_id, created = _host_row(row.host_name, now)
+        domain = report.extra.get("domain")
+        kernel = report.kernel[:255]
+        holds = encode_holds(report.held)
+        rset_id = None if rset is None else rset.id
+        cursor = database.execute_sql(
+            raw_sql(
+                f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
+                "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
+                "package_set_id = ?, "
+                "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
+                "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ?, "
+                f"{_INPUTS_CHANGED} "
+                "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
+            ),
+            (
+                None if domain is None else domain[:255],
+                os_release_id,
+                report.extra.get("os_variant", "")[:255],
+                kernel,
+                report.arch[:32],
+                " ".join(sorted(set(report.tags))),
+                report.reboot_required,
+                package_set_id,
+                rset_id,
+                report.agent[:128],
+                row.protocol,
+                row.remote_addr,
+                row.received_at,
+                now,
+                holds,
+                package_set_id,
+                kernel,
+                os_release_id,
+                holds,
+                rset_id,
+                rset_id,
+                now,
+                now,
+                host_id,
+                row.received_at,
+            ),
+        )
+        if not cursor.rowcount:
+            log.info("report %d for %s is older than the host state; kept only", row.id,
+                     row.host_name)  # fmt: skip
+            return host_id
+        # a host created just now has no modules or reported updates to replace
+        if (report.modules or report.repositories is not None) and not created:
+            database.execute_sql(raw_sql(f"DELETE FROM {_MODULE} WHERE host_id = ?"), (host_id,))
+        if report.modules:
+            execute_many(
+                f"INSERT INTO {_MODULE} (host_id, name, stream, version, context, arch) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(host_id, m.name, m.stream, m.version, m.context, m.arch)
+                 for m in report.modules],
+            )  # fmt: skip
+        if report.updates is not None and not created:
+            database.execute_sql(
+                raw_sql(f"DELETE FROM {_REPORTED_UPDATE} WHERE host_id = ?"), (host_id,)
+            )
+        rows = {
+            (u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates or ()
+        }
+        if rows:
+            execute_many(
+                f"INSERT INTO {_REPORTED_UPDATE} "
+                "(host_id, name, version, arch, security, repository) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
+            )
+    return host_id
+
+
+CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed worker)
+
+
+def claim_report(
+    row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
+) -> bool:
+    """Take a report so that two processes never work on it at once; False if taken.
+
+    The report is marked processed at once: the claim is made inside the batch's
+    transaction (:func:`process_pending`), so no other reader sees that mark before
+    the host state it stands for, and what fails after it marks the report otherwise
+    or rolls the whole batch back. One statement per report instead of a claim and
+    a mark. (A report left "processing", by an earlier version, is taken again after
+    ``claim_timeout``.)
+    """
+    allowed = "state = 'pending' OR (state = 'processing' AND processed_at < ?)"
+    if force:
+        allowed += " OR state IN ('processed', 'failed')"
+    cursor = database.execute_sql(
+        raw_sql(
+            f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
+            f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
+        ),
+        (now, row.id, now - claim_timeout),
+    )
+    if cursor.rowcount:
+        row.state = "processed"
+    return bool(cursor.rowcount)
+
+
+def process_report(
+    row: Report,
+    now: float,
+    force: bool = False,
+    parsed: HostReport | ParseError | None = None,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+    package_set_id: int | None = None,
+    known_hosts: dict[str, int] | None = None,
+) -> str:
+    """Process one stored report; return its new state (processed, failed or skipped).
+
+    ``parsed`` is the record already parsed from this very body (by the receiver, or
+    ahead of a batch), or the error parsing it gave; it saves parsing it twice.
+    ``package_set_id``: ``parsed`` was parsed without its packages, whose set is this.
+    ``known_hosts``: host ids read for the batch, to which a host created here is added.
+    Called inside a batch's transaction only (see :func:`claim_report`); the host
+    writes are a savepoint of it.
+    """
+    if not claim_report(row, now, force, claim_timeout):
+        return "skipped"  # another process has it, or it is done
+    report = parsed if parsed is not None else parse_stored(row)
+    if isinstance(report, ParseError):
+        _mark(row, "failed", now, str(report))
+        return "failed"
+    try:
+        try:
+            with write_transaction():
+                host_id = apply_report(row, report, now, package_set_id, known_hosts)
+        except IntegrityError:
+            # a cached set or package id was deleted meanwhile (dbcheck --fix): the
+            # caches are only a shortcut, so drop them and write again from the rows
+            forget_cached_ids()
+            if package_set_id is not None:
+                report = decode_report(row.protocol, row.body)
+            with write_transaction():
+                host_id = apply_report(row, report, now)
+    except Exception:
+        _mark(row, "pending", now, "processing interrupted; will be retried")
+        raise
+    if known_hosts is not None:
+        known_hosts[row.host_name] = host_id  # committed with the batch, or rolled back with it
+    return "processed"  # marked so by the claim
+
+
+def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int, int]:
+    """Report id -> id of the stored package set its packages make, where one exists.
+
+    Why: between patch days a host reports the packages it reported before, and
+    turning 1,500 package objects into records was most of processing such a report.
+    The receiver parsed the report before storing it and kept its set digest; a set
+    with that digest holds exactly those packages, so the list need not be read.
+    """
+    wanted: dict[str, list[int]] = {}
+    for row in rows:
+        if row.protocol == NATIVE and row.packages_digest and row.id not in parsed:
+            wanted.setdefault(row.packages_digest, []).append(row.id)
+    stored = stored_package_sets(list(wanted))
+    return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
+
+
+def parse_stored(row: Report, skip_packages: bool = False) -> HostReport | ParseError:
+    """Parse a stored report, returning the error instead of raising it."""
+    try:
+        return decode_report(row.protocol, row.body, skip_packages)
+    except ParseError as exc:
+        return exc
+
+
+def _mark(row: Report, state: str, now: float, error: str) -> None:
+    database.execute_sql(
+        raw_sql(f"UPDATE {_REPORT} SET state = ?, processed_at = ?, error = ? WHERE id = ?"),
+        (state, now, error[:2000], row.id),
+    )
+    row.state = state
+
+
+BATCH_REPORTS = 100
+BATCH_SECONDS = 1.0
+BATCH_RETRIES = 3  # a batch that PostgreSQL aborted as a deadlock victim runs again
+
+
+def _store_shared_rows(
+    batch: list[Report],
+    reports: list[HostReport | ParseError],
+    known: dict[int, int],
+    now: float,
+    force: bool = False,
+) -> dict[int, int]:
+    """Store the new package sets, repository sets and OS releases of a batch first.
+
+    Returns report id -> package set id for the reports whose set was not ``known``.
+    Why before the batch's transaction, in a short one of their own: these rows are
+    shared by every host. Created inside the batch, in report order, their unique
+    keys stayed locked until the batch committed, and two batches (two processing
+    workers, or the scheduler's and a receiver's inline one) that bring the same new
+    packages in another order waited on each other: PostgreSQL's deadlock detector
+    then aborted one. Created here, sorted (see
+    :func:`patchwatch.store.sets.ensure_package_sets`), they are committed before any host
+    row is touched.
+    """
+    todo = [
+        (row.id, report)
+        for row, report in zip(batch, reports, strict=True)
+        if isinstance(report, HostReport)
+    ]
+    if not todo:
+        return {}
+    fresh = [(rid, report) for rid, report in todo if rid not in known]
+    # the receiver's digest of the packages it parsed, unless --force parses anew
+    digests = {row.id: row.packages_digest for row in batch if not force}
+    set_ids = ensure_package_sets(
+        [report.packages for _rid, report in fresh],
+        now,
+        [digests.get(rid, "") for rid, _report in fresh],
+    )
+    with write_transaction():
+        for _rid, report in todo:
+            if report.repositories is not None:
+                ensure_repository_set(report.repositories, now)
+            _os_release(report)
+    return {rid: set_id for (rid, _report), set_id in zip(fresh, set_ids, strict=True)}
+
+
+def _queue(
+    query: ModelSelect, now: float, host_name: str | None, force: bool, claim_timeout: float
+) -> ModelSelect:
+    """The reports to process, in arrival order: queued ones (and claims gone stale),
+    or with ``force`` every kept one."""
+    if not force:
+        stale = now - claim_timeout
+        query = query.where(
+            (Report.state == "pending")
+            | ((Report.state == "processing") & (Report.processed_at < stale))
+        )
+    if host_name:
+        query = query.where(Report.host_name == host_name)
+    return query.order_by(Report.received_at, Report.id)
+
+
+def queued_report_ids(
+    now: float,
+    host_name: str | None = None,
+    force: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+) -> list[int]:
+    """The ids of what :func:`process_pending` would take, in the order it takes them."""
+    query = _queue(Report.select(Report.id), now, host_name, force, claim_timeout)
+    return [report_id for (report_id,) in query.tuples()]
+
+
+def process_pending(
+    now: float,
+    limit: int = 1000,
+    host_name: str | None = None,
+    force: bool = False,
+    parsed: dict[int, HostReport] | None = None,
+    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
+    ids: Sequence[int] | None = None,
+) -> Counter[str]:
+    """Process queued reports (or, with ``force``, all kept ones) in arrival order.
+
+    ``ids``: only these reports (those of them still queued), so that several
+    processes work through one queue side by side, each taking the next run of
+    :func:`queued_report_ids` (``patchwatch process --workers``).
+
+    The rows are read first and processed after: an open read cursor on SQLite would
+    pin a snapshot and make the writes below fail under concurrency.
+
+    Reports are parsed ahead, outside any transaction, then applied up to
+    :data:`BATCH_REPORTS` at a time (and for at most about :data:`BATCH_SECONDS`) in
+    one transaction, each in its own savepoint. Why: a new package set inserts some
+    1,500 entries into the package-to-set index, scattered over as many pages; one
+    commit per report wrote all of those pages out for every report, while reports
+    of one fleet share most packages and so most pages. Batching cut processing of a
+    drifting 1,000-host fleet from 83 s to the figure in docs/performance.md. A
+    failure other than a bad report rolls back the whole batch, which leaves its
+    reports queued, as they were before; a rollback PostgreSQL forced (a deadlock
+    victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
+    batch brings are stored before it (:func:`_store_shared_rows`).
+    """
+    query = _queue(
+        Report.select(
+            Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
+            Report.remote_addr, Report.state, Report.packages_digest,
+        ),
+        now, host_name, force, claim_timeout,
+    ).limit(limit)  # fmt: skip
+    if ids is not None:
+        query = query.where(Report.id.in_(list(ids)))
+    rows = list(query)
+    outcome: Counter[str] = Counter()
+    for start in range(0, len(rows), BATCH_REPORTS):
+        batch = rows[start : start + BATCH_REPORTS]
+        # --force re-runs reports after a fix, perhaps to the parser: parse them whole
+        known = {} if force else _stored_sets(batch, parsed or {})
+        reports = [
+            (parsed or {}).get(row.id) or parse_stored(row, skip_packages=row.id in known)
+            for row in batch
+        ]
+        known.update(_store_shared_rows(batch, reports, known, now, force))
+        done = 0
+        retried = 0
+        while done < len(batch):
+            deadline = time.monotonic() + BATCH_SECONDS
+            part: Counter[str] = Counter()
+            first = done
+            try:
+                with write_transaction():
+                    hosts = host_ids([row.host_name for row in batch[first:]])
+                    for row, report in zip(batch[first:], reports[first:], strict=True):
+                        part[
+                            process_report(
+                                row, now, force, report, claim_timeout, known.get(row.id), hosts
+                            )
+                        ] += 1
+                        done += 1
+                        if time.monotonic() > deadline:
+                            break
+            except Exception as exc:
+                # the ids this transaction cached may name rows it did not commit
+                forget_cached_ids()
+                if not is_transient(exc) or retried >= BATCH_RETRIES:
+                    raise
+                retried += 1
+                log.warning("reports %d-%d rolled back (%s); applying them again",
+                            batch[first].id, batch[-1].id, exc)  # fmt: skip
+                done = first
+                continue
+            outcome.update(part)
+    outcome.pop("skipped", None)
+    return outcome
+
+
+def prune_reports(keep: int) -> int:
+    """Delete all but the newest ``keep`` processed or failed reports of each host."""
+    deleted = 0
+    hosts = [r.host_name for r in Report.select(Report.host_name).distinct()]
+    for name in hosts:
+        old = (
+            Report.select(Report.id)
+            .where((Report.host_name == name) & (Report.state != "pending"))
+            .order_by(Report.received_at.desc(), Report.id.desc())
+            .offset(keep)
+        )
+        ids = [r.id for r in old]
+        if ids:
+            deleted += Report.delete().where(Report.id.in_(ids)).execute()
+    return deleted
