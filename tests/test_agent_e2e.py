@@ -70,8 +70,9 @@ def test_the_agent_enrolls_keeps_its_own_token_and_recovers_a_lost_answer(server
     own = json.loads(kept.read_text())["token"]
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert own not in out.stdout + out.stderr and enroll not in out.stdout + out.stderr
-    listed = srv.cli("token", "list").stdout
-    assert own.split("_")[1] in listed and "agent1.example.com" in listed
+    listed = json.loads(srv.cli("token", "list", "--format", "json").stdout)
+    assert {(t["prefix"], t["kind"], t["host"]) for t in listed if t["kind"] == "host"} == {
+        (own.split("_")[1], "host", "agent1.example.com")}  # fmt: skip
 
     assert srv.cli("token", "revoke", enroll.split("_")[1]).returncode == 0
     assert run_agent(srv, enroll, "--hostname", "agent1.example.com").returncode == 0
