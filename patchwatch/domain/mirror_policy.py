@@ -14,7 +14,8 @@ to every URL a mirror's refresh touches:
    third-party mirrors through redirects, mirrorlists and metalinks, so what they
    point to is followed wherever it is (on a public address, by rule 3).
 3. Every address the server connects to is a public (globally routable) address,
-   unless it lies in ``mirror_allowed_networks``. It is checked on the addresses the
+   or in a documentation prefix (nothing internal lives there), unless it lies in
+   ``mirror_allowed_networks``. It is checked on the addresses the
    name resolved to, right before connecting, so a name that resolves to a public
    address when checked and to a private one when used (DNS rebinding) gains nothing.
 
@@ -193,16 +194,19 @@ def address_kind(address: IPAddress) -> str | None:
         if embedded is not None:
             inner = address_kind(embedded)
             return f"{inner} ({embedded} embedded)" if inner else None
+    # Documentation prefixes (RFC 5737, RFC 3849) are not refused: no internal service
+    # lives there, so reaching one exposes nothing, and test networks and sandboxes put
+    # mirror caches there (deb.debian.org resolves to 203.0.113.80 on some).
+    documentation = any(address in net for net in _DOCUMENTATION)
     checks = (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
         ("shared (carrier-grade NAT)", address in _SHARED),
-        ("documentation", any(address in net for net in _DOCUMENTATION)),
-        ("private", address.is_private),
+        ("private", address.is_private and not documentation),
         ("reserved", address.is_reserved),
-        ("not globally routable", not address.is_global),
+        ("not globally routable", not address.is_global and not documentation),
     )
     return next((kind for kind, hit in checks if hit), None)
 
