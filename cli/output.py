@@ -35,7 +35,7 @@ from patchwatch.domain.settings import Settings
 from patchwatch.domain.settings import mask_url
 from patchwatch.domain.tabular import csv_text
 from patchwatch.domain.tabular import is_time_key
-from patchwatch.inventory import AmbiguousError
+from patchwatch.inventory.common import AmbiguousError
 from patchwatch.store.db import open_database
 from patchwatch.store.db import sqlite_path
 from patchwatch.store.migrations import current_version

@@ -18,7 +18,7 @@ from peewee import PostgresqlDatabase
 
 from patchwatch.domain.reboot import reboot_required
 from patchwatch.domain.settings import Settings
-from patchwatch.inventory import attention
+from patchwatch.inventory.attention import attention
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
