@@ -175,7 +175,7 @@ def test_listings_say_unknown_and_why_never_zero(fleet: MirrorServer) -> None:
     secure = {r["name"] for r in host_summaries(HostFilter(security=False), NOW)}
     assert secure == set()  # an unknown host is not "without security updates"
 
-    detail = host_detail("unread.example.com")
+    detail = host_detail(Host.get(Host.name == "unread.example.com"))
     assert (detail["updates_state"], detail["updates_reason"]) == STATES["unread.example.com"]
 
     items = {i["subject"]: i for i in attention(NOW + 20) if i["issue"] == "updates_unknown"}

@@ -174,8 +174,10 @@ def host_flags(host: Host, now: float) -> dict[str, object]:
 
 
 def host_overview(host: Host, now: float) -> dict[str, object]:
-    """One host as ``hosts show`` and the API present it: details, flags, updates."""
-    detail = host_detail(host.name)
+    """One host as ``hosts show`` and ``GET /api/v1/hosts/NAME`` present it: details,
+    flags, updates. Both call this, with the row they resolved, so that the CLI's JSON
+    and the API's answer are one query's and cannot drift apart."""
+    detail = host_detail(host)
     detail.update(host_flags(host, now))
     detail["os_variant"] = host.os_variant
     detail["agent"] = host.agent
