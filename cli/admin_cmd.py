@@ -15,7 +15,7 @@ from multiprocessing.util import Finalize
 
 from cli.output import add_format
 from cli.output import emit
-from cli.output import open_store
+from cli.output import guarded
 from cli.output import positive_int
 from patchwatch.domain import listings
 from patchwatch.domain.errors import ParseError
@@ -55,22 +55,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--force", action="store_true",
         help="with --host: replace the token the host is bound to (its agent is then refused)",
     )  # fmt: skip
-    p.set_defaults(handler=cmd_token_create)
+    p.set_defaults(handler=guarded(cmd_token_create))
     p = tsub.add_parser("list", help="list tokens (never their secrets)")
     add_format(p)
-    p.set_defaults(handler=cmd_token_list)
+    p.set_defaults(handler=guarded(cmd_token_list))
     p = tsub.add_parser(
         "revoke", help="revoke a token by its prefix (its hosts stay bound: see release)"
     )
     p.add_argument("prefix")
-    p.set_defaults(handler=cmd_token_revoke)
+    p.set_defaults(handler=guarded(cmd_token_revoke))
     p = tsub.add_parser(
         "release",
         help="unbind a host from its token (revoked if it is a host token), so that it "
         "can be enrolled again or given a new token",
     )
     p.add_argument("host", type=host_name, metavar="HOST")
-    p.set_defaults(handler=cmd_token_release)
+    p.set_defaults(handler=guarded(cmd_token_release))
 
     p = sub.add_parser("process", help="process queued reports (or re-process with --force)")
     p.add_argument("--force", action="store_true", help="re-process kept reports too")
@@ -80,14 +80,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="processes working side by side, each taking the next run of queued "
         "reports as it comes free (default 1)",
     )  # fmt: skip
-    p.set_defaults(handler=cmd_process)
+    p.set_defaults(handler=guarded(cmd_process))
 
     p = sub.add_parser("clean", help="delete old reports, keeping the last N per host")
     p.add_argument(
         "--keep", type=positive_int, metavar="N",
         help="reports kept per host (setting reports_keep)",
     )  # fmt: skip
-    p.set_defaults(handler=cmd_clean)
+    p.set_defaults(handler=guarded(cmd_clean))
 
 
 TOKEN_COLUMNS = [
@@ -115,16 +115,10 @@ def host_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc.message}") from None
 
 
-def _open(settings: Settings) -> None:
-    """Open the server's store; never create one (see :func:`cli.output.open_store`)."""
-    open_store(settings)
-
-
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     kind = "host" if args.host else "enroll" if args.enroll else "admin"
     if args.force and kind != "host":
         raise PatchwatchError("--force only goes with --host")
-    _open(settings)
     now = time.time()
     expires = now + args.expires_days * 86400 if args.expires_days else None
     binding = current_binding(args.host) if args.host else None
@@ -141,7 +135,6 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     now = time.time()
     rows = [
         {
@@ -158,7 +151,6 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     token = revoke_token(args.prefix, time.time())
     print(f"revoked {args.prefix}")
     if token.kind == "host" and token.host_name:
@@ -169,14 +161,12 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token_release(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     token = release_host(args.host, time.time())
     print(f"released {args.host} from {describe_token(token)}; it can be enrolled again")
     return 0
 
 
 def cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     host = host_name(args.host) if args.host else None
     if args.workers == 1:
         total = _process_queue(settings, host, args.force)
@@ -305,7 +295,6 @@ def _take_runs(
 
 
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     keep = args.keep if args.keep is not None else settings.reports_keep
     print(f"deleted {prune_reports(keep)} reports")
     return 0

@@ -35,7 +35,7 @@ from patchwatch.domain.settings import Settings
 from patchwatch.domain.settings import mask_url
 from patchwatch.domain.tabular import csv_text
 from patchwatch.domain.tabular import is_time_key
-from patchwatch.inventory import AmbiguousError
+from patchwatch.inventory.common import AmbiguousError
 from patchwatch.store.db import open_database
 from patchwatch.store.db import sqlite_path
 from patchwatch.store.migrations import current_version
@@ -144,7 +144,12 @@ def _first_line(exc: BaseException) -> str:
 
 def guarded(handler: Handler) -> Handler:
     """Open the store and run the command; an unclear name or bad value is a usage error
-    (exit 2), a database error one line (exit 1) instead of a traceback."""
+    (exit 2), a database error one line (exit 1) instead of a traceback.
+
+    The one way an operator's verb opens the store (``set_defaults(handler=guarded(...))``),
+    so that every verb refuses to create one and reports a failure the same way. Only
+    the server verbs and ``migrate`` open it otherwise: they create and migrate it.
+    """
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
         open_store(settings)

@@ -17,7 +17,7 @@ from typing import TextIO
 from peewee import JOIN
 
 from cli.output import add_quiet
-from cli.output import open_store
+from cli.output import guarded
 from cli.output import printable
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.records import Package as PackageRecord
@@ -50,18 +50,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--force", action="store_true", help="download and verify everything, even unchanged"
     )
     add_quiet(p)
-    p.set_defaults(handler=cmd_refresh)
+    p.set_defaults(handler=guarded(cmd_refresh))
 
     p = sub.add_parser("updates", help="compute pending updates (all hosts, or one)")
     p.add_argument("--host", metavar="NAME", help="only this host; also lists its updates")
     p.add_argument("--force", action="store_true", help="recompute even when no input changed")
     add_quiet(p)
-    p.set_defaults(handler=cmd_updates)
-
-
-def _open(settings: Settings) -> None:
-    """Open the server's store; never create one (see :func:`cli.output.open_store`)."""
-    open_store(settings)
+    p.set_defaults(handler=guarded(cmd_updates))
 
 
 class _Progress:
@@ -101,7 +96,6 @@ def _line(res: RefreshResult) -> str:
 
 
 def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     refresh_log = logging.getLogger("patchwatch.pipeline.refresh")
     level = refresh_log.level
     if not getattr(args, "verbose", False):  # each outcome is printed below, once
@@ -127,7 +121,6 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_updates(settings: Settings, args: argparse.Namespace) -> int:
-    _open(settings)
     names = None
     if args.host:
         name = args.host.strip().lower()

@@ -21,8 +21,8 @@ from patchwatch.domain import listings
 from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.tabular import csv_text
-from patchwatch.inventory import get_host
-from patchwatch.inventory import host_overview
+from patchwatch.inventory.hosts import get_host
+from patchwatch.inventory.hosts import host_overview
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package

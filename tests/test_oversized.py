@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchwatch.domain.packed_ids import pack_ids
-from patchwatch.inventory import check_store
+from patchwatch.inventory.dbcheck import check_store
 from patchwatch.store.db import database
 from patchwatch.store.db import is_sqlite
 from patchwatch.store.db import write_transaction

@@ -17,7 +17,7 @@ from patchwatch.domain import set_bases
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
-from patchwatch.inventory import check_store
+from patchwatch.inventory.dbcheck import check_store
 from patchwatch.store import sets
 from patchwatch.store.db import database
 from patchwatch.store.migrations import migrate

@@ -22,8 +22,8 @@ import pytest
 from patchwatch.domain.jsondoc import count_values
 from patchwatch.domain.jsondoc import decode_json
 from patchwatch.domain.settings import Settings
-from patchwatch.inventory import MAX_MAINTENANCE_DAYS
-from patchwatch.inventory import parse_maintenance_until
+from patchwatch.inventory.hosts import MAX_MAINTENANCE_DAYS
+from patchwatch.inventory.hosts import parse_maintenance_until
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report

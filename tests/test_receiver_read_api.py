@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from patchwatch.store.models import Repository
 from patchwatch.store.sets import ensure_package_set
 from patchwatch.store.tokens import create_token
 from receiver.app import create_app
+from tests.test_cli_operators import cli
 from tests.test_receiver_ingest import native_doc
 from tests.test_receiver_ingest import post
 
@@ -82,6 +84,17 @@ def test_one_host_with_packages_repositories_updates(api) -> None:
     assert [(u["name"], u["security"], u["held"]) for u in db1["updates"]] == [("pkg1", True, True)]
     assert db1["held_packages"] == [{"name": "pkg1", "arch": "amd64"}]
     assert client.get("/api/v1/hosts/nope", headers=auth).status_code == 404
+
+
+def test_hosts_show_as_json_is_the_apis_answer(api, database_url, tmp_path) -> None:
+    """``hosts show --format json`` and ``GET /api/v1/hosts/NAME`` are one call."""
+    client, auth, _ = api
+    for name in ("web1.example.com", "db1.example.org"):
+        answer = client.get(f"/api/v1/hosts/{name}", headers=auth).get_json()
+        shown = cli(database_url, "hosts", "show", name, "--format", "json", home=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == answer
+        assert answer["updates"] and answer["packages"] and answer["name"] == name
 
 
 def test_which_hosts_have_a_package_and_from_where(api) -> None:

@@ -982,7 +982,6 @@ def test_cli_refresh_reports_each_mirror_and_fails_on_a_failure(
 ) -> None:  # fmt: skip
     build_rpm_tree(root)
     repo, mirror = rpm_repository(server.url("rpm"))
-    monkeypatch.setattr(refresh_cmd, "_open", lambda settings: None)  # the db fixture's
     settings = make_settings(http_retries=0)
     assert run_cli(refresh_cmd.cmd_refresh, settings) == 0
     out = capsys.readouterr()
@@ -1019,7 +1018,6 @@ def test_cli_updates_lists_the_pending_updates_of_a_host(
     assert process_pending(NOW) == {"processed": 1}
     (res,) = refresh_all(fetcher, NOW, make_settings())
     assert res.outcome == "changed"
-    monkeypatch.setattr(refresh_cmd, "_open", lambda settings: None)
     assert run_cli(refresh_cmd.cmd_updates, make_settings(), host="RPMHost.test") == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     key = " ".join(Repository.get().key.split())

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collector import StoreCollector
 from patchwatch.domain.settings import Settings
-from patchwatch.inventory import attention
-from patchwatch.inventory import host_overview
+from patchwatch.inventory.attention import attention
+from patchwatch.inventory.hosts import host_overview
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store import rdns

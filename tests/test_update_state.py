@@ -18,7 +18,7 @@ from peewee import PostgresqlDatabase
 
 from patchwatch.domain.reboot import reboot_required
 from patchwatch.domain.settings import Settings
-from patchwatch.inventory import attention
+from patchwatch.inventory.attention import attention
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
@@ -175,7 +175,7 @@ def test_listings_say_unknown_and_why_never_zero(fleet: MirrorServer) -> None:
     secure = {r["name"] for r in host_summaries(HostFilter(security=False), NOW)}
     assert secure == set()  # an unknown host is not "without security updates"
 
-    detail = host_detail("unread.example.com")
+    detail = host_detail(Host.get(Host.name == "unread.example.com"))
     assert (detail["updates_state"], detail["updates_reason"]) == STATES["unread.example.com"]
 
     items = {i["subject"]: i for i in attention(NOW + 20) if i["issue"] == "updates_unknown"}

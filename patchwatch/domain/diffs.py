@@ -2,7 +2,7 @@
 
 Why two hosts differ is the first question when one of a pair of "identical" machines
 has updates the other has not. The comparison is pure so that the CLI, the API and the
-tests share it; loading the two hosts from the store is ``patchwatch.inventory``'s job.
+tests share it; loading the two hosts from the store is ``patchwatch.inventory.hosts``'s job.
 
 Packages are compared per (name, architecture). A host can hold several versions of
 one name (rpm kernels, ``gpg-pubkey``), so a name whose single version differs on each

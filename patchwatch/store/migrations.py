@@ -464,7 +464,7 @@ def _key_url(
 
 def _merge_repository_row(db: Database, target: int, source: int) -> None:
     """Move what refers to repository ``source`` to ``target``, then delete ``source``
-    (what ``patchwatch.inventory.link_repositories`` does, in SQL: migrations do not
+    (what ``patchwatch.inventory.repositories.link_repositories`` does, in SQL: migrations do not
     depend on the code above them)."""
     q = db.param
 

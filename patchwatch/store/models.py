@@ -118,7 +118,7 @@ class PackageSetMember(BaseModel):
     (``WITHOUT ROWID``, migration 2): a set's members are one contiguous range. On
     PostgreSQL the foreign keys are dropped (migration 3: a trigger per row was half
     the cost of a new set); deleting a set or a package deletes its members
-    explicitly (``patchwatch.inventory``), not through ``ON DELETE CASCADE``.
+    explicitly (``patchwatch.inventory.dbcheck``), not through ``ON DELETE CASCADE``.
     """
 
     package_set = ForeignKeyField(PackageSet, backref="members", on_delete="CASCADE", index=False)
@@ -419,7 +419,7 @@ class HostUpdate(BaseModel):
     """A pending update of one host, kept to remember when it was first seen.
 
     No foreign keys on PostgreSQL (migration 3), like ``UpdateSetItem``: deleting a
-    host deletes its pending updates explicitly (``patchwatch.inventory``). Indexed by
+    host deletes its pending updates explicitly (``patchwatch.inventory.hosts``). Indexed by
     host only; on SQLite the keys to packages and repositories went with their
     indexes (migration 5).
     """

@@ -15,7 +15,6 @@ from peewee import JOIN
 from peewee import Case
 from peewee import fn
 
-from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.reboot import reboot_required
 from patchwatch.domain.updates import decode_holds
 from patchwatch.store.db import chunks
@@ -316,14 +315,12 @@ def _package_dict(p: Package) -> dict[str, str]:
             "arch": p.arch, "type": p.kind}  # fmt: skip
 
 
-def host_detail(name: str) -> dict[str, object]:
+def host_detail(host: Host) -> dict[str, object]:
     """One host with its packages, repositories and pending updates.
 
-    :raises NotFoundError: when no host has this name.
+    Takes the row the caller found (by exact name for the API, as the operator typed
+    it for the CLI) rather than a name, so that a host is looked up once.
     """
-    host = Host.get_or_none(Host.name == name.lower())
-    if host is None:
-        raise NotFoundError(f"no host named {name!r}")
     packages = []
     if host.package_set_id:
         query = (

@@ -1,0 +1,45 @@
+"""What the operator's views share: name matching, id batches, progress, versions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import TypeVar
+
+from patchwatch.domain.errors import PatchwatchError
+
+DAY = 86400.0
+BATCH = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's limits
+
+GLOB_CHARS = frozenset("*?[")
+
+ProgressFn = Callable[[int, int, str], None]  # (done, total, what is being done)
+T = TypeVar("T")
+
+
+class AmbiguousError(PatchwatchError):
+    """A name or pattern that must pick one object matches several."""
+
+
+def chunks(items: Sequence[T], size: int = BATCH) -> Iterable[Sequence[T]]:
+    """Cut ids into lists short enough for one ``IN (...)``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def is_glob(text: str) -> bool:
+    """Whether an operator's name is a pattern (``web*``) rather than a name."""
+    return any(c in GLOB_CHARS for c in text)
+
+
+def candidates(names: Sequence[str], limit: int = 4) -> str:
+    """The first few names an ambiguous reference matches, for its error message."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def evr(epoch: str, version: str, release: str) -> str:
+    """A version as dpkg and rpm print it: the epoch only when not 0, the release if any."""
+    out = f"{epoch}:{version}" if epoch not in ("", "0") else version
+    return f"{out}-{release}" if release else out

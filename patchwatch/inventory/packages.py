@@ -1,0 +1,94 @@
+"""Packages across the fleet: whether a name is known, and installed packages that
+none of a host's repositories offers (orphans)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from patchwatch.inventory.common import ProgressFn
+from patchwatch.inventory.common import evr
+from patchwatch.pipeline.hostupdates import repository_membership
+from patchwatch.store.models import Host
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSetContent
+
+# Packages every rpm host has that no repository ever offers: the rpm database's
+# stand-ins for imported signing keys. Listing them as "from no repository" is noise.
+PSEUDO_PACKAGES = frozenset({"gpg-pubkey", "gpg-pubkey-release"})
+
+
+def package_known(name: str) -> bool:
+    """Tell whether any host or mirror has ever had a package of this name."""
+    return bool(Package.select(Package.id).where(Package.name == name).exists())
+
+
+def orphan_packages(
+    host: Host | None = None, progress: ProgressFn | None = None
+) -> list[dict[str, object]]:
+    """Installed packages that none of the host's repositories offers under that name.
+
+    A package counts as offered when any mirror of any of the host's repositories
+    (its own or its OS group's) lists its name for its architecture (or for
+    ``all``/``noarch``) in its last good index, whatever the version: an outdated
+    package is an update, not an orphan. What is left was installed by hand, from a
+    repository the host no longer has, or is an old kernel its repository dropped.
+    Hosts whose repositories have no index yet are skipped: nothing can be said.
+    """
+    query = Host.select().where(Host.package_set.is_null(False)).order_by(Host.name)
+    if host is not None:
+        query = query.where(Host.id == host.id)
+    groups: dict[tuple[int, frozenset[int]], list[str]] = defaultdict(list)
+    for h in list(query):
+        repo_ids = frozenset(r for r, _prio, _enabled in repository_membership(h))
+        groups[(h.package_set_id, repo_ids)].append(h.name)
+    mirror_sets: dict[int, set[int]] = defaultdict(set)
+    for repo_id, pset_id in (
+        Mirror.select(Mirror.repository, Mirror.package_set)
+        .where(Mirror.package_set.is_null(False))
+        .tuples()
+    ):
+        mirror_sets[repo_id].add(pset_id)
+    names_by_pset: dict[int, set[tuple[str, str]]] = {}
+
+    def offered(pset_id: int) -> set[tuple[str, str]]:
+        if pset_id not in names_by_pset:
+            names_by_pset[pset_id] = set(
+                Package.select(Package.name, Package.arch)
+                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+                .where(PackageSetContent.package_set_id == pset_id)
+                .distinct()
+                .tuples()
+            )
+        return names_by_pset[pset_id]
+
+    out: list[dict[str, object]] = []
+    for done, ((pset_id, repo_ids), names) in enumerate(sorted(groups.items(),
+                                                               key=lambda g: g[1])):  # fmt: skip
+        if progress is not None:
+            progress(done, len(groups), names[0])
+        psets = {p for rid in repo_ids for p in mirror_sets.get(rid, ())}
+        if not psets:
+            continue
+        available: set[tuple[str, str]] = set()
+        for p in psets:
+            available |= offered(p)
+        installed = (
+            Package.select(Package.name, Package.arch, Package.epoch, Package.version,
+                           Package.release)
+            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
+            .where(PackageSetContent.package_set_id == pset_id)
+            .order_by(Package.name, Package.arch)
+            .tuples()
+        )  # fmt: skip
+        lonely = [
+            (n, a, evr(e, v, r))
+            for n, a, e, v, r in installed
+            if n not in PSEUDO_PACKAGES and not ({(n, a), (n, "all"), (n, "noarch")} & available)
+        ]
+        for name in names:
+            out.extend({"host": name, "name": n, "arch": a, "version": v} for n, a, v in lonely)
+    if progress is not None:
+        progress(len(groups), len(groups), "")
+    out.sort(key=lambda row: (str(row["host"]), str(row["name"]), str(row["arch"])))
+    return out
