@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+from typing import cast
 
 from peewee import PeeweeException
 
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # subcommands are OneLineParsers too; the modules add them as plain ArgumentParsers
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
     serve_cmd.add_commands(sub)
     tools_cmd.add_commands(sub)
     admin_cmd.add_commands(sub)

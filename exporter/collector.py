@@ -318,8 +318,8 @@ class StoreCollector(Collector):
         )
         for job, run in sorted(load_last_job_runs().items()):
             if run["last_success_at"] is not None:
-                last_success.add_metric([job], float(run["last_success_at"]))  # type: ignore[arg-type]
+                last_success.add_metric([job], float(run["last_success_at"]))
             last_ok.add_metric([job], 1 if run["outcome"] == "success" else 0)
             if run["duration"] is not None:
-                duration.add_metric([job], float(run["duration"]))  # type: ignore[arg-type]
+                duration.add_metric([job], float(run["duration"]))
         yield from (last_success, last_ok, duration)

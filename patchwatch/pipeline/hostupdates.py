@@ -173,7 +173,7 @@ class UpdateContext:
     decisions: dict[int, Decisions] = field(default_factory=dict)  # by Sources.decisions
     decision_numbers: dict[tuple[object, ...], int] = field(default_factory=dict)
     advisories: dict[tuple[int, ...], dict[NameArch, list[Key]]] = field(default_factory=dict)
-    kernel_members: dict[int, list[int]] | None = None  # package set -> kernel package ids
+    kernel_members: dict[int, set[int]] | None = None  # package set -> kernel package ids
     kernels: dict[int, list[PackageRecord]] = field(default_factory=dict)
     newer_kernel: dict[tuple[str, int], bool | None] = field(default_factory=dict)
 

@@ -267,7 +267,7 @@ def copy_text(rows: Sequence[tuple[object, ...]]) -> str:
     if types == {str}:
         # strings only (package builds): joined in C, and escaped value by value only
         # when something in them needs it (never seen in package metadata)
-        text = "\n".join(map("\t".join, rows)) + "\n"
+        text = "\n".join(map("\t".join, rows)) + "\n"  # type: ignore[arg-type]  # all str
         if (
             "\\" not in text
             and "\r" not in text

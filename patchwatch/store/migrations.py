@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from peewee import Database
 from peewee import PostgresqlDatabase
@@ -445,6 +446,8 @@ def _key_url(
     kind: str, key: str, repo_id: str, suite: str, component: str, arch: str
 ) -> str | None:
     """The URL inside a repository's key, old spelling or canonical; None if not found."""
+    heads: tuple[str, ...]
+    tails: tuple[str, ...]
     if kind == "deb":
         heads, tails = (
             ("deb ",),
@@ -468,7 +471,7 @@ def _merge_repository_row(db: Database, target: int, source: int) -> None:
     depend on the code above them)."""
     q = db.param
 
-    def run(sql: str, *params: object) -> list[tuple[object, ...]]:
+    def run(sql: str, *params: object) -> list[tuple[Any, ...]]:
         cursor = db.execute_sql(sql.replace("?", q), params)
         return list(cursor.fetchall()) if cursor.description else []
 

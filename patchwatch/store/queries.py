@@ -150,7 +150,7 @@ def load_host_rows() -> list[HostRow]:
     """Every host with its update counts (see :func:`load_host_tuples`), in one query."""
     rows = load_host_tuples()
     return [
-        HostRow(
+        HostRow(  # type: ignore[call-arg]
             *r[:6],
             as_flag(r[6]),
             as_flag(r[7]),
@@ -159,7 +159,7 @@ def load_host_rows() -> list[HostRow]:
             *r[16:19],
             bool(r[19]),
             *r[20:],
-        )  # type: ignore[arg-type]
+        )
         for r in rows
     ]
 

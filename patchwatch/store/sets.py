@@ -134,6 +134,7 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     columns = (
         f"SELECT id, kind, name, epoch, version, release, arch FROM {Package._meta.table_name}"
     )
+    queries: list[tuple[str, list[object]]]
     if is_sqlite():
         queries = [
             (f"{columns} WHERE name IN ({placeholders(len(chunk))})", list(chunk))
@@ -146,7 +147,7 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
         ]
     for sql, params in queries:
         for pid, *key in database.execute_sql(sql, params).fetchall():
-            record = by_key.get(tuple(key))  # type: ignore[call-overload]
+            record = by_key.get(tuple(key))
             if record is None:
                 kind, name, epoch, version, release, arch = key
                 record = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
@@ -232,7 +233,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
                     columns = [list(column) for column in zip(*chunk, strict=True)]
                     found.extend(database.execute_sql(sql, columns).fetchall())
             for pid, *key in found:
-                record = by_key.get(tuple(key))  # type: ignore[call-overload]
+                record = by_key.get(tuple(key))
                 if record is not None:
                     cache[record] = pid
     left = [p for p in records if p not in cache]
