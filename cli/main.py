@@ -124,7 +124,7 @@ def run() -> NoReturn:
 
     Why: at exit the interpreter runs the cyclic garbage collector over every object
     still alive, and a command that built a large heap (processing's package memo
-    and id caches) spent 0.2 s there after its work was done. Nothing it holds needs
+    and id caches) spent a noticeable time there after its work was done. Nothing it holds needs
     a finaliser that only that collection would run, so the heap is frozen (left out
     of collections) first. Tests call :func:`main` and keep collecting.
     """

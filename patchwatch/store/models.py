@@ -91,9 +91,9 @@ class PackageSet(BaseModel):
     ``member_ids`` repeats the members' package ids, ascending, as 4-byte
     little-endian integers (``patchwatch.domain.packed_ids``; NULL where an id does not
     fit). Why a second copy: computing updates reads every host's set, and one value
-    by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
-    hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
-    two cannot drift apart; ``package_set_member`` stays the copy that SQL reads
+    by primary key is a fraction of the cost of gathering 1,500 member rows
+    (docs/performance.md). A set never changes after it is written, and ``patchwatch
+    dbcheck`` checks that the two agree; ``package_set_member`` stays the copy that SQL reads
     (through the ``package_set_content`` view, below).
 
     ``base``: a set with a base is written as a difference from it (schema 7,
@@ -103,7 +103,7 @@ class PackageSet(BaseModel):
     kinds; ``member_ids`` is always the whole set.
     """
 
-    digest = CharField(max_length=64, unique=True)  # sha256 of the sorted Package.digest_line values
+    digest = CharField(max_length=64, unique=True)  # sha256 of the members' sorted digest_line
     size = IntegerField()
     created_at = DoubleField()
     member_ids = BlobField(null=True)
