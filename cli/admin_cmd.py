@@ -212,10 +212,10 @@ def _process_in_parallel(
     Why processes: parsing a report (JSON, 1,500 package records) holds the GIL and
     is most of the work; the database writes of one worker wait for the other's on
     SQLite, but the parsing overlaps. Why runs rather than fixed shares (id modulo N
-    before): the other processes start later than this one (a fresh interpreter,
-    0.3 s), and runs differ in cost (the first ones store the fleet's packages), so
-    one share could still be at work 0.6-1.4 s after the other had finished (1,000
-    first reports on PostgreSQL, 5-6 s in all). Reports that arrive meanwhile are
+    before): the other processes start later than this one (a fresh interpreter),
+    and runs differ in cost (the first ones store the fleet's packages), so one share
+    could still be at work long after the other had finished (docs/performance.md).
+    Reports that arrive meanwhile are
     taken in a further round; each report is offered once per command.
     """
     context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
@@ -263,7 +263,7 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
         _START_ERROR = exc
         return
     Finalize(None, database.close, exitpriority=10)  # at the worker's exit
-    # then no last collection over its heap (0.3 s, which the caller waits out): see
+    # then no last collection over its heap (which the caller waits out): see
     # cli.main.run
     Finalize(None, gc.freeze, exitpriority=0)
 

@@ -31,7 +31,7 @@ HEADER_DEADLINE_SECONDS = 5.0
 _current = threading.local()
 
 
-class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
+class GuardedThreadWorker(ThreadWorker):
     """gunicorn's threaded worker with a deadline for receiving a request's headers.
 
     gunicorn reads headers with blocking calls and no overall deadline, so a client
@@ -115,7 +115,7 @@ def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     return post_request
 
 
-class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
+class EmbeddedGunicorn(BaseApplication):
     def __init__(self, load_app: Callable[[], Any], options: dict[str, Any]) -> None:
         self._load_app = load_app
         self._options = options

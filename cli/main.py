@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+from typing import cast
 
 from peewee import PeeweeException
 
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # subcommands are OneLineParsers too; the modules add them as plain ArgumentParsers
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    )
     serve_cmd.add_commands(sub)
     tools_cmd.add_commands(sub)
     admin_cmd.add_commands(sub)
@@ -119,7 +124,7 @@ def run() -> NoReturn:
 
     Why: at exit the interpreter runs the cyclic garbage collector over every object
     still alive, and a command that built a large heap (processing's package memo
-    and id caches) spent 0.2 s there after its work was done. Nothing it holds needs
+    and id caches) spent a noticeable time there after its work was done. Nothing it holds needs
     a finaliser that only that collection would run, so the heap is frozen (left out
     of collections) first. Tests call :func:`main` and keep collecting.
     """

@@ -31,11 +31,10 @@ from patchwatch.store.health import check_database
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# prometheus_client compresses at gzip's level 9: 0.22 s for a 10,000-host scrape (7 MB)
-# on this project's 2-core machine, more than writing the text now takes. Level 1 takes
-# 0.03 s and sends about a quarter more bytes (0.59 MB instead of 0.46 MB for 87,000
-# series); Prometheus asks for gzip on every scrape, so the CPU matters more than the
-# bytes on the network between them.
+# prometheus_client compresses at gzip's level 9, which for a 10,000-host scrape takes
+# more than writing the text now does. Level 1 takes a seventh of that time and sends
+# about a quarter more bytes (docs/performance.md); Prometheus asks for gzip on every
+# scrape, so the CPU matters more than the bytes on the network between them.
 GZIP_LEVEL = 1
 
 
@@ -81,8 +80,8 @@ def make_metrics_app(registry: CollectorRegistry) -> WSGIApp:
     does (text, or OpenMetrics when Prometheus asks for it), the per-host families
     (:class:`exporter.exposition.RowFamily`) are written by the exporter's own writer
     and every other family by prometheus_client's, in registry order, so the body is
-    the one prometheus_client would send (10,000 hosts: the text in 0.08 s instead of
-    0.6 s). Only the gzip level differs (:data:`GZIP_LEVEL`). Anything unusual goes to
+    the one prometheus_client would send, several times faster (docs/performance.md).
+    Only the gzip level differs (:data:`GZIP_LEVEL`). Anything unusual goes to
     prometheus_client's app unchanged: other methods, the favicon, ``name[]``
     filtering, and name escaping schemes that rewrite metric names.
     """

@@ -104,7 +104,7 @@ class RowFamily(Metric):
         self._samples: list[Sample] | None = None
         super().__init__(name, documentation, "gauge")  # assigns samples = [] (ignored)
 
-    @property  # type: ignore[override]
+    @property
     def samples(self) -> list[Sample]:
         """The rows as prometheus_client samples, built once when first asked for."""
         if self._samples is None:
@@ -207,7 +207,7 @@ def render(families: Iterable[Metric], encoder: Encoder, openmetrics_format: boo
 
     def flush() -> None:
         if pending:
-            text = encoder(_Families(pending))  # type: ignore[arg-type]
+            text = encoder(_Families(pending))
             if openmetrics_format and text.endswith(EOF_LINE):
                 text = text[: -len(EOF_LINE)]
             parts.append(text)

@@ -74,7 +74,7 @@ ENROLLMENT_KEY_HEADER = "X-Patchwatch-Enrollment-Key"
 
 
 def _settings() -> Settings:
-    return current_app.config["PATCHWATCH_SETTINGS"]  # type: ignore[no-any-return]
+    return current_app.config["PATCHWATCH_SETTINGS"]
 
 
 def _read_report(slot: ReportSlot) -> Any:
@@ -203,7 +203,7 @@ def _reject(protocol: str, result: str) -> None:
 
 
 @bp.post("/api/v1/reports")
-def native_report() -> Response | tuple[Response, int]:
+def native_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     settings = _settings()
     now = time.time()
     slot = _slot()
@@ -239,7 +239,7 @@ def native_report() -> Response | tuple[Response, int]:
 
 
 @bp.post("/api/report/")
-def patchman2_report() -> Response | tuple[Response, int]:
+def patchman2_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     settings = _settings()
     now = time.time()
     slot = _slot()
@@ -271,7 +271,7 @@ def patchman2_report() -> Response | tuple[Response, int]:
 
 
 @bp.post("/reports/upload/")
-def patchman1_report() -> Response | tuple[Response, int]:
+def patchman1_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     settings = _settings()
     addr = client_address(request, settings)
     if not address_allowed(addr, settings.protocol1_networks):

@@ -59,7 +59,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     register_error_handlers(app)
 
     @app.get("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
+    def healthz():
         try:
             connect_checked()
         except (PeeweeException, OSError):

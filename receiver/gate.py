@@ -2,7 +2,7 @@
 
 What a report costs a worker is bounded per report (``max_report_bytes``,
 ``max_report_decompressed_bytes``, ``max_report_values``), but not what several cost
-at once: eight reports of 100,000 packages in parallel took one worker to 1.2 GB.
+at once: eight reports of 100,000 packages in parallel took one worker past a gigabyte.
 Reports are therefore told apart by size before they are parsed: a *small* one
 (the usual few hundred kilobytes) goes through at once, whatever else is running; a
 *large* one (more than :data:`LARGE_REPORT_BYTES` decompressed, or more than

@@ -4,7 +4,7 @@
 #   scripts/dev.sh run [serve options]   install into .venv and start the server
 #                                        (SQLite in ./data, http://127.0.0.1:8740)
 #   scripts/dev.sh test [pytest args]    install what the tests need (Debian packages
-#                                        and .venv) and run lint, import layers and tests
+#                                        and .venv) and run lint, import layers, types, tests
 #   scripts/dev.sh setup                 only create/refresh .venv with the test extras
 #
 # Debian packages are installed with apt-get (through sudo when not root) only when a
@@ -107,6 +107,7 @@ case "$cmd" in
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/lint-imports"
+        "$VENV/bin/mypy"   # the packages and settings are in setup.cfg's [mypy]
         export PATCHWATCH_TEST_REQUIRE_POSTGRES=1 PATCHWATCH_TEST_REQUIRE_ORACLES=1
         [ $# -gt 0 ] || floor_tests   # a whole run only, not a chosen test
         exec "$VENV/bin/python" -m pytest -q "$@"

@@ -2,9 +2,9 @@
 
 Parsing JSON into Python objects costs far more than the text: about 70 bytes per
 value (an empty object, a one-character string, a number) whatever its size in the
-text, so 2.5 MB of gzip holding a million tiny package objects took 470 MB before the
-package limit could refuse it. :func:`count_values` counts the values of a document
-from three byte counts done in C (some milliseconds for 64 MB), and
+text, so a few megabytes of gzip holding a million tiny package objects took hundreds
+of megabytes before the package limit could refuse it. :func:`count_values` counts the
+values of a document from three byte counts done in C, and
 :func:`decode_json` refuses a body above the bound before ``json.loads`` builds
 anything. The count is an upper bound for every document (each value but the first
 follows a comma or opens a container; commas and brackets inside strings only count

@@ -10,7 +10,7 @@ and ``dbcheck`` and a migration remove rows stored before the bounds held.
 
 Why they matter beyond disk space: a package's fields are the key of the package
 indexes, so one 50 MB name made every insert near it read 50 MB while holding the
-write lock (5,000 inserts: 0.04 s without it, 5.6 s with a 5 MB name).
+write lock, a hundred times slower (docs/performance.md).
 """
 
 from __future__ import annotations

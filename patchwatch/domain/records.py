@@ -1,7 +1,8 @@
 """The shared vocabulary: plain frozen records passed between the pure core and the edges.
 
-Parsers return these, the update computation consumes them, and only
-``patchwatch.store.queries`` converts them to and from database rows. None of them knows
+Parsers return these and the update computation consumes them; the modules that read
+the database build them from rows (package sets in ``patchwatch.store.sets``, the update
+computation in ``patchwatch.pipeline.hostupdates``, a few CLI verbs). None of them knows
 about Flask or Peewee.
 """
 

@@ -523,7 +523,7 @@ def _native_packages(value: object) -> tuple[Package, ...]:
     generation = _MEMO.generation
     out: list[Package | None]
     try:
-        if not set(map(len, items)) <= {6}:
+        if not set(map(len, items)) <= {6}:  # type: ignore[arg-type]  # TypeError: caught
             raise KeyError
         out = list(map(_MEMO.records.get, map(_PACKAGE_VALUES, items)))  # type: ignore[arg-type]
     except (TypeError, KeyError):  # not all objects of the six keys; an unhashable value

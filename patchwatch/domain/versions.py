@@ -229,6 +229,7 @@ def _split_rpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "", s
+    release: str | None
     version, hyphen, release = rest.rpartition("-")
     if not hyphen:
         version, release = rest, None

@@ -92,6 +92,7 @@ def split_alpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "0", s
+    pkgrel: str | None
     pkgver, hyphen, pkgrel = rest.rpartition("-")
     if not hyphen:
         pkgver, pkgrel = rest, None

@@ -366,9 +366,9 @@ def possible_mirrors() -> list[dict[str, object]]:
     )
     for repo_id, pset_id in query:
         by_content[(repos[repo_id].kind, pset_id)].add(repo_id)
-    for ids in by_content.values():
-        if len(ids) > 1:
-            union(sorted(ids), "same packages")
+    for same in by_content.values():
+        if len(same) > 1:
+            union(sorted(same), "same packages")
     groups: dict[int, list[int]] = defaultdict(list)
     for rid in repos:
         groups[find(rid)].append(rid)

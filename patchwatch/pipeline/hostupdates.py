@@ -173,7 +173,7 @@ class UpdateContext:
     decisions: dict[int, Decisions] = field(default_factory=dict)  # by Sources.decisions
     decision_numbers: dict[tuple[object, ...], int] = field(default_factory=dict)
     advisories: dict[tuple[int, ...], dict[NameArch, list[Key]]] = field(default_factory=dict)
-    kernel_members: dict[int, list[int]] | None = None  # package set -> kernel package ids
+    kernel_members: dict[int, set[int]] | None = None  # package set -> kernel package ids
     kernels: dict[int, list[PackageRecord]] = field(default_factory=dict)
     newer_kernel: dict[tuple[str, int], bool | None] = field(default_factory=dict)
 
@@ -490,8 +490,8 @@ def _older_versions(ctx: UpdateContext, several: set[int]) -> set[int]:
     ``several`` are the ids that share their name and arch with another id *somewhere
     in the run*: in a drifting fleet some hundreds per set (one host's older curl, the
     next one's newer), of which only a few (the kernels) share it within this set. Those
-    few are found by counting, in C, before any version is compared (10,000 hosts: 1.1 s
-    of comparing all of them).
+    few are found by counting, in C, before any version is compared (docs/performance.md
+    has what comparing all of them cost).
     """
     if len(several) < 2:
         return set()
@@ -905,8 +905,8 @@ def _prefer_indexes() -> None:
     by set), and a fleet's first run starts them empty. Until autovacuum analyzes
     them again the planner works from the statistics of a nearly empty table and,
     for a few hundred ids, scans the whole table, once per batch and longer as the
-    run fills it (10,000 hosts: about 1.5 s of the writer's time spent reading
-    nothing). Every statement of a batch looks rows up by an indexed key, so no
+    run fills it (a measurable share of the writer's time, see docs/performance.md,
+    spent reading nothing). Every statement of a batch looks rows up by an indexed key, so no
     scan of a whole table is ever the better plan here. ``SET LOCAL`` ends with the
     transaction, which is why only a batch's own transaction sets it.
     """
@@ -919,10 +919,10 @@ def _may_write_aside(ctx: UpdateContext) -> bool:
 
     On PostgreSQL the writing is the server's work, in its own process, and the
     driver gives up the GIL for a whole COPY or query: computing the next batches
-    overlaps it (10,000 hosts in-process: 17.2-20.5 s inline, 11.4-14.7 s so).
+    overlaps it (figures in docs/performance.md).
     SQLite writes in this process, row by row, taking the GIL back after each row;
     beside a computing thread each take waits for its turn, so a thread wrote no
-    faster than inline (13.2-14.9 s against 11.1-12.6 s). Not for a few hosts
+    faster than inline. Not for a few hosts
     (nothing to overlap), nor inside the caller's transaction (the writer would wait
     for its locks, or miss its rows).
     """

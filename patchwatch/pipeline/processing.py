@@ -74,7 +74,7 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
     try:
         text = zlib.decompress(body)
         try:
-            doc = orjson.loads(text)  # half the time of json.loads on a 150 KB report
+            doc = orjson.loads(text)  # half the time of json.loads
         except orjson.JSONDecodeError:
             # what json.dumps wrote but orjson refuses: a lone surrogate (kept by
             # surrogatepass, for the parser to name), a number beyond a double's range.
@@ -505,7 +505,7 @@ def process_pending(
     1,500 entries into the package-to-set index, scattered over as many pages; one
     commit per report wrote all of those pages out for every report, while reports
     of one fleet share most packages and so most pages. Batching cut processing of a
-    drifting 1,000-host fleet from 83 s to the figure in docs/performance.md. A
+    drifting fleet several times over (docs/performance.md). A
     failure other than a bad report rolls back the whole batch, which leaves its
     reports queued, as they were before; a rollback PostgreSQL forced (a deadlock
     victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the

@@ -739,7 +739,7 @@ def _collect(
     """Append the parsed packages to ``into``, stopping past ``limit`` in all.
 
     The parse stops there too (it is a generator): a million-package index costs what
-    ``limit`` packages cost, not what the byte limit allows (1.2 GB and 55 s).
+    ``limit`` packages cost, not what the byte limit allows (see docs/performance.md).
     """
     for available in parsed:
         if len(into) >= limit:

@@ -255,7 +255,7 @@ def copy_text(rows: Sequence[tuple[object, ...]]) -> str:
     Rows of numbers, flags and NULLs only (a fleet's pending updates: a million rows
     of ids and times) are written by the tuples' own ``repr``, in C, and turned into
     COPY text by a few replacements over the whole text, instead of a function call
-    per value (900,000 rows of six values: 1.7 s against 2.1-2.4 s).
+    per value (about a quarter faster; docs/performance.md).
     """
     if not rows:
         return ""
@@ -267,7 +267,7 @@ def copy_text(rows: Sequence[tuple[object, ...]]) -> str:
     if types == {str}:
         # strings only (package builds): joined in C, and escaped value by value only
         # when something in them needs it (never seen in package metadata)
-        text = "\n".join(map("\t".join, rows)) + "\n"
+        text = "\n".join(map("\t".join, rows)) + "\n"  # type: ignore[arg-type]  # all str
         if (
             "\\" not in text
             and "\r" not in text
@@ -310,8 +310,8 @@ def insert_staged(
     For an insert that needs what ``COPY`` cannot do (``ON CONFLICT``,
     ``RETURNING``): the rows are copied into a temporary table of the same column
     types, then inserted from it in one statement. Why: PostgreSQL parses a large
-    text-array parameter (``unnest``) slowly; 40,000 package builds took 0.64-0.80 s
-    as six arrays, 0.38-0.40 s so (loopback cluster). PostgreSQL through psycopg2
+    text-array parameter (``unnest``) slowly: this takes about half the time for
+    a fleet's new package builds (docs/performance.md). PostgreSQL through psycopg2
     only (:func:`can_stage_rows`); returns the statement's rows.
     """
     names = ", ".join(columns)
@@ -345,8 +345,7 @@ def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
     peewee builds SQL row by row, which costs more than the database's own work for
     the thousands of rows a package set or a fleet's pending updates have. On
     PostgreSQL (psycopg2) a plain insert becomes a ``COPY``: half the server time of
-    a multi-row ``VALUES`` for the members of a new package set (12.7 against 24 ms
-    for 1,500 rows into a table without foreign keys, on the loopback cluster), and
+    a multi-row ``VALUES`` for the members of a new package set (docs/performance.md), and
     no per-row quoting in Python; an insert with ``ON CONFLICT`` (which COPY cannot
     do) is sent as one multi-row ``VALUES`` per 1,000 rows.
     """
@@ -361,8 +360,8 @@ def execute_many(sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if "ON CONFLICT" not in sql.upper():
             _copy_rows(db, sql, rows)
             return
-        # psycopg2's executemany sends one statement per row (0.22 s for 1,500 rows on
-        # loopback); execute_values sends one multi-row VALUES (0.012 s)
+        # psycopg2's executemany sends one statement per row; execute_values sends one
+        # multi-row VALUES (twenty times faster for a set's rows; docs/performance.md)
         head, _, tail = sql.partition("VALUES")
         values_sql = head + "VALUES %s" + tail[tail.index(")") + 1 :]
         with _own_transaction(db):

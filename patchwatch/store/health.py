@@ -77,7 +77,7 @@ def check_database(db: Database, writer: str | None = None) -> dict[str, object]
             status["ok"] = False
         _verdict(writer, problem if writable is False else "")
     status["latency_seconds"] = round(time.perf_counter() - started, 6)
-    return status  # type: ignore[return-value]
+    return status
 
 
 def probe_write(db: Database, name: str, now: float | None = None) -> tuple[bool | str, str]:

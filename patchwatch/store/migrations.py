@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from peewee import Database
 from peewee import PostgresqlDatabase
@@ -105,9 +106,8 @@ def _bulk_tables_without_foreign_keys(db: Database) -> None:
 
     PostgreSQL checks a foreign key with a trigger per inserted row, which locks the
     referenced row (a write to its page). The members of a new package set (about
-    1,500 rows) were half the cost of processing a new report (71 against 46 ms,
-    500 hosts of ``bench/fleet.py``), and the pending updates of 1,000 hosts took
-    8.5 s to compute and store against 4.6 s without the keys. These rows are written
+    1,500 rows) were half the cost of processing a new report, and the pending
+    updates nearly doubled the update computation (docs/performance.md). These rows are written
     only by ``patchwatch.store.sets`` and ``patchwatch.pipeline.hostupdates``, from ids they have
     just read or inserted, and deleted with what they belong to by
     ``patchwatch.inventory`` explicitly; ``dbcheck`` finds and deletes any that a
@@ -177,10 +177,8 @@ def _updates_without_package_indexes(db: Database) -> None:
     (``host_update`` and ``update_set_item`` on ``installed_id``, ``available_id`` and
     ``repository_id``): updates are read by host and by update set, and the rare
     questions by package (``dbcheck``, merging repositories) scan the table once.
-    Computing and writing the updates of 10,000 drifting hosts (about 1.5 million
-    rows) took 43 s with them and 19-20 s without (SQLite, in-process, the
-    ``bench/fleet.py`` store with its updates deleted); PostgreSQL, 1,000 hosts
-    in-process: 6.6 s against 4.2 s.
+    Computing and writing the updates of a fleet took twice as long with them
+    (docs/performance.md).
 
     A foreign key needs an index on its column, or each deleted package would scan
     both tables, so on SQLite the tables are rebuilt without the keys to packages
@@ -216,8 +214,8 @@ def _package_set_member_ids(db: Database) -> None:
 
     Filled here rather than left NULL (readers fall back to the member rows) so that
     an upgraded store computes updates as fast as a new one. Costs one pass over the
-    members, 200 sets per query: a 10,000-host store (7,000 sets, 10.6 million
-    members) took 5.7 s on SQLite and 7.5 s on PostgreSQL, once.
+    members, 200 sets per query, once (docs/performance.md: seconds for a
+    10,000-host store).
     """
     if "member_ids" not in {c.name for c in db.get_columns("package_set")}:
         kind = "BLOB" if isinstance(db, SqliteDatabase) else "BYTEA"
@@ -445,6 +443,8 @@ def _key_url(
     kind: str, key: str, repo_id: str, suite: str, component: str, arch: str
 ) -> str | None:
     """The URL inside a repository's key, old spelling or canonical; None if not found."""
+    heads: tuple[str, ...]
+    tails: tuple[str, ...]
     if kind == "deb":
         heads, tails = (
             ("deb ",),
@@ -468,7 +468,7 @@ def _merge_repository_row(db: Database, target: int, source: int) -> None:
     depend on the code above them)."""
     q = db.param
 
-    def run(sql: str, *params: object) -> list[tuple[object, ...]]:
+    def run(sql: str, *params: object) -> list[tuple[Any, ...]]:
         cursor = db.execute_sql(sql.replace("?", q), params)
         return list(cursor.fetchall()) if cursor.description else []
 

@@ -91,9 +91,9 @@ class PackageSet(BaseModel):
     ``member_ids`` repeats the members' package ids, ascending, as 4-byte
     little-endian integers (``patchwatch.domain.packed_ids``; NULL where an id does not
     fit). Why a second copy: computing updates reads every host's set, and one value
-    by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
-    hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
-    two cannot drift apart; ``package_set_member`` stays the copy that SQL reads
+    by primary key is a fraction of the cost of gathering 1,500 member rows
+    (docs/performance.md). A set never changes after it is written, and ``patchwatch
+    dbcheck`` checks that the two agree; ``package_set_member`` stays the copy that SQL reads
     (through the ``package_set_content`` view, below).
 
     ``base``: a set with a base is written as a difference from it (schema 7,
@@ -103,7 +103,7 @@ class PackageSet(BaseModel):
     kinds; ``member_ids`` is always the whole set.
     """
 
-    digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
+    digest = CharField(max_length=64, unique=True)  # sha256 of the members' sorted digest_line
     size = IntegerField()
     created_at = DoubleField()
     member_ids = BlobField(null=True)
@@ -323,7 +323,7 @@ class HostCredential(BaseModel):
 
 
 class Report(BaseModel):
-    """A raw report as received, stored (compressed) before it is acknowledged."""
+    """A report as decoded from the request, stored (compressed) before it is acknowledged."""
 
     host_name = CharField(max_length=255, index=True)
     protocol = CharField(max_length=32)  # patchwatch/1, patchman/1, patchman/2
@@ -331,8 +331,8 @@ class Report(BaseModel):
     received_at = DoubleField(index=True)
     remote_addr = CharField(max_length=64, default="")
     user_agent = CharField(max_length=255, default="")
-    body = BlobField()  # zlib-compressed request body (after transfer decoding)
-    size = IntegerField()  # uncompressed body size in bytes
+    body = BlobField()  # the decoded document re-serialised as compact JSON, zlib-compressed
+    size = IntegerField()  # size of that JSON in bytes, before compression
     state = CharField(max_length=16, default="pending", index=True)
     processed_at = DoubleField(null=True)
     error = TextField(default="")

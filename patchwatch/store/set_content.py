@@ -7,8 +7,8 @@ rows' share. Questions over many sets at once (the installed kernels of a fleet,
 architectures of a repository's hosts) are answered that way from the member rows of
 the sets and their bases, read by index. The ``package_set_content`` view answers
 the same for one set or one package; over thousands of sets PostgreSQL planned it as
-a hash or sort of the whole member table (1.4 s against 7 ms for a 3,000-host fleet's
-kernels).
+a hash or sort of the whole member table, hundreds of times slower
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -103,7 +103,6 @@ def sets_unlike_their_rows(chunk: int = 100) -> list[int]:
     Read a range of sets at a time, bases kept once read: memory stays within a
     range's rows and the bases (some hundreds of whole sets), not the whole table.
     Sets without packed ids (an id beyond 32 bits) have only their rows: skipped.
-    A 10,000-host SQLite store of whole sets (10.6 million rows): 7.3 s.
     """
     listed = database.execute_sql(
         f"SELECT id, base_id FROM {_SET} WHERE member_ids IS NOT NULL ORDER BY id"

@@ -126,14 +126,15 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     SQL: peewee builds an ``IN`` list value by value, which cost more than the query
     itself for the 1,500 names of a new package set. On PostgreSQL the names go as
     one array parameter (``= ANY``) of up to :data:`ARRAY_PARAMETER_SIZE`: a statement per
-    400 names was planned and run 160 times for bookworm's 64,000 names (1.6 s on
-    the loopback cluster against 0.3 s).
+    400 names was planned and run 160 times for bookworm's 64,000 names, five times
+    slower (docs/performance.md).
     """
     by_key = {package_key(p): p for p in records}
     names = sorted({key[1] for key in by_key})
     columns = (
         f"SELECT id, kind, name, epoch, version, release, arch FROM {Package._meta.table_name}"
     )
+    queries: list[tuple[str, list[object]]]
     if is_sqlite():
         queries = [
             (f"{columns} WHERE name IN ({placeholders(len(chunk))})", list(chunk))
@@ -146,7 +147,7 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
         ]
     for sql, params in queries:
         for pid, *key in database.execute_sql(sql, params).fetchall():
-            record = by_key.get(tuple(key))  # type: ignore[call-overload]
+            record = by_key.get(tuple(key))
             if record is None:
                 kind, name, epoch, version, release, arch = key
                 record = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
@@ -190,9 +191,8 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     ``ON CONFLICT DO NOTHING``: another process may insert the same build meanwhile;
     those rows are looked up afterwards. On PostgreSQL the rows go as six array
     parameters of up to :data:`ARRAY_PARAMETER_SIZE` (``unnest``), quoted by the driver in
-    C, and ``RETURNING`` gives the new ids without a second lookup (refresh of four
-    Debian mirrors, 68,000 new packages, into a fresh store: 3.9-4.7 s with a
-    multi-row ``VALUES`` quoted row by row in Python and the lookup, 3.1-3.8 s so);
+    C, and ``RETURNING`` gives the new ids without a second lookup (faster than a
+    multi-row ``VALUES`` quoted row by row in Python and the lookup; docs/performance.md);
     from :data:`STAGE_MIN_ROWS` rows they go by ``COPY`` instead (``insert_staged``:
     the server's parsing of large arrays was most of a 40,000-row insert's cost).
     """
@@ -215,7 +215,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
             # One inserter at a time. Two processes bringing the same new packages (the
             # first batches of two processing workers) otherwise both inserted them all:
             # the second waited on every row the first had inserted, then found each a
-            # conflict (1.5-2.1 s for 38,000 rows, against 0.9-1.1 s for the first).
+            # conflict (slower than inserting them; docs/performance.md).
             # Now it waits once, reads what the first stored, and inserts the rest.
             lock = (PACKAGE_INSERT_LOCK,)
             if not database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", lock).fetchone()[0]:
@@ -232,7 +232,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
                     columns = [list(column) for column in zip(*chunk, strict=True)]
                     found.extend(database.execute_sql(sql, columns).fetchall())
             for pid, *key in found:
-                record = by_key.get(tuple(key))  # type: ignore[call-overload]
+                record = by_key.get(tuple(key))
                 if record is not None:
                     cache[record] = pid
     left = [p for p in records if p not in cache]

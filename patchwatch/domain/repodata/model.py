@@ -31,9 +31,9 @@ def _empty() -> Mapping[str, Any]:
 
 # The Packages files a Release may list, by the name of their format.
 PACKAGES_FORMATS = {"gz": ".gz", "xz": ".xz", "bz2": ".bz2", "lzma": ".lzma", "plain": ""}
-# Which one to download when a Release lists several. gzip first: it is 37% more bytes
-# than xz for bookworm main (12.1 against 8.8 MB) but decompresses in a third of the
-# time (0.25 against 0.88 s of a refresh's ~3 s); see the apt_index_formats setting.
+# Which one to download when a Release lists several. gzip first: it is about a third
+# more bytes than xz but decompresses in a third of the time (docs/performance.md);
+# see the apt_index_formats setting.
 DEFAULT_PACKAGES_ORDER = ("gz", "xz", "bz2", "lzma", "plain")
 
 

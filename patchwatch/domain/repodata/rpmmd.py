@@ -9,11 +9,10 @@ Every document comes from a mirror we do not control, so no XML reaches the pars
 before expat itself has vetted its prolog: a DOCTYPE with entity declarations (billion
 laughs) or an external identifier (XXE, DTD fetching) raises
 :class:`~patchwatch.domain.errors.ParseError` before anything is expanded or fetched. The
-tree is then built by the stdlib's C parser: on a synthetic 171 MB primary.xml (70,000
-packages) parse_primary took 4.1 s and 23 MB where defusedxml's pure-Python parser
-took 8.0 s. ``primary.xml`` of a large repository is hundreds of megabytes once
-decompressed; it is parsed incrementally and each ``<package>`` is cleared once read,
-so memory stays flat whatever the size.
+tree is then built by the stdlib's C parser, about twice as fast as defusedxml's
+pure-Python parser (docs/performance.md). ``primary.xml`` of a large repository is
+hundreds of megabytes once decompressed; it is parsed incrementally and each
+``<package>`` is cleared once read, so memory stays flat whatever the size.
 
 ``modules.yaml`` is not parsed here yet (PyYAML is not a dependency).
 """

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from patchwatch.domain.osinfo import DEBIAN_CODENAMES
@@ -86,7 +87,7 @@ def _rpm_key(version: str) -> Key:
     return rpm_sort_key(*split_rpm(version))
 
 
-_KEYS = {
+_KEYS: dict[Ordering, Callable[[str], Key]] = {
     Ordering.DPKG: deb_sort_key,
     Ordering.RPM: functools.lru_cache(maxsize=1 << 17)(_rpm_key),
     Ordering.APK: apk_sort_key,
@@ -109,7 +110,7 @@ def _apk_check(version: str) -> None:
 # split_deb's own cache is for the update computation's hot path; checking a feed's
 # hundreds of thousands of versions once each goes around it rather than evicting it.
 _CHECKS = {
-    Ordering.DPKG: split_deb.__wrapped__,  # type: ignore[attr-defined]
+    Ordering.DPKG: split_deb.__wrapped__,
     Ordering.RPM: split_rpm,
     Ordering.APK: _apk_check,
 }
