@@ -205,7 +205,6 @@ def _process_queue(settings: Settings, host: str | None, force: bool) -> Counter
             limit=PROCESS_PAGE,
             host_name=host,
             force=force,
-            claim_timeout=settings.report_claim_timeout_seconds,
         )
         total.update(outcome)
         if force or sum(outcome.values()) < PROCESS_PAGE:
@@ -230,24 +229,21 @@ def _process_in_parallel(
     """
     context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
     tickets = context.Value("i", 0)  # the next run to take, shared by all
-    claim_timeout = settings.report_claim_timeout_seconds
     offered: set[int] = set()
     total = Counter[str]()
     with ProcessPoolExecutor(
         workers - 1, mp_context=context, initializer=_start_worker, initargs=(settings, tickets)
     ) as pool:
         while True:
-            ids = [i for i in queued_report_ids(time.time(), host, force, claim_timeout)
+            ids = [i for i in queued_report_ids(host, force)
                    if i not in offered]  # fmt: skip
             if not ids:
                 return total
             offered.update(ids)
             runs = [ids[i : i + RUN_REPORTS] for i in range(0, len(ids), RUN_REPORTS)]
             tickets.value = 0
-            futures = [
-                pool.submit(_take_runs, runs, force, claim_timeout) for _ in range(workers - 1)
-            ]
-            total.update(_take_runs(runs, force, claim_timeout, tickets))
+            futures = [pool.submit(_take_runs, runs, force) for _ in range(workers - 1)]
+            total.update(_take_runs(runs, force, tickets))
             for future in futures:
                 total.update(future.result())
             if force:
@@ -281,7 +277,6 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
 def _take_runs(
     runs: list[list[int]],
     force: bool,
-    claim_timeout: float,
     tickets: Synchronized[int] | None = None,
 ) -> Counter[str]:
     """Process the next run not taken yet, and again, until none is left."""
@@ -297,11 +292,7 @@ def _take_runs(
         if taken >= len(runs):
             return total
         run = runs[taken]
-        total.update(
-            process_pending(
-                time.time(), limit=len(run), force=force, claim_timeout=claim_timeout, ids=run
-            )
-        )
+        total.update(process_pending(time.time(), limit=len(run), force=force, ids=run))
 
 
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:

@@ -183,7 +183,6 @@ def _process_after(
                     time.time(),
                     host_name=host_name,
                     parsed={report_id: report},
-                    claim_timeout=settings.report_claim_timeout_seconds,
                 )
         except Exception:  # boundary: the report is stored; the scheduler will retry
             log.exception("inline processing failed for %s; left queued", host_name)

@@ -301,22 +301,16 @@ def apply_report(
     return host_id
 
 
-CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed worker)
-
-
-def claim_report(
-    row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
-) -> bool:
+def claim_report(row: Report, now: float, force: bool = False) -> bool:
     """Take a report so that two processes never work on it at once; False if taken.
 
     The report is marked processed at once: the claim is made inside the batch's
     transaction (:func:`process_pending`), so no other reader sees that mark before
     the host state it stands for, and what fails after it marks the report otherwise
     or rolls the whole batch back. One statement per report instead of a claim and
-    a mark. (A report left "processing", by an earlier version, is taken again after
-    ``claim_timeout``.)
+    a mark, so no report is ever left half-taken.
     """
-    allowed = "state = 'pending' OR (state = 'processing' AND processed_at < ?)"
+    allowed = "state = 'pending'"
     if force:
         allowed += " OR state IN ('processed', 'failed')"
     cursor = database.execute_sql(
@@ -324,7 +318,7 @@ def claim_report(
             f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
             f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
         ),
-        (now, row.id, now - claim_timeout),
+        (now, row.id),
     )
     if cursor.rowcount:
         row.state = "processed"
@@ -336,7 +330,6 @@ def process_report(
     now: float,
     force: bool = False,
     parsed: HostReport | ParseError | None = None,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
     package_set_id: int | None = None,
     known_hosts: dict[str, int] | None = None,
 ) -> str:
@@ -349,7 +342,7 @@ def process_report(
     Called inside a batch's transaction only (see :func:`claim_report`); the host
     writes are a savepoint of it.
     """
-    if not claim_report(row, now, force, claim_timeout):
+    if not claim_report(row, now, force):
         return "skipped"  # another process has it, or it is done
     report = parsed if parsed is not None else parse_stored(row)
     if isinstance(report, ParseError):
@@ -454,30 +447,19 @@ def _store_shared_rows(
     return {rid: set_id for (rid, _report), set_id in zip(fresh, set_ids, strict=True)}
 
 
-def _queue(
-    query: ModelSelect, now: float, host_name: str | None, force: bool, claim_timeout: float
-) -> ModelSelect:
-    """The reports to process, in arrival order: queued ones (and claims gone stale),
-    or with ``force`` every kept one."""
+def _queue(query: ModelSelect, host_name: str | None, force: bool) -> ModelSelect:
+    """The reports to process, in arrival order: queued ones, or with ``force`` every
+    kept one."""
     if not force:
-        stale = now - claim_timeout
-        query = query.where(
-            (Report.state == "pending")
-            | ((Report.state == "processing") & (Report.processed_at < stale))
-        )
+        query = query.where(Report.state == "pending")
     if host_name:
         query = query.where(Report.host_name == host_name)
     return query.order_by(Report.received_at, Report.id)
 
 
-def queued_report_ids(
-    now: float,
-    host_name: str | None = None,
-    force: bool = False,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
-) -> list[int]:
+def queued_report_ids(host_name: str | None = None, force: bool = False) -> list[int]:
     """The ids of what :func:`process_pending` would take, in the order it takes them."""
-    query = _queue(Report.select(Report.id), now, host_name, force, claim_timeout)
+    query = _queue(Report.select(Report.id), host_name, force)
     return [report_id for (report_id,) in query.tuples()]
 
 
@@ -487,7 +469,6 @@ def process_pending(
     host_name: str | None = None,
     force: bool = False,
     parsed: dict[int, HostReport] | None = None,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
     ids: Sequence[int] | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
@@ -516,7 +497,7 @@ def process_pending(
             Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
             Report.remote_addr, Report.state, Report.packages_digest,
         ),
-        now, host_name, force, claim_timeout,
+        host_name, force,
     ).limit(limit)  # fmt: skip
     if ids is not None:
         query = query.where(Report.id.in_(list(ids)))
@@ -541,11 +522,7 @@ def process_pending(
                 with write_transaction():
                     hosts = host_ids([row.host_name for row in batch[first:]])
                     for row, report in zip(batch[first:], reports[first:], strict=True):
-                        part[
-                            process_report(
-                                row, now, force, report, claim_timeout, known.get(row.id), hosts
-                            )
-                        ] += 1
+                        part[process_report(row, now, force, report, known.get(row.id), hosts)] += 1
                         done += 1
                         if time.monotonic() > deadline:
                             break
