@@ -33,14 +33,14 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.jsondoc import count_values
 from patchwatch.domain.jsondoc import decode_json
+from patchwatch.domain.protocols import NATIVE
+from patchwatch.domain.protocols import PATCHMAN1
+from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.processing import NATIVE
-from patchwatch.pipeline.processing import PATCHMAN1
-from patchwatch.pipeline.processing import PATCHMAN2
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.db import database

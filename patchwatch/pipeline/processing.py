@@ -22,6 +22,9 @@ from peewee import IntegrityError
 from peewee import ModelSelect
 
 from patchwatch.domain.errors import ParseError
+from patchwatch.domain.protocols import NATIVE
+from patchwatch.domain.protocols import PATCHMAN1
+from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
@@ -48,11 +51,6 @@ from patchwatch.store.sets import remember_id
 from patchwatch.store.sets import stored_package_sets
 
 log = logging.getLogger(__name__)
-
-NATIVE = "patchwatch/1"
-PATCHMAN1 = "patchman/1"
-PATCHMAN2 = "patchman/2"
-PROTOCOLS = (NATIVE, PATCHMAN1, PATCHMAN2)
 
 
 def encode_body(doc: object) -> tuple[bytes, int]:
