@@ -18,6 +18,7 @@ from cli.output import emit
 from cli.output import open_store
 from cli.output import positive_int
 from patchwatch.domain import listings
+from patchwatch.domain.errors import BoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.reports import parse_hostname
@@ -28,7 +29,6 @@ from patchwatch.pipeline.processing import queued_report_ids
 from patchwatch.store.db import database
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Report
-from patchwatch.store.tokens import BoundError
 from patchwatch.store.tokens import create_token
 from patchwatch.store.tokens import current_binding
 from patchwatch.store.tokens import describe_token

@@ -39,9 +39,10 @@ from peewee import fn
 from patchwatch.domain.diffs import HostDiff
 from patchwatch.domain.diffs import HostInventory
 from patchwatch.domain.diffs import compute_host_diff
+from patchwatch.domain.errors import AmbiguousError
+from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import PatchwatchError
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostupdates import repository_membership
 from patchwatch.store import rdns
@@ -90,14 +91,6 @@ PSEUDO_PACKAGES = frozenset({"gpg-pubkey", "gpg-pubkey-release"})
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what is being done)
 T = TypeVar("T")
-
-
-class AmbiguousError(PatchwatchError):
-    """A name or pattern that must pick one object matches several."""
-
-
-class ConflictError(PatchwatchError):
-    """The store's current state does not allow the operation (linking unlike repositories)."""
 
 
 class Keep(enum.Enum):

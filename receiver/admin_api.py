@@ -21,13 +21,10 @@ from flask import request
 
 from patchwatch.domain import listings
 from patchwatch.domain.diffs import host_diff_dict
-from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.jsondoc import decode_json
 from patchwatch.inventory import KEEP
-from patchwatch.inventory import AmbiguousError
-from patchwatch.inventory import ConflictError
 from patchwatch.inventory import add_os_repositories
 from patchwatch.inventory import attention
 from patchwatch.inventory import delete_hosts
@@ -227,21 +224,3 @@ def os_release_remove(ref: str, repo: str) -> Response:
     release = resolve_os_release(ref, exact=True)
     remove_os_repositories(release, [resolve_repository(repo, exact=True)])
     return jsonify(os_release_detail(release))
-
-
-@bp.errorhandler(AuthError)
-def _auth(exc: AuthError) -> tuple[Response, int]:
-    response = jsonify(error=str(exc))
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="patchwatch"'
-    return response, exc.status
-
-
-@bp.errorhandler(ConflictError)
-def _conflict(exc: ConflictError) -> tuple[Response, int]:
-    return jsonify(error=str(exc)), 409
-
-
-@bp.errorhandler(AmbiguousError)
-def _ambiguous(exc: AmbiguousError) -> tuple[Response, int]:
-    return jsonify(error=str(exc)), 400
