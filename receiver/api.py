@@ -43,7 +43,8 @@ from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.prepared import ReceivedReport
+from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
@@ -158,9 +159,7 @@ def _store(
     return row, issued
 
 
-def _process_after(
-    response: Response, host_name: str, report_id: int, report: HostReport
-) -> Response:
+def _process_after(response: Response, received: ReceivedReport) -> Response:
     """Process the host's queued reports once the answer has gone out.
 
     A large report keeps its slot (``receiver.gate``) until it is processed: its
@@ -175,13 +174,9 @@ def _process_after(
         started = time.perf_counter()
         try:
             with database.connection_context():
-                process_pending(
-                    time.time(),
-                    host_name=host_name,
-                    parsed={report_id: report},
-                )
+                process_received(received, time.time())
         except Exception:  # boundary: the report is stored; the scheduler will retry
-            log.exception("inline processing failed for %s; left queued", host_name)
+            log.exception("inline processing failed for %s; left queued", received.host_name)
         finally:
             if slot is not None:
                 slot.release()
@@ -333,7 +328,7 @@ def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
         return adapter.errors(exc)
     REPORT_BYTES.observe(size)
     response = adapter.answer(report, doc, report_id, issued)
-    return _process_after(response, report.hostname, report_id, report)
+    return _process_after(response, ReceivedReport(report_id, report.hostname, report))
 
 
 @bp.post("/api/v1/reports")
