@@ -12,7 +12,12 @@ naming the field and nothing is written; a large one waits for the worker's
 large-report slot, ``receiver.gate``), stored in one short transaction together with
 its authorisation, then acknowledged. The report that enrolls a host gets the host's
 own token in the answer (``patchwatch.store.tokens``). Processing runs after the answer is
-sent when ``process_inline`` is on.
+sent when ``process_inline`` is on, from the record parsed here
+(``patchwatch.pipeline.prepared.ReceivedReport``).
+
+What tells the three apart is one table row each (:class:`Adapter`): the protocol
+(also the counter label), the authorisation scheme, how the body is read, the parser,
+the acknowledgement and the shape of a rejection; :func:`_ingest` is the one path.
 """
 
 from __future__ import annotations
