@@ -18,6 +18,7 @@ from cli.output import emit
 from cli.output import guarded
 from cli.output import positive_int
 from patchwatch.domain import listings
+from patchwatch.domain.errors import BoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.reports import parse_hostname
@@ -28,7 +29,6 @@ from patchwatch.pipeline.processing import queued_report_ids
 from patchwatch.store.db import database
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Report
-from patchwatch.store.tokens import BoundError
 from patchwatch.store.tokens import create_token
 from patchwatch.store.tokens import current_binding
 from patchwatch.store.tokens import describe_token
@@ -195,7 +195,6 @@ def _process_queue(settings: Settings, host: str | None, force: bool) -> Counter
             limit=PROCESS_PAGE,
             host_name=host,
             force=force,
-            claim_timeout=settings.report_claim_timeout_seconds,
         )
         total.update(outcome)
         if force or sum(outcome.values()) < PROCESS_PAGE:
@@ -220,24 +219,21 @@ def _process_in_parallel(
     """
     context = multiprocessing.get_context("spawn")  # fresh connections, no fork of one
     tickets = context.Value("i", 0)  # the next run to take, shared by all
-    claim_timeout = settings.report_claim_timeout_seconds
     offered: set[int] = set()
     total = Counter[str]()
     with ProcessPoolExecutor(
         workers - 1, mp_context=context, initializer=_start_worker, initargs=(settings, tickets)
     ) as pool:
         while True:
-            ids = [i for i in queued_report_ids(time.time(), host, force, claim_timeout)
+            ids = [i for i in queued_report_ids(host, force)
                    if i not in offered]  # fmt: skip
             if not ids:
                 return total
             offered.update(ids)
             runs = [ids[i : i + RUN_REPORTS] for i in range(0, len(ids), RUN_REPORTS)]
             tickets.value = 0
-            futures = [
-                pool.submit(_take_runs, runs, force, claim_timeout) for _ in range(workers - 1)
-            ]
-            total.update(_take_runs(runs, force, claim_timeout, tickets))
+            futures = [pool.submit(_take_runs, runs, force) for _ in range(workers - 1)]
+            total.update(_take_runs(runs, force, tickets))
             for future in futures:
                 total.update(future.result())
             if force:
@@ -271,7 +267,6 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
 def _take_runs(
     runs: list[list[int]],
     force: bool,
-    claim_timeout: float,
     tickets: Synchronized[int] | None = None,
 ) -> Counter[str]:
     """Process the next run not taken yet, and again, until none is left."""
@@ -287,11 +282,7 @@ def _take_runs(
         if taken >= len(runs):
             return total
         run = runs[taken]
-        total.update(
-            process_pending(
-                time.time(), limit=len(run), force=force, claim_timeout=claim_timeout, ids=run
-            )
-        )
+        total.update(process_pending(time.time(), limit=len(run), force=force, ids=run))
 
 
 def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:

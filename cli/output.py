@@ -29,13 +29,13 @@ from typing import NoReturn
 
 from peewee import PeeweeException
 
+from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.settings import mask_url
 from patchwatch.domain.tabular import csv_text
 from patchwatch.domain.tabular import is_time_key
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.store.db import open_database
 from patchwatch.store.db import sqlite_path
 from patchwatch.store.migrations import current_version

@@ -43,7 +43,7 @@ from patchwatch.store.queries import load_mirror_rows
 
 log = logging.getLogger(__name__)
 
-REPORT_STATES = ("pending", "processing", "processed", "failed")
+REPORT_STATES = ("pending", "processed", "failed")
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:

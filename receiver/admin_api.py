@@ -21,12 +21,10 @@ from flask import request
 
 from patchwatch.domain import listings
 from patchwatch.domain.diffs import host_diff_dict
-from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.jsondoc import decode_json
 from patchwatch.inventory.attention import attention
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.inventory.hosts import KEEP
 from patchwatch.inventory.hosts import delete_hosts
 from patchwatch.inventory.hosts import diff_hosts
@@ -39,7 +37,6 @@ from patchwatch.inventory.os_groups import os_release_list
 from patchwatch.inventory.os_groups import remove_os_repositories
 from patchwatch.inventory.os_groups import resolve_os_release
 from patchwatch.inventory.packages import orphan_packages
-from patchwatch.inventory.repositories import ConflictError
 from patchwatch.inventory.repositories import link_repositories
 from patchwatch.inventory.repositories import possible_mirrors
 from patchwatch.inventory.repositories import repository_detail
@@ -227,21 +224,3 @@ def os_release_remove(ref: str, repo: str) -> Response:
     release = resolve_os_release(ref, exact=True)
     remove_os_repositories(release, [resolve_repository(repo, exact=True)])
     return jsonify(os_release_detail(release))
-
-
-@bp.errorhandler(AuthError)
-def _auth(exc: AuthError) -> tuple[Response, int]:
-    response = jsonify(error=str(exc))
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="patchwatch"'
-    return response, exc.status
-
-
-@bp.errorhandler(ConflictError)
-def _conflict(exc: ConflictError) -> tuple[Response, int]:
-    return jsonify(error=str(exc)), 409
-
-
-@bp.errorhandler(AmbiguousError)
-def _ambiguous(exc: AmbiguousError) -> tuple[Response, int]:
-    return jsonify(error=str(exc)), 400

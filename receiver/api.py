@@ -12,13 +12,20 @@ naming the field and nothing is written; a large one waits for the worker's
 large-report slot, ``receiver.gate``), stored in one short transaction together with
 its authorisation, then acknowledged. The report that enrolls a host gets the host's
 own token in the answer (``patchwatch.store.tokens``). Processing runs after the answer is
-sent when ``process_inline`` is on.
+sent when ``process_inline`` is on, from the record parsed here
+(``patchwatch.pipeline.prepared.ReceivedReport``).
+
+What tells the three apart is one table row each (:class:`Adapter`): the protocol
+(also the counter label), the authorisation scheme, how the body is read, the parser,
+the acknowledgement and the shape of a rejection; :func:`_ingest` is the one path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
@@ -33,15 +40,16 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.jsondoc import count_values
 from patchwatch.domain.jsondoc import decode_json
+from patchwatch.domain.protocols import NATIVE
+from patchwatch.domain.protocols import PATCHMAN1
+from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.processing import NATIVE
-from patchwatch.pipeline.processing import PATCHMAN1
-from patchwatch.pipeline.processing import PATCHMAN2
-from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.prepared import ReceivedReport
+from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
@@ -51,9 +59,9 @@ from patchwatch.store.sets import package_set_digest
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential
+from receiver.errors import json_answer
 from receiver.gate import LARGE_REPORT_BYTES
 from receiver.gate import LARGE_REPORT_VALUES
-from receiver.gate import RETRY_AFTER_SECONDS
 from receiver.gate import Busy
 from receiver.gate import ReportSlot
 from receiver.ingest import address_allowed
@@ -77,17 +85,15 @@ def _settings() -> Settings:
     return current_app.config["PATCHWATCH_SETTINGS"]
 
 
-def _read_report(slot: ReportSlot) -> Any:
-    """Read, bound and decode a JSON report body, taking the large-report slot if it
-    proves large (``receiver.gate``) before it is parsed."""
+def _read_report(slot: ReportSlot) -> tuple[Any, int]:
+    """Read, bound and decode a JSON report body (and its size), taking the
+    large-report slot if it proves large (``receiver.gate``) before it is parsed."""
     settings = _settings()
     body = read_body(request, settings, slot.take)
     values = count_values(body)
     if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
         slot.take()
-    doc = decode_json(body, settings.max_report_values, values)
-    g.report_size = len(body)
-    return doc
+    return decode_json(body, settings.max_report_values, values), len(body)
 
 
 def _slot() -> ReportSlot:
@@ -102,10 +108,6 @@ def _release_slot(_exc: BaseException | None) -> None:
     slot = g.get("report_slot")
     if slot is not None and not g.get("slot_handed_over"):
         slot.release()
-
-
-def _busy(exc: Busy) -> tuple[Response, int, dict[str, str]]:
-    return jsonify(error=str(exc)), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def _accept(
@@ -162,9 +164,7 @@ def _store(
     return row, issued
 
 
-def _process_after(
-    response: Response, host_name: str, report_id: int, report: HostReport
-) -> Response:
+def _process_after(response: Response, received: ReceivedReport) -> Response:
     """Process the host's queued reports once the answer has gone out.
 
     A large report keeps its slot (``receiver.gate``) until it is processed: its
@@ -179,14 +179,9 @@ def _process_after(
         started = time.perf_counter()
         try:
             with database.connection_context():
-                process_pending(
-                    time.time(),
-                    host_name=host_name,
-                    parsed={report_id: report},
-                    claim_timeout=settings.report_claim_timeout_seconds,
-                )
+                process_received(received, time.time())
         except Exception:  # boundary: the report is stored; the scheduler will retry
-            log.exception("inline processing failed for %s; left queued", host_name)
+            log.exception("inline processing failed for %s; left queued", received.host_name)
         finally:
             if slot is not None:
                 slot.release()
@@ -198,36 +193,59 @@ def _process_after(
     return response
 
 
-def _reject(protocol: str, result: str) -> None:
-    REPORTS_RECEIVED.labels(protocol, result).inc()
+# what rejects a report (and is counted as such); anything else is the application's
+REJECTED = (AuthError, TooLargeError, ParseError, Busy)
+Rejection = AuthError | TooLargeError | ParseError | Busy
+
+Reader = Callable[[ReportSlot], tuple[Any, int]]
+Answer = Callable[[HostReport, Any, int, str | None], Response]
+ErrorShape = Callable[[Rejection], tuple[Response, int]]
 
 
-@bp.post("/api/v1/reports")
-def native_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
-    settings = _settings()
-    now = time.time()
-    slot = _slot()
-    try:
-        token = authenticate_request(request, settings, "Bearer", now)
-        enrollment_key = check_enrollment_key(request.headers.get(ENROLLMENT_KEY_HEADER))
-        doc = _read_report(slot)
-        report = parse_native(doc)
-        if token.id is None:
-            raise AuthError("admin tokens do not send reports", 403)
-        report_id, issued = _accept(NATIVE, report, doc, token, enrollment_key)  # type: ignore[arg-type]
-    except AuthError as exc:
-        _reject(NATIVE, "unauthorized" if exc.status == 401 else "forbidden")
-        return _auth_error(exc, "Bearer")
-    except TooLargeError as exc:
-        _reject(NATIVE, "too_large")
-        return jsonify(error=str(exc)), 413
-    except ParseError as exc:
-        _reject(NATIVE, "malformed")
-        return jsonify(error=exc.message, where=exc.where), 400
-    except Busy as exc:
-        _reject(NATIVE, "busy")
-        return _busy(exc)
-    REPORT_BYTES.observe(g.report_size)
+@dataclass(frozen=True)
+class Adapter:
+    """How one protocol comes in: the row of the table that tells the three ingest
+    endpoints apart, so that they share one path from request to stored report.
+
+    ``scheme`` is the ``Authorization`` scheme, or None for a protocol sent without
+    credentials (protocol 1: allowed by network, never for a host that has a token).
+    ``read`` gives the decoded document and its size, taking the large-report slot
+    when it proves large; ``parse`` turns the document into a record; ``answer`` is
+    the acknowledgement; ``errors`` the shape of a rejection, whose counter label is
+    :func:`rejection`. ``enrolls``: the report may carry an enrollment key and get
+    the host's own token back.
+    """
+
+    protocol: str
+    scheme: str | None
+    read: Reader
+    parse: Callable[[Any], HostReport]
+    answer: Answer
+    errors: ErrorShape
+    enrolls: bool = False
+
+
+def rejection(exc: Rejection) -> str:
+    """The ``result`` label of ``patchwatch_reports_received_total`` for a rejection."""
+    if isinstance(exc, AuthError):
+        return "unauthorized" if exc.status == 401 else "forbidden"
+    if isinstance(exc, TooLargeError):
+        return "too_large"
+    if isinstance(exc, Busy):
+        return "busy"
+    return "malformed"
+
+
+def _read_form(slot: ReportSlot) -> tuple[dict[str, str], int]:
+    """Protocol 1's form fields, taking the large-report slot before they are parsed."""
+    form = {key: request.form.get(key, "") for key in request.form}
+    size = sum(map(len, form.values()))
+    if size > LARGE_REPORT_BYTES:
+        slot.take()
+    return form, size
+
+
+def _native_answer(report: HostReport, _doc: Any, report_id: int, issued: str | None) -> Response:
     answer: dict[str, object] = {"status": "accepted", "report": report_id}
     if issued:
         # the host's own token from now on: shown this once, never stored in clear
@@ -235,82 +253,102 @@ def native_report() -> Response | tuple[Response, int] | tuple[Response, int, di
     response = jsonify(answer)
     response.status_code = 202
     response.headers["Cache-Control"] = "no-store"
-    return _process_after(response, report.hostname, report_id, report)
+    return response
 
 
-@bp.post("/api/report/")
-def patchman2_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
-    settings = _settings()
-    now = time.time()
-    slot = _slot()
-    try:
-        token = authenticate_request(request, settings, "Api-Key", now)
-        doc = _read_report(slot)
-        report = parse_protocol2(doc)
-        if token.id is None:
-            raise AuthError("admin tokens do not send reports", 403)
-        report_id, _ = _accept(PATCHMAN2, report, doc, token)  # type: ignore[arg-type]
-    except AuthError as exc:
-        _reject(PATCHMAN2, "unauthorized" if exc.status == 401 else "forbidden")
-        return jsonify(detail=str(exc)), 403  # Patchman answers 403 for any key problem
-    except TooLargeError as exc:
-        _reject(PATCHMAN2, "too_large")
-        return jsonify(status="error", errors={"body": [str(exc)]}), 413
-    except ParseError as exc:
-        _reject(PATCHMAN2, "malformed")
-        return jsonify(status="error", errors={exc.where or "body": [exc.message]}), 400
-    except Busy as exc:
-        _reject(PATCHMAN2, "busy")
-        return _busy(exc)
-    REPORT_BYTES.observe(g.report_size)
+def _patchman2_answer(
+    _report: HostReport, _doc: Any, report_id: int, _issued: str | None
+) -> Response:
     response = jsonify(
         status="accepted", report_id=report_id, message="Report queued for processing"
     )
     response.status_code = 202
-    return _process_after(response, report.hostname, report_id, report)
+    return response
 
 
-@bp.post("/reports/upload/")
-def patchman1_report() -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
+def _patchman2_errors(exc: Rejection) -> tuple[Response, int]:
+    """Patchman's server's answers, so that its client sees no difference."""
+    if isinstance(exc, AuthError):
+        return jsonify(detail=str(exc)), 403  # Patchman answers 403 for any key problem
+    if isinstance(exc, TooLargeError):
+        return jsonify(status="error", errors={"body": [str(exc)]}), 413
+    if isinstance(exc, ParseError):
+        return jsonify(status="error", errors={exc.where or "body": [exc.message]}), 400
+    return json_answer(exc)
+
+
+def _patchman1_answer(
+    _report: HostReport, form: dict[str, str], _report_id: int, _issued: str | None
+) -> Response:
+    if form.get("report", "").strip().lower() == "true":
+        return Response(_echo(form), status=200, mimetype="text/plain")
+    return Response(status=204)
+
+
+NATIVE_IN = Adapter(NATIVE, "Bearer", _read_report, parse_native, _native_answer, json_answer,
+                    enrolls=True)  # fmt: skip
+PATCHMAN2_IN = Adapter(
+    PATCHMAN2, "Api-Key", _read_report, parse_protocol2, _patchman2_answer, _patchman2_errors
+)
+PATCHMAN1_IN = Adapter(PATCHMAN1, None, _read_form, parse_protocol1, _patchman1_answer, json_answer)
+
+
+def _authenticate(adapter: Adapter, settings: Settings, now: float) -> Token | None:
+    """The token the request carries (the static admin token too: refused once the
+    report is parsed); None for protocol 1 from an allowed network."""
+    if adapter.scheme is not None:
+        return authenticate_request(request, settings, adapter.scheme, now)  # type: ignore[return-value]
+    if not address_allowed(client_address(request, settings), settings.protocol1_networks):
+        raise AuthError(
+            "Patchman protocol 1 is not allowed from this address (setting protocol1_networks)",
+            403,
+        )
+    return None
+
+
+def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
+    """Authenticate, read, bound and parse one report, store it, answer; count the outcome.
+
+    A rejection (4xx, or 503 when the large-report slot stays taken) stores nothing.
+    """
     settings = _settings()
-    addr = client_address(request, settings)
-    if not address_allowed(addr, settings.protocol1_networks):
-        _reject(PATCHMAN1, "forbidden")
-        return jsonify(
-            error="Patchman protocol 1 is not allowed from this address "
-            "(setting protocol1_networks)"
-        ), 403
-    slot = _slot()
+    now = time.time()
     try:
-        form = {key: request.form.get(key, "") for key in request.form}
-        if sum(map(len, form.values())) > LARGE_REPORT_BYTES:
-            slot.take()  # before the fields are parsed into records
-        report = parse_protocol1(form)
-        if host_has_credential(report.hostname):
+        token = _authenticate(adapter, settings, now)
+        header = request.headers.get(ENROLLMENT_KEY_HEADER)
+        enrollment_key = check_enrollment_key(header) if adapter.enrolls else None
+        doc, size = adapter.read(_slot())
+        report = adapter.parse(doc)
+        if token is None and host_has_credential(report.hostname):
             raise AuthError(
                 f"host {report.hostname!r} has a token; it must report with it (protocol 2 "
                 "or the patchwatch agent)",
                 403,
             )
-    except AuthError as exc:
-        _reject(PATCHMAN1, "forbidden")
-        return jsonify(error=str(exc)), exc.status
-    except ParseError as exc:
-        _reject(PATCHMAN1, "malformed")
-        return jsonify(error=exc.message, where=exc.where), 400
-    except TooLargeError as exc:
-        _reject(PATCHMAN1, "too_large")
-        return jsonify(error=str(exc)), 413
-    except Busy as exc:
-        _reject(PATCHMAN1, "busy")
-        return _busy(exc)
-    REPORT_BYTES.observe(sum(len(v) for v in form.values()))
-    report_id, _ = _accept(PATCHMAN1, report, form, None)
-    if form.get("report", "").strip().lower() == "true":
-        response = Response(_echo(form), status=200, mimetype="text/plain")
-    else:
-        response = Response(status=204)
-    return _process_after(response, report.hostname, report_id, report)
+        if token is not None and token.id is None:
+            raise AuthError("admin tokens do not send reports", 403)
+        report_id, issued = _accept(adapter.protocol, report, doc, token, enrollment_key)
+    except REJECTED as exc:
+        REPORTS_RECEIVED.labels(adapter.protocol, rejection(exc)).inc()
+        return adapter.errors(exc)
+    REPORT_BYTES.observe(size)
+    response = adapter.answer(report, doc, report_id, issued)
+    return _process_after(response, ReceivedReport(report_id, report.hostname, report))
+
+
+@bp.post("/api/v1/reports")
+def native_report() -> Response | tuple[Response, int]:
+    return _ingest(NATIVE_IN)
+
+
+@bp.post("/api/report/")
+def patchman2_report() -> Response | tuple[Response, int]:
+    return _ingest(PATCHMAN2_IN)
+
+
+@bp.post("/reports/upload/")
+def patchman1_report() -> Response | tuple[Response, int]:
+    return _ingest(PATCHMAN1_IN)
 
 
 def _echo(form: dict[str, str]) -> str:
@@ -328,10 +366,3 @@ def _echo(form: dict[str, str]) -> str:
         lines.append(f"{title}:")
         lines += [f" {line}" for line in form.get(key, "").splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
-
-
-def _auth_error(exc: AuthError, scheme: str) -> tuple[Response, int]:
-    response = jsonify(error=str(exc))
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = f'{scheme} realm="patchwatch"'
-    return response, exc.status

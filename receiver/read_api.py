@@ -18,7 +18,6 @@ from flask import jsonify
 from flask import request
 
 from patchwatch.domain import listings
-from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.hosts import get_host
@@ -120,11 +119,3 @@ def updates() -> Response:
     if security is not None:
         items = [i for i in items if i["security"] == security]
     return listing(items, listings.PENDING_UPDATES)
-
-
-@bp.errorhandler(AuthError)
-def _auth(exc: AuthError) -> tuple[Response, int]:
-    response = jsonify(error=str(exc))
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="patchwatch"'
-    return response, exc.status

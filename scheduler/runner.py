@@ -181,9 +181,7 @@ def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
     def process_reports(now: float) -> str:
-        outcome = process_pending(
-            now, limit=5000, claim_timeout=settings.report_claim_timeout_seconds
-        )
+        outcome = process_pending(now, limit=5000)
         return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing queued"
 
     def prune(now: float) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from patchwatch import __version__
 from patchwatch.domain import listings
+from patchwatch.domain.protocols import PATCHMAN1
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.attention import attention
@@ -25,7 +26,6 @@ from patchwatch.inventory.os_groups import os_release_list
 from patchwatch.inventory.packages import orphan_packages
 from patchwatch.inventory.repositories import possible_mirrors
 from patchwatch.inventory.repositories import repository_list
-from patchwatch.pipeline.processing import PATCHMAN1
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.queries import HostFilter

@@ -126,6 +126,14 @@ def test_reports_and_jobs_are_exposed(db) -> None:
     assert get("patchwatch_job_last_success_timestamp_seconds", {"name": "refresh"}) == now
 
 
+def test_reports_stored_has_only_the_states_reports_can_be_in(db) -> None:
+    """No ``processing`` series: nothing writes that state (the docs list the three)."""
+    Report.create(host_name="a", protocol="x", received_at=1.0, body=b"", size=0)
+    families = {m.name: m for m in StoreCollector(db).collect()}
+    states = {s.labels["state"]: s.value for s in families["patchwatch_reports_stored"].samples}
+    assert states == {"failed": 0, "pending": 1, "processed": 0}
+
+
 def test_unreadable_store_gives_database_down_not_a_failed_scrape(tmp_path) -> None:
     broken = SqliteDatabase(str(tmp_path / "missing" / "nope.db"))
     reg = registry_for(broken)

@@ -73,7 +73,6 @@ def wait_until(check, timeout: float, what: str) -> None:
 def test_sigkill_in_a_burst_loses_no_acknowledged_report(server_factory) -> None:
     env = {
         "PATCHWATCH_PROCESS_INTERVAL_SECONDS": "1",
-        "PATCHWATCH_REPORT_CLAIM_TIMEOUT_SECONDS": "3",
         "PATCHWATCH_SCHEDULER_LEASE_SECONDS": "3",  # the killed scheduler's lease
     }
     srv = server_factory(env)

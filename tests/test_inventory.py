@@ -17,12 +17,13 @@ import pytest
 from patchwatch.domain.diffs import HostInventory
 from patchwatch.domain.diffs import compute_host_diff
 from patchwatch.domain.diffs import format_host_diff
+from patchwatch.domain.errors import AmbiguousError
+from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import PackageKind
 from patchwatch.inventory.attention import attention
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.inventory.dbcheck import check_store
 from patchwatch.inventory.hosts import delete_hosts
 from patchwatch.inventory.hosts import diff_hosts
@@ -35,7 +36,6 @@ from patchwatch.inventory.os_groups import os_release_list
 from patchwatch.inventory.os_groups import remove_os_repositories
 from patchwatch.inventory.os_groups import resolve_os_release
 from patchwatch.inventory.packages import orphan_packages
-from patchwatch.inventory.repositories import ConflictError
 from patchwatch.inventory.repositories import link_repositories
 from patchwatch.inventory.repositories import possible_mirrors
 from patchwatch.inventory.repositories import repository_detail

@@ -134,7 +134,7 @@ def test_workers_bringing_the_same_new_packages_do_not_deadlock(pg, monkeypatch)
     results: list[object] = [None, None]
     start = threading.Barrier(2)
 
-    queued = queued_report_ids(time.time())
+    queued = queued_report_ids()
 
     def worker(index: int) -> None:
         with database.connection_context():

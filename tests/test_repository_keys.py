@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from patchwatch.domain.errors import ParseError
+from patchwatch.domain.protocols import PATCHMAN1
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
-from patchwatch.pipeline.processing import PATCHMAN1
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.migrations import MIGRATIONS

@@ -76,6 +76,24 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
         load_settings({}, str(conf))
 
 
+def test_a_removed_setting_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade must not stop a server whose file still sets a setting that was removed:
+    it is read, named in a warning, and has no effect."""
+    conf = tmp_path / "p.toml"
+    conf.write_text("report_claim_timeout_seconds = 30\nworkers = 3\n")
+    env = {"PATCHWATCH_REPORT_CLAIM_TIMEOUT_SECONDS": "40"}
+    with caplog.at_level("WARNING", logger="patchwatch.domain.settings"):
+        settings = load_settings(env, str(conf))
+    assert settings.workers == 3
+    assert not hasattr(settings, "report_claim_timeout_seconds")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert all("report_claim_timeout_seconds" in w and "removed" in w for w in warned)
+    assert str(conf) in warned[0] and "PATCHWATCH_REPORT_CLAIM_TIMEOUT_SECONDS" in warned[1]
+
+
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     conf = tmp_path / "p.toml"
     conf.write_text("workers = = 3\n")

@@ -98,6 +98,32 @@ def test_the_receiver_hardening_migration_keeps_bindings_made_before_it(db) -> N
     assert migrate(db) == []
 
 
+def test_reports_an_earlier_version_left_processing_are_queued_and_processed(db) -> None:
+    """Nothing takes a ``processing`` report any more: the migration queues it again,
+    and it is then processed like any other. (Found by its step, not by number.)"""
+    from patchwatch.pipeline.processing import NATIVE
+    from patchwatch.pipeline.processing import process_pending
+    from patchwatch.pipeline.processing import store_report
+    from patchwatch.store.migrations import _no_processing_reports
+
+    step = next(m for m in MIGRATIONS if m.apply is _no_processing_reports)
+    doc = {"version": 1, "host": "left.example.com",
+           "os": {"id": "debian", "version_id": "12", "pretty_name": "Debian 12"},
+           "kernel": "6.1.0", "arch": "x86_64", "packages": []}  # fmt: skip
+    left = store_report("left.example.com", NATIVE, doc, 1.0)
+    done = store_report("done.example.com", NATIVE, doc | {"host": "done.example.com"}, 1.0)
+    Report.update(state="processing", processed_at=2.0).where(Report.id == left.id).execute()
+    Report.update(state="processed").where(Report.id == done.id).execute()
+    SchemaVersion.delete().where(SchemaVersion.version >= step.version).execute()
+
+    assert step.version in migrate(db)
+    states = {r.id: r.state for r in Report.select()}
+    assert states == {left.id: "pending", done.id: "processed"}
+    assert process_pending(time.time()) == {"processed": 1}
+    assert Host.get(Host.name == "left.example.com").kernel == "6.1.0"
+    assert migrate(db) == []
+
+
 _SCHEMA_4_UPDATES = {  # as step 1 made them before migration 5 (SQLite)
     "host_update": (
         '"id" INTEGER NOT NULL PRIMARY KEY, "host_id" INTEGER NOT NULL, '

@@ -59,3 +59,15 @@ class AuthError(PatchwatchError):
 
 class NotFoundError(PatchwatchError):
     """A named object (host, repository, token) does not exist."""
+
+
+class AmbiguousError(PatchwatchError):
+    """A name or pattern that must pick one object matches several."""
+
+
+class ConflictError(PatchwatchError):
+    """The store's current state does not allow the operation (linking unlike repositories)."""
+
+
+class BoundError(PatchwatchError):
+    """A host is bound to a live token that a new one would replace (use ``force``)."""

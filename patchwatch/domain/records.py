@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass
 from dataclasses import field
 
+from patchwatch.domain.protocols import NATIVE
+
 
 class PackageKind(enum.StrEnum):
     """Package format; it decides which version ordering applies."""
@@ -189,7 +191,7 @@ class HostReport:
     updates: tuple[ReportedUpdate, ...] | None = None
     held: tuple[HeldPackage, ...] = ()
     agent: str = ""
-    protocol: str = "patchwatch/1"
+    protocol: str = NATIVE
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -53,6 +53,9 @@ from patchwatch.domain.limits import MAX_URL
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.osinfo import normalise_os
 from patchwatch.domain.osinfo import parse_patchman_os
+from patchwatch.domain.protocols import NATIVE as PROTOCOL_NATIVE
+from patchwatch.domain.protocols import PATCHMAN1 as PROTOCOL_PATCHMAN1
+from patchwatch.domain.protocols import PATCHMAN2 as PROTOCOL_PATCHMAN2
 from patchwatch.domain.records import HeldPackage
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
@@ -72,9 +75,6 @@ __all__ = [
     "parse_protocol2",
 ]
 
-PROTOCOL_NATIVE = "patchwatch/1"
-PROTOCOL_PATCHMAN1 = "patchman/1"
-PROTOCOL_PATCHMAN2 = "patchman/2"
 PATCHMAN_AGENT = "patchman-client"
 
 # Limits: those of schemas/report-v1.json, applied to every protocol so that what

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -30,6 +31,16 @@ ENV_PREFIX = "PATCHWATCH_"
 CONFIG_ENV = "PATCHWATCH_CONFIG"
 DEFAULT_CONFIG_PATHS = ("/etc/patchwatch/patchwatch.toml",)
 MASK = "********"
+
+log = logging.getLogger(__name__)
+
+# Settings a release removed, with why: a file or environment that still sets one is
+# read with a warning rather than refused, so that an upgrade does not stop a server
+# over a value that no longer means anything.
+REMOVED_SETTINGS = {
+    "report_claim_timeout_seconds": "reports are claimed and applied in one transaction, "
+    "so none is left taken by a process that died",
+}
 
 
 def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
@@ -116,11 +127,6 @@ class Settings:
         "Within seconds of a report, the scheduler reads the repositories it brings for "
         "the first time and computes its host's updates (job follow_up, every second). "
         "When false, both wait for the periodic refresh and update jobs.",
-    )
-    report_claim_timeout_seconds: float = _setting(
-        120.0,
-        "A report taken for processing by a process that died is taken again after this "
-        "many seconds.",
     )
     scheduler_lease_seconds: float = _setting(
         60.0,
@@ -331,6 +337,9 @@ def parse_settings(
     by_name = {f.name: f for f in SETTINGS}
     values: dict[str, Any] = {}
     for key, raw in (file_values or {}).items():
+        if key in REMOVED_SETTINGS:
+            _warn_removed(key, file_label)
+            continue
         if key not in by_name:
             raise ConfigError(f"{key} (from {file_label})", "unknown setting")
         values[key] = _parse_value(by_name[key], raw, file_label)
@@ -338,6 +347,8 @@ def parse_settings(
         if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
             continue
         name = key[len(ENV_PREFIX) :].lower()
+        if name in REMOVED_SETTINGS:
+            _warn_removed(name, key)
         if name in by_name:
             values[name] = _parse_value(by_name[name], raw, key)
     for key, raw in (overrides or {}).items():
@@ -349,6 +360,11 @@ def parse_settings(
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+def _warn_removed(name: str, source: str) -> None:
+    log.warning("setting %s (from %s) was removed and is ignored: %s; delete it",
+                name, source, REMOVED_SETTINGS[name])  # fmt: skip
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:

@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import TypeVar
 
-from patchwatch.domain.errors import PatchwatchError
-
 DAY = 86400.0
 BATCH = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's limits
 
@@ -16,10 +14,6 @@ GLOB_CHARS = frozenset("*?[")
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what is being done)
 T = TypeVar("T")
-
-
-class AmbiguousError(PatchwatchError):
-    """A name or pattern that must pick one object matches several."""
 
 
 def chunks(items: Sequence[T], size: int = BATCH) -> Iterable[Sequence[T]]:

@@ -20,10 +20,10 @@ from typing import Literal
 from patchwatch.domain.diffs import HostDiff
 from patchwatch.domain.diffs import HostInventory
 from patchwatch.domain.diffs import compute_host_diff
+from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.inventory.common import DAY
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.inventory.common import candidates
 from patchwatch.inventory.common import chunks
 from patchwatch.inventory.common import evr

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from peewee import fn
 
+from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.inventory.common import candidates
 from patchwatch.inventory.repositories import is_security
 from patchwatch.inventory.repositories import repository_label

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 from peewee import fn
 
+from patchwatch.domain.errors import AmbiguousError
+from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import PatchwatchError
-from patchwatch.inventory.common import AmbiguousError
 from patchwatch.inventory.common import candidates
 from patchwatch.inventory.common import is_glob
 from patchwatch.store.db import write_transaction
@@ -35,10 +35,6 @@ from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.models import UpdateSetItem
 
 log = logging.getLogger(__name__)
-
-
-class ConflictError(PatchwatchError):
-    """The store's current state does not allow the operation (linking unlike repositories)."""
 
 
 def resolve_repository(ref: str, exact: bool = False) -> Repository:

@@ -14,19 +14,19 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-import orjson
 from peewee import IntegrityError
 from peewee import ModelSelect
 
-from patchwatch.domain.errors import ParseError
+from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
-from patchwatch.domain.reports import parse_native
-from patchwatch.domain.reports import parse_protocol1
-from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.updates import encode_holds
+from patchwatch.pipeline.prepared import Prepared
+from patchwatch.pipeline.prepared import ReceivedReport
+from patchwatch.pipeline.prepared import prepare
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
@@ -49,11 +49,6 @@ from patchwatch.store.sets import stored_package_sets
 
 log = logging.getLogger(__name__)
 
-NATIVE = "patchwatch/1"
-PATCHMAN1 = "patchman/1"
-PATCHMAN2 = "patchman/2"
-PROTOCOLS = (NATIVE, PATCHMAN1, PATCHMAN2)
-
 
 def encode_body(doc: object) -> tuple[bytes, int]:
     """Serialise a decoded report for storage: (zlib-compressed JSON, raw size)."""
@@ -61,37 +56,6 @@ def encode_body(doc: object) -> tuple[bytes, int]:
         "utf-8", "surrogatepass"
     )
     return zlib.compress(raw, 6), len(raw)
-
-
-def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> HostReport:
-    """Parse a stored body with the parser of its protocol.
-
-    ``skip_packages`` (native reports only) leaves the package list out: the caller
-    knows its set already (see :func:`process_pending`).
-
-    :raises ParseError: when the body does not parse (kept as the failure reason).
-    """
-    try:
-        text = zlib.decompress(body)
-        try:
-            doc = orjson.loads(text)  # half the time of json.loads
-        except orjson.JSONDecodeError:
-            # what json.dumps wrote but orjson refuses: a lone surrogate (kept by
-            # surrogatepass, for the parser to name), a number beyond a double's range.
-            # (An integer past 64 bits orjson reads as a float: every such field is
-            # range-checked, and out of range either way.)
-            doc = json.loads(text)
-    except (zlib.error, ValueError) as exc:
-        raise ParseError(f"stored report is unreadable: {exc}") from None
-    if protocol == NATIVE:
-        if skip_packages and isinstance(doc, dict) and "packages" in doc:
-            doc["packages"] = []
-        return parse_native(doc)
-    if protocol == PATCHMAN1:
-        return parse_protocol1(doc)
-    if protocol == PATCHMAN2:
-        return parse_protocol2(doc)
-    raise ParseError(f"unknown protocol {protocol!r}")
 
 
 def store_report(
@@ -301,22 +265,16 @@ def apply_report(
     return host_id
 
 
-CLAIM_TIMEOUT_SECONDS = 120.0  # a claim older than this was abandoned (a killed worker)
-
-
-def claim_report(
-    row: Report, now: float, force: bool = False, claim_timeout: float = CLAIM_TIMEOUT_SECONDS
-) -> bool:
+def claim_report(row: Report, now: float, force: bool = False) -> bool:
     """Take a report so that two processes never work on it at once; False if taken.
 
     The report is marked processed at once: the claim is made inside the batch's
     transaction (:func:`process_pending`), so no other reader sees that mark before
     the host state it stands for, and what fails after it marks the report otherwise
     or rolls the whole batch back. One statement per report instead of a claim and
-    a mark. (A report left "processing", by an earlier version, is taken again after
-    ``claim_timeout``.)
+    a mark, so no report is ever left half-taken.
     """
-    allowed = "state = 'pending' OR (state = 'processing' AND processed_at < ?)"
+    allowed = "state = 'pending'"
     if force:
         allowed += " OR state IN ('processed', 'failed')"
     cursor = database.execute_sql(
@@ -324,58 +282,44 @@ def claim_report(
             f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
             f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
         ),
-        (now, row.id, now - claim_timeout),
+        (now, row.id),
     )
     if cursor.rowcount:
         row.state = "processed"
     return bool(cursor.rowcount)
 
 
-def process_report(
-    row: Report,
-    now: float,
-    force: bool = False,
-    parsed: HostReport | ParseError | None = None,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
-    package_set_id: int | None = None,
-    known_hosts: dict[str, int] | None = None,
-) -> str:
-    """Process one stored report; return its new state (processed, failed or skipped).
+def process_report(item: Prepared, now: float, force: bool, hosts: dict[str, int]) -> str:
+    """Process one prepared report; return its new state (processed, failed or skipped).
 
-    ``parsed`` is the record already parsed from this very body (by the receiver, or
-    ahead of a batch), or the error parsing it gave; it saves parsing it twice.
-    ``package_set_id``: ``parsed`` was parsed without its packages, whose set is this.
-    ``known_hosts``: host ids read for the batch, to which a host created here is added.
+    ``hosts``: host ids read for the batch, to which a host created here is added.
     Called inside a batch's transaction only (see :func:`claim_report`); the host
     writes are a savepoint of it.
     """
-    if not claim_report(row, now, force, claim_timeout):
+    row = item.row
+    if not claim_report(row, now, force):
         return "skipped"  # another process has it, or it is done
-    report = parsed if parsed is not None else parse_stored(row)
-    if isinstance(report, ParseError):
-        _mark(row, "failed", now, str(report))
+    if item.record is None:
+        _mark(row, "failed", now, item.error)
         return "failed"
     try:
         try:
             with write_transaction():
-                host_id = apply_report(row, report, now, package_set_id, known_hosts)
+                host_id = apply_report(row, item.record, now, item.package_set_id, hosts)
         except IntegrityError:
             # a cached set or package id was deleted meanwhile (dbcheck --fix): the
             # caches are only a shortcut, so drop them and write again from the rows
             forget_cached_ids()
-            if package_set_id is not None:
-                report = decode_report(row.protocol, row.body)
             with write_transaction():
-                host_id = apply_report(row, report, now)
+                host_id = apply_report(row, item.whole(), now)
     except Exception:
         _mark(row, "pending", now, "processing interrupted; will be retried")
         raise
-    if known_hosts is not None:
-        known_hosts[row.host_name] = host_id  # committed with the batch, or rolled back with it
+    hosts[row.host_name] = host_id  # committed with the batch, or rolled back with it
     return "processed"  # marked so by the claim
 
 
-def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int, int]:
+def _stored_sets(rows: list[Report], received: Mapping[int, HostReport]) -> dict[int, int]:
     """Report id -> id of the stored package set its packages make, where one exists.
 
     Why: between patch days a host reports the packages it reported before, and
@@ -385,18 +329,24 @@ def _stored_sets(rows: list[Report], parsed: dict[int, HostReport]) -> dict[int,
     """
     wanted: dict[str, list[int]] = {}
     for row in rows:
-        if row.protocol == NATIVE and row.packages_digest and row.id not in parsed:
+        if row.protocol == NATIVE and row.packages_digest and row.id not in received:
             wanted.setdefault(row.packages_digest, []).append(row.id)
     stored = stored_package_sets(list(wanted))
     return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
 
 
-def parse_stored(row: Report, skip_packages: bool = False) -> HostReport | ParseError:
-    """Parse a stored report, returning the error instead of raising it."""
-    try:
-        return decode_report(row.protocol, row.body, skip_packages)
-    except ParseError as exc:
-        return exc
+def _prepare_batch(
+    rows: list[Report], received: Mapping[int, HostReport], force: bool
+) -> list[Prepared]:
+    """The batch's reports ready to apply: the receiver's records as they are, the
+    others parsed from their bodies (outside any transaction), without the package
+    list where its stored set is known."""
+    # --force re-runs reports after a fix, perhaps to the parser: parse them whole
+    known = {} if force else _stored_sets(rows, received)
+    return [
+        Prepared(row, received[row.id]) if row.id in received else prepare(row, known.get(row.id))
+        for row in rows
+    ]
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
@@ -412,16 +362,10 @@ BATCH_SECONDS = 1.0
 BATCH_RETRIES = 3  # a batch that PostgreSQL aborted as a deadlock victim runs again
 
 
-def _store_shared_rows(
-    batch: list[Report],
-    reports: list[HostReport | ParseError],
-    known: dict[int, int],
-    now: float,
-    force: bool = False,
-) -> dict[int, int]:
-    """Store the new package sets, repository sets and OS releases of a batch first.
+def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -> None:
+    """Store the new package sets, repository sets and OS releases of a batch first,
+    and note each report's package set.
 
-    Returns report id -> package set id for the reports whose set was not ``known``.
     Why before the batch's transaction, in a short one of their own: these rows are
     shared by every host. Created inside the batch, in report order, their unique
     keys stayed locked until the batch committed, and two batches (two processing
@@ -431,53 +375,38 @@ def _store_shared_rows(
     :func:`patchwatch.store.sets.ensure_package_sets`), they are committed before any host
     row is touched.
     """
-    todo = [
-        (row.id, report)
-        for row, report in zip(batch, reports, strict=True)
-        if isinstance(report, HostReport)
-    ]
+    todo = [(item, item.record) for item in batch if item.record is not None]
     if not todo:
-        return {}
-    fresh = [(rid, report) for rid, report in todo if rid not in known]
+        return
+    fresh = [(item, record) for item, record in todo if item.package_set_id is None]
     # the receiver's digest of the packages it parsed, unless --force parses anew
-    digests = {row.id: row.packages_digest for row in batch if not force}
     set_ids = ensure_package_sets(
-        [report.packages for _rid, report in fresh],
+        [record.packages for _item, record in fresh],
         now,
-        [digests.get(rid, "") for rid, _report in fresh],
+        ["" if force else item.row.packages_digest for item, _record in fresh],
     )
+    for (item, _record), set_id in zip(fresh, set_ids, strict=True):
+        item.package_set_id = set_id
     with write_transaction():
-        for _rid, report in todo:
-            if report.repositories is not None:
-                ensure_repository_set(report.repositories, now)
-            _os_release(report)
-    return {rid: set_id for (rid, _report), set_id in zip(fresh, set_ids, strict=True)}
+        for _item, record in todo:
+            if record.repositories is not None:
+                ensure_repository_set(record.repositories, now)
+            _os_release(record)
 
 
-def _queue(
-    query: ModelSelect, now: float, host_name: str | None, force: bool, claim_timeout: float
-) -> ModelSelect:
-    """The reports to process, in arrival order: queued ones (and claims gone stale),
-    or with ``force`` every kept one."""
+def _queue(query: ModelSelect, host_name: str | None, force: bool) -> ModelSelect:
+    """The reports to process, in arrival order: queued ones, or with ``force`` every
+    kept one."""
     if not force:
-        stale = now - claim_timeout
-        query = query.where(
-            (Report.state == "pending")
-            | ((Report.state == "processing") & (Report.processed_at < stale))
-        )
+        query = query.where(Report.state == "pending")
     if host_name:
         query = query.where(Report.host_name == host_name)
     return query.order_by(Report.received_at, Report.id)
 
 
-def queued_report_ids(
-    now: float,
-    host_name: str | None = None,
-    force: bool = False,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
-) -> list[int]:
+def queued_report_ids(host_name: str | None = None, force: bool = False) -> list[int]:
     """The ids of what :func:`process_pending` would take, in the order it takes them."""
-    query = _queue(Report.select(Report.id), now, host_name, force, claim_timeout)
+    query = _queue(Report.select(Report.id), host_name, force)
     return [report_id for (report_id,) in query.tuples()]
 
 
@@ -486,8 +415,6 @@ def process_pending(
     limit: int = 1000,
     host_name: str | None = None,
     force: bool = False,
-    parsed: dict[int, HostReport] | None = None,
-    claim_timeout: float = CLAIM_TIMEOUT_SECONDS,
     ids: Sequence[int] | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
@@ -511,26 +438,38 @@ def process_pending(
     victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
+    return _process(_queued_rows(host_name, force, limit, ids), now, force, {})
+
+
+def process_received(received: ReceivedReport, now: float, limit: int = 1000) -> Counter[str]:
+    """Process the queued reports of the host whose report the receiver just stored,
+    that one applied from the record the receiver parsed (see :func:`process_pending`)."""
+    rows = _queued_rows(received.host_name, False, limit, None)
+    return _process(rows, now, False, {received.report_id: received.record})
+
+
+def _queued_rows(
+    host_name: str | None, force: bool, limit: int, ids: Sequence[int] | None
+) -> list[Report]:
     query = _queue(
         Report.select(
             Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
             Report.remote_addr, Report.state, Report.packages_digest,
         ),
-        now, host_name, force, claim_timeout,
+        host_name, force,
     ).limit(limit)  # fmt: skip
     if ids is not None:
         query = query.where(Report.id.in_(list(ids)))
-    rows = list(query)
+    return list(query)
+
+
+def _process(
+    rows: list[Report], now: float, force: bool, received: Mapping[int, HostReport]
+) -> Counter[str]:
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
-        batch = rows[start : start + BATCH_REPORTS]
-        # --force re-runs reports after a fix, perhaps to the parser: parse them whole
-        known = {} if force else _stored_sets(batch, parsed or {})
-        reports = [
-            (parsed or {}).get(row.id) or parse_stored(row, skip_packages=row.id in known)
-            for row in batch
-        ]
-        known.update(_store_shared_rows(batch, reports, known, now, force))
+        batch = _prepare_batch(rows[start : start + BATCH_REPORTS], received, force)
+        _store_shared_rows(batch, now, force)
         done = 0
         retried = 0
         while done < len(batch):
@@ -539,13 +478,9 @@ def process_pending(
             first = done
             try:
                 with write_transaction():
-                    hosts = host_ids([row.host_name for row in batch[first:]])
-                    for row, report in zip(batch[first:], reports[first:], strict=True):
-                        part[
-                            process_report(
-                                row, now, force, report, claim_timeout, known.get(row.id), hosts
-                            )
-                        ] += 1
+                    hosts = host_ids([item.row.host_name for item in batch[first:]])
+                    for item in batch[first:]:
+                        part[process_report(item, now, force, hosts)] += 1
                         done += 1
                         if time.monotonic() > deadline:
                             break
@@ -556,7 +491,7 @@ def process_pending(
                     raise
                 retried += 1
                 log.warning("reports %d-%d rolled back (%s); applying them again",
-                            batch[first].id, batch[-1].id, exc)  # fmt: skip
+                            batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
                 done = first
                 continue
             outcome.update(part)

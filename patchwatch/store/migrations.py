@@ -586,6 +586,16 @@ def _receiver_hardening(db: Database) -> None:
         )
 
 
+def _no_processing_reports(db: Database) -> None:
+    """Queue again the reports an earlier version left ``processing``.
+
+    That state meant "claimed by a process"; reports are now claimed and applied in
+    one transaction, so nothing writes it and nothing would ever take such a report.
+    Running it again changes nothing.
+    """
+    db.execute_sql("UPDATE \"report\" SET state = 'pending' WHERE state = 'processing'")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -606,6 +616,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(14, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
     Migration(15, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
+    Migration(16, "reports left processing queued again", _no_processing_reports),
 )
 
 LATEST = MIGRATIONS[-1].version

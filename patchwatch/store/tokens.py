@@ -36,9 +36,9 @@ import secrets
 from peewee import IntegrityError
 
 from patchwatch.domain.errors import AuthError
+from patchwatch.domain.errors import BoundError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import PatchwatchError
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import HostCredential
 from patchwatch.store.models import Token
@@ -48,10 +48,6 @@ PREFIX_BYTES = 6
 SECRET_BYTES = 32
 MIN_ENROLLMENT_KEY = 32  # characters; the agent sends 43 (32 random bytes, base64)
 MAX_ENROLLMENT_KEY = 128
-
-
-class BoundError(PatchwatchError):
-    """A host is bound to a live token that a new one would replace (use ``force``)."""
 
 
 def _hash(secret: str) -> str:
