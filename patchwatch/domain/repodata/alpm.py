@@ -51,6 +51,7 @@ MAX_DESC = 256 * 1024
 _MAX_ALPM_VERSION = MAX_EPOCH + 1 + MAX_VERSION + 1 + MAX_RELEASE
 _WANTED = frozenset(("desc",))
 _SINGLE = ("NAME", "VERSION", "ARCH", "BASE", "FILENAME", "CSIZE", "SHA256SUM")
+_SINGLE_SET = frozenset(_SINGLE)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -79,32 +80,37 @@ class ArchPackage:
         return f"{head}{self.pkgver}-{self.pkgrel}"
 
 
-def parse_desc(text: bytes, where: str) -> dict[str, list[str]]:
+def parse_desc(
+    text: bytes, where: str, wanted: frozenset[str] | None = None
+) -> dict[str, list[str]]:
     """Parse one ``desc`` file into ``{FIELD: [values]}`` (sections in any order).
 
-    A value line outside a section, a section named twice or text that is not UTF-8
+    Only the sections named in ``wanted`` (None: all) are decoded; the others, such as
+    a package's long dependency lists and PGP signature, are only checked for shape. A
+    value line outside a section, a section named twice or text that is not UTF-8
     raises :class:`ParseError`. Blank lines end a section, as in pacman's reader.
     """
-    try:
-        lines = text.decode().split("\n")
-    except UnicodeDecodeError as exc:
-        raise ParseError(f"desc is not UTF-8 ({exc.reason})", where) from None
     fields: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for number, raw in enumerate(lines, 1):
-        line = raw.removesuffix("\r")
-        if not line:
-            current = None
+    seen: set[bytes] = set()
+    for block in text.replace(b"\r\n", b"\n").split(b"\n\n"):
+        block = block.strip(b"\n")
+        if not block:
             continue
-        if current is None:
-            if len(line) < 3 or not (line.startswith("%") and line.endswith("%")):
-                raise ParseError(f"line {number} is outside a %FIELD% section", where)
-            key = line[1:-1]
-            if key in fields:
-                raise ParseError(f"section %{short(key)}% appears twice", where)
-            current = fields[key] = []
-            continue
-        current.append(line)
+        header, _, values = block.partition(b"\n")
+        if len(header) < 3 or header[:1] != b"%" or header[-1:] != b"%" or b"\n\n" in values:
+            raise ParseError("a line is outside a %FIELD% section", where)
+        key_b = header[1:-1]
+        if key_b in seen:
+            raise ParseError(
+                f"section %{short(key_b.decode('utf-8', 'replace'))}% appears twice", where
+            )
+        seen.add(key_b)
+        try:
+            key = key_b.decode()
+            if wanted is None or key in wanted:
+                fields[key] = values.decode().split("\n") if values else []
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"desc is not UTF-8 ({exc.reason})", where) from None
     return fields
 
 
@@ -121,7 +127,7 @@ def _single(fields: dict[str, list[str]], key: str, where: str, required: bool) 
 
 def _entry(member_name: str, text: bytes, skipped: Skipped) -> ArchPackage | None:
     where = f"{short(member_name)}"
-    fields = parse_desc(text, where)
+    fields = parse_desc(text, where, _SINGLE_SET)
     name, version, arch, base, filename, csize_text, sha256 = (
         _single(fields, key, where, key in ("NAME", "VERSION", "ARCH")) for key in _SINGLE
     )
