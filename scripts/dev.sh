@@ -52,9 +52,11 @@ setup_venv() {
 
 test_system_packages() {
     # real tools the tests compare against or start on loopback
-    # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not)
+    # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not;
+    # libarchive-tools has the bsdtar that makepkg and repo-add run)
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
-        postgresql prometheus prometheus-alertmanager prometheus-node-exporter docker-compose makepkg
+        postgresql prometheus prometheus-alertmanager prometheus-node-exporter docker-compose makepkg \
+        libarchive-tools
 }
 
 unpack_dnf_plugins() {
