@@ -22,7 +22,7 @@ from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
-from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun

@@ -37,11 +37,11 @@ from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
-from patchwatch.pipeline.refresh import deb_architectures
-from patchwatch.pipeline.refresh import refresh_all
-from patchwatch.pipeline.refresh import refresh_mirror
-from patchwatch.pipeline.refresh import select_mirrors
-from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.pipeline.refresh.apt import deb_architectures
+from patchwatch.pipeline.refresh.run import refresh_all
+from patchwatch.pipeline.refresh.run import refresh_mirror
+from patchwatch.pipeline.refresh.run import select_mirrors
+from patchwatch.pipeline.refresh.run import summarize_results
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import AdvisoryPackage
 from patchwatch.store.models import Mirror
@@ -443,7 +443,9 @@ def flip_index_byte(server: MirrorServer, root: Path) -> None:
 
 
 def empty_keyring(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> dict[str, object]:
-    monkeypatch.setattr("patchwatch.pipeline.refresh.SYSTEM_KEYRING_GLOB", str(tmp / "none-*.gpg"))
+    monkeypatch.setattr(
+        "patchwatch.pipeline.refresh.apt.SYSTEM_KEYRING_GLOB", str(tmp / "none-*.gpg")
+    )
     other = tmp / "other.gpg"
     other.write_bytes(b"")
     return {"apt_keyrings": (str(other),)}
@@ -555,7 +557,7 @@ def test_keyrings_relative_missing_or_none(
     build_updates_tree(root)
     _repo, mirror = updates_repository(server)
     monkeypatch.setattr(
-        "patchwatch.pipeline.refresh.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg")
+        "patchwatch.pipeline.refresh.apt.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg")
     )
     monkeypatch.chdir(APT)  # a relative apt_keyrings path is relative to here, not to gpgv's
     relative = make_settings(apt_keyrings=("debian-archive-keyring.gpg", "missing.gpg"))

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collector import StoreCollector
 from patchwatch.domain import limits
 from patchwatch.pipeline.fetch import HttpFetcher
-from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import Package

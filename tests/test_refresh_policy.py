@@ -20,8 +20,8 @@ from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
-from patchwatch.pipeline.refresh import refresh_all
-from patchwatch.pipeline.refresh import refresh_mirror
+from patchwatch.pipeline.refresh.run import refresh_all
+from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.approval import approve_repositories
 from patchwatch.store.approval import repository_states
 from patchwatch.store.migrations import MIGRATIONS

@@ -31,10 +31,10 @@ from patchwatch.domain.records import RepoKind
 from patchwatch.domain.records import ReportedModule
 from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.records import ReportedUpdate
-from patchwatch.domain.reports import parse_hostname
-from patchwatch.domain.reports import parse_native
-from patchwatch.domain.reports import parse_protocol1
-from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.reports.fields import parse_hostname
+from patchwatch.domain.reports.native import parse_native
+from patchwatch.domain.reports.protocol1 import parse_protocol1
+from patchwatch.domain.reports.protocol2 import parse_protocol2
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = Path(__file__).resolve().parent / "fixtures" / "reports"
@@ -1110,16 +1110,16 @@ def test_native_duplicates_are_dropped_when_the_memo_empties_midway(
 
     Here the memo empties in the middle of the list, so the second ``a`` is another
     object equal to the first: it must still count once."""
-    from patchwatch.domain import reports
+    from patchwatch.domain.reports import memo
 
-    monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
-    monkeypatch.setattr(reports._PackageMemo, "LIMIT_BYTES", 3 * 400)
+    monkeypatch.setattr(memo, "MEMO", memo.PackageMemo())
+    monkeypatch.setattr(memo.PackageMemo, "LIMIT_BYTES", 3 * 400)
     item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb"}
     names = ["dedup-a", "dedup-b", "dedup-c", "dedup-d", "dedup-a"]
     packages = parse_native(
         native_doc(packages=[{**item, "name": n, "version": "1"} for n in names])
     ).packages
-    assert reports._MEMO.generation == 1
+    assert memo.MEMO.generation == 1
     assert sorted(p.name for p in packages) == ["dedup-a", "dedup-b", "dedup-c", "dedup-d"]
 
 
@@ -1630,11 +1630,11 @@ def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -
     import gc
     import tracemalloc
 
-    from patchwatch.domain import reports
+    from patchwatch.domain.reports import memo
 
     limit = 2 * 1024 * 1024
-    monkeypatch.setattr(reports, "_MEMO", reports._PackageMemo())
-    monkeypatch.setattr(reports._PackageMemo, "LIMIT_BYTES", limit)
+    monkeypatch.setattr(memo, "MEMO", memo.PackageMemo())
+    monkeypatch.setattr(memo.PackageMemo, "LIMIT_BYTES", limit)
     gc.collect()
     tracemalloc.start()
     try:
@@ -1650,6 +1650,6 @@ def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -
         held, _peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert reports._MEMO.generation >= 3  # 12,000 entries of ~500 bytes: emptied often
-    assert reports._MEMO.size <= limit
+    assert memo.MEMO.generation >= 3  # 12,000 entries of ~500 bytes: emptied often
+    assert memo.MEMO.size <= limit
     assert held < 1.5 * limit, f"memo holds {held / 1e6:.1f} MB for a {limit / 1e6:.1f} MB limit"

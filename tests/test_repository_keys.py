@@ -15,9 +15,9 @@ import pytest
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.protocols import PATCHMAN1
-from patchwatch.domain.reports import parse_native
-from patchwatch.domain.reports import parse_protocol1
-from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.reports.native import parse_native
+from patchwatch.domain.reports.protocol1 import parse_protocol1
+from patchwatch.domain.reports.protocol2 import parse_protocol2
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.migrations import MIGRATIONS
