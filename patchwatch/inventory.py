@@ -404,7 +404,7 @@ def resolve_repository(ref: str, exact: bool = False) -> Repository:
 
 def is_security(repo: Repository) -> bool:
     """The repository's effective security flag: the operator's word, else the metadata's."""
-    return bool(repo.security if repo.security_override is None else repo.security_override)
+    return repo.is_security
 
 
 def _security_mode(repo: Repository) -> str:

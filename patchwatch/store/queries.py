@@ -344,7 +344,7 @@ def host_detail(name: str) -> dict[str, object]:
         repositories = [
             {"key": m.repository.key, "name": m.repository.name, "kind": m.repository.kind,
              "priority": m.priority, "enabled": m.enabled,
-             "security": _is_security(m.repository)}
+             "security": m.repository.is_security}
             for m in query
         ]  # fmt: skip
     Installed = Package.alias()
@@ -380,10 +380,6 @@ def host_detail(name: str) -> dict[str, object]:
         "packages": packages, "repositories": repositories, "updates": updates,
         "held_packages": [{"name": n, "arch": a} for n, a in sorted(decode_holds(host.held))],
     }  # fmt: skip
-
-
-def _is_security(repo: Repository) -> bool:
-    return bool(repo.security if repo.security_override is None else repo.security_override)
 
 
 def version_matches(text: str, p: Package) -> bool:
@@ -468,7 +464,7 @@ def repository_summaries() -> list[dict[str, object]]:
         )  # fmt: skip
     return [
         {"id": r.id, "key": r.key, "kind": r.kind, "name": r.name, "arch": r.arch,
-         "security": _is_security(r), "enabled": r.enabled, "hosts": users.get(r.id, 0),
+         "security": r.is_security, "enabled": r.enabled, "hosts": users.get(r.id, 0),
          "mirrors": mirrors.get(r.id, [])}
         for r in Repository.select().order_by(Repository.key)
     ]  # fmt: skip
