@@ -170,8 +170,7 @@ def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_security(settings: Settings, args: argparse.Namespace) -> int:
     repo = set_repository_security(resolve_repository(args.repo), SECURITY_VALUES[args.value])
-    effective = repo.security if repo.security_override is None else repo.security_override
-    shown = "yes" if effective else "no"
+    shown = "yes" if repo.is_security else "no"
     print(printable(f"{repo.id} {repo.key}: security {args.value} (effective: {shown})"))
     print(EFFECT, file=sys.stderr)
     return 0

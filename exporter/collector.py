@@ -95,13 +95,24 @@ class StoreCollector(Collector):
         ``Sample`` per series, and anything else reading them still gets the samples.
         """
         rows = load_host_tuples()
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(HOST_TUPLE_FIELDS)
-        (
-            names, os_names, os_families, arches, kernels, tags, reboots_reported,
-            reboots_kernel, last_reports, packages, security, other, oldest_security,
-            maintenance_until, orphans, complete, computed_at, inputs_changed_at, _inputs_seen,
-            checked, held,
-        ) = columns  # fmt: skip
+        # by name, as HostRow declares the columns: a new one needs no edit here
+        column = dict(
+            zip(
+                HOST_TUPLE_FIELDS,
+                zip(*rows, strict=True) if rows else [()] * len(HOST_TUPLE_FIELDS),
+                strict=True,
+            )
+        )
+        names, os_names, os_families = column["name"], column["os"], column["os_family"]
+        arches, kernels, tags = column["arch"], column["kernel"], column["tags"]
+        reboots_reported, reboots_kernel = column["reboot_reported"], column["reboot_kernel"]
+        last_reports, packages = column["last_report_at"], column["packages"]
+        security, other, held = column["security"], column["other"], column["held"]
+        oldest_security = column["oldest_security_first_seen"]
+        maintenance_until = column["maintenance_until"]
+        orphans = column["packages_without_repository"]
+        complete, computed_at = column["updates_complete"], column["updates_computed_at"]
+        inputs_changed_at, checked = column["inputs_changed_at"], column["check_updates"]
         # known: computed with the data of every repository the server can read
         known = [
             bool(done) and at is not None for done, at in zip(complete, computed_at, strict=True)

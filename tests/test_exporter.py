@@ -7,6 +7,7 @@ import gzip
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -33,6 +34,10 @@ from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import Repository
+from patchwatch.store.queries import HOST_TUPLE_FIELDS
+from patchwatch.store.queries import HostRow
+from patchwatch.store.queries import load_host_rows
+from patchwatch.store.queries import load_host_tuples
 
 
 def registry_for(db) -> CollectorRegistry:
@@ -83,6 +88,31 @@ def test_host_metrics_follow_the_store(db) -> None:
 
     HostUpdate.delete().execute()  # read at scrape time: the next scrape sees the change
     assert get("patchwatch_host_updates_pending", {"host": "a", "kind": "security"}) == 0
+
+
+def test_host_row_columns_are_declared_once(db) -> None:
+    """HostRow's fields are the one declaration of a host row: each says what the query
+    selects for it, the tuples the exporter reads come in their order, and a row is its
+    tuple converted field by field (flags as bools whatever the driver gives)."""
+    now = time.time()
+    a = _known("a", now, kernel="6.1", arch="x86_64", last_report_at=now - 5,
+               packages_without_repository=4, reboot_reported=False, tags="db web")  # fmt: skip
+    HostUpdate.create(host=a, installed=_pkg("vim", "9.0"), available=_pkg("vim", "9.1"),
+                      security=True, first_seen_at=now - 9)  # fmt: skip
+    declared = fields(HostRow)
+    assert all(f.metadata.get("select") is not None for f in declared)
+    assert tuple(f.name for f in declared) == HOST_TUPLE_FIELDS
+    (raw,) = load_host_tuples()
+    (row,) = load_host_rows()
+    assert len(raw) == len(declared)
+    by_name = dict(zip(HOST_TUPLE_FIELDS, raw, strict=True))
+    assert by_name["name"] == "a" and by_name["tags"] == "db web"
+    assert by_name["security"] == 1 and by_name["oldest_security_first_seen"] == now - 9
+    assert by_name["packages_without_repository"] == 4
+    for f in declared:
+        assert getattr(row, f.name) == by_name[f.name], f.name
+    assert row.reboot_reported is False and row.reboot_kernel is None
+    assert row.updates_complete is True and row.check_updates is True
 
 
 def test_held_updates_are_their_own_kind_and_never_the_oldest_security_update(db) -> None:

@@ -18,8 +18,8 @@ from collections import Counter
 import pytest
 from playhouse.pool import PooledDatabase
 
-from cli import admin_cmd
 from cli.main import main
+from patchwatch.pipeline import backlog
 from patchwatch.pipeline import processing
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
@@ -196,7 +196,7 @@ def test_process_workers_take_runs_as_they_come_free(
     docs = drifting_docs(31, seed=11)
     for doc in docs[:30]:
         store_report(doc["host"], NATIVE, doc, time.time())
-    monkeypatch.setattr(admin_cmd, "RUN_REPORTS", 4)  # 8 runs
+    monkeypatch.setattr(backlog, "RUN_REPORTS", 4)  # 8 runs
     rounds: list[list[int]] = []
 
     def queued(*args: object) -> list[int]:
@@ -218,8 +218,8 @@ def test_process_workers_take_runs_as_they_come_free(
             done_by_others.append(n)
         return process_pending(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(admin_cmd, "queued_report_ids", queued)
-    monkeypatch.setattr(admin_cmd, "process_pending", after_a_worker)
+    monkeypatch.setattr(backlog, "queued_report_ids", queued)
+    monkeypatch.setattr(backlog, "process_pending", after_a_worker)
     monkeypatch.setenv("PATCHWATCH_DATABASE_URL", database_url)
     monkeypatch.setenv("PATCHWATCH_DATA_DIR", str(tmp_path / "d"))
     assert main(["process", "--workers", "2"]) == 0
@@ -244,7 +244,7 @@ def test_a_worker_that_cannot_open_the_store_fails_the_command_with_its_error(db
          "PATCHWATCH_DATA_DIR": str(tmp_path / "d")}, None, {}
     )  # fmt: skip
     with pytest.raises(OperationalError, match=r"127\.0\.0\.1"):
-        admin_cmd._process_in_parallel(unreachable, None, False, 2)
+        backlog._process_in_parallel(unreachable, None, False, 2)
 
 
 def test_process_force_runs_every_kept_report_again(
@@ -254,7 +254,7 @@ def test_process_force_runs_every_kept_report_again(
     for doc in drifting_docs(12, seed=5):
         store_report(doc["host"], NATIVE, doc, time.time())
     assert process_pending(time.time()) == Counter(processed=12)
-    monkeypatch.setattr(admin_cmd, "PROCESS_PAGE", 5)
+    monkeypatch.setattr(backlog, "PROCESS_PAGE", 5)
     monkeypatch.setenv("PATCHWATCH_DATABASE_URL", database_url)
     monkeypatch.setenv("PATCHWATCH_DATA_DIR", str(tmp_path / "d"))
     assert main(["process", "--force"]) == 0
@@ -301,3 +301,31 @@ def test_packages_another_process_is_inserting_are_waited_for_not_inserted_twice
     assert result[0][shared] == shared_id
     stored = {(p.name, p.id) for p in Package.select()}
     assert stored == {("shared", shared_id), ("mine", result[0][mine])}
+
+
+def test_the_pipeline_works_through_the_queue_page_by_page_without_the_cli(
+    db, database_url, tmp_path, monkeypatch
+) -> None:
+    """``process_queue`` is the pipeline's: the CLI only parses and prints. One process
+    takes page after page until a short one; a second call finds nothing left."""
+    from patchwatch.domain.settings import load_settings
+
+    for doc in drifting_docs(7, seed=17):
+        store_report(doc["host"], NATIVE, doc, time.time())
+    pages: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> Counter[str]:
+        outcome = process_pending(*args, **kwargs)  # type: ignore[arg-type]
+        pages.append(sum(outcome.values()))
+        return outcome
+
+    monkeypatch.setattr(backlog, "PROCESS_PAGE", 3)
+    monkeypatch.setattr(backlog, "process_pending", counted)
+    settings = load_settings(
+        {"PATCHWATCH_DATABASE_URL": database_url, "PATCHWATCH_DATA_DIR": str(tmp_path / "d")},
+        None, {},
+    )  # fmt: skip
+    assert backlog.process_queue(settings) == Counter(processed=7)
+    assert pages == [3, 3, 1]
+    assert backlog.process_queue(settings) == Counter()
+    assert Counter(r.state for r in Report.select(Report.state)) == Counter(processed=7)

@@ -487,3 +487,20 @@ def test_timestamps_round_trip_exactly(db) -> None:
     now = 1795480961.9239655
     Host.create(name="t", created_at=now, last_report_at=now)
     assert Host.get(Host.name == "t").last_report_at == now
+
+
+@pytest.mark.parametrize(
+    ("from_metadata", "override", "effective"),
+    [(False, None, False), (True, None, True), (False, True, True), (True, False, False)],
+)
+def test_repository_effective_security_is_the_operators_word_else_the_metadatas(
+    db, from_metadata: bool, override: bool | None, effective: bool
+) -> None:
+    """One answer, read back from the store as every caller reads it."""
+    from patchwatch.store.models import Repository
+
+    Repository.create(
+        kind="deb", key="deb x", security=from_metadata, security_override=override,
+        created_at=time.time(),
+    )  # fmt: skip
+    assert Repository.get().is_security is effective

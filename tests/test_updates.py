@@ -251,3 +251,25 @@ def test_decide_update_equals_compute_updates(kind: PackageKind) -> None:
         assert got == want, (installed, offers, advisories)
         updates += len(want)
     assert updates > 500  # the cases are not vacuous
+
+
+def test_compute_updates_has_no_rules_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole-host computation asks ``decide_update`` for every (name, arch): one rule
+    set, so a change to the rules cannot reach the store and miss the reference."""
+    from patchwatch.domain import updates
+
+    inst = [deb("curl", "7.88.1-10+deb12u7"), deb("git", "1:2.39.5-0+deb12u1")]
+    offers = [
+        Offer(deb("curl", "7.88.1-10+deb12u8"), "main", MAIN),
+        Offer(deb("git", "1:2.39.5-0+deb12u2"), "security", SEC, security=True),
+    ]
+    assert len(compute_updates(inst, offers)) == 2
+    asked: list[str] = []
+
+    def decide_nothing(installed: Package, *_args: object) -> None:
+        asked.append(installed.name)
+        return None
+
+    monkeypatch.setattr(updates, "decide_update", decide_nothing)
+    assert compute_updates(inst, offers) == []
+    assert asked == ["curl", "git"]

@@ -83,7 +83,7 @@ def is_held(holds: frozenset[HoldKey], name: str, arch: str) -> bool:
     return (name, arch) in holds or (name, "") in holds
 
 
-def _key(p: Package) -> tuple[object, ...]:
+def _key(p: Package) -> Key:
     return sort_key(p.kind, p.epoch, p.version, p.release)
 
 
@@ -97,38 +97,6 @@ def newest_installed(installed: Iterable[Package]) -> dict[tuple[str, str], Pack
     return best
 
 
-def _deb_candidate(inst: Package, offers: list[Offer]) -> Offer | None:
-    inst_key = _key(inst)
-    inst_prio = STATUS_PRIORITY
-    by_version: dict[tuple[object, ...], list[Offer]] = defaultdict(list)
-    for o in offers:
-        if o.priority > 0:  # apt: priority 0 or below never offers a version
-            by_version[_key(o.package)].append(o)
-    for o in by_version.get(inst_key, ()):
-        inst_prio = max(inst_prio, o.priority)
-    best: Offer | None = None
-    best_prio = 0
-    for vkey in sorted((k for k in by_version if k > inst_key), reverse=True):
-        group = by_version[vkey]
-        top = max(group, key=lambda o: o.priority)
-        if top.priority > best_prio:
-            best, best_prio = top, top.priority
-    if best is None or best_prio < inst_prio:
-        # apt reaches the installed version with the maximum so far; only a strictly
-        # higher priority there would keep the installed one (ties go to the newer)
-        return None
-    return best
-
-
-def _rpm_candidate(inst: Package, offers: list[Offer]) -> Offer | None:
-    usable = [o for o in offers if o.priority > -100000]
-    if not usable:
-        return None
-    top_priority = max(o.priority for o in usable)
-    best = max((o for o in usable if o.priority == top_priority), key=lambda o: _key(o.package))
-    return best if _key(best.package) > _key(inst) else None
-
-
 def compute_updates(
     installed: Iterable[Package],
     offers: Iterable[Offer],
@@ -140,40 +108,32 @@ def compute_updates(
     ``security_advisories`` maps (name, arch) to package versions that security
     advisories fix; ``reported_security`` lists (name, arch) the host's package manager
     itself called security updates.
+
+    Each (name, arch) is decided by :func:`decide_update`, the rules the store's
+    memoised computation applies too: this is the whole-host view of the same rules,
+    which the tests hold against apt, dnf and the store.
     """
-    by_name: dict[tuple[str, str], list[Offer]] = defaultdict(list)
+    by_name: dict[tuple[str, str], list[KeyedOffer]] = defaultdict(list)
     for o in offers:
-        by_name[(o.package.name, o.package.arch)].append(o)
+        by_name[(o.package.name, o.package.arch)].append((_key(o.package), o))
     advisories = security_advisories or {}
     reported = set(reported_security)
     out: list[PendingUpdate] = []
     for (name, arch), inst in sorted(newest_installed(installed).items()):
-        candidates = by_name.get((name, arch), [])
-        if arch in ARCH_INDEPENDENT:
-            candidates = [o for o in candidates if o.package.arch in ARCH_INDEPENDENT]
-        if not candidates:
-            continue
-        chosen = (
-            _deb_candidate(inst, candidates)
-            if inst.kind == PackageKind.DEB
-            else _rpm_candidate(inst, candidates)
+        decided = decide_update(
+            inst,
+            _key(inst),
+            by_name.get((name, arch), ()),
+            [_key(p) for p in advisories.get((name, arch), ())],
         )
-        if chosen is None:
+        if decided is None:
             continue
-        low, high = _key(inst), _key(chosen.package)
-        security = (
-            # the candidate itself comes from a security repository (apt's view: a
-            # security fix since superseded by a point release is not "security")
-            any(o.security and _key(o.package) == high for o in candidates)
-            # an advisory fixes a version the update brings (dnf's view)
-            or any(low < _key(p) <= high for p in advisories.get((name, arch), ()))
-            or (name, arch) in reported
-        )
+        chosen, security = decided
         out.append(
             PendingUpdate(
                 installed=inst,
                 available=chosen.package,
-                security=security,
+                security=security or (name, arch) in reported,
                 repository=chosen.repository,
             )
         )
@@ -190,14 +150,14 @@ def count_packages_without_repository(installed: Iterable[Package], offers: Iter
     return sum(1 for p in set(installed) if p not in offered)
 
 
-# --- one (name, arch) at a time, for callers that memoise ---------------------------------
+# --- the candidate rules: one (name, arch) at a time ---------------------------------------
 #
 # A fleet's hosts are drifting copies of a few images: the same installed package meets
 # the same offers in thousands of package sets. ``decide_update`` decides one
 # (name, arch) from offers whose sort keys the caller already has, so that the store
 # can remember each decision for a run and pay for a new package set only in what it
-# does not share with sets already computed. It applies exactly the rules of
-# ``compute_updates`` (which stays the reference; tests compare the two).
+# does not share with sets already computed. It is the only place the rules live;
+# ``compute_updates`` applies it to a whole host.
 
 KeyedOffer = tuple[Key, Offer]  # an offer with the sort key of its package
 
@@ -246,7 +206,7 @@ def decide_update(
 
 
 def _deb_candidate_keyed(inst_key: Key, offers: Sequence[KeyedOffer]) -> KeyedOffer | None:
-    """``_deb_candidate`` on pre-keyed offers."""
+    """apt's candidate (see the module docstring) among offers newer than the installed."""
     inst_prio = STATUS_PRIORITY
     by_version: dict[Key, list[Offer]] = defaultdict(list)
     for k, o in offers:
@@ -266,7 +226,7 @@ def _deb_candidate_keyed(inst_key: Key, offers: Sequence[KeyedOffer]) -> KeyedOf
 
 
 def _rpm_candidate_keyed(inst_key: Key, offers: Sequence[KeyedOffer]) -> KeyedOffer | None:
-    """``_rpm_candidate`` on pre-keyed offers."""
+    """dnf's candidate: the newest version of the best-priority repositories offering it."""
     usable = [ko for ko in offers if ko[1].priority > -100000]
     if not usable:
         return None

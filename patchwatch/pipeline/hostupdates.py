@@ -380,11 +380,7 @@ def inputs_digest(
     for repo_id, prio, enabled in sorted(membership):
         m = mirrors.get(repo_id)
         r = repos.get(repo_id)
-        security = (
-            r.security_override
-            if r and r.security_override is not None
-            else (r.security if r else False)
-        )
+        security = r.is_security if r else False
         data = f"{m.package_set_id}/{m.metadata_checksum}" if m else None
         line = f"{repo_id}:{prio}:{enabled}:{data}:{security}"
         h.update(f"{line}:{r.enabled if r else 0};".encode())
@@ -413,8 +409,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
                 enabled and repo is not None and repo.enabled and not repo.auth_required
             )
             continue
-        security = repo.security_override if repo.security_override is not None else repo.security
-        offering.append((repo_id, priority, bool(security), mirror.package_set_id))
+        offering.append((repo_id, priority, repo.is_security, mirror.package_set_id))
     advisory_repositories = tuple(sorted(set(repo_ids)))
     decided_by = (tuple(offering), advisory_repositories)
     number = ctx.decision_numbers.setdefault(decided_by, len(ctx.decision_numbers))

@@ -163,6 +163,13 @@ class Repository(BaseModel):
     auth_required = BooleanField(default=False)  # server cannot read it (RHEL CDN, SUSE)
     created_at = DoubleField()
 
+    @property
+    def is_security(self) -> bool:
+        """The effective security flag: the operator's word when given, else the
+        metadata's. Everything that asks whether a repository is a security source
+        (update computation, its inputs digest, listings, the CLI) asks here."""
+        return bool(self.security if self.security_override is None else self.security_override)
+
 
 class Mirror(BaseModel):
     """One URL serving a repository, with its refresh state and last good data.

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import fields
 from typing import Any
 
 from peewee import JOIN
@@ -39,33 +42,69 @@ from patchwatch.store.update_status import UNKNOWN
 from patchwatch.store.update_status import unknown_reasons
 from patchwatch.store.update_status import update_state
 
+# The per-host update counts, a grouped subquery joined to the hosts (see
+# load_host_tuples). The three counts are disjoint: an update of a held package counts
+# as ``held`` only, whether or not it is a security update, and is never the oldest
+# security update (an upgrade would not install it, so no alert should wait for it).
+_ACTIONABLE_SECURITY = HostUpdate.security & ~HostUpdate.held
+_PER_HOST = (
+    HostUpdate.select(
+        HostUpdate.host.alias("host_id"),
+        fn.SUM(Case(None, [(_ACTIONABLE_SECURITY, 1)], 0)).alias("security"),
+        fn.SUM(Case(None, [(HostUpdate.security | HostUpdate.held, 0)], 1)).alias("other"),
+        fn.MIN(Case(None, [(_ACTIONABLE_SECURITY, HostUpdate.first_seen_at)])).alias("oldest"),
+        fn.SUM(Case(None, [(HostUpdate.held, 1)], 0)).alias("held"),
+    )
+    .group_by(HostUpdate.host)
+    .alias("per_host")
+)
+
+
+def as_flag(value: object) -> bool | None:
+    """A nullable flag as the driver gives it (0/1 on SQLite) as a bool or None."""
+    return None if value is None else bool(value)
+
+
+def _column(select: Any, convert: Callable[[Any], Any] | None = None, **default: Any) -> Any:
+    """A field of :class:`HostRow` with what :func:`load_host_tuples` selects for it and
+    how :func:`load_host_rows` turns the driver's value into the field's (``None``: as
+    it is). The field's place in the class is its place in the tuples."""
+    return field(metadata={"select": select, "convert": convert}, **default)
+
 
 @dataclass(frozen=True)
 class HostRow:
     """One host as the listings read it. ``security`` and ``other`` are the stored
-    counts, which mean something only when :attr:`updates_state` is not unknown."""
+    counts, which mean something only when :attr:`updates_state` is not unknown.
 
-    name: str
-    os: str
-    os_family: str
-    arch: str
-    kernel: str
-    tags: str
-    reboot_reported: bool | None
-    reboot_kernel: bool | None
-    last_report_at: float | None
-    packages: int
-    security: int
-    other: int
-    oldest_security_first_seen: float | None
-    maintenance_until: float | None
-    packages_without_repository: int | None = None
-    updates_complete: bool = False
-    updates_computed_at: float | None = None
-    inputs_changed_at: float | None = None
-    updates_inputs_at: float | None = None
-    check_updates: bool = True
-    held: int = 0  # updates of held packages; not in ``security`` nor ``other``
+    The fields are the one declaration of a host row's columns: the query, the tuples'
+    order (:data:`HOST_TUPLE_FIELDS`, which the exporter reads by name) and the rows
+    all follow from them, so a new column is one field here."""
+
+    name: str = _column(Host.name)
+    os: str = _column(fn.COALESCE(OSRelease.name, ""))
+    os_family: str = _column(fn.COALESCE(OSRelease.family, ""))
+    arch: str = _column(Host.arch)
+    kernel: str = _column(Host.kernel)
+    tags: str = _column(Host.tags)
+    reboot_reported: bool | None = _column(Host.reboot_reported, as_flag)
+    reboot_kernel: bool | None = _column(Host.reboot_kernel, as_flag)
+    last_report_at: float | None = _column(Host.last_report_at)
+    packages: int = _column(fn.COALESCE(PackageSet.size, 0))
+    security: int = _column(fn.COALESCE(_PER_HOST.c.security, 0))
+    other: int = _column(fn.COALESCE(_PER_HOST.c.other, 0))
+    oldest_security_first_seen: float | None = _column(_PER_HOST.c.oldest)
+    maintenance_until: float | None = _column(Host.maintenance_until)
+    packages_without_repository: int | None = _column(
+        Host.packages_without_repository, default=None
+    )
+    updates_complete: bool = _column(Host.updates_complete, bool, default=False)
+    updates_computed_at: float | None = _column(Host.updates_computed_at, default=None)
+    inputs_changed_at: float | None = _column(Host.inputs_changed_at, default=None)
+    updates_inputs_at: float | None = _column(Host.updates_inputs_at, default=None)
+    check_updates: bool = _column(Host.check_updates, bool, default=True)
+    # updates of held packages; not in ``security`` nor ``other``
+    held: int = _column(fn.COALESCE(_PER_HOST.c.held, 0), default=0)
 
     @property
     def reboot_required(self) -> bool | None:
@@ -80,64 +119,39 @@ class HostRow:
 
 
 # Columns of load_host_tuples(), in HostRow's field order.
-HOST_TUPLE_FIELDS = (
-    "name", "os", "os_family", "arch", "kernel", "tags", "reboot_reported", "reboot_kernel",
-    "last_report_at", "packages", "security", "other", "oldest_security_first_seen",
-    "maintenance_until", "packages_without_repository", "updates_complete",
-    "updates_computed_at", "inputs_changed_at", "updates_inputs_at", "check_updates", "held",
-)  # fmt: skip
+HOST_TUPLE_FIELDS = tuple(f.name for f in fields(HostRow))
+_HOST_SELECT = tuple(f.metadata["select"] for f in fields(HostRow))
+_HOST_CONVERSIONS = tuple(
+    (i, f.metadata["convert"]) for i, f in enumerate(fields(HostRow)) if f.metadata["convert"]
+)
 
 
 def load_host_tuples() -> list[tuple[Any, ...]]:
     """Every host with its update counts, as plain tuples ordered by name, in one query.
 
-    The columns are :data:`HOST_TUPLE_FIELDS`. Pending updates are counted per host in
-    a grouped subquery joined to the hosts, so the store is asked once and reads each
-    update row once (the counts and the oldest security update used to be two scans
-    and two more round trips). Rows come straight from the database cursor's
-    ``fetchall``, without peewee's row-by-row iteration and per-column conversion
-    (``.tuples()``), which alone cost as much as SQLite's own work
-    (docs/performance.md). Values are therefore the driver's:
-    flags are 0/1 on SQLite and bools on PostgreSQL, missing OS and package set read
-    as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
+    The columns are :data:`HOST_TUPLE_FIELDS`, selected as :class:`HostRow` declares.
+    Pending updates are counted per host in a grouped subquery joined to the hosts, so
+    the store is asked once and reads each update row once (the counts and the oldest
+    security update used to be two scans and two more round trips). Rows come straight
+    from the database cursor's ``fetchall``, without peewee's row-by-row iteration and
+    per-column conversion (``.tuples()``), which alone cost as much as SQLite's own
+    work (docs/performance.md). Values are therefore the
+    driver's: flags are 0/1 on SQLite and bools on PostgreSQL, missing OS and package
+    set read as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
 
     The three counts are disjoint: an update of a held package counts as ``held``
     only, whether or not it is a security update, and is never the oldest security
     update (an upgrade would not install it, so no alert should wait for it).
     """
-    actionable_security = HostUpdate.security & ~HostUpdate.held
-    security = Case(None, [(actionable_security, 1)], 0)
-    other = Case(None, [(HostUpdate.security | HostUpdate.held, 0)], 1)
-    held = Case(None, [(HostUpdate.held, 1)], 0)
-    security_seen = Case(None, [(actionable_security, HostUpdate.first_seen_at)])
-    per_host = (
-        HostUpdate.select(
-            HostUpdate.host.alias("host_id"),
-            fn.SUM(security).alias("security"),
-            fn.SUM(other).alias("other"),
-            fn.MIN(security_seen).alias("oldest"),
-            fn.SUM(held).alias("held"),
-        )
-        .group_by(HostUpdate.host)
-        .alias("per_host")
-    )
     query = (
-        Host.select(
-            Host.name, fn.COALESCE(OSRelease.name, ""), fn.COALESCE(OSRelease.family, ""),
-            Host.arch, Host.kernel, Host.tags, Host.reboot_reported, Host.reboot_kernel,
-            Host.last_report_at, fn.COALESCE(PackageSet.size, 0),
-            fn.COALESCE(per_host.c.security, 0), fn.COALESCE(per_host.c.other, 0),
-            per_host.c.oldest, Host.maintenance_until, Host.packages_without_repository,
-            Host.updates_complete, Host.updates_computed_at, Host.inputs_changed_at,
-            Host.updates_inputs_at, Host.check_updates, fn.COALESCE(per_host.c.held, 0),
-        )
+        Host.select(*_HOST_SELECT)
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
         .join(PackageSet, JOIN.LEFT_OUTER, on=(Host.package_set == PackageSet.id))
         .switch(Host)
-        .join(per_host, JOIN.LEFT_OUTER, on=(per_host.c.host_id == Host.id))
+        .join(_PER_HOST, JOIN.LEFT_OUTER, on=(_PER_HOST.c.host_id == Host.id))
         .order_by(Host.name)
-    )  # fmt: skip
+    )
     cursor = database.execute(query)
     try:
         return cursor.fetchall()
@@ -147,25 +161,13 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
 
 def load_host_rows() -> list[HostRow]:
     """Every host with its update counts (see :func:`load_host_tuples`), in one query."""
-    rows = load_host_tuples()
-    return [
-        HostRow(  # type: ignore[call-arg]
-            *r[:6],
-            as_flag(r[6]),
-            as_flag(r[7]),
-            *r[8:15],
-            bool(r[15]),
-            *r[16:19],
-            bool(r[19]),
-            *r[20:],
-        )
-        for r in rows
-    ]
-
-
-def as_flag(value: object) -> bool | None:
-    """A nullable flag as the driver gives it (0/1 on SQLite) as a bool or None."""
-    return None if value is None else bool(value)
+    out = []
+    for r in load_host_tuples():
+        values = list(r)
+        for i, convert in _HOST_CONVERSIONS:
+            values[i] = convert(values[i])
+        out.append(HostRow(*values))
+    return out
 
 
 def load_host_tags() -> list[tuple[str, str]]:
@@ -341,7 +343,7 @@ def host_detail(host: Host) -> dict[str, object]:
         repositories = [
             {"key": m.repository.key, "name": m.repository.name, "kind": m.repository.kind,
              "priority": m.priority, "enabled": m.enabled,
-             "security": _is_security(m.repository)}
+             "security": m.repository.is_security}
             for m in query
         ]  # fmt: skip
     Installed = Package.alias()
@@ -377,10 +379,6 @@ def host_detail(host: Host) -> dict[str, object]:
         "packages": packages, "repositories": repositories, "updates": updates,
         "held_packages": [{"name": n, "arch": a} for n, a in sorted(decode_holds(host.held))],
     }  # fmt: skip
-
-
-def _is_security(repo: Repository) -> bool:
-    return bool(repo.security if repo.security_override is None else repo.security_override)
 
 
 def version_matches(text: str, p: Package) -> bool:
@@ -465,7 +463,7 @@ def repository_summaries() -> list[dict[str, object]]:
         )  # fmt: skip
     return [
         {"id": r.id, "key": r.key, "kind": r.kind, "name": r.name, "arch": r.arch,
-         "security": _is_security(r), "enabled": r.enabled, "hosts": users.get(r.id, 0),
+         "security": r.is_security, "enabled": r.enabled, "hosts": users.get(r.id, 0),
          "mirrors": mirrors.get(r.id, [])}
         for r in Repository.select().order_by(Repository.key)
     ]  # fmt: skip
