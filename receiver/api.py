@@ -37,6 +37,7 @@ from patchwatch.domain.records import HostReport
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.set_digest import package_set_digest
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import PATCHMAN1
@@ -47,7 +48,6 @@ from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
-from patchwatch.store.sets import package_set_digest
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential

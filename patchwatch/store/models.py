@@ -103,7 +103,8 @@ class PackageSet(BaseModel):
     kinds; ``member_ids`` is always the whole set.
     """
 
-    digest = CharField(max_length=64, unique=True)  # sha256 of the sorted package ids
+    # sha256 of the members' sorted key lines, not of their ids (patchwatch.domain.set_digest)
+    digest = CharField(max_length=64, unique=True)
     size = IntegerField()
     created_at = DoubleField()
     member_ids = BlobField(null=True)

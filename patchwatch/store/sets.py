@@ -8,7 +8,6 @@ bring the same new package or set never fail and never duplicate.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from collections.abc import Sequence
 
@@ -26,6 +25,8 @@ from patchwatch.domain.set_bases import MAX_BASE_SIZE
 from patchwatch.domain.set_bases import MAX_BASES
 from patchwatch.domain.set_bases import MIN_SIZE
 from patchwatch.domain.set_bases import BaseIndex
+from patchwatch.domain.set_digest import digest_of
+from patchwatch.domain.set_digest import set_digest as _set_digest
 from patchwatch.store.db import ARRAY_PARAMETER_SIZE
 from patchwatch.store.db import can_stage_rows
 from patchwatch.store.db import chunks
@@ -49,22 +50,6 @@ PackageKey = tuple[str, str, str, str, str, str]
 
 def package_key(p: PackageRecord) -> PackageKey:
     return (str(p.kind), p.name, p.epoch, p.version, p.release, p.arch)
-
-
-def digest_of(lines: Iterable[str]) -> str:
-    # the same bytes as hashing each sorted line followed by a newline, in one call
-    text = "\n".join(sorted(lines))
-    return hashlib.sha256(f"{text}\n".encode("utf-8", "surrogatepass") if text else b"").hexdigest()
-
-
-def _set_digest(packages: Iterable[PackageRecord]) -> tuple[str, int]:
-    """(digest, number of distinct packages): one pass over strings hashed in C."""
-    lines = {p.digest_line for p in packages}
-    return digest_of(lines), len(lines)
-
-
-def package_set_digest(packages: Iterable[PackageRecord]) -> str:
-    return _set_digest(packages)[0]
 
 
 class _IdCache:
