@@ -59,8 +59,6 @@ from patchwatch.store.models import OSRelease
 from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
-from patchwatch.store.models import PackageSetContent
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Report
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySet
@@ -70,9 +68,13 @@ from patchwatch.store.models import UpdateSetItem
 from patchwatch.store.oversized import Removed
 from patchwatch.store.oversized import find_oversized
 from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.package_sets import MEMBER_PACKAGE_COLUMN
+from patchwatch.store.package_sets import MEMBER_SET_COLUMN
+from patchwatch.store.package_sets import check as check_package_sets
+from patchwatch.store.package_sets import member_rows_of_sets
+from patchwatch.store.package_sets import packages_in
 from patchwatch.store.queries import host_detail
 from patchwatch.store.queries import load_host_rows
-from patchwatch.store.set_content import sets_unlike_their_rows
 from patchwatch.store.update_status import NOT_COMPUTED
 from patchwatch.store.update_status import UNKNOWN
 from patchwatch.store.update_status import unknown_reasons
@@ -214,10 +216,8 @@ def load_host_inventory(host: Host) -> HostInventory:
     packages: tuple[tuple[str, str, str], ...] = ()
     if host.package_set_id is not None:
         rows = (
-            Package.select(Package.name, Package.arch, Package.epoch, Package.version,
-                           Package.release)
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(PackageSetContent.package_set_id == host.package_set_id)
+            packages_in(host.package_set_id, Package.name, Package.arch, Package.epoch,
+                        Package.version, Package.release)
             .tuples()
         )  # fmt: skip
         packages = tuple((n, a, _evr(e, v, r)) for n, a, e, v, r in rows)
@@ -865,11 +865,7 @@ def orphan_packages(
     def offered(pset_id: int) -> set[tuple[str, str]]:
         if pset_id not in names_by_pset:
             names_by_pset[pset_id] = set(
-                Package.select(Package.name, Package.arch)
-                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-                .where(PackageSetContent.package_set_id == pset_id)
-                .distinct()
-                .tuples()
+                packages_in(pset_id, Package.name, Package.arch).distinct().tuples()
             )
         return names_by_pset[pset_id]
 
@@ -885,10 +881,8 @@ def orphan_packages(
         for p in psets:
             available |= offered(p)
         installed = (
-            Package.select(Package.name, Package.arch, Package.epoch, Package.version,
-                           Package.release)
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(PackageSetContent.package_set_id == pset_id)
+            packages_in(pset_id, Package.name, Package.arch, Package.epoch, Package.version,
+                        Package.release)
             .order_by(Package.name, Package.arch)
             .tuples()
         )  # fmt: skip
@@ -1160,11 +1154,7 @@ def _orphan_packages() -> object:
     ``EXCEPT`` is one pass over each input on both backends.
     """
     hosts, mirrors, bases = _live_package_sets()
-    in_live_sets = PackageSetMember.select(PackageSetMember.package).where(
-        PackageSetMember.package_set.in_(hosts)
-        | PackageSetMember.package_set.in_(mirrors)
-        | PackageSetMember.package_set.in_(bases)
-    )
+    in_live_sets = member_rows_of_sets(hosts, mirrors, bases)
     live_items = UpdateSetItem.update_set.not_in(_orphan_update_sets())
     return (
         Package.select(Package.id)
@@ -1203,8 +1193,8 @@ def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
     # the bulk tables have no foreign keys on PostgreSQL (migration 3): their rows go
     # with their set or package here, on every backend, rather than by cascade
     dependants = {
-        PackageSet: [PackageSetMember.package_set],
-        Package: [PackageSetMember.package],
+        PackageSet: [MEMBER_SET_COLUMN],
+        Package: [MEMBER_PACKAGE_COLUMN],
         UpdateSet: [UpdateSetItem.update_set],
     }.get(model, [])
     deleted = 0
@@ -1269,7 +1259,7 @@ def check_store(
     if progress is not None:
         progress(len(steps) + 1, total, "integrity")
     out.extend(_integrity_checks())
-    unlike = sets_unlike_their_rows()
+    unlike = check_package_sets()
     note = (
         f"package sets {', '.join(map(str, unlike[:5]))}{' ...' if len(unlike) > 5 else ''}"
         if unlike

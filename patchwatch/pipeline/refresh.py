@@ -106,8 +106,8 @@ from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Package
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
-from patchwatch.store.set_content import matching_members
-from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_mirror_set
+from patchwatch.store.package_sets import matching_members
 from patchwatch.store.sets import ensure_packages
 
 log = logging.getLogger(__name__)
@@ -951,7 +951,7 @@ def _store_success(
         pset_id = mirror.package_set_id
         count = mirror.package_count
         if fetched.packages is not None:
-            pset = ensure_package_set(fetched.packages, now, whole=True)
+            pset = ensure_mirror_set(fetched.packages, now)
             changed = pset.id != pset_id
             pset_id, count = pset.id, pset.size
         if fetched.advisories is not None:
