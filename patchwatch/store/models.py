@@ -92,9 +92,11 @@ class PackageSet(BaseModel):
     little-endian integers (``patchwatch.domain.packed_ids``; NULL where an id does not
     fit). Why a second copy: computing updates reads every host's set, and one value
     by primary key is a fraction of the cost of gathering 1,500 member rows (10,000
-    hosts: 1.8-2 s of a 10 s run). A set never changes after it is written, so the
-    two cannot drift apart; ``package_set_member`` stays the copy that SQL reads
-    (through the ``package_set_content`` view, below).
+    hosts: 1.8-2 s of a 10 s run). Both are written together and a set never changes
+    after, so only a damaged or hand-edited store makes them differ, which ``dbcheck``
+    looks for; ``package_set_member`` stays the copy that SQL reads (through the
+    ``package_set_content`` view, below). Outside the migrations, only
+    ``patchwatch.store.package_sets`` reads or writes either copy.
 
     ``base``: a set with a base is written as a difference from it (schema 7,
     ``patchwatch.domain.set_bases``): its member rows are the packages in exactly one of
