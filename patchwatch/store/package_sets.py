@@ -25,8 +25,9 @@ The interface: :func:`ensure_package_sets` / :func:`ensure_package_set` (hosts')
 :func:`ensure_mirror_set`, :func:`stored_package_sets` (sets by digest),
 :func:`package_ids_of` (members of a set), :func:`packages_in` (a set's packages as a
 query), :func:`matching_members` and :func:`sets_holding` (sets holding packages),
-:func:`make_whole` and :func:`check`. Deleting sets and their rows goes through
-:func:`member_rows_of_sets` and :data:`MEMBER_ROWS` (``patchwatch.inventory``).
+:func:`make_whole` and :func:`check`. For deleting: :func:`member_rows_of_sets` and
+the member-row columns (``dbcheck``), :func:`sets_to_remove_with` and
+:func:`delete_sets` (oversized rows). Everything else reads and writes sets here.
 
 Which of some packages many sets hold, sets written whole or as differences: a
 difference holds its base's packages except those its member rows list, plus those
