@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, database_url: str) -> None:
     from patchwatch.store.models import Package
     from patchwatch.store.models import PackageSetMember
     from patchwatch.store.models import Repository
-    from patchwatch.store.sets import ensure_package_set
+    from patchwatch.store.package_sets import ensure_package_set
     from patchwatch.store.sets import ensure_repository_set
 
     db = open_database(database_url)

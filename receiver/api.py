@@ -47,6 +47,7 @@ from patchwatch.domain.records import HostReport
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.set_digest import package_set_digest
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.prepared import ReceivedReport
 from patchwatch.pipeline.processing import process_received
@@ -55,7 +56,6 @@ from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
-from patchwatch.store.sets import package_set_digest
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential

@@ -35,7 +35,7 @@ from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.models import UpdateSet
-from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.sets import repository_key
 
 DEB, RPM = PackageKind.DEB, PackageKind.RPM

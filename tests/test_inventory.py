@@ -55,7 +55,7 @@ from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
-from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_package_set
 
 DAY = 86400.0
 DEBIAN_OS = {"id": "debian", "version_id": "12", "version_codename": "bookworm",

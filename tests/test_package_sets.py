@@ -18,6 +18,7 @@ from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.inventory.dbcheck import check_store
+from patchwatch.store import package_sets
 from patchwatch.store import sets
 from patchwatch.store.db import database
 from patchwatch.store.migrations import migrate
@@ -27,7 +28,7 @@ from patchwatch.store.models import PackageSet
 from patchwatch.store.models import PackageSetContent
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import SchemaVersion
-from patchwatch.store.set_content import matching_members
+from patchwatch.store.package_sets import matching_members
 
 DEFAULTS = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
 
@@ -77,7 +78,7 @@ def fleet(rng: random.Random) -> list[list[PackageRecord]]:
 
 def test_sets_written_as_differences_read_back_whole(db) -> None:
     lists = fleet(random.Random(5))
-    set_ids = sets.ensure_package_sets(lists, 1.0)
+    set_ids = package_sets.ensure_package_sets(lists, 1.0)
     written = {s.id: s for s in PackageSet.select()}
     differences = [s for s in written.values() if s.base_id is not None]
     assert len(differences) >= 24  # most hosts are near a stored image
@@ -101,16 +102,16 @@ def test_sets_written_as_differences_read_back_whole(db) -> None:
 
 def test_the_same_sets_again_are_found_not_written(db) -> None:
     lists = fleet(random.Random(6))
-    first = sets.ensure_package_sets(lists, 1.0)
+    first = package_sets.ensure_package_sets(lists, 1.0)
     rows = PackageSetMember.select().count()
     sets.forget_cached_ids()
-    assert sets.ensure_package_sets(list(reversed(lists)), 2.0) == list(reversed(first))
+    assert package_sets.ensure_package_sets(list(reversed(lists)), 2.0) == list(reversed(first))
     assert PackageSetMember.select().count() == rows
 
 
 def test_a_base_no_host_uses_stays_while_a_difference_needs_it(db) -> None:
     lists = fleet(random.Random(7))
-    set_ids = sets.ensure_package_sets(lists, 1.0)
+    set_ids = package_sets.ensure_package_sets(lists, 1.0)
     differences = {s.id: s.base_id for s in PackageSet.select() if s.base_id is not None}
     base = next(iter(differences.values()))
     users = [s for s, b in differences.items() if b == base]
@@ -132,13 +133,13 @@ def test_a_base_no_host_uses_stays_while_a_difference_needs_it(db) -> None:
 def test_a_mirror_index_equal_to_a_difference_is_stored_whole(db) -> None:
     """Mirrors' indexes are read from the member rows directly (hostupdates)."""
     lists = fleet(random.Random(8))
-    sets.ensure_package_sets(lists, 1.0)
+    package_sets.ensure_package_sets(lists, 1.0)
     difference = next(s for s in PackageSet.select() if s.base_id is not None)
     packages = [
         record(p.name, p.version)
         for p in Package.select().where(Package.id.in_(list(content(difference.id))))
     ]
-    mirror_set = sets.ensure_package_set(packages, 2.0, whole=True)
+    mirror_set = package_sets.ensure_mirror_set(packages, 2.0)
     assert mirror_set.id == difference.id
     assert PackageSet.get_by_id(difference.id).base_id is None
     members = {
@@ -151,19 +152,19 @@ def test_a_mirror_index_equal_to_a_difference_is_stored_whole(db) -> None:
 def test_a_base_deleted_behind_the_index_gives_whole_sets(db) -> None:
     rng = random.Random(9)
     base = image("a")
-    sets.ensure_package_sets([base], 1.0)
-    sets.ensure_package_sets([drifted(base, rng)], 1.0)  # the index now holds the base
+    package_sets.ensure_package_sets([base], 1.0)
+    package_sets.ensure_package_sets([drifted(base, rng)], 1.0)  # the index now holds the base
     with database.atomic():
         PackageSetMember.delete().execute()
         PackageSet.delete().execute()
     host = drifted(base, rng)
-    (set_id,) = sets.ensure_package_sets([host], 2.0)  # chooses the deleted base first
+    (set_id,) = package_sets.ensure_package_sets([host], 2.0)  # chooses the deleted base first
     assert PackageSet.get_by_id(set_id).base_id is None
     assert content(set_id) == ids_of(host)
 
 
 def test_migration_7_keeps_stored_sets_whole_and_readable(db) -> None:
-    whole = sets.ensure_package_set(image("m"), 1.0)
+    whole = package_sets.ensure_package_set(image("m"), 1.0)
     db.execute_sql("DROP VIEW package_set_content")
     db.execute_sql('DROP INDEX "package_set_base_id"')
     if isinstance(db, SqliteDatabase):  # cannot drop a column with a foreign key: rebuild
@@ -187,7 +188,7 @@ def test_migration_7_keeps_stored_sets_whole_and_readable(db) -> None:
     assert PackageSet.get_by_id(whole.id).base_id is None
     assert content(whole.id) == ids_of(image("m"))
     sets.forget_cached_ids()
-    (near,) = sets.ensure_package_sets([image("m")[:-3]], 2.0)
+    (near,) = package_sets.ensure_package_sets([image("m")[:-3]], 2.0)
     assert PackageSet.get_by_id(near).base_id == whole.id
     assert content(near) == ids_of(image("m")[:-3])
 
@@ -195,7 +196,7 @@ def test_migration_7_keeps_stored_sets_whole_and_readable(db) -> None:
 def test_members_matching_agree_with_the_view(db) -> None:
     """The fleet-wide reads (kernels, architectures) resolve differences themselves."""
     lists = fleet(random.Random(10))
-    set_ids = sets.ensure_package_sets(lists, 1.0)
+    set_ids = package_sets.ensure_package_sets(lists, 1.0)
     assert PackageSet.select().where(PackageSet.base.is_null(False)).count() > 0
     probe = sorted(sets.ensure_packages([record(f"a-lib{i}") for i in range(0, 200, 7)]).values())
     probe += sorted(sets.ensure_packages([record("extra3"), record("b-lib4", "2")]).values())
@@ -218,14 +219,13 @@ def test_dbcheck_finds_sets_whose_packed_ids_and_rows_disagree(db, monkeypatch) 
     """A hand-edited or damaged store: a difference losing a member row, a base
     gaining one (which changes its differences too), a packed value rewritten."""
     from patchwatch.domain.packed_ids import pack_ids
-    from patchwatch.store import set_content
 
-    monkeypatch.setattr(set_content, "chunks", lambda values, size=400: sets.chunks(values, 7))
+    monkeypatch.setattr(package_sets, "chunks", lambda values, size=400: sets.chunks(values, 7))
 
     def packed_check() -> dict[str, object]:
         return {r["check"]: r for r in check_store()}["packed member ids"]
 
-    sets.ensure_package_sets(fleet(random.Random(10)), 1.0)
+    package_sets.ensure_package_sets(fleet(random.Random(10)), 1.0)
     assert packed_check()["found"] == 0
     written = list(PackageSet.select().order_by(PackageSet.id))
     difference = next(s for s in written if s.base_id is not None)
@@ -251,3 +251,36 @@ def test_dbcheck_finds_sets_whose_packed_ids_and_rows_disagree(db, monkeypatch) 
     users = [s.id for s in written if s.base_id == difference.base_id]
     found = packed_check()
     assert found["found"] == 1 + len(users)  # the base and every difference from it
+
+
+def test_only_the_package_set_module_knows_how_sets_are_stored() -> None:
+    """One door: member rows, packed ids, bases and the view are named only where sets
+    are stored (and where the schema and the pure encodings are defined)."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {
+        "patchwatch/store/package_sets.py",
+        "patchwatch/store/models.py",
+        "patchwatch/store/migrations.py",
+        "patchwatch/domain/packed_ids.py",
+        "patchwatch/domain/set_bases.py",
+    }
+    encoding = re.compile(
+        r"member_ids|package_set_member|package_set_content|PackageSetMember|"
+        r"PackageSetContent|pack_ids|unpack_ids|base_id"
+    )
+    knowing = {
+        str(path.relative_to(root))
+        for folder in ("patchwatch", "receiver", "scheduler", "exporter", "cli")
+        for path in (root / folder).rglob("*.py")
+        if encoding.search(path.read_text())
+    }
+    assert knowing <= allowed, sorted(knowing - allowed)
+    # mirrors' sets are whole by the door taken, not by a flag callers must pass
+    assert list(inspect.signature(package_sets.ensure_package_set).parameters) == [
+        "packages",
+        "now",
+    ]

@@ -16,7 +16,7 @@ from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
-from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.tokens import create_token
 from receiver.app import create_app
 from tests.test_cli_operators import cli

@@ -13,6 +13,7 @@ from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
+from patchwatch.store import package_sets
 from patchwatch.store import sets
 from patchwatch.store.db import copy_text
 from patchwatch.store.db import execute_many
@@ -247,7 +248,7 @@ def test_migration_6_packs_the_member_ids_of_stored_sets(db) -> None:
 
 def test_a_new_package_set_carries_its_member_ids_packed(db) -> None:
     records = [PackageRecord(f"p{i}", "", "1", "1", "amd64", PackageKind.DEB) for i in range(50)]
-    pset = sets.ensure_package_set(records, 1.0)
+    pset = package_sets.ensure_package_set(records, 1.0)
     members = sorted(
         m.package_id
         for m in PackageSetMember.select().where(PackageSetMember.package_set == pset.id)

@@ -46,7 +46,7 @@ class Package:
     kind: PackageKind
     _hash: int = field(default=0, init=False, repr=False, compare=False)
     #: the fields joined by U+001F, kind first: this build's line in a package-set
-    #: digest (``patchwatch.store.sets``), made once per record rather than once per report
+    #: digest (``patchwatch.domain.set_digest``), made once per record rather than once per report
     digest_line: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

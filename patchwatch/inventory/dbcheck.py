@@ -23,7 +23,6 @@ from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Report
 from patchwatch.store.models import RepositorySet
 from patchwatch.store.models import UpdateSet
@@ -31,7 +30,10 @@ from patchwatch.store.models import UpdateSetItem
 from patchwatch.store.oversized import Removed
 from patchwatch.store.oversized import find_oversized
 from patchwatch.store.oversized import remove_oversized
-from patchwatch.store.set_content import sets_unlike_their_rows
+from patchwatch.store.package_sets import MEMBER_PACKAGE_COLUMN
+from patchwatch.store.package_sets import MEMBER_SET_COLUMN
+from patchwatch.store.package_sets import check as check_package_sets
+from patchwatch.store.package_sets import member_rows_of_sets
 
 
 def _orphan_update_sets() -> object:
@@ -75,11 +77,7 @@ def _orphan_packages() -> object:
     ``EXCEPT`` is one pass over each input on both backends.
     """
     hosts, mirrors, bases = _live_package_sets()
-    in_live_sets = PackageSetMember.select(PackageSetMember.package).where(
-        PackageSetMember.package_set.in_(hosts)
-        | PackageSetMember.package_set.in_(mirrors)
-        | PackageSetMember.package_set.in_(bases)
-    )
+    in_live_sets = member_rows_of_sets(hosts, mirrors, bases)
     live_items = UpdateSetItem.update_set.not_in(_orphan_update_sets())
     return (
         Package.select(Package.id)
@@ -118,8 +116,8 @@ def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
     # the bulk tables have no foreign keys on PostgreSQL (migration 3): their rows go
     # with their set or package here, on every backend, rather than by cascade
     dependants = {
-        PackageSet: [PackageSetMember.package_set],
-        Package: [PackageSetMember.package],
+        PackageSet: [MEMBER_SET_COLUMN],
+        Package: [MEMBER_PACKAGE_COLUMN],
         UpdateSet: [UpdateSetItem.update_set],
     }.get(model, [])
     deleted = 0
@@ -184,7 +182,7 @@ def check_store(
     if progress is not None:
         progress(len(steps) + 1, total, "integrity")
     out.extend(_integrity_checks())
-    unlike = sets_unlike_their_rows()
+    unlike = check_package_sets()
     note = (
         f"package sets {', '.join(map(str, unlike[:5]))}{' ...' if len(unlike) > 5 else ''}"
         if unlike

@@ -35,9 +35,9 @@ from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Package
-from patchwatch.store.models import PackageSetContent
 from patchwatch.store.models import Report
 from patchwatch.store.models import Repository
+from patchwatch.store.package_sets import packages_in
 from patchwatch.store.queries import host_detail
 
 
@@ -138,10 +138,8 @@ def load_host_inventory(host: Host) -> HostInventory:
     packages: tuple[tuple[str, str, str], ...] = ()
     if host.package_set_id is not None:
         rows = (
-            Package.select(Package.name, Package.arch, Package.epoch, Package.version,
-                           Package.release)
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(PackageSetContent.package_set_id == host.package_set_id)
+            packages_in(host.package_set_id, Package.name, Package.arch, Package.epoch,
+                        Package.version, Package.release)
             .tuples()
         )  # fmt: skip
         packages = tuple((n, a, evr(e, v, r)) for n, a, e, v, r in rows)

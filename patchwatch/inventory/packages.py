@@ -11,7 +11,7 @@ from patchwatch.pipeline.hostupdates import repository_membership
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
-from patchwatch.store.models import PackageSetContent
+from patchwatch.store.package_sets import packages_in
 
 # Packages every rpm host has that no repository ever offers: the rpm database's
 # stand-ins for imported signing keys. Listing them as "from no repository" is noise.
@@ -54,11 +54,7 @@ def orphan_packages(
     def offered(pset_id: int) -> set[tuple[str, str]]:
         if pset_id not in names_by_pset:
             names_by_pset[pset_id] = set(
-                Package.select(Package.name, Package.arch)
-                .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-                .where(PackageSetContent.package_set_id == pset_id)
-                .distinct()
-                .tuples()
+                packages_in(pset_id, Package.name, Package.arch).distinct().tuples()
             )
         return names_by_pset[pset_id]
 
@@ -74,10 +70,8 @@ def orphan_packages(
         for p in psets:
             available |= offered(p)
         installed = (
-            Package.select(Package.name, Package.arch, Package.epoch, Package.version,
-                           Package.release)
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(PackageSetContent.package_set_id == pset_id)
+            packages_in(pset_id, Package.name, Package.arch, Package.epoch, Package.version,
+                        Package.release)
             .order_by(Package.name, Package.arch)
             .tuples()
         )  # fmt: skip

@@ -19,7 +19,6 @@ transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import operator
 import queue
@@ -35,7 +34,6 @@ from functools import reduce
 from peewee import JOIN
 from peewee import Select
 
-from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.updates import HoldKey
@@ -64,14 +62,14 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
-from patchwatch.store.models import PackageSetContent
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import ReportedUpdate
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.models import UpdateSet
 from patchwatch.store.models import UpdateSetItem
-from patchwatch.store.set_content import matching_members
+from patchwatch.store.package_sets import WHOLE_MEMBER_ROWS
+from patchwatch.store.package_sets import matching_members
+from patchwatch.store.package_sets import package_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +92,7 @@ _KINDS = {k.value: k for k in PackageKind}
 
 
 _T_PACKAGE = Package._meta.table_name
-_T_MEMBER = PackageSetMember._meta.table_name  # mirrors' sets: always whole
-_T_CONTENT = PackageSetContent._meta.table_name  # hosts' sets: whole or differences
+_T_MEMBER = WHOLE_MEMBER_ROWS  # mirrors' sets: always whole (patchwatch.store.package_sets)
 _T_PACKAGE_SET = PackageSet._meta.table_name
 _T_HOST = Host._meta.table_name
 _T_HOST_UPDATE = HostUpdate._meta.table_name
@@ -425,26 +422,6 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     return sources
 
 
-def _member_ids(pset_id: int) -> set[int]:
-    """A package set's members as plain ids: no rows joined, no records rebuilt.
-
-    The packed copy on the set's row (``PackageSet.member_ids``) where there is one;
-    else the member rows, aggregated into one value by the database (a JSON array on
-    SQLite, an array on PostgreSQL).
-    """
-    sql = f"SELECT member_ids FROM {_T_PACKAGE_SET} WHERE id = ?"
-    row = database.execute_sql(raw_sql(sql), (pset_id,)).fetchone()
-    if row is not None and row[0] is not None:
-        return set(unpack_ids(row[0]))
-    if is_sqlite():
-        sql = f"SELECT json_group_array(package_id) FROM {_T_CONTENT} WHERE package_set_id = ?"
-        (value,) = database.execute_sql(sql, (pset_id,)).fetchone()
-        return set(json.loads(value))
-    sql = f"SELECT array_agg(package_id) FROM {_T_CONTENT} WHERE package_set_id = %s"
-    (value,) = database.execute_sql(sql, (pset_id,)).fetchone()
-    return set(value or ())
-
-
 def compute_items(ctx: UpdateContext, sources: Sources, pset_id: int) -> tuple[Items, int | None]:
     """Compute one package set's pending updates; return them and the count of packages
     no repository offers (None when no repository has mirror data).
@@ -454,7 +431,7 @@ def compute_items(ctx: UpdateContext, sources: Sources, pset_id: int) -> tuple[I
     one name and arch (kernels, installonly rpms) are narrowed to the newest, as
     ``newest_installed`` does.
     """
-    installed = _member_ids(pset_id)
+    installed = package_ids_of(pset_id)
     decisions = ctx.decisions.setdefault(sources.decisions, Decisions())
     new = installed.difference(decisions.seen)
     if new:

@@ -39,13 +39,13 @@ from patchwatch.store.models import Module
 from patchwatch.store.models import OSRelease
 from patchwatch.store.models import Report
 from patchwatch.store.models import ReportedUpdate
+from patchwatch.store.package_sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_package_sets
+from patchwatch.store.package_sets import stored_package_sets
 from patchwatch.store.sets import cached_id
-from patchwatch.store.sets import ensure_package_set
-from patchwatch.store.sets import ensure_package_sets
 from patchwatch.store.sets import ensure_repository_set
 from patchwatch.store.sets import forget_cached_ids
 from patchwatch.store.sets import remember_id
-from patchwatch.store.sets import stored_package_sets
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -
     workers, or the scheduler's and a receiver's inline one) that bring the same new
     packages in another order waited on each other: PostgreSQL's deadlock detector
     then aborted one. Created here, sorted (see
-    :func:`patchwatch.store.sets.ensure_package_sets`), they are committed before any host
+    :func:`patchwatch.store.package_sets.ensure_package_sets`), they are committed before any host
     row is touched.
     """
     todo = [(item, item.record) for item in batch if item.record is not None]

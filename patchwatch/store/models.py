@@ -92,9 +92,11 @@ class PackageSet(BaseModel):
     little-endian integers (``patchwatch.domain.packed_ids``; NULL where an id does not
     fit). Why a second copy: computing updates reads every host's set, and one value
     by primary key is a fraction of the cost of gathering 1,500 member rows
-    (docs/performance.md). A set never changes after it is written, and ``patchwatch
-    dbcheck`` checks that the two agree; ``package_set_member`` stays the copy that SQL reads
-    (through the ``package_set_content`` view, below).
+    (docs/performance.md). Both are written together and a set never changes
+    after, so only a damaged or hand-edited store makes them differ, which ``dbcheck``
+    looks for; ``package_set_member`` stays the copy that SQL reads (through the
+    ``package_set_content`` view, below). Outside the migrations, only
+    ``patchwatch.store.package_sets`` reads or writes either copy.
 
     ``base``: a set with a base is written as a difference from it (schema 7,
     ``patchwatch.domain.set_bases``): its member rows are the packages in exactly one of
@@ -103,7 +105,8 @@ class PackageSet(BaseModel):
     kinds; ``member_ids`` is always the whole set.
     """
 
-    digest = CharField(max_length=64, unique=True)  # sha256 of the members' sorted digest_line
+    # sha256 of the members' sorted key lines, not of their ids (patchwatch.domain.set_digest)
+    digest = CharField(max_length=64, unique=True)
     size = IntegerField()
     created_at = DoubleField()
     member_ids = BlobField(null=True)

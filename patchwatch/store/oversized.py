@@ -45,6 +45,7 @@ from patchwatch.domain.limits import MAX_EPOCH
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_RELEASE
 from patchwatch.domain.limits import MAX_VERSION
+from patchwatch.store import package_sets
 
 log = logging.getLogger(__name__)
 
@@ -161,35 +162,7 @@ def remove_oversized(db: Database, found: Oversized | None = None) -> Removed:
 
 def _remove_package_sets(db: Database, packages: list[int]) -> tuple[int, set[int]]:
     """Delete the sets whose content holds ``packages``; (sets deleted, mirrors reset)."""
-    referring = _chunked(
-        db, 'SELECT package_set_id FROM "package_set_member" WHERE package_id IN ({marks})',
-        packages,
-    )  # fmt: skip
-    # a difference from such a set is made whole, unless its own content holds one too
-    dependants = _chunked(db, 'SELECT id FROM "package_set" WHERE base_id IN ({marks})', referring)
-    wanted = set(packages)
-    for set_id in dependants:
-        content = _ids(
-            db,
-            f"SELECT package_id FROM package_set_content WHERE package_set_id = {db.param}",
-            (set_id,),
-        )
-        if wanted.intersection(content):
-            continue  # deleted below with the others: its content holds the package
-        db.execute_sql(f'DELETE FROM "package_set_member" WHERE package_set_id = {db.param}',
-                       (set_id,))  # fmt: skip
-        if content:
-            rows = [(set_id, pid) for pid in content]
-            db.cursor().executemany(
-                'INSERT INTO "package_set_member" (package_set_id, package_id) '
-                f"VALUES ({db.param}, {db.param})",
-                rows,
-            )
-        db.execute_sql(f'UPDATE "package_set" SET base_id = NULL WHERE id = {db.param}', (set_id,))
-    tainted = _chunked(
-        db, 'SELECT package_set_id FROM "package_set_member" WHERE package_id IN ({marks})',
-        packages,
-    )  # fmt: skip
+    tainted = package_sets.sets_to_remove_with(db, packages)
     mirrors = _chunked(db, 'SELECT id FROM "mirror" WHERE package_set_id IN ({marks})', tainted)
     _chunked(
         db,
@@ -205,8 +178,7 @@ def _remove_package_sets(db: Database, packages: list[int]) -> tuple[int, set[in
     )
     _chunked(db, 'DELETE FROM "update_set_item" WHERE update_set_id IN ({marks})', update_sets)
     _chunked(db, 'DELETE FROM "update_set" WHERE id IN ({marks})', update_sets)
-    _chunked(db, 'DELETE FROM "package_set_member" WHERE package_set_id IN ({marks})', tainted)
-    _chunked(db, 'DELETE FROM "package_set" WHERE id IN ({marks})', tainted)
+    package_sets.delete_sets(db, tainted)
     return len(tainted), set(mirrors)
 
 

@@ -30,10 +30,11 @@ from patchwatch.store.models import OSRelease
 from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
-from patchwatch.store.models import PackageSetContent
 from patchwatch.store.models import Report
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.package_sets import packages_in
+from patchwatch.store.package_sets import sets_holding
 from patchwatch.store.update_status import CURRENT
 from patchwatch.store.update_status import NOT_COMPUTED
 from patchwatch.store.update_status import STALE
@@ -325,12 +326,7 @@ def host_detail(host: Host) -> dict[str, object]:
     """
     packages = []
     if host.package_set_id:
-        query = (
-            Package.select()
-            .join(PackageSetContent, on=(PackageSetContent.package_id == Package.id))
-            .where(PackageSetContent.package_set_id == host.package_set_id)
-            .order_by(Package.name, Package.arch)
-        )
+        query = packages_in(host.package_set_id).order_by(Package.name, Package.arch)
         packages = [_package_dict(p) for p in query]
     repositories = []
     if host.repository_set_id:
@@ -407,8 +403,7 @@ def hosts_with_package(
     packages = [p for p in query if version is None or version_matches(version, p)]
     out: list[dict[str, object]] = []
     for pkg in packages:
-        psets = [m.package_set_id for m in PackageSetContent.select().where(
-            PackageSetContent.package_id == pkg.id)]  # fmt: skip
+        psets = sets_holding(pkg.id)
         if not psets:
             continue
         mirror_repos = {

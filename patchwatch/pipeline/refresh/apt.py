@@ -51,7 +51,7 @@ from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Package
 from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
-from patchwatch.store.set_content import matching_members
+from patchwatch.store.package_sets import matching_members
 
 log = logging.getLogger(__name__)
 

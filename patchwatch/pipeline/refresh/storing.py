@@ -17,7 +17,7 @@ from patchwatch.store.models import Advisory
 from patchwatch.store.models import AdvisoryPackage
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
-from patchwatch.store.sets import ensure_package_set
+from patchwatch.store.package_sets import ensure_mirror_set
 from patchwatch.store.sets import ensure_packages
 
 MAX_ERROR_CHARS = 2000
@@ -36,7 +36,7 @@ def store_success(
         pset_id = mirror.package_set_id
         count = mirror.package_count
         if fetched.packages is not None:
-            pset = ensure_package_set(fetched.packages, now, whole=True)
+            pset = ensure_mirror_set(fetched.packages, now)
             changed = pset.id != pset_id
             pset_id, count = pset.id, pset.size
         if fetched.advisories is not None:

@@ -1,0 +1,48 @@
+"""The set digest: pure, in the domain layer, a hash of the members' key lines.
+
+The receiver names a report's package set by this digest before anything is stored,
+so it must not need the store to compute it, and two reports with the same builds in
+any order and with repeats must name one set.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.set_digest import package_set_digest
+from patchwatch.domain.set_digest import set_digest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pkg(name: str, version: str, arch: str = "amd64") -> Package:
+    return Package(name, "", version, "1", arch, PackageKind.DEB)
+
+
+def test_digest_is_sha256_of_the_sorted_key_lines_not_of_ids() -> None:
+    packages = [_pkg("zlib1g", "1.2.13"), _pkg("bash", "5.2.15"), _pkg("bash", "5.2.15")]
+    # an independent oracle: the documented bytes, built field by field
+    lines = sorted(
+        "\x1f".join(("deb", p.name, p.epoch, p.version, p.release, p.arch)) for p in set(packages)
+    )
+    expected = hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+    assert package_set_digest(packages) == expected
+    assert set_digest(reversed(packages)) == (expected, 2)
+    assert package_set_digest([]) == hashlib.sha256(b"").hexdigest()
+
+
+def test_the_receiver_takes_the_digest_from_the_domain_not_from_storage() -> None:
+    tree = ast.parse((ROOT / "receiver" / "api.py").read_text())
+    sources = {
+        node.module: {alias.name for alias in node.names}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "package_set_digest" in sources.get("patchwatch.domain.set_digest", set())
+    for module, names in sources.items():
+        if module.startswith("patchwatch.store"):
+            assert "package_set_digest" not in names, module
