@@ -9,6 +9,7 @@ import pytest
 
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.reports import parse_native
+from patchwatch.domain.set_digest import package_set_digest
 from patchwatch.pipeline import prepared
 from patchwatch.pipeline.prepared import ReceivedReport
 from patchwatch.pipeline.prepared import prepare
@@ -17,10 +18,9 @@ from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
+from patchwatch.store.package_sets import stored_package_sets
 from patchwatch.store.sets import forget_cached_ids
-from patchwatch.store.sets import package_set_digest
 from patchwatch.store.sets import remember_id
-from patchwatch.store.sets import stored_package_sets
 
 
 def _doc(host: str, packages: int = 4, kernel: str = "6.1.0-1") -> dict:
