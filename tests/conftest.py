@@ -28,7 +28,6 @@ from playhouse.pool import PooledDatabase
 
 from patchwatch.domain import set_bases
 from patchwatch.domain.settings import Settings
-from patchwatch.store import sets
 from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
@@ -287,12 +286,11 @@ def small_sets_as_differences() -> Iterator[None]:
     (Session-wide, not per test: hypothesis refuses function-scoped fixtures.)
     """
     defaults = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
-    set_bases.MIN_SIZE = sets.MIN_SIZE = 2
+    set_bases.MIN_SIZE = 2
     set_bases.SAMPLE_EVERY = 1  # small ids: every one stands for its set
     set_bases.MAX_DIFFERENCE = 0.5
     yield
     set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = defaults
-    sets.MIN_SIZE = set_bases.MIN_SIZE
 
 
 # ------------------------------------------------- observing outgoing connections
