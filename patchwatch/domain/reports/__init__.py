@@ -38,18 +38,12 @@ This package deliberately does not: decode bytes or JSON, decompress, authentica
 look anything up, compare versions, or decide the host's final reboot flag.
 """
 
-from patchwatch.domain.reports.fields import PROTOCOL_NATIVE
-from patchwatch.domain.reports.fields import PROTOCOL_PATCHMAN1
-from patchwatch.domain.reports.fields import PROTOCOL_PATCHMAN2
 from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.native import parse_native
 from patchwatch.domain.reports.protocol1 import parse_protocol1
 from patchwatch.domain.reports.protocol2 import parse_protocol2
 
 __all__ = [
-    "PROTOCOL_NATIVE",
-    "PROTOCOL_PATCHMAN1",
-    "PROTOCOL_PATCHMAN2",
     "parse_hostname",
     "parse_native",
     "parse_protocol1",

@@ -14,16 +14,10 @@ from collections.abc import Mapping
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.limits import MAX_EPOCH
-from patchwatch.domain.protocols import NATIVE
-from patchwatch.domain.protocols import PATCHMAN1
-from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.records import ReportedUpdate
 
-PROTOCOL_NATIVE = NATIVE
-PROTOCOL_PATCHMAN1 = PATCHMAN1
-PROTOCOL_PATCHMAN2 = PATCHMAN2
 PATCHMAN_AGENT = "patchman-client"
 
 # Limits: those of schemas/report-v1.json, applied to every protocol so that what

@@ -21,6 +21,7 @@ from patchwatch.domain.limits import MAX_RELEASE
 from patchwatch.domain.limits import MAX_URL
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.osinfo import normalise_os
+from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HeldPackage
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
@@ -52,7 +53,6 @@ from patchwatch.domain.reports.fields import MAX_URLS
 from patchwatch.domain.reports.fields import MAX_WARNING
 from patchwatch.domain.reports.fields import MAX_WARNINGS
 from patchwatch.domain.reports.fields import PACKAGE_KINDS
-from patchwatch.domain.reports.fields import PROTOCOL_NATIVE
 from patchwatch.domain.reports.fields import canonical_epoch
 from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.fields import printable_repository
@@ -200,7 +200,7 @@ def parse_native(doc: object) -> HostReport:
         updates=updates,
         held=held,
         agent=agent,
-        protocol=PROTOCOL_NATIVE,
+        protocol=NATIVE,
         extra=extra,
     )
 

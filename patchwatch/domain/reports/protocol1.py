@@ -17,6 +17,7 @@ from patchwatch.domain.limits import MAX_ARCH
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.osinfo import parse_patchman_os
+from patchwatch.domain.protocols import PATCHMAN1
 from patchwatch.domain.records import HeldPackage
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
@@ -37,7 +38,6 @@ from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
 from patchwatch.domain.reports.fields import MAX_UPDATES
 from patchwatch.domain.reports.fields import PATCHMAN_AGENT
-from patchwatch.domain.reports.fields import PROTOCOL_PATCHMAN1
 from patchwatch.domain.reports.fields import check_tags
 from patchwatch.domain.reports.fields import merge_updates
 from patchwatch.domain.reports.fields import os_variant
@@ -369,6 +369,6 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
         updates=None if not updates and repositories is None else updates,
         held=tuple(sorted(set(held))),
         agent=PATCHMAN_AGENT,
-        protocol=PROTOCOL_PATCHMAN1,
+        protocol=PATCHMAN1,
         extra=extra,
     )

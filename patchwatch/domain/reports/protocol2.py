@@ -14,6 +14,7 @@ from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_RELEASE
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.osinfo import parse_patchman_os
+from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import RepoKind
@@ -36,7 +37,6 @@ from patchwatch.domain.reports.fields import MAX_TAGS
 from patchwatch.domain.reports.fields import MAX_UPDATES
 from patchwatch.domain.reports.fields import MAX_URLS
 from patchwatch.domain.reports.fields import PATCHMAN_AGENT
-from patchwatch.domain.reports.fields import PROTOCOL_PATCHMAN2
 from patchwatch.domain.reports.fields import check_tags
 from patchwatch.domain.reports.fields import merge_updates
 from patchwatch.domain.reports.fields import os_variant
@@ -291,6 +291,6 @@ def parse_protocol2(doc: object) -> HostReport:
         modules=tuple(modules),
         updates=None if not updates and repositories is None else updates,
         agent=PATCHMAN_AGENT,
-        protocol=PROTOCOL_PATCHMAN2,
+        protocol=PATCHMAN2,
         extra=extra,
     )
