@@ -17,18 +17,19 @@ from typing import cast
 
 from peewee import PeeweeException
 
-from cli import admin_cmd
-from cli import hosts_cmd
-from cli import ops_cmd
-from cli import refresh_cmd
-from cli import repos_cmd
-from cli import serve_cmd
-from cli import tools_cmd
-from cli.gunicorn_app import LOG_FORMAT
-from cli.output import OneLineParser
-from cli.output import UsageError
-from cli.output import printable
 from patchwatch import __version__
+from patchwatch.cli import admin_cmd
+from patchwatch.cli import assets_cmd
+from patchwatch.cli import hosts_cmd
+from patchwatch.cli import ops_cmd
+from patchwatch.cli import refresh_cmd
+from patchwatch.cli import repos_cmd
+from patchwatch.cli import serve_cmd
+from patchwatch.cli import tools_cmd
+from patchwatch.cli.gunicorn_app import LOG_FORMAT
+from patchwatch.cli.output import OneLineParser
+from patchwatch.cli.output import UsageError
+from patchwatch.cli.output import printable
 from patchwatch.domain.errors import ConfigError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosts_cmd.add_commands(sub)
     repos_cmd.add_commands(sub)
     ops_cmd.add_commands(sub)
+    assets_cmd.add_commands(sub)
     name_commands(parser)
     return parser
 

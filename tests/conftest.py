@@ -174,7 +174,16 @@ def settings(tmp_path: Path) -> Settings:
 class Server:
     """``patchwatch serve`` running on loopback in a subprocess, for tests that need it real."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        #: how patchwatch is started (an installed script, say) and from where
+        self.command = command or [sys.executable, "-m", "patchwatch"]
+        self.cwd = cwd or ROOT
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
@@ -201,9 +210,9 @@ class Server:
 
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{self.port}",
+            [*self.command, "serve", "--bind", f"127.0.0.1:{self.port}",
              "--data-dir", str(self.data_dir)],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -238,8 +247,8 @@ class Server:
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
-            cwd=ROOT,
+            [*self.command, *args],
+            cwd=self.cwd,
             env={**self.env, "PATCHWATCH_DATA_DIR": str(self.data_dir)},
             capture_output=True,
             text=True,

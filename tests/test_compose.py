@@ -192,4 +192,13 @@ def test_dockerfile_copies_every_package_the_project_installs() -> None:
     includes = setup["options.packages.find"]["include"].split()
     packages = {name for name in includes if "." not in name and "*" not in name}
     assert packages <= copied, f"not copied into the image: {packages - copied}"
+    # the folders patchwatch/ links to (services installed as patchwatch.*, assets)
+    linked = {
+        link.resolve().relative_to(ROOT).as_posix()
+        for folder in (ROOT / "patchwatch", ROOT / "patchwatch" / "assets")
+        for link in folder.iterdir()
+        if link.is_symlink()
+    }
+    assert {"receiver", "cli", "agent", "alerts", "deploy"} <= linked
+    assert linked <= copied, f"linked but not copied into the image: {linked - copied}"
     assert {"setup.cfg", "pyproject.toml", "README.md"} <= copied
