@@ -3,7 +3,7 @@
 Why it matters: a verb that opened the store on its own could create an empty one
 where the operator pointed by mistake, and would report a bad name or a database
 failure differently from its neighbours. Only the server verbs and ``migrate`` open
-it otherwise (they create and migrate it); ``config`` and ``vercmp`` never do.
+it otherwise (they create and migrate it); ``config``, ``vercmp`` and ``assets`` never do.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from patchwatch.cli.output import Handler
 from patchwatch.cli.output import guarded
 
 CREATE_THE_STORE = {("serve",), ("receiver",), ("scheduler",), ("exporter",), ("migrate",)}
-NEVER_TOUCH_IT = {("config",), ("vercmp",)}
+NEVER_TOUCH_IT = {("config",), ("vercmp",), ("assets",)}
 
 
 def leaf_verbs(
