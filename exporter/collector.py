@@ -49,6 +49,8 @@ from patchwatch.store.queries import load_host_tags
 from patchwatch.store.queries import load_host_tuples
 from patchwatch.store.queries import load_last_job_runs
 from patchwatch.store.queries import load_mirror_rows
+from patchwatch.store.shards import HostSelection
+from patchwatch.store.shards import shard_hosts
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +111,23 @@ class StoreCollector(Collector):
         yield duration
 
     def _store_families(self, shard: Shard | None) -> Iterator[Metric]:
-        yield from self._host_families(shard)
-        yield from self._tag_families(shard)
-        yield from self._reverse_dns_families(shard)
+        hosts = shard_hosts(shard) if shard is not None else None
+        yield from self._host_families(hosts)
+        yield from self._tag_families(hosts)
+        yield from self._reverse_dns_families(hosts)
         if shard is None or shard.has_fleet:
             yield from self._report_families()
             yield from self._mirror_families()
             yield from self._job_families()
 
-    def _host_families(self, shard: Shard | None) -> Iterator[Metric]:
+    def _host_families(self, selection: HostSelection | None) -> Iterator[Metric]:
         """The per-host families: about eleven samples a host, most of a scrape.
 
         They are :class:`RowFamily` families, filled from the plain tuples of one query:
         the exporter's fast path writes them as text without building a prometheus_client
         ``Sample`` per series, and anything else reading them still gets the samples.
         """
-        rows = load_host_tuples(shard)
+        rows = load_host_tuples(selection)
         # by name, as HostRow declares the columns: a new one needs no edit here
         column = dict(
             zip(
@@ -260,13 +263,13 @@ class StoreCollector(Collector):
             maintenance,
         )
 
-    def _tag_families(self, shard: Shard | None) -> Iterator[Metric]:
+    def _tag_families(self, hosts: HostSelection | None) -> Iterator[Metric]:
         """``patchwatch_host_tag{host,tag}``: one series per tag, so that a matcher
         (``{tag="prod"}``) selects hosts, instead of a regex on a comma-joined label.
 
         Bounded: a report carries at most 64 tags (``patchwatch.domain.reports``).
         """
-        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags(shard)]
+        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags(hosts)]
         yield RowFamily(
             "patchwatch_host_tag",
             "1 for each tag of the host; join on host to select hosts by tag.",
@@ -274,11 +277,11 @@ class StoreCollector(Collector):
             rows,
         )
 
-    def _reverse_dns_families(self, shard: Shard | None) -> Iterator[Metric]:
+    def _reverse_dns_families(self, hosts: HostSelection | None) -> Iterator[Metric]:
         """``patchwatch_host_reverse_dns_match{host}``: only for hosts with the reverse
         DNS check on and a definite answer (``patchwatch.store.rdns``); absent otherwise,
         never a 0 for "not checked" or "the resolver did not answer"."""
-        rows: list[Row] = [((host,), match) for host, match in rdns.match_rows(shard)]
+        rows: list[Row] = [((host,), match) for host, match in rdns.match_rows(hosts)]
         yield RowFamily(
             "patchwatch_host_reverse_dns_match",
             "1 when the host's reporting address resolves back to its name, 0 when it "

@@ -32,6 +32,7 @@ from patchwatch.store.models import Repository
 from patchwatch.store.queries import load_host_tags
 from patchwatch.store.queries import load_host_tuples
 from patchwatch.store.shards import in_shard
+from patchwatch.store.shards import shard_hosts
 
 HOSTS = 120
 
@@ -129,14 +130,15 @@ def test_shard_reads_partition_the_hosts_exactly(db) -> None:
     tags, matches = load_host_tags(), rdns.match_rows()
     assert len(whole) == HOSTS and tags and matches
     for count in (1, 2, 5):
-        parts = [load_host_tuples(Shard(i, count)) for i in range(count)]
+        selections = [shard_hosts(Shard(i, count)) for i in range(count)]
+        parts = [load_host_tuples(hosts) for hosts in selections]
         assert sorted(row for part in parts for row in part) == sorted(whole)
         assert sum(len(part) for part in parts) == len(whole)
         for i, part in enumerate(parts):
             assert all(shard_of(row[0], count) == i for row in part)
-        tag_parts = [load_host_tags(Shard(i, count)) for i in range(count)]
+        tag_parts = [load_host_tags(hosts) for hosts in selections]
         assert sorted(t for part in tag_parts for t in part) == sorted(tags)
-        match_parts = [rdns.match_rows(Shard(i, count)) for i in range(count)]
+        match_parts = [rdns.match_rows(hosts) for hosts in selections]
         assert sorted(m for part in match_parts for m in part) == sorted(matches)
     assert not database.is_closed()
 

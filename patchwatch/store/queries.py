@@ -19,7 +19,6 @@ from peewee import Case
 from peewee import fn
 
 from patchwatch.domain.reboot import reboot_required
-from patchwatch.domain.shards import Shard
 from patchwatch.domain.updates import decode_holds
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
@@ -36,7 +35,7 @@ from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import packages_in
 from patchwatch.store.package_sets import sets_holding
-from patchwatch.store.shards import in_shard
+from patchwatch.store.shards import HostSelection
 from patchwatch.store.update_status import CURRENT
 from patchwatch.store.update_status import NOT_COMPUTED
 from patchwatch.store.update_status import STALE
@@ -52,9 +51,9 @@ from patchwatch.store.update_status import update_state
 _ACTIONABLE_SECURITY = HostUpdate.security & ~HostUpdate.held
 
 
-def _per_host_counts(shard: Shard | None = None) -> Any:
-    """The grouped subquery of per-host counts, of the hosts of ``shard`` only if given
-    (so that a shard reads its own hosts' updates, not the whole fleet's)."""
+def _per_host_counts(hosts: HostSelection | None = None) -> Any:
+    """The grouped subquery of per-host counts, of ``hosts`` only if given (so that a
+    shard reads its own hosts' updates, not the whole fleet's)."""
     query = HostUpdate.select(
         HostUpdate.host.alias("host_id"),
         fn.SUM(Case(None, [(_ACTIONABLE_SECURITY, 1)], 0)).alias("security"),
@@ -62,9 +61,8 @@ def _per_host_counts(shard: Shard | None = None) -> Any:
         fn.MIN(Case(None, [(_ACTIONABLE_SECURITY, HostUpdate.first_seen_at)])).alias("oldest"),
         fn.SUM(Case(None, [(HostUpdate.held, 1)], 0)).alias("held"),
     )
-    if shard is not None:
-        members = Host.select(Host.id).where(in_shard(Host.name, shard))
-        query = query.where(HostUpdate.host.in_(members))
+    if hosts is not None:
+        query = query.where(hosts.condition(HostUpdate.host))
     return query.group_by(HostUpdate.host).alias("per_host")
 
 
@@ -137,9 +135,9 @@ _HOST_CONVERSIONS = tuple(
 )
 
 
-def load_host_tuples(shard: Shard | None = None) -> list[tuple[Any, ...]]:
-    """Every host (of ``shard`` if given) with its update counts, as plain tuples ordered
-    by name, in one query.
+def load_host_tuples(hosts: HostSelection | None = None) -> list[tuple[Any, ...]]:
+    """Every host (of ``hosts`` if given: a scrape shard's) with its update counts, as
+    plain tuples ordered by name, in one query.
 
     The columns are :data:`HOST_TUPLE_FIELDS`, selected as :class:`HostRow` declares.
     Pending updates are counted per host in a grouped subquery joined to the hosts, so
@@ -155,7 +153,7 @@ def load_host_tuples(shard: Shard | None = None) -> list[tuple[Any, ...]]:
     only, whether or not it is a security update, and is never the oldest security
     update (an upgrade would not install it, so no alert should wait for it).
     """
-    per_host = _PER_HOST if shard is None else _per_host_counts(shard)
+    per_host = _PER_HOST if hosts is None else _per_host_counts(hosts)
     query = (
         Host.select(*_HOST_SELECT)
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
@@ -165,8 +163,8 @@ def load_host_tuples(shard: Shard | None = None) -> list[tuple[Any, ...]]:
         .join(per_host, JOIN.LEFT_OUTER, on=(per_host.c.host_id == Host.id))
         .order_by(Host.name)
     )
-    if shard is not None:
-        query = query.where(in_shard(Host.name, shard))
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     cursor = database.execute(query)
     try:
         return cursor.fetchall()
@@ -185,16 +183,16 @@ def load_host_rows() -> list[HostRow]:
     return out
 
 
-def load_host_tags(shard: Shard | None = None) -> list[tuple[str, str]]:
-    """Every (host, tag) pair (of the hosts of ``shard`` if given), by host name then
-    tag: one row per tag of each host.
+def load_host_tags(hosts: HostSelection | None = None) -> list[tuple[str, str]]:
+    """Every (host, tag) pair (of ``hosts`` if given), by host name then tag: one row
+    per tag of each host.
 
     Tags are stored sorted and without repeats; rows come from the cursor's
     ``fetchall`` as in :func:`load_host_tuples` (half the time of ``.tuples()``).
     """
     query = Host.select(Host.name, Host.tags).where(Host.tags != "").order_by(Host.name)
-    if shard is not None:
-        query = query.where(in_shard(Host.name, shard))
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     cursor = database.execute(query)
     try:
         rows = cursor.fetchall()

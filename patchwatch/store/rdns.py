@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from peewee import JOIN
 
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.shards import Shard
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
-from patchwatch.store.shards import in_shard
+from patchwatch.store.shards import HostSelection
 
 MATCH, MISMATCH, NO_NAME, UNKNOWN = "match", "mismatch", "no_name", "unknown"
 DEFINITE = (MATCH, MISMATCH, NO_NAME)
@@ -261,8 +260,8 @@ def mismatches() -> list[tuple[str, str, str, str, float | None]]:
     ]
 
 
-def match_rows(shard: Shard | None = None) -> list[tuple[str, int]]:
-    """``(host, 1 or 0)`` for the hosts (of ``shard`` if given) with the check on and a
+def match_rows(hosts: HostSelection | None = None) -> list[tuple[str, int]]:
+    """``(host, 1 or 0)`` for the hosts (of ``hosts`` if given) with the check on and a
     definite answer."""
     query = (
         Host.select(
@@ -274,8 +273,8 @@ def match_rows(shard: Shard | None = None) -> list[tuple[str, int]]:
         .order_by(Host.name)
         .tuples()
     )  # fmt: skip
-    if shard is not None:
-        query = query.where(in_shard(Host.name, shard))
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     return [
         (name, 1 if status == MATCH else 0)
         for name, status, own, group in query
