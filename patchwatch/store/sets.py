@@ -193,7 +193,7 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     if is_sqlite():
         # multi-row VALUES with RETURNING: the new ids come back with the insert, where
         # executemany returned nothing and every new package was looked up again
-        # (about a quarter of storing a fleet's first packages; docs/performance.md)
+        # (a quarter of the CPU of storing 40,000 new packages; docs/performance.md)
         with write_transaction():
             for chunk in chunks(rows, SQLITE_INSERT_ROWS):
                 values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
