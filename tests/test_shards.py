@@ -227,3 +227,13 @@ def test_bad_shard_parameters_get_a_400_saying_why(db, query: str) -> None:
 def test_shards_are_scraped_with_get_only(db) -> None:
     status, _body = _get(make_app(db), "shard=0&shards=2", method="POST")  # type: ignore[arg-type]
     assert status == "405 Method Not Allowed"
+
+
+def test_a_shard_without_hosts_is_an_empty_shard_not_an_error(db) -> None:
+    """No host hashes to it (an empty store here): the shard still answers, with the
+    database up and no host series, on both backends."""
+    status, body = _get(make_app(db), "shard=1&shards=3")  # type: ignore[arg-type]
+    assert status == "200 OK"
+    samples = _samples(body)
+    assert [s[2] for s in samples if s[0] == "patchwatch_database_up"] == [1.0]
+    assert not [s for s in samples if "host" in dict(s[1])]
