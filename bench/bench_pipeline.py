@@ -161,15 +161,7 @@ def run_cli(args: list[str], env: dict[str, str], log: Path) -> tuple[float, flo
         tempfile.NamedTemporaryFile("r") as rss,
         log.open("a") as err,
     ):
-        cmd = [
-            sys.executable,
-            "-c",
-            TRAMPOLINE,
-            rss.name,
-            sys.executable,
-            "-m",
-            "patchwatch",
-        ]
+        cmd = [sys.executable, "-c", TRAMPOLINE, rss.name, sys.executable, "-m", "patchwatch"]
         started = time.perf_counter()
         code = subprocess.call([*cmd, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
         elapsed = time.perf_counter() - started

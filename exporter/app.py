@@ -24,6 +24,12 @@ from prometheus_client import multiprocess
 from prometheus_client.exposition import gzip_accepted
 
 from patchwatch.exporter.collector import StoreCollector
+from patchwatch.domain.shards import Shard
+from patchwatch.domain.shards import ShardError
+from patchwatch.domain.shards import parse_shard
+from patchwatch.exporter.collector import SCRAPE_SHARD
+from patchwatch.exporter.collector import in_every_shard
+from patchwatch.exporter.exposition import Families
 from patchwatch.exporter.exposition import negotiate
 from patchwatch.exporter.exposition import render
 from patchwatch.exporter.processes import ServerProcesses
@@ -84,28 +90,75 @@ def make_metrics_app(registry: CollectorRegistry) -> WSGIApp:
     Only the gzip level differs (:data:`GZIP_LEVEL`). Anything unusual goes to
     prometheus_client's app unchanged: other methods, the favicon, ``name[]``
     filtering, and name escaping schemes that rewrite metric names.
+
+    ``?shard=I&shards=N`` asks for one shard of the fleet
+    (:mod:`patchwatch.domain.shards`): its hosts' series, and the fleet-level series
+    in shard 0 only (:func:`patchwatch.exporter.collector.in_every_shard`). Parameters that do
+    not make a shard get a 400 saying why, never the whole fleet or an empty body.
     """
     generic = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        try:
+            shard = parse_shard(params)
+        except ShardError as exc:
+            return _refuse(start_response, "400 Bad Request", f"{exc}\n")
+        if shard is not None:
+            if environ.get("REQUEST_METHOD") != "GET":
+                return _refuse(start_response, "405 Method Not Allowed", "GET only\n")
+            if "name[]" in params:
+                return _refuse(
+                    start_response, "400 Bad Request", "name[] and shard do not combine\n"
+                )
+            return sharded(shard, environ, start_response)
         if (
             environ.get("REQUEST_METHOD") != "GET"
             or environ.get("PATH_INFO") == "/favicon.ico"
-            or "name[]" in parse_qs(environ.get("QUERY_STRING", ""))
+            or "name[]" in params
         ):
             return generic(environ, start_response)
         encoder, content_type, openmetrics_format = negotiate(environ.get("HTTP_ACCEPT"))
         if openmetrics_format is None:
             return generic(environ, start_response)
         output = render(registry.collect(), encoder, openmetrics_format)
-        headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            output = gzip.compress(output, compresslevel=GZIP_LEVEL)
-            headers.append(("Content-Encoding", "gzip"))
-        start_response("200 OK", headers)
-        return [output]
+        return _send(environ, start_response, output, content_type)
+
+    def sharded(
+        shard: Shard, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        encoder, content_type, openmetrics_format = negotiate(environ.get("HTTP_ACCEPT"))
+        context = SCRAPE_SHARD.set(shard)
+        try:
+            families = list(registry.collect())
+        finally:
+            SCRAPE_SHARD.reset(context)
+        if not shard.has_fleet:
+            families = [family for family in families if in_every_shard(family)]
+        if openmetrics_format is None:  # an escaping only prometheus_client writes
+            output = encoder(Families(families))
+        else:
+            output = render(families, encoder, openmetrics_format)
+        return _send(environ, start_response, output, content_type)
 
     return app
+
+
+def _refuse(start_response: Callable[..., Any], status: str, message: str) -> Iterable[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+    return [message.encode()]
+
+
+def _send(
+    environ: dict[str, Any], start_response: Callable[..., Any], output: bytes, content_type: str
+) -> Iterable[bytes]:
+    """Answer 200 with ``output``, gzipped at :data:`GZIP_LEVEL` when the client takes it."""
+    headers = [("Content-Type", content_type)]
+    if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+        output = gzip.compress(output, compresslevel=GZIP_LEVEL)
+        headers.append(("Content-Encoding", "gzip"))
+    start_response("200 OK", headers)
+    return [output]
 
 
 def _authorized(environ: dict[str, Any], token: str) -> bool:

@@ -13,6 +13,13 @@ The per-host families, about eleven series a host and nearly all of a scrape, ar
 with one query into plain tuples and handed out as
 :class:`patchwatch.exporter.exposition.RowFamily`, which the ``/metrics`` app writes as
 text itself; the few other families are ordinary prometheus_client families.
+
+A scrape may ask for one shard of the fleet (:data:`SCRAPE_SHARD`,
+:mod:`patchwatch.domain.shards`): the per-host families then hold that shard's hosts,
+read from the database with the shard's condition, and the fleet-level families
+(build info, reports, mirrors, jobs) come in shard 0 only. Every shard has its own
+``patchwatch_database_up`` and ``patchwatch_scrape_collect_duration_seconds``: they
+describe the scrape, not the fleet.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 from peewee import Database
 from peewee import PeeweeException
@@ -30,6 +38,7 @@ from prometheus_client.registry import Collector
 
 import patchwatch
 from patchwatch.domain.reboot import reboot_required
+from patchwatch.domain.shards import Shard
 from patchwatch.exporter.exposition import Row
 from patchwatch.exporter.exposition import RowFamily
 from patchwatch.store import rdns
@@ -40,10 +49,29 @@ from patchwatch.store.queries import load_host_tags
 from patchwatch.store.queries import load_host_tuples
 from patchwatch.store.queries import load_last_job_runs
 from patchwatch.store.queries import load_mirror_rows
+from patchwatch.store.shards import HostSelection
+from patchwatch.store.shards import shard_hosts
 
 log = logging.getLogger(__name__)
 
 REPORT_STATES = ("pending", "processed", "failed")
+
+# The shard the scrape being answered asks for; None: the whole fleet. Set by the
+# ``/metrics`` app around one collection (a registry's ``collect`` takes no arguments),
+# per thread and per request, since each request runs in its own context.
+SCRAPE_SHARD: ContextVar[Shard | None] = ContextVar("patchwatch_scrape_shard", default=None)
+
+# The families that are not per host yet belong in every shard: they say how this
+# scrape went. Every other non-per-host family is in shard 0 only.
+PER_SCRAPE_FAMILIES = frozenset(
+    {"patchwatch_database_up", "patchwatch_scrape_collect_duration_seconds"}
+)
+
+
+def in_every_shard(family: Metric) -> bool:
+    """Whether ``family`` belongs in a shard other than 0: a per-host family (already
+    holding that shard's hosts) or one of :data:`PER_SCRAPE_FAMILIES`."""
+    return isinstance(family, RowFamily) or family.name in PER_SCRAPE_FAMILIES
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -58,13 +86,16 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        info = _gauge("patchwatch_build_info", "patchwatch version, always 1.", ["version"])
-        info.add_metric([patchwatch.__version__], 1)
-        yield info
+        shard = SCRAPE_SHARD.get()
+        fleet = shard is None or shard.has_fleet
+        if fleet:
+            info = _gauge("patchwatch_build_info", "patchwatch version, always 1.", ["version"])
+            info.add_metric([patchwatch.__version__], 1)
+            yield info
         up = _gauge("patchwatch_database_up", "1 when the store could be read in this scrape.")
         try:
             with self.db.connection_context():
-                families = list(self._store_families())
+                families = list(self._store_families(shard))
             up.add_metric([], 1)
         except (PeeweeException, OSError) as exc:
             log.warning("store unreadable during scrape: %s", type(exc).__name__)
@@ -79,22 +110,24 @@ class StoreCollector(Collector):
         duration.add_metric([], time.perf_counter() - started)
         yield duration
 
-    def _store_families(self) -> Iterator[Metric]:
-        yield from self._host_families()
-        yield from self._tag_families()
-        yield from self._reverse_dns_families()
-        yield from self._report_families()
-        yield from self._mirror_families()
-        yield from self._job_families()
+    def _store_families(self, shard: Shard | None) -> Iterator[Metric]:
+        hosts = shard_hosts(shard) if shard is not None else None
+        yield from self._host_families(hosts)
+        yield from self._tag_families(hosts)
+        yield from self._reverse_dns_families(hosts)
+        if shard is None or shard.has_fleet:
+            yield from self._report_families()
+            yield from self._mirror_families()
+            yield from self._job_families()
 
-    def _host_families(self) -> Iterator[Metric]:
+    def _host_families(self, selection: HostSelection | None) -> Iterator[Metric]:
         """The per-host families: about eleven samples a host, most of a scrape.
 
         They are :class:`RowFamily` families, filled from the plain tuples of one query:
         the exporter's fast path writes them as text without building a prometheus_client
         ``Sample`` per series, and anything else reading them still gets the samples.
         """
-        rows = load_host_tuples()
+        rows = load_host_tuples(selection)
         # by name, as HostRow declares the columns: a new one needs no edit here
         column = dict(
             zip(
@@ -230,13 +263,13 @@ class StoreCollector(Collector):
             maintenance,
         )
 
-    def _tag_families(self) -> Iterator[Metric]:
+    def _tag_families(self, hosts: HostSelection | None) -> Iterator[Metric]:
         """``patchwatch_host_tag{host,tag}``: one series per tag, so that a matcher
         (``{tag="prod"}``) selects hosts, instead of a regex on a comma-joined label.
 
         Bounded: a report carries at most 64 tags (``patchwatch.domain.reports``).
         """
-        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags()]
+        rows: list[Row] = [((host, tag), 1) for host, tag in load_host_tags(hosts)]
         yield RowFamily(
             "patchwatch_host_tag",
             "1 for each tag of the host; join on host to select hosts by tag.",
@@ -244,11 +277,11 @@ class StoreCollector(Collector):
             rows,
         )
 
-    def _reverse_dns_families(self) -> Iterator[Metric]:
+    def _reverse_dns_families(self, hosts: HostSelection | None) -> Iterator[Metric]:
         """``patchwatch_host_reverse_dns_match{host}``: only for hosts with the reverse
         DNS check on and a definite answer (``patchwatch.store.rdns``); absent otherwise,
         never a 0 for "not checked" or "the resolver did not answer"."""
-        rows: list[Row] = [((host,), match) for host, match in rdns.match_rows()]
+        rows: list[Row] = [((host,), match) for host, match in rdns.match_rows(hosts)]
         yield RowFamily(
             "patchwatch_host_reverse_dns_match",
             "1 when the host's reporting address resolves back to its name, 0 when it "

@@ -163,7 +163,7 @@ class RowFamily(Metric):
         return "".join(out)
 
 
-class _Families:
+class Families:
     """A collector that serves families already collected, for prometheus_client's
     encoders (they take a registry; only ``collect`` is used)."""
 
@@ -207,7 +207,7 @@ def render(families: Iterable[Metric], encoder: Encoder, openmetrics_format: boo
 
     def flush() -> None:
         if pending:
-            text = encoder(_Families(pending))
+            text = encoder(Families(pending))
             if openmetrics_format and text.endswith(EOF_LINE):
                 text = text[: -len(EOF_LINE)]
             parts.append(text)

@@ -360,15 +360,15 @@ class Prometheus(Process):
         targets: list[str],
         rules: dict[str, Any] | None = None,
         alertmanager: str | None = None,
+        scrape_configs: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(workdir, "prometheus")
         self.binary = require_tool("prometheus")
         yaml = require_yaml()
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "patchwatch", "static_configs": [{"targets": targets}]}
-            ],
+            "scrape_configs": scrape_configs
+            or [{"job_name": "patchwatch", "static_configs": [{"targets": targets}]}],
         }
         if rules is not None:
             rules_path = workdir / "rules.yml"
@@ -711,3 +711,72 @@ def test_unknown_is_absent_not_zero_on_a_real_prometheus_scrape(
         assert found == {"new-1"}
     finally:
         prometheus.stop()
+
+
+def documented_sharded_scrape(address: str) -> dict[str, Any]:
+    """The sharded scrape configuration of docs/deploy.md, cut to two shards of the
+    server at ``address``, scraped every second (its timeout must fit the interval)."""
+    yaml = require_yaml()
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    (block,) = [b for b in blocks if "__param_shard" in b]
+    (job,) = yaml.safe_load(block)["scrape_configs"]
+    job.pop("scrape_timeout")
+    assert job["params"] == {"shards": [str(len(job["static_configs"]))]}
+    job["params"] = {"shards": ["2"]}
+    job["static_configs"] = [
+        {"targets": [address], "labels": static["labels"]} for static in job["static_configs"][:2]
+    ]
+    return job
+
+
+def test_prometheus_scrapes_two_shards_each_host_once(tmp_path: Path) -> None:
+    """The documented sharded scrape on a real Prometheus: two shard targets, every host
+    in exactly one, in the shard Prometheus's own ``hashmod`` gives its name (a
+    ``metric_relabel_configs`` rule computes it beside ours), and the fleet-level
+    series once, in shard 0."""
+    server = PatchwatchServer(tmp_path / "pw")
+    server.start()
+    prometheus = None
+    try:
+        now = time.time()
+        names = [f"host-{i:02d}.example.org" for i in range(40)]
+        with store(server.db_url):
+            for i, name in enumerate(names):
+                seed_host(name, now, security_ages_days=(1,) * (i % 3), other_updates=i % 2)
+            seed_mirror("deb-main", "http://deb.example/debian", now, success_age_hours=0.5,
+                        packages=9)  # fmt: skip
+        job = documented_sharded_scrape(server.address)
+        job["metric_relabel_configs"] = [
+            {"source_labels": ["host"], "modulus": 2, "action": "hashmod",
+             "target_label": "hashmod_shard"},
+        ]  # fmt: skip
+        prometheus = Prometheus(tmp_path / "prom", [], scrape_configs=[job])
+        prometheus.start()
+        prometheus.wait_for_samples(2)
+        query = prometheus.query
+        up = {s["metric"]["shard"]: s["value"][1] for s in query('up{job="patchwatch"}')}
+        assert up == {"0": "1", "1": "1"}
+
+        info = query("patchwatch_host_info")
+        assert sorted(s["metric"]["host"] for s in info) == names  # each once
+        by_shard = {s["metric"]["host"]: s["metric"]["shard"] for s in info}
+        assert set(by_shard.values()) == {"0", "1"}
+        for series in info:
+            assert series["metric"]["shard"] == series["metric"]["hashmod_shard"], series
+        pending = query('patchwatch_host_updates_pending{kind="security"}')
+        assert sorted(s["metric"]["host"] for s in pending) == names
+        assert all(by_shard[s["metric"]["host"]] == s["metric"]["shard"] for s in pending)
+
+        fleet_families = ("patchwatch_build_info", "patchwatch_mirror_packages",
+                          "patchwatch_reports_stored", "process_resident_memory_bytes")  # fmt: skip
+        for fleet_series in fleet_families:
+            shards = {s["metric"]["shard"] for s in query(fleet_series)}
+            assert shards == {"0"}, fleet_series
+        assert finite_values(query("count(patchwatch_build_info)")) == [1.0]
+        assert finite_values(query("count(patchwatch_database_up == 1)")) == [2.0]
+        assert finite_values(query("count(patchwatch_host_info)")) == [float(len(names))]
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        server.stop()

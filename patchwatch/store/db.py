@@ -29,6 +29,7 @@ from playhouse.db_url import connect
 from playhouse.pool import PooledDatabase
 
 from patchwatch.domain.errors import ConfigError
+from patchwatch.domain.shards import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ SQLITE_PRAGMAS = {
 }
 
 
+# shard_of(name, count) in SQLite's SQL (patchwatch.store.shards)
+SQLITE_SHARD_FUNCTION = "patchwatch_shard_of"
 POOL_MAX_CONNECTIONS = 64
 POOL_STALE_SECONDS = 300
 
@@ -66,7 +69,10 @@ def make_database(url: str) -> Database:
     if path is not None:
         if path and path != ":memory:":
             private_folder(Path(path).parent)
-        return PrivateSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
+        sqlite = PrivateSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=30)
+        # scrape shards select hosts in SQL (patchwatch.store.shards)
+        sqlite.register_function(shard_of, SQLITE_SHARD_FUNCTION, 2, deterministic=True)
+        return sqlite
     if scheme in ("postgres", "postgresql"):
         # One pool per process: gunicorn threads and scheduler jobs reuse connections
         # instead of paying a PostgreSQL connection set-up per request.

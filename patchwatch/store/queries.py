@@ -35,6 +35,7 @@ from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import packages_in
 from patchwatch.store.package_sets import sets_holding
+from patchwatch.store.shards import HostSelection
 from patchwatch.store.update_status import CURRENT
 from patchwatch.store.update_status import NOT_COMPUTED
 from patchwatch.store.update_status import STALE
@@ -48,17 +49,24 @@ from patchwatch.store.update_status import update_state
 # as ``held`` only, whether or not it is a security update, and is never the oldest
 # security update (an upgrade would not install it, so no alert should wait for it).
 _ACTIONABLE_SECURITY = HostUpdate.security & ~HostUpdate.held
-_PER_HOST = (
-    HostUpdate.select(
+
+
+def _per_host_counts(hosts: HostSelection | None = None) -> Any:
+    """The grouped subquery of per-host counts, of ``hosts`` only if given (so that a
+    shard reads its own hosts' updates, not the whole fleet's)."""
+    query = HostUpdate.select(
         HostUpdate.host.alias("host_id"),
         fn.SUM(Case(None, [(_ACTIONABLE_SECURITY, 1)], 0)).alias("security"),
         fn.SUM(Case(None, [(HostUpdate.security | HostUpdate.held, 0)], 1)).alias("other"),
         fn.MIN(Case(None, [(_ACTIONABLE_SECURITY, HostUpdate.first_seen_at)])).alias("oldest"),
         fn.SUM(Case(None, [(HostUpdate.held, 1)], 0)).alias("held"),
     )
-    .group_by(HostUpdate.host)
-    .alias("per_host")
-)
+    if hosts is not None:
+        query = query.where(hosts.condition(HostUpdate.host))
+    return query.group_by(HostUpdate.host).alias("per_host")
+
+
+_PER_HOST = _per_host_counts()
 
 
 def as_flag(value: object) -> bool | None:
@@ -127,8 +135,9 @@ _HOST_CONVERSIONS = tuple(
 )
 
 
-def load_host_tuples() -> list[tuple[Any, ...]]:
-    """Every host with its update counts, as plain tuples ordered by name, in one query.
+def load_host_tuples(hosts: HostSelection | None = None) -> list[tuple[Any, ...]]:
+    """Every host (of ``hosts`` if given: a scrape shard's) with its update counts, as
+    plain tuples ordered by name, in one query.
 
     The columns are :data:`HOST_TUPLE_FIELDS`, selected as :class:`HostRow` declares.
     Pending updates are counted per host in a grouped subquery joined to the hosts, so
@@ -144,15 +153,18 @@ def load_host_tuples() -> list[tuple[Any, ...]]:
     only, whether or not it is a security update, and is never the oldest security
     update (an upgrade would not install it, so no alert should wait for it).
     """
+    per_host = _PER_HOST if hosts is None else _per_host_counts(hosts)
     query = (
         Host.select(*_HOST_SELECT)
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
         .join(PackageSet, JOIN.LEFT_OUTER, on=(Host.package_set == PackageSet.id))
         .switch(Host)
-        .join(_PER_HOST, JOIN.LEFT_OUTER, on=(_PER_HOST.c.host_id == Host.id))
+        .join(per_host, JOIN.LEFT_OUTER, on=(per_host.c.host_id == Host.id))
         .order_by(Host.name)
     )
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     cursor = database.execute(query)
     try:
         return cursor.fetchall()
@@ -171,13 +183,16 @@ def load_host_rows() -> list[HostRow]:
     return out
 
 
-def load_host_tags() -> list[tuple[str, str]]:
-    """Every (host, tag) pair, by host name then tag: one row per tag of each host.
+def load_host_tags(hosts: HostSelection | None = None) -> list[tuple[str, str]]:
+    """Every (host, tag) pair (of ``hosts`` if given), by host name then tag: one row
+    per tag of each host.
 
     Tags are stored sorted and without repeats; rows come from the cursor's
     ``fetchall`` as in :func:`load_host_tuples` (half the time of ``.tuples()``).
     """
     query = Host.select(Host.name, Host.tags).where(Host.tags != "").order_by(Host.name)
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     cursor = database.execute(query)
     try:
         rows = cursor.fetchall()

@@ -37,6 +37,7 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
+from patchwatch.store.shards import HostSelection
 
 MATCH, MISMATCH, NO_NAME, UNKNOWN = "match", "mismatch", "no_name", "unknown"
 DEFINITE = (MATCH, MISMATCH, NO_NAME)
@@ -259,8 +260,9 @@ def mismatches() -> list[tuple[str, str, str, str, float | None]]:
     ]
 
 
-def match_rows() -> list[tuple[str, int]]:
-    """``(host, 1 or 0)`` for the hosts with the check on and a definite answer."""
+def match_rows(hosts: HostSelection | None = None) -> list[tuple[str, int]]:
+    """``(host, 1 or 0)`` for the hosts (of ``hosts`` if given) with the check on and a
+    definite answer."""
     query = (
         Host.select(
             Host.name, Host.reverse_dns_status, Host.reverse_dns_check,
@@ -271,6 +273,8 @@ def match_rows() -> list[tuple[str, int]]:
         .order_by(Host.name)
         .tuples()
     )  # fmt: skip
+    if hosts is not None:
+        query = query.where(hosts.condition(Host.id))
     return [
         (name, 1 if status == MATCH else 0)
         for name, status, own, group in query

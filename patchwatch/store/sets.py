@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from collections.abc import Sequence
+from operator import attrgetter
 
 from patchwatch.domain import repokeys
 from patchwatch.domain.records import Package as PackageRecord
@@ -23,7 +24,6 @@ from patchwatch.store.db import ARRAY_PARAMETER_SIZE
 from patchwatch.store.db import can_stage_rows
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
-from patchwatch.store.db import execute_many
 from patchwatch.store.db import insert_staged
 from patchwatch.store.db import is_sqlite
 from patchwatch.store.db import placeholders
@@ -39,6 +39,13 @@ PackageKey = tuple[str, str, str, str, str, str]
 
 def package_key(p: PackageRecord) -> PackageKey:
     return (str(p.kind), p.name, p.epoch, p.version, p.release, p.arch)
+
+
+# The same key read in C (``map``) rather than a Python call per record: ``kind`` stays
+# the enum member, a ``str`` that hashes and compares as its value, so these keys
+# match the plain tuples rows come back as. Only for lookups: drivers get package_key.
+_LOOKUP_KEY = attrgetter("kind", "name", "epoch", "version", "release", "arch")
+_NAME = attrgetter("name")
 
 
 class _IdCache:
@@ -111,8 +118,9 @@ def _load_package_ids(records: Iterable[PackageRecord], cache: dict[object, int]
     400 names was planned and run 160 times for bookworm's 64,000 names, five times
     slower (docs/performance.md).
     """
-    by_key = {package_key(p): p for p in records}
-    names = sorted({key[1] for key in by_key})
+    records = list(records)
+    by_key = dict(zip(map(_LOOKUP_KEY, records), records, strict=True))
+    names = sorted(set(map(_NAME, records)))
     columns = (
         f"SELECT id, kind, name, epoch, version, release, arch FROM {Package._meta.table_name}"
     )
@@ -161,6 +169,7 @@ def ensure_packages(packages: Iterable[PackageRecord]) -> dict[PackageRecord, in
 
 PACKAGE_COLUMNS = ("kind", "name", "epoch", "version", "release", "arch")  # as package_key
 STAGE_MIN_ROWS = 1_000  # new packages from which PostgreSQL gets them by COPY
+SQLITE_INSERT_ROWS = 2_000  # rows per SQLite insert: 12,000 parameters, under its 32,766
 
 
 PACKAGE_INSERT_LOCK = 0x7061_7463_6870_6B67  # PostgreSQL advisory lock keys: "patchpkg"
@@ -182,10 +191,21 @@ def _insert_packages(records: list[PackageRecord], cache: dict[object, int]) -> 
     by_key = {package_key(p): p for p in records}
     rows = sorted(by_key)
     if is_sqlite():
-        execute_many(
-            f"INSERT INTO {table} ({names}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            rows,
-        )
+        # multi-row VALUES with RETURNING: the new ids come back with the insert, where
+        # executemany returned nothing and every new package was looked up again
+        # (a quarter of the CPU of storing 40,000 new packages; docs/performance.md)
+        with write_transaction():
+            for chunk in chunks(rows, SQLITE_INSERT_ROWS):
+                values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                sql = (
+                    f"INSERT INTO {table} ({names}) VALUES {values} "
+                    f"ON CONFLICT DO NOTHING RETURNING id, {names}"
+                )
+                params = [value for row in chunk for value in row]
+                for pid, *key in database.execute_sql(sql, params).fetchall():
+                    record = by_key.get(tuple(key))
+                    if record is not None:
+                        cache[record] = pid
     else:
         sql = (
             f"INSERT INTO {table} ({names}) "
