@@ -23,11 +23,11 @@ from prometheus_client import make_wsgi_app
 from prometheus_client import multiprocess
 from prometheus_client.exposition import gzip_accepted
 
-from patchwatch.exporter.collector import StoreCollector
 from patchwatch.domain.shards import Shard
 from patchwatch.domain.shards import ShardError
 from patchwatch.domain.shards import parse_shard
 from patchwatch.exporter.collector import SCRAPE_SHARD
+from patchwatch.exporter.collector import StoreCollector
 from patchwatch.exporter.collector import in_every_shard
 from patchwatch.exporter.exposition import Families
 from patchwatch.exporter.exposition import negotiate
