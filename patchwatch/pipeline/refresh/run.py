@@ -2,7 +2,7 @@
 
 Only mirrors an operator approved or whose URL matches ``mirror_url_patterns`` are
 read; each inside a fetch scope with its URL as origin and its own time box, fetched
-by :mod:`.apt`, :mod:`.rpmmd` or :mod:`.alpm` and stored by :mod:`.storing`.
+by :mod:`.apt`, :mod:`.rpmmd`, :mod:`.alpm` or :mod:`.apk` and stored by :mod:`.storing`.
 ``refresh_all`` reads ``refresh_concurrency`` mirrors side by side within the run's own
 time box. Whatever a mirror does, its outcome is a :class:`RefreshResult`; only a broken
 store raises.
@@ -35,6 +35,7 @@ from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import current_scope
 from patchwatch.pipeline.fetch import fetch_scope
 from patchwatch.pipeline.refresh.alpm import fetch_alpm
+from patchwatch.pipeline.refresh.apk import fetch_apk
 from patchwatch.pipeline.refresh.apt import deb_architectures
 from patchwatch.pipeline.refresh.apt import fetch_apt
 from patchwatch.pipeline.refresh.fetched import Fetched
@@ -134,6 +135,8 @@ def refresh_mirror(
                 fetched = fetch_apt(mirror, repo, fetcher, Path(tmp), now, settings, force, arches)
             elif repo.kind == "arch":
                 fetched = fetch_alpm(mirror, repo, fetcher, Path(tmp), settings, force)
+            elif repo.kind == "apk":
+                fetched = fetch_apk(mirror, repo, fetcher, Path(tmp), settings, force)
             else:
                 fetched = fetch_rpmmd(mirror, fetcher, Path(tmp), settings, force)
             _note_skipped(mirror, fetched)
