@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -1710,6 +1711,49 @@ def test_zypper_commit_plugin_speaks_the_protocol(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout == b"ACK\n\n\0" * 5
     assert record.read_text() == "--hook\n"  # once, on COMMITEND
+
+
+def test_pacman_hook_triggers_after_every_transaction_and_runs_the_agent(
+    tmp_path: Path,
+) -> None:
+    """The hook in alpm-hooks(5) syntax: read as libalpm reads it (sections of
+    ``Key = Value``, Exec split like a shell word list, run without a shell)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for raw in (HOOKS / "pacman" / "patchwatch.hook").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+            continue
+        key, _, value = line.partition("=")
+        sections[current].append((key.strip(), value.strip()))
+    trigger, action = sections["Trigger"], dict(sections["Action"])
+    assert {v for k, v in trigger if k == "Operation"} == {"Install", "Upgrade", "Remove"}
+    assert ("Type", "Package") in trigger and ("Target", "*") in trigger
+    assert action["When"] == "PostTransaction"
+    bindir, record = fake_agent(tmp_path)
+    env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin")
+    argv = shlex.split(action["Exec"])
+    assert subprocess.run(argv, env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n"
+    bare = dict(os.environ, PATH="/nonexistent")  # no agent: the transaction is not failed
+    assert subprocess.run(argv, env=bare, timeout=30).returncode == 0
+
+
+def test_apk_commit_hook_runs_the_agent_after_the_commit_only(tmp_path: Path) -> None:
+    bindir, record = fake_agent(tmp_path)
+    hook = str(HOOKS / "apk" / "patchwatch-commit-hook")
+    env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin")
+    assert subprocess.run([hook, "pre-commit"], env=env, timeout=30).returncode == 0
+    assert not record.exists()
+    assert subprocess.run([hook, "post-commit"], env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n"
+    periodic = str(HOOKS / "apk" / "patchwatch-agent.periodic")
+    assert subprocess.run([periodic], env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n--splay 600\n"
 
 
 def test_systemd_units_verify() -> None:
