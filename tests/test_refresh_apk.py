@@ -225,3 +225,40 @@ def test_repository_without_an_architecture_is_skipped(
     _target, url = www
     res = refresh_mirror(add_mirror(url, arch=""), fetcher, NOW, make_settings())
     assert res.outcome == "skipped"
+
+
+def test_a_new_secdb_reclassifies_without_a_new_index(
+    db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from patchwatch.store.models import Advisory
+
+    private, folder, _other = keys
+    target, url = www
+    (target / "APKINDEX.tar.gz").write_bytes(build(private))
+    mirror = add_mirror(url)
+    settings = make_settings(apk_keys=(str(folder),))
+    assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
+    assert Advisory.select().count() == 0
+    secdb = tmp_path / "main.json"
+    secdb.write_text(
+        '{"distroversion": "v3.20", "reponame": "main", "packages": ['
+        '{"pkg": {"name": "musl", "secfixes": {"1.2.5-r0": ["CVE-2025-26519"]}}},'
+        '{"pkg": {"name": "not-in-the-index", "secfixes": {"1.0-r0": ["CVE-2025-1"]}}}]}'
+    )
+    with_secdb = make_settings(apk_keys=(str(folder),), apk_secdb=(str(secdb),))
+    res = refresh_mirror(reload(mirror), fetcher, LATER, with_secdb)
+    assert res.outcome == "changed", res.detail  # the same index, a new feed
+    assert [(a.advisory_id, a.type, a.cves) for a in Advisory.select()] == [
+        ("alpine-secdb:v3.20/main:musl-1.2.5-r0", "security", "CVE-2025-26519")
+    ]
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, with_secdb)
+    assert res.outcome == "unchanged" and "not modified" in res.detail
+    # a secdb of another branch does not apply to this mirror
+    secdb.write_text(secdb.read_text().replace("v3.20", "v3.19"))
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 120, with_secdb)
+    assert res.outcome == "changed" and Advisory.select().count() == 0
+    # an unreadable feed fails the refresh and keeps what was stored
+    secdb.write_text("{not json")
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 180, with_secdb)
+    assert res.outcome == "failed" and "secdb" in res.detail

@@ -9,8 +9,11 @@ vector with two valid versions becomes one package, installed at A (in an
 served on loopback). apk upgrades a package exactly when the repository's version
 is greater, so the expected updates are the ``<`` vectors' packages, each to its B;
 a second repository offering an older build must change nothing (apk takes the
-newest). The whole path runs: the agent reads the root, processing stores the report,
-the refresh verifies and reads the index, the update computation decides.
+newest). A secdb document (Alpine's format) fixes a third of the packages at the
+offered version and a third at the installed one: the security updates must be
+exactly the updates of the first third. The whole path runs: the agent reads the
+root, processing stores the report, the refresh verifies and reads the index and the
+secdb, the update computation decides.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import subprocess
 import threading
 import time
@@ -106,6 +110,8 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
 
     installed, main, community = [], [], []
     want = set()
+    want_security = set()
+    secfixes = []
     for i, (a, op, b) in enumerate(vectors):
         name = f"v{i:03d}"
         installed.append(stanza(name, a))
@@ -113,6 +119,21 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
         community.append(stanza(name, a))  # the installed build, offered again: no effect
         if op == "<":
             want.add((name, b))
+        # secdb: a third of the packages fixed at the offered version (a security update
+        # when it is one), a third at the installed version (already fixed: not one)
+        if i % 3 == 0:
+            secfixes.append({"pkg": {"name": name, "secfixes": {b: [f"CVE-2026-{i + 1000}"]}}})
+            if op == "<":
+                want_security.add((name, b))
+        elif i % 3 == 1:
+            secfixes.append({"pkg": {"name": name, "secfixes": {a: [f"CVE-2026-{i + 1000}"]}}})
+    secdb = tmp_path / "main.json"
+    secdb.write_text(json.dumps({
+        "apkurl": "{{urlprefix}}/{{distroversion}}/{{reponame}}/{{arch}}/"
+                  "{{pkg.name}}-{{pkg.ver}}.apk",
+        "archs": ["x86_64"], "reponame": "main", "urlprefix": base + "/alpine",
+        "distroversion": "v3.20", "packages": secfixes,
+    }))  # fmt: skip
     for repo, stanzas in (("main", main), ("community", community)):
         folder = www / "alpine" / "v3.20" / repo / "x86_64"
         folder.mkdir(parents=True)
@@ -144,6 +165,7 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
         mirror_url_patterns=("http://127.0.0.1:*",),
         mirror_allowed_networks=("127.0.0.1/32",),
         apk_keys=(str(keys),),
+        apk_secdb=(str(secdb),),
     )
     with HttpFetcher(timeout=10, retries=0, policy=POLICY) as fetcher:
         results = refresh_all(fetcher, now, settings)
@@ -152,13 +174,15 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
 
     host = Host.get(Host.name == HOST)
     inst, avail = Package.alias(), Package.alias()
-    got = set(
-        HostUpdate.select(inst.name, avail.version)
+    rows = list(
+        HostUpdate.select(inst.name, avail.version, HostUpdate.security)
         .join(inst, on=(HostUpdate.installed == inst.id))
         .switch(HostUpdate)
         .join(avail, on=(HostUpdate.available == avail.id))
         .where(HostUpdate.host == host)
         .tuples()
     )
-    assert got == want
+    assert {(name, version) for name, version, _s in rows} == want
     assert len(want) > 150  # both sides: many updates, many packages without one
+    assert {(name, version) for name, version, sec in rows if sec} == want_security
+    assert 40 < len(want_security) < len(want)

@@ -14,6 +14,9 @@ The oracle is pacman (Debian's pacman-package-manager), run on a throw-away root
    processing stores the report, the refresh reads the same repository over HTTP, and
    the update computation runs. Its updates must be exactly ``pacman -Qu``'s, with the
    ignored one counted as held and no other.
+4. Security: Arch's tracker JSON (its ``all.json`` format) names fixed versions; the
+   security updates must be those whose installed version is below a fixed one and
+   whose candidate reaches it, in the real ``vercmp``'s order.
 
 Missing tools skip with the reason, or fail under ``PATCHWATCH_TEST_REQUIRE_ORACLES=1``.
 """
@@ -21,6 +24,7 @@ Missing tools skip with the reason, or fail under ``PATCHWATCH_TEST_REQUIRE_ORAC
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
 import threading
@@ -50,10 +54,59 @@ from tests.conftest import require_or_skip
 
 ORACLES_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
-SETTINGS = Settings(
-    mirror_url_patterns=("http://127.0.0.1:*",), mirror_allowed_networks=("127.0.0.1/32",)
-)
 HOST = "archroot.test"
+#: Arch security tracker groups (the all.json format) for the repository's packages:
+#: one fixed exactly at the candidate, one below it, one above it, one never fixed
+TRACKER = [
+    {
+        "name": "AVG-9001",
+        "packages": ["hello"],
+        "status": "Fixed",
+        "severity": "High",
+        "type": "arbitrary code execution",
+        "affected": "1.0-1",
+        "fixed": "1.1-1",
+        "ticket": None,
+        "issues": ["CVE-2026-0001"],
+        "advisories": ["ASA-202612-1"],
+    },
+    {
+        "name": "AVG-9002",
+        "packages": ["widget"],
+        "status": "Fixed",
+        "severity": "Medium",
+        "type": "denial of service",
+        "affected": "1:3.0-2",
+        "fixed": "2:3.0-1",
+        "ticket": None,
+        "issues": ["CVE-2026-0002"],
+        "advisories": [],
+    },
+    {
+        "name": "AVG-9003",
+        "packages": ["legacy"],
+        "status": "Fixed",
+        "severity": "Low",
+        "type": "information disclosure",
+        "affected": "1:0.8-1",
+        "fixed": "1:0.9-1",
+        "ticket": None,
+        "issues": ["CVE-2026-0003"],
+        "advisories": [],
+    },
+    {
+        "name": "AVG-9004",
+        "packages": ["libdemo"],
+        "status": "Vulnerable",
+        "severity": "High",
+        "type": "arbitrary code execution",
+        "affected": "1.1-1",
+        "fixed": None,
+        "ticket": None,
+        "issues": ["CVE-2026-0004"],
+        "advisories": [],
+    },
+]
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -115,10 +168,12 @@ def test_arch_updates_agree_with_pacman(
     pacman(root, "-Sy")
     want: set[tuple[str, str]] = set()
     ignored: set[str] = set()
+    old_versions: dict[str, str] = {}
     for line in pacman(root, "-Qu", ok=(0, 1)).splitlines():
-        name, _old, arrow, new, *rest = line.split()
+        name, old, arrow, new, *rest = line.split()
         assert arrow == "->"
         want.add((name, new))
+        old_versions[name] = old
         if rest == ["[ignored]"]:
             ignored.add(name)
     # not vacuous: an older epoch, a version beaten by an epoch, an older snapshot, a
@@ -131,6 +186,27 @@ def test_arch_updates_agree_with_pacman(
     }
     assert ignored == {"gadget"}
 
+    # a security update reaches a fixed version: installed < fixed <= candidate, in the
+    # real vercmp's order
+    def vercmp(a: str, b: str) -> int:
+        done = subprocess.run(["vercmp", a, b], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    fixed = {g["packages"][0]: g["fixed"] for g in TRACKER if g["fixed"]}
+    want_security = {
+        (name, new) for name, new in want
+        if name in fixed and vercmp(old_versions[name], fixed[name]) < 0
+        and vercmp(fixed[name], new) <= 0
+    }  # fmt: skip
+    assert want_security == {("hello", "1.1-1"), ("widget", "2:3.0-2")}
+    tracker = tmp_path / "all.json"
+    tracker.write_text(json.dumps(TRACKER))
+    settings = Settings(
+        mirror_url_patterns=("http://127.0.0.1:*",),
+        mirror_allowed_networks=("127.0.0.1/32",),
+        arch_security_tracker=str(tracker),
+    )
+
     ctx = agent.Context(str(root), lambda _argv: None, "6.12.8-arch1-1", "x86_64", live=False)
     report = agent.collect_report(ctx, HOST, (), now=1.0)
     assert len(report["packages"]) == len(installed)
@@ -138,7 +214,7 @@ def test_arch_updates_agree_with_pacman(
     store_report(HOST, "patchwatch/1", report, now)
     assert process_pending(now) == {"processed": 1}
     with HttpFetcher(timeout=10, retries=0, policy=POLICY) as fetcher:
-        (result,) = refresh_all(fetcher, now, SETTINGS)
+        (result,) = refresh_all(fetcher, now, settings)
     assert result.outcome == "changed", result.detail
     refresh_host_updates(now)
 
@@ -146,7 +222,7 @@ def test_arch_updates_agree_with_pacman(
     inst, avail = Package.alias(), Package.alias()
     rows = (
         HostUpdate.select(inst.name, avail.kind, avail.epoch, avail.version, avail.release,
-                          avail.arch, HostUpdate.held)
+                          avail.arch, HostUpdate.held, HostUpdate.security)
         .join(inst, on=(HostUpdate.installed == inst.id))
         .switch(HostUpdate)
         .join(avail, on=(HostUpdate.available == avail.id))
@@ -155,9 +231,14 @@ def test_arch_updates_agree_with_pacman(
     )  # fmt: skip
     got: set[tuple[str, str]] = set()
     held: set[str] = set()
-    for name, kind, epoch, version, release, arch, is_held in rows:
-        got.add((name, PackageRecord(name, epoch, version, release, arch, PackageKind(kind)).evr))
+    security: set[tuple[str, str]] = set()
+    for name, kind, epoch, version, release, arch, is_held, is_security in rows:
+        evr = PackageRecord(name, epoch, version, release, arch, PackageKind(kind)).evr
+        got.add((name, evr))
         if is_held:
             held.add(name)
+        if is_security:
+            security.add((name, evr))
     assert got == want
     assert held == ignored
+    assert security == want_security

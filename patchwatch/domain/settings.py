@@ -219,6 +219,19 @@ class Settings:
         "folders of them. Debian ships none; without them an Alpine mirror fails unless "
         "apk_verify_signatures is off.",
     )
+    arch_security_tracker: str = _setting(
+        "",
+        "Path of Arch's security tracker JSON (security.archlinux.org/issues/all.json, "
+        "kept up to date by a job of your own): an update that reaches a version it "
+        "lists as fixed is a security update. Empty: Arch updates are never security.",
+    )
+    apk_secdb: tuple[str, ...] = _setting(
+        (),
+        "Alpine secdb files (comma-separated paths of secdb.alpinelinux.org's "
+        "v3.20/main.json, v3.20/community.json, ...): an update of a package of the "
+        "apk repository of that branch and name (URL ending in /v3.20/main) that "
+        "reaches a version its secfixes list is a security update.",
+    )
     apk_verify_signatures: bool = _setting(
         True,
         "Verify APKINDEX.tar.gz signatures against apk_keys, as apk does; turn off only "

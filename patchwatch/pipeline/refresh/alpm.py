@@ -14,6 +14,10 @@ has one and refuses the database when it does not verify; ``required`` refuses a
 database without one; ``never`` does not look. The keyrings are Arch's
 (``/usr/share/keyrings/archlinux.gpg``, Debian's archlinux-keyring package) when
 installed, plus ``alpm_keyrings``.
+
+Arch's databases carry no advisories: with ``arch_security_tracker`` set, the
+tracker's fixes for the names the database offers are stored as the repository's
+security advisories (``patchwatch.domain.vulns.arch_tracker``, :mod:`.security_feeds`).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from patchwatch.domain.repodata.apt import compute_gpgv_command
 from patchwatch.domain.repodata.apt import parse_gpgv_status
 from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.settings import Settings
+from patchwatch.domain.vulns.fixed_in import advisories_for
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import HttpStatusError
 from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import collect
+from patchwatch.pipeline.refresh.security_feeds import arch_tracker
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 
@@ -79,7 +85,10 @@ def fetch_alpm(
     if not name or "/" in name:
         raise FetchError(mirror.url, f"no pacman repository name to read (id {name!r})")
     url = f"{mirror.url.rstrip('/')}/{name}.db"
-    use_validators = not force and mirror.package_set_id is not None
+    feed_sum, fixes = arch_tracker(settings.arch_security_tracker)
+    old_db, _, old_feed = mirror.metadata_checksum.partition(" ")
+    same_feed = old_feed == feed_sum
+    use_validators = not force and mirror.package_set_id is not None and same_feed
     dest = tmp / f"{name}.db"
     download = fetcher.fetch(
         url, dest, max_bytes=settings.max_index_bytes,
@@ -94,10 +103,12 @@ def fetch_alpm(
             note="; database not modified",
         )
     fetched = Fetched(
-        checksum=download.digest, etag=download.etag, last_modified=download.last_modified
+        checksum=f"{download.digest} {feed_sum}",
+        etag=download.etag,
+        last_modified=download.last_modified,
     )
     fetched.note = _verify(url, dest, fetcher, tmp, settings)
-    if use_validators and download.digest == mirror.metadata_checksum:
+    if use_validators and download.digest == old_db:
         fetched.note += "; database unchanged"
         return fetched
     packages: list[PackageRecord] = []
@@ -112,6 +123,8 @@ def fetch_alpm(
     except (ParseError, TooLargeError) as exc:
         raise FetchError(url, str(exc)) from None
     fetched.packages, fetched.skipped_packages = packages, skipped
+    fetched.advisories = advisories_for(fixes or (), packages)
+    fetched.advisories_changed = not same_feed
     return fetched
 
 

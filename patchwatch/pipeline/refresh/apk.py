@@ -9,6 +9,10 @@ signature by one of the keys of ``apk_keys`` that verifies
 (``patchwatch.domain.repodata.apksign``), as apk requires of every index it does not
 get with ``--allow-untrusted``; the stanzas' ``C:`` checksums are checked for shape by
 the parser (they vouch for package files, which a refresh does not download).
+
+Alpine's indexes carry no advisories: the secdb documents of ``apk_secdb`` whose
+branch and repository the mirror's URL ends in are stored as the repository's
+security advisories (``patchwatch.domain.vulns.alpine_secdb``, :mod:`.security_feeds`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from patchwatch.domain.repodata.apksign import load_keys
 from patchwatch.domain.repodata.apksign import verify_apk_signature
 from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.settings import Settings
+from patchwatch.domain.vulns.fixed_in import advisories_for
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import Skip
 from patchwatch.pipeline.refresh.fetched import collect
+from patchwatch.pipeline.refresh.security_feeds import apk_secdb
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 
@@ -52,7 +58,10 @@ def fetch_apk(
     if not arch or "/" in arch or "," in arch:
         raise Skip("no single architecture known for this apk repository yet")
     url = f"{mirror.url.rstrip('/')}/{arch}/APKINDEX.tar.gz"
-    use_validators = not force and mirror.package_set_id is not None
+    feed_sum, fixes = apk_secdb(settings.apk_secdb, mirror.url)
+    old_index, _, old_feed = mirror.metadata_checksum.partition(" ")
+    same_feed = old_feed == feed_sum
+    use_validators = not force and mirror.package_set_id is not None and same_feed
     dest = tmp / "APKINDEX.tar.gz"
     download = fetcher.fetch(
         url, dest, max_bytes=settings.max_index_bytes,
@@ -67,9 +76,11 @@ def fetch_apk(
             note="; APKINDEX not modified",
         )
     fetched = Fetched(
-        checksum=download.digest, etag=download.etag, last_modified=download.last_modified
+        checksum=f"{download.digest} {feed_sum}",
+        etag=download.etag,
+        last_modified=download.last_modified,
     )
-    if use_validators and download.digest == mirror.metadata_checksum:
+    if use_validators and download.digest == old_index:
         fetched.note = "; APKINDEX unchanged"
         return fetched
     skipped = Skipped()
@@ -99,4 +110,6 @@ def fetch_apk(
     packages: list[PackageRecord] = []
     collect(map(apk_record, index.packages), packages, settings.max_index_packages, "packages")
     fetched.packages, fetched.skipped_packages = packages, skipped
+    fetched.advisories = advisories_for(fixes or (), packages)
+    fetched.advisories_changed = not same_feed
     return fetched
