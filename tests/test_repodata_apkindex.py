@@ -186,6 +186,11 @@ def test_signature_check_needs_a_trusted_key_that_verifies(key: Path, tmp_path: 
     subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(pub)],
                    check=True, capture_output=True)  # fmt: skip
     (tmp_path / "not-a-key.pub").write_text("hello")
+    from patchwatch.domain.repodata.apkindex import read_signatures
+
+    data = signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME, ".SIGN.RSA256.")
+    assert read_signatures(data) == parsed.signatures  # without reading the index
+    assert read_signatures(index) == ()  # unsigned
     keys = load_keys([str(tmp_path)])
     assert set(keys) == {KEY_NAME, "not-a-key.pub"}
     assert verify_apk_signature(parsed.signatures, keys) == KEY_NAME

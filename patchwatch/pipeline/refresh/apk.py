@@ -28,6 +28,7 @@ from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.apkindex import ApkPackage
 from patchwatch.domain.repodata.apkindex import parse_apkindex
+from patchwatch.domain.repodata.apkindex import read_signatures
 from patchwatch.domain.repodata.apksign import load_keys
 from patchwatch.domain.repodata.apksign import verify_apk_signature
 from patchwatch.domain.repodata.bounds import Skipped
@@ -83,15 +84,9 @@ def fetch_apk(
     if use_validators and download.digest == old_index:
         fetched.note = "; APKINDEX unchanged"
         return fetched
-    skipped = Skipped()
-    try:
-        index = parse_apkindex(
-            dest.read_bytes(), settings.max_index_bytes,
-            max_entries=settings.max_index_packages, skipped=skipped, name=url,
-        )  # fmt: skip
-    except (ParseError, TooLargeError) as exc:
-        raise FetchError(url, str(exc)) from None
+    data = dest.read_bytes()
     if settings.apk_verify_signatures:
+        # checked before anything the signature covers is parsed
         keys = load_keys(settings.apk_keys)
         if not keys:
             raise FetchError(
@@ -101,12 +96,20 @@ def fetch_apk(
                 "unsigned local repository)",
             )
         try:
-            signer = verify_apk_signature(index.signatures, keys)
+            signer = verify_apk_signature(read_signatures(data, url), keys)
         except ParseError as exc:
             raise FetchError(url, f"signature check failed: {exc.message}") from None
         fetched.note = f"; signed by {signer}"
     else:
         fetched.note = "; signature not checked (apk_verify_signatures off)"
+    skipped = Skipped()
+    try:
+        index = parse_apkindex(
+            data, settings.max_index_bytes,
+            max_entries=settings.max_index_packages, skipped=skipped, name=url,
+        )  # fmt: skip
+    except (ParseError, TooLargeError) as exc:
+        raise FetchError(url, str(exc)) from None
     packages: list[PackageRecord] = []
     collect(map(apk_record, index.packages), packages, settings.max_index_packages, "packages")
     fetched.packages, fetched.skipped_packages = packages, skipped
