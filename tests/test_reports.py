@@ -475,6 +475,11 @@ def test_protocol2_arch_host_takes_the_first_url_back_from_priority() -> None:
     ]
 
 
+def test_protocol2_arch_priority_that_is_neither_number_nor_url_is_refused() -> None:
+    repo = {"type": "arch", "name": "n", "id": "core", "priority": "high", "urls": ["https://m/"]}
+    assert p2_error({**BASE_P2, "repos": [repo]}).where == "repos[0].priority"
+
+
 @pytest.mark.parametrize("priority", [5, "5", None])
 def test_protocol2_arch_numeric_or_missing_priority_is_ignored(priority: object) -> None:
     repo: dict[str, Any] = {

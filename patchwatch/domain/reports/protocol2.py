@@ -169,6 +169,8 @@ def _arch_priority_url(repo: _Obj) -> str | None:
         return None
     where = repo.path("priority")
     storable(value, where)
+    if value and "://" not in value:
+        raise ParseError("must be an integer (or the URL the stock client puts there)", where)
     return text_limit(value, where, MAX_URL, required=False) or None
 
 
