@@ -22,8 +22,9 @@ over its bound left out and counted in :class:`Skipped`, a malformed stanza (``P
 ``V`` or ``A`` missing, a field given twice, a version apk would not accept, a checksum
 that is not one) fails the index with :class:`~patchwatch.domain.errors.ParseError`.
 
-There is no Alpine package kind in ``patchwatch.domain.records`` yet, so entries are
-:class:`ApkPackage` records local to this module; the refresh wiring comes later.
+Entries are :class:`ApkPackage` records, with what the index says beyond a package's
+identity (origin, checksum, size); the refresh (``patchwatch.pipeline.refresh.apk``)
+turns them into ``PackageKind.APK`` records.
 """
 
 from __future__ import annotations
