@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import patchwatch_agent as agent
+from patchwatch.agent import patchwatch_agent as agent
 from patchwatch.domain.mirror_policy import MirrorPolicy
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.versions_apk import valid_apk

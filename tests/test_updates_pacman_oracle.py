@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import patchwatch_agent as agent
+from patchwatch.agent import patchwatch_agent as agent
 from patchwatch.domain.mirror_policy import MirrorPolicy
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
