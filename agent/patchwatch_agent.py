@@ -3,9 +3,10 @@
 
 One file, Python 3.6 or newer, standard library only, so that it can be copied to any
 host. It collects what the host's own package tools say (dpkg, rpm, apt, dnf/yum,
-zypper), builds the native report (``patchwatch/domain/schemas/report-v1.json``) and sends it
-with ``POST {server}/api/v1/reports``. When the server cannot be reached the gzipped
-report is kept in a bounded spool directory and sent first on the next run.
+zypper, pacman, apk), builds the native report
+(``patchwatch/domain/schemas/report-v1.json``) and sends it with ``POST
+{server}/api/v1/reports``. When the server cannot be reached the gzipped report is
+kept in a bounded spool directory and sent first on the next run.
 
 What it deliberately does not do: it never refreshes package metadata except through
 ``--updates`` (which asks dnf/zypper/apt what they see), it never decides which updates
@@ -259,6 +260,7 @@ class Context:
         self.machine = machine if machine is not None else uname.machine
         self.live = (self.root == "/") if live is None else live
         self.warnings = []
+        self.pacman_groups = {}  # name -> %GROUPS%, for IgnoreGroup
 
     def warn(self, message):
         """Record a warning; it goes into the report and to stderr."""
@@ -649,8 +651,19 @@ def collect_packages(ctx, held=None):
                 families.remove("rpm")
                 dbpath = None
             packages += found
+    if ctx.exists(PACMAN_CONF) or ctx.isdir(PACMAN_DBPATH + "local"):
+        pacman_db = pacman_config(ctx)[3]
+        if ctx.isdir(pacman_db.rstrip("/") + "/local"):
+            families.append("arch")
+            packages += collect_pacman_packages(ctx, pacman_db, ctx.pacman_groups)
+    if ctx.exists(APK_INSTALLED):
+        families.append("apk")
+        packages += collect_apk_packages(ctx)
     if not families:
-        ctx.warn("no package database found (no /var/lib/dpkg/status, no rpm database)")
+        ctx.warn(
+            "no package database found (no /var/lib/dpkg/status, no rpm database, no "
+            "pacman or apk database)"
+        )
     packages.sort(key=lambda p: (p["name"], p["arch"], p["type"], p["epoch"], p["version"]))
     return packages, families, dbpath
 
@@ -865,6 +878,10 @@ def collect_held(ctx, packages, deb_held):
                 zypp_lock_matches(lock, pkg) for lock in locks
             ):
                 held.add((pkg["name"], pkg["arch"]))
+    if any(p["type"] == "arch" for p in packages):
+        held |= pacman_held(pacman_config(ctx)[0], packages, ctx.pacman_groups)
+    if any(p["type"] == "apk" for p in packages):
+        held |= apk_held(ctx, packages)
     return [{"name": name, "arch": arch} for name, arch in sorted(held)][:MAX_HELD]
 
 
@@ -1284,6 +1301,329 @@ def collect_zypper_repositories(ctx, os_fields):
     return repos
 
 
+# ---------------------------------------------------------------- pacman (Arch Linux)
+
+PACMAN_CONF = "/etc/pacman.conf"
+PACMAN_DBPATH = "/var/lib/pacman/"
+PACMAN_DESC_MAX = 1 << 20  # one local desc; real ones are a few KiB
+PACMAN_INCLUDE_DEPTH = 10
+PACMAN_KERNELS = frozenset(
+    ("linux", "linux-lts", "linux-zen", "linux-hardened", "linux-rt", "linux-rt-lts")
+)
+
+
+def parse_pacman_desc(text):
+    """Return ``{FIELD: [values]}`` of a pacman ``desc`` file (``%FIELD%`` then values)."""
+    fields = {}
+    key = None
+    for line in text.splitlines():
+        if not line:
+            key = None
+        elif key is None and len(line) > 2 and line[0] == "%" and line[-1] == "%":
+            key = line[1:-1]
+            fields[key] = []
+        elif key is not None:
+            fields[key].append(line)
+    return fields
+
+
+def split_pacman_version(version):
+    """Return (epoch, pkgver, pkgrel) of ``[epoch:]pkgver-pkgrel`` as libalpm splits it."""
+    epoch = ""
+    match = re.match(r"^([0-9]*):", version)
+    if match:
+        epoch = match.group(1).lstrip("0")
+        version = version[match.end() :]
+    pkgver, dash, pkgrel = version.rpartition("-")
+    if not dash:
+        return epoch, version, ""
+    return epoch, pkgver, pkgrel
+
+
+def collect_pacman_packages(ctx, dbpath, groups=None):
+    """Return the packages of pacman's local database (what ``pacman -Q`` lists).
+
+    Read from ``DBPath/local/*/desc`` directly, so that it works the same on the live
+    system and under ``--root`` (where the host's pacman may not exist). ``groups``, a
+    dict, gets each package's %GROUPS% (for IgnoreGroup).
+    """
+    packages = []
+    for entry in ctx.list(dbpath.rstrip("/") + "/local"):
+        real = ctx.path(entry + "/desc")
+        try:
+            if os.path.getsize(real) > PACMAN_DESC_MAX:
+                ctx.warn(f"{entry}/desc is larger than {PACMAN_DESC_MAX} bytes: skipped")
+                continue
+        except OSError:
+            continue  # ALPM_DB_VERSION and other files that are not package folders
+        fields = parse_pacman_desc(ctx.read(entry + "/desc") or "")
+        name = (fields.get("NAME") or [""])[0]
+        version = (fields.get("VERSION") or [""])[0]
+        arch = (fields.get("ARCH") or [""])[0]
+        if not (name and version and arch):
+            ctx.warn(f"{entry}/desc lacks %NAME%, %VERSION% or %ARCH%: skipped")
+            continue
+        epoch, pkgver, pkgrel = split_pacman_version(version)
+        packages.append(
+            {
+                "name": clip(name, 256),
+                "epoch": epoch,
+                "version": clip(pkgver, 256),
+                "release": clip(pkgrel, 256),
+                "arch": clip(arch, 32),
+                "type": "arch",
+            }
+        )
+        if groups is not None:
+            groups[name] = fields.get("GROUPS") or []
+    return packages
+
+
+def parse_pacman_conf(ctx, path=PACMAN_CONF, sections=None, current=None, depth=0):
+    """Return pacman.conf as ``[(section, [(key, value)])]`` with ``Include =`` expanded.
+
+    As pacman reads it: an Include (a glob, files in name order) is read in place, in
+    the section it appears in; keys without ``=`` (``Color``) get the value "".
+    """
+    if sections is None:
+        sections = []
+    text = ctx.read(path)
+    if text is None:
+        if depth:
+            ctx.warn(f"{path} (Include) does not exist")
+        return sections
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = (line[1:-1].strip(), [])
+            sections.append(current)
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip() if eq else ""
+        if current is None:
+            ctx.warn(f"{path}: {key} outside a section: ignored")
+            continue
+        if key == "Include":
+            if depth >= PACMAN_INCLUDE_DEPTH:
+                ctx.warn(f"{path}: Include nested too deep: {value} ignored")
+                continue
+            found = ctx.list(os.path.dirname(value) or "/", os.path.basename(value))
+            if not found:
+                ctx.warn(f"{path}: Include = {value} matches no file")
+            for included in found:
+                parse_pacman_conf(ctx, included, sections, current, depth + 1)
+            continue
+        current[1].append((key, value))
+    return sections
+
+
+def pacman_architecture(ctx, options):
+    """Return pacman's ``$arch``: the first Architecture, ``auto`` being ``uname -m``."""
+    for key, value in options:
+        if key == "Architecture" and value.split():
+            first = value.split()[0]
+            return ctx.machine if first == "auto" else first
+    return ctx.machine
+
+
+def pacman_config(ctx):
+    """Return (options as pairs, repository sections, $arch, DBPath) of pacman.conf."""
+    sections = parse_pacman_conf(ctx)
+    options = []
+    repos = []
+    for name, pairs in sections:
+        if name == "options":
+            options += pairs
+        else:
+            repos.append((name, pairs))
+    dbpath = PACMAN_DBPATH
+    for key, value in options:
+        if key == "DBPath" and value:
+            dbpath = value
+    return options, repos, pacman_architecture(ctx, options), dbpath
+
+
+def collect_pacman_repositories(ctx, repos, arch):
+    """Return the sync repositories as pacman resolves them, first one first.
+
+    Servers get ``$repo`` and ``$arch`` expanded; the priority is minus the position in
+    pacman.conf, because the first repository that has a package is the one pacman
+    takes it from. A repository whose ``Usage`` excludes Sync and Upgrade is left out.
+    """
+    out = []
+    for name, pairs in repos:
+        usage = " ".join(v for k, v in pairs if k == "Usage").split()
+        if usage and not ({"All", "Sync", "Upgrade"} & set(usage)):
+            continue
+        urls = []
+        for key, value in pairs:
+            if key == "Server" and value:
+                url = value.replace("$repo", name).replace("$arch", arch).rstrip("/")
+                url = strip_credentials(url)
+                if url and url not in urls and len(url) <= 2048:
+                    urls.append(url)
+        if not urls:
+            ctx.warn(f"pacman repository [{name}] has no Server: not reported")
+            continue
+        out.append(
+            {
+                "type": "arch",
+                "id": clip(name, 512),
+                "name": clip(name, 512),
+                "urls": urls[:64],
+                "arch": clip(arch, 32),
+                "priority": -len(out),
+            }
+        )
+    return out
+
+
+def pacman_held(options, packages, groups):
+    """Return (name, arch) of the installed packages IgnorePkg or IgnoreGroup names."""
+    patterns = []
+    ignored_groups = set()
+    for key, value in options:
+        if key == "IgnorePkg":
+            patterns += value.split()
+        elif key == "IgnoreGroup":
+            ignored_groups.update(value.split())
+    held = set()
+    for pkg in packages:
+        if pkg["type"] != "arch":
+            continue
+        if any(fnmatch.fnmatchcase(pkg["name"], p) for p in patterns) or (
+            ignored_groups & set(groups.get(pkg["name"], ()))
+        ):
+            held.add((pkg["name"], pkg["arch"]))
+    return held
+
+
+def pacman_reboot_needed(ctx, packages):
+    """Return whether the running kernel is gone from disk, as after an Arch kernel update.
+
+    Arch's kernel packages replace ``/usr/lib/modules/<version>`` when they are
+    upgraded, so a running kernel whose modules folder is gone has been replaced by a
+    newer package on disk. None when no kernel package is installed (a container).
+    """
+    if not any(p["type"] == "arch" and p["name"] in PACMAN_KERNELS for p in packages):
+        return None
+    return not ctx.isdir("/usr/lib/modules/" + ctx.kernel)
+
+
+def parse_pacman_qu(text):
+    """Return updates from ``pacman -Qu`` lines: ``name old -> new [ignored]``."""
+    updates = []
+    for line in text.splitlines():
+        match = re.match(r"^(\S+) (\S+) -> (\S+)", line.strip())
+        if match and "[ignored]" not in line:
+            updates.append(
+                {"name": match.group(1), "version": match.group(3), "arch": "", "security": False}
+            )
+    return updates
+
+
+# -------------------------------------------------------------------- apk (Alpine)
+
+APK_INSTALLED = "/lib/apk/db/installed"
+APK_REPOSITORIES = "/etc/apk/repositories"
+APK_REPOSITORIES_D = "/etc/apk/repositories.d"
+APK_WORLD = "/etc/apk/world"
+APK_ARCH = "/etc/apk/arch"
+APK_KERNELS = ("linux-lts", "linux-virt", "linux-edge", "linux-rpi", "linux-stable")
+APK_CONSTRAINT = re.compile(r"^([^=<>~@!\s]+)(@[^=<>~\s]+)?((?:<=|>=|<~|>~|[<>=~])\S+)?$")
+
+
+def collect_apk_packages(ctx):
+    """Return the packages of apk's installed database (what ``apk info -v`` lists)."""
+    text = ctx.read(APK_INSTALLED) or ""
+    packages = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = {}
+        for line in stanza.splitlines():
+            if len(line) > 2 and line[1] == ":" and line[0] in "PVA" and line[0] not in fields:
+                fields[line[0]] = line[2:]
+        if not fields:
+            continue
+        if not all(fields.get(k) for k in "PVA"):
+            ctx.warn(f"{APK_INSTALLED}: a package without P:, V: or A: skipped")
+            continue
+        packages.append(
+            {
+                "name": clip(fields["P"], 256),
+                "epoch": "",
+                "version": clip(fields["V"], 256),
+                "release": "",
+                "arch": clip(fields["A"], 32),
+                "type": "apk",
+            }
+        )
+    return packages
+
+
+def collect_apk_repositories(ctx):
+    """Return /etc/apk/repositories' repositories; tagged ones (``@edge URL``) disabled.
+
+    apk takes a package from a tagged repository only when the world file pins the
+    package to that tag, which the server cannot follow per package: tagged
+    repositories are reported with ``enabled: false`` so that they never offer updates.
+    """
+    arch = (ctx.read(APK_ARCH) or "").strip() or ctx.machine
+    files = [APK_REPOSITORIES, *ctx.list(APK_REPOSITORIES_D, "*.list")]
+    out = []
+    seen = set()
+    for path in files:
+        for raw in (ctx.read(path) or "").splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            tag = ""
+            words = line.split()
+            if words[0].startswith("@") and len(words) > 1:
+                tag, words = words[0], words[1:]
+            url = strip_credentials(words[-1].rstrip("/"))
+            if not re.match(r"^(https?|ftp)://", url):
+                if url.startswith("/"):
+                    ctx.warn(f"apk repository {url} is a local folder: not reported")
+                continue
+            repo_id = (tag + " " + url).strip()
+            if repo_id in seen or len(url) > 2048:
+                continue
+            seen.add(repo_id)
+            repo = {"type": "apk", "id": clip(repo_id, 512), "urls": [url],
+                    "arch": clip(arch, 32), "priority": 0}  # fmt: skip
+            if tag:
+                repo["enabled"] = False
+            out.append(repo)
+    return out
+
+
+def apk_held(ctx, packages):
+    """Return (name, arch) of installed packages a world constraint keeps at a version.
+
+    ``pkg=1.2``, ``pkg<2``, ``pkg~1.2`` (any version operator) hold the package where
+    it is, as far as an upgrade is concerned; a bare ``pkg`` or ``pkg@tag`` does not.
+    """
+    names = set()
+    for word in (ctx.read(APK_WORLD) or "").split():
+        match = APK_CONSTRAINT.match(word)
+        if match and match.group(3):
+            names.add(match.group(1))
+    return {(p["name"], p["arch"]) for p in packages if p["type"] == "apk" and p["name"] in names}
+
+
+def apk_reboot_needed(ctx, packages):
+    """Return whether the running kernel's modules are gone (its package was upgraded).
+
+    Alpine's kernel packages (linux-lts, linux-virt...) replace
+    ``/lib/modules/<version>`` on upgrade. None when no kernel package is installed.
+    """
+    if not any(p["type"] == "apk" and p["name"] in APK_KERNELS for p in packages):
+        return None
+    return not ctx.isdir("/lib/modules/" + ctx.kernel)
+
+
 # ------------------------------------------------------------------ reboot required
 
 
@@ -1345,6 +1685,14 @@ def detect_reboot_required(ctx, packages, families):
         return True  # SUSE (zypp writes it after patches that need a reboot)
     if not ctx.live:
         return None  # the running kernel is not the root's
+    if "arch" in families:
+        found = pacman_reboot_needed(ctx, packages)
+        if found is not None:
+            return found
+    if "apk" in families:
+        found = apk_reboot_needed(ctx, packages)
+        if found is not None:
+            return found
     if "rpm" in families:
         if ctx.isdir("/etc/zypp"):
             result = ctx.run(["zypper", "--non-interactive", "needs-rebooting"])
@@ -1535,7 +1883,7 @@ def collect_zypper_updates(ctx):
     return updates
 
 
-def collect_updates(ctx, families, releasever):
+def collect_updates(ctx, families, releasever, packages=()):
     """Return what the host's package manager would update, or None when it cannot tell."""
     if "deb" in families:
         argv = [
@@ -1554,7 +1902,28 @@ def collect_updates(ctx, families, releasever):
         if ctx.isdir("/etc/zypp/repos.d"):
             return collect_zypper_updates(ctx)
         return collect_dnf_updates(ctx, releasever)
+    if "arch" in families:
+        return collect_pacman_updates(ctx, packages)
     return None
+
+
+def collect_pacman_updates(ctx, packages):
+    """Return ``pacman -Qu`` (against the sync databases as last synced; 1: none)."""
+    argv = ["pacman"]
+    if ctx.root != "/":
+        dbpath = pacman_config(ctx)[3]
+        argv += ["--root", ctx.root, "--dbpath", ctx.path(dbpath), "--config",
+                 ctx.path(PACMAN_CONF)]  # fmt: skip
+    result = ctx.run([*argv, "-Qu"])
+    if result is None or result.rc not in (0, 1):
+        detail = first_line(result.err) if result is not None else "not installed"
+        ctx.warn(f"pacman -Qu failed: updates not collected: {detail}")
+        return None
+    arches = {p["name"]: p["arch"] for p in packages if p["type"] == "arch"}
+    updates = parse_pacman_qu(result.out)
+    for update in updates:
+        update["arch"] = arches.get(update["name"], "")
+    return updates
 
 
 # -------------------------------------------------------------------------- report
@@ -1594,9 +1963,14 @@ def collect_report(ctx, host, tags=(), hook=False, updates=False, now=None):
             repos += collect_dnf_repositories(ctx, dbpath, os_fields, releasever)
             if ctx.isdir("/etc/dnf/modules.d"):
                 report["modules"] = collect_dnf_modules(ctx)
+        if "arch" in families:
+            _options, sync, arch, _dbpath = pacman_config(ctx)
+            repos += collect_pacman_repositories(ctx, sync, arch)
+        if "apk" in families:
+            repos += collect_apk_repositories(ctx)
         report["repositories"] = repos[:10000]
         if updates:
-            found = collect_updates(ctx, families, releasever)
+            found = collect_updates(ctx, families, releasever, packages)
             if found is not None:
                 report["updates"] = [u for u in found if u["name"] and u["version"] and u["arch"]]
     report["held"] = collect_held(ctx, packages, deb_held)

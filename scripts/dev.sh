@@ -52,11 +52,13 @@ setup_venv() {
 
 test_system_packages() {
     # real tools the tests compare against or start on loopback
-    # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not;
-    # libarchive-tools has the bsdtar that makepkg and repo-add run)
+    # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not, but has
+    # pacman and pacman-conf, the oracles of the Arch updates and repositories;
+    # libarchive-tools has the bsdtar that makepkg and repo-add run; gpg signs the
+    # test pacman databases gpgv checks, openssl the test APKINDEX files)
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
         postgresql prometheus prometheus-alertmanager prometheus-node-exporter docker-compose makepkg \
-        libarchive-tools
+        libarchive-tools pacman-package-manager gpg openssl
 }
 
 unpack_dnf_plugins() {

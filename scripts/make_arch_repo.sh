@@ -14,6 +14,11 @@
 #   toolkit-cli      2.0rc1-1 [toolkit]     x86_64
 #   gadget           1.0.r12.gabc1234-3     any      a VCS-style pkgver
 #
+# and, in OUTDIR/old/ only (never in the databases), builds for a host to have
+# installed: widget 1:3.0-2 (an older epoch), legacy 0.9-1 (no epoch: older than
+# 1:0.8), gadget 1.0.r9.g1111111-3 (an older snapshot), libdemo 1.1-1 (newer than
+# the repository's 1.0-2.1: no update) and localonly 1.0-1 (in no repository).
+#
 # Into OUTDIR: the packages (*.pkg.tar.zst), the databases pwtest.db.tar.gz (repo-add's
 # default, with the pwtest.db link) and pwtest-zst.db.tar.zst (the same packages, zstd,
 # as Arch's own mirrors now publish), their .files companions, and old/ with the
@@ -86,7 +91,7 @@ build() {  # dir
 simple() {  # name epoch pkgver pkgrel arch desc
   local epoch_line=""
   [ -n "$2" ] && epoch_line="epoch=$2"
-  pkgbuild "$1-$3-$4" <<EOF
+  pkgbuild "$1-${2:-0}-$3-$4" <<EOF
 pkgname=$1
 $epoch_line
 pkgver=$3
@@ -100,7 +105,7 @@ package() {
   echo "${2:+$2:}$3-$4" > "\$pkgdir/usr/share/$1/VERSION"
 }
 EOF
-  build "$1-$3-$4"
+  build "$1-${2:-0}-$3-$4"
 }
 
 simple hello   ""  1.0               1    any    "Hello test package"
@@ -109,6 +114,12 @@ simple widget  2   3.0               2    any    "Widget test package with an ep
 simple legacy  1   0.8               1    any    "Epoch beats version"
 simple libdemo ""  1.0               2.1  x86_64 "Arch-specific test library"
 simple gadget  ""  1.0.r12.gabc1234  3    any    "VCS snapshot package"
+# installed-only builds, kept out of the databases (see the top of this file)
+simple widget    1  3.0               2    any    "Widget test package with an epoch"
+simple legacy    "" 0.9               1    any    "Epoch beats version"
+simple gadget    "" 1.0.r9.g1111111   3    any    "VCS snapshot package"
+simple libdemo   "" 1.1               1    x86_64 "Arch-specific test library"
+simple localonly "" 1.0               1    any    "Built here, in no repository"
 
 pkgbuild toolkit <<'EOF'
 pkgbase=toolkit
@@ -137,7 +148,10 @@ build toolkit
 rm -rf "$out"/*.pkg.tar.zst "$out"/pwtest* "$out/old"
 mkdir -p "$out/old"
 cp "$top"/pkgs/*.pkg.tar.zst "$out/"
-mv "$out/hello-1.0-1-any.pkg.tar.zst" "$out/old/"
+for old in hello-1.0-1-any widget-1:3.0-2-any legacy-0.9-1-any gadget-1.0.r9.g1111111-3-any \
+           libdemo-1.1-1-x86_64 localonly-1.0-1-any; do
+  mv "$out/$old.pkg.tar.zst" "$out/old/"
+done
 cd "$out"
 # -q: no progress lines; repo-add keeps one version per package name, the one it is given
 repo-add -q pwtest.db.tar.gz ./*.pkg.tar.zst

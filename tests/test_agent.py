@@ -23,7 +23,9 @@ import http.server
 import io
 import json
 import os
+import platform
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -169,6 +171,22 @@ EXPECTED = {
         "package": ("vendor-mailfilter", "3", "2.1", "7.1", "x86_64"),
         "updates": True,
     },
+    "arch": {
+        "os": ("arch", None, None),
+        "packages": 10,
+        "repositories": 3,  # core, extra, pwlocal; [archive] is Usage = Search only
+        "reboot": True,  # running 6.12.8-arch1-1, only 6.12.9-arch1-1's modules on disk
+        "package": ("ttf-dejavu", "1", "2.37+18+g9b5d1b2f", "6.1", "any"),
+        "updates": False,
+    },
+    "alpine-3.20": {
+        "os": ("alpine", "3.20.3", None),
+        "packages": 12,
+        "repositories": 3,  # main, community, @edge (disabled); the cdrom folder is local
+        "reboot": False,  # running 6.6.58-0-lts, its modules still on disk
+        "package": ("curl", "", "8.11.1_rc1-r0", "", "x86_64"),
+        "updates": False,
+    },
 }
 
 
@@ -179,17 +197,111 @@ def test_fixture_report_validates_and_has_the_facts(name: str) -> None:
     validate(report)
     os_id, version_id, cpe = want["os"]
     assert report["os"]["id"] == os_id
-    assert report["os"]["version_id"] == version_id
+    assert report["os"].get("version_id") == version_id
     assert report["os"].get("cpe_name") == cpe
     assert len(report["packages"]) == want["packages"]
     assert want["package"] in package_set(report)
     assert not any(p["name"] == "gpg-pubkey" for p in report["packages"])
     assert len(report["repositories"]) == want["repositories"]
     assert report["reboot_required"] is want["reboot"]
-    assert report["agent"]["warnings"] == []
+    warnings = report["agent"]["warnings"]
+    if name == "alpine-3.20":  # the one warning that fixture is made to give
+        assert warnings == ["apk repository /media/cdrom/apks is a local folder: not reported"]
+    else:
+        assert warnings == []
     assert ("updates" in report) is want["updates"]
     assert runner.unknown == [], "commands the fixture does not record"
     assert runner.used == set(runner.spec), "recorded outputs that were never asked for"
+
+
+def test_arch_fixture_details() -> None:
+    report, _runner = fixture_report("arch")
+    repos = report["repositories"]
+    assert [(r["id"], r["priority"]) for r in repos] == [
+        ("core", 0),
+        ("extra", -1),
+        ("pwlocal", -2),
+    ]
+    assert repos[0]["urls"] == [
+        "https://geo.mirror.pkgbuild.com/core/os/x86_64",
+        "https://mirror.rackspace.com/archlinux/core/os/x86_64",
+    ]
+    assert repos[2]["urls"] == [  # credentials dropped, trailing slash too
+        "https://repo.example.net/archlinux/pwlocal/x86_64",
+        "https://backup.example.net/pwlocal/os/x86_64",
+    ]
+    assert {r["type"] for r in repos} == {"arch"} and {r["arch"] for r in repos} == {"x86_64"}
+    # IgnorePkg patterns and IgnoreGroup members are held
+    assert report["held"] == [
+        {"name": "gnome-shell", "arch": "x86_64"},
+        {"name": "linux-firmware", "arch": "any"},
+        {"name": "nvidia", "arch": "x86_64"},
+    ]
+    assert ("linux", "", "6.12.9.arch1", "1", "x86_64") in package_set(report)
+
+
+def test_alpine_fixture_details() -> None:
+    report, _runner = fixture_report("alpine-3.20")
+    repos = report["repositories"]
+    assert [(r["id"], r.get("enabled", True)) for r in repos] == [
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/main", True),
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/community", True),
+        ("@edge https://dl-cdn.alpinelinux.org/alpine/edge/main", False),
+    ]
+    assert {r["arch"] for r in repos} == {"x86_64"}
+    # world: nginx=1.26.2-r0 and curl<8.12 hold; vim@edge, bare names do not
+    assert report["held"] == [
+        {"name": "curl", "arch": "x86_64"},
+        {"name": "nginx", "arch": "x86_64"},
+    ]
+    assert ("py3-setuptools", "", "70.3.0-r0", "", "noarch") in package_set(report)
+
+
+def test_alpine_kernel_upgraded_needs_a_reboot(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "alpine-3.20" / "root", root, symlinks=True)
+    shutil.rmtree(root / "lib" / "modules" / "6.6.58-0-lts")
+    (root / "lib" / "modules" / "6.6.62-0-lts").mkdir()
+    ctx = agent.Context(str(root), FakeRunner(FIXTURES / "alpine-3.20"), "6.6.58-0-lts",
+                        "x86_64", live=True)  # fmt: skip
+    report = agent.collect_report(ctx, "edge-01", (), now=1.0)
+    assert report["reboot_required"] is True
+    ctx = agent.Context(str(root), FakeRunner(FIXTURES / "alpine-3.20"), "6.6.58-0-lts",
+                        "x86_64", live=False)  # fmt: skip
+    assert agent.collect_report(ctx, "edge-01", (), now=1.0)["reboot_required"] is None
+
+
+def test_pacman_repositories_agree_with_pacman_conf(tmp_path: Path) -> None:
+    """pacman's own pacman-conf resolves the fixture's pacman.conf as the agent does."""
+    require(shutil.which("pacman-conf") is not None, "pacman-conf not installed")
+    root = FIXTURES / "arch" / "root"
+    # pacman-conf reads Include paths on this machine: its copy points them into the root
+    conf = tmp_path / "pacman.conf"
+    text = (root / "etc" / "pacman.conf").read_text()
+    conf.write_text(text.replace("/etc/pacman.d/", f"{root}/etc/pacman.d/"))
+    ctx = agent.Context(str(root), FakeRunner(FIXTURES / "arch"), "6.12.8-arch1-1", "x86_64",
+                        live=False)  # fmt: skip
+    report = agent.collect_report(ctx, "build-03", (), now=1.0)
+
+    def pacman_conf(*args: str) -> list[str]:
+        done = subprocess.run(
+            ["pacman-conf", "--config", str(conf), *args],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.split()
+
+    names = pacman_conf("--repo-list")
+    assert names == ["core", "extra", "pwlocal", "archive"]
+    for repo in report["repositories"]:
+        servers = [agent.strip_credentials(s.rstrip("/")) for s in
+                   pacman_conf("--repo", repo["id"], "Server")]  # fmt: skip
+        assert repo["urls"] == servers
+        assert repo["priority"] == -names.index(repo["id"])
+    assert pacman_conf("--repo", "archive", "Usage") == ["Search"]
+    assert set(pacman_conf("IgnorePkg")) == {"linux-firmware*", "nvidia"}
+    assert pacman_conf("IgnoreGroup") == ["gnome"]
+    # Architecture = auto is this machine's: the fixture's repositories say x86_64
+    assert pacman_conf("Architecture") == [platform.machine()]
 
 
 def test_ubuntu_fixture_details() -> None:
@@ -1599,6 +1711,49 @@ def test_zypper_commit_plugin_speaks_the_protocol(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout == b"ACK\n\n\0" * 5
     assert record.read_text() == "--hook\n"  # once, on COMMITEND
+
+
+def test_pacman_hook_triggers_after_every_transaction_and_runs_the_agent(
+    tmp_path: Path,
+) -> None:
+    """The hook in alpm-hooks(5) syntax: read as libalpm reads it (sections of
+    ``Key = Value``, Exec split like a shell word list, run without a shell)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for raw in (HOOKS / "pacman" / "patchwatch.hook").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = []
+            continue
+        key, _, value = line.partition("=")
+        sections[current].append((key.strip(), value.strip()))
+    trigger, action = sections["Trigger"], dict(sections["Action"])
+    assert {v for k, v in trigger if k == "Operation"} == {"Install", "Upgrade", "Remove"}
+    assert ("Type", "Package") in trigger and ("Target", "*") in trigger
+    assert action["When"] == "PostTransaction"
+    bindir, record = fake_agent(tmp_path)
+    env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin")
+    argv = shlex.split(action["Exec"])
+    assert subprocess.run(argv, env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n"
+    bare = dict(os.environ, PATH="/nonexistent")  # no agent: the transaction is not failed
+    assert subprocess.run(argv, env=bare, timeout=30).returncode == 0
+
+
+def test_apk_commit_hook_runs_the_agent_after_the_commit_only(tmp_path: Path) -> None:
+    bindir, record = fake_agent(tmp_path)
+    hook = str(HOOKS / "apk" / "patchwatch-commit-hook")
+    env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin")
+    assert subprocess.run([hook, "pre-commit"], env=env, timeout=30).returncode == 0
+    assert not record.exists()
+    assert subprocess.run([hook, "post-commit"], env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n"
+    periodic = str(HOOKS / "apk" / "patchwatch-agent.periodic")
+    assert subprocess.run([periodic], env=env, timeout=30).returncode == 0
+    assert record.read_text() == "--hook\n--splay 600\n"
 
 
 def test_systemd_units_verify() -> None:

@@ -145,8 +145,21 @@ NATIVE = [
             "cpe:/o:suse:sles:15:sp5",
         ),
     ),
+    ("arch", OSInfo("arch", "arch", "Arch Linux", "", "", "")),
+    (
+        "alpine-3.20",
+        OSInfo(
+            "alpine",
+            "alpine",
+            "Alpine Linux 3.20",
+            "3.20.3",
+            "",
+            "cpe:2.3:o:alpinelinux:alpine_linux:3.20:*:*:*:*:*:*:*",
+        ),
+    ),
     # Not in the table: family from ID_LIKE, its own name and version kept.
     ("linuxmint-21.3", OSInfo("debian", "linuxmint", "Linux Mint 21.3", "21.3", "virginia", "")),
+    ("manjaro", OSInfo("arch", "manjaro", "Manjaro Linux", "", "", "")),
 ]
 
 
@@ -181,7 +194,16 @@ def test_normalise_os_release(filename: str, expected: OSInfo) -> None:
         ({"id": "sles", "version_id": "15"}, ("suse", "SUSE Linux Enterprise Server 15", "")),
         (
             {"id": "arch", "name": "Arch Linux", "build_id": "rolling"},
-            ("unknown", "Arch Linux", ""),
+            ("arch", "Arch Linux", ""),
+        ),
+        (
+            {
+                "id": "postmarketos",
+                "id_like": "alpine",
+                "name": "postmarketOS",
+                "version_id": "v24.06",
+            },
+            ("alpine", "postmarketOS v24.06", ""),
         ),
     ],
 )
@@ -341,7 +363,18 @@ PATCHMAN = [
         "",
         "",
     ),
-    ("Arch Linux", "unknown", "arch", "Arch Linux", "", "", ""),
+    ("Arch Linux", "arch", "arch", "Arch Linux", "", "", ""),
+    # the stock client sends "NAME VERSION"; Alpine's os-release has no VERSION
+    ("Alpine Linux", "alpine", "alpine", "Alpine Linux", "", "", ""),
+    (
+        "Alpine Linux v3.20",
+        "alpine",
+        "alpine",
+        "Alpine Linux 3.20",
+        "3.20",
+        "",
+        "cpe:2.3:o:alpinelinux:alpine_linux:3.20:*:*:*:*:*:*:*",
+    ),
     ("Gentoo Linux 2.15", "unknown", "gentoo", "Gentoo Linux", "2.15", "", ""),
     # unknown descriptions keep their text rather than failing the report
     ("Linux Mint 21.3 (Virginia)", "unknown", "", "Linux Mint 21.3", "21.3", "Virginia", ""),

@@ -168,3 +168,42 @@ def test_protocol2_malformed_is_400_in_patchmans_shape(server_factory, tmp_path)
     answer = json.loads(body)
     assert answer["status"] == "error"
     assert any("version" in field for field in answer["errors"])
+
+
+def test_protocol1_arch_client_reports_pacman_packages_and_repositories(server_factory) -> None:
+    """The stock client on Arch Linux: 'arch' package and repository lines, through the
+    real server and its processing."""
+    from patchwatch.store.models import Mirror
+    from patchwatch.store.models import Repository
+
+    srv = server_factory({"PATCHWATCH_PROTOCOL1_NETWORKS": "127.0.0.0/8"})
+    code, body = split(curl_protocol1(srv.base, FIXTURES / "reports/patchman1-arch"))
+    assert code == 204, body
+    host = wait_for_host(srv.database_url, "build02.example.com")
+    with open_database(srv.database_url).connection_context():
+        host = Host.get_by_id(host.id)
+        assert host.package_set.size == 6
+        assert (host.os_release.family, host.os_release.name) == ("arch", "Arch Linux")
+        assert host.repository_set.size == 3
+        repos = {r.repo_id: r for r in Repository.select()}
+        assert set(repos) == {"core", "extra", "pwlocal"}
+        assert {r.kind for r in repos.values()} == {"arch"}
+        urls = {m.url for m in Mirror.select().where(Mirror.repository == repos["core"].id)}
+        assert urls == {
+            "https://geo.mirror.pkgbuild.com/core/os/x86_64",
+            "https://mirror.rackspace.com/archlinux/core/os/x86_64",
+        }
+
+
+def test_protocol2_arch_client_is_accepted(server_factory) -> None:
+    srv = server_factory()
+    made = srv.cli("token", "create", "--host", "build02.example.com")
+    assert made.returncode == 0, made.stderr
+    code, body = split(
+        curl_protocol2(srv.base, FIXTURES / "reports/patchman2-arch.json", made.stdout.strip())
+    )
+    assert code == 202, body
+    host = wait_for_host(srv.database_url, "build02.example.com")
+    with open_database(srv.database_url).connection_context():
+        host = Host.get_by_id(host.id)
+        assert host.package_set.size == 2 and host.repository_set.size == 2

@@ -140,8 +140,15 @@ def test_built_database_equals_repo_add_input(tmp_path: Path) -> None:
             assert package.csize == path.stat().st_size
             assert package.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         assert _fields(packages) == EXPECTED
-    # the superseded build is not in the database: repo-add keeps one version per name
-    assert [p.name for p in (out / "old").iterdir()] == ["hello-1.0-1-any.pkg.tar.zst"]
+    # the builds for a host to have installed are not in the database
+    assert sorted(p.name for p in (out / "old").iterdir()) == [
+        "gadget-1.0.r9.g1111111-3-any.pkg.tar.zst",
+        "hello-1.0-1-any.pkg.tar.zst",
+        "legacy-0.9-1-any.pkg.tar.zst",
+        "libdemo-1.1-1-x86_64.pkg.tar.zst",
+        "localonly-1.0-1-any.pkg.tar.zst",
+        "widget-1:3.0-2-any.pkg.tar.zst",
+    ]
 
 
 # ------------------------------------------------------------------------ hostile input

@@ -173,3 +173,30 @@ def test_archive_without_apkindex_or_with_stray_signature_member() -> None:
     odd = gz(tar_segment(".SIGN.RSA." + KEY_NAME, b"sig") + tar_segment("extra", b"x"))
     with pytest.raises(ParseError, match="unexpected member"):
         parse_apkindex(odd + index_member(APKINDEX), MIB)
+
+
+def test_signature_check_needs_a_trusted_key_that_verifies(key: Path, tmp_path: Path) -> None:
+    from patchwatch.domain.repodata.apksign import load_keys
+    from patchwatch.domain.repodata.apksign import verify_apk_signature
+
+    index = index_member(APKINDEX, DESCRIPTION)
+    parsed = parse_apkindex(signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME,
+                                         ".SIGN.RSA256."), MIB)  # fmt: skip
+    pub = tmp_path / KEY_NAME
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(pub)],
+                   check=True, capture_output=True)  # fmt: skip
+    (tmp_path / "not-a-key.pub").write_text("hello")
+    from patchwatch.domain.repodata.apkindex import read_signatures
+
+    data = signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME, ".SIGN.RSA256.")
+    assert read_signatures(data) == parsed.signatures  # without reading the index
+    assert read_signatures(index) == ()  # unsigned
+    keys = load_keys([str(tmp_path)])
+    assert set(keys) == {KEY_NAME, "not-a-key.pub"}
+    assert verify_apk_signature(parsed.signatures, keys) == KEY_NAME
+    with pytest.raises(ParseError, match="not a PEM public key"):
+        verify_apk_signature(parsed.signatures, {KEY_NAME: b"hello"})
+    with pytest.raises(ParseError, match="not among the trusted keys"):
+        verify_apk_signature(parsed.signatures, {"other.rsa.pub": keys[KEY_NAME]})
+    with pytest.raises(ParseError, match="not signed"):
+        verify_apk_signature((), keys)

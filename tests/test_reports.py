@@ -44,6 +44,8 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 DEB = PackageKind.DEB
 RPM = PackageKind.RPM
+ARCH = PackageKind.ARCH
+APK = PackageKind.APK
 
 
 def load_form(name: str) -> dict[str, str]:
@@ -317,6 +319,184 @@ def test_native_rpm_fixture() -> None:
     assert report.held == (HeldPackage("bash", ""),)  # no arch: every arch of the name
 
 
+def test_native_arch_fixture() -> None:
+    doc = load_json("native_arch.json")
+    assert VALIDATOR.is_valid(doc)
+    report = parse_native(doc)
+    assert (report.os.family, report.os.name) == ("arch", "Arch Linux")
+    assert len(report.packages) == 13
+    assert Package("linux", "", "6.12.8.arch1", "1", "x86_64", ARCH) in report.packages
+    # epoch "0" is pacman's "no epoch", printed by neither pacman nor the record
+    assert Package("libjpeg-turbo", "", "3.0.4", "1", "x86_64", ARCH) in report.packages
+    dejavu = Package("ttf-dejavu", "1", "2.37+18+g9b5d1b2f", "6.1", "any", ARCH)
+    assert dejavu in report.packages
+    assert dejavu.evr == "1:2.37+18+g9b5d1b2f-6.1"  # as pacman -Q prints it
+    assert report.repositories is not None
+    assert [(r.kind, r.id, r.priority, r.arch) for r in report.repositories] == [
+        (RepoKind.ARCH, "core", 0, "x86_64"),
+        (RepoKind.ARCH, "extra", -1, "x86_64"),
+    ]
+    assert report.repositories[0].urls[0] == "https://geo.mirror.pkgbuild.com/core/os/x86_64"
+    assert report.held == (HeldPackage("linux", ""),)
+
+
+def test_native_apk_fixture() -> None:
+    doc = load_json("native_apk.json")
+    assert VALIDATOR.is_valid(doc)
+    report = parse_native(doc)
+    assert (report.os.family, report.os.name, report.os.version) == (
+        "alpine",
+        "Alpine Linux 3.20",
+        "3.20.3",
+    )
+    assert len(report.packages) == 11
+    busybox = Package("busybox", "", "1.36.1-r29", "", "x86_64", APK)
+    assert busybox in report.packages
+    assert busybox.evr == "1.36.1-r29"
+    assert report.repositories is not None
+    assert {r.kind for r in report.repositories} == {RepoKind.APK}
+    assert report.held == (HeldPackage("nginx", "x86_64"),)
+
+
+@pytest.mark.parametrize(
+    ("package", "where"),
+    [
+        # pacman's fields hold no separator of the others: "1.0-1" in pkgver reads back as
+        # another pkgver and pkgrel, "1:1.0" as an epoch
+        ({"version": "1.0-1", "release": "1"}, "packages[0].version"),
+        ({"version": "1:1.0", "release": "1"}, "packages[0].version"),
+        ({"version": "1.0", "release": "1-2"}, "packages[0].version"),
+        # a trailing separator, which vercmp orders inconsistently
+        ({"version": "1.0.", "release": "1"}, "packages[0].version"),
+        ({"version": "1.0", "release": "1_"}, "packages[0].version"),
+        ({"version": "1.0\t", "release": "1"}, "packages[0].version"),
+    ],
+)
+def test_native_arch_versions_pacman_cannot_order_are_refused(
+    package: dict[str, str], where: str
+) -> None:
+    item = {"name": "a", "arch": "x86_64", "type": "arch", **package}
+    doc = native_doc(packages=[item])
+    assert not VALIDATOR.is_valid(doc)  # the schema says the same
+    assert native_error(doc).where == where
+
+
+@pytest.mark.parametrize(
+    ("package", "where"),
+    [
+        ({"version": "1.2.3", "release": "r4"}, "packages[0].version"),  # sent whole, not split
+        ({"version": "1.2.3-r4", "epoch": "1"}, "packages[0].epoch"),  # apk has no epoch
+    ],
+)
+def test_native_apk_versions_are_whole(package: dict[str, str], where: str) -> None:
+    item = {"name": "a", "arch": "x86_64", "type": "apk", **package}
+    doc = native_doc(packages=[item])
+    assert not VALIDATOR.is_valid(doc)
+    assert native_error(doc).where == where
+
+
+def test_native_apk_epoch_zero_is_none() -> None:
+    doc = native_doc(
+        packages=[{"name": "a", "version": "1-r0", "epoch": "0", "arch": "x", "type": "apk"}]
+    )
+    assert VALIDATOR.is_valid(doc)
+    assert parse_native(doc).packages == (Package("a", "", "1-r0", "", "x", APK),)
+
+
+def test_protocol1_arch_host_from_the_stock_client() -> None:
+    report = parse_protocol1(load_form("patchman1-arch"))
+    assert (report.os.family, report.os.name) == ("arch", "Arch Linux")
+    assert report.packages[0] == Package("linux", "", "6.12.8.arch1", "1", "x86_64", ARCH)
+    assert Package("ttf-dejavu", "1", "2.37+18+g9b5d1b2f", "6.1", "any", ARCH) in report.packages
+    assert report.repositories is not None
+    # $arch, which the client expands to nothing, is the host's architecture again; the
+    # client's order is a bash associative array's, so every priority is 0
+    assert [(r.kind, r.id, r.name, r.urls, r.priority, r.arch) for r in report.repositories] == [
+        (
+            RepoKind.ARCH,
+            "extra",
+            "Arch Linux extra x86_64",
+            (
+                "https://geo.mirror.pkgbuild.com/extra/os/x86_64",
+                "https://mirror.rackspace.com/archlinux/extra/os/x86_64",
+            ),
+            0,
+            "x86_64",
+        ),
+        (
+            RepoKind.ARCH,
+            "core",
+            "Arch Linux core x86_64",
+            (
+                "https://geo.mirror.pkgbuild.com/core/os/x86_64",
+                "https://mirror.rackspace.com/archlinux/core/os/x86_64",
+            ),
+            0,
+            "x86_64",
+        ),
+        (RepoKind.ARCH, "pwlocal", "Arch Linux pwlocal x86_64", ("file:///srv/repo",), 0, "x86_64"),
+    ]
+    assert "skipped_repositories" not in report.extra
+    assert "skipped_packages" not in report.extra
+
+
+@pytest.mark.parametrize(
+    ("repos", "where"),
+    [
+        ("'arch' 'Arch Linux core x86_64' 'core'\n", "repos line 1"),  # no URL
+        ("'arch' 'n' 'core' ''\n", "repos line 1"),
+        ("'arch' 'n' 'co\x1bre' 'https://m/core/os/'\n", "repos line 1.id"),
+    ],
+)
+def test_protocol1_bad_arch_repo_lines(repos: str, where: str) -> None:
+    assert p1_error(repos=repos).where == where
+
+
+def test_protocol1_arch_package_version_pacman_cannot_order() -> None:
+    error = p1_error(packages="'a' '' '1.0-1' '1' 'x86_64' 'arch'\n")
+    assert error.where == "packages line 1"
+
+
+def test_protocol2_arch_host_takes_the_first_url_back_from_priority() -> None:
+    report = parse_protocol2(load_json("patchman2-arch.json"))
+    assert report.os.family == "arch"
+    assert Package("ttf-dejavu", "1", "2.37+18+g9b5d1b2f", "6.1", "any", ARCH) in report.packages
+    assert report.repositories is not None
+    assert [(r.id, r.urls, r.priority) for r in report.repositories] == [
+        (
+            "core",
+            (
+                "https://geo.mirror.pkgbuild.com/core/os/x86_64",
+                "https://mirror.rackspace.com/archlinux/core/os/x86_64",
+            ),
+            0,
+        ),
+        ("extra", ("https://geo.mirror.pkgbuild.com/extra/os/x86_64",), 0),
+    ]
+
+
+def test_protocol2_arch_priority_that_is_neither_number_nor_url_is_refused() -> None:
+    repo = {"type": "arch", "name": "n", "id": "core", "priority": "high", "urls": ["https://m/"]}
+    assert p2_error({**BASE_P2, "repos": [repo]}).where == "repos[0].priority"
+
+
+@pytest.mark.parametrize("priority", [5, "5", None])
+def test_protocol2_arch_numeric_or_missing_priority_is_ignored(priority: object) -> None:
+    repo: dict[str, Any] = {
+        "type": "arch",
+        "name": "n",
+        "id": "core",
+        "urls": ["https://m/core/os/"],
+    }
+    if priority is not None:
+        repo["priority"] = priority
+    report = p2(arch="aarch64", repos=[repo])
+    assert report.repositories is not None
+    assert [(r.urls, r.priority) for r in report.repositories] == [
+        (("https://m/core/os/aarch64",), 0)
+    ]
+
+
 # =========================================================================== host names
 
 
@@ -414,8 +594,12 @@ def test_protocol1_skips_keys_blank_lines_duplicates_and_unsupported_types() -> 
             ]
         )
     )
-    assert report.packages == (Package("bash", "", "5.2.15", "2+b7", "amd64", DEB),)
-    assert report.extra["skipped_packages"] == "arch=2,gentoo=1"
+    assert report.packages == (
+        Package("bash", "", "5.2.15", "2+b7", "amd64", DEB),
+        Package("linux", "", "6.12.8.arch1", "1", "x86_64", ARCH),
+        Package("openssl", "", "3.3.2", "1", "x86_64", ARCH),
+    )
+    assert report.extra["skipped_packages"] == "gentoo=1"
 
 
 def test_protocol1_dpkg_hold_status_keeps_the_hold() -> None:
@@ -623,15 +807,15 @@ def test_protocol1_multiarch_deb_lines_are_separate_repositories() -> None:
     ]
 
 
-def test_protocol1_skips_arch_and_gentoo_repo_lines() -> None:
+def test_protocol1_skips_gentoo_repo_lines_and_reads_arch_ones() -> None:
     report = p1(
         repos="'arch' 'Arch Linux core x86_64' 'core' 'https://geo.mirror.pkgbuild.com/core/os/'\n"
         "'gentoo' 'Gentoo Linux gentoo Repo amd64' 'gentoo' '-1000' 'rsync://rsync.gentoo.org/gentoo-portage'\n"
         "'deb' 'n' '500' 'http://m/debian/dists/bookworm/main/binary-amd64'\n"
     )
     assert report.repositories is not None
-    assert len(report.repositories) == 1
-    assert report.extra["skipped_repositories"] == "arch=1,gentoo=1"
+    assert [r.kind for r in report.repositories] == [RepoKind.ARCH, RepoKind.DEB]
+    assert report.extra["skipped_repositories"] == "gentoo=1"
 
 
 @pytest.mark.parametrize("repos", ["", "\n", "  \n \n"])
@@ -874,9 +1058,10 @@ def test_protocol2_packages_and_types() -> None:
         Package("libstdc++", "0", "11.5.0", "2.el9", "x86_64", RPM),
         Package("vim", "2", "9.0.1378", "2", "amd64", DEB),
         Package("mawk", "", "1.3.4", "", "amd64", DEB),
+        Package("linux", "", "6.12.8.arch1", "1", "x86_64", ARCH),
         Package("x", "0", "1", "", "x86_64", RPM),
     )
-    assert report.extra["skipped_packages"] == "arch=1"
+    assert "skipped_packages" not in report.extra
 
 
 def test_protocol2_repositories() -> None:
@@ -1373,7 +1558,9 @@ def _trimmed(name: str) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("fixture", ["native_deb.json", "native_rpm.json"])
+@pytest.mark.parametrize(
+    "fixture", ["native_deb.json", "native_rpm.json", "native_arch.json", "native_apk.json"]
+)
 def test_parse_native_accepts_exactly_what_the_schema_accepts(fixture: str) -> None:
     valid = invalid = 0
     disagreements = []
@@ -1410,7 +1597,22 @@ _SCHEMA_JUNK = st.recursive(
         st.integers(-200_000, 200_000),
         st.floats(allow_nan=False),
         _SCHEMA_TEXT,
-        st.sampled_from(["a" * 64, "a" * 65, "x.y", "-a", "deb", "rpm", "zypper", "1"]),
+        st.sampled_from(
+            [
+                "a" * 64,
+                "a" * 65,
+                "x.y",
+                "-a",
+                "deb",
+                "rpm",
+                "zypper",
+                "arch",
+                "apk",
+                "1",
+                "1-r0",
+                "1.",
+            ]
+        ),
     ),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(_SCHEMA_TEXT, children),
     max_leaves=8,
@@ -1437,9 +1639,9 @@ def _schema_mutated(draw: st.DrawFn, base: Any) -> Any:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.sampled_from([_trimmed("native_deb.json"), _trimmed("native_rpm.json")]).flatmap(
-        _schema_mutated
-    )
+    st.sampled_from(
+        [_trimmed(f"native_{kind}.json") for kind in ("deb", "rpm", "arch", "apk")]
+    ).flatmap(_schema_mutated)
 )
 def test_parse_native_agrees_with_the_schema_on_random_mutations(doc: Any) -> None:
     """Random junk at random places (minus the deliberate differences tested above, and
@@ -1541,10 +1743,15 @@ _FORM_KEYS = st.sampled_from(
 )
 
 _FORMS = [
-    load_form(name) for name in ("patchman1-debian12", "patchman1-rocky9", "patchman1-leap15")
+    load_form(name)
+    for name in ("patchman1-debian12", "patchman1-rocky9", "patchman1-leap15", "patchman1-arch")
 ]
-_P2 = [load_json("patchman2-rocky9.json"), load_json("patchman2-rocky9-hook.json")]
-_NATIVE = [load_json("native_deb.json"), load_json("native_rpm.json")]
+_P2 = [
+    load_json("patchman2-rocky9.json"),
+    load_json("patchman2-rocky9-hook.json"),
+    load_json("patchman2-arch.json"),
+]
+_NATIVE = [load_json(f"native_{kind}.json") for kind in ("deb", "rpm", "arch", "apk")]
 
 
 def _only_parse_errors(parser: Callable[[Any], HostReport], value: Any) -> None:

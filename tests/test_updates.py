@@ -191,12 +191,19 @@ def test_newer_rpm_kernel_installed() -> None:
 
 def _random_case(rng: random.Random, kind: PackageKind) -> tuple[list[Package], list[Offer], dict]:
     """Installed packages, offers and advisories drawn small, so that ties are common."""
-    make = deb if kind == DEB else rpm
+    make = {DEB: deb, RPM: rpm, ARCH: pacman, APK: apk}[kind]
     archs = ["amd64", "all", "i386"] if kind == DEB else ["x86_64", "noarch"]
     versions = ["1.0-1", "1.0-2", "1.1-1", "1:0.9-1", "2.0~rc1-1", "2.0-1", "1.00-1"]
     if kind == RPM:
         versions = ["1.0-1", "1.0-2", "1.1-1", "1:0.9-1", "2.0-0.rc1", "2.0-1", "1.0^git1-1"]
+    if kind == ARCH:
+        archs = ["x86_64", "any"]
+        versions = ["1.0-1", "1.0-2", "1.1-1", "1:0.9-1", "2.0rc1-1", "2.0-1", "1.0-1.1"]
+    if kind == APK:
+        versions = ["1.0-r0", "1.0-r1", "1.1-r0", "0.9_p1-r0", "2.0_rc1-r0", "2.0-r0", "1.0a-r0"]
     priorities = [990, 500, 500, 100, 1, 0, -10] if kind == DEB else [-1, -10, -99, -100000]
+    if kind in (ARCH, APK):
+        priorities = [0, -1, -2] if kind == ARCH else [0]
     names = [f"p{i}" for i in range(4)]
     installed = []
     for name in names:
@@ -219,7 +226,7 @@ def _random_case(rng: random.Random, kind: PackageKind) -> tuple[list[Package], 
     return installed, offers, advisories
 
 
-@pytest.mark.parametrize("kind", [DEB, RPM])
+@pytest.mark.parametrize("kind", [DEB, RPM, PackageKind.ARCH, PackageKind.APK])
 def test_decide_update_equals_compute_updates(kind: PackageKind) -> None:
     """The memoisable per-package decision is the reference computation, case by case."""
     rng = random.Random(20260712)
@@ -273,3 +280,89 @@ def test_compute_updates_has_no_rules_of_its_own(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(updates, "decide_update", decide_nothing)
     assert compute_updates(inst, offers) == []
     assert asked == ["curl", "git"]
+
+
+# --- pacman and apk: their own orderings, through the same rules ---------------------------
+
+ARCH, APK = PackageKind.ARCH, PackageKind.APK
+
+
+def pacman(name: str, evr: str, arch: str = "x86_64") -> Package:
+    """A pacman package from ``[epoch:]pkgver-pkgrel`` as ``pacman -Q`` prints it."""
+    epoch, _, rest = evr.rpartition(":") if ":" in evr else ("", "", evr)
+    pkgver, _, pkgrel = rest.rpartition("-")
+    return Package(name, epoch, pkgver, pkgrel, arch, ARCH)
+
+
+def apk(name: str, version: str, arch: str = "x86_64") -> Package:
+    return Package(name, "", version, "", arch, APK)
+
+
+def test_pacman_ordering_decides_arch_updates() -> None:
+    # vercmp: 1.0rc1 < 1.0 < 1.0.a < 1.0.1, pkgrel 1 < 1.1 < 2, epoch beats all
+    inst = [pacman("a", "1.0rc1-1"), pacman("b", "1.0-1"), pacman("c", "1.0-1.1")]
+    offers = [
+        Offer(pacman("a", "1.0-1"), "core", 0),
+        Offer(pacman("b", "1.0.a-1"), "core", 0),
+        Offer(pacman("c", "1.0-1"), "core", 0),  # older pkgrel: no update
+    ]
+    assert one(inst, offers) == {("a", "1.0-1", False), ("b", "1.0.a-1", False)}
+    assert one([pacman("d", "2.0-1")], [Offer(pacman("d", "1:1.0-1"), "core", 0)]) == {
+        ("d", "1:1.0-1", False)
+    }
+
+
+def test_pacman_first_repository_offering_the_name_wins() -> None:
+    """pacman takes the version of the first sync database with the name (the agent
+    reports minus the position in pacman.conf), even when a later one is newer."""
+    inst = [pacman("linux", "6.12.7.arch1-1")]
+    offers = [
+        Offer(pacman("linux", "6.12.9.arch1-1"), "extra", -1),
+        Offer(pacman("linux", "6.12.8.arch1-1"), "core", 0),
+    ]
+    assert one(inst, offers) == {("linux", "6.12.8.arch1-1", False)}
+    # the first repository has it no newer: pacman keeps the installed one
+    offers_older = [Offer(pacman("linux", "6.12.7.arch1-1"), "core", 0), *offers[:1]]
+    assert one(inst, offers_older) == set()
+
+
+def test_pacman_any_only_updates_from_any() -> None:
+    inst = [pacman("ca-certificates", "20240618-1", "any")]
+    offers = [Offer(pacman("ca-certificates", "20241010-1", "x86_64"), "core", 0)]
+    assert one(inst, offers) == set()
+    offers.append(Offer(pacman("ca-certificates", "20241010-1", "any"), "core", 0))
+    assert one(inst, offers) == {("ca-certificates", "20241010-1", False)}
+
+
+def test_apk_ordering_decides_alpine_updates() -> None:
+    # apk: _rc < release < _p, -r revisions, letters after digits
+    inst = [apk("curl", "8.11.1_rc1-r0"), apk("busybox", "1.36.1-r29"), apk("x", "1.2.3a-r0")]
+    offers = [
+        Offer(apk("curl", "8.11.1-r0"), "main", 0),
+        Offer(apk("busybox", "1.36.1-r3"), "main", 0),  # r3 < r29: no update
+        Offer(apk("x", "1.2.3_p1-r0"), "main", 0),  # 1.2.3a > 1.2.3_p1: no update
+        Offer(apk("busybox", "1.36.1_p2-r0"), "community", 0),
+    ]
+    assert one(inst, offers) == {("curl", "8.11.1-r0", False), ("busybox", "1.36.1_p2-r0", False)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "string"),
+    [
+        (ARCH, ("", "1.0", "1"), "1.0-1"),
+        (ARCH, ("2", "1.0rc1", "1.1"), "2:1.0rc1-1.1"),
+        (ARCH, ("", "1.0", ""), "1.0"),
+        (APK, ("", "1.2.3-r4", ""), "1.2.3-r4"),
+        (APK, ("", "2.0_rc1", ""), "2.0_rc1"),
+    ],
+)
+def test_sort_key_of_record_fields_is_the_tool_key(
+    kind: PackageKind, fields: tuple[str, str, str], string: str
+) -> None:
+    from patchwatch.domain.versions import compare
+    from patchwatch.domain.versions_alpm import alpm_sort_key
+    from patchwatch.domain.versions_apk import apk_sort_key
+
+    tool_key = alpm_sort_key if kind == ARCH else apk_sort_key
+    assert sort_key(kind, *fields) == tool_key(string)
+    assert compare(kind, string, string) == 0

@@ -64,6 +64,7 @@ UBUNTU_CODENAMES: Mapping[str, str] = {
 #   "major.minor"  Ubuntu 24.04, openSUSE Leap 15.5 (each minor is its own release)
 #   "sp"           SUSE Linux Enterprise Server 15 SP5 (service packs are releases)
 #   "rolling"      openSUSE Tumbleweed, Arch Linux (no release in the name)
+# Alpine is "major.minor" (3.20 is a branch of its own repositories: v3.20/main).
 _MAJOR = "major"
 _MAJOR_MINOR = "major.minor"
 _SERVICE_PACK = "sp"
@@ -173,7 +174,15 @@ DISTROS: tuple[_Distro, ...] = (
         style=_SERVICE_PACK,
         paren_is_codename=False,
     ),
-    _Distro(("arch",), "unknown", "Arch Linux", _p(r"Arch(?:\s+Linux)?"), style=_ROLLING),
+    _Distro(("arch",), "arch", "Arch Linux", _p(r"Arch(?:\s+Linux)?"), style=_ROLLING),
+    _Distro(
+        ("alpine",),
+        "alpine",
+        "Alpine Linux",
+        _p(r"Alpine(?:\s+Linux)?", r"(?:\s+v?(?P<version>\d+(?:\.\d+)*))?"),
+        style=_MAJOR_MINOR,
+        cpe="cpe:2.3:o:alpinelinux:alpine_linux:{name_version}:*:*:*:*:*:*:*",
+    ),
     _Distro(("gentoo",), "unknown", "Gentoo Linux", _p(r"Gentoo(?:\s+Linux)?"), style=_ROLLING),
 )
 
@@ -192,6 +201,9 @@ FAMILY_BY_ID_LIKE: Mapping[str, str] = {
     "suse": "suse",
     "opensuse": "suse",
     "sles": "suse",
+    "arch": "arch",
+    "archlinux": "arch",
+    "alpine": "alpine",
 }
 
 _CPE_SUFFIX = re.compile(r"^(?P<rest>.*?)\s*\[(?P<cpe>[^\[\]]*)\]\s*$", re.DOTALL)

@@ -20,6 +20,8 @@ class PackageKind(enum.StrEnum):
 
     DEB = "deb"
     RPM = "rpm"
+    ARCH = "arch"  # pacman (Arch Linux): epoch, pkgver, pkgrel
+    APK = "apk"  # Alpine: the whole version ("1.2.3-r4") in ``version``, no epoch or release
 
 
 class RepoKind(enum.StrEnum):
@@ -28,14 +30,18 @@ class RepoKind(enum.StrEnum):
     DEB = "deb"  # apt: InRelease + Packages
     RPM = "rpm"  # rpm-md: repomd.xml + primary (yum, dnf)
     ZYPPER = "zypper"  # rpm-md read by zypper (SUSE); same metadata, different client
+    ARCH = "arch"  # pacman: a sync database ($repo.db) per repository and architecture
+    APK = "apk"  # Alpine: APKINDEX.tar.gz per repository and architecture
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Package:
     """One installable or installed package build.
 
-    ``epoch`` is "" when absent (dpkg) and "0"-equivalent for rpm; ``release`` is the
-    Debian revision or the rpm release ("" when absent).
+    ``epoch`` is "" when absent (dpkg, pacman) and "0"-equivalent for rpm; ``release`` is
+    the Debian revision, the rpm release or the pacman pkgrel ("" when absent). apk
+    versions are kept whole in ``version`` (``1.2.3-r4``: the ``-r`` suffix is a token of
+    apk's ordering, not a separate field), with ``epoch`` and ``release`` empty.
     """
 
     name: str
@@ -167,7 +173,7 @@ class HeldPackage:
 class OSInfo:
     """What the host's os-release says, normalised (see ``patchwatch.domain.osinfo``)."""
 
-    family: str  # "debian", "redhat", "suse", "unknown"
+    family: str  # "debian", "redhat", "suse", "arch", "alpine", "unknown"
     id: str  # os-release ID: debian, ubuntu, rocky, ...
     name: str  # human name: "Debian 12", "Rocky Linux 9.4"
     version: str = ""

@@ -200,6 +200,43 @@ class Settings:
         "preferred first; gz, xz, bz2, lzma, plain). gz is about a third more bytes than "
         "xz and decompresses three times faster; put xz first on a slow link.",
     )
+    alpm_database_signatures: str = _setting(
+        "optional",
+        "pacman database signatures (REPO.db.sig), as pacman's SigLevel for databases: "
+        "optional (pacman's default: verified with gpgv when the mirror has one, which "
+        "Arch's own mirrors do not), required, or never.",
+    )
+    alpm_keyrings: tuple[str, ...] = _setting(
+        (),
+        "Extra OpenPGP keyrings (comma-separated paths) trusted for pacman database "
+        "signatures, besides Arch's (/usr/share/keyrings/archlinux.gpg, from the "
+        "archlinux-keyring package).",
+    )
+    apk_keys: tuple[str, ...] = _setting(
+        (),
+        "Alpine's RSA public keys for APKINDEX signatures: comma-separated paths of key "
+        "files (alpine-devel@lists.alpinelinux.org-*.rsa.pub, as in /etc/apk/keys) or of "
+        "folders of them. Debian ships none; without them an Alpine mirror fails unless "
+        "apk_verify_signatures is off.",
+    )
+    arch_security_tracker: str = _setting(
+        "",
+        "Path of Arch's security tracker JSON (security.archlinux.org/issues/all.json, "
+        "kept up to date by a job of your own): an update that reaches a version it "
+        "lists as fixed is a security update. Empty: Arch updates are never security.",
+    )
+    apk_secdb: tuple[str, ...] = _setting(
+        (),
+        "Alpine secdb files (comma-separated paths of secdb.alpinelinux.org's "
+        "v3.20/main.json, v3.20/community.json, ...): an update of a package of the "
+        "apk repository of that branch and name (URL ending in /v3.20/main) that "
+        "reaches a version its secfixes list is a security update.",
+    )
+    apk_verify_signatures: bool = _setting(
+        True,
+        "Verify APKINDEX.tar.gz signatures against apk_keys, as apk does; turn off only "
+        "for a trusted local repository that is not signed.",
+    )
     reverse_dns_timeout_seconds: float = _setting(
         2.0,
         "Longest wait for one reverse DNS lookup of a host's reporting address (hosts "
@@ -308,6 +345,11 @@ def _validate(s: Settings) -> None:
         if fmt not in PACKAGES_FORMATS:
             known = ", ".join(PACKAGES_FORMATS)
             raise ConfigError("apt_index_formats", f"unknown format {fmt!r} (known: {known})")
+    if s.alpm_database_signatures not in ("optional", "required", "never"):
+        raise ConfigError(
+            "alpm_database_signatures",
+            f"expected optional, required or never, got {s.alpm_database_signatures!r}",
+        )
     for name in (
         "refresh_interval_minutes",
         "process_interval_seconds",

@@ -15,6 +15,11 @@ Candidate selection per (name, arch), against the newest installed version:
 - rpm (dnf and zypper priorities, negated so that higher wins): only the repositories
   with the best priority among those offering the name count; the candidate is their
   newest version.
+- arch (pacman's ``alpm_sync_get_new_version``): the first repository of pacman.conf
+  that offers the name decides; the agent reports minus each repository's position as
+  its priority, so this is the rpm rule, in pacman's own ordering.
+- apk: the newest version any of the host's repositories offers (apk's solver
+  prefers the highest version; repositories report priority 0), the rpm rule again.
 
 An update is a security update when the candidate comes from a security repository
 (Debian's security suite, Ubuntu's ``-security``, or one an operator marked), when a
@@ -45,7 +50,7 @@ from patchwatch.domain.versions import Key
 from patchwatch.domain.versions import sort_key
 
 STATUS_PRIORITY = 100  # what apt gives the installed version (dpkg status file)
-ARCH_INDEPENDENT = frozenset({"all", "noarch"})
+ARCH_INDEPENDENT = frozenset({"all", "noarch", "any"})  # dpkg, rpm and apk, pacman
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +199,7 @@ def decide_update(
         return None
     if installed.kind == PackageKind.DEB:
         chosen = _deb_candidate_keyed(installed_key, offers)
-    else:
+    else:  # rpm, and pacman and apk through their priorities (module docstring)
         chosen = _rpm_candidate_keyed(installed_key, offers)
     if chosen is None:
         return None

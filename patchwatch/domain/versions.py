@@ -67,6 +67,7 @@ __all__ = [
     "compare_evr",
     "compare_rpm",
     "deb_sort_key",
+    "join_alpm",
     "rpm_sort_key",
     "sort_key",
     "split_deb",
@@ -316,7 +317,7 @@ def compare_rpm(a: str, b: str) -> int:
     return 0 if ka == kb else 1
 
 
-# --- either family ------------------------------------------------------------------------
+# --- every family -------------------------------------------------------------------------
 
 
 def sort_key(kind: PackageKind, epoch: str, version: str, release: str) -> Key:
@@ -328,7 +329,23 @@ def sort_key(kind: PackageKind, epoch: str, version: str, release: str) -> Key:
         return _deb_key_from_parts(epoch, version, release)
     if kind == PackageKind.RPM:
         return rpm_sort_key(epoch, version, release)
+    # pacman and apk orderings live in their own modules, which build on this one's
+    # number encoding: imported here, when first needed, rather than in a cycle.
+    if kind == PackageKind.ARCH:
+        from patchwatch.domain.versions_alpm import alpm_sort_key
+
+        return alpm_sort_key(join_alpm(epoch, version, release))
+    if kind == PackageKind.APK:
+        from patchwatch.domain.versions_apk import apk_sort_key
+
+        return apk_sort_key(f"{version}-{release}" if release else version)
     raise ValueError(f"unknown package kind {kind!r}")
+
+
+def join_alpm(epoch: str, pkgver: str, pkgrel: str) -> str:
+    """The pacman version string of a record's fields: ``[epoch:]pkgver[-pkgrel]``."""
+    out = f"{epoch}:{pkgver}" if epoch else pkgver
+    return f"{out}-{pkgrel}" if pkgrel else out
 
 
 def compare_evr(kind: PackageKind, a: tuple[str, str, str], b: tuple[str, str, str]) -> int:
@@ -346,4 +363,12 @@ def compare(kind: PackageKind, a: str, b: str) -> int:
         return compare_deb(a, b)
     if kind == PackageKind.RPM:
         return compare_rpm(a, b)
+    if kind == PackageKind.ARCH:
+        from patchwatch.domain.versions_alpm import compare_alpm
+
+        return compare_alpm(a, b)
+    if kind == PackageKind.APK:
+        from patchwatch.domain.versions_apk import compare_apk
+
+        return compare_apk(a, b)
     raise ValueError(f"unknown package kind {kind!r}")

@@ -78,7 +78,8 @@ def orphan_packages(
         lonely = [
             (n, a, evr(e, v, r))
             for n, a, e, v, r in installed
-            if n not in PSEUDO_PACKAGES and not ({(n, a), (n, "all"), (n, "noarch")} & available)
+            if n not in PSEUDO_PACKAGES
+            and not ({(n, a), (n, "all"), (n, "noarch"), (n, "any")} & available)
         ]
         for name in names:
             out.extend({"host": name, "name": n, "arch": a, "version": v} for n, a, v in lonely)

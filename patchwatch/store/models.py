@@ -55,7 +55,7 @@ class OSRelease(BaseModel):
     """A distribution release as hosts report it ("Debian 12", "Rocky Linux 9")."""
 
     name = CharField(max_length=255, unique=True)
-    family = CharField(max_length=32)  # debian, redhat, suse, unknown
+    family = CharField(max_length=32)  # debian, redhat, suse, arch, alpine, unknown
     os_id = CharField(max_length=64, default="")
     version = CharField(max_length=64, default="")
     codename = CharField(max_length=64, default="")
@@ -67,7 +67,7 @@ class OSRelease(BaseModel):
 class Package(BaseModel):
     """One package build, shared by every host and mirror that has it."""
 
-    kind = CharField(max_length=8)  # deb, rpm
+    kind = CharField(max_length=8)  # deb, rpm, arch, apk
     # as wide as patchwatch.domain.limits allows (migration 8 widened them on PostgreSQL)
     name = CharField(max_length=MAX_PACKAGE_NAME, index=True)
     epoch = CharField(max_length=MAX_EPOCH, default="")
@@ -153,7 +153,7 @@ class Repository(BaseModel):
     component and architecture; for rpm-md the repo id and architecture plus its URLs.
     """
 
-    kind = CharField(max_length=8)  # deb, rpm, zypper
+    kind = CharField(max_length=8)  # deb, rpm, zypper, arch, apk
     key = CharField(max_length=1024, unique=True)
     name = CharField(max_length=512, default="")
     repo_id = CharField(max_length=512, default="")

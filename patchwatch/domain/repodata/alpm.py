@@ -18,9 +18,10 @@ directory name that disagrees with ``%NAME%`` and ``%VERSION%``, which pacman it
 calls an inconsistent database) fails the whole database with
 :class:`~patchwatch.domain.errors.ParseError`, as a malformed apt stanza does.
 
-There is no Arch package kind in ``patchwatch.domain.records`` yet, so entries are
-:class:`ArchPackage` records local to this module; wiring them into ``PackageKind`` and
-the refresh comes later. Epoch is "0" when absent (pacman's own reading).
+Entries are :class:`ArchPackage` records, with what the database says beyond a
+package's identity (pkgbase, file name, size, digest); the refresh
+(``patchwatch.pipeline.refresh.alpm``) turns them into ``PackageKind.ARCH`` records.
+Epoch is "0" when absent (pacman's own reading); the records write it as "".
 """
 
 from __future__ import annotations

@@ -14,15 +14,17 @@ second member alone.
 
 :func:`parse_apkindex` finds the member boundary itself (zlib reports where the first
 member ends), keeps the signature's file name and bytes and the signed member's bytes
-in :class:`ApkSignature` for verification later (not done here yet), and streams the
+in :class:`ApkSignature` for verification (``patchwatch.domain.repodata.apksign``; the
+refresh checks them, with :func:`read_signatures`, before it parses), and streams the
 index through the same bounds as the apt and rpm-md parsers: decompression bounded by
 the caller's limit, tar members read without following links, a stanza with a field
 over its bound left out and counted in :class:`Skipped`, a malformed stanza (``P``,
 ``V`` or ``A`` missing, a field given twice, a version apk would not accept, a checksum
 that is not one) fails the index with :class:`~patchwatch.domain.errors.ParseError`.
 
-There is no Alpine package kind in ``patchwatch.domain.records`` yet, so entries are
-:class:`ApkPackage` records local to this module; the refresh wiring comes later.
+Entries are :class:`ApkPackage` records, with what the index says beyond a package's
+identity (origin, checksum, size); the refresh (``patchwatch.pipeline.refresh.apk``)
+turns them into ``PackageKind.APK`` records.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "ApkSignature",
     "parse_apkindex",
     "parse_stanzas",
+    "read_signatures",
 ]
 
 #: largest signature segment (one tar header and a 512- or 4096-bit RSA signature: 1 KiB)
@@ -158,6 +161,23 @@ def _signatures(segment: bytes, signed: bytes, label: str) -> tuple[ApkSignature
     if not found:
         raise ParseError("signature segment holds no signature", label)
     return tuple(found)
+
+
+def read_signatures(data: bytes, name: str = "") -> tuple[ApkSignature, ...]:
+    """The signatures of a whole ``APKINDEX.tar.gz``, without reading the index.
+
+    So that a caller can check them before parsing anything the signature covers; ()
+    for an unsigned index. Raises :class:`ParseError` as :func:`parse_apkindex` does
+    for a broken signature member.
+    """
+    label = name or "APKINDEX.tar.gz"
+    first = _first_member(data, label)
+    if first is None:
+        return ()
+    segment, end = first
+    if end >= len(data):
+        raise ParseError("no index after the signature", label)
+    return _signatures(segment, data[end:], label)
 
 
 def parse_apkindex(

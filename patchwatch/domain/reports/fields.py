@@ -13,10 +13,13 @@ import re
 from collections.abc import Mapping
 
 from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import VersionError
 from patchwatch.domain.limits import MAX_EPOCH
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.records import ReportedUpdate
+from patchwatch.domain.versions import join_alpm
+from patchwatch.domain.versions_alpm import alpm_sort_key
 
 PATCHMAN_AGENT = "patchman-client"
 
@@ -50,7 +53,7 @@ MAX_WARNING = 1024
 
 HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 CPE_SUFFIX_RE = re.compile(r"\s*\[[^\[\]]*\]$")
-PACKAGE_KINDS: Mapping[str, PackageKind] = {"deb": PackageKind.DEB, "rpm": PackageKind.RPM}
+PACKAGE_KINDS: Mapping[str, PackageKind] = {kind.value: kind for kind in PackageKind}
 
 
 def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
@@ -111,7 +114,8 @@ def _where_at(where: str, text: str, index: int) -> str:
 
 
 def canonical_epoch(epoch: str, kind: PackageKind, where: str) -> str:
-    """Canonical epoch: deb "" for 0, rpm "0" for none (as dpkg and rpm print them)."""
+    """Canonical epoch: deb and pacman "" for 0, rpm "0" for none (as dpkg, pacman and rpm
+    print them); apk versions have none."""
     if not epoch:
         return "0" if kind is PackageKind.RPM else ""
     if len(epoch) > MAX_EPOCH or not (epoch.isascii() and epoch.isdigit()):
@@ -119,7 +123,41 @@ def canonical_epoch(epoch: str, kind: PackageKind, where: str) -> str:
     value = epoch.lstrip("0")
     if not value:
         return "0" if kind is PackageKind.RPM else ""
+    if kind is PackageKind.APK:
+        raise ParseError("apk versions have no epoch", where)
     return value
+
+
+CHECKED_KINDS = frozenset({PackageKind.ARCH, PackageKind.APK})
+"""Kinds whose version fields :func:`check_version` checks when a report is parsed."""
+
+
+def check_version(kind: PackageKind, version: str, release: str, where: str) -> None:
+    """Refuse a pacman or apk version its ordering cannot place, so the report gets a 400
+    rather than the update computation an error.
+
+    pacman: ``pkgver`` and ``pkgrel`` must read back as the same fields
+    (``split_alpm``: no ``-`` or ``:`` in the pkgver, none in the pkgrel) and be a
+    version ``patchwatch.domain.versions_alpm`` accepts. apk: the whole version is in
+    ``version`` (``1.2.3-r4``), so ``release`` must be empty. dpkg and rpm accept every
+    bounded string (``patchwatch.domain.versions``) and are not checked here.
+    """
+    if kind is PackageKind.APK:
+        if release:
+            raise ParseError(
+                "apk versions are sent whole in version (1.2.3-r4), release empty", where
+            )
+        return
+    if kind is not PackageKind.ARCH:
+        return
+    if "-" in version or ":" in version:
+        raise ParseError("a pacman pkgver holds no '-' or ':' (epoch and pkgrel are fields)", where)
+    if "-" in release or ":" in release:
+        raise ParseError("a pacman pkgrel holds no '-' or ':'", where)
+    try:
+        alpm_sort_key(join_alpm("", version, release))
+    except VersionError as exc:
+        raise ParseError(str(exc), where) from None
 
 
 def text_limit(value: str, where: str, max_len: int, *, required: bool) -> str:

@@ -31,6 +31,7 @@ from patchwatch.domain.records import ReportedModule
 from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.records import ReportedUpdate
 from patchwatch.domain.reports import memo
+from patchwatch.domain.reports.fields import CHECKED_KINDS
 from patchwatch.domain.reports.fields import MAX_AGENT_FIELD
 from patchwatch.domain.reports.fields import MAX_HELD
 from patchwatch.domain.reports.fields import MAX_KERNEL
@@ -54,6 +55,7 @@ from patchwatch.domain.reports.fields import MAX_WARNING
 from patchwatch.domain.reports.fields import MAX_WARNINGS
 from patchwatch.domain.reports.fields import PACKAGE_KINDS
 from patchwatch.domain.reports.fields import canonical_epoch
+from patchwatch.domain.reports.fields import check_version
 from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.fields import printable_repository
 from patchwatch.domain.reports.fields import storable
@@ -100,6 +102,8 @@ _REPO_KINDS: Mapping[str, RepoKind] = {
     "deb": RepoKind.DEB,
     "rpm": RepoKind.RPM,
     "zypper": RepoKind.ZYPPER,
+    "arch": RepoKind.ARCH,
+    "apk": RepoKind.APK,
 }
 
 
@@ -320,6 +324,8 @@ def _native_item(item: object, i: int) -> Package:
             epoch = canonical_epoch(epoch, kind, f"packages[{i}].epoch")
         elif kind is PackageKind.RPM:
             epoch = "0"
+        if kind in CHECKED_KINDS:
+            check_version(kind, version, release, f"packages[{i}].version")
         return memo.MEMO.remember(key, Package(name, epoch, version, release, arch, kind))
     return memo.MEMO.remember(None, _native_package(item, f"packages[{i}]"))
 
@@ -334,11 +340,12 @@ def _native_package(item: object, where: str) -> Package:
     epoch = _native_string(obj.get("epoch", ""), f"{where}.epoch", MAX_EPOCH)
     ptype = obj["type"]
     if not isinstance(ptype, str) or ptype not in PACKAGE_KINDS:
-        raise ParseError('must be "deb" or "rpm"', f"{where}.type")
+        raise ParseError('must be "deb", "rpm", "arch" or "apk"', f"{where}.type")
     kind = PACKAGE_KINDS[ptype]
-    return Package(
-        name, canonical_epoch(epoch, kind, f"{where}.epoch"), version, release, arch, kind
-    )
+    epoch = canonical_epoch(epoch, kind, f"{where}.epoch")
+    if kind in CHECKED_KINDS:
+        check_version(kind, version, release, f"{where}.version")
+    return Package(name, epoch, version, release, arch, kind)
 
 
 def _native_priority(value: object, where: str) -> int:
@@ -356,7 +363,7 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
     obj = _native_object(item, where, ("type", "id", "urls"), _NATIVE_REPO_KEYS)
     kind = _REPO_KINDS.get(obj["type"]) if isinstance(obj["type"], str) else None
     if kind is None:
-        raise ParseError('must be "deb", "rpm" or "zypper"', f"{where}.type")
+        raise ParseError('must be "deb", "rpm", "zypper", "arch" or "apk"', f"{where}.type")
     repo_id = _native_string(obj["id"], f"{where}.id", MAX_REPO_ID, min_len=1)
     urls = tuple(
         _native_string(url, f"{where}.urls[{j}]", MAX_URL, min_len=1)

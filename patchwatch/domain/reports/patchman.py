@@ -19,19 +19,21 @@ from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import RepoKind
 from patchwatch.domain.records import ReportedRepository
+from patchwatch.domain.reports.fields import CHECKED_KINDS
 from patchwatch.domain.reports.fields import MAX_PRIORITY
 from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
 from patchwatch.domain.reports.fields import MAX_URLS
 from patchwatch.domain.reports.fields import PACKAGE_KINDS
 from patchwatch.domain.reports.fields import canonical_epoch
+from patchwatch.domain.reports.fields import check_version
 from patchwatch.domain.reports.fields import counts
 from patchwatch.domain.reports.fields import printable_repository
 from patchwatch.domain.reports.fields import text_limit
 
 _PCT2B_RE = re.compile("%2b", re.IGNORECASE)
 _PRIORITY_RE = re.compile(r"\s*([+-]?[0-9]{1,7})(?:\s*\([^()]*\))?\s*")
-UNSUPPORTED_TYPES = frozenset({"arch", "gentoo"})
+UNSUPPORTED_TYPES = frozenset({"gentoo"})
 
 
 def pct2b(value: str) -> str:
@@ -131,10 +133,54 @@ def deb_repository(name: str, priority: int, url: str, where: str) -> ReportedRe
     return printable_repository(repo, where)
 
 
+def arch_repository(
+    name: str, repo_id: str, urls: list[str], host_arch: str, where: str
+) -> ReportedRepository:
+    """One pacman repository: ``'arch' 'NAME' 'ID' 'URL1' ['URL2' ...]`` (reference 1.5, 2.3).
+
+    The stock client expands each ``Server =`` line with a shell in which ``$arch`` is
+    empty, so the stock mirror layout ``.../$repo/os/$arch`` arrives as ``.../core/os/``;
+    such a URL gets the host's architecture back (the repository's name ends with it
+    too), which is the URL the agent reports for the same mirror. The client lists
+    repositories from a bash associative array, in no defined order, so pacman.conf's
+    order (which decides between two repositories offering one name) is unknown: every
+    repository gets priority 0, and the newest version offered wins.
+    """
+    repo_id = repo_id or name
+    text_limit(repo_id, where, MAX_REPO_ID, required=True)
+    text_limit(name, where, MAX_REPO_NAME, required=False)
+    text_limit(host_arch, where, MAX_ARCH, required=False)
+    expanded: list[str] = []
+    for url in urls:
+        text_limit(url, where, MAX_URL, required=True)
+        clean = url.rstrip("/") or url
+        if host_arch and clean.endswith("/os"):
+            clean = f"{clean}/{host_arch}"
+        expanded.append(clean)
+    if not expanded:
+        raise ParseError("an arch repository needs a URL", where)
+    if len(expanded) > MAX_URLS:
+        raise ParseError(f"more than {MAX_URLS} URLs", where)
+    repo = ReportedRepository(
+        kind=RepoKind.ARCH,
+        id=repo_id,
+        name=name or repo_id,
+        urls=tuple(dict.fromkeys(expanded)),
+        priority=0,
+        arch=host_arch,
+    )
+    return printable_repository(repo, where)
+
+
 def make_package(
     fields: list[str] | tuple[str, ...], where: str, skipped: dict[str, int]
 ) -> Package | None:
-    """Build one package from Patchman's (name, epoch, version, release, arch, type)."""
+    """Build one package from Patchman's (name, epoch, version, release, arch, type).
+
+    ``arch`` packages are pacman's (``epoch:pkgver-pkgrel`` split by the client);
+    ``apk`` is no Patchman type but is read the same way (version whole, as the
+    native report sends it).
+    """
     name, epoch, version, release, arch, ptype = fields[:6]
     kind = PACKAGE_KINDS.get(ptype)
     if kind is None:
@@ -154,7 +200,10 @@ def make_package(
         raise ParseError(f"release longer than {MAX_RELEASE} characters", where)
     if not arch or len(arch) > MAX_ARCH:
         raise ParseError(f"arch must be 1 to {MAX_ARCH} characters", where)
-    return Package(name, canonical_epoch(epoch, kind, where), version, release, arch, kind)
+    epoch = canonical_epoch(epoch, kind, where)
+    if kind in CHECKED_KINDS:
+        check_version(kind, version, release, where)
+    return Package(name, epoch, version, release, arch, kind)
 
 
 def module_repositories(pairs: list[tuple[str, str]]) -> dict[str, str]:

@@ -46,6 +46,7 @@ from patchwatch.domain.reports.fields import split_tags
 from patchwatch.domain.reports.fields import storable
 from patchwatch.domain.reports.fields import text_limit
 from patchwatch.domain.reports.patchman import UNSUPPORTED_TYPES
+from patchwatch.domain.reports.patchman import arch_repository
 from patchwatch.domain.reports.patchman import deb_repository
 from patchwatch.domain.reports.patchman import make_package
 from patchwatch.domain.reports.patchman import module_repositories
@@ -192,7 +193,7 @@ def _protocol1_packages(
 
 
 def _protocol1_repos(
-    text: str, suse: bool, skipped: dict[str, int]
+    text: str, suse: bool, skipped: dict[str, int], host_arch: str = ""
 ) -> tuple[ReportedRepository, ...]:
     rpm_kind = RepoKind.ZYPPER if suse else RepoKind.RPM
     out: list[ReportedRepository] = []
@@ -225,8 +226,13 @@ def _protocol1_repos(
                 name, repo_id, urls = fields[1], "", fields[3:]
             urls = [url for url in urls if url]
             out.append(rpm_repository(rpm_kind, name, repo_id, priority, urls, where))
+        elif rtype == "arch":
+            if len(fields) < 4:
+                raise ParseError("expected 'arch' 'NAME' 'ID' 'URL'...", where)
+            urls = [url for url in fields[3:] if url]
+            out.append(arch_repository(fields[1], fields[2], urls, host_arch, where))
         else:
-            raise ParseError(f"unknown repository type {rtype[:20]!r} (deb, rpm)", where)
+            raise ParseError(f"unknown repository type {rtype[:20]!r} (deb, rpm, arch)", where)
         if len(out) > MAX_REPOSITORIES:
             raise ParseError(f"more than {MAX_REPOSITORIES} repositories", "repos")
     return tuple(dict.fromkeys(out))
@@ -283,14 +289,16 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
       because the client looks for updates only while it reads repositories.
     - ``reboot``: ``True`` -> True; ``ServerCheck`` or anything else -> None (the
       client cannot tell, and never asserts "no reboot needed").
-    - ``rpm`` repo lines are zypper repositories when the OS is SUSE.
+    - ``rpm`` repo lines are zypper repositories when the OS is SUSE; ``arch`` lines are
+      pacman repositories (``patchman.arch_repository``), ``arch`` package lines
+      pacman packages.
     - A deb package line whose seventh field is a dpkg status with the want ``hold``
       (``'hold ok installed'``) puts the package in ``held``; the stock client sends
       six fields, so its hosts never have holds.
     - ``extra``: ``domain``, ``os_string`` (as sent), ``os_variant`` (without the CPE),
       ``report`` ("true"/"false": the client asked for the text echo),
       ``module_repositories``, ``skipped_packages`` and ``skipped_repositories``
-      (Arch/Gentoo lines, counted as ``type=count``).
+      (Gentoo lines, counted as ``type=count``).
 
     A host name is required: the caller may substitute the client's reverse-DNS name
     before calling, as Patchman does, if it wants that fallback.
@@ -335,7 +343,7 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     packages = _protocol1_packages(field("packages"), skipped_packages, held)
     repos_text = field("repos")
     repositories = (
-        _protocol1_repos(repos_text, os_info.family == "suse", skipped_repos)
+        _protocol1_repos(repos_text, os_info.family == "suse", skipped_repos, arch)
         if repos_text.strip()
         else None
     )

@@ -12,6 +12,7 @@ from patchwatch.domain.limits import MAX_ARCH
 from patchwatch.domain.limits import MAX_EPOCH
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_RELEASE
+from patchwatch.domain.limits import MAX_URL
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.osinfo import parse_patchman_os
 from patchwatch.domain.protocols import PATCHMAN2
@@ -45,6 +46,7 @@ from patchwatch.domain.reports.fields import split_tags
 from patchwatch.domain.reports.fields import storable
 from patchwatch.domain.reports.fields import text_limit
 from patchwatch.domain.reports.patchman import UNSUPPORTED_TYPES
+from patchwatch.domain.reports.patchman import arch_repository
 from patchwatch.domain.reports.patchman import deb_repository
 from patchwatch.domain.reports.patchman import make_package
 from patchwatch.domain.reports.patchman import module_repositories
@@ -115,7 +117,7 @@ class _Obj:
 
 
 def _protocol2_repos(
-    items: list[object], suse: bool, skipped: dict[str, int]
+    items: list[object], suse: bool, skipped: dict[str, int], host_arch: str = ""
 ) -> tuple[ReportedRepository, ...]:
     rpm_kind = RepoKind.ZYPPER if suse else RepoKind.RPM
     out: list[ReportedRepository] = []
@@ -126,8 +128,9 @@ def _protocol2_repos(
             skipped[rtype] = skipped.get(rtype, 0) + 1
             continue
         name = repo.text("name", MAX_REPO_NAME, required=True)
-        priority = repo.integer("priority", 0)
-        urls: list[str] = []
+        shifted = _arch_priority_url(repo) if rtype == "arch" else None
+        priority = 0 if rtype == "arch" else repo.integer("priority", 0)
+        urls: list[str] = [shifted] if shifted else []
         for j, url in enumerate(repo.array("urls", MAX_URLS)):
             where = repo.path(f"urls[{j}]")
             if not isinstance(url, str):
@@ -142,9 +145,33 @@ def _protocol2_repos(
         elif rtype == "rpm":
             repo_id = repo.text("id", MAX_REPO_ID)
             out.append(rpm_repository(rpm_kind, name, repo_id, priority, urls, repo.path("urls")))
+        elif rtype == "arch":
+            repo_id = repo.text("id", MAX_REPO_ID)
+            out.append(arch_repository(name, repo_id, urls, host_arch, repo.path("urls")))
         else:
-            raise ParseError(f"unknown repository type {rtype!r} (deb, rpm)", repo.path("type"))
+            raise ParseError(
+                f"unknown repository type {rtype!r} (deb, rpm, arch)", repo.path("type")
+            )
     return tuple(dict.fromkeys(out))
+
+
+def _arch_priority_url(repo: _Obj) -> str | None:
+    """The URL the stock client puts in an Arch repository's ``priority`` (reference 1.8).
+
+    The client's JSON builder reads every non-deb repository line as ``type name id
+    priority urls...``; Arch lines have no priority, so their first URL lands in
+    ``priority`` and the rest in ``urls``. A string there that is not a number is
+    taken back as that first URL; a number (a fixed client) or nothing is ignored,
+    since pacman repositories have no priority.
+    """
+    value = repo.obj.get("priority")
+    if not isinstance(value, str) or parse_priority(value, repo.path("priority")) is not None:
+        return None
+    where = repo.path("priority")
+    storable(value, where)
+    if value and "://" not in value:
+        raise ParseError("must be an integer (or the URL the stock client puts there)", where)
+    return text_limit(value, where, MAX_URL, required=False) or None
 
 
 def _protocol2_packages(items: list[object], skipped: dict[str, int]) -> tuple[Package, ...]:
@@ -191,9 +218,11 @@ def parse_protocol2(doc: object) -> HostReport:
     Fixed on the way in: ``%2b`` in package and update fields is ``+`` (the client
     forgets to decode it); an empty or missing ``repos`` list means "not collected"
     (``repositories is None``; hooks send ``[]``), and then so does an empty updates
-    list; repository URLs of any scheme (Gentoo's rsync) are accepted; Arch and Gentoo
-    entries are counted in ``extra`` rather than failing. ``reboot_required`` true ->
-    True, false -> None, since the client sends false when it simply cannot tell.
+    list; repository URLs of any scheme (Gentoo's rsync) are accepted; Gentoo entries
+    are counted in ``extra`` rather than failing; an Arch repository's first URL is
+    taken back from ``priority``, where the client's JSON builder puts it.
+    ``reboot_required`` true -> True, false -> None, since the client sends false when
+    it simply cannot tell.
 
     :raises ParseError: with ``where`` as a JSON path, e.g. ``packages[3].version``.
     """
@@ -238,7 +267,7 @@ def parse_protocol2(doc: object) -> HostReport:
     packages = _protocol2_packages(top.array("packages", MAX_PACKAGES), skipped_packages)
     repo_items = top.array("repos", MAX_REPOSITORIES)
     repositories = (
-        _protocol2_repos(repo_items, os_info.family == "suse", skipped_repos)
+        _protocol2_repos(repo_items, os_info.family == "suse", skipped_repos, arch)
         if repo_items
         else None
     )

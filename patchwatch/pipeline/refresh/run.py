@@ -2,9 +2,10 @@
 
 Only mirrors an operator approved or whose URL matches ``mirror_url_patterns`` are
 read; each inside a fetch scope with its URL as origin and its own time box, fetched
-by :mod:`.apt` or :mod:`.rpmmd` and stored by :mod:`.storing`. ``refresh_all`` reads
-``refresh_concurrency`` mirrors side by side within the run's own time box. Whatever a
-mirror does, its outcome is a :class:`RefreshResult`; only a broken store raises.
+by :mod:`.apt`, :mod:`.rpmmd`, :mod:`.alpm` or :mod:`.apk` and stored by :mod:`.storing`.
+``refresh_all`` reads ``refresh_concurrency`` mirrors side by side within the run's own
+time box. Whatever a mirror does, its outcome is a :class:`RefreshResult`; only a broken
+store raises.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import current_scope
 from patchwatch.pipeline.fetch import fetch_scope
+from patchwatch.pipeline.refresh.alpm import fetch_alpm
+from patchwatch.pipeline.refresh.apk import fetch_apk
 from patchwatch.pipeline.refresh.apt import deb_architectures
 from patchwatch.pipeline.refresh.apt import fetch_apt
 from patchwatch.pipeline.refresh.fetched import Fetched
@@ -130,6 +133,10 @@ def refresh_mirror(
                     list(architectures) if architectures is not None else deb_architectures(repo)
                 )
                 fetched = fetch_apt(mirror, repo, fetcher, Path(tmp), now, settings, force, arches)
+            elif repo.kind == "arch":
+                fetched = fetch_alpm(mirror, repo, fetcher, Path(tmp), settings, force)
+            elif repo.kind == "apk":
+                fetched = fetch_apk(mirror, repo, fetcher, Path(tmp), settings, force)
             else:
                 fetched = fetch_rpmmd(mirror, fetcher, Path(tmp), settings, force)
             _note_skipped(mirror, fetched)

@@ -1,0 +1,83 @@
+"""The security feeds a pacman or apk refresh reads beside the index: local files.
+
+Arch's tracker JSON and Alpine's secdb documents are read from the paths the settings
+name (``arch_security_tracker``, ``apk_secdb``); fetching them on a schedule is left to
+the operator for now (docs/mirrors.md). Each feed's SHA-256 is kept in the mirror's
+checksum beside the index's, so a new feed re-classifies the updates even when the
+index has not changed, and a feed that cannot be read or parsed fails the refresh
+(the last good data, advisories included, is kept) rather than clearing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from patchwatch.domain.errors import FetchError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.vulns.alpine_secdb import MAX_SECDB_BYTES
+from patchwatch.domain.vulns.alpine_secdb import SecDb
+from patchwatch.domain.vulns.alpine_secdb import parse_secdb
+from patchwatch.domain.vulns.arch_tracker import MAX_TRACKER_BYTES
+from patchwatch.domain.vulns.arch_tracker import parse_arch_tracker
+from patchwatch.domain.vulns.fixed_in import FixedIn
+
+NONE = "-"  # the checksum part of "no feed"
+
+
+def _read(path: str, limit: int, setting: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise FetchError(path, f"cannot read ({setting}): {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise FetchError(path, f"larger than {limit} bytes ({setting})")
+    return data
+
+
+def digest(parts: Sequence[bytes]) -> str:
+    """One SHA-256 over the feeds' bytes, or ``-`` when there is none."""
+    if not parts:
+        return NONE
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def arch_tracker(path: str) -> tuple[str, list[FixedIn] | None]:
+    """(digest, fixes) of ``arch_security_tracker``; fixes None when it is not set."""
+    if not path:
+        return NONE, None
+    data = _read(path, MAX_TRACKER_BYTES, "arch_security_tracker")
+    try:
+        return digest([data]), parse_arch_tracker(data).fixes
+    except (ParseError, TooLargeError) as exc:
+        raise FetchError(path, f"unreadable Arch security tracker JSON: {exc}") from None
+
+
+def apk_secdb(paths: Sequence[str], mirror_url: str) -> tuple[str, list[FixedIn] | None]:
+    """(digest, fixes) of the secdb documents of the mirror's branch and repository.
+
+    A document applies when the mirror's URL ends in ``/<distroversion>/<reponame>``
+    (``.../alpine/v3.20/main``); fixes None when no document applies.
+    """
+    if not paths:
+        return NONE, None
+    tail = "/".join(mirror_url.rstrip("/").split("/")[-2:])
+    found: list[SecDb] = []
+    used: list[bytes] = []
+    for path in paths:
+        data = _read(path, MAX_SECDB_BYTES, "apk_secdb")
+        try:
+            secdb = parse_secdb(data)
+        except (ParseError, TooLargeError) as exc:
+            raise FetchError(path, f"unreadable Alpine secdb: {exc}") from None
+        if f"{secdb.distroversion}/{secdb.reponame}" == tail:
+            found.append(secdb)
+            used.append(data)
+    if not found:
+        return NONE, None
+    return digest(used), [fix for secdb in found for fix in secdb.fixes]

@@ -1,0 +1,188 @@
+"""patchwatch's updates for an Alpine root equal what apk-tools' own version vectors say.
+
+No ``apk`` binary installs on Debian, so the reference here is apk-tools' test data,
+``tests/fixtures/versions/apk-version.data`` (``A op B`` lines of apk's
+``version_test.c``), not patchwatch's code: every ``A < B``, ``A = B`` or ``A > B``
+vector with two valid versions becomes one package, installed at A (in an
+``/lib/apk/db/installed`` of the exact format apk writes) and offered at B (in an
+``APKINDEX.tar.gz`` of the exact format, signed with openssl as abuild-sign does,
+served on loopback). apk upgrades a package exactly when the repository's version
+is greater, so the expected updates are the ``<`` vectors' packages, each to its B;
+a second repository offering an older build must change nothing (apk takes the
+newest). A secdb document (Alpine's format) fixes a third of the packages at the
+offered version and a third at the installed one: the security updates must be
+exactly the updates of the first third. The whole path runs: the agent reads the
+root, processing stores the report, the refresh verifies and reads the index and the
+secdb, the update computation decides.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from patchwatch.agent import patchwatch_agent as agent
+from patchwatch.domain.mirror_policy import MirrorPolicy
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.versions_apk import valid_apk
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.processing import process_pending
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.refresh.run import refresh_all
+from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
+from patchwatch.store.models import Package
+from tests.archrepo_support import index_member
+from tests.archrepo_support import openssl_sign
+from tests.archrepo_support import signed_index
+from tests.conftest import FIXTURES
+
+VECTORS = FIXTURES / "versions" / "apk-version.data"
+KEY_NAME = "patchwatch-test-7a11ce00.rsa.pub"
+POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
+HOST = "alpineroot.test"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def ordered_vectors() -> list[tuple[str, str, str]]:
+    """(A, op, B) of every plain ordering vector whose two versions apk accepts."""
+    out = []
+    for raw in VECTORS.read_text().split("\n"):
+        words = raw.partition("#")[0].split()
+        if len(words) == 3 and words[1] in ("<", "=", ">"):
+            a, op, b = words
+            if valid_apk(a) and valid_apk(b):
+                out.append((a, op, b))
+    return out
+
+
+def stanza(name: str, version: str, arch: str = "x86_64") -> str:
+    """One package as apk writes it, in the installed database and in APKINDEX alike."""
+    checksum = base64.b64encode(hashlib.sha1(f"{name}-{version}".encode()).digest()).decode()
+    return (
+        f"C:Q1{checksum}\nP:{name}\nV:{version}\nA:{arch}\nS:4096\nI:8192\n"
+        f"T:{name} test package\nU:https://patchwatch.invalid\nL:MIT\no:{name}\n"
+        f"m:patchwatch <fixture@patchwatch.invalid>\nt:1767225600\n\n"
+    )
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    top = tmp_path / "www"
+    top.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(top)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield top, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_alpine_updates_agree_with_apk_tools_vectors(
+    db: object, tmp_path: Path, mirror: tuple[Path, str]
+) -> None:
+    vectors = ordered_vectors()
+    assert len(vectors) > 400  # most of apk-tools' 754 ordering lines
+    www, base = mirror
+    key = tmp_path / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)  # fmt: skip
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(keys / KEY_NAME)],
+                   check=True, capture_output=True)  # fmt: skip
+
+    installed, main, community = [], [], []
+    want = set()
+    want_security = set()
+    secfixes = []
+    for i, (a, op, b) in enumerate(vectors):
+        name = f"v{i:03d}"
+        installed.append(stanza(name, a))
+        main.append(stanza(name, b))
+        community.append(stanza(name, a))  # the installed build, offered again: no effect
+        if op == "<":
+            want.add((name, b))
+        # secdb: a third of the packages fixed at the offered version (a security update
+        # when it is one), a third at the installed version (already fixed: not one)
+        if i % 3 == 0:
+            secfixes.append({"pkg": {"name": name, "secfixes": {b: [f"CVE-2026-{i + 1000}"]}}})
+            if op == "<":
+                want_security.add((name, b))
+        elif i % 3 == 1:
+            secfixes.append({"pkg": {"name": name, "secfixes": {a: [f"CVE-2026-{i + 1000}"]}}})
+    secdb = tmp_path / "main.json"
+    secdb.write_text(json.dumps({
+        "apkurl": "{{urlprefix}}/{{distroversion}}/{{reponame}}/{{arch}}/"
+                  "{{pkg.name}}-{{pkg.ver}}.apk",
+        "archs": ["x86_64"], "reponame": "main", "urlprefix": base + "/alpine",
+        "distroversion": "v3.20", "packages": secfixes,
+    }))  # fmt: skip
+    for repo, stanzas in (("main", main), ("community", community)):
+        folder = www / "alpine" / "v3.20" / repo / "x86_64"
+        folder.mkdir(parents=True)
+        index = index_member("".join(stanzas).encode(), b"v3.20.3-pwtest\n")
+        signed = signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME,
+                              ".SIGN.RSA256.")  # fmt: skip
+        (folder / "APKINDEX.tar.gz").write_bytes(signed)
+
+    root = tmp_path / "root"
+    (root / "etc/apk").mkdir(parents=True)
+    (root / "lib/apk/db").mkdir(parents=True)
+    (root / "etc/os-release").write_text(
+        'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n'
+    )
+    (root / "etc/apk/arch").write_text("x86_64\n")
+    (root / "etc/apk/repositories").write_text(
+        f"{base}/alpine/v3.20/main\n{base}/alpine/v3.20/community\n"
+    )
+    (root / "lib/apk/db/installed").write_text("".join(installed))
+
+    ctx = agent.Context(str(root), lambda _argv: None, "6.6.58-0-lts", "x86_64", live=False)
+    report = agent.collect_report(ctx, HOST, (), now=1.0)
+    assert report["agent"]["warnings"] == []
+    assert len(report["packages"]) == len(vectors)
+    now = time.time()
+    store_report(HOST, "patchwatch/1", report, now)
+    assert process_pending(now) == {"processed": 1}
+    settings = Settings(
+        mirror_url_patterns=("http://127.0.0.1:*",),
+        mirror_allowed_networks=("127.0.0.1/32",),
+        apk_keys=(str(keys),),
+        apk_secdb=(str(secdb),),
+    )
+    with HttpFetcher(timeout=10, retries=0, policy=POLICY) as fetcher:
+        results = refresh_all(fetcher, now, settings)
+    assert [r.outcome for r in results] == ["changed", "changed"], [r.detail for r in results]
+    refresh_host_updates(now)
+
+    host = Host.get(Host.name == HOST)
+    inst, avail = Package.alias(), Package.alias()
+    rows = list(
+        HostUpdate.select(inst.name, avail.version, HostUpdate.security)
+        .join(inst, on=(HostUpdate.installed == inst.id))
+        .switch(HostUpdate)
+        .join(avail, on=(HostUpdate.available == avail.id))
+        .where(HostUpdate.host == host)
+        .tuples()
+    )
+    assert {(name, version) for name, version, _s in rows} == want
+    assert len(want) > 150  # both sides: many updates, many packages without one
+    assert {(name, version) for name, version, sec in rows if sec} == want_security
+    assert 40 < len(want_security) < len(want)
