@@ -276,6 +276,7 @@ def scrape_shards(app: Callable[..., Any], count: int, scrapes: int) -> int:
     exact = len(hosts_seen) == len(set(hosts_seen)) == fleet
     print(f"hosts over all shards: {len(hosts_seen):,} for a fleet of {fleet:,} "
           f"({'each once' if exact else 'NOT a partition'})")  # fmt: skip
+    print(f"RSS after the shard scrapes: {rss_bytes() / 1e6:.1f} MB")
     worst = [max(t) for t in times]
     for index, shard_times in enumerate(times):
         print(spread(f"shard {index} of {count}", shard_times))
