@@ -52,7 +52,7 @@ def ingest(backend: str, bodies: list[bytes], pg: pipeline.Postgres | None, tmp:
     log = tmp / "server.log"
     with log.open("a") as err:
         server = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
             cwd=ROOT, env=env, stdout=err, stderr=err,
         )  # fmt: skip
     try:
@@ -143,7 +143,14 @@ def main() -> None:
                     shutil.copy(snapshot, data / "patchwatch.db")
                     run_url = ""
                 env = base_env(tmp, run_url, data)
-                cmd = [sys.executable, "-m", "cli.main", "process", "--workers", str(args.workers)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "patchwatch",
+                    "process",
+                    "--workers",
+                    str(args.workers),
+                ]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.perf_counter()
                 out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)

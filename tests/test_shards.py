@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client import parser as text_parser
 
-from exporter.app import make_app
 from patchwatch.domain.shards import MAX_SHARDS
 from patchwatch.domain.shards import Shard
 from patchwatch.domain.shards import ShardError
 from patchwatch.domain.shards import parse_shard
 from patchwatch.domain.shards import shard_of
+from patchwatch.exporter.app import make_app
 from patchwatch.store import rdns
 from patchwatch.store.db import database
 from patchwatch.store.models import Host
