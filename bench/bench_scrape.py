@@ -276,6 +276,7 @@ def scrape_shards(app: Callable[..., Any], count: int, scrapes: int) -> int:
     exact = len(hosts_seen) == len(set(hosts_seen)) == fleet
     print(f"hosts over all shards: {len(hosts_seen):,} for a fleet of {fleet:,} "
           f"({'each once' if exact else 'NOT a partition'})")  # fmt: skip
+    print(f"RSS after the shard scrapes: {rss_bytes() / 1e6:.1f} MB")
     worst = [max(t) for t in times]
     for index, shard_times in enumerate(times):
         print(spread(f"shard {index} of {count}", shard_times))
@@ -308,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         "reused as it is (the fleet options are then ignored)",
     )
     parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="seed a throw-away PostgreSQL cluster (the tests' recipe) instead of SQLite",
+    )
+    parser.add_argument(
         "--shards",
         type=int,
         default=0,
@@ -322,8 +328,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="patchwatch-bench-") as tmp:
         path = args.keep or Path(tmp) / "patchwatch.db"
-        reuse = path.exists()
-        db = open_database("sqlite:///" + str(path.resolve()))
+        reuse = path.exists() and not args.postgres
+        pg = None
+        if args.postgres:
+            # the tests' throw-away cluster on loopback (fsync off), stopped at the end
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.conftest import PostgresServer
+
+            pg = PostgresServer()
+            pg.start()
+            db = open_database(pg.create_database())
+        else:
+            db = open_database("sqlite:///" + str(path.resolve()))
         db.connect()
         if reuse:
             print(
@@ -343,74 +359,83 @@ def main(argv: list[str] | None = None) -> int:
                     args.security_share,
                 )
             seeded = time.perf_counter() - started
+            size = "PostgreSQL" if pg else f"{path.stat().st_size / 1e6:.0f} MB SQLite"
             print(
                 f"seeded {', '.join(f'{v:,} {k}' for k, v in counts.items())} "
-                f"in {seeded:.1f} s ({path.stat().st_size / 1e6:.0f} MB SQLite)"
+                f"in {seeded:.1f} s ({size})"
             )
         db.close()
+        try:
+            return scrape_all(args, db)
+        finally:
+            if pg is not None:
+                pg.stop()
 
-        collector = StoreCollector(db)
-        app = make_app(db)
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"machine: {os.cpu_count()} CPUs, load average {load} (others' work skews times)")
-        if args.shards:
-            return scrape_shards(app, args.shards, args.scrapes)
-        gc.collect()
-        rss_before = rss_bytes()
-        reads, plain, prom, generic = [], [], [], []
-        rss_after = []
-        for n in range(1, args.scrapes + 1):
-            t0 = time.perf_counter()
-            families = list(collector.collect())
-            reads.append(time.perf_counter() - t0)
-            seconds, text, headers = get(app, {})
-            plain.append(seconds)
-            seconds, sent, prom_headers = get(
-                app, {"HTTP_ACCEPT": PROMETHEUS_ACCEPT, "HTTP_ACCEPT_ENCODING": "gzip"}
-            )
-            prom.append(seconds)
-            line = (
-                f"scrape {n}: store read {reads[-1]:.3f} s; text {plain[-1]:.3f} s, "
-                f"{series(text):,} series, {len(text) / 1e6:.1f} MB; Prometheus (OpenMetrics, "
-                f"gzip) {prom[-1]:.3f} s, {len(sent) / 1e6:.2f} MB sent"
-            )
-            if args.generic:
-                # Both writers on the same families: the exporter's (hand-written per-host
-                # lines, prometheus_client for the rest) and prometheus_client's alone.
-                from patchwatch.exporter.exposition import render  # absent before the fast writer
 
-                t0 = time.perf_counter()
-                fast = render(families, generate_latest, False)
-                t1 = time.perf_counter()
-                reference = generate_latest(Collected(families))  # type: ignore[arg-type]
-                t2 = time.perf_counter()
-                generic.append(t2 - t1)
-                line += (
-                    f"; same families written by the exporter {t1 - t0:.3f} s, by "
-                    f"prometheus_client alone {t2 - t1:.3f} s"
-                    f" ({'identical' if fast == reference else 'DIFFERENT'})"
-                )
-                del fast, reference
-            assert headers["Content-Type"].startswith("text/plain"), headers
-            assert prom_headers["Content-Type"].startswith("application/openmetrics-text")
-            assert gzip.decompress(sent).endswith(b"# EOF\n")
-            del text, sent, families
-            gc.collect()
-            rss_after.append(rss_bytes())
-            print(f"{line}; RSS {rss_after[-1] / 1e6:.1f} MB")
-        print(spread("store read", reads))
-        print(spread("scrape, text", plain))
-        print(spread("scrape, as Prometheus asks", prom))
-        if generic:
-            print(spread("store families written by prometheus_client alone", generic))
-        worst = max(max(plain), max(prom))
-        print(f"target < 1 s per scrape: {'met' if worst < 1 else 'NOT met'} (worst {worst:.3f} s)")
-        growth = (rss_after[-1] - rss_after[0]) / 1e6
-        print(
-            f"RSS: {rss_before / 1e6:.1f} MB before the first scrape, "
-            f"{rss_after[0] / 1e6:.1f} MB after it, {rss_after[-1] / 1e6:.1f} MB after the "
-            f"last; growth from scrape 1 to {args.scrapes}: {growth:+.1f} MB"
+def scrape_all(args: argparse.Namespace, db: Any) -> int:
+    """Scrape the seeded store as the options say; print the figures."""
+    collector = StoreCollector(db)
+    app = make_app(db)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (others' work skews times)")
+    if args.shards:
+        return scrape_shards(app, args.shards, args.scrapes)
+    gc.collect()
+    rss_before = rss_bytes()
+    reads, plain, prom, generic = [], [], [], []
+    rss_after = []
+    for n in range(1, args.scrapes + 1):
+        t0 = time.perf_counter()
+        families = list(collector.collect())
+        reads.append(time.perf_counter() - t0)
+        seconds, text, headers = get(app, {})
+        plain.append(seconds)
+        seconds, sent, prom_headers = get(
+            app, {"HTTP_ACCEPT": PROMETHEUS_ACCEPT, "HTTP_ACCEPT_ENCODING": "gzip"}
         )
+        prom.append(seconds)
+        line = (
+            f"scrape {n}: store read {reads[-1]:.3f} s; text {plain[-1]:.3f} s, "
+            f"{series(text):,} series, {len(text) / 1e6:.1f} MB; Prometheus (OpenMetrics, "
+            f"gzip) {prom[-1]:.3f} s, {len(sent) / 1e6:.2f} MB sent"
+        )
+        if args.generic:
+            # Both writers on the same families: the exporter's (hand-written per-host
+            # lines, prometheus_client for the rest) and prometheus_client's alone.
+            from patchwatch.exporter.exposition import render  # absent before the fast writer
+
+            t0 = time.perf_counter()
+            fast = render(families, generate_latest, False)
+            t1 = time.perf_counter()
+            reference = generate_latest(Collected(families))  # type: ignore[arg-type]
+            t2 = time.perf_counter()
+            generic.append(t2 - t1)
+            line += (
+                f"; same families written by the exporter {t1 - t0:.3f} s, by "
+                f"prometheus_client alone {t2 - t1:.3f} s"
+                f" ({'identical' if fast == reference else 'DIFFERENT'})"
+            )
+            del fast, reference
+        assert headers["Content-Type"].startswith("text/plain"), headers
+        assert prom_headers["Content-Type"].startswith("application/openmetrics-text")
+        assert gzip.decompress(sent).endswith(b"# EOF\n")
+        del text, sent, families
+        gc.collect()
+        rss_after.append(rss_bytes())
+        print(f"{line}; RSS {rss_after[-1] / 1e6:.1f} MB")
+    print(spread("store read", reads))
+    print(spread("scrape, text", plain))
+    print(spread("scrape, as Prometheus asks", prom))
+    if generic:
+        print(spread("store families written by prometheus_client alone", generic))
+    worst = max(max(plain), max(prom))
+    print(f"target < 1 s per scrape: {'met' if worst < 1 else 'NOT met'} (worst {worst:.3f} s)")
+    growth = (rss_after[-1] - rss_after[0]) / 1e6
+    print(
+        f"RSS: {rss_before / 1e6:.1f} MB before the first scrape, "
+        f"{rss_after[0] / 1e6:.1f} MB after it, {rss_after[-1] / 1e6:.1f} MB after the "
+        f"last; growth from scrape 1 to {args.scrapes}: {growth:+.1f} MB"
+    )
     return 0
 
 
