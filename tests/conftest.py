@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 from playhouse.pool import PooledDatabase
 
-from patchwatch.domain import set_bases
+from patchwatch.domain.set_bases import Thresholds
 from patchwatch.domain.settings import Settings
+from patchwatch.store import package_sets
 from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
@@ -276,6 +277,10 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
         srv.stop()
 
 
+# small ids: every one stands for its set
+SMALL_SETS = Thresholds(min_size=2, sample_every=1, max_difference=0.5)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def small_sets_as_differences() -> Iterator[None]:
     """Write even the tests' small package sets as differences from a base.
@@ -283,14 +288,13 @@ def small_sets_as_differences() -> Iterator[None]:
     Real hosts' sets (1,500 packages) are written as differences and most test sets
     have a handful, which the default minimum would write whole: lowered here, every
     reader of package sets in the suite also reads sets written as differences.
-    (Session-wide, not per test: hypothesis refuses function-scoped fixtures.)
+    (Session-wide, not per test: hypothesis refuses function-scoped fixtures.) The
+    thresholds are handed to the one index package sets use, not written over module
+    constants that a ``from ... import`` elsewhere would not see.
     """
-    defaults = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
-    set_bases.MIN_SIZE = 2
-    set_bases.SAMPLE_EVERY = 1  # small ids: every one stands for its set
-    set_bases.MAX_DIFFERENCE = 0.5
+    defaults = package_sets.use_thresholds(SMALL_SETS)
     yield
-    set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = defaults
+    package_sets.use_thresholds(defaults)
 
 
 # ------------------------------------------------- observing outgoing connections
