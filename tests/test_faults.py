@@ -244,17 +244,14 @@ def test_slow_loris_and_oversized_floods_do_not_starve_agents(server_factory) ->
         t.start()
     try:
         time.sleep(2)
-        started = time.monotonic()
         with ThreadPoolExecutor(5) as pool:
             results = list(pool.map(
                 lambda i: post(srv.base, token, native_doc(f"real{i}"), timeout=60)[0],
                 range(20)))  # fmt: skip
-        elapsed = time.monotonic() - started
     finally:
         stop.set()
         for t in attackers:
             t.join(30)
         for s in loris:
             s.close()
-    print(f"\n20 real reports under attack took {elapsed:.1f} s")
     assert results == [202] * 20  # each within its 60 s timeout: not starved
