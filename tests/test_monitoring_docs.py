@@ -22,7 +22,7 @@ from patchwatch.store.models import Repository
 from receiver.metrics import PROCESSING_SECONDS
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 MONITORING = ROOT / "docs" / "monitoring.md"
 

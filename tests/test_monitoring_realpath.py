@@ -37,19 +37,19 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import Server
-from tests.conftest import require_or_skip
-from tests.test_monitoring_e2e import ORACLES_ENV
-from tests.test_monitoring_e2e import Alertmanager
-from tests.test_monitoring_e2e import Prometheus
-from tests.test_monitoring_e2e import Webhook
-from tests.test_monitoring_e2e import derive_test_alertmanager
-from tests.test_monitoring_e2e import derive_test_rules
-from tests.test_monitoring_e2e import http_get
-from tests.test_monitoring_e2e import http_post
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import wait_until
+from tests.support.monitoring import Alertmanager
+from tests.support.monitoring import Prometheus
+from tests.support.monitoring import Webhook
+from tests.support.monitoring import derive_test_alertmanager
+from tests.support.monitoring import derive_test_rules
+from tests.support.paths import ROOT
+from tests.support.servers import Server
+from tests.support.tools import ORACLES_ENV
+from tests.support.tools import require_or_skip
+from tests.support.tools import require_tool
+from tests.support.web import http_get
+from tests.support.web import http_post
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow  # real servers and an rpmbuild; about 20 s
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
-from tests.test_receiver_ingest import native_doc
+from tests.support.reports import native_doc
 
 AGENTS = 50
 REPORTS = 1000

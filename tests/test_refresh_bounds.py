@@ -1,6 +1,6 @@
 """A hostile mirror's index, refreshed for real over loopback: what is stored stays bounded.
 
-The mirror (tests/test_fetch.py's MirrorServer) serves rpm-md and apt indexes with a
+The mirror (tests/support/mirrors.py's MirrorServer) serves rpm-md and apt indexes with a
 package whose name is a megabyte (from a gzip of a few KB), an advisory whose title is
 over its bound, and more packages than ``max_index_packages``. The refresh must store
 the rest, store none of the oversized rows, count what it skipped on the mirror (and
@@ -24,26 +24,20 @@ from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import Package
 from patchwatch.store.oversized import remove_oversized
-from tests import test_refresh
-from tests.test_fetch import MirrorServer
-from tests.test_refresh import LATER
-from tests.test_refresh import NOW
-from tests.test_refresh import add_repository
-from tests.test_refresh import build_rpm_tree
-from tests.test_refresh import build_unsigned_tree
-from tests.test_refresh import first_stanzas
-from tests.test_refresh import make_settings
-from tests.test_refresh import primary_xml
-from tests.test_refresh import reload
-from tests.test_refresh import replace_entry
-from tests.test_refresh import rpm_repository
-from tests.test_refresh import sqlite_only
-from tests.test_refresh import stored_packages
-
-# the fixtures of tests/test_refresh.py: a mirror on loopback serving a folder
-root = test_refresh.root
-server = test_refresh.server
-fetcher = test_refresh.fetcher
+from tests.support.mirrors import MirrorServer
+from tests.support.repositories import LATER
+from tests.support.repositories import NOW
+from tests.support.repositories import add_repository
+from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import build_unsigned_tree
+from tests.support.repositories import first_stanzas
+from tests.support.repositories import make_settings
+from tests.support.repositories import primary_xml
+from tests.support.repositories import reload
+from tests.support.repositories import replace_entry
+from tests.support.repositories import rpm_repository
+from tests.support.repositories import sqlite_only
+from tests.support.repositories import stored_packages
 
 HOSTILE_NAME = "a" * 300_000  # the tests' max_index_bytes is 1 MiB
 HOSTILE_PACKAGE = (

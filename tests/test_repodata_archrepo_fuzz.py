@@ -24,11 +24,11 @@ from patchwatch.domain.repodata.alpm import parse_alpm_db
 from patchwatch.domain.repodata.apkindex import parse_apkindex
 from patchwatch.domain.repodata.apkindex import parse_stanzas
 from patchwatch.domain.repodata.bounds import Skipped
-from tests.archrepo_support import gz
-from tests.archrepo_support import index_member
-from tests.archrepo_support import pacman_db
-from tests.archrepo_support import pacman_desc
-from tests.archrepo_support import tar_segment
+from tests.support.archrepo import gz
+from tests.support.archrepo import index_member
+from tests.support.archrepo import pacman_db
+from tests.support.archrepo import pacman_desc
+from tests.support.archrepo import tar_segment
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = (ParseError, TooLargeError)

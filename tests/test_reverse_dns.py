@@ -33,11 +33,11 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.tokens import create_token
 from receiver.app import create_app
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
-from tests.test_inventory import ROCKY_OS
-from tests.test_inventory import WEB1
-from tests.test_inventory import report
+from tests.support.fleets import ROCKY_OS
+from tests.support.fleets import WEB1
+from tests.support.fleets import report
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "reverse-dns.json").read_text())
 NOW = time.time()

@@ -23,9 +23,9 @@ from scheduler.runner import LeaseKeeper
 from scheduler.runner import current_stop
 from scheduler.runner import guarded
 from scheduler.runner import run_forever
-from tests.conftest import ROOT
-from tests.test_fetch import Fault
-from tests.test_fetch import MirrorServer
+from tests.support.mirrors import Fault
+from tests.support.mirrors import MirrorServer
+from tests.support.paths import ROOT
 
 
 def test_failing_job_is_recorded_and_the_next_one_still_runs(db) -> None:

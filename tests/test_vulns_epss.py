@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.vulns.epss import parse_epss
-from tests.vulns_support import FIXTURES
+from tests.support.vulns import FIXTURES
 
 RAW = (FIXTURES / "epss_scores-2025-08-25.csv.gz").read_bytes()
 TEXT = gzip.decompress(RAW).decode()

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.vulns.kev import parse_kev
-from tests.vulns_support import FIXTURES
-from tests.vulns_support import KEV
+from tests.support.vulns import FIXTURES
+from tests.support.vulns import KEV
 
 RAW = KEV.read_bytes()
 DOC = json.loads(lzma.decompress(RAW))

@@ -35,7 +35,7 @@ from patchwatch.domain.vulns.model import Event
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.model import Range
 from patchwatch.domain.vulns.model import Record
-from tests.vulns_support import FIXTURES
+from tests.support.vulns import FIXTURES
 
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "reports" / "os-release"
 

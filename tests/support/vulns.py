@@ -20,9 +20,9 @@ from patchwatch.domain.vulns import archive
 from patchwatch.domain.vulns import osv
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.model import Record
-from tests.conftest import require_or_skip
+from tests.support.tools import require_or_skip
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vulns"
 ALMALINUX = FIXTURES / "almalinux-osv-2026-08-21.tar.xz"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
 OSV_SCHEMA = FIXTURES / "osv-schema.json"
