@@ -43,6 +43,7 @@ from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.repodata.bounds import package_problem
 from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.tarstream import base_name_in
 from patchwatch.domain.repodata.tarstream import drain
 from patchwatch.domain.repodata.tarstream import iter_members
 from patchwatch.domain.versions_apk import valid_apk
@@ -190,7 +191,7 @@ def parse_apkindex(
     description: str | None = None
     packages: list[ApkPackage] | None = None
     with open_decompressed(io.BytesIO(index), "gz", limit, name=label) as stream:
-        for member in iter_members(stream, _WANTED, MAX_APKINDEX, label):
+        for member in iter_members(stream, base_name_in(_WANTED), MAX_APKINDEX, label):
             if member.name not in _WANTED:
                 continue
             if member.data is None:

@@ -15,13 +15,14 @@ limit with :class:`~patchwatch.domain.errors.TooLargeError`, and tar's own heade
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from patchwatch.domain.errors import ParseError
 
-__all__ = ["Member", "drain", "iter_members"]
+__all__ = ["Member", "base_name_in", "drain", "iter_members"]
 
 #: what tarfile raises for a stream that is not (or no longer) a tar archive
 _TAR_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, UnicodeError)
@@ -60,13 +61,14 @@ def _kind(info: tarfile.TarInfo) -> str:
 
 
 def iter_members(
-    stream: IO[bytes], wanted: frozenset[str] | None, max_member: int, label: str
+    stream: IO[bytes], wanted: Callable[[str], bool] | None, max_member: int, label: str
 ) -> Iterator[Member]:
     """Yield every member of the tar archive read from ``stream``, in order.
 
     ``wanted(name)`` decides which regular files are read (None: all); the others are
     yielded with ``data`` None and kind "file" so that the caller can count them
-    without their bytes being held. ``label`` names the archive in errors.
+    without their bytes being held. ``label`` names the archive in errors. The one tar
+    reader of the project: mirrors' package databases and vulnerability feeds' tarballs.
     """
     try:
         # opening reads the first header, so it may fail; the with below closes it
@@ -89,7 +91,7 @@ def iter_members(
             if info.size > max_member:
                 yield Member(name, "oversized", info.size, None)
                 continue
-            if wanted is not None and _base(name) not in wanted:
+            if wanted is not None and not wanted(name):
                 yield Member(name, "file", info.size, None)
                 continue
             try:
@@ -102,8 +104,9 @@ def iter_members(
             yield Member(name, kind, info.size, data)
 
 
-def _base(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
+def base_name_in(names: frozenset[str]) -> Callable[[str], bool]:
+    """``wanted`` for the members whose last path component is one of ``names``."""
+    return lambda name: name.rsplit("/", 1)[-1] in names
 
 
 def drain(stream: IO[bytes]) -> None:

@@ -30,7 +30,6 @@ import lzma
 import os
 import stat
 import struct
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.repodata.compression import open_decompressed
 from patchwatch.domain.repodata.compression import sniff_kind
+from patchwatch.domain.repodata.tarstream import iter_members as iter_tar_members
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["ArchiveLimits", "iter_folder", "iter_members", "iter_tar", "iter_zip"]
@@ -183,46 +183,40 @@ def iter_tar(
     """Yield the ``.json`` members of a tarball (plain, gz, xz, bz2 or zst) in stream order.
 
     The decompressed stream is bounded by ``max_total_bytes`` (headers included), so a
-    bomb stops with ``TooLargeError`` however it is built.
+    bomb stops with ``TooLargeError`` however it is built. The members come from the
+    tar reader mirrors' databases are read with (``patchwatch.domain.repodata.tarstream``):
+    a member is read only when it is a regular ``.json`` file with a plain path and a
+    declared size within ``max_member_bytes``.
     """
     budget = _Budget(limits, "tar")
     raw = open_decompressed(source, "auto", limits.max_total_bytes, name="tar")
-    try:
-        with tarfile.open(fileobj=raw, mode="r|") as archive:
-            yield from _tar_members(archive, stats, limits, budget)
-    except tarfile.TarError as exc:
-        raise ParseError(f"tarball is corrupt or truncated: {exc}") from None
-
-
-def _tar_members(
-    archive: tarfile.TarFile, stats: FeedStats, limits: ArchiveLimits, budget: _Budget
-) -> Iterator[tuple[str, bytes]]:
-    for info in archive:
-        if info.isdir():
+    for member in iter_tar_members(raw, _readable_record, limits.max_member_bytes, "tarball"):
+        if member.kind == "directory":
             continue
         budget.member()
-        name = info.name
+        name = member.name
         why = _bad_path(name)
-        if why is None and not info.isreg():
+        if why is None and member.kind not in ("file", "oversized"):
             why = "not a regular file (link, device or fifo)"
         if why is not None:
             stats.skip("path", f"{name!r}: {why}")
             continue
-        if not name.endswith(".json"):
+        if not _is_record(name):
             stats.ignored += 1
             continue
-        if info.size > limits.max_member_bytes:
-            stats.skip("size", f"{name}: {info.size} bytes")
+        if member.data is None:  # over the bound, by its header: never read
+            stats.skip("size", f"{name}: {member.size} bytes")
             continue
-        member = archive.extractfile(info)
-        if member is None:  # pragma: no cover - regular files always have data
-            continue
-        data = _read_bounded(member, limits.max_member_bytes)
-        if data is None:  # pragma: no cover - the header's size bounds the read
-            stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
-            continue
-        budget.add(len(data))
-        yield name, data
+        budget.add(len(member.data))
+        yield name, member.data
+
+
+def _is_record(name: str) -> bool:
+    return name.endswith(".json")
+
+
+def _readable_record(name: str) -> bool:
+    return _is_record(name) and _bad_path(name) is None
 
 
 def iter_folder(
