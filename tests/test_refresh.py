@@ -62,6 +62,7 @@ from tests.support.repositories import reload
 from tests.support.repositories import replace_entry
 from tests.support.repositories import repomd_entry
 from tests.support.repositories import rpm_repository
+from tests.support.repositories import security_repository
 from tests.support.repositories import sqlite_only
 from tests.support.repositories import stored_packages
 
@@ -234,10 +235,7 @@ def test_unsigned_repository_only_when_verification_is_off(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     build_unsigned_tree(root, first_stanzas(3))
-    repo, (mirror,) = add_repository(
-        "deb", "deb security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings())
     assert res.outcome == "failed"
     assert "not signed" in res.detail and "apt_verify_signatures" in res.detail
@@ -259,10 +257,7 @@ def test_security_flag_follows_the_release_label(
         .replace("Suite: oldstable-security\n", "Suite: oldstable\n")
         .replace("Codename: bookworm-security\n", "Codename: bookworm\n")
     )
-    repo, (mirror,) = add_repository(
-        "deb", "deb not-security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server, "deb not-security")
     res = refresh_mirror(mirror, fetcher, NOW, make_settings(apt_verify_signatures=False))
     assert res.outcome == "changed"
     assert Repository.get_by_id(repo.id).security is False
@@ -292,10 +287,7 @@ def test_expired_release_is_refused(
     dist = root / "debian-security" / "dists" / "bookworm-security"
     dist.mkdir(parents=True)
     shutil.copy(APT / "InRelease-bookworm-security", dist / "InRelease")
-    _repo, (mirror,) = add_repository(
-        "deb", "deb sec", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb sec")
     after = dt.datetime(2026, 11, 29, tzinfo=dt.UTC).timestamp()  # Valid-Until: 28 Nov
     res = refresh_mirror(mirror, fetcher, after, make_settings())
     assert res.outcome == "failed"
@@ -310,10 +302,7 @@ def test_a_release_that_expires_is_never_asked_for_conditionally(
     build_unsigned_tree(
         root, first_stanzas(2), extra="Valid-Until: Sat, 28 Nov 2026 00:53:02 UTC\n"
     )
-    _repo, (mirror,) = add_repository(
-        "deb", "deb sec", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb sec")
     settings = make_settings(apt_verify_signatures=False)
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     assert (reload(mirror).etag, reload(mirror).last_modified) == ("", "")
@@ -383,8 +372,11 @@ APT_FAULTS: dict[str, tuple[Callable[..., object], str]] = {
 }
 
 
-@sqlite_only
-@pytest.mark.parametrize("fault", sorted(APT_FAULTS))
+@pytest.mark.parametrize(
+    ("database_url", "fault"),
+    [*(("sqlite", fault) for fault in sorted(APT_FAULTS)), ("postgresql", "hash-mismatch")],
+    indirect=["database_url"],
+)
 def test_apt_fault_fails_cleanly_keeps_the_data_and_recovers(
     db: object,
     server: MirrorServer,
@@ -393,23 +385,7 @@ def test_apt_fault_fails_cleanly_keeps_the_data_and_recovers(
     monkeypatch: pytest.MonkeyPatch,
     fault: str,
 ) -> None:
-    check_apt_fault(db, server, root, tmp_path, monkeypatch, fault)
-
-
-def test_apt_fault_is_recorded_on_both_backends(
-    db: object, server: MirrorServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    check_apt_fault(db, server, root, tmp_path, monkeypatch, "hash-mismatch")
-
-
-def check_apt_fault(
-    db: object,
-    server: MirrorServer,
-    root: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fault: str,
-) -> None:
+    """Every fault on SQLite; one on PostgreSQL too, where the failure is recorded alike."""
     build_updates_tree(root)
     repo, mirror = updates_repository(server)
     with make_fetcher(timeout=0.3) as fetcher:
@@ -472,10 +448,7 @@ def test_apt_decompression_bomb_is_refused(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     build_unsigned_tree(root, first_stanzas(3))
-    _repo, (mirror,) = add_repository(
-        "deb", "deb bomb", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb bomb")
     settings = make_settings(apt_verify_signatures=False)
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     good = reload(mirror)

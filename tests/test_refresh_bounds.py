@@ -27,7 +27,6 @@ from patchwatch.store.oversized import remove_oversized
 from tests.support.mirrors import MirrorServer
 from tests.support.repositories import LATER
 from tests.support.repositories import NOW
-from tests.support.repositories import add_repository
 from tests.support.repositories import build_rpm_tree
 from tests.support.repositories import build_unsigned_tree
 from tests.support.repositories import first_stanzas
@@ -36,6 +35,7 @@ from tests.support.repositories import primary_xml
 from tests.support.repositories import reload
 from tests.support.repositories import replace_entry
 from tests.support.repositories import rpm_repository
+from tests.support.repositories import security_repository
 from tests.support.repositories import sqlite_only
 from tests.support.repositories import stored_packages
 
@@ -138,10 +138,7 @@ def test_apt_oversized_stanza_is_skipped_and_the_limit_counts_every_entry(
 ) -> None:
     hostile = b"Package: " + b"n" * (3 * 64 * 1024) + b"\nVersion: 1\nArchitecture: amd64\n\n"
     build_unsigned_tree(root, first_stanzas(3) + b"\n" + hostile + first_stanzas(2)[:-1])
-    repo, (mirror,) = add_repository(
-        "deb", "deb security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server)
     settings = make_settings(apt_verify_signatures=False)
     res = refresh_mirror(mirror, fetcher, NOW, settings)
     assert (res.outcome, res.packages) == ("changed", 3)  # 3 stanzas, then 2 of them again

@@ -37,6 +37,7 @@ from tests.support.network import FakeDns
 from tests.support.repositories import NOW
 from tests.support.repositories import REPO_NS
 from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import edit_repomd
 from tests.support.repositories import make_settings
 from tests.support.repositories import reload
 from tests.support.repositories import rpm_repository
@@ -126,14 +127,10 @@ def test_a_new_mirror_of_an_approved_repository_waits_too(db: object) -> None:
 
 
 def set_xml_base(tree: Path, type_: str, base: str) -> None:
-    ET.register_namespace("", REPO_NS)
-    ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
-    path = tree / "repodata" / "repomd.xml"
-    doc = ET.parse(path)
-    for entry in doc.getroot().findall(f"{{{REPO_NS}}}data"):
-        if entry.get("type") == type_:
-            entry.find(f"{{{REPO_NS}}}location").set(XML_BASE, base)  # type: ignore[union-attr]
-    doc.write(path, xml_declaration=True, encoding="UTF-8")
+    def set_base(entry: ET.Element) -> None:
+        entry.find(f"{{{REPO_NS}}}location").set(XML_BASE, base)  # type: ignore[union-attr]
+
+    edit_repomd(tree, type_, set_base)
 
 
 @sqlite_only

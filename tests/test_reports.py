@@ -1417,21 +1417,30 @@ _SCHEMA_JUNK = st.recursive(
 )
 
 
+def _mutate_once(draw: st.DrawFn, doc: Any, junk: Any, text: Any) -> bool:
+    """Replace, delete or extend one path of ``doc`` with ``junk``; False without paths."""
+    paths = [p for p in _paths(doc) if p]
+    if not paths:
+        return False
+    path = draw(st.sampled_from(paths))
+    parent = _get(doc, path[:-1])
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[path[-1]] = draw(junk)
+    elif action == "delete" and isinstance(parent, dict):
+        parent.pop(path[-1])
+    elif isinstance(parent, dict):
+        parent[draw(text)] = draw(junk)
+    else:
+        parent.append(draw(junk))
+    return True
+
+
 @st.composite
 def _schema_mutated(draw: st.DrawFn, base: Any) -> Any:
     doc = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 2))):
-        path = draw(st.sampled_from([p for p in _paths(doc) if p]))
-        parent = _get(doc, path[:-1])
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
-        if action == "replace":
-            parent[path[-1]] = draw(_SCHEMA_JUNK)
-        elif action == "delete" and isinstance(parent, dict):
-            parent.pop(path[-1])
-        elif isinstance(parent, dict):
-            parent[draw(_SCHEMA_TEXT)] = draw(_SCHEMA_JUNK)
-        else:
-            parent.append(draw(_SCHEMA_JUNK))
+        _mutate_once(draw, doc, _SCHEMA_JUNK, _SCHEMA_TEXT)
     return doc
 
 
@@ -1497,20 +1506,8 @@ def _mutated(draw: st.DrawFn, base: Any) -> Any:
     """A valid document with a few paths replaced, deleted or extended with junk."""
     doc = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(doc) if p]
-        if not paths:
+        if not _mutate_once(draw, doc, _JUNK, _TEXT):
             break
-        path = draw(st.sampled_from(paths))
-        parent = _get(doc, path[:-1])
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
-        if action == "replace":
-            parent[path[-1]] = draw(_JUNK)
-        elif action == "delete" and isinstance(parent, dict):
-            parent.pop(path[-1])
-        elif isinstance(parent, dict):
-            parent[draw(_TEXT)] = draw(_JUNK)
-        else:
-            parent.append(draw(_JUNK))
     return doc
 
 

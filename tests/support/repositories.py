@@ -12,6 +12,7 @@ import hashlib
 import lzma
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
 from tests.support.mirrors import LOOPBACK_POLICY
+from tests.support.mirrors import MirrorServer
 from tests.support.paths import FIXTURES
 
 APT = FIXTURES / "apt"
@@ -87,6 +89,16 @@ def add_repository(
     )
     mirrors = [Mirror.create(repository=repo, url=u, kind=k) for u, k in urls]
     return repo, mirrors
+
+
+def security_repository(
+    server: MirrorServer, key: str = "deb security"
+) -> tuple[Repository, list[Mirror]]:
+    """bookworm-security main amd64 at ``debian-security``: where build_unsigned_tree builds."""
+    return add_repository(
+        "deb", key, [(server.url("debian-security"), "baseurl")], "bookworm-security", "main",
+        "amd64",
+    )  # fmt: skip
 
 
 def reload(mirror: Mirror) -> Mirror:
@@ -158,21 +170,30 @@ def primary_path(repo: Path) -> Path:
     return repo / str(href)
 
 
-def replace_entry(repo: Path, type_: str, data: bytes, suffix: str) -> str:
-    """Store ``data`` as the ``type_`` metadata and make repomd.xml list it (checksum, size)."""
-    digest = hashlib.sha256(data).hexdigest()
-    href = f"repodata/{digest}-{type_}.xml{suffix}"
-    (repo / href).write_bytes(data)
+def edit_repomd(repo: Path, type_: str, edit: Callable[[ET.Element], None]) -> None:
+    """Rewrite repomd.xml with ``edit`` applied to its ``type_`` entries."""
     ET.register_namespace("", REPO_NS)
     ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
     path = repo / "repodata" / "repomd.xml"
     tree = ET.parse(path)
     for entry in tree.getroot().findall(f"{{{REPO_NS}}}data"):
         if entry.get("type") == type_:
-            entry.find(f"{{{REPO_NS}}}checksum").text = digest  # type: ignore[union-attr]
-            entry.find(f"{{{REPO_NS}}}location").set("href", href)  # type: ignore[union-attr]
-            entry.find(f"{{{REPO_NS}}}size").text = str(len(data))  # type: ignore[union-attr]
+            edit(entry)
     tree.write(path, xml_declaration=True, encoding="UTF-8")
+
+
+def replace_entry(repo: Path, type_: str, data: bytes, suffix: str) -> str:
+    """Store ``data`` as the ``type_`` metadata and make repomd.xml list it (checksum, size)."""
+    digest = hashlib.sha256(data).hexdigest()
+    href = f"repodata/{digest}-{type_}.xml{suffix}"
+    (repo / href).write_bytes(data)
+
+    def point_at_data(entry: ET.Element) -> None:
+        entry.find(f"{{{REPO_NS}}}checksum").text = digest  # type: ignore[union-attr]
+        entry.find(f"{{{REPO_NS}}}location").set("href", href)  # type: ignore[union-attr]
+        entry.find(f"{{{REPO_NS}}}size").text = str(len(data))  # type: ignore[union-attr]
+
+    edit_repomd(repo, type_, point_at_data)
     return "/rpm/" + href
 
 
