@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
+from typing import Any
 from typing import TypeVar
 
 from patchwatch.domain.errors import AmbiguousError
@@ -45,15 +46,16 @@ def required_ref(ref: str, message: str, where: str) -> str:
     return ref
 
 
-def by_number(ref: str, get: Callable[[int], T | None], what: str) -> T | None:
-    """The row a numeric reference names (``get`` by id; ``NotFoundError`` when none), or
-    None when ``ref`` is not a number and names the row otherwise."""
+def numbered_ref(ref: str, model: Any, what: str, where: str, empty: str) -> tuple[str, Any]:
+    """An operator's reference, stripped (empty: ``ParseError`` with ``empty``), and the
+    ``model`` row it names when it is a number: an id (``NotFoundError`` when none)."""
+    ref = required_ref(ref, empty, where)
     if not ref.isdigit():
-        return None
-    row = get(int(ref))
+        return ref, None
+    row = model.get_or_none(model.id == int(ref))
     if row is None:
         raise NotFoundError(f"no {what} with id {ref}")
-    return row
+    return ref, row
 
 
 def the_one(

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from peewee import fn
 
 from patchwatch.domain.errors import NotFoundError
-from patchwatch.inventory.common import by_number
-from patchwatch.inventory.common import required_ref
+from patchwatch.inventory.common import numbered_ref
 from patchwatch.inventory.common import the_one
 from patchwatch.inventory.repositories import is_security
 from patchwatch.inventory.repositories import repository_label
@@ -24,14 +23,11 @@ from patchwatch.store.models import Repository
 
 def resolve_os_release(ref: str, exact: bool = False) -> OSRelease:
     """Return the OS release ``ref`` names: its id, its name (any case), or (unless
-    ``exact``) the one release whose name contains ``ref``.
-
-    :raises ParseError: for an empty reference.
-    :raises NotFoundError: when nothing matches.
-    :raises AmbiguousError: when several releases match.
+    ``exact``) the one release whose name contains ``ref``. Raises ParseError when
+    ``ref`` is empty, NotFoundError or AmbiguousError when it names no or several releases.
     """
-    ref = required_ref(ref, "an OS release id or name is required", "os_release")
-    row = by_number(ref, lambda i: OSRelease.get_or_none(OSRelease.id == i), "OS release")
+    empty = "an OS release id or name is required"
+    ref, row = numbered_ref(ref, OSRelease, "OS release", "os_release", empty)
     if row is not None:
         return row
     rows = list(OSRelease.select().order_by(OSRelease.name))

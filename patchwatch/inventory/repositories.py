@@ -18,9 +18,8 @@ from peewee import fn
 from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.inventory.common import by_number
 from patchwatch.inventory.common import is_glob
-from patchwatch.inventory.common import required_ref
+from patchwatch.inventory.common import numbered_ref
 from patchwatch.inventory.common import the_one
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Advisory
@@ -46,8 +45,8 @@ def resolve_repository(ref: str, exact: bool = False) -> Repository:
     :raises NotFoundError: when nothing matches.
     :raises AmbiguousError: when several repositories match.
     """
-    ref = required_ref(ref, "a repository id or key is required", "repository")
-    repo = by_number(ref, lambda i: Repository.get_or_none(Repository.id == i), "repository")
+    empty = "a repository id or key is required"
+    ref, repo = numbered_ref(ref, Repository, "repository", "repository", empty)
     if repo is not None:
         return repo
     repo = Repository.get_or_none(Repository.key == ref)

@@ -29,7 +29,6 @@ from patchwatch.domain.reports.fields import MAX_MODULE_PACKAGES
 from patchwatch.domain.reports.fields import MAX_MODULES
 from patchwatch.domain.reports.fields import MAX_OS_STRING
 from patchwatch.domain.reports.fields import MAX_PACKAGES
-from patchwatch.domain.reports.fields import MAX_PRIORITY
 from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
@@ -38,6 +37,7 @@ from patchwatch.domain.reports.fields import MAX_UPDATES
 from patchwatch.domain.reports.fields import MAX_URLS
 from patchwatch.domain.reports.fields import PATCHMAN_AGENT
 from patchwatch.domain.reports.fields import check_tags
+from patchwatch.domain.reports.fields import json_integer
 from patchwatch.domain.reports.fields import merge_updates
 from patchwatch.domain.reports.fields import os_variant
 from patchwatch.domain.reports.fields import parse_hostname
@@ -105,13 +105,7 @@ class _Obj:
             if parsed is None:
                 raise ParseError("must be an integer", where)
             return parsed
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParseError("must be an integer", where)
-        if isinstance(value, float) and not value.is_integer():
-            raise ParseError("must be an integer", where)
-        if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
-            raise ParseError(f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", where)
-        return int(value)
+        return json_integer(value, where)
 
 
 def _protocol2_repos(
