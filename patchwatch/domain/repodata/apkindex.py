@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
+from itertools import chain
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
@@ -246,7 +247,7 @@ def parse_stanzas(
     lineno = 0
     count = 0
     fields = _FIELDS
-    for line in lines:
+    for line in chain(lines, (b"",)):  # a blank line after the last ends its stanza too
         lineno += 1
         line = line.rstrip(b"\r\n")
         if not line:
@@ -271,13 +272,6 @@ def parse_stanzas(
                 where = f"{label} line {lineno}"
                 raise ParseError(f"field {_LETTERS[slot]}: given twice", where)
             values[slot] = line[2:]
-    if start:
-        count += 1
-        if max_entries is not None and count > max_entries:
-            raise TooLargeError(f"{label}: lists more than {max_entries} packages")
-        package = _package(values, f"{label} line {start}", skipped)
-        if package is not None:
-            yield package
 
 
 def _package(values: list[bytes | None], where: str, skipped: Skipped) -> ApkPackage | None:

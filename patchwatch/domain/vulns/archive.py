@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from typing import TypeGuard
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
@@ -63,6 +64,7 @@ _ZIP_ERRORS = (
     lzma.LZMAError,
 )
 _CHUNK = 1 << 16
+_SPECIAL_FILE = "not a regular file (symbolic link or special)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,38 @@ def _read_bounded(stream: IO[bytes], limit: int) -> bytes | None:
     return b"".join(parts)
 
 
+def _screened(
+    name: str,
+    why: str | None,
+    size: int,
+    stats: FeedStats,
+    limits: ArchiveLimits,
+    declared: str = "",
+) -> bool:
+    """Whether a member is a record to read; a refused path (``why``), a file that is not a
+    record or one over the member bound is counted in ``stats`` instead."""
+    if why is not None:
+        stats.skip("path", f"{name!r}: {why}")
+        return False
+    if not _is_record(name):
+        stats.ignored += 1
+        return False
+    if size > limits.max_member_bytes:
+        stats.skip("size", f"{name}: {size} bytes{declared}")
+        return False
+    return True
+
+
+def _counted(
+    data: bytes | None, name: str, stats: FeedStats, limits: ArchiveLimits
+) -> TypeGuard[bytes]:
+    """Whether a record read within its bound (None: it was longer) counts; skipped if not."""
+    if data is None:
+        stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+        return False
+    return True
+
+
 def iter_zip(
     source: str | Path | IO[bytes],
     stats: FeedStats,
@@ -152,14 +186,7 @@ def iter_zip(
             mode = info.external_attr >> 16
             if why is None and stat.S_ISLNK(mode):
                 why = "symbolic link"
-            if why is not None:
-                stats.skip("path", f"{name!r}: {why}")
-                continue
-            if not name.endswith(".json"):
-                stats.ignored += 1
-                continue
-            if info.file_size > limits.max_member_bytes:
-                stats.skip("size", f"{name}: {info.file_size} bytes declared")
+            if not _screened(name, why, info.file_size, stats, limits, " declared"):
                 continue
             try:
                 with archive.open(info) as member:
@@ -168,8 +195,7 @@ def iter_zip(
                 # a corrupt member (bad CRC, lying sizes, unknown compression): skip it
                 stats.skip("corrupt", f"{name}: unreadable member: {exc}")
                 continue
-            if data is None:
-                stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+            if not _counted(data, name, stats, limits):
                 continue
             budget.add(len(data))
             yield name, data
@@ -198,14 +224,7 @@ def iter_tar(
         why = _bad_path(name)
         if why is None and member.kind not in ("file", "oversized"):
             why = "not a regular file (link, device or fifo)"
-        if why is not None:
-            stats.skip("path", f"{name!r}: {why}")
-            continue
-        if not _is_record(name):
-            stats.ignored += 1
-            continue
-        if member.data is None:  # over the bound, by its header: never read
-            stats.skip("size", f"{name}: {member.size} bytes")
+        if not _screened(name, why, member.size, stats, limits) or member.data is None:
             continue
         budget.add(len(member.data))
         yield name, member.data
@@ -248,20 +267,17 @@ def iter_folder(
             name = path.relative_to(base).as_posix()
             budget.member()
             st = path.lstat()
-            if not stat.S_ISREG(st.st_mode):
-                stats.skip("path", f"{name!r}: not a regular file (symbolic link or special)")
-                continue
-            if not name.endswith(".json"):
-                stats.ignored += 1
-                continue
-            if st.st_size > limits.max_member_bytes:
-                stats.skip("size", f"{name}: {st.st_size} bytes")
+            special = (
+                None
+                if stat.S_ISREG(st.st_mode)
+                else "not a regular file (symbolic link or special)"
+            )
+            if not _screened(name, special, st.st_size, stats, limits):
                 continue
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             with os.fdopen(fd, "rb") as f:
                 data = _read_bounded(f, limits.max_member_bytes)
-            if data is None:
-                stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+            if not _counted(data, name, stats, limits):
                 continue
             budget.add(len(data))
             yield name, data
