@@ -84,6 +84,13 @@ _NUM_BASE = 0x30
 _LONG_NUMBER = 0xFF - _NUM_BASE  # from here on: marker U+00FF, then the length's length
 
 
+def split_last_hyphen(rest: str) -> tuple[str, str | None]:
+    """``rest`` cut at its last hyphen, as dpkg, rpm and pacman all cut the release off:
+    (before, after), after None when there is no hyphen. The callers name an empty side."""
+    head, hyphen, tail = rest.rpartition("-")
+    return (head, tail) if hyphen else (rest, None)
+
+
 def _encode_number(digits: str) -> str:
     """Encode an ASCII digit run so that string order equals numeric order."""
     d = digits.lstrip("0")
@@ -143,14 +150,12 @@ def split_deb(s: str) -> tuple[str, str, str]:
             raise _deb_error(s, "nothing after colon in version number")
     else:
         epoch, rest = "", v
-    upstream, hyphen, revision = rest.rpartition("-")
-    if not hyphen:
-        upstream, revision = rest, ""
-    elif not revision:
+    upstream, revision = split_last_hyphen(rest)
+    if revision == "":
         raise _deb_error(s, "revision number is empty")
     if not upstream:
         raise _deb_error(s, "upstream version is empty")
-    return epoch, upstream, revision
+    return epoch, upstream, revision or ""
 
 
 def _deb_fragment(part: str) -> str:
@@ -229,11 +234,8 @@ def _split_rpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "", s
-    release: str | None
-    version, hyphen, release = rest.rpartition("-")
-    if not hyphen:
-        version, release = rest, None
-    elif not release:
+    version, release = split_last_hyphen(rest)
+    if release == "":
         raise _rpm_error(s, "release is empty")
     if not version:
         raise _rpm_error(s, "version is empty")

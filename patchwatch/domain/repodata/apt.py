@@ -38,6 +38,7 @@ from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.model import RELEASE_HASHES
 from patchwatch.domain.repodata.model import ReleaseFile
 from patchwatch.domain.repodata.model import ReleaseFileEntry
+from patchwatch.domain.versions import split_last_hyphen
 
 __all__ = [
     "GpgvStatus",
@@ -402,14 +403,12 @@ def parse_deb_version(version: str, where: str | None = None) -> tuple[str, str,
         epoch = epoch.lstrip("0")
     else:
         epoch, rest = "", version
-    upstream, hyphen, revision = rest.rpartition("-")
-    if not hyphen:
-        upstream, revision = rest, ""
-    elif not revision:
+    upstream, revision = split_last_hyphen(rest)
+    if revision == "":
         raise ParseError(f"empty revision in version {version[:60]!r}", where)
     if not upstream:
         raise ParseError(f"empty upstream part in version {version[:60]!r}", where)
-    return epoch, upstream, revision
+    return epoch, upstream, revision or ""
 
 
 # Field name -> slot. Canonical, lower and upper spellings: deb822 names are
