@@ -5,6 +5,7 @@ Errors name the JSON path at fault (``packages[3].version``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from patchwatch.domain.errors import ParseError
@@ -94,6 +95,15 @@ class _Obj:
             raise ParseError(f"more than {max_items} items", self.path(key))
         return value
 
+    def strings(self, key: str, max_items: int) -> Iterator[tuple[str, str]]:
+        """The items of a list of strings, each with its path; storable, maybe empty."""
+        for i, item in enumerate(self.array(key, max_items)):
+            where = self.path(f"{key}[{i}]")
+            if not isinstance(item, str):
+                raise ParseError("must be a string", where)
+            storable(item, where)
+            yield where, item
+
     def integer(self, key: str, default: int) -> int:
         """DRF IntegerField leniency: 99, 99.0 and "99" are all 99; bools are not."""
         value = self.obj.get(key)
@@ -121,14 +131,7 @@ def _protocol2_repos(
             continue
         name = repo.text("name", MAX_REPO_NAME, required=True)
         priority = repo.integer("priority", 0)
-        urls: list[str] = []
-        for j, url in enumerate(repo.array("urls", MAX_URLS)):
-            where = repo.path(f"urls[{j}]")
-            if not isinstance(url, str):
-                raise ParseError("must be a string", where)
-            storable(url, where)
-            if url:
-                urls.append(url)
+        urls = [url for _where, url in repo.strings("urls", MAX_URLS) if url]
         if rtype == "deb":
             if not urls:
                 raise ParseError("a deb repository needs a URL", repo.path("urls"))
@@ -212,10 +215,7 @@ def parse_protocol2(doc: object) -> HostReport:
         tags = split_tags(raw_tags)
     else:
         collected: list[str] = []
-        for i, tag in enumerate(top.array("tags", MAX_TAGS)):
-            if not isinstance(tag, str):
-                raise ParseError("must be a string", f"tags[{i}]")
-            storable(tag, f"tags[{i}]")
+        for _where, tag in top.strings("tags", MAX_TAGS):
             collected.extend(split_tags(tag))
         tags = tuple(dict.fromkeys(collected))
     tags = check_tags(tags, "tags")
@@ -243,11 +243,7 @@ def parse_protocol2(doc: object) -> HostReport:
         module = _Obj(item, f"modules[{i}]")
         name = module.text("name", MAX_PACKAGE_NAME, required=True)
         nevras: list[str] = []
-        for j, nevra in enumerate(module.array("packages", MAX_MODULE_PACKAGES)):
-            where = module.path(f"packages[{j}]")
-            if not isinstance(nevra, str):
-                raise ParseError("must be a string", where)
-            storable(nevra, where)
+        for where, nevra in module.strings("packages", MAX_MODULE_PACKAGES):
             if nevra:
                 nevras.append(pct2b(text_limit(nevra, where, MAX_MODULE_PACKAGE, required=False)))
         modules.append(
