@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.records import PackageKind
@@ -84,11 +85,20 @@ _NUM_BASE = 0x30
 _LONG_NUMBER = 0xFF - _NUM_BASE  # from here on: marker U+00FF, then the length's length
 
 
-def split_last_hyphen(rest: str) -> tuple[str, str | None]:
+def split_release(
+    rest: str, refuse: Callable[[str], Exception], no_version: str, no_release: str
+) -> tuple[str, str | None]:
     """``rest`` cut at its last hyphen, as dpkg, rpm and pacman all cut the release off:
-    (before, after), after None when there is no hyphen. The callers name an empty side."""
-    head, hyphen, tail = rest.rpartition("-")
-    return (head, tail) if hyphen else (rest, None)
+    (version, release), the release None when there is no hyphen. An empty side raises
+    ``refuse(no_release)`` or ``refuse(no_version)``: each format names them its own way."""
+    version, hyphen, release = rest.rpartition("-")
+    if not hyphen:
+        version = rest
+    elif not release:
+        raise refuse(no_release)
+    if not version:
+        raise refuse(no_version)
+    return version, release if hyphen else None
 
 
 def _encode_number(digits: str) -> str:
@@ -150,11 +160,10 @@ def split_deb(s: str) -> tuple[str, str, str]:
             raise _deb_error(s, "nothing after colon in version number")
     else:
         epoch, rest = "", v
-    upstream, revision = split_last_hyphen(rest)
-    if revision == "":
-        raise _deb_error(s, "revision number is empty")
-    if not upstream:
-        raise _deb_error(s, "upstream version is empty")
+    refuse = functools.partial(_deb_error, s)
+    upstream, revision = split_release(
+        rest, refuse, "upstream version is empty", "revision number is empty"
+    )
     return epoch, upstream, revision or ""
 
 
@@ -234,11 +243,9 @@ def _split_rpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "", s
-    version, release = split_last_hyphen(rest)
-    if release == "":
-        raise _rpm_error(s, "release is empty")
-    if not version:
-        raise _rpm_error(s, "version is empty")
+    version, release = split_release(
+        rest, functools.partial(_rpm_error, s), "version is empty", "release is empty"
+    )
     return epoch, version, release
 
 

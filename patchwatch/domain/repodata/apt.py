@@ -38,7 +38,7 @@ from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.model import RELEASE_HASHES
 from patchwatch.domain.repodata.model import ReleaseFile
 from patchwatch.domain.repodata.model import ReleaseFileEntry
-from patchwatch.domain.versions import split_last_hyphen
+from patchwatch.domain.versions import split_release
 
 __all__ = [
     "GpgvStatus",
@@ -403,11 +403,10 @@ def parse_deb_version(version: str, where: str | None = None) -> tuple[str, str,
         epoch = epoch.lstrip("0")
     else:
         epoch, rest = "", version
-    upstream, revision = split_last_hyphen(rest)
-    if revision == "":
-        raise ParseError(f"empty revision in version {version[:60]!r}", where)
-    if not upstream:
-        raise ParseError(f"empty upstream part in version {version[:60]!r}", where)
+    upstream, revision = split_release(
+        rest, lambda reason: ParseError(f"{reason} in version {version[:60]!r}", where),
+        "empty upstream part", "empty revision",
+    )  # fmt: skip
     return epoch, upstream, revision or ""
 
 
