@@ -58,6 +58,7 @@ from tests.support.repositories import make_fetcher
 from tests.support.repositories import make_settings
 from tests.support.repositories import primary_path
 from tests.support.repositories import primary_xml
+from tests.support.repositories import refreshed_rpm_mirror
 from tests.support.repositories import reload
 from tests.support.repositories import replace_entry
 from tests.support.repositories import repomd_entry
@@ -562,9 +563,7 @@ def test_rpm_refresh_stores_packages_and_advisories(
 def test_unchanged_rpm_refresh_reads_only_repomd(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_rpm_tree(root)
-    _repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _tree, _repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
     assert (res.outcome, res.detail) == ("unchanged", "repomd.xml not modified")
@@ -579,9 +578,7 @@ def test_unchanged_rpm_refresh_reads_only_repomd(
 def test_new_updateinfo_alone_replaces_the_advisories(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    tree = build_rpm_tree(root)
-    repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    tree, repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     old_pset = reload(mirror).package_set_id
     updateinfo = (
         b'<?xml version="1.0"?><updates><update type="security"><id>PWTEST-2026:0009</id>'

@@ -32,6 +32,7 @@ from tests.support.repositories import build_unsigned_tree
 from tests.support.repositories import first_stanzas
 from tests.support.repositories import make_settings
 from tests.support.repositories import primary_xml
+from tests.support.repositories import refreshed_rpm_mirror
 from tests.support.repositories import reload
 from tests.support.repositories import replace_entry
 from tests.support.repositories import rpm_repository
@@ -90,9 +91,7 @@ def test_oversized_rpm_package_is_skipped_counted_and_never_stored(
 def test_oversized_advisory_is_skipped_and_counted_apart(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    tree = build_rpm_tree(root)
-    _repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    tree, _repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     updateinfo = (
         '<?xml version="1.0"?><updates>'
         '<update type="security"><id>PW-1</id><title>fine</title></update>'
@@ -165,9 +164,7 @@ def test_mirror_whose_stored_advisory_was_oversized_is_read_again_after_the_remo
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     """As an old patchwatch left it: an advisory with a 5,000-character title stored."""
-    build_rpm_tree(root)
-    repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _tree, repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     Advisory.update(title="t" * 5000).where(Advisory.advisory_id == "PWTEST-2026:0002").execute()
     assert refresh_mirror(reload(mirror), fetcher, LATER, make_settings()).outcome == "unchanged"
     with write_transaction():

@@ -20,6 +20,7 @@ import pytest
 
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.refresh import refresh_mirror
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
@@ -155,6 +156,16 @@ def build_rpm_tree(root: Path) -> Path:
 def rpm_repository(url: str, kind: str = "baseurl") -> tuple[Repository, Mirror]:
     repo, (mirror,) = add_repository("rpm", f"rpm t x86_64 {url}", [(url, kind)], arch="x86_64")
     return repo, mirror
+
+
+def refreshed_rpm_mirror(
+    server: MirrorServer, root: Path, fetcher: HttpFetcher
+) -> tuple[Path, Repository, Mirror]:
+    """The rpm-md tree built under ``root``, stored as a repository and refreshed at NOW."""
+    tree = build_rpm_tree(root)
+    repo, mirror = rpm_repository(server.url("rpm"))
+    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    return tree, repo, mirror
 
 
 def repomd_entry(repo: Path, type_: str) -> ET.Element:
