@@ -112,6 +112,12 @@ def updates_repository(server: MirrorServer) -> tuple[Repository, Mirror]:
     return repo, mirror
 
 
+def updates_mirror(server: MirrorServer, root: Path) -> tuple[Repository, Mirror]:
+    """bookworm-updates built under ``root`` and stored as the server's repository."""
+    build_updates_tree(root)
+    return updates_repository(server)
+
+
 def expected_updates_rows() -> set[tuple[str, str, str, str, str, str]]:
     with UPDATES_XZ.open("rb") as raw, open_decompressed(raw, "xz", 1 << 24) as reader:
         return as_rows(parse_packages(reader))
@@ -123,8 +129,7 @@ def expected_updates_rows() -> set[tuple[str, str, str, str, str, str]]:
 def test_apt_refresh_stores_the_verified_index_via_by_hash(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    repo, mirror = updates_repository(server)
+    repo, mirror = updates_mirror(server, root)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings())
     assert (res.outcome, res.detail) == ("changed", "")
     assert res.packages == len(expected_updates_rows()) == 38
@@ -141,8 +146,7 @@ def test_unchanged_apt_refresh_downloads_only_inrelease(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     server.validators = False  # as deb.debian.org here: no ETag, so a full InRelease
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings())
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
@@ -155,8 +159,7 @@ def test_unchanged_apt_refresh_downloads_only_inrelease(
 def test_unchanged_apt_refresh_uses_a_conditional_request(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings())
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
@@ -173,8 +176,7 @@ def test_unchanged_apt_refresh_uses_a_conditional_request(
 def test_new_architecture_is_not_skipped_by_a_304(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings(), architectures=["amd64"])
     server.clear()
     res = refresh_mirror(
@@ -387,8 +389,7 @@ def test_apt_fault_fails_cleanly_keeps_the_data_and_recovers(
     fault: str,
 ) -> None:
     """Every fault on SQLite; one on PostgreSQL too, where the failure is recorded alike."""
-    build_updates_tree(root)
-    repo, mirror = updates_repository(server)
+    repo, mirror = updates_mirror(server, root)
     with make_fetcher(timeout=0.3) as fetcher:
         assert refresh_mirror(mirror, fetcher, NOW, make_settings()).outcome == "changed"
         good = reload(mirror)
@@ -426,8 +427,7 @@ def test_keyrings_relative_missing_or_none(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:  # fmt: skip
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     monkeypatch.setattr(
         "patchwatch.pipeline.refresh.apt.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg")
     )
@@ -470,8 +470,7 @@ def build_unsigned_tree_bomb(root: Path) -> None:
 def test_release_that_does_not_list_the_architecture_fails_clearly(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings(), architectures=["sparc64"])
     assert res.outcome == "failed"
     assert res.detail.endswith("InRelease: lists no Packages index for main/binary-sparc64")

@@ -12,6 +12,7 @@ import gzip
 import io
 import lzma
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from patchwatch.domain import limits
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.records import AvailablePackage
 from patchwatch.domain.records import Package
 from patchwatch.domain.repodata.apt import extract_signed_text
 from patchwatch.domain.repodata.apt import parse_packages
@@ -219,16 +221,25 @@ def hostile_stanza(draw: st.DrawFn) -> str:
 
 
 @HOSTILE
-@given(st.lists(hostile_stanza(), min_size=1, max_size=8))
-def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
+def kept_within_limits_or_counted(
+    parse: Callable[[Skipped], Iterable[AvailablePackage]], entries: int
+) -> None:
+    """Every entry is kept within its bounds or counted as skipped (or the index refused)."""
     skipped = Skipped()
-    data = "".join(stanzas).encode()
     try:
-        packages = [a.package for a in parse_packages(read_lines(io.BytesIO(data)), skipped)]
+        packages = [a.package for a in parse(skipped)]
     except EXPECTED:
         return
     assert all(within_limits(p) for p in packages)
-    assert len(packages) + skipped.count == len(stanzas)
+    assert len(packages) + skipped.count == entries
+
+
+@given(st.lists(hostile_stanza(), min_size=1, max_size=8))
+def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
+    data = "".join(stanzas).encode()
+    kept_within_limits_or_counted(
+        lambda skipped: parse_packages(read_lines(io.BytesIO(data)), skipped), len(stanzas)
+    )
 
 
 @st.composite
@@ -253,13 +264,9 @@ def test_hostile_primary_entries_are_kept_within_limits_or_counted(entries: list
         '<metadata xmlns="http://linux.duke.edu/metadata/common" '
         'xmlns:rpm="http://linux.duke.edu/metadata/rpm">' + "".join(entries) + "</metadata>"
     ).encode()
-    skipped = Skipped()
-    try:
-        packages = [a.package for a in parse_primary(io.BytesIO(data), skipped)]
-    except EXPECTED:
-        return
-    assert all(within_limits(p) for p in packages)
-    assert len(packages) + skipped.count == len(entries)
+    kept_within_limits_or_counted(
+        lambda skipped: parse_primary(io.BytesIO(data), skipped), len(entries)
+    )
 
 
 @st.composite
