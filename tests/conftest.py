@@ -26,11 +26,11 @@ from playhouse.pool import PooledDatabase
 from patchwatch.domain.set_bases import Thresholds
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.receiver.app import create_app
 from patchwatch.store import package_sets
 from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
-from receiver.app import create_app
 from tests.support.mirrors import MirrorServer
 from tests.support.network import FakeDns
 from tests.support.repositories import build_rpm_tree

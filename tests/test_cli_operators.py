@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.output import render_table
+from patchwatch.cli.output import render_table
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
@@ -173,7 +173,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
+            [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         os.write(master, answer)
@@ -188,7 +188,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
 def _stderr_on_terminal(url: str, args: list[str]) -> tuple[int, str, str]:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
     )  # fmt: skip
     os.close(slave)

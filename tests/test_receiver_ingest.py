@@ -11,12 +11,12 @@ import pytest
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import encode_body
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import RepositorySet
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.support.reports import native_doc
 from tests.support.reports import post
 

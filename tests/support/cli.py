@@ -21,7 +21,7 @@ def cli_env(url: str, home: Path) -> dict[str, str]:
 def cli(url: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     """Run ``patchwatch ARGS`` with no terminal (stdin from /dev/null), as cron does."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=cli_env(url, home),
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=cli_env(url, home),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in proc.stderr, proc.stderr

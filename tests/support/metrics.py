@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import StoreCollector
+from patchwatch.exporter.collector import StoreCollector
 
 
 def registry_for(db) -> CollectorRegistry:
