@@ -180,7 +180,7 @@ class Postgres:
     """One throw-away PostgreSQL cluster for the whole run (the tests' own recipe)."""
 
     def __init__(self) -> None:
-        from tests.conftest import PostgresServer
+        from tests.support.servers import PostgresServer
 
         self.server = PostgresServer()
         self.server.start()

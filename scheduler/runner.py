@@ -300,13 +300,17 @@ def run_forever(
     lease_ttl: float = LEASE_TTL_SECONDS,
     clock: Callable[[], float] = time.time,
     renew_every: float | None = None,
+    sleep: Callable[[float], object] | None = None,
 ) -> None:
     """Run jobs until ``stop`` is set; run each once at start, then on its interval.
 
     While jobs run the lease is renewed every ``renew_every`` seconds (a third of
     ``lease_ttl`` by default, the tests' injected ``clock`` apart); see the module
-    docstring for what a lost lease and ``stop`` do to them.
+    docstring for what a lost lease and ``stop`` do to them. Between ticks the loop
+    waits with ``sleep`` (by default on ``stop``, which ends the wait at once): a test
+    passes one that moves its ``clock`` instead, and drives the loop tick by tick.
     """
+    wait = sleep if sleep is not None else stop.wait
     holder = holder or f"{socket.gethostname()}:{os.getpid()}"
     keeper = LeaseKeeper(db, holder, lease_ttl, clock)
     every = renew_every if renew_every is not None else lease_ttl / RENEWALS_PER_LEASE
@@ -333,7 +337,7 @@ def run_forever(
                     has_lease = False
                     log.warning("scheduler lease lost; pausing jobs")
             had_lease = has_lease
-            stop.wait(tick)
+            wait(tick)
     finally:
         if had_lease or keeper.expires_at is not None:
             keeper.release()

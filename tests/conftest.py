@@ -1,4 +1,8 @@
-"""Shared fixtures: settings, a real database on each backend, free ports.
+"""Shared fixtures: a real database on each backend, the receiver's ``app`` and ``client``,
+``patchwatch serve`` (``server_factory``), a loopback mirror (``root``, ``server``,
+``mirror``, ``fetcher``), the base thresholds of the suite's small package sets, and
+hooks that observe outgoing connections and DNS. Helpers (classes, builders, oracles)
+live in tests/support/; test modules import from there, never from one another.
 
 PostgreSQL is real: a throw-away cluster from Debian's packages is started on loopback
 for the test session (initdb + pg_ctl under a temporary folder, fsync off). When it
@@ -10,122 +14,30 @@ they fail, so a missing server can never pass as green.
 from __future__ import annotations
 
 import errno
-import glob
 import ipaddress
-import itertools
-import os
-import pwd
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playhouse.pool import PooledDatabase
 
-from patchwatch.domain import set_bases
+from patchwatch.domain.set_bases import Thresholds
 from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.receiver.app import create_app
+from patchwatch.store import package_sets
 from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-# For every server process a test starts: its mirror requests go through a "proxy" on a
-# loopback port where nothing listens, so a report that names a real mirror (this
-# machine's agent report names deb.debian.org) makes the scheduler's refresh fail at
-# once instead of reaching the network; mirrors served on loopback are reached directly.
-NO_EGRESS_ENV = {
-    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-    "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
-    "PATCHWATCH_HTTP_RETRIES": "0",
-}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def require_or_skip(env: str, reason: str) -> None:
-    """Skip with ``reason``, or fail when the environment says the tool is required."""
-    if os.environ.get(env) == "1":
-        pytest.fail(f"{reason} (required because {env}=1)")
-    pytest.skip(reason)
-
-
-class PostgresServer:
-    """A disposable PostgreSQL cluster on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not candidates:
-            raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
-        self.bindir = Path(candidates[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="patchwatch-pg-"))
-        self.port = free_port()
-        self.user: str | None = None
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            self.user = "postgres"
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.data = self.dir / "data"
-        self._counter = itertools.count(1)
-
-    def _run(self, *args: str) -> None:
-        cmd = list(args)
-        if self.user:
-            cmd = ["runuser", "-u", self.user, "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-            "-U", "postgres", "--no-sync",
-        )  # fmt: skip
-        self.resume()
-
-    def resume(self) -> None:
-        """Start (again) the server on its port."""
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
-            "-w", "-o", opts, "start",
-        )  # fmt: skip
-
-    def pause(self) -> None:
-        """Stop the server but keep its data, as an outage would."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def stop(self) -> None:
-        try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def create_database(self) -> str:
-        name = f"t{os.getpid()}_{next(self._counter)}"
-        admin = make_database(self.url())
-        admin.connect()
-        admin.execute_sql(f'CREATE DATABASE "{name}"')
-        admin.close()
-        return self.url(name)
+from tests.support.mirrors import MirrorServer
+from tests.support.network import FakeDns
+from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import make_fetcher
+from tests.support.servers import PostgresServer
+from tests.support.servers import Server
+from tests.support.tools import require_or_skip
 
 
 @pytest.fixture(scope="session")
@@ -171,104 +83,23 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=str(tmp_path / "data"))
 
 
-class Server:
-    """``patchwatch serve`` running on loopback in a subprocess, for tests that need it real."""
+@pytest.fixture
+def app(db, tmp_path):
+    """The receiver on the test database, with small report bounds; reports stay queued."""
+    settings = Settings(
+        data_dir=str(tmp_path),
+        process_inline=False,
+        max_report_bytes=200_000,
+        max_report_decompressed_bytes=1_000_000,
+        protocol1_networks=("127.0.0.0/8",),
+    )
+    return create_app(settings, db=db)
 
-    def __init__(
-        self,
-        tmp_path: Path,
-        env: dict[str, str] | None = None,
-        command: list[str] | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        #: how patchwatch is started (an installed script, say) and from where
-        self.command = command or [sys.executable, "-m", "patchwatch"]
-        self.cwd = cwd or ROOT
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.data_dir = tmp_path / "data"
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(tmp_path),
-            "PATCHWATCH_WORKERS": "2",
-            **NO_EGRESS_ENV,
-            **(env or {}),
-        }
-        self.log_path = tmp_path / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def database_url(self) -> str:
-        return (
-            self.env.get("PATCHWATCH_DATABASE_URL")
-            or f"sqlite:///{self.data_dir / 'patchwatch.db'}"
-        )
-
-    def start(self, timeout: float = 30) -> Server:
-        import time
-        import urllib.request
-
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [*self.command, "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data_dir)],
-            cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            # our own gunicorn must hold the port: a free port can be taken by another
-            # process between free_port() and bind, and would then answer for us
-            listening = self._owns_port()
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:
-                    if resp.status == 200 and listening:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server did not become healthy")
-
-    def _owns_port(self) -> bool:
-        """Whether our server process holds the listening socket of our port."""
-        inodes = set()
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(f":{self.port:04X}") and fields[3] == "0A":
-                inodes.add(f"socket:[{fields[9]}]")
-        fd_dir = Path(f"/proc/{self.proc.pid}/fd") if self.proc else None
-        if not inodes or fd_dir is None:
-            return False
-        try:
-            return any(os.readlink(fd) in inodes for fd in fd_dir.iterdir())
-        except OSError:
-            return False
-
-    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, *args],
-            cwd=self.cwd,
-            env={**self.env, "PATCHWATCH_DATA_DIR": str(self.data_dir)},
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=120,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self._log.close()
+@pytest.fixture
+def client(app):
+    """Flask's test client of ``app``."""
+    return app.test_client()
 
 
 @pytest.fixture
@@ -285,6 +116,10 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
         srv.stop()
 
 
+# small ids: every one stands for its set
+SMALL_SETS = Thresholds(min_size=2, sample_every=1, max_difference=0.5)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def small_sets_as_differences() -> Iterator[None]:
     """Write even the tests' small package sets as differences from a base.
@@ -292,14 +127,48 @@ def small_sets_as_differences() -> Iterator[None]:
     Real hosts' sets (1,500 packages) are written as differences and most test sets
     have a handful, which the default minimum would write whole: lowered here, every
     reader of package sets in the suite also reads sets written as differences.
-    (Session-wide, not per test: hypothesis refuses function-scoped fixtures.)
+    (Session-wide, not per test: hypothesis refuses function-scoped fixtures.) The
+    thresholds are handed to the one index package sets use, not written over module
+    constants that a ``from ... import`` elsewhere would not see.
     """
-    defaults = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
-    set_bases.MIN_SIZE = 2
-    set_bases.SAMPLE_EVERY = 1  # small ids: every one stands for its set
-    set_bases.MAX_DIFFERENCE = 0.5
+    defaults = package_sets.use_thresholds(SMALL_SETS)
     yield
-    set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = defaults
+    package_sets.use_thresholds(defaults)
+
+
+# ------------------------------------------------------------- a mirror on loopback
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """The folder the loopback mirror (``server``) serves."""
+    www = tmp_path / "www"
+    www.mkdir()
+    return www
+
+
+@pytest.fixture
+def server(root: Path) -> Iterator[MirrorServer]:
+    """A mirror on loopback serving ``root``, with faults and a request log."""
+    srv = MirrorServer(root).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def mirror(root: Path) -> Iterator[MirrorServer]:
+    """A mirror on loopback serving a real rpm-md repository under ``/rpm``."""
+    build_rpm_tree(root)
+    srv = MirrorServer(root).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fetcher() -> Iterator[HttpFetcher]:
+    """A fetcher allowed to reach the loopback mirror, retrying once without waiting."""
+    with make_fetcher() as f:
+        yield f
 
 
 # ------------------------------------------------- observing outgoing connections
@@ -323,21 +192,6 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     return attempts
-
-
-class FakeDns:
-    """Names the tests make up, resolved to the addresses each test chooses.
-
-    Only those names and literal addresses resolve; any other lookup fails and is
-    recorded, so that no test sends a DNS query off the machine either.
-    """
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.unknown: list[str] = []
-
-    def __setitem__(self, name: str, address: str) -> None:
-        self.names[name] = address
 
 
 @pytest.fixture

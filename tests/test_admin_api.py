@@ -14,7 +14,7 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Repository
 from patchwatch.store.tokens import create_token
-from tests.test_inventory import seed_fleet
+from tests.support.fleets import seed_fleet
 
 
 @pytest.fixture

@@ -1326,6 +1326,8 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.requests: list[dict] = []
         self.answers: list[tuple[int, dict, dict]] = []
+        self.hold: threading.Event | None = None  # when set: answer only once it is set
+        self.answered = 0
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -1334,6 +1336,8 @@ class Receiver:
                 receiver.requests.append(
                     {"path": self.path, "headers": dict(self.headers), "body": body}
                 )
+                if receiver.hold is not None:
+                    receiver.hold.wait(60)  # a liveness bound: the test sets it
                 status, payload, headers = (
                     receiver.answers.pop(0)
                     if receiver.answers
@@ -1347,6 +1351,7 @@ class Receiver:
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
+                receiver.answered += 1
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -1552,8 +1557,9 @@ def test_debounce_lets_only_the_last_hook_report(tmp_path: Path) -> None:
 
 
 def test_detached_hook_returns_at_once_and_reports(receiver: Receiver, tmp_path: Path) -> None:
-    config = write_config(tmp_path, receiver.url, hook_delay=0)
-    started = time.monotonic()
+    # an agent waiting for its answer would outlast run_agent_file's timeout
+    config = write_config(tmp_path, receiver.url, hook_delay=0, timeout=120)
+    receiver.hold = threading.Event()  # no report is answered before the hook returns
     proc = run_agent_file(
         "--config",
         str(config),
@@ -1565,7 +1571,8 @@ def test_detached_hook_returns_at_once_and_reports(receiver: Receiver, tmp_path:
         timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 5  # the package manager is not kept waiting
+    assert receiver.answered == 0  # returned without waiting for the report's answer
+    receiver.hold.set()
     deadline = time.monotonic() + 20
     while not receiver.requests and time.monotonic() < deadline:
         time.sleep(0.05)

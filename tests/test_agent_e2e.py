@@ -9,7 +9,7 @@ import time
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def dpkg_installed_count() -> int:

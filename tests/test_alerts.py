@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import require_yaml
+from tests.support.paths import ROOT
+from tests.support.tools import require_tool
+from tests.support.tools import require_yaml
 
 ALERTS = ROOT / "alerts"
 RULES = ALERTS / "patchwatch.rules.yml"

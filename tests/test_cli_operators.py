@@ -24,15 +24,17 @@ from patchwatch.pipeline.processing import store_report
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Repository
-from tests.conftest import ROOT
-from tests.test_inventory import MAIN
-from tests.test_inventory import SECURITY
-from tests.test_inventory import WEB1
-from tests.test_inventory import WEB2
-from tests.test_inventory import report
-from tests.test_inventory import seed_fleet
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+from tests.support.cli import SQLITE_ONLY
+from tests.support.cli import cli
+from tests.support.cli import cli_env
+from tests.support.cli import fails
+from tests.support.fleets import MAIN
+from tests.support.fleets import SECURITY
+from tests.support.fleets import WEB1
+from tests.support.fleets import WEB2
+from tests.support.fleets import report
+from tests.support.fleets import seed_fleet
+from tests.support.paths import ROOT
 
 
 def test_table_cuts_the_widest_column_first_with_an_ellipsis() -> None:
@@ -43,28 +45,6 @@ def test_table_cuts_the_widest_column_first_with_an_ellipsis() -> None:
     assert max(len(head), len(first), len(second)) <= 80
     assert first.startswith("a" * 10) and "…  Debian GNU/Linux 12 (bookworm)" in first
     assert first.endswith("  3") and second.endswith(" 12")  # numbers right-aligned, whole
-
-
-def _env(url: str, home: Path) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "PATCHWATCH_DATABASE_URL": url}
-
-
-def cli(url: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``patchwatch ARGS`` with no terminal (stdin from /dev/null), as cron does."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, home),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def fails(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    """Assert a one-line error on stderr containing ``text`` and exit ``code``."""
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and text in lines[0], proc.stderr
-    assert proc.stdout == ""
 
 
 def table(proc: subprocess.CompletedProcess[str]) -> list[str]:
@@ -193,7 +173,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
+            [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         os.write(master, answer)
@@ -208,7 +188,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
 def _stderr_on_terminal(url: str, args: list[str]) -> tuple[int, str, str]:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=cli_env(url, Path("/tmp")),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
     )  # fmt: skip
     os.close(slave)

@@ -35,11 +35,11 @@ from patchwatch.store.queries import hosts_with_package
 from patchwatch.store.queries import pending_update_summary
 from patchwatch.store.queries import repository_summaries
 from patchwatch.store.tokens import create_token
-from tests.conftest import ROOT
-from tests.test_cli_operators import SQLITE_ONLY
-from tests.test_cli_operators import cli
-from tests.test_cli_operators import fails
-from tests.test_inventory import seed_fleet
+from tests.support.cli import SQLITE_ONLY
+from tests.support.cli import cli
+from tests.support.cli import fails
+from tests.support.fleets import seed_fleet
+from tests.support.paths import ROOT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reports"
 ESCAPE = "\x1b]0;owned\x07\x1b[2J"  # retitle the window, clear the screen

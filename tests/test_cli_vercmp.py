@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_versions_alpm import vercmp
+from tests.support.oracles import vercmp
+from tests.support.paths import ROOT
 
 PAIRS = {
     "deb": [("1.0~rc1-1", "1.0-1", "-1"), ("1:0.9", "2.0", "1"), ("1.0", "1.0-0", "0")],

@@ -17,11 +17,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
-from tests.test_monitoring_e2e import ORACLES_ENV
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import require_yaml
+from tests.support.paths import ROOT
+from tests.support.tools import ORACLES_ENV
+from tests.support.tools import require_or_skip
+from tests.support.tools import require_tool
+from tests.support.tools import require_yaml
 
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"

@@ -29,21 +29,21 @@ import pytest
 
 from patchwatch.store.models import JobRun
 from patchwatch.store.tokens import create_token
-from tests.conftest import FIXTURES
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
-from tests.test_monitoring_e2e import ORACLES_ENV
-from tests.test_monitoring_e2e import PatchwatchServer
-from tests.test_monitoring_e2e import Prometheus
-from tests.test_monitoring_e2e import PromQLError
-from tests.test_monitoring_e2e import finite_values
-from tests.test_monitoring_e2e import http_post
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import require_yaml
-from tests.test_monitoring_e2e import sample_names
-from tests.test_monitoring_e2e import seed_host
-from tests.test_monitoring_e2e import seed_mirror
-from tests.test_monitoring_e2e import store
+from tests.support.monitoring import PatchwatchServer
+from tests.support.monitoring import Prometheus
+from tests.support.monitoring import PromQLError
+from tests.support.monitoring import finite_values
+from tests.support.monitoring import sample_names
+from tests.support.monitoring import seed_host
+from tests.support.monitoring import seed_mirror
+from tests.support.monitoring import store
+from tests.support.paths import FIXTURES
+from tests.support.paths import ROOT
+from tests.support.tools import ORACLES_ENV
+from tests.support.tools import require_or_skip
+from tests.support.tools import require_tool
+from tests.support.tools import require_yaml
+from tests.support.web import http_post
 
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 BUILDER = ROOT / "grafana" / "build_dashboards.py"

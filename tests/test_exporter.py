@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from peewee import SqliteDatabase
-from prometheus_client import CollectorRegistry
 from prometheus_client import make_wsgi_app
 from prometheus_client import parser as text_parser
 from prometheus_client.core import GaugeMetricFamily
@@ -38,12 +37,7 @@ from patchwatch.store.queries import HOST_TUPLE_FIELDS
 from patchwatch.store.queries import HostRow
 from patchwatch.store.queries import load_host_rows
 from patchwatch.store.queries import load_host_tuples
-
-
-def registry_for(db) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(db))
-    return registry
+from tests.support.metrics import registry_for
 
 
 def _pkg(name: str, version: str) -> Package:

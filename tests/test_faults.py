@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import json
 import os
 import signal
 import socket
@@ -32,24 +31,14 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import JobRun
 from patchwatch.store.models import Report
 from patchwatch.store.models import SchedulerLock
-from tests.conftest import ROOT
-from tests.conftest import PostgresServer
-from tests.conftest import require_or_skip
-from tests.test_receiver_ingest import native_doc
+from tests.support.paths import ROOT
+from tests.support.reports import native_doc
+from tests.support.servers import PostgresServer
+from tests.support.tools import require_or_skip
+from tests.support.web import post_report
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def post(base: str, token: str, doc: dict, timeout: float = 30) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(
-        base + "/api/v1/reports", data=json.dumps(doc).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -59,15 +48,6 @@ def process_tree(pid: int) -> list[int]:
         for child in children.read_text().split():
             out += process_tree(int(child))
     return out
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigkill_in_a_burst_loses_no_acknowledged_report(server_factory) -> None:
@@ -83,7 +63,9 @@ def test_sigkill_in_a_burst_loses_no_acknowledged_report(server_factory) -> None
     def sender(i: int) -> None:
         while not stop.is_set():
             try:
-                code, body, _ = post(srv.base, token, native_doc(f"h{i}-{len(acked)}", n=60), 5)
+                code, body, _ = post_report(
+                    srv.base, token, native_doc(f"h{i}-{len(acked)}", n=60), 5
+                )
             except (OSError, http.client.HTTPException):
                 return  # the server is gone: this report was never acknowledged
             if code == 202:
@@ -130,7 +112,7 @@ def test_database_outage_gives_503_and_the_agent_spool_delivers_later(
                  "--spool-dir", str(tmp_path / "spool"), "--retries", "0"]  # fmt: skip
 
         pg.pause()
-        code, body, headers = post(srv.base, token, native_doc("during-outage"))
+        code, body, headers = post_report(srv.base, token, native_doc("during-outage"))
         assert code == 503, body
         assert int(headers["Retry-After"]) > 0
         out = subprocess.run(agent, env=agent_env, capture_output=True, text=True, timeout=120)
@@ -244,17 +226,14 @@ def test_slow_loris_and_oversized_floods_do_not_starve_agents(server_factory) ->
         t.start()
     try:
         time.sleep(2)
-        started = time.monotonic()
         with ThreadPoolExecutor(5) as pool:
             results = list(pool.map(
-                lambda i: post(srv.base, token, native_doc(f"real{i}"), timeout=60)[0],
+                lambda i: post_report(srv.base, token, native_doc(f"real{i}"), timeout=60)[0],
                 range(20)))  # fmt: skip
-        elapsed = time.monotonic() - started
     finally:
         stop.set()
         for t in attackers:
             t.join(30)
         for s in loris:
             s.close()
-    print(f"\n20 real reports under attack took {elapsed:.1f} s")
     assert results == [202] * 20  # each within its 60 s timeout: not starved

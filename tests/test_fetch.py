@@ -1,23 +1,19 @@
 """HTTP fetching against a real server on loopback: retries, timeouts, caps, proxies.
 
-:class:`MirrorServer` (also used by test_refresh.py and test_updates_oracles.py) serves
-a folder and injects the faults a real mirror has: it hangs, answers 500, cuts a body
-short, sends more than it announced. It logs every request so tests can say exactly
-what was downloaded.
+The mirror is tests/support/mirrors.py's :class:`MirrorServer` (the ``server`` fixture):
+it serves a folder and injects the faults a real mirror has: it hangs, answers 500,
+cuts a body short, sends more than it announced. It logs every request so tests can
+say exactly what was downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from dataclasses import field
 from pathlib import Path
 
 import pytest
@@ -29,207 +25,13 @@ from patchwatch.pipeline.fetch import FetchStopped
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.fetch import HttpStatusError
 from patchwatch.pipeline.fetch import fetch_scope
-from tests.conftest import FakeDns
-from tests.conftest import free_port
-
-#: The test mirrors run on 127.0.0.1: a policy that lets the fetcher reach them, and
-#: only them (not the rest of loopback, not the other non-public networks).
-LOOPBACK_POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
-
-
-@dataclass
-class Fault:
-    """What the server does instead of serving a path normally.
-
-    ``status``: answer with it (and ``headers``); ``hang``: sleep that long first;
-    ``body``: serve these bytes instead of the file; ``cut``: announce the full length
-    but close after this many bytes; ``no_length``: send no Content-Length and close
-    to end the body; ``times``: only for the first N requests (then served normally);
-    ``drip``: send one byte every that many seconds, of the headers (``drip_body``
-    false: a header line that never ends) or of the body, until the client goes away;
-    ``wait``: answer (normally) only once this event is set; ``arrived`` is set when
-    such a request comes in.
-    """
-
-    status: int | None = None
-    hang: float = 0.0
-    body: bytes | None = None
-    cut: int | None = None
-    no_length: bool = False
-    headers: tuple[tuple[str, str], ...] = ()
-    times: int | None = None
-    drip: float = 0.0
-    drip_body: bool = False
-    wait: threading.Event | None = None
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-
-#: A dripping handler gives up on its own after this long, so that a client that never
-#: hangs up cannot keep a test's server thread forever.
-DRIP_LIMIT_SECONDS = 120.0
-
-
-class MirrorServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1 serving ``root``, with faults and a log."""
-
-    def __init__(self, root: Path, validators: bool = True) -> None:
-        self.root = root
-        self.validators = validators  # send ETag/Last-Modified and honour conditionals
-        self.faults: dict[str, Fault] = {}
-        self.log: list[tuple[str, int]] = []  # (path as requested, status)
-        self.headers_seen: list[dict[str, str]] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                pass
-
-            def do_GET(self) -> None:
-                server._handle(self)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False  # hung handler threads must not block close
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def start(self) -> MirrorServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def url(self, path: str = "") -> str:
-        return f"{self.base}/{path.lstrip('/')}"
-
-    def paths(self) -> list[str]:
-        """The paths requested so far, in order."""
-        with self._lock:
-            return [p for p, _s in self.log]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.log.clear()
-            self.headers_seen.clear()
-
-    def _record(self, path: str, status: int, headers: dict[str, str]) -> None:
-        with self._lock:
-            self.log.append((path, status))
-            self.headers_seen.append(headers)
-
-    def _handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        raw_path = h.path
-        path = raw_path
-        if path.startswith("http://"):  # we are being used as a proxy
-            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-        path = path.split("?", 1)[0]
-        fault = self.faults.get(path)
-        if fault is not None and fault.times is not None:
-            if fault.times <= 0:
-                fault = None
-            else:
-                fault.times -= 1
-        headers = {k: v for k, v in h.headers.items()}
-        if fault is not None and fault.hang:
-            self._record(raw_path, 0, headers)
-            time.sleep(fault.hang)
-            h.close_connection = True
-            return
-        if fault is not None and fault.wait is not None:
-            fault.arrived.set()
-            if not fault.wait.wait(DRIP_LIMIT_SECONDS):
-                return
-        if fault is not None and fault.drip:
-            self._record(raw_path, 200, headers)
-            self._drip(h, fault)
-            return
-        if fault is not None and fault.status is not None:
-            self._record(raw_path, fault.status, headers)
-            body = f"fault {fault.status}\n".encode()
-            h.send_response(fault.status)
-            for k, v in fault.headers:
-                h.send_header(k, v)
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body)
-            return
-        if fault is not None and fault.body is not None:
-            data = fault.body
-        else:
-            file = (self.root / path.lstrip("/")).resolve()
-            if not file.is_relative_to(self.root.resolve()) or not file.is_file():
-                self._record(raw_path, 404, headers)
-                h.send_error(404)
-                return
-            data = file.read_bytes()
-        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-        if self.validators and h.headers.get("If-None-Match") == etag:
-            self._record(raw_path, 304, headers)
-            h.send_response(304)
-            h.send_header("ETag", etag)
-            h.send_header("Content-Length", "0")
-            h.end_headers()
-            return
-        self._record(raw_path, 200, headers)
-        h.send_response(200)
-        h.send_header("Content-Type", "application/octet-stream")
-        if self.validators:
-            h.send_header("ETag", etag)
-            h.send_header("Last-Modified", "Sat, 11 Jul 2026 10:16:37 GMT")
-        if fault is not None and fault.no_length:
-            h.send_header("Connection", "close")
-            h.end_headers()
-            h.wfile.write(data)
-            h.close_connection = True
-            return
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        if fault is not None and fault.cut is not None:
-            h.wfile.write(data[: fault.cut])
-            h.wfile.flush()
-            h.connection.shutdown(socket.SHUT_RDWR)
-            h.close_connection = True
-            return
-        h.wfile.write(data)
-
-    def _drip(self, h: http.server.BaseHTTPRequestHandler, fault: Fault) -> None:
-        """Send bytes one at a time, slower than any deadline, faster than any timeout."""
-        h.close_connection = True
-        stop = time.monotonic() + DRIP_LIMIT_SECONDS
-        pending = b"HTTP/1.1 200 OK\r\nX-Drip: "  # a header line that never ends
-        try:
-            if fault.drip_body:
-                h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                pending = b""
-            while time.monotonic() < stop:
-                byte, pending = (pending[:1], pending[1:]) if pending else (b"a", b"")
-                h.wfile.write(byte)
-                h.wfile.flush()
-                time.sleep(fault.drip)
-        except OSError:
-            return  # the client hung up: what the deadline is for
-
-
-@pytest.fixture
-def mirror_root(tmp_path: Path) -> Path:
-    root = tmp_path / "www"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def server(mirror_root: Path) -> Iterator[MirrorServer]:
-    srv = MirrorServer(mirror_root).start()
-    yield srv
-    srv.stop()
+from tests.support.mirrors import DRIP_LIMIT_SECONDS
+from tests.support.mirrors import LIVENESS_SECONDS
+from tests.support.mirrors import LOOPBACK_POLICY
+from tests.support.mirrors import Fault
+from tests.support.mirrors import MirrorServer
+from tests.support.network import FakeDns
+from tests.support.network import free_port
 
 
 class Sleeps:
@@ -259,10 +61,10 @@ def make_fetcher(
 
 
 def test_fetch_streams_into_file_with_size_digest_and_validators(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
     data = b"Package: x\n" * 10_000
-    (mirror_root / "Packages").write_bytes(data)
+    (root / "Packages").write_bytes(data)
     with make_fetcher() as fetcher:
         got = fetcher.fetch(server.url("Packages"), tmp_path / "out", max_bytes=len(data))
     assert got.path == tmp_path / "out"
@@ -280,18 +82,18 @@ def test_fetch_streams_into_file_with_size_digest_and_validators(
 
 
 def test_fetch_hashes_with_the_requested_algorithm(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"abc")
+    (root / "f").write_bytes(b"abc")
     with make_fetcher() as fetcher:
         got = fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10, hash_name="sha512")
     assert got.digest == hashlib.sha512(b"abc").hexdigest()
 
 
 def test_conditional_request_answered_304_writes_nothing(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "InRelease").write_bytes(b"release")
+    (root / "InRelease").write_bytes(b"release")
     with make_fetcher() as fetcher:
         first = fetcher.fetch(server.url("InRelease"), tmp_path / "a", max_bytes=100)
         again = fetcher.fetch(
@@ -306,9 +108,9 @@ def test_conditional_request_answered_304_writes_nothing(
 
 
 def test_server_errors_are_retried_with_backoff_then_succeed(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"ok")
+    (root / "f").write_bytes(b"ok")
     server.faults["/f"] = Fault(status=503, times=2)
     sleeps = Sleeps()
     with make_fetcher(retries=2, sleeps=sleeps) as fetcher:
@@ -320,9 +122,9 @@ def test_server_errors_are_retried_with_backoff_then_succeed(
 
 
 def test_persistent_500_gives_up_with_the_status_and_attempts(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"ok")
+    (root / "f").write_bytes(b"ok")
     server.faults["/f"] = Fault(status=500)
     with make_fetcher(retries=2) as fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
@@ -333,9 +135,9 @@ def test_persistent_500_gives_up_with_the_status_and_attempts(
 
 
 def test_429_waits_at_least_what_retry_after_says(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"ok")
+    (root / "f").write_bytes(b"ok")
     server.faults["/f"] = Fault(status=429, headers=(("Retry-After", "7"),), times=1)
     sleeps = Sleeps()
     with make_fetcher(sleeps=sleeps) as fetcher:
@@ -352,22 +154,24 @@ def test_404_is_not_retried_and_keeps_the_status(server: MirrorServer, tmp_path:
 
 
 def test_a_server_that_hangs_times_out_after_the_retries(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"ok")
-    server.faults["/f"] = Fault(hang=5.0)
-    started = time.monotonic()
-    with make_fetcher(timeout=0.3, retries=1) as fetcher, pytest.raises(FetchError) as info:
-        fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
-    assert time.monotonic() - started < 2.5
+    (root / "f").write_bytes(b"ok")
+    release = threading.Event()  # the server answers only once the fetch has given up
+    server.faults["/f"] = Fault(wait=release)
+    try:
+        with make_fetcher(timeout=0.3, retries=1) as fetcher, pytest.raises(FetchError) as info:
+            fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=10)
+    finally:
+        release.set()
     assert "timed out after 0.3 s" in str(info.value)
     assert "gave up after 2 attempts" in str(info.value)
 
 
 def test_announced_length_above_the_cap_is_refused_before_reading(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "big").write_bytes(b"x" * 5000)
+    (root / "big").write_bytes(b"x" * 5000)
     with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=4096)
     assert "is 5000 bytes, more than the limit of 4096 bytes" in str(info.value)
@@ -376,9 +180,9 @@ def test_announced_length_above_the_cap_is_refused_before_reading(
 
 
 def test_unannounced_body_is_cut_at_the_cap(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "big").write_bytes(b"x" * 300_000)
+    (root / "big").write_bytes(b"x" * 300_000)
     server.faults["/big"] = Fault(no_length=True)
     with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=100_000)
@@ -387,9 +191,9 @@ def test_unannounced_body_is_cut_at_the_cap(
 
 
 def test_body_without_length_is_read_to_the_end(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"y" * 70_000)
+    (root / "f").write_bytes(b"y" * 70_000)
     server.faults["/f"] = Fault(no_length=True)
     with make_fetcher() as fetcher:
         got = fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=70_000)
@@ -397,9 +201,9 @@ def test_body_without_length_is_read_to_the_end(
 
 
 def test_a_body_cut_short_is_retried_and_then_reported(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"z" * 10_000)
+    (root / "f").write_bytes(b"z" * 10_000)
     server.faults["/f"] = Fault(cut=1000)
     with make_fetcher(retries=1) as fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("f"), tmp_path / "f", max_bytes=20_000)
@@ -423,9 +227,9 @@ def test_unsupported_scheme_fails_without_retry(tmp_path: Path) -> None:
 
 
 def test_redirects_are_followed_and_the_final_url_reported(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "new").write_bytes(b"moved")
+    (root / "new").write_bytes(b"moved")
     server.faults["/old"] = Fault(status=301, headers=(("Location", server.url("new")),))
     with make_fetcher() as fetcher:
         got = fetcher.fetch(server.url("old"), tmp_path / "f", max_bytes=10)
@@ -433,10 +237,10 @@ def test_redirects_are_followed_and_the_final_url_reported(
 
 
 def test_proxy_is_taken_from_the_environment(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: MirrorServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (mirror_root / "debian").mkdir()
-    (mirror_root / "debian" / "InRelease").write_bytes(b"via proxy")
+    (root / "debian").mkdir()
+    (root / "debian" / "InRelease").write_bytes(b"via proxy")
     for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", server.base)
@@ -466,10 +270,10 @@ def test_from_settings_uses_the_http_settings() -> None:
 
 
 def test_a_whole_download_is_bounded_in_time(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
     """A mirror that trickles data never trips the per-read timeout; this bound stops it."""
-    (mirror_root / "slow").write_bytes(b"s" * 200_000)
+    (root / "slow").write_bytes(b"s" * 200_000)
     fetcher = make_fetcher(timeout=2.0, retries=0, max_seconds=1e-6)
     with fetcher, pytest.raises(FetchError) as info:
         fetcher.fetch(server.url("slow"), tmp_path / "slow", max_bytes=300_000)
@@ -501,9 +305,6 @@ def fetch_in_thread(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
-
-
-LIVENESS_SECONDS = 30.0  # far above every deadline below, far below DRIP_LIMIT_SECONDS
 
 
 def test_a_mirror_dripping_its_headers_is_cut_off_at_the_deadline(
@@ -605,10 +406,10 @@ def test_a_redirect_to_a_name_that_resolves_to_a_blocked_address_connects_nowher
 
 
 def test_the_default_policy_refuses_loopback_without_a_connection(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path, connects: list[tuple[str, int]],
+    server: MirrorServer, root: Path, tmp_path: Path, connects: list[tuple[str, int]],
     fake_dns: FakeDns,
 ) -> None:  # fmt: skip
-    (mirror_root / "InRelease").write_bytes(b"secret")
+    (root / "InRelease").write_bytes(b"secret")
     with HttpFetcher(timeout=1.0, retries=2, sleep=Sleeps()) as fetcher:
         with pytest.raises(FetchError) as info:
             fetcher.fetch(server.url("InRelease"), tmp_path / "f", max_bytes=100)
@@ -625,10 +426,10 @@ def test_the_default_policy_refuses_loopback_without_a_connection(
 
 
 def test_redirects_stay_on_the_same_host_unless_a_pattern_allows_the_target(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path, connects: list[tuple[str, int]],
+    server: MirrorServer, root: Path, tmp_path: Path, connects: list[tuple[str, int]],
     fake_dns: FakeDns,
 ) -> None:  # fmt: skip
-    (mirror_root / "new").write_bytes(b"moved")
+    (root / "new").write_bytes(b"moved")
     fake_dns["other.mirror.test"] = "127.0.0.1"
     other = f"http://other.mirror.test:{server.port}/new"
     server.faults["/away"] = Fault(status=302, headers=(("Location", other),))
@@ -664,9 +465,9 @@ def test_too_many_redirects_fail_without_retry(server: MirrorServer, tmp_path: P
 
 
 def test_one_fetcher_serves_threads_each_with_its_own_session(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path
+    server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (mirror_root / "f").write_bytes(b"x" * 1000)
+    (root / "f").write_bytes(b"x" * 1000)
     sessions: list[object] = []
     with make_fetcher() as fetcher:
 
@@ -702,7 +503,7 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_https_mirrors_go_through_the_same_guard_and_deadline(
-    server: MirrorServer, mirror_root: Path, tmp_path: Path, tls_files: tuple[Path, Path],
+    server: MirrorServer, root: Path, tmp_path: Path, tls_files: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch, connects: list[tuple[str, int]],
 ) -> None:  # fmt: skip
     """TLS wraps the socket the guard connected; the watchdog still cuts a stalled handshake."""
@@ -710,7 +511,7 @@ def test_https_mirrors_go_through_the_same_guard_and_deadline(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
-    (mirror_root / "InRelease").write_bytes(b"over tls")
+    (root / "InRelease").write_bytes(b"over tls")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     https = f"https://127.0.0.1:{server.port}/InRelease"
     with make_fetcher() as fetcher:

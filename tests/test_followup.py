@@ -10,14 +10,11 @@ refresh or the periodic update computation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.followup import FollowUp
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
@@ -32,63 +29,25 @@ from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Repository
-from tests.conftest import Server
-from tests.test_fetch import MirrorServer
-from tests.test_monitoring_e2e import http_get
-from tests.test_monitoring_e2e import http_post
-from tests.test_monitoring_e2e import wait_until
-from tests.test_refresh import NOW
-from tests.test_refresh import build_rpm_tree
-from tests.test_refresh import make_fetcher
-from tests.test_refresh import make_settings
-from tests.test_refresh import sqlite_only
+from tests.support.mirrors import MirrorServer
+from tests.support.repositories import NOW
+from tests.support.repositories import make_fetcher
+from tests.support.repositories import make_settings
+from tests.support.repositories import sqlite_only
+from tests.support.rpmhosts import follow_up
+from tests.support.rpmhosts import report
+from tests.support.rpmhosts import rpm_report
+from tests.support.servers import Server
+from tests.support.web import http_get
+from tests.support.web import http_post
+from tests.support.web import wait_until
 
 REPOMD = "/rpm/repodata/repomd.xml"
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[MirrorServer]:
-    root = tmp_path / "www"
-    root.mkdir()
-    build_rpm_tree(root)
-    srv = MirrorServer(root).start()
-    yield srv
-    srv.stop()
-
-
-def rpm_report(host: str, url: str, hello: str = "1.0", kernel: str = "5.14.0-1.el9.x86_64",
-               tags: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """A native report of an EL9 host with ``hello-<hello>-1`` and one repository."""
-    return {
-        "version": 1, "host": host,
-        "os": {"id": "rocky", "id_like": "rhel", "version_id": "9.4", "name": "Rocky Linux",
-               "pretty_name": "Rocky Linux 9.4 (Blue Onyx)"},
-        "kernel": kernel, "arch": "x86_64", "tags": list(tags), "reboot_required": False,
-        "packages": [
-            {"name": "bash", "version": "5.1.8", "release": "9.el9", "arch": "x86_64",
-             "type": "rpm"},
-            {"name": "hello", "version": hello, "release": "1", "arch": "noarch", "type": "rpm"},
-        ],
-        "repositories": [
-            {"type": "rpm", "id": "t", "name": "test", "urls": [url], "arch": "x86_64",
-             "priority": -99, "enabled": True},
-        ],
-    }  # fmt: skip
-
-
-def report(doc: dict[str, Any], at: float) -> None:
-    store_report(doc["host"], NATIVE, doc, at)
-    process_pending(at)
 
 
 def pending(host: str) -> set[tuple[str, str, bool]]:
     query = HostUpdate.select().join(Host).where(Host.name == host)
     return {(u.installed.name, u.available.version, u.security) for u in query}
-
-
-def follow_up() -> FollowUp:
-    """The scheduler's follow-up, with the tests' quick HTTP settings."""
-    return FollowUp(make_settings(), fetcher=make_fetcher)
 
 
 @sqlite_only

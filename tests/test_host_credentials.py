@@ -25,10 +25,10 @@ from patchwatch.store.models import Token
 from patchwatch.store.tokens import create_token
 from patchwatch.store.tokens import release_host
 from patchwatch.store.tokens import revoke_token
-from tests.test_cli_operators import cli
-from tests.test_cli_operators import fails
-from tests.test_receiver_ingest import native_doc
-from tests.test_receiver_ingest import post
+from tests.support.cli import cli
+from tests.support.cli import fails
+from tests.support.reports import native_doc
+from tests.support.reports import post
 
 KEY_HEADER = "X-Patchwatch-Enrollment-Key"
 

@@ -22,7 +22,7 @@ from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import Repository
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 MONITORING = ROOT / "docs" / "monitoring.md"
 

@@ -24,11 +24,8 @@ reason, or fails when ``PATCHWATCH_TEST_REQUIRE_ORACLES=1`` (CI).
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import http.server
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -37,19 +34,20 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import Server
-from tests.conftest import require_or_skip
-from tests.test_monitoring_e2e import ORACLES_ENV
-from tests.test_monitoring_e2e import Alertmanager
-from tests.test_monitoring_e2e import Prometheus
-from tests.test_monitoring_e2e import Webhook
-from tests.test_monitoring_e2e import derive_test_alertmanager
-from tests.test_monitoring_e2e import derive_test_rules
-from tests.test_monitoring_e2e import http_get
-from tests.test_monitoring_e2e import http_post
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import wait_until
+from tests.support.mirrors import MirrorServer
+from tests.support.monitoring import Alertmanager
+from tests.support.monitoring import Prometheus
+from tests.support.monitoring import Webhook
+from tests.support.monitoring import derive_test_alertmanager
+from tests.support.monitoring import derive_test_rules
+from tests.support.paths import ROOT
+from tests.support.servers import Server
+from tests.support.tools import ORACLES_ENV
+from tests.support.tools import require_or_skip
+from tests.support.tools import require_tool
+from tests.support.web import http_get
+from tests.support.web import http_post
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow  # real servers and an rpmbuild; about 20 s
 
@@ -80,27 +78,6 @@ def derive_fast_security_rules(age_seconds: int = TEST_AGE_SECONDS) -> dict[str,
                 rewritten += 1
     assert rewritten == 1, f"expected one {ALERT} rule, rewrote {rewritten}"
     return doc
-
-
-class RepoServer:
-    """A directory served over HTTP on loopback from a thread (a stand-in for a mirror)."""
-
-    def __init__(self, root: Path) -> None:
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-                pass
-
-        handler = functools.partial(Handler, directory=str(root))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def build_rpm_repo(out: Path) -> Path:
@@ -169,15 +146,15 @@ def cli_ok(srv: Server, *args: str) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator[RepoServer]:
-    server = RepoServer(build_rpm_repo(tmp_path / "rpm-repo"))
-    server.start()
+def repo(tmp_path: Path) -> Iterator[MirrorServer]:
+    """The built repository on a loopback mirror."""
+    server = MirrorServer(build_rpm_repo(tmp_path / "rpm-repo")).start()
     yield server
     server.stop()
 
 
 def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
-    server_factory: Callable[..., Server], repo: RepoServer, tmp_path: Path
+    server_factory: Callable[..., Server], repo: MirrorServer, tmp_path: Path
 ) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
@@ -189,7 +166,7 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
     admin = cli_ok(srv, "token", "create", "--admin").strip()
 
     # 1. The host reports hello 1.0-1 and the repository that offers 1.1-1.
-    post_report(srv, host_token, rocky_report("1", "1.0", repo.url))
+    post_report(srv, host_token, rocky_report("1", "1.0", repo.url("")))
     wait_until(lambda: host_state(srv, admin).get("packages"), 20, f"{HOST}'s report processed")
 
     # 2. The operator approves the repository the host reported; the server reads the
@@ -198,7 +175,7 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
     #    the updates computed, or do it first.
     pending = cli_ok(srv, "refresh")
     assert "skipped" in pending and "waiting for approval" in pending, pending
-    cli_ok(srv, "repos", "approve", repo.url.rstrip("/"))
+    cli_ok(srv, "repos", "approve", repo.url("").rstrip("/"))
     refreshed = cli_ok(srv, "refresh")
     assert "1 mirrors: 1 " in refreshed and "failed" not in refreshed, refreshed
     cli_ok(srv, "updates")
@@ -256,7 +233,7 @@ def test_security_alert_fires_and_resolves_through_reports_refresh_and_updates(
         assert webhook.alerts(ALERT, HOST, "resolved") == []
 
         # 4. The host installs the update and reports; the update computation clears it.
-        post_report(srv, host_token, rocky_report("1", "1.1", repo.url))
+        post_report(srv, host_token, rocky_report("1", "1.1", repo.url("")))
         wait_until(
             lambda: any(
                 p["name"] == "hello" and p["version"] == "1.1"

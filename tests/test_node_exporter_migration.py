@@ -20,17 +20,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
-from tests.test_monitoring_e2e import ORACLES_ENV
-from tests.test_monitoring_e2e import PatchwatchServer
-from tests.test_monitoring_e2e import Process
-from tests.test_monitoring_e2e import Prometheus
-from tests.test_monitoring_e2e import require_tool
-from tests.test_monitoring_e2e import require_yaml
-from tests.test_monitoring_e2e import seed_host
-from tests.test_monitoring_e2e import store
-from tests.test_monitoring_e2e import wait_until
+from tests.support.monitoring import PatchwatchServer
+from tests.support.monitoring import Process
+from tests.support.monitoring import Prometheus
+from tests.support.monitoring import seed_host
+from tests.support.monitoring import store
+from tests.support.paths import ROOT
+from tests.support.tools import ORACLES_ENV
+from tests.support.tools import require_or_skip
+from tests.support.tools import require_tool
+from tests.support.tools import require_yaml
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow
 

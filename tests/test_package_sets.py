@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 from peewee import SqliteDatabase
 
-from patchwatch.domain import set_bases
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
+from patchwatch.domain.set_bases import DEFAULT_THRESHOLDS
 from patchwatch.inventory.dbcheck import check_store
 from patchwatch.store import package_sets
 from patchwatch.store import sets
@@ -30,21 +30,13 @@ from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.package_sets import matching_members
 
-DEFAULTS = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def production_choice() -> Iterator[None]:
-    """These sets are large enough for the real parameters (conftest lowers them)."""
-    knobs = ("MIN_SIZE", "SAMPLE_EVERY", "MAX_DIFFERENCE")
-    lowered = [getattr(set_bases, k) for k in knobs]
-    for knob, value in zip(knobs, DEFAULTS, strict=True):
-        setattr(set_bases, knob, value)
-    sets.MIN_SIZE = set_bases.MIN_SIZE
+    """These sets are large enough for the real thresholds (conftest lowers them)."""
+    lowered = package_sets.use_thresholds(DEFAULT_THRESHOLDS)
     yield
-    for knob, value in zip(knobs, lowered, strict=True):
-        setattr(set_bases, knob, value)
-    sets.MIN_SIZE = set_bases.MIN_SIZE
+    package_sets.use_thresholds(lowered)
 
 
 def record(name: str, version: str = "1") -> PackageRecord:

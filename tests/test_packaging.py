@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NO_EGRESS_ENV
-from tests.conftest import ROOT
-from tests.conftest import Server
+from tests.support.network import NO_EGRESS_ENV
+from tests.support.paths import ROOT
+from tests.support.servers import Server
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,8 @@ from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Report
 from patchwatch.store.sets import forget_cached_ids
-from tests.conftest import ROOT
-from tests.test_receiver_ingest import native_doc
+from tests.support.paths import ROOT
+from tests.support.reports import native_doc
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from tests.test_receiver_ingest import native_doc
+from tests.support.reports import native_doc
 
 
 @pytest.fixture

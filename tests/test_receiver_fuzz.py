@@ -23,7 +23,7 @@ from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 NATIVE = json.loads((FIXTURES / "reports/native_deb.json").read_text())
 P2 = json.loads((FIXTURES / "reports/patchman2-rocky9.json").read_text())

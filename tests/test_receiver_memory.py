@@ -19,8 +19,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +26,8 @@ import pytest
 
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Report
-from tests.test_receiver_ingest import native_doc
+from tests.support.reports import native_doc
+from tests.support.web import post_report
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +62,7 @@ def memory(pid: int) -> tuple[int, int]:
 
 
 def post(base: str, token: str, body: bytes, timeout: float = 120) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(
-        base + "/api/v1/reports", data=body, method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip",
-                 "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+    return post_report(base, token, body, timeout, encoding="gzip")
 
 
 def distinct_report(host: str, tag: str, n: int) -> bytes:

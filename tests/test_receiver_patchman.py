@@ -18,7 +18,7 @@ import pytest
 from patchwatch.store.db import open_database
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 P1_FIELDS = ("host", "tags", "kernel", "arch", "protocol", "os", "report", "packages", "repos",
              "modules", "sec_updates", "bug_updates", "reboot")  # fmt: skip

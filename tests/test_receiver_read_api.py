@@ -19,9 +19,9 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.tokens import create_token
-from tests.test_cli_operators import cli
-from tests.test_receiver_ingest import native_doc
-from tests.test_receiver_ingest import post
+from tests.support.cli import cli
+from tests.support.reports import native_doc
+from tests.support.reports import post
 
 
 @pytest.fixture

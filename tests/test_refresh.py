@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import hashlib
 import io
 import lzma
 import shutil
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,112 +43,43 @@ from patchwatch.store.models import Advisory
 from patchwatch.store.models import AdvisoryPackage
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
-from tests.conftest import FIXTURES
-from tests.test_fetch import LOOPBACK_POLICY
-from tests.test_fetch import Fault
-from tests.test_fetch import MirrorServer
+from tests.support.mirrors import Fault
+from tests.support.mirrors import MirrorServer
+from tests.support.repositories import APT
+from tests.support.repositories import LATER
+from tests.support.repositories import NOW
+from tests.support.repositories import REPO_NS
+from tests.support.repositories import add_repository
+from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import build_unsigned_tree
+from tests.support.repositories import first_stanzas
+from tests.support.repositories import make_fetcher
+from tests.support.repositories import make_settings
+from tests.support.repositories import primary_path
+from tests.support.repositories import primary_xml
+from tests.support.repositories import refreshed_rpm_mirror
+from tests.support.repositories import reload
+from tests.support.repositories import replace_entry
+from tests.support.repositories import repomd_entry
+from tests.support.repositories import rpm_repository
+from tests.support.repositories import security_repository
+from tests.support.repositories import sqlite_only
+from tests.support.repositories import stored_packages
 
 if sys.version_info >= (3, 14):  # pragma: no cover - as patchwatch.domain.repodata.compression
     from compression.zstd import ZstdFile
 else:
     from backports.zstd import ZstdFile
 
-APT = FIXTURES / "apt"
-RPMMD = FIXTURES / "rpmmd" / "repo"
-KEYRING = APT / "debian-archive-keyring.gpg"
 UPDATES_XZ = APT / "Packages.xz-bookworm-updates-main-amd64"
 UPDATES_SHA256 = "87e7e94047fb7fb6f4ceecc7022d4bee55b66031cc2a7666d3196f3e0aabb846"
-NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC).timestamp()
-LATER = NOW + 3600
 MUCH_LATER = NOW + 7200
-REPO_NS = "http://linux.duke.edu/metadata/repo"
 
 UPD_DIST = "/debian/dists/bookworm-updates"
 UPD_INRELEASE = f"{UPD_DIST}/InRelease"
 UPD_INDEX = f"{UPD_DIST}/main/binary-amd64/Packages.xz"
 UPD_BYHASH = f"{UPD_DIST}/main/binary-amd64/by-hash/SHA256/{UPDATES_SHA256}"
-
-
-#: Most tests exercise HTTP and verification, not SQL: they run on SQLite only, which
-#: keeps the suite fast (a PostgreSQL database costs ~0.45 s per test to create). The
-#: tests that store data in new ways run on both backends.
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@dataclass(frozen=True)
-class RefreshSettings(Settings):
-    """Settings plus the switch the refresh reads with getattr (not in SETTINGS yet)."""
-
-    apt_verify_signatures: bool = True
-
-
-def make_settings(**overrides: object) -> RefreshSettings:
-    values: dict[str, object] = {
-        "apt_keyrings": (str(KEYRING),),
-        "http_timeout_seconds": 1.0,
-        "http_retries": 1,
-        "max_index_bytes": 1 << 20,
-        # the test mirrors run on 127.0.0.1: read them without approval, reach them
-        "mirror_url_patterns": ("http://127.0.0.1:*",),
-        "mirror_allowed_networks": ("127.0.0.1/32",),
-    }
-    values.update(overrides)
-    return RefreshSettings(**values)  # type: ignore[arg-type]
-
-
-def make_fetcher(timeout: float = 1.0, retries: int = 1) -> HttpFetcher:
-    return HttpFetcher(
-        timeout=timeout, retries=retries, backoff=0.0, sleep=lambda _s: None,
-        policy=LOOPBACK_POLICY,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    www = tmp_path / "www"
-    www.mkdir()
-    return www
-
-
-@pytest.fixture
-def server(root: Path) -> Iterator[MirrorServer]:
-    srv = MirrorServer(root).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def fetcher() -> Iterator[HttpFetcher]:
-    with make_fetcher() as f:
-        yield f
-
-
-def add_repository(
-    kind: str, key: str, urls: list[tuple[str, str]], suite: str = "", component: str = "",
-    arch: str = "",
-) -> tuple[Repository, list[Mirror]]:  # fmt: skip
-    repo = Repository.create(
-        kind=kind, key=key, suite=suite, component=component, arch=arch, created_at=NOW
-    )
-    mirrors = [Mirror.create(repository=repo, url=u, kind=k) for u, k in urls]
-    return repo, mirrors
-
-
-def reload(mirror: Mirror) -> Mirror:
-    return Mirror.get_by_id(mirror.id)
-
-
-def stored_packages(pset_id: int | None) -> set[tuple[str, str, str, str, str, str]]:
-    query = (
-        Package.select(Package.kind, Package.name, Package.epoch, Package.version,
-                       Package.release, Package.arch)
-        .join(PackageSetMember, on=(PackageSetMember.package == Package.id))
-        .where(PackageSetMember.package_set == pset_id)
-        .tuples()
-    )  # fmt: skip
-    return set(query)
 
 
 def as_rows(packages: object) -> set[tuple[str, str, str, str, str, str]]:
@@ -185,39 +112,15 @@ def updates_repository(server: MirrorServer) -> tuple[Repository, Mirror]:
     return repo, mirror
 
 
+def updates_mirror(server: MirrorServer, root: Path) -> tuple[Repository, Mirror]:
+    """bookworm-updates built under ``root`` and stored as the server's repository."""
+    build_updates_tree(root)
+    return updates_repository(server)
+
+
 def expected_updates_rows() -> set[tuple[str, str, str, str, str, str]]:
     with UPDATES_XZ.open("rb") as raw, open_decompressed(raw, "xz", 1 << 24) as reader:
         return as_rows(parse_packages(reader))
-
-
-def build_unsigned_tree(
-    root: Path, packages: bytes, label: str = "Debian-Security", extra: str = ""
-) -> str:
-    """An unsigned Release (no InRelease, no Release.gpg) listing one Packages.xz."""
-    dist = root / "debian-security" / "dists" / "bookworm-security"
-    binary = dist / "main" / "binary-amd64"
-    binary.mkdir(parents=True)
-    data = lzma.compress(packages)
-    (binary / "Packages.xz").write_bytes(data)
-    (dist / "Release").write_text(
-        "Origin: Debian\n"
-        f"Label: {label}\n"
-        "Suite: oldstable-security\n"
-        "Codename: bookworm-security\n"
-        "Date: Sat, 21 Nov 2026 00:53:02 UTC\n"
-        f"{extra}"
-        "Architectures: amd64\n"
-        "Components: updates/main\n"
-        "SHA256:\n"
-        f" {hashlib.sha256(data).hexdigest()} {len(data)} main/binary-amd64/Packages.xz\n",
-        encoding="utf-8",
-    )
-    return "/debian-security/dists/bookworm-security"
-
-
-def first_stanzas(n: int) -> bytes:
-    text = (APT / "Packages-bookworm-main-amd64-trimmed").read_bytes()
-    return b"\n\n".join(text.split(b"\n\n")[:n]) + b"\n"
 
 
 # ------------------------------------------------------------------------------ apt
@@ -226,8 +129,7 @@ def first_stanzas(n: int) -> bytes:
 def test_apt_refresh_stores_the_verified_index_via_by_hash(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    repo, mirror = updates_repository(server)
+    repo, mirror = updates_mirror(server, root)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings())
     assert (res.outcome, res.detail) == ("changed", "")
     assert res.packages == len(expected_updates_rows()) == 38
@@ -244,8 +146,7 @@ def test_unchanged_apt_refresh_downloads_only_inrelease(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     server.validators = False  # as deb.debian.org here: no ETag, so a full InRelease
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings())
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
@@ -258,8 +159,7 @@ def test_unchanged_apt_refresh_downloads_only_inrelease(
 def test_unchanged_apt_refresh_uses_a_conditional_request(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings())
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
@@ -276,8 +176,7 @@ def test_unchanged_apt_refresh_uses_a_conditional_request(
 def test_new_architecture_is_not_skipped_by_a_304(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     refresh_mirror(mirror, fetcher, NOW, make_settings(), architectures=["amd64"])
     server.clear()
     res = refresh_mirror(
@@ -339,10 +238,7 @@ def test_unsigned_repository_only_when_verification_is_off(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     build_unsigned_tree(root, first_stanzas(3))
-    repo, (mirror,) = add_repository(
-        "deb", "deb security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings())
     assert res.outcome == "failed"
     assert "not signed" in res.detail and "apt_verify_signatures" in res.detail
@@ -364,10 +260,7 @@ def test_security_flag_follows_the_release_label(
         .replace("Suite: oldstable-security\n", "Suite: oldstable\n")
         .replace("Codename: bookworm-security\n", "Codename: bookworm\n")
     )
-    repo, (mirror,) = add_repository(
-        "deb", "deb not-security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server, "deb not-security")
     res = refresh_mirror(mirror, fetcher, NOW, make_settings(apt_verify_signatures=False))
     assert res.outcome == "changed"
     assert Repository.get_by_id(repo.id).security is False
@@ -397,10 +290,7 @@ def test_expired_release_is_refused(
     dist = root / "debian-security" / "dists" / "bookworm-security"
     dist.mkdir(parents=True)
     shutil.copy(APT / "InRelease-bookworm-security", dist / "InRelease")
-    _repo, (mirror,) = add_repository(
-        "deb", "deb sec", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb sec")
     after = dt.datetime(2026, 11, 29, tzinfo=dt.UTC).timestamp()  # Valid-Until: 28 Nov
     res = refresh_mirror(mirror, fetcher, after, make_settings())
     assert res.outcome == "failed"
@@ -415,10 +305,7 @@ def test_a_release_that_expires_is_never_asked_for_conditionally(
     build_unsigned_tree(
         root, first_stanzas(2), extra="Valid-Until: Sat, 28 Nov 2026 00:53:02 UTC\n"
     )
-    _repo, (mirror,) = add_repository(
-        "deb", "deb sec", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb sec")
     settings = make_settings(apt_verify_signatures=False)
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     assert (reload(mirror).etag, reload(mirror).last_modified) == ("", "")
@@ -488,8 +375,11 @@ APT_FAULTS: dict[str, tuple[Callable[..., object], str]] = {
 }
 
 
-@sqlite_only
-@pytest.mark.parametrize("fault", sorted(APT_FAULTS))
+@pytest.mark.parametrize(
+    ("database_url", "fault"),
+    [*(("sqlite", fault) for fault in sorted(APT_FAULTS)), ("postgresql", "hash-mismatch")],
+    indirect=["database_url"],
+)
 def test_apt_fault_fails_cleanly_keeps_the_data_and_recovers(
     db: object,
     server: MirrorServer,
@@ -498,25 +388,8 @@ def test_apt_fault_fails_cleanly_keeps_the_data_and_recovers(
     monkeypatch: pytest.MonkeyPatch,
     fault: str,
 ) -> None:
-    check_apt_fault(db, server, root, tmp_path, monkeypatch, fault)
-
-
-def test_apt_fault_is_recorded_on_both_backends(
-    db: object, server: MirrorServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    check_apt_fault(db, server, root, tmp_path, monkeypatch, "hash-mismatch")
-
-
-def check_apt_fault(
-    db: object,
-    server: MirrorServer,
-    root: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fault: str,
-) -> None:
-    build_updates_tree(root)
-    repo, mirror = updates_repository(server)
+    """Every fault on SQLite; one on PostgreSQL too, where the failure is recorded alike."""
+    repo, mirror = updates_mirror(server, root)
     with make_fetcher(timeout=0.3) as fetcher:
         assert refresh_mirror(mirror, fetcher, NOW, make_settings()).outcome == "changed"
         good = reload(mirror)
@@ -554,8 +427,7 @@ def test_keyrings_relative_missing_or_none(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:  # fmt: skip
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     monkeypatch.setattr(
         "patchwatch.pipeline.refresh.apt.SYSTEM_KEYRING_GLOB", str(tmp_path / "none-*.gpg")
     )
@@ -577,10 +449,7 @@ def test_apt_decompression_bomb_is_refused(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     build_unsigned_tree(root, first_stanzas(3))
-    _repo, (mirror,) = add_repository(
-        "deb", "deb bomb", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    _repo, (mirror,) = security_repository(server, "deb bomb")
     settings = make_settings(apt_verify_signatures=False)
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     good = reload(mirror)
@@ -601,8 +470,7 @@ def build_unsigned_tree_bomb(root: Path) -> None:
 def test_release_that_does_not_list_the_architecture_fails_clearly(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_updates_tree(root)
-    _repo, mirror = updates_repository(server)
+    _repo, mirror = updates_mirror(server, root)
     res = refresh_mirror(mirror, fetcher, NOW, make_settings(), architectures=["sparc64"])
     assert res.outcome == "failed"
     assert res.detail.endswith("InRelease: lists no Packages index for main/binary-sparc64")
@@ -658,52 +526,6 @@ def test_apt_mirror_without_known_architecture_is_skipped_not_failed(
 # ---------------------------------------------------------------------------- rpm-md
 
 
-def build_rpm_tree(root: Path) -> Path:
-    repo = root / "rpm"
-    shutil.copytree(RPMMD, repo)
-    return repo
-
-
-def rpm_repository(url: str, kind: str = "baseurl") -> tuple[Repository, Mirror]:
-    repo, (mirror,) = add_repository("rpm", f"rpm t x86_64 {url}", [(url, kind)], arch="x86_64")
-    return repo, mirror
-
-
-def repomd_entry(repo: Path, type_: str) -> ET.Element:
-    root = ET.parse(repo / "repodata" / "repomd.xml").getroot()
-    for data in root.findall(f"{{{REPO_NS}}}data"):
-        if data.get("type") == type_:
-            return data
-    raise LookupError(type_)
-
-
-def primary_path(repo: Path) -> Path:
-    href = repomd_entry(repo, "primary").find(f"{{{REPO_NS}}}location").get("href")  # type: ignore[union-attr]
-    return repo / str(href)
-
-
-def replace_entry(repo: Path, type_: str, data: bytes, suffix: str) -> str:
-    """Store ``data`` as the ``type_`` metadata and make repomd.xml list it (checksum, size)."""
-    digest = hashlib.sha256(data).hexdigest()
-    href = f"repodata/{digest}-{type_}.xml{suffix}"
-    (repo / href).write_bytes(data)
-    ET.register_namespace("", REPO_NS)
-    ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
-    path = repo / "repodata" / "repomd.xml"
-    tree = ET.parse(path)
-    for entry in tree.getroot().findall(f"{{{REPO_NS}}}data"):
-        if entry.get("type") == type_:
-            entry.find(f"{{{REPO_NS}}}checksum").text = digest  # type: ignore[union-attr]
-            entry.find(f"{{{REPO_NS}}}location").set("href", href)  # type: ignore[union-attr]
-            entry.find(f"{{{REPO_NS}}}size").text = str(len(data))  # type: ignore[union-attr]
-    tree.write(path, xml_declaration=True, encoding="UTF-8")
-    return "/rpm/" + href
-
-
-def primary_xml(repo: Path) -> bytes:
-    return gzip.decompress(primary_path(repo).read_bytes())
-
-
 def expected_rpm_rows(repo: Path) -> set[tuple[str, str, str, str, str, str]]:
     with primary_path(repo).open("rb") as raw, open_decompressed(raw, "gz", 1 << 24) as r:
         return as_rows(parse_primary(r))
@@ -740,9 +562,7 @@ def test_rpm_refresh_stores_packages_and_advisories(
 def test_unchanged_rpm_refresh_reads_only_repomd(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    build_rpm_tree(root)
-    _repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _tree, _repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     server.clear()
     res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings())
     assert (res.outcome, res.detail) == ("unchanged", "repomd.xml not modified")
@@ -757,9 +577,7 @@ def test_unchanged_rpm_refresh_reads_only_repomd(
 def test_new_updateinfo_alone_replaces_the_advisories(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    tree = build_rpm_tree(root)
-    repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    tree, repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     old_pset = reload(mirror).package_set_id
     updateinfo = (
         b'<?xml version="1.0"?><updates><update type="security"><id>PWTEST-2026:0009</id>'

@@ -34,8 +34,8 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
-from tests.conftest import FIXTURES
-from tests.conftest import require_or_skip
+from tests.support.paths import FIXTURES
+from tests.support.tools import require_or_skip
 
 DB = FIXTURES / "arch" / "pwtest.db.tar.gz"
 DB_ZST = FIXTURES / "arch" / "pwtest-zst.db.tar.zst"

@@ -32,7 +32,7 @@ from patchwatch.store.models import Repository
 from tests.archrepo_support import index_member
 from tests.archrepo_support import openssl_sign
 from tests.archrepo_support import signed_index
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 APK = FIXTURES / "apk"
 APKINDEX = (APK / "APKINDEX").read_bytes()

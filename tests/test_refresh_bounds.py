@@ -1,6 +1,6 @@
 """A hostile mirror's index, refreshed for real over loopback: what is stored stays bounded.
 
-The mirror (tests/test_fetch.py's MirrorServer) serves rpm-md and apt indexes with a
+The mirror (tests/support/mirrors.py's MirrorServer) serves rpm-md and apt indexes with a
 package whose name is a megabyte (from a gzip of a few KB), an advisory whose title is
 over its bound, and more packages than ``max_index_packages``. The refresh must store
 the rest, store none of the oversized rows, count what it skipped on the mirror (and
@@ -24,26 +24,21 @@ from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import Package
 from patchwatch.store.oversized import remove_oversized
-from tests import test_refresh
-from tests.test_fetch import MirrorServer
-from tests.test_refresh import LATER
-from tests.test_refresh import NOW
-from tests.test_refresh import add_repository
-from tests.test_refresh import build_rpm_tree
-from tests.test_refresh import build_unsigned_tree
-from tests.test_refresh import first_stanzas
-from tests.test_refresh import make_settings
-from tests.test_refresh import primary_xml
-from tests.test_refresh import reload
-from tests.test_refresh import replace_entry
-from tests.test_refresh import rpm_repository
-from tests.test_refresh import sqlite_only
-from tests.test_refresh import stored_packages
-
-# the fixtures of tests/test_refresh.py: a mirror on loopback serving a folder
-root = test_refresh.root
-server = test_refresh.server
-fetcher = test_refresh.fetcher
+from tests.support.mirrors import MirrorServer
+from tests.support.repositories import LATER
+from tests.support.repositories import NOW
+from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import build_unsigned_tree
+from tests.support.repositories import first_stanzas
+from tests.support.repositories import make_settings
+from tests.support.repositories import primary_xml
+from tests.support.repositories import refreshed_rpm_mirror
+from tests.support.repositories import reload
+from tests.support.repositories import replace_entry
+from tests.support.repositories import rpm_repository
+from tests.support.repositories import security_repository
+from tests.support.repositories import sqlite_only
+from tests.support.repositories import stored_packages
 
 HOSTILE_NAME = "a" * 300_000  # the tests' max_index_bytes is 1 MiB
 HOSTILE_PACKAGE = (
@@ -96,9 +91,7 @@ def test_oversized_rpm_package_is_skipped_counted_and_never_stored(
 def test_oversized_advisory_is_skipped_and_counted_apart(
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
-    tree = build_rpm_tree(root)
-    _repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    tree, _repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     updateinfo = (
         '<?xml version="1.0"?><updates>'
         '<update type="security"><id>PW-1</id><title>fine</title></update>'
@@ -144,10 +137,7 @@ def test_apt_oversized_stanza_is_skipped_and_the_limit_counts_every_entry(
 ) -> None:
     hostile = b"Package: " + b"n" * (3 * 64 * 1024) + b"\nVersion: 1\nArchitecture: amd64\n\n"
     build_unsigned_tree(root, first_stanzas(3) + b"\n" + hostile + first_stanzas(2)[:-1])
-    repo, (mirror,) = add_repository(
-        "deb", "deb security", [(server.url("debian-security"), "baseurl")],
-        "bookworm-security", "main", "amd64",
-    )  # fmt: skip
+    repo, (mirror,) = security_repository(server)
     settings = make_settings(apt_verify_signatures=False)
     res = refresh_mirror(mirror, fetcher, NOW, settings)
     assert (res.outcome, res.packages) == ("changed", 3)  # 3 stanzas, then 2 of them again
@@ -174,9 +164,7 @@ def test_mirror_whose_stored_advisory_was_oversized_is_read_again_after_the_remo
     db: object, server: MirrorServer, root: Path, fetcher: HttpFetcher
 ) -> None:
     """As an old patchwatch left it: an advisory with a 5,000-character title stored."""
-    build_rpm_tree(root)
-    repo, mirror = rpm_repository(server.url("rpm"))
-    refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _tree, repo, mirror = refreshed_rpm_mirror(server, root, fetcher)
     Advisory.update(title="t" * 5000).where(Advisory.advisory_id == "PWTEST-2026:0002").execute()
     assert refresh_mirror(reload(mirror), fetcher, LATER, make_settings()).outcome == "unchanged"
     with write_transaction():

@@ -1,7 +1,7 @@
 """The refresh under the fetch policy: approval, xml:base and mirrorlists, time boxes.
 
-Real metadata served on loopback (the fixtures of test_refresh.py); a socket hook
-(``connects`` from test_fetch.py) records every connection attempt and lets nothing
+Real metadata served on loopback (tests/support/repositories.py); a socket hook
+(the ``connects`` fixture) records every connection attempt and lets nothing
 leave 127.0.0.1, so "no connection was attempted" is observed, not assumed.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from peewee import Database
 
 from patchwatch.domain.settings import Settings
@@ -30,44 +28,24 @@ from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.models import SchemaVersion
-from tests.conftest import FakeDns
-from tests.test_cli_operators import cli
-from tests.test_fetch import LIVENESS_SECONDS
-from tests.test_fetch import LOOPBACK_POLICY
-from tests.test_fetch import Fault
-from tests.test_fetch import MirrorServer
-from tests.test_refresh import NOW
-from tests.test_refresh import REPO_NS
-from tests.test_refresh import build_rpm_tree
-from tests.test_refresh import make_fetcher
-from tests.test_refresh import make_settings
-from tests.test_refresh import reload
-from tests.test_refresh import rpm_repository
-from tests.test_refresh import sqlite_only
+from tests.support.cli import cli
+from tests.support.mirrors import LIVENESS_SECONDS
+from tests.support.mirrors import LOOPBACK_POLICY
+from tests.support.mirrors import Fault
+from tests.support.mirrors import MirrorServer
+from tests.support.network import FakeDns
+from tests.support.repositories import NOW
+from tests.support.repositories import REPO_NS
+from tests.support.repositories import build_rpm_tree
+from tests.support.repositories import edit_repomd
+from tests.support.repositories import make_settings
+from tests.support.repositories import reload
+from tests.support.repositories import rpm_repository
+from tests.support.repositories import sqlite_only
 
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 #: Loopback may be reached, but no URL is trusted without approval.
 NO_PATTERNS = {"mirror_url_patterns": ()}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    www = tmp_path / "www"
-    www.mkdir()
-    return www
-
-
-@pytest.fixture
-def server(root: Path) -> Iterator[MirrorServer]:
-    srv = MirrorServer(root).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def fetcher() -> Iterator[HttpFetcher]:
-    with make_fetcher() as f:
-        yield f
 
 
 def fetcher_for(settings: Settings) -> HttpFetcher:
@@ -149,14 +127,10 @@ def test_a_new_mirror_of_an_approved_repository_waits_too(db: object) -> None:
 
 
 def set_xml_base(tree: Path, type_: str, base: str) -> None:
-    ET.register_namespace("", REPO_NS)
-    ET.register_namespace("rpm", "http://linux.duke.edu/metadata/rpm")
-    path = tree / "repodata" / "repomd.xml"
-    doc = ET.parse(path)
-    for entry in doc.getroot().findall(f"{{{REPO_NS}}}data"):
-        if entry.get("type") == type_:
-            entry.find(f"{{{REPO_NS}}}location").set(XML_BASE, base)  # type: ignore[union-attr]
-    doc.write(path, xml_declaration=True, encoding="UTF-8")
+    def set_base(entry: ET.Element) -> None:
+        entry.find(f"{{{REPO_NS}}}location").set(XML_BASE, base)  # type: ignore[union-attr]
+
+    edit_repomd(tree, type_, set_base)
 
 
 @sqlite_only

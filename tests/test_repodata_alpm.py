@@ -6,7 +6,7 @@ and repo-add from Debian's pacman 6.0.2), so these tests run everywhere. The tes
 the ``.PKGINFO`` inside each package file it was given, and the files themselves (size
 and SHA-256). Without the tools it skips, saying why; with
 PATCHWATCH_TEST_REQUIRE_ORACLES=1 it fails instead. Hostile archives are built with the
-stdlib's tarfile (tests/archrepo_support.py).
+stdlib's tarfile (tests/support/archrepo.py).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from patchwatch.domain.repodata.alpm import MAX_DESC
 from patchwatch.domain.repodata.alpm import ArchPackage
 from patchwatch.domain.repodata.alpm import parse_alpm_db
 from patchwatch.domain.repodata.bounds import Skipped
-from tests.archrepo_support import link
-from tests.archrepo_support import pacman_db
-from tests.archrepo_support import pacman_desc
-from tests.archrepo_support import tar_bytes
+from tests.support.archrepo import link
+from tests.support.archrepo import pacman_db
+from tests.support.archrepo import pacman_desc
+from tests.support.archrepo import tar_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = Path(__file__).parent / "fixtures" / "arch"

@@ -1,7 +1,7 @@
 """The APKINDEX.tar.gz parser: real-shaped signed indexes, and hostile ones.
 
 No apk tool is installable on Debian, so the reference is the format itself as Alpine
-documents it (see tests/archrepo_support.py): tests/fixtures/apk/APKINDEX holds stanzas
+documents it (see tests/support/archrepo.py): tests/fixtures/apk/APKINDEX holds stanzas
 in the shape and field order of Alpine's own index (main, x86_64, plus a noarch, an
 aarch64 and a Q2 checksum), packed here into the two gzip members, and signed by the
 real ``openssl dgst -sign`` as abuild-sign does. openssl then verifies, with the public
@@ -21,13 +21,13 @@ from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.repodata.apkindex import ApkPackage
 from patchwatch.domain.repodata.apkindex import parse_apkindex
 from patchwatch.domain.repodata.bounds import Skipped
-from tests.archrepo_support import gz
-from tests.archrepo_support import index_member
-from tests.archrepo_support import link
-from tests.archrepo_support import openssl_sign
-from tests.archrepo_support import signed_index
-from tests.archrepo_support import tar_bytes
-from tests.archrepo_support import tar_segment
+from tests.support.archrepo import gz
+from tests.support.archrepo import index_member
+from tests.support.archrepo import link
+from tests.support.archrepo import openssl_sign
+from tests.support.archrepo import signed_index
+from tests.support.archrepo import tar_bytes
+from tests.support.archrepo import tar_segment
 
 APK = Path(__file__).parent / "fixtures" / "apk"
 APKINDEX = (APK / "APKINDEX").read_bytes()

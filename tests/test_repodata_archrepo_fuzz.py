@@ -24,11 +24,12 @@ from patchwatch.domain.repodata.alpm import parse_alpm_db
 from patchwatch.domain.repodata.apkindex import parse_apkindex
 from patchwatch.domain.repodata.apkindex import parse_stanzas
 from patchwatch.domain.repodata.bounds import Skipped
-from tests.archrepo_support import gz
-from tests.archrepo_support import index_member
-from tests.archrepo_support import pacman_db
-from tests.archrepo_support import pacman_desc
-from tests.archrepo_support import tar_segment
+from tests.support.archrepo import gz
+from tests.support.archrepo import index_member
+from tests.support.archrepo import pacman_db
+from tests.support.archrepo import pacman_desc
+from tests.support.archrepo import tar_segment
+from tests.support.fuzzing import mutated_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = (ParseError, TooLargeError)
@@ -44,26 +45,9 @@ APKINDEX = (FIXTURES / "apk" / "APKINDEX").read_bytes()
 APK_SIGNED = gz(tar_segment(".SIGN.RSA.k.rsa.pub", b"s" * 256)) + index_member(APKINDEX)
 
 
-@st.composite
-def mutated(draw: st.DrawFn, sample: bytes) -> bytes:
+def mutated(sample: bytes) -> st.SearchStrategy[bytes]:
     """A sample with a few bytes replaced, inserted or deleted, or cut short."""
-    data = bytearray(sample)
-    for _ in range(draw(st.integers(1, 8))):
-        if not data:
-            break
-        pos = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
-        if action == "flip":
-            data[pos] = draw(st.integers(0, 255))
-        elif action == "insert":
-            data[pos:pos] = draw(
-                st.sampled_from([b"%", b"\n", b":", b"\n\n", b"\xff", b"\x00", b"/"])
-            )
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 40))]
-        else:
-            del data[pos:]
-    return bytes(data)
+    return mutated_bytes(sample, [b"%", b"\n", b":", b"\n\n", b"\xff", b"\x00", b"/"])
 
 
 def _only_expected(call: Callable[[], object]) -> None:

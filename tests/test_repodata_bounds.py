@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import tracemalloc
-from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +33,8 @@ from patchwatch.domain.repodata.rpmmd import parse_mirrorlist
 from patchwatch.domain.repodata.rpmmd import parse_primary
 from patchwatch.domain.repodata.rpmmd import parse_repomd
 from patchwatch.domain.repodata.rpmmd import parse_updateinfo
+from tests.support.fuzzing import ChunkStream
+from tests.support.fuzzing import peak_memory
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMMON = "http://linux.duke.edu/metadata/common"
@@ -101,12 +101,11 @@ def test_skipped_keeps_a_few_examples_and_the_whole_count() -> None:
     assert skipped.summary().endswith("name longer than 256 characters ...)")
 
 
-class Endless(io.RawIOBase):
+class Endless(ChunkStream):
     """A stream that makes its bytes as they are read: head, size bytes of fill, tail."""
 
     def __init__(self, head: bytes, fill: bytes, size: int, tail: bytes) -> None:
-        self.parts: Iterator[bytes] = self._parts(head, fill, size, tail)
-        self.pending = b""
+        super().__init__(self._parts(head, fill, size, tail))
 
     @staticmethod
     def _parts(head: bytes, fill: bytes, size: int, tail: bytes) -> Iterator[bytes]:
@@ -115,29 +114,6 @@ class Endless(io.RawIOBase):
         for _ in range(size // len(block)):
             yield block
         yield tail
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.pending:
-            self.pending = next(self.parts, b"")
-            if not self.pending:
-                return 0
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
-
-
-def peak_memory(call: Callable[[], object]) -> int:
-    """Bytes allocated at the peak of ``call`` (tracemalloc), beyond what it returns."""
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_an_endless_apt_line_costs_no_more_memory_than_a_short_one() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import tracemalloc
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from patchwatch.domain import limits
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.records import AvailablePackage
 from patchwatch.domain.records import Package
 from patchwatch.domain.repodata.apt import extract_signed_text
 from patchwatch.domain.repodata.apt import parse_packages
@@ -36,6 +37,9 @@ from patchwatch.domain.repodata.rpmmd import parse_mirrorlist
 from patchwatch.domain.repodata.rpmmd import parse_primary
 from patchwatch.domain.repodata.rpmmd import parse_repomd
 from patchwatch.domain.repodata.rpmmd import parse_updateinfo
+from tests.support.fuzzing import ChunkStream
+from tests.support.fuzzing import mutated_bytes
+from tests.support.fuzzing import peak_memory
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = (ParseError, TooLargeError)
@@ -73,26 +77,9 @@ FIELD_WORDS = [
 ]
 
 
-@st.composite
-def mutated(draw: st.DrawFn, sample: bytes) -> bytes:
+def mutated(sample: bytes) -> st.SearchStrategy[bytes]:
     """A sample with a few bytes replaced, inserted or deleted, or cut short."""
-    data = bytearray(sample)
-    for _ in range(draw(st.integers(1, 8))):
-        if not data:
-            break
-        pos = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
-        if action == "flip":
-            data[pos] = draw(st.integers(0, 255))
-        elif action == "insert":
-            data[pos:pos] = draw(
-                st.sampled_from([b":", b"\n", b" ", b"\n\n", b"<", b"&", b"\xff", b"-", b"\r"])
-            )
-        elif action == "delete":
-            del data[pos : pos + draw(st.integers(1, 40))]
-        else:
-            del data[pos:]
-    return bytes(data)
+    return mutated_bytes(sample, [b":", b"\n", b" ", b"\n\n", b"<", b"&", b"\xff", b"-", b"\r"])
 
 
 deb822_lines = st.lists(
@@ -234,16 +221,25 @@ def hostile_stanza(draw: st.DrawFn) -> str:
 
 
 @HOSTILE
-@given(st.lists(hostile_stanza(), min_size=1, max_size=8))
-def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
+def kept_within_limits_or_counted(
+    parse: Callable[[Skipped], Iterable[AvailablePackage]], entries: int
+) -> None:
+    """Every entry is kept within its bounds or counted as skipped (or the index refused)."""
     skipped = Skipped()
-    data = "".join(stanzas).encode()
     try:
-        packages = [a.package for a in parse_packages(read_lines(io.BytesIO(data)), skipped)]
+        packages = [a.package for a in parse(skipped)]
     except EXPECTED:
         return
     assert all(within_limits(p) for p in packages)
-    assert len(packages) + skipped.count == len(stanzas)
+    assert len(packages) + skipped.count == entries
+
+
+@given(st.lists(hostile_stanza(), min_size=1, max_size=8))
+def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
+    data = "".join(stanzas).encode()
+    kept_within_limits_or_counted(
+        lambda skipped: parse_packages(read_lines(io.BytesIO(data)), skipped), len(stanzas)
+    )
 
 
 @st.composite
@@ -268,13 +264,9 @@ def test_hostile_primary_entries_are_kept_within_limits_or_counted(entries: list
         '<metadata xmlns="http://linux.duke.edu/metadata/common" '
         'xmlns:rpm="http://linux.duke.edu/metadata/rpm">' + "".join(entries) + "</metadata>"
     ).encode()
-    skipped = Skipped()
-    try:
-        packages = [a.package for a in parse_primary(io.BytesIO(data), skipped)]
-    except EXPECTED:
-        return
-    assert all(within_limits(p) for p in packages)
-    assert len(packages) + skipped.count == len(entries)
+    kept_within_limits_or_counted(
+        lambda skipped: parse_primary(io.BytesIO(data), skipped), len(entries)
+    )
 
 
 @st.composite
@@ -317,15 +309,6 @@ def test_hostile_updateinfo_entries_are_kept_within_limits_or_counted(entries: l
         assert all(within_limits(p) for p in adv.packages)
 
 
-def peak_memory(call: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @settings(max_examples=20, deadline=None, database=None)
 @given(
     packages=st.integers(0, 3000),
@@ -366,26 +349,7 @@ def test_hostile_primary_parses_in_bounded_memory(
 
     def parse() -> None:
         skipped = Skipped()
-        count = sum(1 for _ in parse_primary(_Chunks(chunks()), skipped))
+        count = sum(1 for _ in parse_primary(ChunkStream(chunks()), skipped))
         assert count + skipped.count == packages + 1
 
     assert peak_memory(parse) < 4 * name_bytes + 4 * (1 << 20)
-
-
-class _Chunks(io.RawIOBase):
-    def __init__(self, parts: Iterator[bytes]) -> None:
-        self.parts = (part for part in parts if part)
-        self.pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.pending:
-            self.pending = next(self.parts, b"")
-            if not self.pending:
-                return 0
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n

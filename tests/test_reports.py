@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +35,13 @@ from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.native import parse_native
 from patchwatch.domain.reports.protocol1 import parse_protocol1
 from patchwatch.domain.reports.protocol2 import parse_protocol2
+from tests.support.reports import BASE_P2
+from tests.support.reports import load_form
+from tests.support.reports import load_json
+from tests.support.reports import native_fixture
+from tests.support.reports import synthetic_reports
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORTS = Path(__file__).resolve().parent / "fixtures" / "reports"
 SCHEMA = json.loads((ROOT / "patchwatch" / "domain" / "schemas" / "report-v1.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -46,15 +49,6 @@ DEB = PackageKind.DEB
 RPM = PackageKind.RPM
 ARCH = PackageKind.ARCH
 APK = PackageKind.APK
-
-
-def load_form(name: str) -> dict[str, str]:
-    """A protocol-1 fixture folder as the form the receiver would decode."""
-    return {path.name: path.read_text() for path in sorted((REPORTS / name).iterdir())}
-
-
-def load_json(name: str) -> Any:
-    return json.loads((REPORTS / name).read_text())
 
 
 BASE_FORM = {
@@ -74,15 +68,6 @@ def p1_error(**fields: str) -> ParseError:
     with pytest.raises(ParseError) as info:
         p1(**fields)
     return info.value
-
-
-BASE_P2: dict[str, Any] = {
-    "protocol": 2,
-    "hostname": "h1.example.com",
-    "arch": "x86_64",
-    "kernel": "5.14.0-503.14.1.el9_5.x86_64",
-    "os": "Rocky Linux 9.5 (Blue Onyx) [cpe:/o:rocky:rocky:9::baseos]",
-}
 
 
 def p2(**fields: Any) -> HostReport:
@@ -376,7 +361,7 @@ def test_native_arch_versions_pacman_cannot_order_are_refused(
     package: dict[str, str], where: str
 ) -> None:
     item = {"name": "a", "arch": "x86_64", "type": "arch", **package}
-    doc = native_doc(packages=[item])
+    doc = native_fixture(packages=[item])
     assert not VALIDATOR.is_valid(doc)  # the schema says the same
     assert native_error(doc).where == where
 
@@ -390,13 +375,13 @@ def test_native_arch_versions_pacman_cannot_order_are_refused(
 )
 def test_native_apk_versions_are_whole(package: dict[str, str], where: str) -> None:
     item = {"name": "a", "arch": "x86_64", "type": "apk", **package}
-    doc = native_doc(packages=[item])
+    doc = native_fixture(packages=[item])
     assert not VALIDATOR.is_valid(doc)
     assert native_error(doc).where == where
 
 
 def test_native_apk_epoch_zero_is_none() -> None:
-    doc = native_doc(
+    doc = native_fixture(
         packages=[{"name": "a", "version": "1-r0", "epoch": "0", "arch": "x", "type": "apk"}]
     )
     assert VALIDATOR.is_valid(doc)
@@ -629,10 +614,10 @@ def test_protocol1_dpkg_hold_status_keeps_the_hold() -> None:
 
 def test_native_held_packages_are_read_checked_and_deduplicated() -> None:
     vim = {"name": "vim", "arch": "amd64"}
-    report = parse_native(native_doc(held=[vim, {"name": "tzdata"}, vim]))
+    report = parse_native(native_fixture(held=[vim, {"name": "tzdata"}, vim]))
     assert report.held == (HeldPackage("tzdata", ""), HeldPackage("vim", "amd64"))
-    assert parse_native(native_doc(held=[])).held == ()
-    doc = native_doc()
+    assert parse_native(native_fixture(held=[])).held == ()
+    doc = native_fixture()
     del doc["held"]
     assert parse_native(doc).held == ()  # absent: nothing held
     for held, where in (
@@ -644,7 +629,7 @@ def test_native_held_packages_are_read_checked_and_deduplicated() -> None:
         ([{"name": "a"}] * 10_001, "held"),
     ):
         with pytest.raises(ParseError) as info:
-            parse_native(native_doc(held=held))
+            parse_native(native_fixture(held=held))
         assert info.value.where == where
 
 
@@ -1233,12 +1218,6 @@ def test_protocol2_errors_name_the_json_path(doc: Any, where: str | None) -> Non
 # =========================================================================== native
 
 
-def native_doc(**changes: Any) -> dict[str, Any]:
-    doc = load_json("native_deb.json")
-    doc.update(changes)
-    return doc
-
-
 @pytest.mark.parametrize(
     ("package", "epoch"),
     [
@@ -1256,7 +1235,7 @@ def native_doc(**changes: Any) -> dict[str, Any]:
 )
 def test_native_epochs_are_canonical(package: dict[str, str], epoch: str) -> None:
     item = {"name": "p", "version": "1", "arch": "amd64", **package}
-    assert parse_native(native_doc(packages=[item])).packages[0].epoch == epoch
+    assert parse_native(native_fixture(packages=[item])).packages[0].epoch == epoch
 
 
 @pytest.mark.parametrize(
@@ -1282,10 +1261,10 @@ def test_native_package_seen_before_is_checked_again_when_it_differs(
     item = {"name": "memo-check", "version": "1.0-1", "arch": "amd64", "type": "deb"}
     if full:
         item = {**item, "epoch": "", "release": "2"}
-    first = parse_native(native_doc(packages=[item])).packages[0]
-    assert parse_native(native_doc(packages=[dict(item)])).packages[0] is first
+    first = parse_native(native_fixture(packages=[item])).packages[0]
+    assert parse_native(native_fixture(packages=[dict(item)])).packages[0] is first
     with pytest.raises(ParseError) as info:
-        parse_native(native_doc(packages=[{**item, **change}]))
+        parse_native(native_fixture(packages=[{**item, **change}]))
     assert info.value.where == where
 
 
@@ -1303,7 +1282,7 @@ def test_native_duplicates_are_dropped_when_the_memo_empties_midway(
     item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb"}
     names = ["dedup-a", "dedup-b", "dedup-c", "dedup-d", "dedup-a"]
     packages = parse_native(
-        native_doc(packages=[{**item, "name": n, "version": "1"} for n in names])
+        native_fixture(packages=[{**item, "name": n, "version": "1"} for n in names])
     ).packages
     assert memo.MEMO.generation == 1
     assert sorted(p.name for p in packages) == ["dedup-a", "dedup-b", "dedup-c", "dedup-d"]
@@ -1313,27 +1292,29 @@ def test_native_unknown_packages_among_known_ones_are_checked() -> None:
     """Known objects are looked up in bulk; the new ones among them are checked one by one."""
     item = {"epoch": "", "release": "1", "arch": "amd64", "type": "deb", "version": "1"}
     known = [{**item, "name": f"bulk-{i}"} for i in range(5)]
-    parse_native(native_doc(packages=known))
+    parse_native(native_fixture(packages=known))
     with pytest.raises(ParseError) as info:
-        parse_native(native_doc(packages=[*known[:3], {**item, "name": "bulk-x", "arch": 7},
+        parse_native(native_fixture(packages=[*known[:3], {**item, "name": "bulk-x", "arch": 7},
                                           *known[3:]]))  # fmt: skip
     assert info.value.where == "packages[3].arch"
 
 
 def test_native_repositories_absent_empty_and_duplicates() -> None:
-    doc = native_doc()
+    doc = native_fixture()
     del doc["repositories"]
     assert parse_native(doc).repositories is None
-    assert parse_native(native_doc(repositories=[])).repositories == ()
+    assert parse_native(native_fixture(repositories=[])).repositories == ()
     repo = {"type": "rpm", "id": "baseos", "urls": []}
-    assert len(parse_native(native_doc(repositories=[repo, repo])).repositories or ()) == 1
+    assert len(parse_native(native_fixture(repositories=[repo, repo])).repositories or ()) == 1
     pkg = {"name": "p", "version": "1", "arch": "amd64", "type": "deb"}
-    assert len(parse_native(native_doc(packages=[pkg, dict(pkg, epoch="0")])).packages) == 1
+    assert len(parse_native(native_fixture(packages=[pkg, dict(pkg, epoch="0")])).packages) == 1
 
 
 def test_native_agent_details_go_to_extra() -> None:
     report = parse_native(
-        native_doc(agent={"name": "a", "collected_at": 10**400, "warnings": ["w1", "w2"], "x": [1]})
+        native_fixture(
+            agent={"name": "a", "collected_at": 10**400, "warnings": ["w1", "w2"], "x": [1]}
+        )
     )
     assert report.agent == "a"
     assert report.extra["agent_warnings"] == "w1\nw2"
@@ -1428,12 +1409,12 @@ def test_native_agent_details_go_to_extra() -> None:
     ],
 )
 def test_native_errors_name_the_json_path(change: dict[str, Any], where: str) -> None:
-    assert native_error(native_doc(**change)).where == where
+    assert native_error(native_fixture(**change)).where == where
 
 
 @pytest.mark.parametrize("key", ["version", "host", "os", "kernel", "arch", "packages"])
 def test_native_required_keys(key: str) -> None:
-    doc = native_doc()
+    doc = native_fixture()
     del doc[key]
     assert native_error(doc).where == key
 
@@ -1445,7 +1426,7 @@ def test_native_rejects_non_objects() -> None:
 
 def test_native_package_limit() -> None:
     pkg = {"name": "a", "version": "1", "arch": "x", "type": "deb"}
-    doc = native_doc(packages=[pkg] * 100_001)
+    doc = native_fixture(packages=[pkg] * 100_001)
     assert not VALIDATOR.is_valid(doc)
     assert native_error(doc).where == "packages"
 
@@ -1584,7 +1565,7 @@ def test_parse_native_accepts_exactly_what_the_schema_accepts(fixture: str) -> N
     ],
 )
 def test_deliberate_differences_from_the_python_schema_validator(change: dict[str, Any]) -> None:
-    doc = native_doc(**change)
+    doc = native_fixture(**change)
     assert VALIDATOR.is_valid(doc)
     assert not _accepts(doc)
 
@@ -1619,21 +1600,30 @@ _SCHEMA_JUNK = st.recursive(
 )
 
 
+def _mutate_once(draw: st.DrawFn, doc: Any, junk: Any, text: Any) -> bool:
+    """Replace, delete or extend one path of ``doc`` with ``junk``; False without paths."""
+    paths = [p for p in _paths(doc) if p]
+    if not paths:
+        return False
+    path = draw(st.sampled_from(paths))
+    parent = _get(doc, path[:-1])
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[path[-1]] = draw(junk)
+    elif action == "delete" and isinstance(parent, dict):
+        parent.pop(path[-1])
+    elif isinstance(parent, dict):
+        parent[draw(text)] = draw(junk)
+    else:
+        parent.append(draw(junk))
+    return True
+
+
 @st.composite
 def _schema_mutated(draw: st.DrawFn, base: Any) -> Any:
     doc = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 2))):
-        path = draw(st.sampled_from([p for p in _paths(doc) if p]))
-        parent = _get(doc, path[:-1])
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
-        if action == "replace":
-            parent[path[-1]] = draw(_SCHEMA_JUNK)
-        elif action == "delete" and isinstance(parent, dict):
-            parent.pop(path[-1])
-        elif isinstance(parent, dict):
-            parent[draw(_SCHEMA_TEXT)] = draw(_SCHEMA_JUNK)
-        else:
-            parent.append(draw(_SCHEMA_JUNK))
+        _mutate_once(draw, doc, _SCHEMA_JUNK, _SCHEMA_TEXT)
     return doc
 
 
@@ -1699,20 +1689,8 @@ def _mutated(draw: st.DrawFn, base: Any) -> Any:
     """A valid document with a few paths replaced, deleted or extended with junk."""
     doc = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(doc) if p]
-        if not paths:
+        if not _mutate_once(draw, doc, _JUNK, _TEXT):
             break
-        path = draw(st.sampled_from(paths))
-        parent = _get(doc, path[:-1])
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
-        if action == "replace":
-            parent[path[-1]] = draw(_JUNK)
-        elif action == "delete" and isinstance(parent, dict):
-            parent.pop(path[-1])
-        elif isinstance(parent, dict):
-            parent[draw(_TEXT)] = draw(_JUNK)
-        else:
-            parent.append(draw(_JUNK))
     return doc
 
 
@@ -1802,51 +1780,15 @@ def test_fuzz_protocol1_raises_only_parse_error(form: Any) -> None:
 # =========================================================================== speed
 
 
-def _synthetic(n: int) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
-    """One 1,500-package host in each protocol (names and versions as a Debian host has)."""
-    packages = [
-        {
-            "name": f"lib-package-{i}",
-            "epoch": "1" if i % 10 == 0 else "",
-            "version": f"{i % 7}.{i % 13}.{i}",
-            "release": f"{i % 5}+deb12u{i % 3}",
-            "arch": "amd64" if i % 4 else "all",
-            "type": "deb",
-        }
-        for i in range(n)
-    ]
-    native = native_doc(packages=packages)
-    lines = "".join(
-        f"'{p['name']}' '{p['epoch']}' '{p['version']}' '{p['release']}' '{p['arch']}' 'deb'\n"
-        for p in packages
-    )
-    form = {**load_form("patchman1-debian12"), "packages": lines}
-    proto2 = {**BASE_P2, "packages": packages}
-    return native, form, proto2
-
-
-def test_parse_time_of_a_1500_package_report(capsys: pytest.CaptureFixture[str]) -> None:
-    native, form, proto2 = _synthetic(1500)
-    timings = {}
-    for label, parser, doc in (
-        ("native", parse_native, native),
-        ("protocol1", parse_protocol1, form),
-        ("protocol2", parse_protocol2, proto2),
+def test_a_1500_package_report_parses_in_each_protocol() -> None:
+    """The size of a real host's report; bench/bench_parse_reports.py times these."""
+    native, form, proto2 = synthetic_reports(1500)
+    for parser, doc in (
+        (parse_native, native),
+        (parse_protocol1, form),
+        (parse_protocol2, proto2),
     ):
         assert len(parser(doc).packages) == 1500
-        best = min(_timed(parser, doc) for _ in range(7))
-        timings[label] = best
-    with capsys.disabled():
-        print(
-            "\n1,500-package report parse time (best of 7): "
-            + ", ".join(f"{label} {seconds * 1000:.2f} ms" for label, seconds in timings.items())
-        )
-
-
-def _timed(parser: Callable[[Any], HostReport], doc: Any) -> float:
-    start = time.perf_counter()
-    parser(doc)
-    return time.perf_counter() - start
 
 
 def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1869,7 +1811,7 @@ def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -
                  "release": "1", "arch": "amd64", "type": "deb"}
                 for i in range(2000)
             ]  # fmt: skip
-            parse_native(native_doc(packages=items))
+            parse_native(native_fixture(packages=items))
             del items
         gc.collect()
         held, _peak = tracemalloc.get_traced_memory()

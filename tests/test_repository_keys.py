@@ -35,8 +35,8 @@ from patchwatch.store.models import Repository
 from patchwatch.store.models import RepositorySet
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.models import SchemaVersion
-from tests.test_inventory import WEB1
-from tests.test_inventory import report
+from tests.support.fleets import WEB1
+from tests.support.fleets import report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reports"
 NOW = time.time()

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NO_EGRESS_ENV
-from tests.conftest import ROOT
-from tests.conftest import free_port
-from tests.test_faults import post
-from tests.test_faults import wait_until
-from tests.test_receiver_ingest import native_doc
+from tests.support.network import NO_EGRESS_ENV
+from tests.support.network import free_port
+from tests.support.paths import ROOT
+from tests.support.reports import native_doc
+from tests.support.web import post_report
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_receivers_scheduler_and_exporter_apart_on_postgresql(postgres, tmp_path
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         for i in range(20):  # a load balancer alternating between the two receivers
-            code, body, _ = post(f"http://127.0.0.1:{ports[i % 2]}", token,
+            code, body, _ = post_report(f"http://127.0.0.1:{ports[i % 2]}", token,
                                  native_doc(f"node{i:02d}.example.com"))  # fmt: skip
             assert code == 202, body
 

@@ -23,9 +23,9 @@ from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.models import SchedulerLock
-from tests.conftest import ROOT
-from tests.test_fetch import Fault
-from tests.test_fetch import MirrorServer
+from tests.support.mirrors import Fault
+from tests.support.mirrors import MirrorServer
+from tests.support.paths import ROOT
 
 
 def test_failing_job_is_recorded_and_the_next_one_still_runs(db) -> None:
@@ -33,50 +33,18 @@ def test_failing_job_is_recorded_and_the_next_one_still_runs(db) -> None:
         raise RuntimeError("mirror exploded")
 
     db.close()
-    guarded(Job("bad", 60, boom))()
-    guarded(Job("good", 60, lambda now: "fine"))()
+    clock = Ticking(1_000.0, step=1.5)
+    guarded(Job("bad", 60, boom), clock)()
+    guarded(Job("good", 60, lambda now: "fine"), clock)()
     database.connect(reuse_if_open=True)
     runs = {r.job: r for r in JobRun.select()}
     assert runs["bad"].outcome == "failure"
     assert "RuntimeError: mirror exploded" in runs["bad"].detail
     assert runs["good"].outcome == "success"
     assert runs["good"].detail == "fine"
-    assert runs["good"].duration_seconds >= 0
-
-
-def test_second_scheduler_waits_while_first_holds_the_lease(db) -> None:
-    db.close()
-    counts = {"a": 0, "b": 0}
-
-    def counter(name: str) -> Job:
-        def run(now: float) -> str:
-            counts[name] += 1
-            return name
-
-        return Job(f"count-{name}", 1, run)
-
-    stop_a, stop_b = threading.Event(), threading.Event()
-    ta = threading.Thread(target=run_forever, args=(db, [counter("a")], stop_a, 0.05, "a"))
-    ta.start()
-    deadline = time.monotonic() + 10
-    while counts["a"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    tb = threading.Thread(target=run_forever, args=(db, [counter("b")], stop_b, 0.05, "b"))
-    tb.start()
-    time.sleep(0.5)
-    assert counts["a"] >= 1
-    assert counts["b"] == 0  # b waits for a's lease
-    stop_a.set()
-    ta.join(10)  # a releases its lease on the way out
-    deadline = time.monotonic() + 10
-    while counts["b"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop_b.set()
-    tb.join(10)
-    assert counts["b"] >= 1
-
-
-# ------------------------------------------------ the lease while jobs run, and stopping
+    bad, good = runs["bad"], runs["good"]
+    assert bad.started_at == 1_000.0 and good.started_at > bad.finished_at
+    assert good.duration_seconds == good.finished_at - good.started_at > 0
 
 
 class Clock:
@@ -87,6 +55,47 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Ticking(Clock):
+    """A clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, now: float, step: float) -> None:
+        super().__init__(now - step)
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_second_scheduler_waits_while_first_holds_the_lease(db) -> None:
+    """The loop, tick by tick on an injected clock: b works only once a's lease expires."""
+    db.close()
+    clock = Clock(0.0)
+    with database.connection_context():
+        assert acquire_lease(LEASE_NAME, "a", clock(), 10.0)  # a holds it until 10
+    ran: list[float] = []
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        ticks.append(seconds)
+        if len(ticks) == 3:
+            assert ran == []  # b waited through three ticks of a's lease
+            clock.now = 11.0  # a stopped renewing: its lease has expired
+        elif len(ticks) == 5:
+            stop.set()
+
+    job = Job("count-b", 3600, lambda now: ran.append(now) or "b")
+    run_forever(db, [job], stop, 1.0, "b", lease_ttl=10.0, clock=clock, sleep=sleep)
+    assert ran == [11.0]  # at once when the lease was taken, not again within its hour
+    assert ticks == [1.0] * 5
+    with database.connection_context():
+        assert SchedulerLock.select().count() == 0  # b released it on its way out
+
+
+# ------------------------------------------------ the lease while jobs run, and stopping
 
 
 LIVENESS = 30.0  # generous bounds on waiting for threads; nothing is timed

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import free_port
-from tests.conftest import require_or_skip
+from tests.support.network import free_port
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 
 def _children(pid: int) -> list[int]:

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from patchwatch.domain import set_bases
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.set_bases import MAX_BASES
 from patchwatch.domain.set_bases import MAX_DIFFERENCE
 from patchwatch.domain.set_bases import MIN_SIZE
 from patchwatch.domain.set_bases import SAMPLE_EVERY
 from patchwatch.domain.set_bases import BaseIndex
-
-DEFAULTS = (MIN_SIZE, SAMPLE_EVERY, MAX_DIFFERENCE)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def default_minimum() -> Iterator[None]:
-    """The suite lowers the minimum for other tests (conftest); these test the default."""
-    lowered = (set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE)
-    set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = DEFAULTS
-    yield
-    set_bases.MIN_SIZE, set_bases.SAMPLE_EVERY, set_bases.MAX_DIFFERENCE = lowered
+from patchwatch.domain.set_bases import Thresholds
 
 
 def index_of(*bases: list[int]) -> BaseIndex:
@@ -74,6 +61,18 @@ def test_small_sets_are_neither_bases_nor_differences() -> None:
     index = index_of(small)
     assert len(index) == 0
     assert index_of(list(range(0, 4000, 2))).nearest(small) is None
+
+
+def test_thresholds_given_to_the_index_are_the_ones_it_applies() -> None:
+    """Small sets become bases and differences under lower thresholds given as a value."""
+    small = [[1, 2, 3, 4], [1, 2, 3, 5]]
+    default = BaseIndex()
+    lowered = BaseIndex(Thresholds(min_size=2, sample_every=1, max_difference=0.5))
+    for index in (default, lowered):
+        index.add(1, small[0], pack_ids(small[0]) or b"")
+    assert len(default) == 0 and default.nearest(small[1]) is None
+    assert len(lowered) == 1 and lowered.nearest(small[1]) == (1, [4, 5])
+    assert BaseIndex().thresholds == Thresholds(MIN_SIZE, SAMPLE_EVERY, MAX_DIFFERENCE)
 
 
 def test_the_number_of_bases_is_bounded() -> None:

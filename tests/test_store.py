@@ -505,3 +505,12 @@ def test_repository_effective_security_is_the_operators_word_else_the_metadatas(
         created_at=time.time(),
     )  # fmt: skip
     assert Repository.get().is_security is effective
+
+
+def test_the_suites_small_sets_are_written_as_differences(db) -> None:
+    """The lowered thresholds (conftest) reach the index package sets choose bases with."""
+    records = [PackageRecord(f"p{i}", "", "1", "1", "amd64", PackageKind.DEB) for i in range(5)]
+    ids = package_sets.ensure_package_sets([records[:4], records[1:]], 1.0)
+    stored = {s.id: s.base_id for s in PackageSet.select()}
+    (base,) = [b for b in stored.values() if b is not None]  # one written against the other
+    assert set(stored) == set(ids) and stored[base] is None

@@ -31,9 +31,9 @@ from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from tests.conftest import ROOT
-from tests.conftest import free_port
-from tests.test_receiver_ingest import native_doc
+from tests.support.network import free_port
+from tests.support.paths import ROOT
+from tests.support.reports import native_doc
 
 
 def mode(path: Path) -> int:

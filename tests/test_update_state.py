@@ -34,14 +34,13 @@ from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_detail
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.tokens import create_token
-from tests.test_cli_operators import cli
-from tests.test_exporter import registry_for
-from tests.test_fetch import MirrorServer
-from tests.test_followup import follow_up
-from tests.test_followup import mirror  # noqa: F401 (a fixture)
-from tests.test_followup import report
-from tests.test_followup import rpm_report
-from tests.test_refresh import NOW
+from tests.support.cli import cli
+from tests.support.metrics import registry_for
+from tests.support.mirrors import MirrorServer
+from tests.support.repositories import NOW
+from tests.support.rpmhosts import follow_up
+from tests.support.rpmhosts import report
+from tests.support.rpmhosts import rpm_report
 
 # --- the reboot flag ------------------------------------------------------------------------
 
@@ -128,7 +127,7 @@ def test_inputs_move_forward_on_each_change_even_within_one_batch(db: object) ->
 
 
 @pytest.fixture
-def fleet(db: object, mirror: MirrorServer) -> MirrorServer:  # noqa: F811
+def fleet(db: object, mirror: MirrorServer) -> MirrorServer:
     """Hosts in every state: current, stale, and unknown for each reason."""
     good, missing = mirror.url("rpm"), mirror.url("missing")
     report(rpm_report("current.example.com", good), NOW)

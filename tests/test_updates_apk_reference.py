@@ -47,7 +47,7 @@ from patchwatch.store.models import Package
 from tests.archrepo_support import index_member
 from tests.archrepo_support import openssl_sign
 from tests.archrepo_support import signed_index
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 VECTORS = FIXTURES / "versions" / "apk-version.data"
 KEY_NAME = "patchwatch-test-7a11ce00.rsa.pub"

@@ -53,10 +53,10 @@ from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import Repository
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
-from tests.test_fetch import LOOPBACK_POLICY
-from tests.test_fetch import MirrorServer
+from tests.support.mirrors import LOOPBACK_POLICY
+from tests.support.mirrors import MirrorServer
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 #: The test repository is served on 127.0.0.1: read it without approval, reach it.
 LOOPBACK_SETTINGS = Settings(

@@ -49,8 +49,8 @@ from patchwatch.pipeline.refresh.run import refresh_all
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Package
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 ORACLES_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import string
 import subprocess
 from pathlib import Path
@@ -39,18 +38,15 @@ from patchwatch.domain.versions import rpm_sort_key
 from patchwatch.domain.versions import sort_key
 from patchwatch.domain.versions import split_deb
 from patchwatch.domain.versions import split_rpm
+from tests.support.oracles import key_cmp
+from tests.support.oracles import require_oracle
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "versions"
-REQUIRE_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 OP = {-1: "lt", 0: "eq", 1: "gt"}
 
 
 def sign(x: int) -> int:
     return (x > 0) - (x < 0)
-
-
-def key_cmp(ka: object, kb: object) -> int:
-    return (ka > kb) - (ka < kb)  # type: ignore[operator]
 
 
 # --- literal ports of the C reference code (slow, for property tests only) ----------------
@@ -498,17 +494,6 @@ def test_unknown_kind() -> None:
 # --- oracles: the real tools ----------------------------------------------------------------
 
 
-def require_tool(name: str, package: str) -> str:
-    """Return the tool's path; skip (or fail under REQUIRE_ENV=1) when it is missing."""
-    path = shutil.which(name)
-    if path:
-        return path
-    reason = f"{name} is not installed (apt-get install {package}); its oracle test cannot run"
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason}, and {REQUIRE_ENV}=1 requires it")
-    pytest.skip(reason)
-
-
 def dpkg_unconfirmed(
     triples: list[tuple[str, str, str]], tmp_path: Path, status: int = 0
 ) -> list[str]:
@@ -519,7 +504,7 @@ def dpkg_unconfirmed(
     triples dpkg does not confirm (it answered false, or exit 2 for a version it rejects);
     with status 2, the triples holding a version that dpkg did not reject.
     """
-    dpkg = require_tool("dpkg", "dpkg")
+    dpkg = require_oracle("dpkg", "dpkg")
     for triple in triples:
         assert not any(c in v for v in triple for c in "\n\x00"), triple
     workers = max(2, os.cpu_count() or 1)
@@ -546,7 +531,7 @@ def dpkg_unconfirmed(
 
 def rpm_vercmp(pairs: list[tuple[str, str]], tmp_path: Path) -> list[int]:
     """Return ``rpm.vercmp(a, b)`` for every pair from ONE ``rpm --eval`` process."""
-    rpm = require_tool("rpm", "rpm")
+    rpm = require_oracle("rpm", "rpm")
     for a, b in pairs:
         assert not any(c in v for v in (a, b) for c in "\t\n\x00"), (a, b)
     data = tmp_path / "pairs.tsv"
@@ -650,7 +635,7 @@ def test_dpkg_oracle_on_hand_table(tmp_path: Path) -> None:
 
 def test_dpkg_rejects_what_we_reject(tmp_path: Path) -> None:
     """Every invalid string dpkg's command line can take makes dpkg fail as well."""
-    dpkg = require_tool("dpkg", "dpkg")
+    dpkg = require_oracle("dpkg", "dpkg")
     checked = 0
     for version, _ in DEB_INVALID:
         if not version.strip() or version.startswith("-"):
@@ -665,7 +650,7 @@ def test_dpkg_rejects_what_we_reject(tmp_path: Path) -> None:
 
 def test_dpkg_accepts_what_we_refuse_on_purpose() -> None:
     """Keeps the docstring honest: these refusals are ours, dpkg compares them."""
-    dpkg = require_tool("dpkg", "dpkg")
+    dpkg = require_oracle("dpkg", "dpkg")
     for version, _ in DEB_REFUSED:
         proc = subprocess.run(
             [dpkg, "--compare-versions", version, "gt", "0"], capture_output=True, check=False
@@ -730,7 +715,7 @@ def test_rpm_oracle_corpus_and_random(tmp_path: Path) -> None:
 
 def test_rpm_oracle_rejects_empty(tmp_path: Path) -> None:
     """rpm refuses "" too, so that refusal is not ours alone."""
-    rpm = require_tool("rpm", "rpm")
+    rpm = require_oracle("rpm", "rpm")
     proc = subprocess.run(
         [rpm, "--eval", '%{lua: print(rpm.vercmp("", "1"))}'],
         capture_output=True,

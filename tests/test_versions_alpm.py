@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,37 +23,10 @@ from patchwatch.domain.errors import VersionError
 from patchwatch.domain.versions_alpm import alpm_sort_key
 from patchwatch.domain.versions_alpm import compare_alpm
 from patchwatch.domain.versions_alpm import split_alpm
-from tests.test_versions import key_cmp
-from tests.test_versions import require_tool
+from tests.support.oracles import key_cmp
+from tests.support.oracles import vercmp
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "versions"
-
-
-def vercmp(pairs: list[tuple[str, str]], tmp_path: Path, workers: int = 2) -> list[int]:
-    """Return the real ``vercmp A B`` for every pair (one shell loop per worker)."""
-    tool = require_tool("vercmp", "makepkg")
-    for a, b in pairs:
-        assert a and b and not any(c in a + b for c in "\n\x00"), (a, b)
-        assert a not in ("-h", "--help") and b not in ("-h", "--help")
-    script = f'while IFS= read -r a && IFS= read -r b; do {tool} "$a" "$b" || echo fail; done'
-    procs = []
-    for n in range(workers):
-        chunk = tmp_path / f"vercmp-{n}.txt"
-        chunk.write_text("".join(f"{a}\n{b}\n" for a, b in pairs[n::workers]))
-        with chunk.open() as stdin:
-            procs.append(
-                subprocess.Popen(["sh", "-c", script], stdin=stdin, stdout=subprocess.PIPE)
-            )
-    answers: list[list[int]] = []
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0
-        answers.append([int(line) for line in out.decode().split()])
-    results = [0] * len(pairs)
-    for n, chunk_answers in enumerate(answers):
-        assert len(chunk_answers) == len(pairs[n::workers])
-        results[n::workers] = chunk_answers
-    return results
 
 
 def has_pkgrel(v: str) -> bool:

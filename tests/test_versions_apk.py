@@ -24,7 +24,7 @@ from patchwatch.domain.versions_apk import apk_sort_key
 from patchwatch.domain.versions_apk import compare_apk
 from patchwatch.domain.versions_apk import match_apk
 from patchwatch.domain.versions_apk import valid_apk
-from tests.test_versions import key_cmp
+from tests.support.oracles import key_cmp
 
 VECTORS = Path(__file__).resolve().parent / "fixtures" / "versions" / "apk-version.data"
 

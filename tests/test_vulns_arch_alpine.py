@@ -18,7 +18,7 @@ from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.alpine_secdb import parse_secdb
 from patchwatch.domain.vulns.arch_tracker import parse_arch_tracker
 from patchwatch.domain.vulns.fixed_in import advisories_for
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 VULNS = FIXTURES / "vulns"
 ARCH, APK = PackageKind.ARCH, PackageKind.APK

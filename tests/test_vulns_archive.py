@@ -25,8 +25,8 @@ from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.vulns import archive
 from patchwatch.domain.vulns.archive import ArchiveLimits
 from patchwatch.domain.vulns.model import FeedStats
-from tests.vulns_support import ALMALINUX
-from tests.vulns_support import FIXTURES
+from tests.support.vulns import ALMALINUX
+from tests.support.vulns import FIXTURES
 
 RECORD = (FIXTURES / "debian" / "DSA-5514-1.json").read_bytes()
 

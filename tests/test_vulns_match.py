@@ -35,7 +35,7 @@ from patchwatch.domain.vulns.model import Event
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.model import Range
 from patchwatch.domain.vulns.model import Record
-from tests.vulns_support import FIXTURES
+from tests.support.vulns import FIXTURES
 
 OS_RELEASE = Path(__file__).resolve().parent / "fixtures" / "reports" / "os-release"
 
@@ -198,29 +198,35 @@ def test_patchman_clients_map_the_same_way(text: str, label: str) -> None:
     assert host is not None and host.label == label
 
 
-def test_which_ecosystems_a_host_reads() -> None:
-    def host(text: str):
-        h = ecosystem_for_os(normalise_os(parse_os_release(text)))
-        assert h is not None
-        return h
+READS = [  # os-release, ecosystems the host reads, ecosystems it does not
+    ('ID="rhel"\nVERSION_ID="9.4"',
+     ["Red Hat:enterprise_linux:9::appstream", "Red Hat:enterprise_linux:9::baseos"],
+     ["Red Hat:rhel_eus:9.4::appstream", "Red Hat:enterprise_linux:8::appstream"]),
+    ('ID=ubuntu\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy Jellyfish)"',
+     ["Ubuntu:22.04:LTS", "Ubuntu:22.04"], ["Ubuntu:Pro:22.04:LTS"]),
+    ('ID="sles"\nVERSION_ID="15.5"',
+     ["SUSE:Linux Enterprise Server 15 SP5", "SUSE:Linux Enterprise Module for Basesystem 15 SP5"],
+     ["SUSE:Linux Enterprise Server 15 SP4", "openSUSE:Leap 15.5"]),
+    ('ID="sles"\nVERSION_ID="15"',
+     ["SUSE:Linux Enterprise Server 15"], ["SUSE:Linux Enterprise Server 15 SP5"]),
+]  # fmt: skip
 
-    rhel = host('ID="rhel"\nVERSION_ID="9.4"')
-    assert rhel.accepts("Red Hat:enterprise_linux:9::appstream")
-    assert rhel.accepts("Red Hat:enterprise_linux:9::baseos")
-    assert not rhel.accepts("Red Hat:rhel_eus:9.4::appstream")
-    assert not rhel.accepts("Red Hat:enterprise_linux:8::appstream")
-    ubuntu = host('ID=ubuntu\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy Jellyfish)"')
-    assert ubuntu.accepts("Ubuntu:22.04:LTS") and ubuntu.accepts("Ubuntu:22.04")
-    assert not ubuntu.accepts("Ubuntu:Pro:22.04:LTS")
-    sles = host('ID="sles"\nVERSION_ID="15.5"')
-    assert sles.accepts("SUSE:Linux Enterprise Server 15 SP5")
-    assert sles.accepts("SUSE:Linux Enterprise Module for Basesystem 15 SP5")
-    assert not sles.accepts("SUSE:Linux Enterprise Server 15 SP4")
-    assert not sles.accepts("openSUSE:Leap 15.5")
-    sles0 = host('ID="sles"\nVERSION_ID="15"')
-    assert sles0.accepts("SUSE:Linux Enterprise Server 15")
-    assert not sles0.accepts("SUSE:Linux Enterprise Server 15 SP5")
-    alpine = host("ID=alpine\nVERSION_ID=3.20.3")
+
+def _host(text: str):
+    h = ecosystem_for_os(normalise_os(parse_os_release(text)))
+    assert h is not None
+    return h
+
+
+@pytest.mark.parametrize(("text", "reads", "ignores"), READS)
+def test_which_ecosystems_a_host_reads(text: str, reads: list[str], ignores: list[str]) -> None:
+    host = _host(text)
+    assert all(host.accepts(eco) for eco in reads)
+    assert not any(host.accepts(eco) for eco in ignores)
+
+
+def test_alpine_and_debian_unstable_hosts() -> None:
+    alpine = _host("ID=alpine\nVERSION_ID=3.20.3")
     assert alpine.label == "Alpine:v3.20" and alpine.ordering is Ordering.APK
     assert ecosystem_for_os(normalise_os({"id": "debian", "version_codename": "sid"})) is None
 

@@ -31,11 +31,11 @@ from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.model import Range
-from tests.vulns_support import FIXTURES
-from tests.vulns_support import almalinux
-from tests.vulns_support import almalinux_raw
-from tests.vulns_support import dpkg_less
-from tests.vulns_support import rpm_vercmp
+from tests.support.vulns import FIXTURES
+from tests.support.vulns import almalinux
+from tests.support.vulns import almalinux_raw
+from tests.support.vulns import dpkg_less
+from tests.support.vulns import rpm_vercmp
 
 BOOKWORM = FIXTURES.parent / "versions" / "bookworm-versions.txt"
 _LAST_NUMBER = re.compile(r"([0-9]+)(?=[^0-9]*$)")

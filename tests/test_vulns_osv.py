@@ -29,10 +29,10 @@ from patchwatch.domain.vulns.identity import merge
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.osv import RecordError
 from patchwatch.domain.vulns.severity import Level
-from tests.vulns_support import FIXTURES
-from tests.vulns_support import OSV_SCHEMA
-from tests.vulns_support import almalinux
-from tests.vulns_support import almalinux_raw
+from tests.support.vulns import FIXTURES
+from tests.support.vulns import OSV_SCHEMA
+from tests.support.vulns import almalinux
+from tests.support.vulns import almalinux_raw
 
 SCHEMA = jsonschema.Draft202012Validator(json.loads(OSV_SCHEMA.read_text()))
 CVE = re.compile(r"^CVE-\d{4}-\d+$")

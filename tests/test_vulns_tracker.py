@@ -22,7 +22,7 @@ from patchwatch.domain.vulns.identity import merge
 from patchwatch.domain.vulns.match import assess
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.severity import Level
-from tests.vulns_support import FIXTURES
+from tests.support.vulns import FIXTURES
 
 RAW = (FIXTURES / "debian-tracker.json").read_bytes()
 DOC = json.loads(RAW)

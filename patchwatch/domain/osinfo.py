@@ -359,6 +359,19 @@ def parse_patchman_os(text: str) -> OSInfo:
     )
 
 
+def _debian_devel(distro: _Distro, os_id: str, shown: str, codename: str, cpe: str) -> OSInfo:
+    """Debian testing or unstable: no number, the codename (``shown``) is the identity."""
+    label = "sid" if shown == "sid" else f"{shown}/sid"
+    return OSInfo(
+        family=distro.family,
+        id=os_id,
+        name=f"{distro.label} {label}",
+        version="",
+        codename=codename,
+        cpe=cpe,
+    )
+
+
 def _build(
     distro: _Distro,
     *,
@@ -376,25 +389,9 @@ def _build(
         if devel and not version[0].isdigit():
             # Debian testing or unstable: no number, the codename is the identity.
             name_codename = devel.group("codename")
-            shown = "sid" if name_codename == "sid" else f"{name_codename}/sid"
-            return OSInfo(
-                family=distro.family,
-                id=os_id,
-                name=f"{distro.label} {shown}",
-                version="",
-                codename=codename or name_codename,
-                cpe=cpe,
-            )
+            return _debian_devel(distro, os_id, name_codename, codename or name_codename, cpe)
     if distro.codenames is DEBIAN_CODENAMES and not version and codename:
-        shown = "sid" if codename == "sid" else f"{codename}/sid"
-        return OSInfo(
-            family=distro.family,
-            id=os_id,
-            name=f"{distro.label} {shown}",
-            version="",
-            codename=codename,
-            cpe=cpe,
-        )
+        return _debian_devel(distro, os_id, codename, codename, cpe)
 
     numeric = _NUMERIC_VERSION.match(version)
     version = numeric.group(0) if numeric else ""

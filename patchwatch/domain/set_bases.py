@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 from patchwatch.domain.packed_ids import unpack_ids
@@ -31,14 +32,28 @@ EXACT_CHECKS = 3  # candidates compared exactly, best ranked first
 MAX_BASES = 2_000  # bases remembered (6 KB each, packed); later whole sets are not bases
 
 
-def _sample(ids: Iterable[int]) -> list[int]:
-    return [i for i in ids if not i % SAMPLE_EVERY]
+@dataclass(frozen=True)
+class Thresholds:
+    """When a set is written as a difference, and how bases are ranked.
+
+    A value, given to each :class:`BaseIndex`, rather than module constants read at
+    call time: the tests write their small sets as differences with lower ones, and
+    a value passed along cannot be missed by a reader that imported a constant.
+    """
+
+    min_size: int = MIN_SIZE
+    sample_every: int = SAMPLE_EVERY
+    max_difference: float = MAX_DIFFERENCE
+
+
+DEFAULT_THRESHOLDS = Thresholds()
 
 
 class BaseIndex:
     """Whole sets that new sets may be written against, ranked by shared samples."""
 
-    def __init__(self) -> None:
+    def __init__(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        self.thresholds = thresholds
         self.packed: dict[int, bytes] = {}  # base id -> its member ids, packed
         self.sample_sizes: dict[int, int] = {}
         self.by_sample: dict[int, list[int]] = {}  # sampled package id -> base ids
@@ -47,11 +62,19 @@ class BaseIndex:
     def __len__(self) -> int:
         return len(self.packed)
 
+    def _sample(self, ids: Iterable[int]) -> list[int]:
+        every = self.thresholds.sample_every
+        return [i for i in ids if not i % every]
+
     def add(self, set_id: int, members: Sequence[int], packed: bytes) -> None:
         """Remember a whole set as a base (ascending ``members``, as ``packed``)."""
-        if set_id in self.packed or len(members) < MIN_SIZE or len(self.packed) >= MAX_BASES:
+        if (
+            set_id in self.packed
+            or len(members) < self.thresholds.min_size
+            or len(self.packed) >= MAX_BASES
+        ):
             return
-        sample = _sample(members)
+        sample = self._sample(members)
         self.generation += 1
         self.packed[set_id] = packed
         self.sample_sizes[set_id] = len(sample)
@@ -74,9 +97,9 @@ class BaseIndex:
         None when no base is near enough: the set is then best written whole (and
         becomes a base itself).
         """
-        if len(members) < MIN_SIZE or not self.packed:
+        if len(members) < self.thresholds.min_size or not self.packed:
             return None
-        sample = _sample(members)
+        sample = self._sample(members)
         shared = Counter(chain.from_iterable(self.by_sample.get(pid, ()) for pid in sample))
         if not shared:
             return None
@@ -84,7 +107,7 @@ class BaseIndex:
         # estimated size of the difference, on the samples: |A| + |B| - 2|A & B|
         ranked = sorted(shared, key=lambda b: len(sample) + sizes[b] - 2 * shared[b])
         wanted = set(members)
-        limit = int(len(members) * MAX_DIFFERENCE)
+        limit = int(len(members) * self.thresholds.max_difference)
         best: tuple[int, list[int]] | None = None
         for base_id in ranked[:EXACT_CHECKS]:
             difference = wanted.symmetric_difference(unpack_ids(self.packed[base_id]))

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.records import PackageKind
@@ -83,6 +84,22 @@ _CACHE_SIZE = 1 << 17  # a whole distribution's distinct versions fit (bookworm:
 
 _NUM_BASE = 0x30
 _LONG_NUMBER = 0xFF - _NUM_BASE  # from here on: marker U+00FF, then the length's length
+
+
+def split_release(
+    rest: str, refuse: Callable[[str], Exception], no_version: str, no_release: str
+) -> tuple[str, str | None]:
+    """``rest`` cut at its last hyphen, as dpkg, rpm and pacman all cut the release off:
+    (version, release), the release None when there is no hyphen. An empty side raises
+    ``refuse(no_release)`` or ``refuse(no_version)``: each format names them its own way."""
+    version, hyphen, release = rest.rpartition("-")
+    if not hyphen:
+        version = rest
+    elif not release:
+        raise refuse(no_release)
+    if not version:
+        raise refuse(no_version)
+    return version, release if hyphen else None
 
 
 def _encode_number(digits: str) -> str:
@@ -144,14 +161,11 @@ def split_deb(s: str) -> tuple[str, str, str]:
             raise _deb_error(s, "nothing after colon in version number")
     else:
         epoch, rest = "", v
-    upstream, hyphen, revision = rest.rpartition("-")
-    if not hyphen:
-        upstream, revision = rest, ""
-    elif not revision:
-        raise _deb_error(s, "revision number is empty")
-    if not upstream:
-        raise _deb_error(s, "upstream version is empty")
-    return epoch, upstream, revision
+    refuse = functools.partial(_deb_error, s)
+    upstream, revision = split_release(
+        rest, refuse, "upstream version is empty", "revision number is empty"
+    )
+    return epoch, upstream, revision or ""
 
 
 def _deb_fragment(part: str) -> str:
@@ -230,14 +244,9 @@ def _split_rpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "", s
-    release: str | None
-    version, hyphen, release = rest.rpartition("-")
-    if not hyphen:
-        version, release = rest, None
-    elif not release:
-        raise _rpm_error(s, "release is empty")
-    if not version:
-        raise _rpm_error(s, "version is empty")
+    version, release = split_release(
+        rest, functools.partial(_rpm_error, s), "version is empty", "release is empty"
+    )
     return epoch, version, release
 
 

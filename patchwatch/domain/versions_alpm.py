@@ -53,6 +53,7 @@ import re
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.versions import Key
 from patchwatch.domain.versions import _encode_number
+from patchwatch.domain.versions import split_release
 
 __all__ = ["alpm_sort_key", "compare_alpm", "split_alpm"]
 
@@ -92,14 +93,9 @@ def split_alpm(s: str) -> tuple[str, str, str | None]:
         rest = s[m.end() :]
     else:
         epoch, rest = "0", s
-    pkgrel: str | None
-    pkgver, hyphen, pkgrel = rest.rpartition("-")
-    if not hyphen:
-        pkgver, pkgrel = rest, None
-    elif not pkgrel:
-        raise _error(s, "pkgrel is empty")
-    if not pkgver:
-        raise _error(s, "pkgver is empty")
+    pkgver, pkgrel = split_release(
+        rest, functools.partial(_error, s), "pkgver is empty", "pkgrel is empty"
+    )
     if not pkgver[-1].isalnum():
         raise _error(s, "pkgver ends with a separator, which pacman orders inconsistently")
     if pkgrel is not None and not pkgrel[-1].isalnum():

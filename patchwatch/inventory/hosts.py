@@ -20,14 +20,14 @@ from typing import Literal
 from patchwatch.domain.diffs import HostDiff
 from patchwatch.domain.diffs import HostInventory
 from patchwatch.domain.diffs import compute_host_diff
-from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.inventory.common import DAY
-from patchwatch.inventory.common import candidates
 from patchwatch.inventory.common import chunks
 from patchwatch.inventory.common import evr
 from patchwatch.inventory.common import is_glob
+from patchwatch.inventory.common import required_ref
+from patchwatch.inventory.common import the_one
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostupdates import repository_membership
 from patchwatch.store import rdns
@@ -72,9 +72,7 @@ def resolve_host(ref: str) -> Host:
     :raises NotFoundError: when nothing matches.
     :raises AmbiguousError: when several hosts match.
     """
-    ref = ref.strip().lower()
-    if not ref:
-        raise ParseError("a host name is required", "host")
+    ref = required_ref(ref.lower(), "a host name is required", "host")
     if not is_glob(ref):
         host = Host.get_or_none(Host.name == ref)
         if host is not None:
@@ -84,13 +82,8 @@ def resolve_host(ref: str) -> Host:
         matches = [n for n in names if fnmatch.fnmatchcase(n, ref)]
     else:
         matches = [n for n in names if n.startswith(ref + ".")]
-    if not matches:
-        raise NotFoundError(f"no host named {ref!r}")
-    if len(matches) > 1:
-        raise AmbiguousError(
-            f"{ref!r} matches {len(matches)} hosts ({candidates(matches)}); give the full name"
-        )
-    return Host.get(Host.name == matches[0])
+    name = the_one(matches, ref, f"no host named {ref!r}", "hosts", matches, "give the full name")
+    return Host.get(Host.name == name)
 
 
 def match_hosts(pattern: str) -> list[str]:

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 
 from peewee import fn
 
-from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import NotFoundError
-from patchwatch.domain.errors import ParseError
-from patchwatch.inventory.common import candidates
+from patchwatch.inventory.common import numbered_ref
+from patchwatch.inventory.common import the_one
 from patchwatch.inventory.repositories import is_security
 from patchwatch.inventory.repositories import repository_label
 from patchwatch.store.db import write_transaction
@@ -24,19 +23,12 @@ from patchwatch.store.models import Repository
 
 def resolve_os_release(ref: str, exact: bool = False) -> OSRelease:
     """Return the OS release ``ref`` names: its id, its name (any case), or (unless
-    ``exact``) the one release whose name contains ``ref``.
-
-    :raises ParseError: for an empty reference.
-    :raises NotFoundError: when nothing matches.
-    :raises AmbiguousError: when several releases match.
+    ``exact``) the one release whose name contains ``ref``. Raises ParseError when
+    ``ref`` is empty, NotFoundError or AmbiguousError when it names no or several releases.
     """
-    ref = ref.strip()
-    if not ref:
-        raise ParseError("an OS release id or name is required", "os_release")
-    if ref.isdigit():
-        row = OSRelease.get_or_none(OSRelease.id == int(ref))
-        if row is None:
-            raise NotFoundError(f"no OS release with id {ref}")
+    empty = "an OS release id or name is required"
+    ref, row = numbered_ref(ref, OSRelease, "OS release", "os_release", empty)
+    if row is not None:
         return row
     rows = list(OSRelease.select().order_by(OSRelease.name))
     exact_rows = [r for r in rows if r.name.lower() == ref.lower()]
@@ -45,14 +37,10 @@ def resolve_os_release(ref: str, exact: bool = False) -> OSRelease:
     if exact:
         raise NotFoundError(f"no OS release named {ref!r}")
     matches = [r for r in rows if ref.lower() in r.name.lower()]
-    if not matches:
-        raise NotFoundError(f"no OS release matches {ref!r}")
-    if len(matches) > 1:
-        raise AmbiguousError(
-            f"{ref!r} matches {len(matches)} OS releases "
-            f"({candidates([r.name for r in matches])}); give the id or the full name"
-        )
-    return matches[0]
+    return the_one(
+        matches, ref, f"no OS release matches {ref!r}", "OS releases", [r.name for r in matches],
+        "give the id or the full name",
+    )  # fmt: skip
 
 
 def os_release_list() -> list[dict[str, object]]:

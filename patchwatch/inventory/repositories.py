@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 
 from peewee import fn
 
-from patchwatch.domain.errors import AmbiguousError
 from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
-from patchwatch.inventory.common import candidates
 from patchwatch.inventory.common import is_glob
+from patchwatch.inventory.common import numbered_ref
+from patchwatch.inventory.common import the_one
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import Host
@@ -45,13 +45,9 @@ def resolve_repository(ref: str, exact: bool = False) -> Repository:
     :raises NotFoundError: when nothing matches.
     :raises AmbiguousError: when several repositories match.
     """
-    ref = ref.strip()
-    if not ref:
-        raise ParseError("a repository id or key is required", "repository")
-    if ref.isdigit():
-        repo = Repository.get_or_none(Repository.id == int(ref))
-        if repo is None:
-            raise NotFoundError(f"no repository with id {ref}")
+    empty = "a repository id or key is required"
+    ref, repo = numbered_ref(ref, Repository, "repository", "repository", empty)
+    if repo is not None:
         return repo
     repo = Repository.get_or_none(Repository.key == ref)
     if repo is not None:
@@ -64,14 +60,10 @@ def resolve_repository(ref: str, exact: bool = False) -> Repository:
         matches = [r for r in rows if fnmatch.fnmatchcase(r.key.lower(), low)]
     else:
         matches = [r for r in rows if low in r.key.lower() or low in r.name.lower()]
-    if not matches:
-        raise NotFoundError(f"no repository matches {ref!r}")
-    if len(matches) > 1:
-        shown = [f"{r.id} {repository_label(r)}" for r in matches]
-        raise AmbiguousError(
-            f"{ref!r} matches {len(matches)} repositories ({candidates(shown, 3)}); give the id"
-        )
-    return matches[0]
+    shown = [f"{r.id} {repository_label(r)}" for r in matches]
+    return the_one(
+        matches, ref, f"no repository matches {ref!r}", "repositories", shown, "give the id", 3
+    )
 
 
 def is_security(repo: Repository) -> bool:

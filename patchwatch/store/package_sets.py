@@ -51,13 +51,14 @@ from peewee import Field
 from peewee import IntegrityError
 from peewee import ModelSelect
 
-from patchwatch.domain import set_bases
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.set_bases import DEFAULT_THRESHOLDS
 from patchwatch.domain.set_bases import MAX_BASE_SIZE
 from patchwatch.domain.set_bases import MAX_BASES
 from patchwatch.domain.set_bases import BaseIndex
+from patchwatch.domain.set_bases import Thresholds
 from patchwatch.domain.set_digest import set_digest
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
@@ -370,12 +371,13 @@ class _Bases:
 
     def __init__(self) -> None:
         self.owner: object = None
-        self.index = BaseIndex()
+        self.thresholds = DEFAULT_THRESHOLDS
+        self.index = BaseIndex(self.thresholds)
         self.last_id = 0
         self.forgotten = 0
 
     def reset(self) -> None:
-        self.owner, self.index, self.last_id = None, BaseIndex(), 0
+        self.owner, self.index, self.last_id = None, BaseIndex(self.thresholds), 0
 
     def load(self) -> BaseIndex:
         if self.owner is not database.obj or self.forgotten != forgotten():
@@ -395,7 +397,7 @@ class _Bases:
                 "AND base_id IS NULL AND size BETWEEN ? AND ? AND member_ids IS NOT NULL "
                 "ORDER BY id"
             ),
-            (self.last_id, newest, set_bases.MIN_SIZE, MAX_BASE_SIZE),
+            (self.last_id, newest, self.thresholds.min_size, MAX_BASE_SIZE),
         ).fetchall()
         for set_id, packed in rows:
             packed = bytes(packed)
@@ -405,6 +407,19 @@ class _Bases:
 
 
 _BASES = _Bases()
+
+
+def use_thresholds(thresholds: Thresholds) -> Thresholds:
+    """Choose bases with ``thresholds`` in this process from now on; return the previous.
+
+    The index built so far is dropped: its samples were taken with the old ones.
+    Production keeps the defaults; the tests lower them so that their small sets are
+    written as differences too.
+    """
+    previous = _BASES.thresholds
+    _BASES.thresholds = thresholds
+    _BASES.reset()
+    return previous
 
 
 def _bases(set_ids: Sequence[int] | None) -> dict[int, int]:

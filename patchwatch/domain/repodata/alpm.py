@@ -40,6 +40,7 @@ from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.repodata.bounds import package_problem
 from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.tarstream import base_name_in
 from patchwatch.domain.repodata.tarstream import drain
 from patchwatch.domain.repodata.tarstream import iter_members
 from patchwatch.domain.versions_alpm import split_alpm
@@ -184,7 +185,7 @@ def parse_alpm_db(
     label = name or "pacman database"
     entries = 0
     with open_decompressed(fileobj, kind, limit, name=label) as stream:
-        for member in iter_members(stream, _WANTED, MAX_DESC, label):
+        for member in iter_members(stream, base_name_in(_WANTED), MAX_DESC, label):
             parts = member.name.split("/")
             if len(parts) != 2 or parts[1] != "desc" or not parts[0]:
                 continue  # directories, a .files database's "files", anything else

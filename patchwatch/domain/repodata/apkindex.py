@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
+from itertools import chain
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
@@ -45,6 +46,7 @@ from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.repodata.bounds import package_problem
 from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.compression import open_decompressed
+from patchwatch.domain.repodata.tarstream import base_name_in
 from patchwatch.domain.repodata.tarstream import drain
 from patchwatch.domain.repodata.tarstream import iter_members
 from patchwatch.domain.versions_apk import valid_apk
@@ -210,7 +212,7 @@ def parse_apkindex(
     description: str | None = None
     packages: list[ApkPackage] | None = None
     with open_decompressed(io.BytesIO(index), "gz", limit, name=label) as stream:
-        for member in iter_members(stream, _WANTED, MAX_APKINDEX, label):
+        for member in iter_members(stream, base_name_in(_WANTED), MAX_APKINDEX, label):
             if member.name not in _WANTED:
                 continue
             if member.data is None:
@@ -265,7 +267,7 @@ def parse_stanzas(
     lineno = 0
     count = 0
     fields = _FIELDS
-    for line in lines:
+    for line in chain(lines, (b"",)):  # a blank line after the last ends its stanza too
         lineno += 1
         line = line.rstrip(b"\r\n")
         if not line:
@@ -290,13 +292,6 @@ def parse_stanzas(
                 where = f"{label} line {lineno}"
                 raise ParseError(f"field {_LETTERS[slot]}: given twice", where)
             values[slot] = line[2:]
-    if start:
-        count += 1
-        if max_entries is not None and count > max_entries:
-            raise TooLargeError(f"{label}: lists more than {max_entries} packages")
-        package = _package(values, f"{label} line {start}", skipped)
-        if package is not None:
-            yield package
 
 
 def _package(values: list[bytes | None], where: str, skipped: Skipped) -> ApkPackage | None:

@@ -31,14 +31,14 @@ from patchwatch.domain.limits import MAX_SOURCE
 from patchwatch.domain.limits import MAX_URL
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.records import AvailablePackage
-from patchwatch.domain.records import Package
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.bounds import Skipped
-from patchwatch.domain.repodata.bounds import package_problem
+from patchwatch.domain.repodata.bounds import bounded_package
 from patchwatch.domain.repodata.bounds import short
 from patchwatch.domain.repodata.model import RELEASE_HASHES
 from patchwatch.domain.repodata.model import ReleaseFile
 from patchwatch.domain.repodata.model import ReleaseFileEntry
+from patchwatch.domain.versions import split_release
 
 __all__ = [
     "GpgvStatus",
@@ -403,14 +403,11 @@ def parse_deb_version(version: str, where: str | None = None) -> tuple[str, str,
         epoch = epoch.lstrip("0")
     else:
         epoch, rest = "", version
-    upstream, hyphen, revision = rest.rpartition("-")
-    if not hyphen:
-        upstream, revision = rest, ""
-    elif not revision:
-        raise ParseError(f"empty revision in version {version[:60]!r}", where)
-    if not upstream:
-        raise ParseError(f"empty upstream part in version {version[:60]!r}", where)
-    return epoch, upstream, revision
+    upstream, revision = split_release(
+        rest, lambda reason: ParseError(f"{reason} in version {version[:60]!r}", where),
+        "empty upstream part", "empty revision",
+    )  # fmt: skip
+    return epoch, upstream, revision or ""
 
 
 # Field name -> slot. Canonical, lower and upper spellings: deb822 names are
@@ -527,14 +524,9 @@ def _make_available(
             source = _cached(strings, source_name, MAX_SOURCE)
         arch = _cached(strings, arch_b, MAX_ARCH)
         filename = filename_b.decode() if filename_b else ""
-        problem = package_problem(name, epoch, upstream, revision, arch, source, filename)
-        if problem is not None:
-            skipped.add(where, problem)
-            return None
-        return AvailablePackage(
-            package=Package(name, epoch, upstream, revision, arch, PackageKind.DEB),
-            source=source,
-            filename=filename,
-        )
+        return bounded_package(
+            where, skipped, PackageKind.DEB, name, epoch, upstream, revision, arch, source,
+            filename,
+        )  # fmt: skip
     except UnicodeDecodeError as exc:
         raise ParseError(f"field is not UTF-8 ({exc.reason})", where) from None

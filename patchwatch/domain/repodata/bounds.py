@@ -23,8 +23,18 @@ from patchwatch.domain.limits import MAX_RELEASE
 from patchwatch.domain.limits import MAX_SOURCE
 from patchwatch.domain.limits import MAX_URL
 from patchwatch.domain.limits import MAX_VERSION
+from patchwatch.domain.records import AvailablePackage
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
 
-__all__ = ["MAX_EXAMPLES", "Skipped", "field_problem", "package_problem", "short"]
+__all__ = [
+    "MAX_EXAMPLES",
+    "Skipped",
+    "bounded_package",
+    "field_problem",
+    "package_problem",
+    "short",
+]
 
 #: reasons kept per index: enough to say what is wrong, never a copy of the index
 MAX_EXAMPLES = 3
@@ -89,3 +99,24 @@ def package_problem(
         if problem is not None:
             return problem
     return None
+
+
+def bounded_package(
+    where: str,
+    skipped: Skipped,
+    kind: PackageKind,
+    name: str,
+    epoch: str,
+    version: str,
+    release: str,
+    arch: str,
+    source: str,
+    filename: str,
+) -> AvailablePackage | None:
+    """An index's package entry, or None (counted in ``skipped``) when a field breaks its
+    bound: what the apt and rpm-md parsers keep of each entry."""
+    problem = package_problem(name, epoch, version, release, arch, source, filename)
+    if problem is not None:
+        skipped.add(where, problem)
+        return None
+    return AvailablePackage(Package(name, epoch, version, release, arch, kind), source, filename)

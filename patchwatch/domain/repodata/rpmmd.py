@@ -46,6 +46,7 @@ from patchwatch.domain.records import AvailablePackage
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.bounds import Skipped
+from patchwatch.domain.repodata.bounds import bounded_package
 from patchwatch.domain.repodata.bounds import field_problem
 from patchwatch.domain.repodata.bounds import package_problem
 from patchwatch.domain.repodata.bounds import short
@@ -386,14 +387,8 @@ def _primary_package(elem: ET.Element, count: int, skipped: Skipped) -> Availabl
     filename = (location.get("href") or "").strip() if location is not None else ""
     fmt = elem.find(_FORMAT)
     source = (fmt.findtext(_SOURCERPM) or "").strip() if fmt is not None else ""
-    problem = package_problem(name, epoch, ver, release, arch, source, filename)
-    if problem is not None:
-        skipped.add(where, problem)
-        return None
-    return AvailablePackage(
-        package=Package(name, epoch, ver, release, arch, PackageKind.RPM),
-        source=source,
-        filename=filename,
+    return bounded_package(
+        where, skipped, PackageKind.RPM, name, epoch, ver, release, arch, source, filename
     )
 
 

@@ -1,8 +1,9 @@
 """Reading a mirror's tar archive member by member, bounded, following nothing.
 
-Arch's repository database (``core.db``) and Alpine's ``APKINDEX.tar.gz`` are tar
-archives, and a mirror is untrusted: a member may be a symbolic or hard link (to
-``/etc/shadow``, or to a member read earlier), a device, or a file of gigabytes. So the
+Arch's repository database (``core.db``), Alpine's ``APKINDEX.tar.gz`` and tarballs of
+vulnerability feeds are tar archives, and a mirror or a feed is untrusted: a member may
+be a symbolic or hard link (to ``/etc/shadow``, or to a member read earlier), a device,
+or a file of gigabytes. So the
 archive is read as a stream (no seeking, nothing extracted to disk), only regular files
 are offered to the caller, each only up to a size the caller names, and every way an
 archive can fail to be a tar becomes a :class:`~patchwatch.domain.errors.ParseError`.
@@ -23,13 +24,14 @@ end-of-archive blocks). Anything else is a member of kind "other", skipped unrea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from patchwatch.domain.errors import ParseError
 
-__all__ = ["Member", "drain", "iter_members"]
+__all__ = ["Member", "base_name_in", "drain", "iter_members"]
 
 BLOCK = 512
 #: largest GNU long name or pax header read; real ones are a few hundred bytes
@@ -128,13 +130,14 @@ def _pax(data: bytes, label: str) -> dict[str, str]:
 
 
 def iter_members(
-    stream: IO[bytes], wanted: frozenset[str] | None, max_member: int, label: str
+    stream: IO[bytes], wanted: Callable[[str], bool] | None, max_member: int, label: str
 ) -> Iterator[Member]:
     """Yield every member of the tar archive read from ``stream``, in order.
 
     ``wanted(name)`` decides which regular files are read (None: all); the others are
     yielded with ``data`` None and kind "file" so that the caller can count them
-    without their bytes being held. ``label`` names the archive in errors.
+    without their bytes being held. ``label`` names the archive in errors. The one tar
+    reader of the project: mirrors' package databases and vulnerability feeds' tarballs.
     """
     first = True
     long_name: str | None = None
@@ -191,7 +194,7 @@ def iter_members(
             _skip(stream, _padded(size), label, f"member {name[:60]!r}")
             yield Member(name, "oversized", size, None)
             continue
-        if wanted is not None and _base(name) not in wanted:
+        if wanted is not None and not wanted(name):
             _skip(stream, _padded(size), label, f"member {name[:60]!r}")
             yield Member(name, "file", size, None)
             continue
@@ -199,8 +202,9 @@ def iter_members(
         yield Member(name, kind, size, data)
 
 
-def _base(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
+def base_name_in(names: frozenset[str]) -> Callable[[str], bool]:
+    """``wanted`` for the members whose last path component is one of ``names``."""
+    return lambda name: name.rsplit("/", 1)[-1] in names
 
 
 def drain(stream: IO[bytes]) -> None:

@@ -89,6 +89,18 @@ def parse_hostname(text: str, where: str = "host") -> tuple[str, str]:
     return fqdn, domain
 
 
+def json_integer(value: object, where: str) -> int:
+    """A JSON number with no fraction (5.0 counts, a bool does not), within
+    ±:data:`MAX_PRIORITY`: a repository priority, in the native and protocol 2 reports."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParseError("must be an integer", where)
+    if isinstance(value, float) and not value.is_integer():
+        raise ParseError("must be an integer", where)
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise ParseError(f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", where)
+    return int(value)
+
+
 def storable(value: str, where: str) -> None:
     """Reject text that SQLite/PostgreSQL cannot store: NUL and lone surrogates.
 

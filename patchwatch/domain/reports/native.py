@@ -41,7 +41,6 @@ from patchwatch.domain.reports.fields import MAX_MODULE_PACKAGES
 from patchwatch.domain.reports.fields import MAX_MODULES
 from patchwatch.domain.reports.fields import MAX_OS_ID
 from patchwatch.domain.reports.fields import MAX_PACKAGES
-from patchwatch.domain.reports.fields import MAX_PRIORITY
 from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
@@ -56,6 +55,7 @@ from patchwatch.domain.reports.fields import MAX_WARNINGS
 from patchwatch.domain.reports.fields import PACKAGE_KINDS
 from patchwatch.domain.reports.fields import canonical_epoch
 from patchwatch.domain.reports.fields import check_version
+from patchwatch.domain.reports.fields import json_integer
 from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.fields import printable_repository
 from patchwatch.domain.reports.fields import storable
@@ -348,17 +348,6 @@ def _native_package(item: object, where: str) -> Package:
     return Package(name, epoch, version, release, arch, kind)
 
 
-def _native_priority(value: object, where: str) -> int:
-    """JSON Schema "integer": any number with no fraction (5.0 counts), never a bool."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParseError("must be an integer", where)
-    if isinstance(value, float) and not value.is_integer():
-        raise ParseError("must be an integer", where)
-    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
-        raise ParseError(f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", where)
-    return int(value)
-
-
 def _native_repository(item: object, where: str) -> ReportedRepository:
     obj = _native_object(item, where, ("type", "id", "urls"), _NATIVE_REPO_KEYS)
     kind = _REPO_KINDS.get(obj["type"]) if isinstance(obj["type"], str) else None
@@ -380,7 +369,7 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
     component = opt("component", MAX_SUITE)
     arch = opt("arch", MAX_ARCH)
     signed_by = opt("signed_by", MAX_SIGNED_BY)
-    priority = _native_priority(obj["priority"], f"{where}.priority") if "priority" in obj else 0
+    priority = json_integer(obj["priority"], f"{where}.priority") if "priority" in obj else 0
     enabled = obj.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ParseError("must be true or false", f"{where}.enabled")

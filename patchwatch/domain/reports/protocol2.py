@@ -5,6 +5,7 @@ Errors name the JSON path at fault (``packages[3].version``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 from patchwatch.domain.errors import ParseError
@@ -30,7 +31,6 @@ from patchwatch.domain.reports.fields import MAX_MODULE_PACKAGES
 from patchwatch.domain.reports.fields import MAX_MODULES
 from patchwatch.domain.reports.fields import MAX_OS_STRING
 from patchwatch.domain.reports.fields import MAX_PACKAGES
-from patchwatch.domain.reports.fields import MAX_PRIORITY
 from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
@@ -39,6 +39,7 @@ from patchwatch.domain.reports.fields import MAX_UPDATES
 from patchwatch.domain.reports.fields import MAX_URLS
 from patchwatch.domain.reports.fields import PATCHMAN_AGENT
 from patchwatch.domain.reports.fields import check_tags
+from patchwatch.domain.reports.fields import json_integer
 from patchwatch.domain.reports.fields import merge_updates
 from patchwatch.domain.reports.fields import os_variant
 from patchwatch.domain.reports.fields import parse_hostname
@@ -96,6 +97,15 @@ class _Obj:
             raise ParseError(f"more than {max_items} items", self.path(key))
         return value
 
+    def strings(self, key: str, max_items: int) -> Iterator[tuple[str, str]]:
+        """The items of a list of strings, each with its path; storable, maybe empty."""
+        for i, item in enumerate(self.array(key, max_items)):
+            where = self.path(f"{key}[{i}]")
+            if not isinstance(item, str):
+                raise ParseError("must be a string", where)
+            storable(item, where)
+            yield where, item
+
     def integer(self, key: str, default: int) -> int:
         """DRF IntegerField leniency: 99, 99.0 and "99" are all 99; bools are not."""
         value = self.obj.get(key)
@@ -107,13 +117,7 @@ class _Obj:
             if parsed is None:
                 raise ParseError("must be an integer", where)
             return parsed
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParseError("must be an integer", where)
-        if isinstance(value, float) and not value.is_integer():
-            raise ParseError("must be an integer", where)
-        if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
-            raise ParseError(f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}", where)
-        return int(value)
+        return json_integer(value, where)
 
 
 def _protocol2_repos(
@@ -247,10 +251,7 @@ def parse_protocol2(doc: object) -> HostReport:
         tags = split_tags(raw_tags)
     else:
         collected: list[str] = []
-        for i, tag in enumerate(top.array("tags", MAX_TAGS)):
-            if not isinstance(tag, str):
-                raise ParseError("must be a string", f"tags[{i}]")
-            storable(tag, f"tags[{i}]")
+        for _where, tag in top.strings("tags", MAX_TAGS):
             collected.extend(split_tags(tag))
         tags = tuple(dict.fromkeys(collected))
     tags = check_tags(tags, "tags")
@@ -278,11 +279,7 @@ def parse_protocol2(doc: object) -> HostReport:
         module = _Obj(item, f"modules[{i}]")
         name = module.text("name", MAX_PACKAGE_NAME, required=True)
         nevras: list[str] = []
-        for j, nevra in enumerate(module.array("packages", MAX_MODULE_PACKAGES)):
-            where = module.path(f"packages[{j}]")
-            if not isinstance(nevra, str):
-                raise ParseError("must be a string", where)
-            storable(nevra, where)
+        for where, nevra in module.strings("packages", MAX_MODULE_PACKAGES):
             if nevra:
                 nevras.append(pct2b(text_limit(nevra, where, MAX_MODULE_PACKAGE, required=False)))
         modules.append(

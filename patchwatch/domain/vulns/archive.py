@@ -30,18 +30,19 @@ import lzma
 import os
 import stat
 import struct
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from typing import TypeGuard
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.repodata.compression import open_decompressed
 from patchwatch.domain.repodata.compression import sniff_kind
+from patchwatch.domain.repodata.tarstream import iter_members as iter_tar_members
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["ArchiveLimits", "iter_folder", "iter_members", "iter_tar", "iter_zip"]
@@ -63,6 +64,7 @@ _ZIP_ERRORS = (
     lzma.LZMAError,
 )
 _CHUNK = 1 << 16
+_SPECIAL_FILE = "not a regular file (symbolic link or special)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,38 @@ def _read_bounded(stream: IO[bytes], limit: int) -> bytes | None:
     return b"".join(parts)
 
 
+def _screened(
+    name: str,
+    why: str | None,
+    size: int,
+    stats: FeedStats,
+    limits: ArchiveLimits,
+    declared: str = "",
+) -> bool:
+    """Whether a member is a record to read; a refused path (``why``), a file that is not a
+    record or one over the member bound is counted in ``stats`` instead."""
+    if why is not None:
+        stats.skip("path", f"{name!r}: {why}")
+        return False
+    if not _is_record(name):
+        stats.ignored += 1
+        return False
+    if size > limits.max_member_bytes:
+        stats.skip("size", f"{name}: {size} bytes{declared}")
+        return False
+    return True
+
+
+def _counted(
+    data: bytes | None, name: str, stats: FeedStats, limits: ArchiveLimits
+) -> TypeGuard[bytes]:
+    """Whether a record read within its bound (None: it was longer) counts; skipped if not."""
+    if data is None:
+        stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+        return False
+    return True
+
+
 def iter_zip(
     source: str | Path | IO[bytes],
     stats: FeedStats,
@@ -152,14 +186,7 @@ def iter_zip(
             mode = info.external_attr >> 16
             if why is None and stat.S_ISLNK(mode):
                 why = "symbolic link"
-            if why is not None:
-                stats.skip("path", f"{name!r}: {why}")
-                continue
-            if not name.endswith(".json"):
-                stats.ignored += 1
-                continue
-            if info.file_size > limits.max_member_bytes:
-                stats.skip("size", f"{name}: {info.file_size} bytes declared")
+            if not _screened(name, why, info.file_size, stats, limits, " declared"):
                 continue
             try:
                 with archive.open(info) as member:
@@ -168,8 +195,7 @@ def iter_zip(
                 # a corrupt member (bad CRC, lying sizes, unknown compression): skip it
                 stats.skip("corrupt", f"{name}: unreadable member: {exc}")
                 continue
-            if data is None:
-                stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+            if not _counted(data, name, stats, limits):
                 continue
             budget.add(len(data))
             yield name, data
@@ -183,46 +209,33 @@ def iter_tar(
     """Yield the ``.json`` members of a tarball (plain, gz, xz, bz2 or zst) in stream order.
 
     The decompressed stream is bounded by ``max_total_bytes`` (headers included), so a
-    bomb stops with ``TooLargeError`` however it is built.
+    bomb stops with ``TooLargeError`` however it is built. The members come from the
+    tar reader mirrors' databases are read with (``patchwatch.domain.repodata.tarstream``):
+    a member is read only when it is a regular ``.json`` file with a plain path and a
+    declared size within ``max_member_bytes``.
     """
     budget = _Budget(limits, "tar")
     raw = open_decompressed(source, "auto", limits.max_total_bytes, name="tar")
-    try:
-        with tarfile.open(fileobj=raw, mode="r|") as archive:
-            yield from _tar_members(archive, stats, limits, budget)
-    except tarfile.TarError as exc:
-        raise ParseError(f"tarball is corrupt or truncated: {exc}") from None
-
-
-def _tar_members(
-    archive: tarfile.TarFile, stats: FeedStats, limits: ArchiveLimits, budget: _Budget
-) -> Iterator[tuple[str, bytes]]:
-    for info in archive:
-        if info.isdir():
+    for member in iter_tar_members(raw, _readable_record, limits.max_member_bytes, "tarball"):
+        if member.kind == "directory":
             continue
         budget.member()
-        name = info.name
+        name = member.name
         why = _bad_path(name)
-        if why is None and not info.isreg():
+        if why is None and member.kind not in ("file", "oversized"):
             why = "not a regular file (link, device or fifo)"
-        if why is not None:
-            stats.skip("path", f"{name!r}: {why}")
+        if not _screened(name, why, member.size, stats, limits) or member.data is None:
             continue
-        if not name.endswith(".json"):
-            stats.ignored += 1
-            continue
-        if info.size > limits.max_member_bytes:
-            stats.skip("size", f"{name}: {info.size} bytes")
-            continue
-        member = archive.extractfile(info)
-        if member is None:  # pragma: no cover - regular files always have data
-            continue
-        data = _read_bounded(member, limits.max_member_bytes)
-        if data is None:  # pragma: no cover - the header's size bounds the read
-            stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
-            continue
-        budget.add(len(data))
-        yield name, data
+        budget.add(len(member.data))
+        yield name, member.data
+
+
+def _is_record(name: str) -> bool:
+    return name.endswith(".json")
+
+
+def _readable_record(name: str) -> bool:
+    return _is_record(name) and _bad_path(name) is None
 
 
 def iter_folder(
@@ -254,20 +267,17 @@ def iter_folder(
             name = path.relative_to(base).as_posix()
             budget.member()
             st = path.lstat()
-            if not stat.S_ISREG(st.st_mode):
-                stats.skip("path", f"{name!r}: not a regular file (symbolic link or special)")
-                continue
-            if not name.endswith(".json"):
-                stats.ignored += 1
-                continue
-            if st.st_size > limits.max_member_bytes:
-                stats.skip("size", f"{name}: {st.st_size} bytes")
+            special = (
+                None
+                if stat.S_ISREG(st.st_mode)
+                else "not a regular file (symbolic link or special)"
+            )
+            if not _screened(name, special, st.st_size, stats, limits):
                 continue
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             with os.fdopen(fd, "rb") as f:
                 data = _read_bounded(f, limits.max_member_bytes)
-            if data is None:
-                stats.skip("size", f"{name}: more than {limits.max_member_bytes} bytes")
+            if not _counted(data, name, stats, limits):
                 continue
             budget.add(len(data))
             yield name, data

@@ -42,14 +42,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 
-import orjson
-
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.osinfo import DEBIAN_CODENAMES
-from patchwatch.domain.repodata.compression import decompress
 from patchwatch.domain.versions import deb_sort_key
+from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.identity import identities
 from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
@@ -114,13 +111,7 @@ def parse_tracker(
     max_bytes: int = MAX_TRACKER_BYTES,
 ) -> TrackerData:
     """Read the tracker JSON (plain or compressed); keep only ``releases`` when given."""
-    if len(data) > max_bytes:
-        raise TooLargeError(f"tracker document of {len(data)} bytes is above {max_bytes}")
-    text = decompress(data, "auto", max_bytes)
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"tracker document is not JSON: {exc}") from None
+    doc = feed_json(data, "tracker document", max_bytes)
     if not isinstance(doc, dict):
         raise ParseError("tracker document is not an object of source packages")
     stats = FeedStats()

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import TooLargeError
-from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.vulns.feed import feed_bytes
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["MAX_EPSS_BYTES", "EpssScore", "EpssScores", "parse_epss"]
@@ -92,9 +91,7 @@ def parse_epss(
     max_bytes: int = MAX_EPSS_BYTES,
 ) -> EpssScores:
     """Read an EPSS CSV (gzip or plain); keep only CVEs in ``only`` when it is given."""
-    if len(data) > max_bytes:
-        raise TooLargeError(f"EPSS file of {len(data)} bytes is above {max_bytes}")
-    raw = decompress(data, "auto", max_bytes)
+    raw = feed_bytes(data, "EPSS file", max_bytes)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -26,11 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 
-import orjson
-
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import TooLargeError
-from patchwatch.domain.repodata.compression import decompress
+from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["MAX_KEV_BYTES", "KevCatalogue", "KevEntry", "parse_kev"]
@@ -101,13 +98,7 @@ def parse_kev(data: bytes, *, max_bytes: int = MAX_KEV_BYTES) -> KevCatalogue:
     Raises ``TooLargeError`` above ``max_bytes`` (decompressed) and ``ParseError`` when
     the document is not a catalogue at all.
     """
-    if len(data) > max_bytes:
-        raise TooLargeError(f"KEV catalogue of {len(data)} bytes is above {max_bytes}")
-    text = decompress(data, "auto", max_bytes)
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"KEV catalogue is not JSON: {exc}") from None
+    doc = feed_json(data, "KEV catalogue", max_bytes)
     if not isinstance(doc, dict) or not isinstance(doc.get("vulnerabilities"), list):
         raise ParseError("KEV catalogue has no vulnerabilities list", "vulnerabilities")
     stats = FeedStats()

@@ -46,6 +46,7 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
@@ -156,6 +157,15 @@ def _strings(value: object, where: str, *, nullable: bool = False) -> tuple[str,
     return tuple(sys.intern(_string(v, f"{where}[{i}]")) for i, v in enumerate(value))
 
 
+def _objects(value: list[Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The items of a JSON list, each with where it stands; an item not an object is refused."""
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise _schema("not an object", at)
+        yield at, item
+
+
 def _optional_object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     value = obj.get(key)
     if value is None:
@@ -242,10 +252,7 @@ class _Reader:
         if not isinstance(value, list):
             raise _schema("not a list", where)
         kept: list[Range] = []
-        for i, item in enumerate(value):
-            at = f"{where}[{i}]"
-            if not isinstance(item, dict):
-                raise _schema("not an object", at)
+        for at, item in _objects(value, where):
             kind = item.get("type")
             if not isinstance(kind, str) or kind not in _RANGE_TYPES:
                 raise _schema(f"type must be one of {sorted(_RANGE_TYPES)}", f"{at}.type")
@@ -312,10 +319,7 @@ class _Reader:
             raise RecordError("size", f"more than {_MAX_AFFECTED} entries", "affected")
         out: list[Affected] = []
         scores: list[Cvss] = []
-        for i, item in enumerate(value):
-            at = f"affected[{i}]"
-            if not isinstance(item, dict):
-                raise _schema("not an object", at)
+        for at, item in _objects(value, "affected"):
             package = item.get("package")
             if not isinstance(package, dict):
                 raise _schema("package must be an object", f"{at}.package")

@@ -14,15 +14,21 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.vulns import archive
 from patchwatch.domain.vulns import osv
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.model import Record
-from tests.conftest import require_or_skip
+from tests.support.tools import require_or_skip
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vulns"
 ALMALINUX = FIXTURES / "almalinux-osv-2026-08-21.tar.xz"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
 OSV_SCHEMA = FIXTURES / "osv-schema.json"
@@ -123,3 +129,17 @@ def dpkg_less(pairs: list[tuple[str, str]]) -> list[bool]:
     for n, values in results.items():
         answers[n::workers] = values
     return answers
+
+
+def assert_feed_refused(
+    parse: Callable[..., object], not_feeds: Iterable[bytes], raw: bytes, grown: int
+) -> None:
+    """``parse`` refuses what is not its feed, and ``raw`` above ``max_bytes`` before and
+    after decompression (``raw`` grows by more than ``grown`` bytes decompressed)."""
+    for data in not_feeds:
+        with pytest.raises(ParseError):
+            parse(data)
+    with pytest.raises(TooLargeError):
+        parse(raw, max_bytes=len(raw) - 1)
+    with pytest.raises(TooLargeError):
+        parse(raw, max_bytes=len(raw) + grown)
