@@ -1,7 +1,7 @@
 """Alpine mirror refresh: a signed APKINDEX.tar.gz served on loopback.
 
 No apk tool installs on Debian, so the index is built here in the exact format (see
-tests/archrepo_support.py: the signature's gzip member, then the index's) from
+tests/support/archrepo.py: the signature's gzip member, then the index's) from
 tests/fixtures/apk/APKINDEX, Alpine-shaped stanzas, and signed by the real ``openssl``
 as abuild-sign does, with a key made for the test. Python's http.server serves it with
 Last-Modified, as a mirror does. Every fault must fail the refresh with a clear reason,
@@ -29,9 +29,9 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
-from tests.archrepo_support import index_member
-from tests.archrepo_support import openssl_sign
-from tests.archrepo_support import signed_index
+from tests.support.archrepo import index_member
+from tests.support.archrepo import openssl_sign
+from tests.support.archrepo import signed_index
 from tests.support.paths import FIXTURES
 
 APK = FIXTURES / "apk"

@@ -44,9 +44,9 @@ from patchwatch.pipeline.refresh.run import refresh_all
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Package
-from tests.archrepo_support import index_member
-from tests.archrepo_support import openssl_sign
-from tests.archrepo_support import signed_index
+from tests.support.archrepo import index_member
+from tests.support.archrepo import openssl_sign
+from tests.support.archrepo import signed_index
 from tests.support.paths import FIXTURES
 
 VECTORS = FIXTURES / "versions" / "apk-version.data"
