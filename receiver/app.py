@@ -22,6 +22,7 @@ from patchwatch.store.health import check_database
 from patchwatch.store.sets import limit_id_caches
 from receiver.admin_api import bp as admin_bp
 from receiver.api import bp as ingest_bp
+from receiver.console.routes import bp as console_bp
 from receiver.errors import register_error_handlers
 from receiver.read_api import bp as read_bp
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app.register_blueprint(ingest_bp)
     app.register_blueprint(read_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(console_bp)
     register_error_handlers(app)
 
     @app.get("/healthz")

@@ -129,6 +129,34 @@ def _mirror_dict(m: Mirror) -> dict[str, object]:
     }  # fmt: skip
 
 
+def mirror_list(url: str | None = None) -> list[dict[str, object]]:
+    """Every mirror (or those with exactly this URL) with its repository and refresh state."""
+    query = Mirror.select(Mirror, Repository).join(Repository).order_by(Repository.id, Mirror.url)
+    if url:
+        query = query.where(Mirror.url == url)
+    return [
+        {**_mirror_dict(m), "approved": m.approved, "repository": m.repository.id,
+         "repository_key": m.repository.key, "repository_label": repository_label(m.repository)}
+        for m in query
+    ]  # fmt: skip
+
+
+def mirrors_by_repository_key(keys: Sequence[str]) -> dict[str, list[dict[str, object]]]:
+    """The mirrors of the repositories with these keys (a host's), by key, in one query."""
+    out: dict[str, list[dict[str, object]]] = defaultdict(list)
+    if not keys:
+        return out
+    query = (
+        Mirror.select(Mirror, Repository)
+        .join(Repository)
+        .where(Repository.key.in_(list(keys)))
+        .order_by(Mirror.url)
+    )
+    for m in query:
+        out[m.repository.key].append({**_mirror_dict(m), "repository": m.repository.id})
+    return out
+
+
 def repository_list() -> list[dict[str, object]]:
     """Every repository with its flags, host count and a summary of its mirrors."""
     users = repository_hosts()
