@@ -219,6 +219,10 @@ def package(name: str) -> Response:
 
 @bp.get("/repositories")
 def repositories() -> Response:
+    key = request.args.get("key")
+    if key:  # a Grafana link names the repository by its key (the metrics' label)
+        repo = resolve_repository(key, exact=True)
+        return redirect(url_for("console.repository", repo_id=repo.id), 303)  # type: ignore[return-value]
     rows = repository_list()
     page_no, per_page = paging_args(100)
     return page("repositories.html", rows=page_of(rows, page_no, per_page))

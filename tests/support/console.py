@@ -49,7 +49,7 @@ def native_doc(host: str, n: int = 5) -> dict[str, Any]:
 
 def seed_fleet(client: Any) -> None:
     """Report the three hosts through the receiver, process them, give the repository
-    a newer pkg1 and compute updates."""
+    pkg0 as installed and a newer pkg1, and compute updates."""
     _, enroll = create_token("enroll", time.time())
     for i, host in enumerate(HOSTS):
         doc = native_doc(host, n=4 + i)
@@ -60,8 +60,9 @@ def seed_fleet(client: Any) -> None:
                                  "Authorization": f"Bearer {enroll}"})  # fmt: skip
         assert r.status_code == 202, r.get_data(as_text=True)
     process_pending(time.time())
-    newer = [Package("pkg1", "", "1.1", "2", "amd64", PackageKind.DEB)]
-    pset = ensure_package_set(newer, time.time())
+    index = [Package("pkg0", "", "1.0", "1", "amd64", PackageKind.DEB),  # as installed
+             Package("pkg1", "", "1.1", "2", "amd64", PackageKind.DEB)]  # fmt: skip
+    pset = ensure_package_set(index, time.time())
     Mirror.update(package_set=pset, last_success_at=time.time()).execute()
     refresh_host_updates(time.time())
 
