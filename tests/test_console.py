@@ -140,6 +140,8 @@ def test_pages_show_the_fleet(fleet) -> None:
     page = html(client.get("/ui/hosts/web1.example.com"))
     assert "pkg1" in page and "1.1-1" in page and "1.1-2" in page  # installed and available
     assert "Vulnerabilities" in page and "Not available yet" in page
+    assert "not computed" not in page  # its updates are current, and said so alone
+    assert client.get("/api/v1/hosts/web1.example.com").get_json()["updates_reason"] == ""
     assert "deb.debian.org" in page  # its repository's mirror and its health
     page = html(client.get("/ui/hosts/db1.example.org?q=pkg5"))
     assert "pkg5" in page and "pkg4" not in page

@@ -390,7 +390,9 @@ def host_detail(host: Host) -> dict[str, object]:
         host.updates_complete, host.updates_computed_at, host.inputs_changed_at,
         host.updates_inputs_at,
     )  # fmt: skip
-    reason = {STALE: STALE_REASON, CURRENT: ""}.get(state) or unknown_reasons([host.id])[host.id]
+    # "" for current updates: ``or`` took it for missing and gave an unknown host's reason
+    reason = unknown_reasons([host.id])[host.id] if state == UNKNOWN else STALE_REASON
+    reason = reason if state != CURRENT else ""
     return {
         "name": host.name, "domain": host.domain,
         "os": host.os_release.name if host.os_release_id else "",
