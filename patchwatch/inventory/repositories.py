@@ -129,6 +129,11 @@ def _mirror_dict(m: Mirror) -> dict[str, object]:
     }  # fmt: skip
 
 
+def repository_choices() -> list[tuple[int, str]]:
+    """Every repository's id and short label, for a form's choice (one cheap query)."""
+    return [(r.id, repository_label(r)) for r in Repository.select().order_by(Repository.id)]
+
+
 def mirror_list(url: str | None = None) -> list[dict[str, object]]:
     """Every mirror (or those with exactly this URL) with its repository and refresh state."""
     query = Mirror.select(Mirror, Repository).join(Repository).order_by(Repository.id, Mirror.url)

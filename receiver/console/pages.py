@@ -36,6 +36,7 @@ from patchwatch.inventory.packages import search_packages
 from patchwatch.inventory.repositories import mirror_list
 from patchwatch.inventory.repositories import mirrors_by_repository_key
 from patchwatch.inventory.repositories import possible_mirrors
+from patchwatch.inventory.repositories import repository_choices
 from patchwatch.inventory.repositories import repository_detail
 from patchwatch.inventory.repositories import repository_list
 from patchwatch.inventory.repositories import resolve_repository
@@ -136,13 +137,12 @@ def hosts() -> Response:
     api_args: dict[str, Any] = {
         k: v for k, v in request.args.items() if k in (*HOST_FILTER_ARGS, "sort") and v
     }
-    repositories = repository_list()
     return page(
         "hosts.html", rows=shown, args=request.args, sort=request.args.get("sort") or "name",
         json_url=url_for("read_api.hosts", **api_args, per_page=1000),
         csv_url=url_for("read_api.hosts", **api_args, per_page=1000, format="csv"),
         os_names=[r["name"] for r in os_release_list()],
-        repositories=repositories,
+        repositories=repository_choices(),
         counts={
             "security": sum(1 for r in rows if r["security_updates"]),
             "reboot": sum(1 for r in rows if r["reboot_required"]),
