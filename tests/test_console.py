@@ -155,6 +155,7 @@ def test_pages_show_the_fleet(fleet) -> None:
     repo = Repository.get()
     page = html(client.get(f"/ui/repositories/{repo.id}"))
     assert "http://deb.debian.org/debian" in page and "3 hosts use it" in page
+    assert "<td>allowed</td>" in page  # read: mirror_url_patterns covers it
     assert "Mark security" not in page  # a viewer is offered no action
     page = html(client.get("/ui/mirrors?url=http://deb.debian.org/debian"))
     assert "1 mirrors" in page

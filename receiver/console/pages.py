@@ -40,6 +40,7 @@ from patchwatch.inventory.repositories import repository_choices
 from patchwatch.inventory.repositories import repository_detail
 from patchwatch.inventory.repositories import repository_list
 from patchwatch.inventory.repositories import resolve_repository
+from patchwatch.store.approval import mirror_state
 from patchwatch.store.audit import count_entries
 from patchwatch.store.audit import recent_entries
 from patchwatch.store.queries import host_summaries
@@ -217,6 +218,15 @@ def package(name: str) -> Response:
     )  # fmt: skip
 
 
+def with_states(mirrors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mirrors with whether the server reads them: allowed (a pattern covers the URL),
+    approved (by an operator) or pending (``patchwatch.store.approval``)."""
+    policy = settings().mirror_policy
+    for m in mirrors:
+        m["state"] = mirror_state(str(m["url"]), bool(m["approved"]), policy)
+    return mirrors
+
+
 @bp.get("/repositories")
 def repositories() -> Response:
     key = request.args.get("key")
@@ -235,6 +245,7 @@ def repository(repo_id: int) -> Response:
     mine = {r["group"] for r in groups if r["id"] == repo_id}
     candidates = [r for r in groups if r["group"] in mine and r["id"] != repo_id]
     users: list[str] = detail.pop("hosts")  # type: ignore[assignment]
+    with_states(detail["mirrors"])  # type: ignore[arg-type]
     page_no, per_page = paging_args(100)
     return page(
         "repository.html", repo=detail, users=page_of([{"name": n} for n in users], page_no,
@@ -246,7 +257,7 @@ def repository(repo_id: int) -> Response:
 @bp.get("/mirrors")
 def mirrors() -> Response:
     url = request.args.get("url") or None
-    rows = mirror_list(url)
+    rows = with_states(mirror_list(url))
     page_no, per_page = paging_args(100)
     return page("mirrors.html", rows=page_of(rows, page_no, per_page), url=url or "")
 
