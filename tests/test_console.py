@@ -323,3 +323,27 @@ def test_token_create_viewer(tmp_path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "created viewer token" in proc.stderr and proc.stdout.startswith("pw_")
+
+
+def test_forms_from_the_console_url_origin_pass(db, tmp_path) -> None:
+    """Behind a TLS proxy the browser's Origin is the proxy's, named by console_url."""
+    client = make_client(db, tmp_path, console_url="https://patchwatch.example.org/")
+    _, admin = create_token("admin", time.time())
+    csrf = csrf_of(html(client.get("/ui/login")))
+    r = client.post("/ui/login", data={"csrf": csrf, "token": admin},
+                    headers={"Origin": "https://patchwatch.example.org"})  # fmt: skip
+    assert r.status_code == 303
+    r = client.post("/ui/logout", data={"csrf": csrf_of(html(client.get("/ui/")))},
+                    headers={"Origin": "https://elsewhere.example.org"})  # fmt: skip
+    assert r.status_code == 403
+
+
+def test_console_url_must_be_a_web_address() -> None:
+    from patchwatch.domain.errors import ConfigError
+    from patchwatch.domain.settings import parse_settings
+
+    assert parse_settings(environ={"PATCHWATCH_CONSOLE_URL": "https://pw.example.org/x"})
+    with pytest.raises(ConfigError, match="console_url"):
+        parse_settings(environ={"PATCHWATCH_CONSOLE_URL": "pw.example.org"})
+    with pytest.raises(ConfigError, match="console_session_minutes"):
+        parse_settings(environ={"PATCHWATCH_CONSOLE_SESSION_MINUTES": "0"})

@@ -220,9 +220,10 @@ class Settings:
     )
     console_url: str = _setting(
         "",
-        "Base URL of the web console as people reach it (e.g. https://patchwatch.example.org, "
-        "behind a proxy), for links the server writes into pages, dashboards' data links "
-        "and alert annotations. Empty: links relative to the server that answers.",
+        "Base URL of the web console as people reach it (e.g. https://patchwatch.example.org "
+        "behind a proxy): console forms posted from its origin are accepted, and it is the "
+        "base to give the dashboards' Console URL variable and the alerts' console_url. "
+        "Empty: only the origin the server is asked under.",
     )
     console_session_minutes: float = _setting(
         480.0,
