@@ -101,22 +101,23 @@ def repository_label(repo: Repository) -> str:
     return " ".join(p for p in parts if p) or repo.key
 
 
-def repository_hosts() -> dict[int, set[str]]:
-    """Per repository, the hosts that report it or use it through their OS group."""
+def repository_hosts(repo_id: int | None = None) -> dict[int, set[str]]:
+    """Per repository (or for the one with ``repo_id``), the hosts that report it or use
+    it through their OS group."""
     users: dict[int, set[str]] = defaultdict(set)
-    own = (
-        RepositorySetMember.select(RepositorySetMember.repository, Host.name)
-        .join(Host, on=(Host.repository_set == RepositorySetMember.repository_set))
-        .tuples()
+    own = RepositorySetMember.select(RepositorySetMember.repository, Host.name).join(
+        Host, on=(Host.repository_set == RepositorySetMember.repository_set)
     )
     by_os = (
         OSReleaseRepository.select(OSReleaseRepository.repository, Host.name)
         .join(Host, on=(Host.os_release == OSReleaseRepository.os_release))
         .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
-        .tuples()
     )
-    for repo_id, name in [*own, *by_os]:
-        users[repo_id].add(name)
+    if repo_id is not None:
+        own = own.where(RepositorySetMember.repository == repo_id)
+        by_os = by_os.where(OSReleaseRepository.repository == repo_id)
+    for rid, name in [*own.tuples(), *by_os.tuples()]:
+        users[rid].add(name)
     return users
 
 
@@ -186,7 +187,7 @@ def repository_list() -> list[dict[str, object]]:
 
 def repository_detail(repo: Repository) -> dict[str, object]:
     """One repository with its mirrors, the hosts using it and the OS groups holding it."""
-    users = sorted(repository_hosts().get(repo.id, set()))
+    users = sorted(repository_hosts(repo.id).get(repo.id, set()))
     os_names = [
         name
         for (name,) in OSRelease.select(OSRelease.name)
