@@ -247,7 +247,12 @@ def test_viewer_is_refused_actions(fleet) -> None:
     r = client.post(f"/ui/repositories/{repo.id}/enabled",
                     data={"csrf": csrf, "value": "no", "confirm": "yes"})  # fmt: skip
     assert r.status_code == 403 and "viewer" in html(r)
+    for path, data in ((f"/ui/repositories/{repo.id}/enabled", {"value": "bogus"}),
+                       ("/ui/repositories/999/security", {"value": "yes"}),
+                       ("/ui/hosts/web1.example.com/delete", {"confirm": "yes"})):  # fmt: skip
+        assert client.post(path, data={"csrf": csrf, **data}).status_code == 403, path
     assert Repository.get_by_id(repo.id).enabled is True
+    assert Host.select().count() == 3
     assert AuditEntry.select().count() == 0
 
 

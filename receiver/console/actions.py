@@ -10,6 +10,7 @@ may act: a viewer gets a 403 and nothing changes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -68,10 +69,18 @@ def _choice(name: str, allowed: Mapping[str, object]) -> str:
     return value
 
 
+def admins_only(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Refuse a viewer before anything of the request is read: 403, nothing changed."""
+
+    @functools.wraps(view)
+    def guarded(*args: object, **kwargs: object) -> Response:
+        refused = require_admin_page()
+        return refused if refused is not None else view(*args, **kwargs)
+
+    return guarded
+
+
 def _carry_out(action: str, plan: Plan) -> Response:
-    refused = require_admin_page()
-    if refused is not None:
-        return refused
     if request.form.get("confirm") != "yes":
         fields = [(k, v) for k, v in request.form.items(multi=True)
                   if k not in ("csrf", "confirm")]  # fmt: skip
@@ -95,6 +104,7 @@ def _recompute(repo_id: int) -> str:
 
 
 @bp.post("/repositories/<int:repo_id>/security")
+@admins_only
 def repository_security(repo_id: int) -> Response:
     repo = resolve_repository(str(repo_id), exact=True)
     value = _choice("value", SECURITY_VALUES)
@@ -114,6 +124,7 @@ def repository_security(repo_id: int) -> Response:
 
 
 @bp.post("/repositories/<int:repo_id>/enabled")
+@admins_only
 def repository_enabled(repo_id: int) -> Response:
     repo = resolve_repository(str(repo_id), exact=True)
     value = _choice("value", ENABLED_VALUES)
@@ -132,6 +143,7 @@ def repository_enabled(repo_id: int) -> Response:
 
 
 @bp.post("/repositories/<int:repo_id>/link")
+@admins_only
 def repository_link(repo_id: int) -> Response:
     target = resolve_repository(str(repo_id), exact=True)
     refs = [r for r in request.form.getlist("source") if r.strip()]
@@ -155,6 +167,7 @@ def repository_link(repo_id: int) -> Response:
 
 
 @bp.post("/hosts/<name>/maintenance")
+@admins_only
 def host_maintenance(name: str) -> Response:
     h = get_host(name)
     raw = (request.form.get("until") or "").strip()
@@ -178,6 +191,7 @@ def host_maintenance(name: str) -> Response:
 
 
 @bp.post("/hosts/<name>/delete")
+@admins_only
 def host_delete(name: str) -> Response:
     h = get_host(name)
 
