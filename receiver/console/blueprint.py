@@ -195,9 +195,15 @@ def query_with(**changes: object) -> str:
     return url_for(request.endpoint or "console.attention", **(request.view_args or {}), **args)
 
 
+def count_of(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 host``, ``3 hosts``, ``1 repository``, ``2 repositories``."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 @bp.context_processor
 def _shared() -> dict[str, object]:
     return {
         "console_session": getattr(g, "console_session", None), "csrf_field": CSRF_FIELD,
         "fmt_time": fmt_time, "fmt_age": fmt_age, "query_with": query_with,
+        "count_of": count_of,
     }  # fmt: skip
