@@ -15,8 +15,8 @@ from peewee import fn
 
 from patchwatch.inventory.common import DAY
 from patchwatch.inventory.common import chunks
-from patchwatch.inventory.repositories import repository_hosts
 from patchwatch.inventory.repositories import repository_label
+from patchwatch.inventory.repositories import used_repositories
 from patchwatch.store import rdns
 from patchwatch.store.db import database
 from patchwatch.store.models import Host
@@ -185,7 +185,7 @@ def _unknown_attention(
 
 
 def _repository_attention(by_issue: dict[str, list[dict[str, object]]], now: float) -> None:
-    users = repository_hosts()
+    used = used_repositories()
     mirrors: dict[int, list[Mirror]] = defaultdict(list)
     for m in Mirror.select().order_by(Mirror.url):
         mirrors[m.repository_id].append(m)
@@ -196,7 +196,7 @@ def _repository_attention(by_issue: dict[str, list[dict[str, object]]], now: flo
             by_issue["repo_no_mirrors"].append(
                 _item("repo_no_mirrors", subject, "no URL to read it from", None)
             )
-        if not users.get(r.id):
+        if r.id not in used:
             by_issue["repo_unused"].append(
                 _item("repo_unused", subject, "no host uses it", r.created_at)
             )

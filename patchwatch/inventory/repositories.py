@@ -121,6 +121,29 @@ def repository_hosts(repo_id: int | None = None) -> dict[int, set[str]]:
     return users
 
 
+def used_repositories() -> set[int]:
+    """Ids of the repositories some host uses, as :func:`repository_hosts` counts them
+    (reported, or in the OS group of a host using its group's), without reading the
+    hosts' names: two queries of distinct ids."""
+    own = (
+        RepositorySetMember.select(RepositorySetMember.repository)
+        .where(RepositorySetMember.repository_set.in_(Host.select(Host.repository_set).distinct()))
+        .distinct()
+    )
+    by_os = (
+        OSReleaseRepository.select(OSReleaseRepository.repository)
+        .where(
+            OSReleaseRepository.os_release.in_(
+                Host.select(Host.os_release)
+                .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
+                .distinct()
+            )
+        )
+        .distinct()
+    )
+    return {r for (r,) in own.tuples()} | {r for (r,) in by_os.tuples()}
+
+
 def _mirror_dict(m: Mirror) -> dict[str, object]:
     return {
         "id": m.id, "url": m.url, "kind": m.kind, "enabled": m.enabled, "approved": m.approved,
