@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from peewee import fn  # noqa: E402
 
 from patchwatch.domain.settings import Settings  # noqa: E402
+from patchwatch.receiver.app import create_app  # noqa: E402
 from patchwatch.store.db import database  # noqa: E402
 from patchwatch.store.db import make_database  # noqa: E402
 from patchwatch.store.migrations import migrate  # noqa: E402
@@ -48,7 +49,6 @@ from patchwatch.store.models import Package  # noqa: E402
 from patchwatch.store.models import PackageSet  # noqa: E402
 from patchwatch.store.queries import repository_summaries  # noqa: E402
 from patchwatch.store.tokens import create_token  # noqa: E402
-from receiver.app import create_app  # noqa: E402
 
 AIM_SECONDS = 0.2
 

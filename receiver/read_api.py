@@ -30,15 +30,15 @@ from patchwatch.domain.paging import sort_rows
 from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.hosts import get_host
 from patchwatch.inventory.hosts import host_overview
+from patchwatch.receiver.console.session import COOKIE
+from patchwatch.receiver.console.session import load_session
+from patchwatch.receiver.ingest import authenticate_request
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package
 from patchwatch.store.queries import pending_update_summary
 from patchwatch.store.queries import repository_summaries
 from patchwatch.store.tokens import require_reader
-from receiver.console.session import COOKIE
-from receiver.console.session import load_session
-from receiver.ingest import authenticate_request
 
 bp = Blueprint("read_api", __name__, url_prefix="/api/v1")
 

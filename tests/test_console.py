@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.app import create_app
+from patchwatch.receiver.console.session import COOKIE
 from patchwatch.store.migrations import migrate
 from patchwatch.store.models import AuditEntry
 from patchwatch.store.models import Host
@@ -22,8 +24,6 @@ from patchwatch.store.models import Repository
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import create_token
 from patchwatch.store.tokens import revoke_token
-from receiver.app import create_app
-from receiver.console.session import COOKIE
 from tests.support.console import csrf_of
 from tests.support.console import seed_fleet
 
@@ -322,9 +322,9 @@ def test_console_migration_is_idempotent(db) -> None:
 def test_token_create_viewer(tmp_path) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
            "PATCHWATCH_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
-    subprocess.run([sys.executable, "-m", "cli.main", "migrate"], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "patchwatch", "migrate"], cwd=ROOT, env=env,
                    check=True, capture_output=True)  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "token", "create", "--viewer"],
+    proc = subprocess.run([sys.executable, "-m", "patchwatch", "token", "create", "--viewer"],
                           cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "created viewer token" in proc.stderr and proc.stdout.startswith("pw_")

@@ -33,14 +33,14 @@ from patchwatch.inventory.repositories import resolve_repository
 from patchwatch.inventory.repositories import set_repositories_enabled
 from patchwatch.inventory.repositories import set_repository_security
 from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.receiver.console.blueprint import bp
+from patchwatch.receiver.console.blueprint import fmt_time
+from patchwatch.receiver.console.blueprint import now
+from patchwatch.receiver.console.blueprint import page
+from patchwatch.receiver.console.blueprint import require_admin_page
+from patchwatch.receiver.console.blueprint import session
 from patchwatch.store.audit import record
 from patchwatch.store.queries import hosts_using_repository
-from receiver.console.blueprint import bp
-from receiver.console.blueprint import fmt_time
-from receiver.console.blueprint import now
-from receiver.console.blueprint import page
-from receiver.console.blueprint import require_admin_page
-from receiver.console.blueprint import session
 
 log = logging.getLogger(__name__)
 

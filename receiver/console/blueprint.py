@@ -28,12 +28,12 @@ from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.console.session import CSRF_FIELD
+from patchwatch.receiver.console.session import Session
+from patchwatch.receiver.console.session import check_csrf
+from patchwatch.receiver.console.session import load_session
+from patchwatch.receiver.console.session import save_session
 from patchwatch.store.tokens import console_token_exists
-from receiver.console.session import CSRF_FIELD
-from receiver.console.session import Session
-from receiver.console.session import check_csrf
-from receiver.console.session import load_session
-from receiver.console.session import save_session
 
 bp = Blueprint(
     "console", __name__, url_prefix="/ui", template_folder="templates",

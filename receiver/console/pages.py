@@ -1,7 +1,7 @@
 """The console's pages: each reads what the JSON API and the CLI read, and renders it.
 
 No page has a query of its own: they call ``patchwatch.inventory`` and
-``patchwatch.store.queries`` as ``receiver.read_api`` and ``receiver.admin_api`` do, and
+``patchwatch.store.queries`` as ``patchwatch.receiver.read_api`` and ``patchwatch.receiver.admin_api`` do, and
 long lists are cut into pages (``patchwatch.domain.paging``) as the API's are.
 """
 
@@ -40,21 +40,21 @@ from patchwatch.inventory.repositories import repository_choices
 from patchwatch.inventory.repositories import repository_detail
 from patchwatch.inventory.repositories import repository_list
 from patchwatch.inventory.repositories import resolve_repository
+from patchwatch.receiver.console.blueprint import bp
+from patchwatch.receiver.console.blueprint import now
+from patchwatch.receiver.console.blueprint import page
+from patchwatch.receiver.console.blueprint import safe_next
+from patchwatch.receiver.console.blueprint import session
+from patchwatch.receiver.console.blueprint import settings
+from patchwatch.receiver.console.session import sign_in
+from patchwatch.receiver.console.session import signed_out
+from patchwatch.receiver.read_api import host_filter
+from patchwatch.receiver.read_api import number_arg
 from patchwatch.store.approval import mirror_state
 from patchwatch.store.audit import count_entries
 from patchwatch.store.audit import recent_entries
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package
-from receiver.console.blueprint import bp
-from receiver.console.blueprint import now
-from receiver.console.blueprint import page
-from receiver.console.blueprint import safe_next
-from receiver.console.blueprint import session
-from receiver.console.blueprint import settings
-from receiver.console.session import sign_in
-from receiver.console.session import signed_out
-from receiver.read_api import host_filter
-from receiver.read_api import number_arg
 
 PER_PAGE = 50
 MAX_PER_PAGE = 500

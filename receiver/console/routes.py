@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from receiver.console import actions as _actions  # noqa: F401 (registers the actions)
-from receiver.console import pages as _pages  # noqa: F401 (registers the pages)
-from receiver.console.blueprint import bp
+from patchwatch.receiver.console import actions as _actions  # noqa: F401 (registers the actions)
+from patchwatch.receiver.console import pages as _pages  # noqa: F401 (registers the pages)
+from patchwatch.receiver.console.blueprint import bp
 
 __all__ = ["bp"]
