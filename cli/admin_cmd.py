@@ -28,7 +28,7 @@ from patchwatch.store.tokens import revoke_token
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tok = sub.add_parser("token", help="manage API tokens (host, enroll, admin)")
+    tok = sub.add_parser("token", help="manage API tokens (host, enroll, admin, viewer)")
     tsub = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     p = tsub.add_parser("create", help="create a token; its secret is printed once")
     kind = p.add_mutually_exclusive_group(required=True)
@@ -36,7 +36,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--host", type=host_name, metavar="NAME", help="a token that writes only host NAME"
     )
     kind.add_argument("--enroll", action="store_true", help="a token that enrolls new hosts")
-    kind.add_argument("--admin", action="store_true", help="a token for the read API")
+    kind.add_argument(
+        "--admin", action="store_true", help="a token for the read and admin APIs and the console"
+    )
+    kind.add_argument(
+        "--viewer", action="store_true",
+        help="a read-only token: signs in to the web console and reads the read API",
+    )  # fmt: skip
     p.add_argument("--comment", default="", help="free text shown by 'token list'")
     p.add_argument(
         "--expires-days", type=positive_days, metavar="DAYS", help="expire after this many days"
@@ -106,7 +112,9 @@ def host_name(text: str) -> str:
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
-    kind = "host" if args.host else "enroll" if args.enroll else "admin"
+    kind = (
+        "host" if args.host else "enroll" if args.enroll else "viewer" if args.viewer else "admin"
+    )
     if args.force and kind != "host":
         raise PatchwatchError("--force only goes with --host")
     now = time.time()

@@ -61,6 +61,10 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 TAG = "patchwatch"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# The web console's base URL (setting console_url): a dashboard variable, so that links
+# to a host's or a mirror's console page follow wherever the console is served.
+CONSOLE = "${console}"
+DEFAULT_CONSOLE_URL = "http://localhost:8740"
 GRID_WIDTH = 24
 
 # Host filter of the fleet dashboard: every per-host query is restricted to the hosts
@@ -294,7 +298,7 @@ def table_panel(
     keys: Sequence[str],
     sort_by: str,
     hidden: Sequence[str] = (),
-    links: dict[str, tuple[str, str]] | None = None,
+    links: dict[str, list[tuple[str, str]]] | None = None,
 ) -> table.Panel:
     """A sortable table: one instant query per column, merged on the ``keys`` labels.
 
@@ -340,11 +344,26 @@ def table_panel(
         if col.mappings:
             props.append(DynamicConfigValue(id_val="mappings", value=col.mappings))
         panel = panel.override_by_name(col.header, props)
-    for name, (link_title, url) in (links or {}).items():
-        panel = panel.override_by_name(
-            name, [DynamicConfigValue(id_val="links", value=[{"title": link_title, "url": url}])]
-        )
+    for name, field_links in (links or {}).items():
+        value = [{"title": link_title, "url": url} for link_title, url in field_links]
+        panel = panel.override_by_name(name, [DynamicConfigValue(id_val="links", value=value)])
     return panel
+
+
+def console_link(title: str, path: str) -> dash.DashboardLink:
+    """A link to a page of the web console, under the ``console`` variable's base URL."""
+    return (
+        dash.DashboardLink(title)
+        .type(DashboardLinkType.LINK)
+        .url(CONSOLE + path)
+        .tags([])
+        .as_dropdown(False)
+        .include_vars(False)
+        .keep_time(False)
+        .target_blank(False)
+        .icon("external link")
+        .tooltip("The patchwatch web console: what Prometheus does not hold")
+    )
 
 
 # ------------------------------------------------------------------------ variables
@@ -356,6 +375,18 @@ def datasource_variable() -> dash.DatasourceVariable:
         .label("Data source")
         .type("prometheus")
         .description("The Prometheus that scrapes patchwatch.")
+    )
+
+
+def console_variable() -> dash.TextBoxVariable:
+    return (
+        dash.TextBoxVariable("console")
+        .label("Console URL")
+        .description(
+            "Base URL of the patchwatch web console (its console_url setting), for the links"
+            " to a host's or a mirror's page."
+        )
+        .default_value(DEFAULT_CONSOLE_URL)
     )
 
 
@@ -417,17 +448,21 @@ def build_overview() -> Dashboard:
     """Fleet overview: is the fleet patched, what is stale, where is the backlog."""
     age = "time() - patchwatch_host_oldest_security_update_first_seen_timestamp_seconds"
     report_age = "time() - patchwatch_host_last_report_timestamp_seconds"
-    board = base_dashboard(
-        "patchwatch-overview",
-        "patchwatch / Fleet overview",
-        "Patch status of the whole fleet as patchwatch computes it from host reports.",
-    ).with_variable(
-        query_variable(
-            "os",
-            "OS",
-            "label_values(patchwatch_host_info, os)",
-            "Show only hosts running these operating systems.",
+    board = (
+        base_dashboard(
+            "patchwatch-overview",
+            "patchwatch / Fleet overview",
+            "Patch status of the whole fleet as patchwatch computes it from host reports.",
         )
+        .with_variable(
+            query_variable(
+                "os",
+                "OS",
+                "label_values(patchwatch_host_info, os)",
+                "Show only hosts running these operating systems.",
+            )
+        )
+        .with_variable(console_variable())
     )
     layout = Layout()
     layout.row("Fleet now")
@@ -620,11 +655,15 @@ def build_overview() -> Dashboard:
             sort_by="Security updates",
             hidden=["info"],
             links={
-                "host": (
-                    "Host detail",
-                    "/d/patchwatch-host/patchwatch-host?var-host=${__value.raw}"
-                    "&${datasource:queryparam}&${__url_time_range}",
-                )
+                "host": [
+                    (
+                        "Host detail",
+                        "/d/patchwatch-host/patchwatch-host?var-host=${__value.raw}"
+                        "&${datasource:queryparam}&${__url_time_range}"
+                        "&${console:queryparam}",
+                    ),
+                    ("Open in the console", CONSOLE + "/ui/hosts/${__value.raw}"),
+                ]
             },
         ),
         24,
@@ -636,18 +675,22 @@ def build_overview() -> Dashboard:
 def build_host() -> Dashboard:
     """One host: what is pending, since when, and whether it still reports."""
     host = 'host="$host"'
-    board = base_dashboard(
-        "patchwatch-host",
-        "patchwatch / Host",
-        "Patch status of one host over time.",
-    ).with_variable(
-        query_variable(
-            "host",
-            "Host",
-            "label_values(patchwatch_host_info, host)",
-            "The host to show.",
-            multi=False,
+    board = (
+        base_dashboard(
+            "patchwatch-host",
+            "patchwatch / Host",
+            "Patch status of one host over time.",
         )
+        .with_variable(
+            query_variable(
+                "host",
+                "Host",
+                "label_values(patchwatch_host_info, host)",
+                "The host to show.",
+                multi=False,
+            )
+        )
+        .with_variable(console_variable())
     )
     layout = Layout()
     layout.row("Now")
@@ -778,24 +821,32 @@ def build_host() -> Dashboard:
         12,
         8,
     )
-    return assemble(board, layout)
+    to_console = console_link("Open the host in the console", "/ui/hosts/${host}")
+    for item in layout.items:  # every panel is about this one host
+        if not isinstance(item, dash.Row):
+            item.links([to_console])
+    return assemble(board.link(to_console), layout)
 
 
 def build_mirrors() -> Dashboard:
     """Repository mirrors: are they refreshed, do they fail, how big are they."""
     sel = 'repository=~"$repository"'
     success_age = f"time() - patchwatch_mirror_last_refresh_success_timestamp_seconds{{{sel}}}"
-    board = base_dashboard(
-        "patchwatch-mirrors",
-        "patchwatch / Mirrors",
-        "Refresh health of the repository mirrors patchwatch reads package indexes from.",
-    ).with_variable(
-        query_variable(
-            "repository",
-            "Repository",
-            "label_values(patchwatch_mirror_packages, repository)",
-            "Show only these repositories.",
+    board = (
+        base_dashboard(
+            "patchwatch-mirrors",
+            "patchwatch / Mirrors",
+            "Refresh health of the repository mirrors patchwatch reads package indexes from.",
         )
+        .with_variable(
+            query_variable(
+                "repository",
+                "Repository",
+                "label_values(patchwatch_mirror_packages, repository)",
+                "Show only these repositories.",
+            )
+        )
+        .with_variable(console_variable())
     )
     layout = Layout()
     layout.row("Now")
@@ -862,6 +913,17 @@ def build_mirrors() -> Dashboard:
             ],
             keys=["repository", "mirror"],
             sort_by="Failing refreshes in a row",
+            links={
+                "mirror": [
+                    ("Open the mirror in the console", CONSOLE + "/ui/mirrors?url=${__value.raw}")
+                ],
+                "repository": [
+                    (
+                        "Open the repository in the console",
+                        CONSOLE + "/ui/repositories?key=${__value.raw}",
+                    )
+                ],
+            },
         ),
         24,
         10,
@@ -902,6 +964,12 @@ def build_mirrors() -> Dashboard:
         24,
         8,
     )
+    to_mirror = console_link(
+        "Open ${__field.labels.mirror} in the console", "/ui/mirrors?url=${__field.labels.mirror}"
+    )
+    for item in layout.items:  # a series per mirror: its data link opens that mirror
+        if isinstance(item, timeseries.Panel):
+            item.data_links([to_mirror])
     return assemble(board, layout)
 
 

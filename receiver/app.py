@@ -17,6 +17,7 @@ from peewee import PeeweeException
 from patchwatch.domain.settings import Settings
 from patchwatch.receiver.admin_api import bp as admin_bp
 from patchwatch.receiver.api import bp as ingest_bp
+from patchwatch.receiver.console.routes import bp as console_bp
 from patchwatch.receiver.errors import register_error_handlers
 from patchwatch.receiver.read_api import bp as read_bp
 from patchwatch.store.db import connect_checked
@@ -56,6 +57,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app.register_blueprint(ingest_bp)
     app.register_blueprint(read_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(console_bp)
     register_error_handlers(app)
 
     @app.get("/healthz")

@@ -1,7 +1,11 @@
-"""The read API (admin token): hosts, one host, package lookups, repositories, updates.
+"""The read API (admin or viewer token): hosts, one host, package lookups, repositories,
+updates.
 
-Lists are paginated (``page``, ``per_page`` up to 1000) and answer CSV instead of JSON
-with ``?format=csv`` or ``Accept: text/csv``, for spreadsheets and scripts.
+Lists are paginated (``page``, ``per_page`` up to 1000), sorted with ``sort=field`` or
+``sort=-field``, and answer CSV instead of JSON with ``?format=csv`` or ``Accept:
+text/csv``, for spreadsheets and scripts. A browser signed in to the web console reads
+it with its session cookie (GET only: nothing here changes anything), so that the
+console's CSV and JSON links are the very same queries.
 """
 
 from __future__ import annotations
@@ -18,17 +22,23 @@ from flask import jsonify
 from flask import request
 
 from patchwatch.domain import listings
+from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
+from patchwatch.domain.paging import page_of
+from patchwatch.domain.paging import parse_sort
+from patchwatch.domain.paging import sort_rows
 from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.hosts import get_host
 from patchwatch.inventory.hosts import host_overview
+from patchwatch.receiver.console.session import COOKIE
+from patchwatch.receiver.console.session import load_session
 from patchwatch.receiver.ingest import authenticate_request
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package
 from patchwatch.store.queries import pending_update_summary
 from patchwatch.store.queries import repository_summaries
-from patchwatch.store.tokens import require_admin
+from patchwatch.store.tokens import require_reader
 
 bp = Blueprint("read_api", __name__, url_prefix="/api/v1")
 
@@ -36,15 +46,20 @@ MAX_PER_PAGE = 1000
 
 
 @bp.before_request
-def _admin_only() -> None:
-    token = authenticate_request(request, current_app.config["PATCHWATCH_SETTINGS"], "Bearer",
-                                 time.time())  # fmt: skip
-    require_admin(token)  # type: ignore[arg-type]
+def _readers_only() -> None:
+    settings = current_app.config["PATCHWATCH_SETTINGS"]
+    now = time.time()
+    if "Authorization" not in request.headers and COOKIE in request.cookies:
+        if not load_session(request, settings, now).signed_in:
+            raise AuthError("the console session has ended; sign in again")
+        return
+    token = authenticate_request(request, settings, "Bearer", now)
+    require_reader(token)  # type: ignore[arg-type]
 
 
 def flag_arg(name: str) -> bool | None:
     raw = request.args.get(name)
-    if raw is None:
+    if raw is None or raw == "":  # an HTML form's "any" choice sends the field empty
         return None
     if raw.lower() in ("1", "true", "yes"):
         return True
@@ -55,7 +70,7 @@ def flag_arg(name: str) -> bool | None:
 
 def number_arg(name: str, default: float | None = None, minimum: float = 0) -> float | None:
     raw = request.args.get(name)
-    if raw is None:
+    if raw is None or raw == "":
         return default
     try:
         value = float(raw)
@@ -74,7 +89,8 @@ def listing(items: list[dict[str, Any]], fields: Sequence[str]) -> Response:
     page = int(number_arg("page", 1, 1) or 1)
     per_page = int(number_arg("per_page", 100, 1) or 100)
     per_page = min(per_page, MAX_PER_PAGE)
-    chunk = items[(page - 1) * per_page : page * per_page]
+    items = sort_rows(items, parse_sort(request.args.get("sort"), fields))
+    chunk = page_of(items, page, per_page).items
     wants_csv = request.args.get("format") == "csv" or (request.accept_mimetypes.best == "text/csv")
     if wants_csv:
         response = Response(csv_text(chunk, fields), mimetype="text/csv")
@@ -84,15 +100,23 @@ def listing(items: list[dict[str, Any]], fields: Sequence[str]) -> Response:
     return response
 
 
+def host_filter() -> HostFilter:
+    """The hosts filter of the request's query string (the console's hosts page reads the
+    same parameters, so that its CSV and JSON links are its own query)."""
+    repository = number_arg("repository")
+    return HostFilter(
+        os=request.args.get("os") or None, tag=request.args.get("tag") or None,
+        domain=request.args.get("domain") or None, security=flag_arg("security"),
+        reboot=flag_arg("reboot"), stale_days=number_arg("stale_days"),
+        name=request.args.get("name") or None,
+        repository=int(repository) if repository is not None else None,
+        maintenance=flag_arg("maintenance"),
+    )  # fmt: skip
+
+
 @bp.get("/hosts")
 def hosts() -> Response:
-    flt = HostFilter(
-        os=request.args.get("os"), tag=request.args.get("tag"),
-        domain=request.args.get("domain"), security=flag_arg("security"),
-        reboot=flag_arg("reboot"), stale_days=number_arg("stale_days"),
-        name=request.args.get("name"),
-    )  # fmt: skip
-    return listing(host_summaries(flt, time.time()), listings.HOSTS)
+    return listing(host_summaries(host_filter(), time.time()), listings.HOSTS)
 
 
 @bp.get("/hosts/<name>")

@@ -55,10 +55,26 @@ test_system_packages() {
     # (makepkg ships pacman's vercmp; Debian's pacman-package-manager does not, but has
     # pacman and pacman-conf, the oracles of the Arch updates and repositories;
     # libarchive-tools has the bsdtar that makepkg and repo-add run; gpg signs the
-    # test pacman databases gpgv checks, openssl the test APKINDEX files)
+    # test pacman databases gpgv checks, openssl the test APKINDEX files; chromium and
+    # its driver run the web console's browser tests, which never download a browser)
     apt_install dpkg rpm createrepo-c dnf zypper gpgv xz-utils zstd curl systemd \
         postgresql prometheus prometheus-alertmanager prometheus-node-exporter docker-compose makepkg \
-        libarchive-tools pacman-package-manager gpg openssl
+        libarchive-tools pacman-package-manager gpg openssl chromium chromium-driver
+    command -v npm >/dev/null || apt_install npm
+}
+
+AXE_CORE_VERSION=4.11.1
+AXE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/patchwatch-test/axe-core"
+
+install_axe_core() {
+    # axe-core, the accessibility rules the console's browser tests inject into each
+    # page, from npm into a cache folder outside the repository (tests/test_console_browser.py
+    # reads it from there, or from $PATCHWATCH_AXE_JS)
+    local have
+    have=$(node -p "require('$AXE_DIR/node_modules/axe-core/package.json').version" 2>/dev/null || true)
+    [ "$have" = "$AXE_CORE_VERSION" ] && return 0
+    mkdir -p "$AXE_DIR"
+    npm install --silent --no-audit --no-fund --prefix "$AXE_DIR" "axe-core@$AXE_CORE_VERSION" >/dev/null
 }
 
 unpack_dnf_plugins() {
@@ -103,11 +119,13 @@ case "$cmd" in
         test_system_packages
         setup_venv test
         unpack_dnf_plugins
+        install_axe_core
         ;;
     test)
         test_system_packages
         setup_venv test
         unpack_dnf_plugins
+        install_axe_core
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/lint-imports"

@@ -213,3 +213,12 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return dns
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the folder of the screenshots a browser test wrote in this run."""
+    from tests.support.browser import SCREENSHOTS
+
+    if SCREENSHOTS:
+        folder = SCREENSHOTS[0].parent
+        terminalreporter.write_line(f"console screenshots ({len(SCREENSHOTS)}): {folder}")

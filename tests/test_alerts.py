@@ -96,7 +96,15 @@ def test_alerts_follow_the_conventions() -> None:
         assert re.fullmatch(r"Patchwatch(?:[A-Z][a-z]+)+", name), name
         assert rule["labels"]["severity"] in SEVERITIES, name
         annotations = rule["annotations"]
-        assert set(annotations) == {"summary", "description", "runbook_url"}, name
+        # an alert about one host or one mirror links its page in the web console
+        expected = {"summary", "description", "runbook_url"}
+        if "$labels.host" in annotations["description"]:
+            expected.add("console_url")
+            assert "/ui/hosts/{{ $labels.host }}" in annotations["console_url"], name
+        if "$labels.mirror" in annotations["description"]:
+            expected.add("console_url")
+            assert "/ui/mirrors?url={{ $labels.mirror | urlquery }}" in annotations["console_url"]
+        assert set(annotations) == expected, name
         assert annotations["summary"].endswith("."), name
         assert annotations["runbook_url"].endswith(f"/docs/runbook.md#{name.lower()}"), name
 

@@ -231,6 +231,42 @@ def test_dashboard_follows_the_conventions(path: Path) -> None:
             assert target["refId"], panel["title"]
 
 
+def _field_links(panel: dict[str, Any], field: str) -> list[str]:
+    for override in panel["fieldConfig"].get("overrides", []):
+        if override["matcher"]["options"] == field:
+            for prop in override["properties"]:
+                if prop["id"] == "links":
+                    return [link["url"] for link in prop["value"]]
+    return []
+
+
+def test_host_and_mirror_panels_link_to_the_web_console() -> None:
+    """A panel about one host opens its console page, a mirror's opens the mirror's,
+    under a dashboard variable holding the console's base URL (docs/console.md)."""
+    boards = {p.stem: load(p) for p in dashboard_files()}
+    for uid in ("patchwatch-overview", "patchwatch-host", "patchwatch-mirrors"):
+        variables = {v["name"]: v for v in boards[uid]["templating"]["list"]}
+        assert variables["console"]["type"] == "textbox", uid
+        assert variables["console"]["query"].startswith("http"), uid
+    host_page = "${console}/ui/hosts/${host}"
+    board = boards["patchwatch-host"]
+    assert [link["url"] for link in board["links"] if link["type"] == "link"] == [host_page]
+    for panel in panels(board):
+        if panel["type"] != "row":
+            assert [link["url"] for link in panel.get("links", [])] == [host_page], panel["title"]
+    (hosts,) = [p for p in panels(boards["patchwatch-overview"]) if p["type"] == "table"]
+    assert "${console}/ui/hosts/${__value.raw}" in _field_links(hosts, "host")
+    mirrors = boards["patchwatch-mirrors"]
+    (table,) = [p for p in panels(mirrors) if p["type"] == "table"]
+    assert _field_links(table, "mirror") == ["${console}/ui/mirrors?url=${__value.raw}"]
+    assert _field_links(table, "repository") == ["${console}/ui/repositories?key=${__value.raw}"]
+    series = [p for p in panels(mirrors) if p["type"] == "timeseries"]
+    assert series
+    for panel in series:
+        urls = [link["url"] for link in panel["fieldConfig"]["defaults"]["links"]]
+        assert urls == ["${console}/ui/mirrors?url=${__field.labels.mirror}"], panel["title"]
+
+
 def test_uids_are_unique_across_dashboards() -> None:
     uids = [load(p)["uid"] for p in dashboard_files()]
     assert len(uids) == len(set(uids))

@@ -12,7 +12,7 @@ from __future__ import annotations
 HOSTS = (
     "name", "os", "os_family", "arch", "kernel", "tags", "packages", "security_updates",
     "other_updates", "held_updates", "updates_state", "updates_reason", "updates_computed_at",
-    "reboot_required", "last_report_at", "oldest_security_first_seen_at",
+    "reboot_required", "last_report_at", "oldest_security_first_seen_at", "maintenance_until",
 )  # fmt: skip
 PACKAGE_HOSTS = (
     "host", "name", "epoch", "version", "release", "arch", "type", "version_string",

@@ -255,6 +255,30 @@ class Settings:
         "made with 'patchwatch token create --admin' are preferred.",
         secret=True,
     )
+    console_url: str = _setting(
+        "",
+        "Base URL of the web console as people reach it (e.g. https://patchwatch.example.org "
+        "behind a proxy): console forms posted from its origin are accepted, and it is the "
+        "base to give the dashboards' Console URL variable and the alerts' console_url. "
+        "Empty: only the origin the server is asked under.",
+    )
+    console_session_minutes: float = _setting(
+        480.0,
+        "How long a web console sign-in lasts, in minutes; then the token is asked for "
+        "again. A revoked token ends its sessions at their next request.",
+    )
+    console_secret: str = _setting(
+        "",
+        "Key that signs the web console's session cookies. Empty: one is generated once "
+        "and kept in the database, so that every worker and receiver agrees.",
+        secret=True,
+    )
+    console_cookie_secure: bool = _setting(
+        True,
+        "Mark the console's session cookie Secure, so browsers send it over HTTPS only "
+        "(and to localhost). Turn off only to use the console over plain HTTP from another "
+        "machine, where the token then crosses the network in the clear.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -320,6 +344,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("threads", "must be at least 1")
     if s.client_read_timeout_seconds <= 0:
         raise ConfigError("client_read_timeout_seconds", "must be positive")
+    if s.console_session_minutes <= 0:
+        raise ConfigError("console_session_minutes", "must be positive")
+    if s.console_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", s.console_url):
+        raise ConfigError("console_url", f"expected an http(s):// URL, got {s.console_url!r}")
     if not 0 < s.reverse_dns_timeout_seconds <= 60:
         raise ConfigError("reverse_dns_timeout_seconds", "must be more than 0 and at most 60")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

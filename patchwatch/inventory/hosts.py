@@ -152,6 +152,23 @@ def diff_hosts(a: Host, b: Host) -> HostDiff:
     return compute_host_diff(load_host_inventory(a), load_host_inventory(b))
 
 
+def recent_reports(host: Host, limit: int = 20) -> list[dict[str, object]]:
+    """The host's stored reports, newest first: received, processed, state, error."""
+    query = (
+        Report.select(Report.id, Report.protocol, Report.received_at, Report.processed_at,
+                      Report.state, Report.error, Report.size, Report.user_agent)
+        .where(Report.host_name == host.name)
+        .order_by(Report.received_at.desc())
+        .limit(limit)
+    )  # fmt: skip
+    return [
+        {"id": r.id, "protocol": r.protocol, "received_at": r.received_at,
+         "processed_at": r.processed_at, "state": r.state, "error": r.error, "size": r.size,
+         "user_agent": r.user_agent}
+        for r in query
+    ]  # fmt: skip
+
+
 def host_flags(host: Host, now: float) -> dict[str, object]:
     """The operator-set flags of a host, with whether it is in maintenance right now."""
     until = host.maintenance_until

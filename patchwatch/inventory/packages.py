@@ -1,9 +1,11 @@
-"""Packages across the fleet: whether a name is known, and installed packages that
-none of a host's repositories offers (orphans)."""
+"""Packages across the fleet: whether a name is known, names matching a search, and
+installed packages that none of a host's repositories offers (orphans)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+
+from peewee import fn
 
 from patchwatch.inventory.common import ProgressFn
 from patchwatch.inventory.common import evr
@@ -21,6 +23,31 @@ PSEUDO_PACKAGES = frozenset({"gpg-pubkey", "gpg-pubkey-release"})
 def package_known(name: str) -> bool:
     """Tell whether any host or mirror has ever had a package of this name."""
     return bool(Package.select(Package.id).where(Package.name == name).exists())
+
+
+MAX_SEARCH = 1000  # names one search returns: enough to page through, not the archive
+
+
+def search_packages(text: str) -> list[dict[str, object]]:
+    """Package names containing ``text`` (case-insensitive), those equal to it first, with
+    how many builds (version, architecture) of each are known, from hosts or mirrors.
+
+    At most :data:`MAX_SEARCH` names: a search for "lib" is narrowed, not read whole.
+    """
+    text = text.strip().lower()
+    if not text:
+        return []
+    query = (
+        Package.select(Package.name, fn.COUNT(Package.id))
+        .where(Package.name.contains(text))  # escapes % and _; case-insensitive
+        .group_by(Package.name)
+        .order_by(Package.name)
+        .limit(MAX_SEARCH)
+        .tuples()
+    )
+    rows = [{"name": name, "builds": count} for name, count in query]
+    rows.sort(key=lambda r: (str(r["name"]).lower() != text, str(r["name"])))
+    return rows
 
 
 def orphan_packages(

@@ -93,23 +93,47 @@ def repository_label(repo: Repository) -> str:
     return " ".join(p for p in parts if p) or repo.key
 
 
-def repository_hosts() -> dict[int, set[str]]:
-    """Per repository, the hosts that report it or use it through their OS group."""
+def repository_hosts(repo_id: int | None = None) -> dict[int, set[str]]:
+    """Per repository (or for the one with ``repo_id``), the hosts that report it or use
+    it through their OS group."""
     users: dict[int, set[str]] = defaultdict(set)
-    own = (
-        RepositorySetMember.select(RepositorySetMember.repository, Host.name)
-        .join(Host, on=(Host.repository_set == RepositorySetMember.repository_set))
-        .tuples()
+    own = RepositorySetMember.select(RepositorySetMember.repository, Host.name).join(
+        Host, on=(Host.repository_set == RepositorySetMember.repository_set)
     )
     by_os = (
         OSReleaseRepository.select(OSReleaseRepository.repository, Host.name)
         .join(Host, on=(Host.os_release == OSReleaseRepository.os_release))
         .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
-        .tuples()
     )
-    for repo_id, name in [*own, *by_os]:
-        users[repo_id].add(name)
+    if repo_id is not None:
+        own = own.where(RepositorySetMember.repository == repo_id)
+        by_os = by_os.where(OSReleaseRepository.repository == repo_id)
+    for rid, name in [*own.tuples(), *by_os.tuples()]:
+        users[rid].add(name)
     return users
+
+
+def used_repositories() -> set[int]:
+    """Ids of the repositories some host uses, as :func:`repository_hosts` counts them
+    (reported, or in the OS group of a host using its group's), without reading the
+    hosts' names: two queries of distinct ids."""
+    own = (
+        RepositorySetMember.select(RepositorySetMember.repository)
+        .where(RepositorySetMember.repository_set.in_(Host.select(Host.repository_set).distinct()))
+        .distinct()
+    )
+    by_os = (
+        OSReleaseRepository.select(OSReleaseRepository.repository)
+        .where(
+            OSReleaseRepository.os_release.in_(
+                Host.select(Host.os_release)
+                .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
+                .distinct()
+            )
+        )
+        .distinct()
+    )
+    return {r for (r,) in own.tuples()} | {r for (r,) in by_os.tuples()}
 
 
 def _mirror_dict(m: Mirror) -> dict[str, object]:
@@ -119,6 +143,39 @@ def _mirror_dict(m: Mirror) -> dict[str, object]:
         "failures_total": m.failures_total, "consecutive_failures": m.consecutive_failures,
         "last_error": m.last_error, "packages": m.package_count,
     }  # fmt: skip
+
+
+def repository_choices() -> list[tuple[int, str]]:
+    """Every repository's id and short label, for a form's choice (one cheap query)."""
+    return [(r.id, repository_label(r)) for r in Repository.select().order_by(Repository.id)]
+
+
+def mirror_list(url: str | None = None) -> list[dict[str, object]]:
+    """Every mirror (or those with exactly this URL) with its repository and refresh state."""
+    query = Mirror.select(Mirror, Repository).join(Repository).order_by(Repository.id, Mirror.url)
+    if url:
+        query = query.where(Mirror.url == url)
+    return [
+        {**_mirror_dict(m), "approved": m.approved, "repository": m.repository.id,
+         "repository_key": m.repository.key, "repository_label": repository_label(m.repository)}
+        for m in query
+    ]  # fmt: skip
+
+
+def mirrors_by_repository_key(keys: Sequence[str]) -> dict[str, list[dict[str, object]]]:
+    """The mirrors of the repositories with these keys (a host's), by key, in one query."""
+    out: dict[str, list[dict[str, object]]] = defaultdict(list)
+    if not keys:
+        return out
+    query = (
+        Mirror.select(Mirror, Repository)
+        .join(Repository)
+        .where(Repository.key.in_(list(keys)))
+        .order_by(Mirror.url)
+    )
+    for m in query:
+        out[m.repository.key].append({**_mirror_dict(m), "repository": m.repository.id})
+    return out
 
 
 def repository_list() -> list[dict[str, object]]:
@@ -145,7 +202,7 @@ def repository_list() -> list[dict[str, object]]:
 
 def repository_detail(repo: Repository) -> dict[str, object]:
     """One repository with its mirrors, the hosts using it and the OS groups holding it."""
-    users = sorted(repository_hosts().get(repo.id, set()))
+    users = sorted(repository_hosts(repo.id).get(repo.id, set()))
     os_names = [
         name
         for (name,) in OSRelease.select(OSRelease.name)

@@ -27,8 +27,10 @@ from patchwatch.domain import repokeys
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.store.models import MODELS
+from patchwatch.store.models import AuditEntry
 from patchwatch.store.models import HealthProbe
 from patchwatch.store.models import SchemaVersion
+from patchwatch.store.models import ServerSecret
 from patchwatch.store.oversized import remove_oversized
 
 log = logging.getLogger(__name__)
@@ -596,6 +598,13 @@ def _no_processing_reports(db: Database) -> None:
     db.execute_sql("UPDATE \"report\" SET state = 'pending' WHERE state = 'processing'")
 
 
+def _console_tables(db: Database) -> None:
+    """Add the web console's tables: ``server_secret`` (its session key, shared by every
+    worker) and ``audit_entry`` (who did what in it, when). Running it again changes
+    nothing."""
+    db.create_tables([ServerSecret, AuditEntry], safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -617,6 +626,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
     Migration(15, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
     Migration(16, "reports left processing queued again", _no_processing_reports),
+    Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -305,7 +305,7 @@ class Token(BaseModel):
 
     prefix = CharField(max_length=32, unique=True)
     secret_hash = CharField(max_length=128)
-    kind = CharField(max_length=16)  # host, enroll, admin
+    kind = CharField(max_length=16)  # host, enroll, admin, viewer
     host_name = CharField(max_length=255, null=True, index=True)
     comment = CharField(max_length=255, default="")
     created_at = DoubleField()
@@ -479,6 +479,28 @@ class HealthProbe(BaseModel):
     checked_at = DoubleField()
 
 
+class ServerSecret(BaseModel):
+    """A secret the server makes once and every process reads (the console's session key).
+
+    Stored rather than configured so that several receiver workers, on one machine or
+    many, sign and check the same cookies without an operator setting anything.
+    """
+
+    name = CharField(max_length=64, primary_key=True)
+    value = CharField(max_length=128)
+    created_at = DoubleField()
+
+
+class AuditEntry(BaseModel):
+    """One operator action taken in the web console: who, when, what, on what."""
+
+    at = DoubleField(index=True)
+    actor = CharField(max_length=255)  # "admin token 3f2a9c1b0d4e (laptop)"
+    action = CharField(max_length=64)
+    subject = CharField(max_length=1024)
+    detail = TextField(default="")
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     SchemaVersion,
     OSRelease,
@@ -504,4 +526,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobRun,
     SchedulerLock,
     HealthProbe,
+    ServerSecret,
+    AuditEntry,
 )

@@ -272,11 +272,34 @@ class HostFilter:
     reboot: bool | None = None
     stale_days: float | None = None  # only hosts not reporting for this many days
     name: str | None = None  # glob pattern (* and ?)
+    repository: int | None = None  # only hosts using this repository (own or OS group's)
+    maintenance: bool | None = None  # True: only hosts in a maintenance window now
+
+
+def hosts_using_repository(repo_id: int) -> set[str]:
+    """Names of the hosts that use a repository: reported it (and do not use their OS
+    group's instead) or use their OS group's, which holds it. Two queries."""
+    own = (
+        Host.select(Host.name)
+        .join(RepositorySetMember, on=(Host.repository_set == RepositorySetMember.repository_set))
+        .where((RepositorySetMember.repository == repo_id)
+               & (Host.use_os_repositories == False))  # noqa: E712 (SQL expression)
+        .tuples()
+    )  # fmt: skip
+    grouped = (
+        Host.select(Host.name)
+        .join(OSReleaseRepository, on=(Host.os_release == OSReleaseRepository.os_release))
+        .where((OSReleaseRepository.repository == repo_id)
+               & (Host.use_os_repositories == True))  # noqa: E712 (SQL expression)
+        .tuples()
+    )  # fmt: skip
+    return {n for (n,) in own} | {n for (n,) in grouped}
 
 
 def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
     """Hosts with their counts, filtered; a few grouped queries whatever the fleet size."""
     out = []
+    using = hosts_using_repository(flt.repository) if flt.repository is not None else None
     for h in load_host_rows():
         state = h.updates_state
         if flt.os and flt.os.lower() not in h.os.lower():
@@ -295,6 +318,11 @@ def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
             continue
         if flt.domain and not h.name.endswith("." + flt.domain.lower()):
             continue
+        in_maintenance = h.maintenance_until is not None and h.maintenance_until > now
+        if flt.maintenance is not None and in_maintenance != flt.maintenance:
+            continue
+        if using is not None and h.name not in using:
+            continue
         known = state != UNKNOWN
         out.append(
             {
@@ -307,6 +335,7 @@ def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
                 "reboot_required": h.reboot_required, "last_report_at": h.last_report_at,
                 "oldest_security_first_seen_at": h.oldest_security_first_seen if known else None,
                 "held_updates": h.held if known else None,
+                "maintenance_until": h.maintenance_until if in_maintenance else None,
             }
         )  # fmt: skip
     _explain_unknown(out)
@@ -376,7 +405,9 @@ def host_detail(host: Host) -> dict[str, object]:
         host.updates_complete, host.updates_computed_at, host.inputs_changed_at,
         host.updates_inputs_at,
     )  # fmt: skip
-    reason = {STALE: STALE_REASON, CURRENT: ""}.get(state) or unknown_reasons([host.id])[host.id]
+    # "" for current updates: ``or`` took it for missing and gave an unknown host's reason
+    reason = unknown_reasons([host.id])[host.id] if state == UNKNOWN else STALE_REASON
+    reason = reason if state != CURRENT else ""
     return {
         "name": host.name, "domain": host.domain,
         "os": host.os_release.name if host.os_release_id else "",

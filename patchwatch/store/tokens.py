@@ -6,7 +6,8 @@ fast hash is enough (no password stretching needed), and a leaked database does 
 leak usable tokens.
 
 Kinds: ``host`` writes one named host; ``enroll`` enrolls new hosts; ``admin`` reads
-the API and manages the server, and does not write reports.
+the API and manages the server, and does not write reports; ``viewer`` reads (the web
+console and the read API) and changes nothing.
 
 One credential per host. Every host of a fleet holds the enrollment token, so a host
 bound to it could be overwritten, its pending security updates hidden, by any other
@@ -43,7 +44,8 @@ from patchwatch.store.db import write_transaction
 from patchwatch.store.models import HostCredential
 from patchwatch.store.models import Token
 
-KINDS = ("host", "enroll", "admin")
+KINDS = ("host", "enroll", "admin", "viewer")
+CONSOLE_KINDS = ("admin", "viewer")  # the kinds that sign in to the web console
 PREFIX_BYTES = 6
 SECRET_BYTES = 32
 MIN_ENROLLMENT_KEY = 32  # characters; the agent sends 43 (32 random bytes, base64)
@@ -191,8 +193,8 @@ def authorize_host_write(
 
     :raises AuthError: 403 when the host belongs to another credential.
     """
-    if token.kind == "admin":
-        raise AuthError("admin tokens do not send reports; use a host or enroll token", 403)
+    if token.kind in CONSOLE_KINDS:
+        raise AuthError(f"{token.kind} tokens do not send reports; use a host or enroll token", 403)
     binding = current_binding(host_name)
     if binding is None:
         if token.kind != "enroll":  # released, or replaced by a newer host token
@@ -263,6 +265,31 @@ def require_admin(token: Token) -> None:
     """:raises AuthError: 403 unless ``token`` is an admin token."""
     if token.kind != "admin":
         raise AuthError("this endpoint needs an admin token", 403)
+
+
+def require_reader(token: Token) -> None:
+    """:raises AuthError: 403 unless ``token`` may read the fleet (admin or viewer)."""
+    if token.kind not in CONSOLE_KINDS:
+        raise AuthError("this endpoint needs an admin or viewer token", 403)
+
+
+def console_token_exists(now: float) -> bool:
+    """Whether any live token can sign in to the web console (admin or viewer)."""
+    return bool(
+        Token.select(Token.id)
+        .where(
+            Token.kind.in_(CONSOLE_KINDS)
+            & Token.revoked_at.is_null()
+            & (Token.expires_at.is_null() | (Token.expires_at > now))
+        )
+        .exists()
+    )
+
+
+def live_token(token_id: int, now: float) -> Token | None:
+    """The token with this id while it is neither revoked nor expired, else None."""
+    token = Token.get_or_none(Token.id == token_id)
+    return token if token is not None and is_live(token, now) else None
 
 
 def revoke_token(prefix: str, now: float) -> Token:
