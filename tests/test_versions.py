@@ -486,9 +486,9 @@ def test_fields_keys_equal_string_keys() -> None:
 
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown package kind"):
-        compare("apk", "1", "2")  # type: ignore[arg-type]
+        compare("nix", "1", "2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown package kind"):
-        sort_key("apk", "", "1", "")  # type: ignore[arg-type]
+        sort_key("nix", "", "1", "")  # type: ignore[arg-type]
 
 
 # --- oracles: the real tools ----------------------------------------------------------------

@@ -156,6 +156,7 @@ def test_fix_status() -> None:
 
 ECOSYSTEMS = {
     "almalinux-9.4": "AlmaLinux:9",
+    "alpine-3.20": "Alpine:v3.20",
     "debian-12": "Debian:12",
     "debian-testing": "Debian:13",
     "opensuse-leap-15.5": "openSUSE:Leap 15.5",
@@ -165,6 +166,9 @@ ECOSYSTEMS = {
     "sles-15-sp5": "SUSE:Linux Enterprise 15 SP5",
     "ubuntu-24.04": "Ubuntu:24.04",
     # no OSV ecosystem of their own, or not mapped yet: not matched rather than wrongly
+    # Arch publishes no OSV feed: its security comes from the Arch security tracker
+    "arch": None,
+    "manjaro": None,
     "amzn-2": None,
     "amzn-2023": None,
     "centos-7": None,

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import require_or_skip
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
