@@ -1378,6 +1378,23 @@ def test_server_errors_and_429_are_retried(receiver: Receiver, tmp_path: Path) -
     assert len({r["body"] for r in receiver.requests}) == 1
 
 
+def test_a_previous_report_the_server_could_not_process_is_said(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The server reads a report whole only after acknowledging it: the answer to the
+    next report says when the one before failed, and the agent says so (an error on
+    stderr, the exit code of a report that was sent)."""
+    failed = {"id": 41, "state": "failed", "error": "packages[2].version: is required"}
+    receiver.answers.append((202, {"status": "accepted", "report": 42,
+                                   "previous_report": failed}, {}))  # fmt: skip
+    code, _, err = run_fixture_agent(write_config(tmp_path, receiver.url))
+    assert code == agent.EXIT_OK
+    assert "previous report (41): packages[2].version: is required" in err
+    code, _, err = run_fixture_agent(write_config(tmp_path, receiver.url))
+    assert code == agent.EXIT_OK
+    assert "previous report" not in err
+
+
 def test_persistent_server_error_spools_and_the_spool_is_bounded(
     receiver: Receiver, tmp_path: Path
 ) -> None:
