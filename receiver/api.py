@@ -59,7 +59,7 @@ from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.db import database
-from patchwatch.store.db import write_transaction
+from patchwatch.store.group_commit import GROUP
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import authorize_host_write
@@ -156,10 +156,16 @@ def _accept(
     """Store the report (authorising ``token`` in the same transaction); the host's
     own token is issued only with a stored report (see ``patchwatch.store.tokens``).
 
+    The transaction is shared with other requests' (``patchwatch.store.group_commit``)
+    and this returns once it is committed.
+
     :raises AuthError: 403 when the token may not write the host.
     """
     now = time.time()
-    with write_transaction():
+    remote_addr = client_address(request, _settings())
+    user_agent = request.headers.get("User-Agent", "")
+
+    def write() -> Accepted:
         issued = None
         if token is not None:
             issued = authorize_host_write(
@@ -171,15 +177,18 @@ def _accept(
             None,
             now,
             token_id=token.id if token is not None else None,
-            remote_addr=client_address(request, _settings()),
-            user_agent=request.headers.get("User-Agent", ""),
+            remote_addr=remote_addr,
+            user_agent=user_agent,
             encoded=received.stored,
         )
         previous = _previous_failure(host, row.id) if protocol == NATIVE else None
+        return Accepted(int(row.id), issued, previous)
+
+    accepted = GROUP.run(write)
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
-    log.info("accepted %s report %d for %s%s", protocol, row.id, host,
-             "; enrolled it with its own token" if issued else "")  # fmt: skip
-    return Accepted(int(row.id), issued, previous)
+    log.info("accepted %s report %d for %s%s", protocol, accepted.report_id, host,
+             "; enrolled it with its own token" if accepted.issued else "")  # fmt: skip
+    return accepted
 
 
 def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
