@@ -14,13 +14,13 @@ A body that is not JSON, too large, or whose host name is wrong gets a 4xx namin
 field and nothing is written; a large one waits for the worker's large-report slot
 (``receiver.gate``). The report is then stored in one short transaction together with
 its authorisation (a gzip body as the agent sent it, since it is already compressed),
-and acknowledged: a 2xx means stored. Processing parses it whole, after the answer
-when ``process_inline`` is on, otherwise from the scheduler; a report that proves
-invalid then is ``failed`` with the parser's reason, and the native agent is told in
-the answer to its next report (``previous_report``). Why not parse before answering:
-the full parse was the largest part of answering, and processing did it again
-(docs/performance.md, "Acknowledging reports"). The report that enrolls a host gets the
-host's own token in the answer (``patchwatch.store.tokens``).
+and acknowledged: a 2xx means stored. Processing parses it whole, right behind the
+receiver when ``process_inline`` is on (``receiver.feed``), otherwise from the
+scheduler; a report that proves invalid then is ``failed`` with the parser's reason,
+and the native agent is told in the answer to its next report (``previous_report``).
+Why not parse before answering: the full parse was the largest part of answering, and
+processing did it again (docs/performance.md, "Acknowledging reports"). The report
+that enrolls a host gets the host's own token in the answer (``patchwatch.store.tokens``).
 
 What tells the three apart is one table row each (:class:`Adapter`): the protocol
 (also the counter label), the authorisation scheme, how the body is read, the router,
@@ -56,9 +56,7 @@ from patchwatch.domain.reports import route_native
 from patchwatch.domain.reports import route_protocol1
 from patchwatch.domain.reports import route_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
-from patchwatch.store.db import database
 from patchwatch.store.group_commit import GROUP
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
@@ -66,6 +64,7 @@ from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential
 from receiver.errors import json_answer
+from receiver.feed import FEED
 from receiver.gate import LARGE_REPORT_BYTES
 from receiver.gate import LARGE_REPORT_VALUES
 from receiver.gate import Busy
@@ -74,7 +73,6 @@ from receiver.ingest import address_allowed
 from receiver.ingest import authenticate_request
 from receiver.ingest import client_address
 from receiver.ingest import read_body_and_sent
-from receiver.metrics import PROCESSING_SECONDS
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED
 
@@ -207,32 +205,21 @@ def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
     return {"id": int(previous.id), "state": "failed", "error": previous.error}
 
 
-def _process_after(response: Response, host: str) -> Response:
-    """Process the host's queued reports once the answer has gone out.
+def _process_after(response: Response, report_id: int) -> Response:
+    """Hand the stored report to the worker's processing feed (``receiver.feed``) when
+    ``process_inline`` is on; otherwise the scheduler takes it up.
 
     A large report keeps its slot (``receiver.gate``) until it is processed: its
-    records are still in memory until then.
+    records are in memory then.
     """
-    settings = _settings()
-    slot = g.get("report_slot")
-    if not settings.process_inline:
+    if not _settings().process_inline:
         return response
-
-    def run() -> None:
-        started = time.perf_counter()
-        try:
-            with database.connection_context():
-                process_pending(time.time(), host_name=host)
-        except Exception:  # boundary: the report is stored; the scheduler will retry
-            log.exception("inline processing failed for %s; left queued", host)
-        finally:
-            if slot is not None:
-                slot.release()
-        PROCESSING_SECONDS.observe(time.perf_counter() - started)
-
-    if slot is not None:
+    slot = g.get("report_slot")
+    if slot is not None and slot.held:
         g.slot_handed_over = True
-    response.call_on_close(run)
+        FEED.add(report_id, slot)
+    else:
+        FEED.add(report_id)
     return response
 
 
@@ -377,7 +364,7 @@ def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
         return adapter.errors(exc)
     REPORT_BYTES.observe(received.size)
     response = adapter.answer(host, received.doc, accepted)
-    return _process_after(response, host)
+    return _process_after(response, accepted.report_id)
 
 
 @bp.post("/api/v1/reports")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import threading
 import time
 import tracemalloc
 
@@ -29,6 +30,8 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
 from receiver.app import create_app
+from receiver.feed import FEED
+from receiver.feed import ProcessingFeed
 from tests.test_receiver_ingest import native_doc
 
 
@@ -214,7 +217,9 @@ def gate(monkeypatch):
 
 
 @pytest.mark.parametrize("inline", [False, True])
-def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(db, tmp_path, gate, inline):
+def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(
+    db, tmp_path, gate, inline, monkeypatch
+):
     """While the worker's large-report slot is taken, another large report gets 503
     with Retry-After after a bounded wait, and a small report goes through at once.
     Every answer gives the slot back, refusals and inline processing included."""
@@ -234,11 +239,16 @@ def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(db, tmp_path,
         client.post("/api/v1/reports", data=native_doc_bytes(), headers=headers).status_code == 202
     )
     gate.release()
+    hold = threading.Event()
+    process = ProcessingFeed._process
+    monkeypatch.setattr(ProcessingFeed, "_process",
+                        staticmethod(lambda ids: (hold.wait(10), process(ids))))  # fmt: skip
     r = client.post("/api/v1/reports", data=big, headers=headers)
     assert r.status_code == 202
     if inline:
         assert not gate.acquire(), "the slot is held until the report is processed"
-    r.close()  # as a server does once the answer is sent: inline processing runs now
+    hold.set()
+    assert FEED.idle()
     assert gate.acquire(), "the slot was not given back after the report"
     gate.release()
     bad = large_doc()
