@@ -72,9 +72,12 @@ from receiver.gate import ReportSlot
 from receiver.ingest import address_allowed
 from receiver.ingest import authenticate_request
 from receiver.ingest import client_address
+from receiver.ingest import discard_body
 from receiver.ingest import read_body_and_sent
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED
+from receiver.ratelimit import HostLimits
+from receiver.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +227,8 @@ def _process_after(response: Response, report_id: int) -> Response:
 
 
 # what rejects a report (and is counted as such); anything else is the application's
-REJECTED = (AuthError, TooLargeError, ParseError, Busy)
-Rejection = AuthError | TooLargeError | ParseError | Busy
+REJECTED = (AuthError, TooLargeError, ParseError, Busy, RateLimited)
+Rejection = AuthError | TooLargeError | ParseError | Busy | RateLimited
 
 Reader = Callable[[ReportSlot], Received]
 Answer = Callable[[str, Any, Accepted], Response]
@@ -264,6 +267,8 @@ def rejection(exc: Rejection) -> str:
         return "too_large"
     if isinstance(exc, Busy):
         return "busy"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
     return "malformed"
 
 
@@ -343,13 +348,20 @@ def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
     A rejection (4xx, or 503 when the large-report slot stays taken) stores nothing.
     """
     settings = _settings()
+    limits: HostLimits = current_app.config["PATCHWATCH_HOST_LIMITS"]
     now = time.time()
     try:
         token = _authenticate(adapter, settings, now)
+        # a host token's host is known before its body is read: a flood costs no decoding
+        early = token is not None and token.kind == "host" and bool(token.host_name)
+        if early:
+            limits.take(f"host:{token.host_name}", token.host_name)  # type: ignore[union-attr]
         header = request.headers.get(ENROLLMENT_KEY_HEADER)
         enrollment_key = check_enrollment_key(header) if adapter.enrolls else None
         received = adapter.read(_slot())
         host = adapter.route(received.doc)
+        if not early:
+            limits.take(f"host:{host}", host)
         if token is None and host_has_credential(host):
             raise AuthError(
                 f"host {host!r} has a token; it must report with it (protocol 2 "
@@ -361,6 +373,8 @@ def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
         accepted = _accept(adapter.protocol, host, received, token, enrollment_key)
     except REJECTED as exc:
         REPORTS_RECEIVED.labels(adapter.protocol, rejection(exc)).inc()
+        if isinstance(exc, RateLimited):
+            discard_body(request)  # read, so that the client reads the answer
         return adapter.errors(exc)
     REPORT_BYTES.observe(received.size)
     response = adapter.answer(host, received.doc, accepted)

@@ -23,6 +23,7 @@ from patchwatch.store.sets import limit_id_caches
 from receiver.admin_api import bp as admin_bp
 from receiver.api import bp as ingest_bp
 from receiver.errors import register_error_handlers
+from receiver.ratelimit import HostLimits
 from receiver.read_api import bp as read_bp
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_report_bytes  # protocol 1 fields
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["PATCHWATCH_HOST_LIMITS"] = HostLimits(
+        settings.report_burst_per_host, settings.report_rate_per_host
+    )
     if db is None:
         db = open_database(settings.resolved_database_url)
     limit_id_caches(ID_CACHE_ENTRIES)

@@ -41,6 +41,18 @@ def _read_stream(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def discard_body(request: Request) -> None:
+    """Read what is left of the body and drop it (bounded as :func:`_read_stream`), so
+    that a client refused before its body was read gets the answer, not a reset."""
+    try:
+        started = time.monotonic()
+        while request.stream.read(65536):
+            if time.monotonic() - started > BODY_DEADLINE_SECONDS:
+                return
+    except (OSError, RequestTimeout, ValueError):
+        return
+
+
 def _nothing() -> None:
     return None
 

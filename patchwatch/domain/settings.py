@@ -103,6 +103,16 @@ class Settings:
         "Process a report right after storing it. When false, the scheduler picks "
         "queued reports up (useful with many receivers).",
     )
+    report_burst_per_host: int = _setting(
+        20,
+        "Reports one host may send at once (an agent's spool after an outage) before "
+        "report_rate_per_host applies; more get 429 with Retry-After. 0 turns the "
+        "limit off. Counted per receiver worker process.",
+    )
+    report_rate_per_host: float = _setting(
+        6.0,
+        "Reports a minute one host may send on average once its burst is spent.",
+    )
     protocol1_networks: tuple[str, ...] = _setting(
         (),
         "Networks (CIDR, comma-separated) allowed to use Patchman protocol 1, which "
