@@ -100,8 +100,9 @@ class Settings:
     reports_keep: int = _setting(10, "Raw reports kept per host; older ones are pruned.")
     process_inline: bool = _setting(
         True,
-        "Process a report right after storing it. When false, the scheduler picks "
-        "queued reports up (useful with many receivers).",
+        "Process reports right after storing them: each receiver worker's processing "
+        "thread takes the reports it stored, in batches, as they arrive. When false, the "
+        "scheduler picks queued reports up (useful with many receivers).",
     )
     report_burst_per_host: int = _setting(
         20,
