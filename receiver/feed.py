@@ -35,6 +35,10 @@ class ProcessingFeed:
         self._queue: list[tuple[int, ReportSlot | None]] = []
         self._thread: threading.Thread | None = None
         self._busy = False
+        # called after each batch, its large reports' slots released: the server's
+        # memory check (``cli.gunicorn_app.recycle_above``), which after a request
+        # alone would miss what processing took
+        self.after_batch: Callable[[], None] | None = None
 
     def add(self, report_id: int, slot: ReportSlot | None = None) -> None:
         """Queue a stored report; ``slot``, a large report's, is released once it is
@@ -73,6 +77,11 @@ class ProcessingFeed:
                 for _, slot in taken:
                     if slot is not None:
                         slot.release()
+                if self.after_batch is not None:
+                    try:
+                        self.after_batch()
+                    except Exception:  # boundary: the feed must go on
+                        log.exception("the check after a processing batch failed")
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
