@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, bodies: list) -> dict:
         if args.workers:
             env["PATCHWATCH_WORKERS"] = str(args.workers)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
             cwd=ROOT, env=env,
         )  # fmt: skip
         spy = None
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace, bodies: list) -> dict:
             token = ""
             if args.kind == "native":
                 token = subprocess.run(
-                    [sys.executable, "-m", "cli.main", "token", "create", "--enroll"],
+                    [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
                     cwd=ROOT, env=env, capture_output=True, text=True, check=True,
                 ).stdout.strip()  # fmt: skip
             if args.profile:

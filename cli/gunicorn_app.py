@@ -21,7 +21,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from receiver.gate import release_memory
+from patchwatch.receiver.gate import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,17 @@ def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     """A ``post_request`` hook: replace a worker whose memory stays above ``limit`` bytes.
 
     Runs after each request, and after each batch of the receiver's processing thread
-    (``receiver.feed``), so inline processing is included. Freed memory is handed back
-    first (``receiver.gate.release_memory``); if the worker is still above the limit,
+    (``patchwatch.receiver.feed``), so inline processing is included. Freed memory is handed back
+    first (``patchwatch.receiver.gate.release_memory``); if the worker is still above the limit,
     it stops taking connections, finishes the ones it has (gunicorn's graceful stop,
     as for ``max_requests``) and the arbiter starts a fresh one, so what a request
     left behind (fragmentation, caches) does not stay for the worker's life.
     """
 
     def post_request(worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
-        feed = sys.modules.get("receiver.feed")  # the receiver's processing thread, if any
+        feed = sys.modules.get(
+            "patchwatch.receiver.feed"
+        )  # the receiver's processing thread, if any
         if feed is not None and feed.FEED.after_batch is None:
             feed.FEED.after_batch = lambda: check(worker)
         check(worker)
@@ -189,7 +191,9 @@ def gunicorn_options(
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
-        "worker_class": "cli.gunicorn_app.GuardedThreadWorker" if threads > 1 else "sync",
+        "worker_class": "patchwatch.cli.gunicorn_app.GuardedThreadWorker"
+        if threads > 1
+        else "sync",
         "pre_request": _headers_received,
         "threads": threads,
         "timeout": 120,

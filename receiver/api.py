@@ -12,10 +12,10 @@ only the fields routing needs are checked before it is stored: the protocol and 
 host name its credential must be allowed to write (``patchwatch.domain.reports.routing``).
 A body that is not JSON, too large, or whose host name is wrong gets a 4xx naming the
 field and nothing is written; a large one waits for the worker's large-report slot
-(``receiver.gate``). The report is then stored in one short transaction together with
+(``patchwatch.receiver.gate``). The report is then stored in one short transaction together with
 its authorisation (a gzip body as the agent sent it, since it is already compressed),
 and acknowledged: a 2xx means stored. Processing parses it whole, right behind the
-receiver when ``process_inline`` is on (``receiver.feed``), otherwise from the
+receiver when ``process_inline`` is on (``patchwatch.receiver.feed``), otherwise from the
 scheduler; a report that proves invalid then is ``failed`` with the parser's reason,
 and the native agent is told in the answer to its next report (``previous_report``).
 Why not parse before answering: the full parse was the largest part of answering, and
@@ -57,27 +57,27 @@ from patchwatch.domain.reports import route_protocol1
 from patchwatch.domain.reports import route_protocol2
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import store_report
+from patchwatch.receiver.errors import json_answer
+from patchwatch.receiver.feed import FEED
+from patchwatch.receiver.gate import LARGE_REPORT_BYTES
+from patchwatch.receiver.gate import LARGE_REPORT_VALUES
+from patchwatch.receiver.gate import Busy
+from patchwatch.receiver.gate import ReportSlot
+from patchwatch.receiver.ingest import address_allowed
+from patchwatch.receiver.ingest import authenticate_request
+from patchwatch.receiver.ingest import client_address
+from patchwatch.receiver.ingest import discard_body
+from patchwatch.receiver.ingest import read_body_and_sent
+from patchwatch.receiver.metrics import REPORT_BYTES
+from patchwatch.receiver.metrics import REPORTS_RECEIVED
+from patchwatch.receiver.ratelimit import HostLimits
+from patchwatch.receiver.ratelimit import RateLimited
 from patchwatch.store.group_commit import GROUP
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential
-from receiver.errors import json_answer
-from receiver.feed import FEED
-from receiver.gate import LARGE_REPORT_BYTES
-from receiver.gate import LARGE_REPORT_VALUES
-from receiver.gate import Busy
-from receiver.gate import ReportSlot
-from receiver.ingest import address_allowed
-from receiver.ingest import authenticate_request
-from receiver.ingest import client_address
-from receiver.ingest import discard_body
-from receiver.ingest import read_body_and_sent
-from receiver.metrics import REPORT_BYTES
-from receiver.metrics import REPORTS_RECEIVED
-from receiver.ratelimit import HostLimits
-from receiver.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ STORE_LEVEL = 1
 
 def _read_report(slot: ReportSlot) -> Received:
     """Read, bound and decode a JSON report body, taking the large-report slot if it
-    proves large (``receiver.gate``) before it is decoded. The body is stored as it
+    proves large (``patchwatch.receiver.gate``) before it is decoded. The body is stored as it
     came (gzip) or compressed once; the decoded document is read for routing only."""
     settings = _settings()
     body, sent = read_body_and_sent(request, settings, slot.take)
@@ -209,10 +209,10 @@ def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
 
 
 def _process_after(response: Response, report_id: int) -> Response:
-    """Hand the stored report to the worker's processing feed (``receiver.feed``) when
+    """Hand the stored report to the worker's processing feed (``patchwatch.receiver.feed``) when
     ``process_inline`` is on; otherwise the scheduler takes it up.
 
-    A large report keeps its slot (``receiver.gate``) until it is processed: its
+    A large report keeps its slot (``patchwatch.receiver.gate``) until it is processed: its
     records are in memory then.
     """
     if not _settings().process_inline:

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from patchwatch.pipeline.processing import BATCH_REPORTS
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.gate import ReportSlot
+from patchwatch.receiver.metrics import PROCESSING_SECONDS
 from patchwatch.store.db import database
-from receiver.gate import ReportSlot
-from receiver.metrics import PROCESSING_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ProcessingFeed:
         self._thread: threading.Thread | None = None
         self._busy = False
         # called after each batch, its large reports' slots released: the server's
-        # memory check (``cli.gunicorn_app.recycle_above``), which after a request
+        # memory check (``patchwatch.cli.gunicorn_app.recycle_above``), which after a request
         # alone would miss what processing took
         self.after_batch: Callable[[], None] | None = None
 

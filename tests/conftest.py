@@ -160,7 +160,7 @@ def db(database_url: str) -> Iterator[object]:
     handle.connect()
     migrate(handle)
     yield handle
-    feed = sys.modules.get("receiver.feed")
+    feed = sys.modules.get("patchwatch.receiver.feed")
     if feed is not None:  # a receiver's processing thread finishes with this store
         feed.FEED.idle()
     if not handle.is_closed():
@@ -204,7 +204,7 @@ class Server:
 
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{self.port}",
              "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -241,7 +241,7 @@ class Server:
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
+            [sys.executable, "-m", "patchwatch", *args],
             cwd=ROOT,
             env={**self.env, "PATCHWATCH_DATA_DIR": str(self.data_dir)},
             capture_output=True,

@@ -12,16 +12,16 @@ import time
 
 import pytest
 
-from exporter.app import make_registry
+from patchwatch.exporter.app import make_registry
+from patchwatch.receiver.metrics import PROCESSING_SECONDS
+from patchwatch.receiver.metrics import REPORT_BYTES
+from patchwatch.receiver.metrics import REPORTS_RECEIVED
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import Repository
-from receiver.metrics import PROCESSING_SECONDS
-from receiver.metrics import REPORT_BYTES
-from receiver.metrics import REPORTS_RECEIVED
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "docs" / "monitoring.md"

@@ -7,11 +7,11 @@ import threading
 import time
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver import feed as feed_module
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from receiver import feed as feed_module
-from receiver.app import create_app
 from tests.test_receiver_ingest import native_doc
 
 

@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.app import create_app
+from patchwatch.receiver.metrics import REPORTS_RECEIVED
+from patchwatch.receiver.ratelimit import HostLimits
+from patchwatch.receiver.ratelimit import RateLimited
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
-from receiver.metrics import REPORTS_RECEIVED
-from receiver.ratelimit import HostLimits
-from receiver.ratelimit import RateLimited
 from tests.test_receiver_ingest import native_doc
 
 
