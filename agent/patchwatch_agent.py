@@ -2515,6 +2515,25 @@ def keep_host_token(settings, outcome, out):
         out.say(f"enrolled: this host's own token is kept in {path} (mode 0600)", "")
 
 
+def tell_previous_failure(outcome, out):
+    """After an accepted report: say so when the server could not process this host's
+    report before it (the server stores a report before reading it whole, so a report
+    it cannot read is refused only then, and said in the answer to the next one)."""
+    if outcome.state != "sent":
+        return
+    try:
+        answer = json.loads(outcome.detail)
+    except ValueError:
+        return
+    previous = answer.get("previous_report") if isinstance(answer, dict) else None
+    if isinstance(previous, dict) and previous.get("state") == "failed":
+        out.say(
+            f"the server could not process this host's previous report "
+            f"({previous.get('id')}): {clip(str(previous.get('error', '')), 2000)}",
+            "error",
+        )
+
+
 def refused_host_token(settings, outcome, out):
     """Say what to do when the kept host token itself is refused (revoked, expired)."""
     credentials = settings.get("credentials")
@@ -2556,6 +2575,7 @@ def send_all(settings, body, out, sleep=time.sleep, post=post_report):
                 out.say(outcome.detail)
                 break
             keep_host_token(settings, outcome, out)
+            tell_previous_failure(outcome, out)
             os.unlink(path)  # accepted (2xx) or refused for good: never send it again
             if outcome.state == "rejected":
                 rejected = True
@@ -2564,6 +2584,7 @@ def send_all(settings, body, out, sleep=time.sleep, post=post_report):
             outcome = deliver(settings, body, sleep, post)
             if outcome.state == "sent":
                 keep_host_token(settings, outcome, out)
+                tell_previous_failure(outcome, out)
                 return EXIT_REJECTED if rejected else EXIT_OK
             if outcome.state == "rejected":
                 out.say(f"report rejected: {outcome.detail}", "error")

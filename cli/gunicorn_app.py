@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -88,7 +89,8 @@ def resident_bytes() -> int:
 def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     """A ``post_request`` hook: replace a worker whose memory stays above ``limit`` bytes.
 
-    Runs after each request, inline processing included. Freed memory is handed back
+    Runs after each request, and after each batch of the receiver's processing thread
+    (``patchwatch.receiver.feed``), so inline processing is included. Freed memory is handed back
     first (``patchwatch.receiver.gate.release_memory``); if the worker is still above the limit,
     it stops taking connections, finishes the ones it has (gunicorn's graceful stop,
     as for ``max_requests``) and the arbiter starts a fresh one, so what a request
@@ -96,6 +98,14 @@ def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     """
 
     def post_request(worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
+        feed = sys.modules.get(
+            "patchwatch.receiver.feed"
+        )  # the receiver's processing thread, if any
+        if feed is not None and feed.FEED.after_batch is None:
+            feed.FEED.after_batch = lambda: check(worker)
+        check(worker)
+
+    def check(worker: Any) -> None:
         if resident_bytes() <= limit:
             return
         release_memory()

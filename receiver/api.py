@@ -7,23 +7,32 @@
   unless the client's network is listed in ``protocol1_networks``, and never for a host
   that has its own token.
 
-Every report is bounded and parsed before it is stored (so a malformed one gets a 400
-naming the field and nothing is written; a large one waits for the worker's
-large-report slot, ``patchwatch.receiver.gate``), stored in one short transaction together with
-its authorisation, then acknowledged. The report that enrolls a host gets the host's
-own token in the answer (``patchwatch.store.tokens``). Processing runs after the answer is
-sent when ``process_inline`` is on, from the record parsed here
-(``patchwatch.pipeline.prepared.ReceivedReport``).
+Every report is authenticated, bounded and decoded (JSON, or protocol 1's form), and
+only the fields routing needs are checked before it is stored: the protocol and the
+host name its credential must be allowed to write (``patchwatch.domain.reports.routing``).
+A body that is not JSON, too large, or whose host name is wrong gets a 4xx naming the
+field and nothing is written; a large one waits for the worker's large-report slot
+(``patchwatch.receiver.gate``). The report is then stored in one short transaction together with
+its authorisation (a gzip body as the agent sent it, since it is already compressed),
+and acknowledged: a 2xx means stored. Processing parses it whole, right behind the
+receiver when ``process_inline`` is on (``patchwatch.receiver.feed``), otherwise from the
+scheduler; a report that proves invalid then is ``failed`` with the parser's reason,
+and the native agent is told in the answer to its next report (``previous_report``).
+Why not parse before answering: the full parse was the largest part of answering, and
+processing did it again (docs/performance.md, "Acknowledging reports"). The report
+that enrolls a host gets the host's own token in the answer (``patchwatch.store.tokens``).
 
 What tells the three apart is one table row each (:class:`Adapter`): the protocol
-(also the counter label), the authorisation scheme, how the body is read, the parser,
+(also the counter label), the authorisation scheme, how the body is read, the router,
 the acknowledgement and the shape of a rejection; :func:`_ingest` is the one path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,16 +52,13 @@ from patchwatch.domain.jsondoc import decode_json
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.protocols import PATCHMAN1
 from patchwatch.domain.protocols import PATCHMAN2
-from patchwatch.domain.records import HostReport
-from patchwatch.domain.reports import parse_native
-from patchwatch.domain.reports import parse_protocol1
-from patchwatch.domain.reports import parse_protocol2
-from patchwatch.domain.set_digest import package_set_digest
+from patchwatch.domain.reports import route_native
+from patchwatch.domain.reports import route_protocol1
+from patchwatch.domain.reports import route_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.prepared import ReceivedReport
-from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
 from patchwatch.receiver.errors import json_answer
+from patchwatch.receiver.feed import FEED
 from patchwatch.receiver.gate import LARGE_REPORT_BYTES
 from patchwatch.receiver.gate import LARGE_REPORT_VALUES
 from patchwatch.receiver.gate import Busy
@@ -60,12 +66,13 @@ from patchwatch.receiver.gate import ReportSlot
 from patchwatch.receiver.ingest import address_allowed
 from patchwatch.receiver.ingest import authenticate_request
 from patchwatch.receiver.ingest import client_address
-from patchwatch.receiver.ingest import read_body
-from patchwatch.receiver.metrics import PROCESSING_SECONDS
+from patchwatch.receiver.ingest import discard_body
+from patchwatch.receiver.ingest import read_body_and_sent
 from patchwatch.receiver.metrics import REPORT_BYTES
 from patchwatch.receiver.metrics import REPORTS_RECEIVED
-from patchwatch.store.db import database
-from patchwatch.store.db import write_transaction
+from patchwatch.receiver.ratelimit import HostLimits
+from patchwatch.receiver.ratelimit import RateLimited
+from patchwatch.store.group_commit import GROUP
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import authorize_host_write
@@ -85,15 +92,34 @@ def _settings() -> Settings:
     return current_app.config["PATCHWATCH_SETTINGS"]
 
 
-def _read_report(slot: ReportSlot) -> tuple[Any, int]:
-    """Read, bound and decode a JSON report body (and its size), taking the
-    large-report slot if it proves large (``patchwatch.receiver.gate``) before it is parsed."""
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A report as read from the request: the decoded document (or protocol 1's form),
+    its size (decompressed), and the body to store with its size (see
+    :func:`patchwatch.pipeline.processing.store_report`)."""
+
+    doc: Any
+    size: int
+    stored: tuple[bytes, int]
+
+
+# zlib level for bodies the receiver compresses itself: level 1 is a fifth of level
+# 6's time on a report and stores about a tenth more
+STORE_LEVEL = 1
+
+
+def _read_report(slot: ReportSlot) -> Received:
+    """Read, bound and decode a JSON report body, taking the large-report slot if it
+    proves large (``patchwatch.receiver.gate``) before it is decoded. The body is stored as it
+    came (gzip) or compressed once; the decoded document is read for routing only."""
     settings = _settings()
-    body = read_body(request, settings, slot.take)
+    body, sent = read_body_and_sent(request, settings, slot.take)
     values = count_values(body)
     if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
         slot.take()
-    return decode_json(body, settings.max_report_values, values), len(body)
+    doc = decode_json(body, settings.max_report_values, values)
+    stored = sent if sent is not None else zlib.compress(body, STORE_LEVEL)
+    return Received(doc, len(body), (stored, len(body)))
 
 
 def _slot() -> ReportSlot:
@@ -110,95 +136,102 @@ def _release_slot(_exc: BaseException | None) -> None:
         slot.release()
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A stored report: its id, the host's own token when this report enrolled the
+    host, and the host's previous report when it failed processing (told to the
+    native agent in the answer)."""
+
+    report_id: int
+    issued: str | None = None
+    previous_failed: dict[str, object] | None = None
+
+
 def _accept(
     protocol: str,
-    report: HostReport,
-    doc: object,
+    host: str,
+    received: Received,
     token: Token | None,
     enrollment_key: str | None = None,
-) -> tuple[int, str | None]:
-    """Store the report (authorising ``token`` in the same transaction); return its id
-    and the host's own token when this report enrolled the host (see
-    ``patchwatch.store.tokens``), so that a token is issued only with a stored report.
+) -> Accepted:
+    """Store the report (authorising ``token`` in the same transaction); the host's
+    own token is issued only with a stored report (see ``patchwatch.store.tokens``).
+
+    The transaction is shared with other requests' (``patchwatch.store.group_commit``)
+    and this returns once it is committed.
 
     :raises AuthError: 403 when the token may not write the host.
     """
     now = time.time()
-    digest = package_set_digest(report.packages) if protocol == NATIVE else ""
-    try:
-        row, issued = _store(protocol, report, doc, token, enrollment_key, now, digest)
-    except RecursionError:  # decoded near the parser's depth, deeper than storing goes
-        raise ParseError("body is nested too deeply", "body") from None
-    REPORTS_RECEIVED.labels(protocol, "accepted").inc()
-    log.info("accepted %s report %d for %s%s", protocol, row.id, report.hostname,
-             "; enrolled it with its own token" if issued else "")  # fmt: skip
-    return int(row.id), issued
+    remote_addr = client_address(request, _settings())
+    user_agent = request.headers.get("User-Agent", "")
 
-
-def _store(
-    protocol: str,
-    report: HostReport,
-    doc: object,
-    token: Token | None,
-    enrollment_key: str | None,
-    now: float,
-    digest: str,
-) -> tuple[Report, str | None]:
-    issued = None
-    with write_transaction():
+    def write() -> Accepted:
+        issued = None
         if token is not None:
             issued = authorize_host_write(
-                token, report.hostname, now, enrollment_key, can_keep_token=protocol == NATIVE
+                token, host, now, enrollment_key, can_keep_token=protocol == NATIVE
             )
         row = store_report(
-            report.hostname,
+            host,
             protocol,
-            doc,
+            None,
             now,
             token_id=token.id if token is not None else None,
-            remote_addr=client_address(request, _settings()),
-            user_agent=request.headers.get("User-Agent", ""),
-            # only native reports are read without their package list (process_pending)
-            packages_digest=digest,
+            remote_addr=remote_addr,
+            user_agent=user_agent,
+            encoded=received.stored,
         )
-    return row, issued
+        previous = _previous_failure(host, row.id) if protocol == NATIVE else None
+        return Accepted(int(row.id), issued, previous)
+
+    accepted = GROUP.run(write)
+    REPORTS_RECEIVED.labels(protocol, "accepted").inc()
+    log.info("accepted %s report %d for %s%s", protocol, accepted.report_id, host,
+             "; enrolled it with its own token" if accepted.issued else "")  # fmt: skip
+    return accepted
 
 
-def _process_after(response: Response, received: ReceivedReport) -> Response:
-    """Process the host's queued reports once the answer has gone out.
+def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
+    """The host's report before ``report_id`` when processing refused it: why, so that
+    the agent can say so (the receiver no longer parses a report whole before
+    answering, so this is where the host learns that its last one was invalid)."""
+    previous = (
+        Report.select(Report.id, Report.state, Report.error)
+        .where((Report.host_name == host) & (Report.id < report_id))
+        .order_by(Report.id.desc())
+        .limit(1)
+        .first()
+    )
+    if previous is None or previous.state != "failed":
+        return None
+    return {"id": int(previous.id), "state": "failed", "error": previous.error}
+
+
+def _process_after(response: Response, report_id: int) -> Response:
+    """Hand the stored report to the worker's processing feed (``patchwatch.receiver.feed``) when
+    ``process_inline`` is on; otherwise the scheduler takes it up.
 
     A large report keeps its slot (``patchwatch.receiver.gate``) until it is processed: its
-    records are still in memory until then.
+    records are in memory then.
     """
-    settings = _settings()
-    slot = g.get("report_slot")
-    if not settings.process_inline:
+    if not _settings().process_inline:
         return response
-
-    def run() -> None:
-        started = time.perf_counter()
-        try:
-            with database.connection_context():
-                process_received(received, time.time())
-        except Exception:  # boundary: the report is stored; the scheduler will retry
-            log.exception("inline processing failed for %s; left queued", received.host_name)
-        finally:
-            if slot is not None:
-                slot.release()
-        PROCESSING_SECONDS.observe(time.perf_counter() - started)
-
-    if slot is not None:
+    slot = g.get("report_slot")
+    if slot is not None and slot.held:
         g.slot_handed_over = True
-    response.call_on_close(run)
+        FEED.add(report_id, slot)
+    else:
+        FEED.add(report_id)
     return response
 
 
 # what rejects a report (and is counted as such); anything else is the application's
-REJECTED = (AuthError, TooLargeError, ParseError, Busy)
-Rejection = AuthError | TooLargeError | ParseError | Busy
+REJECTED = (AuthError, TooLargeError, ParseError, Busy, RateLimited)
+Rejection = AuthError | TooLargeError | ParseError | Busy | RateLimited
 
-Reader = Callable[[ReportSlot], tuple[Any, int]]
-Answer = Callable[[HostReport, Any, int, str | None], Response]
+Reader = Callable[[ReportSlot], Received]
+Answer = Callable[[str, Any, Accepted], Response]
 ErrorShape = Callable[[Rejection], tuple[Response, int]]
 
 
@@ -209,8 +242,9 @@ class Adapter:
 
     ``scheme`` is the ``Authorization`` scheme, or None for a protocol sent without
     credentials (protocol 1: allowed by network, never for a host that has a token).
-    ``read`` gives the decoded document and its size, taking the large-report slot
-    when it proves large; ``parse`` turns the document into a record; ``answer`` is
+    ``read`` gives the decoded document, its size and the body to store, taking the
+    large-report slot when it proves large; ``route`` checks the fields routing needs
+    and gives the host name (processing parses the rest); ``answer`` is
     the acknowledgement; ``errors`` the shape of a rejection, whose counter label is
     :func:`rejection`. ``enrolls``: the report may carry an enrollment key and get
     the host's own token back.
@@ -219,7 +253,7 @@ class Adapter:
     protocol: str
     scheme: str | None
     read: Reader
-    parse: Callable[[Any], HostReport]
+    route: Callable[[Any], str]
     answer: Answer
     errors: ErrorShape
     enrolls: bool = False
@@ -233,34 +267,38 @@ def rejection(exc: Rejection) -> str:
         return "too_large"
     if isinstance(exc, Busy):
         return "busy"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
     return "malformed"
 
 
-def _read_form(slot: ReportSlot) -> tuple[dict[str, str], int]:
-    """Protocol 1's form fields, taking the large-report slot before they are parsed."""
+def _read_form(slot: ReportSlot) -> Received:
+    """Protocol 1's form fields, taking the large-report slot before they are stored."""
     form = {key: request.form.get(key, "") for key in request.form}
     size = sum(map(len, form.values()))
     if size > LARGE_REPORT_BYTES:
         slot.take()
-    return form, size
+    text = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
+    raw = text.encode("utf-8", "surrogatepass")
+    return Received(form, size, (zlib.compress(raw, STORE_LEVEL), len(raw)))
 
 
-def _native_answer(report: HostReport, _doc: Any, report_id: int, issued: str | None) -> Response:
-    answer: dict[str, object] = {"status": "accepted", "report": report_id}
-    if issued:
+def _native_answer(host: str, _doc: Any, accepted: Accepted) -> Response:
+    answer: dict[str, object] = {"status": "accepted", "report": accepted.report_id}
+    if accepted.issued:
         # the host's own token from now on: shown this once, never stored in clear
-        answer.update(host_token=issued, host=report.hostname)
+        answer.update(host_token=accepted.issued, host=host)
+    if accepted.previous_failed:
+        answer["previous_report"] = accepted.previous_failed
     response = jsonify(answer)
     response.status_code = 202
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _patchman2_answer(
-    _report: HostReport, _doc: Any, report_id: int, _issued: str | None
-) -> Response:
+def _patchman2_answer(_host: str, _doc: Any, accepted: Accepted) -> Response:
     response = jsonify(
-        status="accepted", report_id=report_id, message="Report queued for processing"
+        status="accepted", report_id=accepted.report_id, message="Report queued for processing"
     )
     response.status_code = 202
     return response
@@ -277,20 +315,18 @@ def _patchman2_errors(exc: Rejection) -> tuple[Response, int]:
     return json_answer(exc)
 
 
-def _patchman1_answer(
-    _report: HostReport, form: dict[str, str], _report_id: int, _issued: str | None
-) -> Response:
+def _patchman1_answer(_host: str, form: dict[str, str], _accepted: Accepted) -> Response:
     if form.get("report", "").strip().lower() == "true":
         return Response(_echo(form), status=200, mimetype="text/plain")
     return Response(status=204)
 
 
-NATIVE_IN = Adapter(NATIVE, "Bearer", _read_report, parse_native, _native_answer, json_answer,
+NATIVE_IN = Adapter(NATIVE, "Bearer", _read_report, route_native, _native_answer, json_answer,
                     enrolls=True)  # fmt: skip
 PATCHMAN2_IN = Adapter(
-    PATCHMAN2, "Api-Key", _read_report, parse_protocol2, _patchman2_answer, _patchman2_errors
+    PATCHMAN2, "Api-Key", _read_report, route_protocol2, _patchman2_answer, _patchman2_errors
 )
-PATCHMAN1_IN = Adapter(PATCHMAN1, None, _read_form, parse_protocol1, _patchman1_answer, json_answer)
+PATCHMAN1_IN = Adapter(PATCHMAN1, None, _read_form, route_protocol1, _patchman1_answer, json_answer)
 
 
 def _authenticate(adapter: Adapter, settings: Settings, now: float) -> Token | None:
@@ -307,33 +343,42 @@ def _authenticate(adapter: Adapter, settings: Settings, now: float) -> Token | N
 
 
 def _ingest(adapter: Adapter) -> Response | tuple[Response, int]:
-    """Authenticate, read, bound and parse one report, store it, answer; count the outcome.
+    """Authenticate, read, bound and route one report, store it, answer; count the outcome.
 
     A rejection (4xx, or 503 when the large-report slot stays taken) stores nothing.
     """
     settings = _settings()
+    limits: HostLimits = current_app.config["PATCHWATCH_HOST_LIMITS"]
     now = time.time()
     try:
         token = _authenticate(adapter, settings, now)
+        # a host token's host is known before its body is read: a flood costs no decoding
+        early = token is not None and token.kind == "host" and bool(token.host_name)
+        if early:
+            limits.take(f"host:{token.host_name}", token.host_name)  # type: ignore[union-attr]
         header = request.headers.get(ENROLLMENT_KEY_HEADER)
         enrollment_key = check_enrollment_key(header) if adapter.enrolls else None
-        doc, size = adapter.read(_slot())
-        report = adapter.parse(doc)
-        if token is None and host_has_credential(report.hostname):
+        received = adapter.read(_slot())
+        host = adapter.route(received.doc)
+        if not early:
+            limits.take(f"host:{host}", host)
+        if token is None and host_has_credential(host):
             raise AuthError(
-                f"host {report.hostname!r} has a token; it must report with it (protocol 2 "
+                f"host {host!r} has a token; it must report with it (protocol 2 "
                 "or the patchwatch agent)",
                 403,
             )
         if token is not None and token.id is None:
             raise AuthError("admin tokens do not send reports", 403)
-        report_id, issued = _accept(adapter.protocol, report, doc, token, enrollment_key)
+        accepted = _accept(adapter.protocol, host, received, token, enrollment_key)
     except REJECTED as exc:
         REPORTS_RECEIVED.labels(adapter.protocol, rejection(exc)).inc()
+        if isinstance(exc, RateLimited):
+            discard_body(request)  # read, so that the client reads the answer
         return adapter.errors(exc)
-    REPORT_BYTES.observe(size)
-    response = adapter.answer(report, doc, report_id, issued)
-    return _process_after(response, ReceivedReport(report_id, report.hostname, report))
+    REPORT_BYTES.observe(received.size)
+    response = adapter.answer(host, received.doc, accepted)
+    return _process_after(response, accepted.report_id)
 
 
 @bp.post("/api/v1/reports")

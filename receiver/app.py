@@ -19,6 +19,7 @@ from patchwatch.receiver.admin_api import bp as admin_bp
 from patchwatch.receiver.api import bp as ingest_bp
 from patchwatch.receiver.console.routes import bp as console_bp
 from patchwatch.receiver.errors import register_error_handlers
+from patchwatch.receiver.ratelimit import HostLimits
 from patchwatch.receiver.read_api import bp as read_bp
 from patchwatch.store.db import connect_checked
 from patchwatch.store.db import database
@@ -40,6 +41,9 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_report_bytes  # protocol 1 fields
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["PATCHWATCH_HOST_LIMITS"] = HostLimits(
+        settings.report_burst_per_host, settings.report_rate_per_host
+    )
     if db is None:
         db = open_database(settings.resolved_database_url)
     limit_id_caches(ID_CACHE_ENTRIES)

@@ -27,14 +27,22 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.receiver.gate import RETRY_AFTER_SECONDS
 from patchwatch.receiver.gate import Busy
+from patchwatch.receiver.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 
 # what a client can be told and do something about; anything else is a 500
 ANSWERED = (ParseError, AmbiguousError, TooLargeError, AuthError, NotFoundError, ConflictError,
-            Busy)  # fmt: skip
+            Busy, RateLimited)  # fmt: skip
 Answerable = (
-    ParseError | AmbiguousError | TooLargeError | AuthError | NotFoundError | ConflictError | Busy
+    ParseError
+    | AmbiguousError
+    | TooLargeError
+    | AuthError
+    | NotFoundError
+    | ConflictError
+    | Busy
+    | RateLimited
 )
 
 
@@ -63,6 +71,10 @@ def json_answer(exc: Answerable) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 409
     if isinstance(exc, Busy):
         return retry_later(str(exc))
+    if isinstance(exc, RateLimited):
+        response = jsonify(error=str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, 429
     response = jsonify(error=str(exc))
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="patchwatch"'

@@ -41,6 +41,18 @@ def _read_stream(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def discard_body(request: Request) -> None:
+    """Read what is left of the body and drop it (bounded as :func:`_read_stream`), so
+    that a client refused before its body was read gets the answer, not a reset."""
+    try:
+        started = time.monotonic()
+        while request.stream.read(65536):
+            if time.monotonic() - started > BODY_DEADLINE_SECONDS:
+                return
+    except (OSError, RequestTimeout, ValueError):
+        return
+
+
 def _nothing() -> None:
     return None
 
@@ -62,6 +74,18 @@ def read_body(
     :raises TooLargeError: body or decompressed body above its limit (413).
     :raises ParseError: a gzip body that is corrupt or truncated (400).
     """
+    return read_body_and_sent(request, settings, on_large, large)[0]
+
+
+def read_body_and_sent(
+    request: Request,
+    settings: Settings,
+    on_large: Callable[[], None] = _nothing,
+    large: int = LARGE_REPORT_BYTES,
+) -> tuple[bytes, bytes | None]:
+    """:func:`read_body`, and the body as sent when it is one whole zlib or gzip stream
+    (None otherwise): stored as it came, it need not be compressed again
+    (``patchwatch.pipeline.prepared.decode_report`` reads both)."""
     raw = _read_stream(request)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
@@ -69,7 +93,7 @@ def read_body(
             raise TooLargeError("report body too large")
         if len(raw) > large:
             on_large()
-        return raw
+        return raw, None
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise ParseError(f"unsupported Content-Encoding {encoding!r}", "headers")
     if len(raw) > large:
@@ -88,7 +112,7 @@ def read_body(
         raise TooLargeError(f"report is larger than {limit} bytes once decompressed")
     if not dec.eof:
         raise ParseError(f"{encoding} body is truncated", "body")
-    return out
+    return out, None if dec.unused_data else raw
 
 
 def credential(request: Request, scheme: str) -> str:

@@ -17,6 +17,7 @@ import errno
 import ipaddress
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def db(database_url: str) -> Iterator[object]:
     handle.connect()
     migrate(handle)
     yield handle
+    feed = sys.modules.get("patchwatch.receiver.feed")
+    if feed is not None:  # a receiver's processing thread finishes with this store
+        feed.FEED.idle()
     if not handle.is_closed():
         handle.close()
     if isinstance(handle, PooledDatabase):  # other threads' connections, back in the pool

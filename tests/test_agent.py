@@ -1495,6 +1495,36 @@ def test_server_errors_and_429_are_retried(receiver: Receiver, tmp_path: Path) -
     assert len({r["body"] for r in receiver.requests}) == 1
 
 
+def test_a_previous_report_the_server_could_not_process_is_said(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The server reads a report whole only after acknowledging it: the answer to the
+    next report says when the one before failed, and the agent says so (an error on
+    stderr, the exit code of a report that was sent)."""
+    failed = {"id": 41, "state": "failed", "error": "packages[2].version: is required"}
+    receiver.answers.append((202, {"status": "accepted", "report": 42,
+                                   "previous_report": failed}, {}))  # fmt: skip
+    code, _, err = run_fixture_agent(write_config(tmp_path, receiver.url))
+    assert code == agent.EXIT_OK
+    assert "previous report (41): packages[2].version: is required" in err
+    code, _, err = run_fixture_agent(write_config(tmp_path, receiver.url))
+    assert code == agent.EXIT_OK
+    assert "previous report" not in err
+
+
+def test_429_is_retried_no_sooner_than_retry_after() -> None:
+    """The receiver's per-host limit answers 429 with the seconds to wait; the agent
+    waits at least that long (at most 300 s) before it sends again."""
+    answers = [(429, "too many", "45"), (429, "too many", "900"), (202, "{}", None)]
+    slept: list[float] = []
+    settings = {"server": "http://127.0.0.1:9", "retries": 3, "backoff": 1.0, "token": "t",
+                "timeout": 5, "ca_file": None}  # fmt: skip
+    outcome = agent.deliver(settings, b"{}", sleep=slept.append,
+                            post=lambda *a: answers.pop(0))  # fmt: skip
+    assert outcome.state == "sent"
+    assert slept[0] >= 45 and slept[1] >= 300 and len(slept) == 2
+
+
 def test_persistent_server_error_spools_and_the_spool_is_bounded(
     receiver: Receiver, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import threading
 import time
 import tracemalloc
 
@@ -26,6 +27,8 @@ from patchwatch.inventory.hosts import MAX_MAINTENANCE_DAYS
 from patchwatch.inventory.hosts import parse_maintenance_until
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.receiver.app import create_app
+from patchwatch.receiver.feed import FEED
+from patchwatch.receiver.feed import ProcessingFeed
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
@@ -34,9 +37,9 @@ from tests.support.reports import native_doc
 
 @pytest.fixture
 def env(db, tmp_path):
-    settings = Settings(
-        data_dir=str(tmp_path), process_inline=False, protocol1_networks=("127.0.0.0/8",)
-    )
+    # the per-host limit off: these tests send one host many reports
+    settings = Settings(data_dir=str(tmp_path), process_inline=False,
+                        protocol1_networks=("127.0.0.0/8",), report_burst_per_host=0)  # fmt: skip
     client = create_app(settings, db=db).test_client()
     _, host = create_token("host", time.time(), "web1.example.com")
     _, admin = create_token("admin", time.time())
@@ -47,7 +50,19 @@ def deep(levels: int) -> bytes:
     return b"[" * levels + b"]" * levels
 
 
-@pytest.mark.parametrize("levels", [100, 2_000, 200_000])
+def test_nesting_a_report_cannot_have_is_stored_and_fails_in_processing(env) -> None:
+    """Nesting the decoder reads but no report field allows: stored (the receiver
+    reads only the host name), then refused by processing naming the field."""
+    client, host, _ = env
+    doc = json.dumps(native_doc("web1.example.com")).encode()
+    body = doc.replace(b'"os": {', b'"os": ' + deep(100) + b', "was": {', 1)
+    r = client.post("/api/v1/reports", data=body, headers={"Authorization": f"Bearer {host}"})
+    assert r.status_code == 202, r.get_json()
+    assert process_pending(time.time()) == {"failed": 1}
+    assert Report.get_by_id(r.get_json()["report"]).error.startswith("os:")
+
+
+@pytest.mark.parametrize("levels", [2_000, 200_000])
 def test_deeply_nested_json_is_400_on_every_json_endpoint(env, levels) -> None:
     client, host, admin = env
     body = b'{"version": 1, "host": "web1.example.com", "os": ' + deep(levels) + b"}"
@@ -173,15 +188,16 @@ def test_maintenance_end_is_bounded(env) -> None:
 
 
 def test_protocol1_field_of_millions_of_lines_is_refused_before_it_is_split(env) -> None:
+    """Stored within max_report_bytes; processing refuses it before splitting it."""
     client, _, _ = env
     form = {"host": "p1.example.com", "os": "Debian GNU/Linux 12 (bookworm)",
             "kernel": "6.1.0-28-amd64", "arch": "x86_64", "protocol": "1",
             "packages": "\n" * 3_000_000}  # fmt: skip
     r = client.post("/reports/upload/", data=form)
-    assert r.status_code == 400
-    assert r.get_json()["where"] == "packages"
-    assert "lines" in r.get_json()["error"]
-    assert Report.select().count() == 0
+    assert r.status_code == 204
+    assert process_pending(time.time()) == {"failed": 1}
+    error = Report.get(Report.host_name == "p1.example.com").error
+    assert error.startswith("packages:") and "lines" in error
 
 
 def large_doc(n: int = 20_000) -> dict:
@@ -201,7 +217,9 @@ def gate(monkeypatch):
 
 
 @pytest.mark.parametrize("inline", [False, True])
-def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(db, tmp_path, gate, inline):
+def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(
+    db, tmp_path, gate, inline, monkeypatch
+):
     """While the worker's large-report slot is taken, another large report gets 503
     with Retry-After after a bounded wait, and a small report goes through at once.
     Every answer gives the slot back, refusals and inline processing included."""
@@ -221,15 +239,20 @@ def test_a_large_report_waits_for_the_slot_and_small_ones_never_do(db, tmp_path,
         client.post("/api/v1/reports", data=native_doc_bytes(), headers=headers).status_code == 202
     )
     gate.release()
+    hold = threading.Event()
+    process = ProcessingFeed._process
+    monkeypatch.setattr(ProcessingFeed, "_process",
+                        staticmethod(lambda ids: (hold.wait(10), process(ids))))  # fmt: skip
     r = client.post("/api/v1/reports", data=big, headers=headers)
     assert r.status_code == 202
     if inline:
         assert not gate.acquire(), "the slot is held until the report is processed"
-    r.close()  # as a server does once the answer is sent: inline processing runs now
+    hold.set()
+    assert FEED.idle()
     assert gate.acquire(), "the slot was not given back after the report"
     gate.release()
     bad = large_doc()
-    bad["packages"][-1]["version"] = ""
+    bad["host"] = "-web1.example.com"
     r = client.post("/api/v1/reports", json=bad, headers=headers)
     assert r.status_code == 400
     assert gate.acquire(), "the slot was not given back after a refusal"

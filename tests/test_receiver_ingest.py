@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import time
 import zlib
 
@@ -80,12 +81,16 @@ def test_revoked_token_is_refused(client) -> None:
     ("mutate", "where"),
     [
         (lambda d: d.pop("host"), "host"),
-        (lambda d: d["packages"][2].pop("version"), "packages[2].version"),
+        (lambda d: d.__setitem__("host", "-web1"), "host"),
         (lambda d: d.__setitem__("version", 7), "version"),
-        (lambda d: d["packages"].append("x"), "packages[5]"),
+        (lambda d: d.pop("version"), "version"),
     ],
 )
-def test_malformed_report_is_400_naming_the_field(client, mutate, where) -> None:
+def test_a_report_whose_routing_fields_are_wrong_is_400_naming_the_field(
+    client, mutate, where
+) -> None:
+    """What the receiver needs before it stores a report (its host, its version) is
+    checked before it answers: refused with the field named, nothing stored."""
     _, secret = create_token("enroll", time.time())
     doc = native_doc()
     mutate(doc)
@@ -93,6 +98,36 @@ def test_malformed_report_is_400_naming_the_field(client, mutate, where) -> None
     assert r.status_code == 400
     assert where in (r.get_json()["where"] or "")
     assert Report.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda d: d["packages"][2].pop("version"), "packages[2].version"),
+        (lambda d: d["packages"].append("x"), "packages[5]"),
+        (lambda d: d.pop("kernel"), "kernel"),
+    ],
+)
+def test_an_invalid_report_is_stored_failed_with_why_and_the_agent_told_next_time(
+    client, mutate, where
+) -> None:
+    """The rest of a report is parsed by processing, not before the answer: an invalid
+    one is acknowledged (it is stored), then ``failed`` naming the field, counted in
+    the stored reports by state, and the answer to the host's next report says so."""
+    _, secret = create_token("host", time.time(), "web1.example.com")
+    doc = native_doc()
+    mutate(doc)
+    first = post(client, doc, token=secret)
+    assert first.status_code == 202
+    assert "previous_report" not in first.get_json()
+    assert process_pending(time.time()) == {"failed": 1}
+    row = Report.get_by_id(first.get_json()["report"])
+    assert row.state == "failed" and where in row.error
+    answer = post(client, native_doc(), token=secret).get_json()
+    assert answer["previous_report"] == {"id": row.id, "state": "failed", "error": row.error}
+    assert process_pending(time.time()) == {"processed": 1}
+    # told once: the report before the next one was processed
+    assert "previous_report" not in post(client, native_doc(), token=secret).get_json()
 
 
 def test_invalid_json_and_bad_gzip_are_400(client) -> None:
@@ -197,22 +232,44 @@ def test_processing_survives_sets_deleted_behind_its_cache(client) -> None:
 
 
 def test_a_known_package_set_is_not_parsed_again_unless_forced(client) -> None:
-    """The receiver keeps each report's set digest; processing trusts it for sets it has."""
+    """A report stored with its set digest (``store_report(packages_digest=...)``):
+    processing trusts it for sets it has."""
+    from patchwatch.pipeline.processing import NATIVE
+    from patchwatch.pipeline.processing import store_report
+
     _, secret = create_token("enroll", time.time())
     post(client, native_doc("web1", n=9), token=secret)
     process_pending(time.time())
     known = Host.get(Host.name == "web1").package_set
-    post(client, native_doc("web2", n=9), token=secret)
-    row = Report.get(Report.host_name == "web2")
-    assert row.packages_digest == known.digest
-    # the stored body now lists other packages: only a parse of the list would see it
-    body, size = encode_body(native_doc("web2", n=4))
-    Report.update(body=body, size=size).where(Report.id == row.id).execute()
+    # the stored body lists other packages: only a parse of the list would see it
+    store_report("web2", NATIVE, native_doc("web2", n=4), time.time(),
+                 packages_digest=known.digest)  # fmt: skip
     assert process_pending(time.time()) == {"processed": 1}
     assert Host.get(Host.name == "web2").package_set_id == known.id
     # --force re-runs reports after a fix (perhaps to the parser): the list is read
     assert process_pending(time.time(), host_name="web2", force=True) == {"processed": 1}
     assert Host.get(Host.name == "web2").package_set.size == 4
+
+
+def test_a_gzip_body_is_stored_as_sent_and_processed_from_it(client) -> None:
+    """A gzip report is kept as the agent compressed it (not decoded and compressed
+    again); processing reads it. A body with bytes after its gzip stream is stored
+    as decoded instead, so that what is stored is what was read."""
+    _, secret = create_token("enroll", time.time())
+    gz = gzip.compress(json.dumps(native_doc("web1", n=7)).encode())
+    r = client.post("/api/v1/reports", data=gz, headers={
+        "Authorization": f"Bearer {secret}", "Content-Encoding": "gzip"})  # fmt: skip
+    assert r.status_code == 202
+    assert bytes(Report.get_by_id(r.get_json()["report"]).body) == gz
+    trailing = gzip.compress(json.dumps(native_doc("web2", n=3)).encode()) + b"junk"
+    r = client.post("/api/v1/reports", data=trailing, headers={
+        "Authorization": f"Bearer {secret}", "Content-Encoding": "gzip"})  # fmt: skip
+    assert r.status_code == 202
+    stored = bytes(Report.get_by_id(r.get_json()["report"]).body)
+    assert json.loads(zlib.decompress(stored)) == native_doc("web2", n=3)
+    assert process_pending(time.time()) == {"processed": 2}
+    assert Host.get(Host.name == "web1").package_set.size == 7
+    assert Host.get(Host.name == "web2").package_set.size == 3
 
 
 def test_a_stored_body_orjson_refuses_is_still_read(client) -> None:

@@ -1820,3 +1820,72 @@ def test_the_package_memo_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -
     assert memo.MEMO.generation >= 3  # 12,000 entries of ~500 bytes: emptied often
     assert memo.MEMO.size <= limit
     assert held < 1.5 * limit, f"memo holds {held / 1e6:.1f} MB for a {limit / 1e6:.1f} MB limit"
+
+
+# -- routing: the fields the receiver reads before storing a report ------------------
+
+_HOST_VALUES = st.one_of(
+    st.sampled_from(["web1.example.com", "WEB1.", "-web", "a..b", "", " web2 ", "x" * 260,
+                     "web\x00", "db_1", "1.2.3.4"]),
+    st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=2), st.text(max_size=12),
+)  # fmt: skip
+_VERSION_VALUES = st.sampled_from([1, 1.0, 2, "1", True, None, [1]])
+
+
+def _same_routing(route: Callable[[Any], str], parse: Callable[[Any], HostReport], doc: Any,
+                  fields: tuple[str, ...]) -> None:  # fmt: skip
+    """``route`` accepts what ``parse`` accepts, with its host name; where ``parse``
+    refuses a routing field, ``route`` refuses it the same way."""
+    try:
+        expected: str | ParseError = parse(doc).hostname
+    except ParseError as exc:
+        expected = exc
+    try:
+        got: str | ParseError = route(doc)
+    except ParseError as exc:
+        got = exc
+    if isinstance(expected, str):
+        assert got == expected
+    elif expected.where in fields or expected.where is None:
+        assert isinstance(got, ParseError)
+        assert (got.where, got.message) == (expected.where, expected.message)
+    elif isinstance(got, ParseError):  # routing fields are checked first by route alone
+        assert got.where in fields
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(host=_HOST_VALUES, version=_VERSION_VALUES, drop=st.sampled_from(["", "host", "version"]))
+def test_native_routing_agrees_with_the_parser(host, version, drop) -> None:
+    from patchwatch.domain.reports import route_native
+
+    doc = load_json("native_deb.json")
+    doc.update(host=host, version=version)
+    if drop:
+        doc.pop(drop)
+    _same_routing(route_native, parse_native, doc, ("host", "version"))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(host=_HOST_VALUES, protocol=st.sampled_from([2, "2", 1, None, True, "x"]),
+       drop=st.sampled_from(["", "hostname", "protocol"]))  # fmt: skip
+def test_protocol2_routing_agrees_with_the_parser(host, protocol, drop) -> None:
+    from patchwatch.domain.reports import route_protocol2
+
+    doc = load_json("patchman2-rocky9.json")
+    doc.update(hostname=host, protocol=protocol)
+    if drop:
+        doc.pop(drop)
+    _same_routing(route_protocol2, parse_protocol2, doc, ("hostname", "protocol"))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(host=st.one_of(st.text(max_size=12), _HOST_VALUES.filter(lambda v: isinstance(v, str))),
+       protocol=st.sampled_from(["1", "", " 1 ", "2", "x"]),
+       drop=st.sampled_from(["", "host", "protocol"]))  # fmt: skip
+def test_protocol1_routing_agrees_with_the_parser(host, protocol, drop) -> None:
+    from patchwatch.domain.reports import route_protocol1
+
+    form = {**load_form("patchman1-debian12"), "host": host, "protocol": protocol}
+    if drop:
+        form.pop(drop)
+    _same_routing(route_protocol1, parse_protocol1, form, ("host", "protocol"))

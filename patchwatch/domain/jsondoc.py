@@ -4,11 +4,11 @@ Parsing JSON into Python objects costs far more than the text: about 70 bytes pe
 value (an empty object, a one-character string, a number) whatever its size in the
 text, so a few megabytes of gzip holding a million tiny package objects took hundreds
 of megabytes before the package limit could refuse it. :func:`count_values` counts the
-values of a document from three byte counts done in C, and
-:func:`decode_json` refuses a body above the bound before ``json.loads`` builds
-anything. The count is an upper bound for every document (each value but the first
-follows a comma or opens a container; commas and brackets inside strings only count
-more), so a refused body is never one that would have fitted.
+values of a document from three byte counts done in C, and :func:`decode_json`
+refuses a body above the bound before the parser (orjson, or ``json.loads`` for what
+orjson refuses) builds anything. The count is an upper bound for every document (each
+value but the first follows a comma or opens a container; commas and brackets inside
+strings only count more), so a refused body is never one that would have fitted.
 
 Nesting is bounded too: a document nested deeper than the parser's recursion limit
 (about 1,000 levels) is a 400 naming the body, not a 500. Reports themselves are at
@@ -20,6 +20,8 @@ Pure: no I/O, no web framework; the receiver maps the errors to 413 and 400.
 from __future__ import annotations
 
 import json
+
+import orjson
 
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
@@ -56,6 +58,13 @@ def decode_json(body: bytes, max_values: int, values: int | None = None) -> obje
         raise TooLargeError(
             f"report holds more than {max_values} JSON values (setting max_report_values)"
         )
+    try:
+        # half the time of json.loads; what it refuses (a lone surrogate escape, NaN, an
+        # integer past 64 bits, UTF-16, nesting past its limit) json.loads decides below,
+        # so what is accepted and refused, and why, is json.loads's
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except UnicodeDecodeError:

@@ -100,8 +100,19 @@ class Settings:
     reports_keep: int = _setting(10, "Raw reports kept per host; older ones are pruned.")
     process_inline: bool = _setting(
         True,
-        "Process a report right after storing it. When false, the scheduler picks "
-        "queued reports up (useful with many receivers).",
+        "Process reports right after storing them: each receiver worker's processing "
+        "thread takes the reports it stored, in batches, as they arrive. When false, the "
+        "scheduler picks queued reports up (useful with many receivers).",
+    )
+    report_burst_per_host: int = _setting(
+        20,
+        "Reports one host may send at once (an agent's spool after an outage) before "
+        "report_rate_per_host applies; more get 429 with Retry-After. 0 turns the "
+        "limit off. Counted per receiver worker process.",
+    )
+    report_rate_per_host: float = _setting(
+        6.0,
+        "Reports a minute one host may send on average once its burst is spent.",
     )
     protocol1_networks: tuple[str, ...] = _setting(
         (),

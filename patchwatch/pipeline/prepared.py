@@ -89,7 +89,8 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
     :raises ParseError: when the body does not parse (kept as the failure reason).
     """
     try:
-        text = zlib.decompress(body)
+        # zlib (encode_body) or gzip (a body kept as the agent sent it): both read
+        text = zlib.decompress(body, 32 + zlib.MAX_WBITS)
         try:
             doc = orjson.loads(text)  # half the time of json.loads on a 150 KB report
         except orjson.JSONDecodeError:

@@ -67,13 +67,16 @@ def store_report(
     remote_addr: str = "",
     user_agent: str = "",
     packages_digest: str = "",
+    encoded: tuple[bytes, int] | None = None,
 ) -> Report:
     """Store a raw report durably (one short transaction) and return its row.
 
     ``packages_digest`` is the set digest of the packages of a report already parsed
-    (by the receiver), which lets processing skip parsing them again.
+    (by the receiver), which lets processing skip parsing them again. ``encoded``: the
+    body already as stored (zlib or gzip JSON) and its size decompressed, when the
+    caller has it (the receiver keeps a gzip body as sent), instead of ``doc``'s.
     """
-    body, size = encode_body(doc)
+    body, size = encoded if encoded is not None else encode_body(doc)
     with write_transaction():
         return Report.create(
             host_name=host_name,

@@ -6,8 +6,9 @@ without Flask, so parsing lives here as pure functions, one module per protocol:
 ``protocol1.parse_protocol1`` (Patchman's multipart form with its quoted line
 grammar) and ``protocol2.parse_protocol2`` (Patchman's JSON); ``fields`` holds the
 limits and normalisations they share, ``patchman`` what the two Patchman protocols
-share, and ``memo`` the parsed-package memo. This package presents the entry points
-other layers call.
+share, ``memo`` the parsed-package memo, and ``routing`` the few fields the receiver
+reads before storing a report (its host name), leaving the rest to processing. This
+package presents the entry points other layers call.
 
 Each parser either returns a complete record or raises ``ParseError`` whose ``where``
 names the field (``packages[12].version``) or the line (``packages line 12``), so a
@@ -42,10 +43,16 @@ from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.native import parse_native
 from patchwatch.domain.reports.protocol1 import parse_protocol1
 from patchwatch.domain.reports.protocol2 import parse_protocol2
+from patchwatch.domain.reports.routing import route_native
+from patchwatch.domain.reports.routing import route_protocol1
+from patchwatch.domain.reports.routing import route_protocol2
 
 __all__ = [
     "parse_hostname",
     "parse_native",
     "parse_protocol1",
     "parse_protocol2",
+    "route_native",
+    "route_protocol1",
+    "route_protocol2",
 ]

@@ -1,0 +1,266 @@
+"""How fast ``patchwatch serve`` acknowledges reports, and how soon they become host state.
+
+Reports are built from a real Debian index (bookworm main amd64, downloaded from the
+mirror in this machine's apt sources, or ``--packages PATH``): native gzip reports of
+``--size`` packages (20 images, 5 % of each image differs) and Patchman protocol-1
+multipart forms of the same packages, in the client's quoted-line format. Bodies are
+encoded before the clock starts; one connection per request, as agents and curl do.
+
+For each run: reports acknowledged per second at ``--concurrency`` senders, latency
+p50 / p99, the statuses, the server's CPU seconds (its process tree, from /proc) and
+per acknowledged report, and, with ``--until-processed``, the seconds until every
+report is host state (no report left pending). ``--rate R`` sends at a steady R
+reports/s instead of as fast as possible, and then reports each report's time from
+its send to host state (p50 / p99), read from the reports' ``processed_at``.
+``--profile`` records the workers with py-spy (``pip install py-spy``) into an SVG.
+
+Usage:
+  .venv/bin/python bench/bench_ack.py --kind native --reports 1000 --concurrency 50
+  .venv/bin/python bench/bench_ack.py --kind protocol1 --inline false
+Each run prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_ingest import load_index  # noqa: E402
+from bench_ingest import make_images  # noqa: E402
+from bench_ingest import report  # noqa: E402
+from bench_parse_apt import download  # noqa: E402
+
+HZ = os.sysconf("SC_CLK_TCK")
+MIRROR = "http://127.0.0.1:9/debian"  # nothing listens there: no traffic leaves the machine
+
+
+def native_bodies(images: list[list[dict]], n: int) -> list[tuple[str, bytes, dict]]:
+    out = []
+    for i in range(n):
+        doc = report(f"host{i:05d}.example.com", images[i % len(images)])
+        doc["repositories"][0]["urls"] = [MIRROR]  # loopback: the refresh job reads it
+        out.append(("/api/v1/reports", gzip.compress(json.dumps(doc).encode()),
+                    {"Content-Type": "application/json", "Content-Encoding": "gzip"}))  # fmt: skip
+    return out
+
+
+def protocol1_bodies(images: list[list[dict]], n: int) -> list[tuple[str, bytes, dict]]:
+    out = []
+    for i in range(n):
+        pkgs = "\n".join(
+            f"'{p['name']}' '{p['epoch']}' '{p['version']}' '{p['release']}' '{p['arch']}' 'deb'"
+            for p in images[i % len(images)]
+        )
+        fields = {
+            "host": f"host{i:05d}.example.com", "tags": "bench", "kernel": "6.1.0-28-amd64",
+            "arch": "x86_64", "protocol": "1", "os": "Debian GNU/Linux 12 (bookworm)",
+            "report": "false", "packages": pkgs,
+            "repos": f"'deb' 'Debian 12 bookworm main' '500' '{MIRROR}'",
+            "sec_updates": "", "bug_updates": "", "modules": "", "reboot": "False",
+        }  # fmt: skip
+        boundary = "------------------------" + uuid.uuid4().hex[:16]
+        body = (
+            "".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                for k, v in fields.items()
+            )
+            + f"--{boundary}--\r\n"
+        )
+        out.append(("/reports/upload/", body.encode(),
+                    {"Content-Type": f"multipart/form-data; boundary={boundary}"}))  # fmt: skip
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return total / HZ
+
+
+def pending(db: str) -> int:
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("select count(*) from report where state = 'pending'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def send_all(port: int, bodies: list, conc: int, token: str, rate: float) -> dict:
+    lat: list[float] = [0.0] * len(bodies)
+    sent: list[float] = [0.0] * len(bodies)
+    codes: dict[str, int] = {}
+    nxt = [0]
+    lock = threading.Lock()
+    start = time.perf_counter()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(bodies):
+                return
+            if rate:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            path, body, headers = bodies[i]
+            if token and path == "/api/v1/reports":
+                headers = {**headers, "Authorization": f"Bearer {token}"}
+            t = time.perf_counter()
+            sent[i] = time.time()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                c.request("POST", path, body=body, headers=headers)
+                r = c.getresponse()
+                r.read()
+                c.close()
+                code = str(r.status)
+            except Exception as exc:  # counted by its name
+                code = type(exc).__name__
+            lat[i] = time.perf_counter() - t
+            with lock:
+                codes[code] = codes.get(code, 0) + 1
+
+    threads = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    sl = sorted(lat)
+
+    def pct(p: float) -> float:
+        return round(sl[min(len(sl) - 1, int(p * len(sl)))] * 1000, 1)
+
+    return {"wall_s": round(wall, 3), "rate": round(len(bodies) / wall, 1), "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99), "max_ms": pct(1.0), "codes": codes, "sent_at": sent}  # fmt: skip
+
+
+def run(args: argparse.Namespace, bodies: list) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = 18500 + random.randrange(400)
+        data = f"{tmp}/data"
+        env = {**os.environ, "PATCHWATCH_PROCESS_INLINE": args.inline,
+               "PATCHWATCH_LOG_LEVEL": "WARNING", "PATCHWATCH_FOLLOW_REPORTS": "false",
+               "PATCHWATCH_PROTOCOL1_NETWORKS": "127.0.0.0/8", "HOME": tmp,
+               "PATCHWATCH_DATA_DIR": data}  # fmt: skip
+        if args.workers:
+            env["PATCHWATCH_WORKERS"] = str(args.workers)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        spy = None
+        try:
+            for _ in range(200):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                    c.request("GET", "/healthz")
+                    if c.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            token = ""
+            if args.kind == "native":
+                token = subprocess.run(
+                    [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
+                    cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+                ).stdout.strip()  # fmt: skip
+            if args.profile:
+                spy = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
+                     "-p", str(proc.pid), "-o", args.profile, "--nonblocking", "-r", "200",
+                     "--format", "raw" if args.profile.endswith(".txt") else "flamegraph"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1)
+            cpu0 = tree_cpu(proc.pid)
+            started = time.perf_counter()
+            out = send_all(port, bodies, args.concurrency, token, args.rate)
+            cpu1 = tree_cpu(proc.pid)
+            db = f"{data}/patchwatch.db"
+            sent = out.pop("sent_at")
+            if args.until_processed:
+                while pending(db) and time.perf_counter() - started < 900:
+                    time.sleep(0.05)
+                out["all_processed_s"] = round(time.perf_counter() - started, 2)
+                out["pending_left"] = pending(db)
+                con = sqlite3.connect(db, timeout=30)
+                done = con.execute(
+                    "select host_name, processed_at from report where state = 'processed'"
+                ).fetchall()
+                con.close()
+                to_state = sorted(at - sent[int(host[4:9])] for host, at in done if at is not None)
+                if to_state:
+                    out["to_state_p50_ms"] = round(to_state[len(to_state) // 2] * 1000, 1)
+                    out["to_state_p99_ms"] = round(
+                        to_state[min(len(to_state) - 1, int(0.99 * len(to_state)))] * 1000, 1
+                    )
+            out["server_cpu_s"] = round(cpu1 - cpu0, 2)
+            out["cpu_ms_per_report"] = round(1000 * (cpu1 - cpu0) / len(bodies), 2)
+        finally:
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(60)
+            proc.terminate()
+            proc.wait(60)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--packages", type=Path, help="Packages(.xz) of bookworm main amd64")
+    ap.add_argument("--kind", choices=("native", "protocol1"), default="native")
+    ap.add_argument("--reports", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=1500, help="packages per report")
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=0.0, help="steady reports/s (0: flat out)")
+    ap.add_argument("--inline", default="true", help="process_inline setting")
+    ap.add_argument("--workers", type=int, default=0, help="setting workers (0: default)")
+    ap.add_argument("--until-processed", action="store_true")
+    ap.add_argument("--profile", help="py-spy output: SVG, or collapsed stacks if .txt")
+    ap.add_argument("--label", default="")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.packages or download(Path(tmp))
+        index = load_index(path)
+    images = make_images(index, 20, args.size)
+    make = native_bodies if args.kind == "native" else protocol1_bodies
+    bodies = make(images, args.reports)
+    out = run(args, bodies)
+    print(json.dumps({"label": args.label, "kind": args.kind, "reports": args.reports,
+                      "concurrency": args.concurrency, "inline": args.inline,
+                      "target_rate": args.rate, **out}), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
