@@ -12,6 +12,7 @@ from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
+from tests.support.reports import native_doc
 
 
 def test_stored_reports_are_processed_in_batches_behind_the_answers(db, tmp_path, monkeypatch):
@@ -54,6 +55,3 @@ def test_a_failed_batch_stays_queued_for_the_scheduler(db, tmp_path, monkeypatch
     assert feed_module.FEED.idle()
     assert Report.get_by_id(r.get_json()["report"]).state == "pending"
     assert "left queued" in caplog.text
-
-
-from tests.support.reports import native_doc

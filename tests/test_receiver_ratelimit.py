@@ -15,6 +15,7 @@ from patchwatch.receiver.ratelimit import HostLimits
 from patchwatch.receiver.ratelimit import RateLimited
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
+from tests.support.reports import native_doc
 
 
 class Clock:
@@ -95,6 +96,3 @@ def test_a_flooding_host_gets_429_and_the_others_go_through(db, tmp_path) -> Non
             "kernel": "6.1.0-28-amd64", "arch": "x86_64", "protocol": "1"}  # fmt: skip
     codes = [client.post("/reports/upload/", data=form).status_code for _ in range(7)]
     assert codes == [204] * 5 + [429] * 2
-
-
-from tests.support.reports import native_doc
