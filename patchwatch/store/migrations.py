@@ -30,6 +30,7 @@ from patchwatch.store.models import MODELS
 from patchwatch.store.models import HealthProbe
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.vuln_models import VULN_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -596,6 +597,11 @@ def _no_processing_reports(db: Database) -> None:
     db.execute_sql("UPDATE \"report\" SET state = 'pending' WHERE state = 'processing'")
 
 
+def _vulnerability_tables(db: Database) -> None:
+    """Create the vulnerability tables (``patchwatch.store.vuln_models``); existing ones stay."""
+    db.create_tables(VULN_MODELS, safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -617,6 +623,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "reverse DNS check of hosts' reporting addresses", _reverse_dns_check),
     Migration(15, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
     Migration(16, "reports left processing queued again", _no_processing_reports),
+    Migration(17, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
 )
 
 LATEST = MIGRATIONS[-1].version

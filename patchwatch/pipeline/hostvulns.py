@@ -1,0 +1,263 @@
+"""Each host's vulnerabilities, computed once per (package set, repository set, ecosystem).
+
+Why this module exists: like updates (``patchwatch.pipeline.hostupdates``), findings
+depend only on what is installed, what the host's repositories offer and the feeds, so
+hosts that share those share one :class:`VulnSet`. Its ``inputs_digest`` covers the
+feeds' stored data (``store.vulns.feeds_digest``) and the mirror package sets the
+repository set is served from, so a run where nothing changed computes nothing, and a
+changed record, set or mirror recomputes only the sets that read it.
+
+Names matched: RPM distributions' records name binary packages, which hosts report.
+Debian and Ubuntu records name *source* packages; until hosts report each binary's
+source (the agent's next step) and the mirror's ``Source`` field is stored, a binary is
+matched under its own name and version, which finds the many packages whose binary and
+source names agree (bash, openssl, curl, sudo, ...) and misses the others (libc6 of
+glibc). docs/vulnerabilities.md says so.
+
+Status (``patchwatch.domain.vulns.match``): ``fixable`` names the offered version that
+carries the fix; ``fixed_upstream``, ``no_fix``. A host whose OS maps to no ecosystem is
+stored with no set (not matched), never as free of vulnerabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from patchwatch.domain.records import OSInfo
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.vulns.ecosystems import HostEcosystem
+from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.match import FeedIndex
+from patchwatch.domain.vulns.match import Finding
+from patchwatch.domain.vulns.match import assess_host
+from patchwatch.store.db import chunks
+from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Host
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
+from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.package_sets import package_ids_of
+from patchwatch.store.vuln_models import VulnAffected
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnSet
+from patchwatch.store.vuln_models import VulnSetItem
+from patchwatch.store.vulns import feeds_digest
+from patchwatch.store.vulns import load_records
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VulnRun", "refresh_host_vulns"]
+
+SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
+
+
+@dataclass
+class VulnRun:
+    """What a run did: sets computed and reused, hosts whose set changed, unmatched."""
+
+    computed: int = 0
+    reused: int = 0
+    hosts_changed: int = 0
+    unmatched: int = 0
+    seconds: float = 0.0
+
+
+class _Cache:
+    """Package rows and mirror offers read once per run."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[str, str]] = {}  # package id -> (name, evr)
+        self.offers: dict[int, dict[str, set[str]]] = {}  # mirror set -> name -> versions
+
+    def ensure(self, ids: Iterable[int]) -> None:
+        missing = sorted(set(ids).difference(self.rows))
+        for part in chunks(missing):
+            query = Package.select(
+                Package.id, Package.kind, Package.name, Package.epoch, Package.version,
+                Package.release, Package.arch,
+            ).where(Package.id.in_(list(part)))  # fmt: skip
+            for pid, kind, name, epoch, version, release, arch in query.tuples():
+                rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
+                self.rows[pid] = (name, rec.evr)
+
+    def names(self, pset: int) -> dict[str, set[str]]:
+        ids = package_ids_of(pset)
+        self.ensure(ids)
+        out: dict[str, set[str]] = {}
+        for pid in ids:
+            name, evr = self.rows[pid]
+            out.setdefault(name, set()).add(evr)
+        return out
+
+    def offered(self, mirror_sets: Iterable[int]) -> dict[str, set[str]]:
+        merged: dict[str, set[str]] = {}
+        for ms in mirror_sets:
+            if ms not in self.offers:
+                self.offers[ms] = self.names(ms)
+            for name, versions in self.offers[ms].items():
+                merged.setdefault(name, set()).update(versions)
+        return merged
+
+
+def _mirror_sets(rset: int | None, memo: dict[int | None, tuple[int, ...]]) -> tuple[int, ...]:
+    """The package sets of the mirrors serving a repository set's enabled repositories."""
+    if rset in memo:
+        return memo[rset]
+    if rset is None:
+        memo[rset] = ()
+        return ()
+    repos = [
+        r
+        for (r,) in RepositorySetMember.select(RepositorySetMember.repository)
+        .where((RepositorySetMember.repository_set == rset) & RepositorySetMember.enabled)
+        .tuples()
+    ]
+    best: dict[int, tuple[float, int]] = {}
+    if repos:
+        query = Mirror.select(Mirror.repository, Mirror.package_set, Mirror.last_success_at).where(
+            Mirror.repository.in_(repos) & Mirror.enabled & Mirror.package_set.is_null(False)
+        )
+        for repo, pset, success in query.tuples():
+            if repo not in best or (success or 0) > best[repo][0]:
+                best[repo] = (success or 0, pset)
+    memo[rset] = tuple(sorted(p for _, p in best.values()))
+    return memo[rset]
+
+
+def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...]) -> str:
+    h = hashlib.sha256(f"{feeds}\0{eco}\0".encode())
+    h.update(",".join(map(str, mirror_sets)).encode())
+    return h.hexdigest()
+
+
+def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
+    query = (
+        Host.select(
+            Host.id, Host.package_set, Host.repository_set, OSRelease.family, OSRelease.os_id,
+            OSRelease.name, OSRelease.version, OSRelease.codename,
+        )
+        .join(OSRelease, on=(Host.os_release == OSRelease.id))
+        .tuples()
+    )  # fmt: skip
+    out = []
+    for hid, pset, rset, family, os_id, name, version, codename in query:
+        eco = ecosystem_for_os(OSInfo(family, os_id, name, version, codename))
+        out.append((hid, pset, rset, eco))
+    return out
+
+
+def _write_set(key: SetKey, digest: str, now: float, findings: list[Finding]) -> int:
+    pset, rset, eco = key
+    existing = VulnSet.get_or_none(
+        (VulnSet.package_set == pset)
+        & (VulnSet.repository_set.is_null() if rset is None else VulnSet.repository_set == rset)
+        & (VulnSet.ecosystem == eco)
+    )
+    if existing is None:
+        vs = VulnSet.create(
+            package_set=pset, repository_set=rset, ecosystem=eco, inputs_digest=digest,
+            computed_at=now,
+        )  # fmt: skip
+    else:
+        vs = existing
+        VulnSetItem.delete().where(VulnSetItem.vuln_set == vs.id).execute()
+        vs.inputs_digest, vs.computed_at = digest, now
+        vs.save()
+    rows = [
+        {
+            "vuln_set": vs.id,
+            "vulnerability": f.vulnerability[:160],
+            "status": p.status.value,
+            "package": p.name[:255],
+            "installed": p.installed[:255],
+            "fixed_version": (p.fixed_version or "")[:255],
+            "candidate": (p.candidate or "")[:255],
+            "records": " ".join(p.records)[:2000],
+        }
+        for f in findings
+        for p in f.packages
+    ]
+    for part in chunks(rows, 200):
+        VulnSetItem.insert_many(part).execute()
+    return int(vs.id)
+
+
+def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> VulnRun:
+    """Compute the findings of every (package set, repository set, ecosystem) that changed.
+
+    ``force`` recomputes every set (after a change of the matching rules themselves).
+    """
+    started = time.monotonic()
+    now = time.time() if now is None else now
+    run = VulnRun()
+    hosts = _hosts()
+    ecos = {e for *_, e in hosts if e is not None}
+    stored = {e for (e,) in VulnAffected.select(VulnAffected.ecosystem).distinct().tuples()}
+    wanted = {s for s in stored if any(h.accepts(s) for h in ecos)}
+    index = FeedIndex(load_records(wanted)) if wanted else FeedIndex(())
+    feeds = feeds_digest()
+    memo: dict[int | None, tuple[int, ...]] = {}
+    existing = {
+        (ps, rs, eco): (sid, dg)
+        for sid, ps, rs, eco, dg in VulnSet.select(
+            VulnSet.id, VulnSet.package_set, VulnSet.repository_set, VulnSet.ecosystem,
+            VulnSet.inputs_digest,
+        ).tuples()
+    }  # fmt: skip
+    current = {
+        h: (s, e) for h, s, e in VulnHost.select(
+            VulnHost.host, VulnHost.vuln_set, VulnHost.ecosystem
+        ).tuples()
+    }  # fmt: skip
+    cache = _Cache()
+    set_of: dict[SetKey, int] = {}
+    assignments: list[tuple[int, int | None, str]] = []
+    for hid, pset, rset, eco in hosts:
+        if eco is None or pset is None:
+            run.unmatched += 1
+            assignments.append((hid, None, ""))
+            continue
+        key: SetKey = (pset, rset, eco.label)
+        if key not in set_of:
+            mirror_sets = _mirror_sets(rset, memo)
+            digest = _digest(feeds, eco.label, mirror_sets)
+            found = existing.get(key)
+            if found is not None and found[1] == digest and not force:
+                set_of[key] = found[0]
+                run.reused += 1
+            else:
+                installed = cache.names(pset)
+                offered = cache.offered(mirror_sets)
+                findings = assess_host(eco, installed, index, offered)
+                with write_transaction():
+                    set_of[key] = _write_set(key, digest, now, findings)
+                run.computed += 1
+        else:
+            run.reused += 1
+        assignments.append((hid, set_of[key], eco.label))
+    changed = [(h, s, label) for h, s, label in assignments if current.get(h) != (s, label)]
+    with write_transaction():
+        for hid, sid, label in changed:
+            VulnHost.insert(host=hid, vuln_set=sid, ecosystem=label, computed_at=now).on_conflict(
+                conflict_target=[VulnHost.host],
+                update={
+                    VulnHost.vuln_set: sid,
+                    VulnHost.ecosystem: label,
+                    VulnHost.computed_at: now,
+                },
+            ).execute()
+        # sets no host uses any more
+        used = {sid for _, sid, _ in assignments if sid is not None}
+        stale = [sid for sid, _ in existing.values() if sid not in used]
+        for part in chunks(stale):
+            VulnSetItem.delete().where(VulnSetItem.vuln_set.in_(list(part))).execute()
+            VulnSet.delete().where(VulnSet.id.in_(list(part))).execute()
+    run.hosts_changed = len(changed)
+    run.seconds = time.monotonic() - started
+    return run

@@ -1,0 +1,233 @@
+"""Vulnerability feeds read into the store, and hosts' findings computed once per set."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from patchwatch.domain.records import HostReport
+from patchwatch.domain.records import OSInfo
+from patchwatch.domain.records import Package
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.records import RepoKind
+from patchwatch.domain.records import ReportedRepository
+from patchwatch.domain.settings import Settings
+from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.feeds import changed_too_much
+from patchwatch.domain.vulns.feeds import fleet_ecosystems
+from patchwatch.domain.vulns.feeds import plan_feeds
+from patchwatch.pipeline.hostvulns import refresh_host_vulns
+from patchwatch.pipeline.processing import apply_report
+from patchwatch.pipeline.processing import store_report
+from patchwatch.pipeline.vulnfeeds import refresh_vulns
+from patchwatch.store.models import Host
+from patchwatch.store.models import Mirror
+from patchwatch.store.models import Repository
+from patchwatch.store.package_sets import ensure_package_set
+from patchwatch.store.sets import repository_key
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnRecord
+from patchwatch.store.vuln_models import VulnSet
+from patchwatch.store.vuln_models import VulnSetItem
+from patchwatch.store.vuln_models import VulnSource
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
+DEBIAN = FIXTURES / "debian"
+KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
+TRACKER = FIXTURES / "debian-tracker.json"
+ALMALINUX = FIXTURES / "almalinux-osv-2026-08-21.tar.xz"
+BOOKWORM = OSInfo("debian", "debian", "Debian 12", "12", "bookworm")
+MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
+                          suite="bookworm", component="main", arch="amd64")  # fmt: skip
+
+
+def deb(name: str, version: str) -> Package:
+    upstream, _, revision = version.partition("-")
+    return Package(name, "", upstream, revision, "amd64", PackageKind.DEB)
+
+
+def report(host: str, packages: list[Package], os: OSInfo = BOOKWORM, at: float = 100.0) -> None:
+    rep = HostReport(hostname=host, os=os, kernel="6.1.0-28-amd64", arch="x86_64",
+                     packages=tuple(packages), repositories=(MAIN,))  # fmt: skip
+    apply_report(store_report(host, "patchwatch/1", {}, at), rep, at)
+
+
+def publish(packages: list[Package], now: float) -> None:
+    """Stand-in for a mirror refresh: give the main repository's mirror this index."""
+    repo = Repository.get(Repository.key == repository_key(MAIN))
+    pset = ensure_package_set(packages, now)
+    Mirror.update(package_set=pset, last_success_at=now).where(Mirror.repository == repo).execute()
+
+
+def local(tmp_path: Path, **over: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": str(tmp_path / "data"),
+        "vulns_enabled": True,
+        "vulns_osv_sources": (str(DEBIAN),),
+        "vulns_debian_tracker_source": "",
+        "vulns_kev_source": str(KEV),
+        "vulns_epss_source": "",
+    }
+    values.update(over)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+# --- pure ------------------------------------------------------------------------------
+
+
+def test_feed_plan_follows_the_fleet() -> None:
+    hosts = [
+        ecosystem_for_os(BOOKWORM),
+        ecosystem_for_os(OSInfo("redhat", "almalinux", "AlmaLinux 9.4", "9.4")),
+    ]
+    ecos = fleet_ecosystems([h for h in hosts if h], ["Alpine:v3.20", "-AlmaLinux:9"])
+    assert ecos == ["Alpine:v3.20", "Debian:12"]
+    feeds = plan_feeds(
+        osv_sources=["https://osv.example/{ecosystem}/all.zip", "/srv/osv"],
+        ecosystems=ecos, debian_tracker="https://t.example/json", kev="/srv/kev.json",
+        epss="", debian_hosts=False,
+    )  # fmt: skip
+    assert [(f.name, f.location) for f in feeds] == [
+        ("osv:Alpine:v3.20", "https://osv.example/Alpine:v3.20/all.zip"),
+        ("osv:Debian:12", "https://osv.example/Debian:12/all.zip"),
+        ("osv", "/srv/osv"),
+        ("kev", "/srv/kev.json"),
+    ]  # no Debian host: the tracker is not read
+
+
+def test_change_share() -> None:
+    assert not changed_too_much(None, 10, 0.5)
+    assert not changed_too_much(100, 60, 0.5)
+    assert changed_too_much(100, 40, 0.5)
+    assert changed_too_much(100, 151, 0.5)
+    assert changed_too_much(0, 1, 0.5)
+    assert not changed_too_much(0, 0, 0.5)
+
+
+# --- feeds into the store --------------------------------------------------------------
+
+
+def test_local_feeds_stored_merged_and_skipped_when_unchanged(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    settings = local(tmp_path)
+    out = {o.name: o for o in refresh_vulns(settings)}
+    assert out["osv"].outcome == "changed"
+    # seven files, one withdrawn: six records kept
+    assert out["osv"].records == 6
+    assert out["kev"].outcome == "changed" and out["kev"].records == 1404
+    cve = Vulnerability.get_by_id("CVE-2023-4911")
+    assert set(cve.records.split()) == {"DSA-5514-1", "DEBIAN-CVE-2023-4911"}
+    assert cve.kev and cve.kev_added == "2023-11-21"
+    assert cve.severity == "high"  # the CVSS v3.1 vector of DEBIAN-CVE-2023-4911
+    assert not Vulnerability.select().where(Vulnerability.id == "DEBIAN-CVE-2023-4911").exists()
+    state = VulnSource.get_by_id("osv")
+    assert (state.records, state.consecutive_failures, state.changed_too_much) == (6, 0, False)
+
+    again = {o.name: o.outcome for o in refresh_vulns(settings)}
+    assert again == {"osv": "unchanged", "kev": "unchanged"}
+
+
+def test_failed_read_keeps_last_good_data_and_counts(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    folder = tmp_path / "osv"
+    shutil.copytree(DEBIAN, folder)
+    settings = local(tmp_path, vulns_osv_sources=(str(folder),), vulns_kev_source="")
+    assert refresh_vulns(settings)[0].records == 6
+    shutil.rmtree(folder)
+    (failed,) = refresh_vulns(settings)
+    assert failed.outcome == "failed" and "no such file" in failed.error
+    state = VulnSource.get_by_id("osv")
+    assert (state.records, state.consecutive_failures, state.failures_total) == (6, 1, 1)
+    assert VulnRecord.select().where(VulnRecord.source == "osv").count() == 6
+
+
+def test_feed_that_shrinks_too_much_is_kept_and_flagged(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    folder = tmp_path / "osv"
+    shutil.copytree(DEBIAN, folder)
+    settings = local(tmp_path, vulns_osv_sources=(str(folder),), vulns_kev_source="")
+    refresh_vulns(settings)
+    for name in ("DSA-5514-1.json", "DSA-5621-1.json", "DEBIAN-CVE-2023-45853.json",
+                 "DEBIAN-CVE-2014-9586.json"):  # fmt: skip
+        (folder / name).unlink()
+    (out,) = refresh_vulns(settings)
+    assert out.outcome == "changed" and out.records == 2 and out.flagged
+    state = VulnSource.get_by_id("osv")
+    assert state.changed_too_much and state.records == 2
+
+
+def test_tracker_and_almalinux_archive(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    report("alma1", [Package("bash", "", "5.1.8", "6.el9", "x86_64", PackageKind.RPM)],
+           os=OSInfo("redhat", "almalinux", "AlmaLinux 9.4", "9.4"))  # fmt: skip
+    settings = local(
+        tmp_path, vulns_osv_sources=(str(ALMALINUX),), vulns_kev_source="",
+        vulns_debian_tracker_source=str(TRACKER),
+    )  # fmt: skip
+    out = {o.name: o for o in refresh_vulns(settings)}
+    assert out["osv"].records == 5637  # 5,680 files, 43 duplicates
+    assert out["debian_tracker"].outcome == "changed" and out["debian_tracker"].skipped > 0
+    # the tracker's record for CVE-2023-4911 and its bookworm fix
+    rec = VulnRecord.get((VulnRecord.source == "debian_tracker")
+                         & (VulnRecord.record_id == "CVE-2023-4911"))  # fmt: skip
+    # bookworm only: the parse keeps the releases the fleet runs
+    assert [(a.ecosystem, a.package) for a in rec.affected] == [("Debian:12", "glibc")]
+
+
+# --- findings per host -----------------------------------------------------------------
+
+
+def test_statuses_once_per_set_and_recomputed_on_change(db, tmp_path: Path) -> None:
+    old_glibc = deb("glibc", "2.36-9+deb12u1")  # affected by DSA-5514-1, fixed in u3
+    old_bind = Package("bind9", "1", "9.18.19", "1~deb12u1", "amd64", PackageKind.DEB)
+    for i in range(3):
+        report(f"web{i}", [old_glibc, old_bind, deb("bash", "5.2.15-2+b2")])
+    report("other", [deb("glibc", "2.36-9+deb12u3")])  # fixed already
+    refresh_vulns(local(tmp_path))
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+
+    run = refresh_host_vulns(1000.0)
+    assert (run.computed, run.reused) == (2, 2)  # three identical hosts share one set
+    web0 = VulnHost.get(VulnHost.host == Host.get(Host.name == "web0").id)
+    items = {(i.vulnerability, i.package): i for i in VulnSetItem.select().where(
+        VulnSetItem.vuln_set == web0.vuln_set_id)}  # fmt: skip
+    glibc = items[("CVE-2023-4911", "glibc")]
+    assert (glibc.status, glibc.fixed_version, glibc.candidate) == (
+        "fixable", "2.36-9+deb12u3", "2.36-9+deb12u3")  # fmt: skip
+    bind = {k: v for k, v in items.items() if k[1] == "bind9"}
+    assert bind and {v.status for v in bind.values()} == {"fixed_upstream"}
+    other = VulnHost.get(VulnHost.host == Host.get(Host.name == "other").id)
+    assert not VulnSetItem.select().where(VulnSetItem.vuln_set == other.vuln_set_id).exists()
+
+    assert refresh_host_vulns(2000.0).computed == 0  # nothing changed
+    publish([deb("glibc", "2.36-9+deb12u2")], 3000.0)  # the mirror now offers only u2
+    run = refresh_host_vulns(3000.0)
+    assert run.computed == 2
+    glibc = VulnSetItem.get((VulnSetItem.vuln_set == web0.vuln_set_id)
+                            & (VulnSetItem.vulnerability == "CVE-2023-4911"))  # fmt: skip
+    assert glibc.status == "fixed_upstream" and glibc.candidate == ""
+
+
+def test_host_of_unmapped_os_is_not_matched(db, tmp_path: Path) -> None:
+    report("sid1", [deb("glibc", "2.36-9+deb12u1")],
+           os=OSInfo("debian", "debian", "Debian sid", "", "sid"))  # fmt: skip
+    refresh_vulns(local(tmp_path))
+    run = refresh_host_vulns(1000.0)
+    assert run.unmatched == 1
+    row = VulnHost.get()
+    assert row.vuln_set_id is None and row.ecosystem == ""
+    assert VulnSet.select().count() == 0
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_change_share_setting_bounds(share: float) -> None:
+    from patchwatch.domain.errors import ConfigError
+    from patchwatch.domain.settings import parse_settings
+
+    with pytest.raises(ConfigError):
+        parse_settings({"vulns_change_share": share})
+    assert dataclasses.replace(Settings(), vulns_change_share=0.2).vulns_change_share == 0.2
