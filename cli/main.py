@@ -24,6 +24,7 @@ from cli import refresh_cmd
 from cli import repos_cmd
 from cli import serve_cmd
 from cli import tools_cmd
+from cli import vulns_cmd
 from cli.gunicorn_app import LOG_FORMAT
 from cli.output import OneLineParser
 from cli.output import UsageError
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosts_cmd.add_commands(sub)
     repos_cmd.add_commands(sub)
     ops_cmd.add_commands(sub)
+    vulns_cmd.add_commands(sub)
     name_commands(parser)
     return parser
 

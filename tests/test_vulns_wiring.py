@@ -231,3 +231,71 @@ def test_change_share_setting_bounds(share: float) -> None:
     with pytest.raises(ConfigError):
         parse_settings({"vulns_change_share": share})
     assert dataclasses.replace(Settings(), vulns_change_share=0.2).vulns_change_share == 0.2
+
+
+# --- operator views --------------------------------------------------------------------
+
+
+def _cli(url: str, home: Path, *args: str, env: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "PATCHWATCH_DATABASE_URL": url,
+             **(env or {})},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_cli_lists_shows_and_refreshes(db, database_url: str, tmp_path: Path) -> None:
+    import json
+
+    old_glibc = deb("glibc", "2.36-9+deb12u1")
+    report("web1", [old_glibc], at=100.0)
+    report("web2", [old_glibc, deb("bash", "5.2.15-2+b2")], at=100.0)
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+
+    listed = _cli(database_url, tmp_path, "vulns", "--format", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    assert "no vulnerability feed loaded yet" in listed.stderr
+
+    env = {"PATCHWATCH_VULNS_OSV_SOURCES": str(DEBIAN), "PATCHWATCH_VULNS_KEV_SOURCE": "",
+           "PATCHWATCH_VULNS_DEBIAN_TRACKER_SOURCE": ""}  # fmt: skip
+    refreshed = _cli(database_url, tmp_path, "vulns", "refresh", env=env)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "changed    osv: 6 records" in refreshed.stdout
+    kev = _cli(database_url, tmp_path, "vulns", "refresh", "--source", "kev", "--file", str(KEV),
+               env=env)  # fmt: skip
+    assert kev.returncode == 0 and "kev: 1404 records" in kev.stdout, kev.stderr
+
+    rows = json.loads(_cli(database_url, tmp_path, "vulns", "--format", "json").stdout)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["CVE-2023-4911"]["kev"] is True
+    assert (by_id["CVE-2023-4911"]["hosts"], by_id["CVE-2023-4911"]["fixable"]) == (2, 2)
+    assert rows[0]["id"] == "CVE-2023-4911"  # known-exploited first
+    only_kev = json.loads(_cli(database_url, tmp_path, "vulns", "--kev", "--format", "json").stdout)
+    assert [r["id"] for r in only_kev] == ["CVE-2023-4911"]
+    csv_out = _cli(database_url, tmp_path, "vulns", "--format", "csv").stdout.splitlines()
+    assert csv_out[0] == "id,severity,cvss_score,kev,epss,published,hosts,fixable"
+
+    shown = _cli(database_url, tmp_path, "vulns", "show", "CVE-2023-4911", "--format", "json")
+    detail = json.loads(shown.stdout)
+    assert {(h["host"], h["installed"], h["candidate"], h["status"]) for h in detail["hosts"]} == {
+        ("web1", "2.36-9+deb12u1", "2.36-9+deb12u3", "fixable"),
+        ("web2", "2.36-9+deb12u1", "2.36-9+deb12u3", "fixable"),
+    }
+    assert "https://www.debian.org/security/2023/dsa-5514" in detail["links"]
+    table = _cli(database_url, tmp_path, "vulns", "show", "CVE-2023-4911")
+    assert table.returncode == 0 and "web1" in table.stdout and "DSA-5514-1" in table.stdout
+
+    missing = _cli(database_url, tmp_path, "vulns", "show", "CVE-1999-0001")
+    assert missing.returncode == 1 and "no vulnerability 'CVE-1999-0001'" in missing.stderr
+    bad = _cli(database_url, tmp_path, "vulns", "refresh", "--file", str(KEV))
+    assert bad.returncode == 2 and "--file needs --source" in bad.stderr

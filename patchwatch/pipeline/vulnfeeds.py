@@ -57,7 +57,7 @@ from patchwatch.store.vulns import source_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeedOutcome", "feed_policy", "plan", "refresh_feed", "refresh_vulns"]
+__all__ = ["FeedOutcome", "feed_policy", "plan", "refresh_feed", "refresh_vulns", "summarize_feeds"]
 
 
 @dataclass
@@ -289,3 +289,12 @@ def refresh_vulns(
     finally:
         if own and isinstance(fetcher, HttpFetcher):
             fetcher.close()
+
+
+def summarize_feeds(outcomes: Iterable[FeedOutcome]) -> str:
+    """One line for a job run: how many feeds changed, were unchanged, failed."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.outcome] = counts.get(o.outcome, 0) + 1
+    text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return f"feeds: {text}" if text else "no vulnerability feed to read"
