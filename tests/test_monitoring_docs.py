@@ -18,7 +18,13 @@ from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Repository
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnSet
+from patchwatch.store.vuln_models import VulnSetItem
+from patchwatch.store.vuln_models import VulnSource
 from receiver.metrics import PROCESSING_SECONDS
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED
@@ -73,6 +79,14 @@ def _seed() -> None:
                   last_success_at=now, skipped_packages=0)  # fmt: skip
     JobRun.create(job="prune", started_at=now, finished_at=now, duration_seconds=0.1,
                   outcome="success")  # fmt: skip
+    VulnSource.create(name="osv:Debian:12", last_attempt_at=now, last_success_at=now,
+                      records=1, skipped=0)  # fmt: skip
+    Vulnerability.create(id="CVE-2023-4911", severity="high", published=now, kev=True)
+    pset = PackageSet.create(digest="0" * 64, size=0, created_at=now)
+    vs = VulnSet.create(package_set=pset, ecosystem="Debian:12", computed_at=now)
+    VulnSetItem.create(vuln_set=vs, vulnerability="CVE-2023-4911", status="fixable",
+                       package="glibc", installed="2.36-9")  # fmt: skip
+    VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -299,3 +299,61 @@ def test_cli_lists_shows_and_refreshes(db, database_url: str, tmp_path: Path) ->
     assert missing.returncode == 1 and "no vulnerability 'CVE-1999-0001'" in missing.stderr
     bad = _cli(database_url, tmp_path, "vulns", "refresh", "--file", str(KEV))
     assert bad.returncode == 2 and "--file needs --source" in bad.stderr
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def _samples(db) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from exporter.collector import StoreCollector
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in StoreCollector(db).collect():
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
+def test_metrics_absent_until_a_feed_is_loaded_then_counted(db, tmp_path: Path) -> None:
+    old_glibc = deb("glibc", "2.36-9+deb12u1")
+    report("web1", [old_glibc])
+    report("clean", [deb("bash", "5.2.15-2+b2")])
+    report("sid1", [old_glibc], os=OSInfo("debian", "debian", "Debian sid", "", "sid"))
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+    refresh_host_vulns(500.0)  # no feed yet: nothing can be said
+    before = _samples(db)
+    for name in ("patchwatch_host_vulnerabilities", "patchwatch_host_vulnerabilities_kev_fixable",
+                 "patchwatch_host_vulnerabilities_computed_timestamp_seconds",
+                 "patchwatch_vuln_feed_records"):  # fmt: skip
+        assert name not in before, name
+
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(1000.0)
+    after = _samples(db)
+    kev_fixable = {
+        lab["host"]: v for lab, v in after["patchwatch_host_vulnerabilities_kev_fixable"]
+    }
+    assert kev_fixable == {"web1": 1, "clean": 0}  # sid1: not matched, no series
+    cells = {
+        (lab["severity"], lab["status"]): v
+        for lab, v in after["patchwatch_host_vulnerabilities"]
+        if lab["host"] == "web1"
+    }
+    assert cells[("high", "fixable")] >= 1
+    assert not [
+        lab for lab, _ in after["patchwatch_host_vulnerabilities"] if lab["host"] == "clean"
+    ]
+    computed = {
+        lab["host"]
+        for lab, _ in after["patchwatch_host_vulnerabilities_computed_timestamp_seconds"]
+    }
+    assert computed == {"web1", "clean"}
+    kev = {(lab["cve"], lab["status"]): v for lab, v in after["patchwatch_kev_vulnerability_hosts"]}
+    assert kev == {("CVE-2023-4911", "all"): 1, ("CVE-2023-4911", "fixable"): 1}
+    name = "patchwatch_host_oldest_fixable_vulnerability_published_timestamp_seconds"
+    oldest = {(lab["host"], lab["severity"]): v for lab, v in after[name]}
+    assert oldest[("web1", "high")] == 1696352400.0  # DSA-5514-1, 2023-10-03T17:00:00Z
+    records = {lab["feed"]: v for lab, v in after["patchwatch_vuln_feed_records"]}
+    assert records == {"osv": 6, "kev": 1404}
+    failures = {lab["feed"]: v for lab, v in after["patchwatch_vuln_feed_failures_total"]}
+    assert failures == {"osv": 0, "kev": 0}

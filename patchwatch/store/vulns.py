@@ -13,6 +13,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+
+from peewee import fn
 
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.vulns.epss import EpssScore
@@ -33,8 +37,11 @@ from patchwatch.store.models import OSRelease
 from patchwatch.store.vuln_models import VulnAffected
 from patchwatch.store.vuln_models import VulnEpss
 from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnKev
 from patchwatch.store.vuln_models import VulnRecord
+from patchwatch.store.vuln_models import VulnSet
+from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "replace_epss",
     "replace_kev",
     "replace_records",
+    "scrape_rows",
     "source_state",
 ]
 
@@ -291,3 +299,70 @@ def feeds_digest() -> str:
     for name, digest, changed in rows.tuples():
         h.update(f"{name}\0{digest}\0{changed}\n".encode())
     return h.hexdigest()
+
+
+@dataclass
+class SetSummary:
+    """What a scrape needs of one findings set: counts and the few per-set figures."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (severity, status)
+    kev_fixable: int = 0
+    oldest_fixable: dict[str, float] = field(default_factory=dict)  # severity -> published
+    kev: dict[str, str] = field(default_factory=dict)  # KEV vulnerability -> worst status
+
+
+@dataclass
+class VulnScrape:
+    """The vulnerability state a scrape serves, read in a few grouped queries."""
+
+    loaded: bool
+    hosts: list[tuple[str, float, SetSummary]]  # host name, computed at, its set's summary
+    feeds: list[VulnSource]
+
+
+_SEVERE = ("critical", "high")
+
+
+def scrape_rows() -> VulnScrape:
+    """Per host: counts by severity and worst status, KEV fixable, oldest fixable severe.
+
+    Statuses compare as their words do (``fixable`` < ``fixed_upstream`` < ``no_fix``),
+    so the worst status of a vulnerability over a set's packages is a ``MAX``.
+    """
+    feeds = list(VulnSource.select().order_by(VulnSource.name))
+    loaded = any(f.records is not None and f.name not in ("kev", "epss") for f in feeds)
+    if not loaded:
+        return VulnScrape(False, [], feeds)
+    meta = {
+        vid: (sev, bool(kev), pub)
+        for vid, sev, kev, pub in Vulnerability.select(
+            Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
+        ).tuples()
+    }
+    sets: dict[int, SetSummary] = {}
+    query = VulnSetItem.select(
+        VulnSetItem.vuln_set, VulnSetItem.vulnerability, fn.MAX(VulnSetItem.status)
+    ).group_by(VulnSetItem.vuln_set, VulnSetItem.vulnerability)
+    for sid, vid, status in query.tuples().iterator():
+        summary = sets.setdefault(sid, SetSummary())
+        severity, kev, published = meta.get(vid, ("unknown", False, None))
+        key = (severity, status)
+        summary.counts[key] = summary.counts.get(key, 0) + 1
+        if kev:
+            summary.kev[vid] = status
+        if status == "fixable":
+            summary.kev_fixable += kev
+            if severity in _SEVERE and published is not None:
+                old = summary.oldest_fixable.get(severity)
+                if old is None or published < old:
+                    summary.oldest_fixable[severity] = published
+    empty = SetSummary()
+    hosts = [
+        (name, at, sets.get(sid, empty))
+        for name, sid, at in VulnHost.select(Host.name, VulnHost.vuln_set, VulnSet.computed_at)
+        .join(Host, on=(Host.id == VulnHost.host))
+        .switch(VulnHost)
+        .join(VulnSet, on=(VulnSet.id == VulnHost.vuln_set))
+        .tuples()
+    ]
+    return VulnScrape(True, hosts, feeds)
