@@ -357,3 +357,96 @@ def test_metrics_absent_until_a_feed_is_loaded_then_counted(db, tmp_path: Path) 
     assert records == {"osv": 6, "kev": 1404}
     failures = {lab["feed"]: v for lab, v in after["patchwatch_vuln_feed_failures_total"]}
     assert failures == {"osv": 0, "kev": 0}
+
+
+# --- feeds over HTTP -------------------------------------------------------------------
+
+
+class _FeedServer:
+    """A loopback HTTP server for one feed file, honouring If-None-Match."""
+
+    def __init__(self, body: bytes) -> None:
+        import http.server
+        import threading
+
+        self.body = body
+        self.status = 200
+        self.requests: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append(dict(self.headers))
+                etag = f'"v-{len(outer.body)}"'
+                if outer.status != 200:
+                    self.send_response(outer.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                else:
+                    self.send_response(200)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", str(len(outer.body)))
+                    self.end_headers()
+                    self.wfile.write(outer.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/feeds/kev.json"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_feed_over_http_conditional_kept_on_failure_and_capped(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    server = _FeedServer(KEV.read_bytes())
+    try:
+        settings = local(
+            tmp_path, vulns_osv_sources=(), vulns_kev_source=server.url,
+            mirror_allowed_networks=("127.0.0.0/8",), http_retries=0,
+        )  # fmt: skip
+        (first,) = refresh_vulns(settings)
+        assert first.outcome == "changed" and first.records == 1404
+        assert "If-None-Match" not in server.requests[0]
+        (second,) = refresh_vulns(settings)
+        assert second.outcome == "unchanged"
+        assert server.requests[1].get("If-None-Match") == f'"v-{len(server.body)}"'
+
+        server.status = 503
+        (failed,) = refresh_vulns(settings)
+        assert failed.outcome == "failed" and "503" in failed.error
+        state = VulnSource.get_by_id("kev")
+        assert (state.records, state.consecutive_failures) == (1404, 1)
+        assert Vulnerability.select().count() == 0  # no records: KEV alone makes none
+
+        server.status = 200
+        capped = dataclasses.replace(settings, vulns_max_feed_bytes=1000)
+        (too_big,) = refresh_vulns(capped, force=True)
+        assert too_big.outcome == "failed"
+        assert VulnSource.get_by_id("kev").records == 1404  # last good data kept
+        (back,) = refresh_vulns(settings)
+        assert back.outcome == "unchanged" and VulnSource.get_by_id("kev").consecutive_failures == 0
+    finally:
+        server.close()
+
+
+def test_feed_url_outside_loopback_allowance_is_refused(db, tmp_path: Path) -> None:
+    report("web1", [deb("bash", "5.2.15-2+b2")])
+    server = _FeedServer(KEV.read_bytes())
+    try:
+        settings = local(
+            tmp_path, vulns_osv_sources=(), vulns_kev_source=server.url, http_retries=0
+        )  # fmt: skip (no mirror_allowed_networks: loopback refused)
+        (out,) = refresh_vulns(settings)
+        assert out.outcome == "failed" and server.requests == []
+    finally:
+        server.close()
