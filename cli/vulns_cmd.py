@@ -27,6 +27,8 @@ from cli.output import printable
 from cli.output import render_json
 from cli.output import usage_error
 from patchwatch.domain.settings import Settings
+from patchwatch.inventory.vulns import SEVERITIES
+from patchwatch.inventory.vulns import STATUSES
 from patchwatch.inventory.vulns import VULN_FIELDS
 from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import feeds_loaded
@@ -51,8 +53,6 @@ HOST_COLUMNS = [
     ("status", "status"), ("fixed_version", "fixed in"), ("candidate", "update"),
     ("records", "advisories"),
 ]  # fmt: skip
-SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
-STATUSES = ("fixable", "fixed_upstream", "no_fix")
 
 
 def _filters(p: argparse.ArgumentParser) -> None:

@@ -450,3 +450,42 @@ def test_feed_url_outside_loopback_allowance_is_refused(db, tmp_path: Path) -> N
         assert out.outcome == "failed" and server.requests == []
     finally:
         server.close()
+
+
+def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_path) -> None:
+    import time as _time
+
+    from patchwatch.store.tokens import create_token
+    from receiver.app import create_app
+
+    app = create_app(Settings(data_dir=str(tmp_path), process_inline=False), db=db)
+    client = app.test_client()
+    _, admin = create_token("admin", _time.time())
+    auth = {"Authorization": f"Bearer {admin}"}
+    report("web1", [deb("glibc", "2.36-9+deb12u1"), deb("bash", "5.2.15-2+b2")])
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+
+    before = client.get("/api/v1/hosts/web1", headers=auth).get_json()
+    assert before["vulnerabilities"] == {"state": "unknown", "ecosystem": None,
+                                         "vulnerabilities": []}  # fmt: skip
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(1000.0)
+    body = client.get("/api/v1/hosts/web1", headers=auth).get_json()["vulnerabilities"]
+    assert body["state"] == "known" and body["ecosystem"] == "Debian:12"
+    by_id = {v["id"]: v for v in body["vulnerabilities"]}
+    cve = by_id["CVE-2023-4911"]
+    assert (cve["kev"], cve["status"], cve["severity"]) == (True, "fixable", "high")
+    assert cve["packages"] == [{"name": "glibc", "installed": "2.36-9+deb12u1",
+                                "status": "fixable", "fixed_version": "2.36-9+deb12u3",
+                                "candidate": "2.36-9+deb12u3",
+                                "records": ["DEBIAN-CVE-2023-4911", "DSA-5514-1"]}]  # fmt: skip
+    kev = client.get("/api/v1/hosts/web1?kev=true", headers=auth).get_json()["vulnerabilities"]
+    assert [v["id"] for v in kev["vulnerabilities"]] == ["CVE-2023-4911"]
+    bad = client.get("/api/v1/hosts/web1?severity=awful", headers=auth)
+    assert bad.status_code == 400
+
+    if database_url.startswith("sqlite"):
+        shown = _cli(database_url, tmp_path, "hosts", "show", "web1")
+        assert shown.returncode == 0, shown.stderr
+        assert "vulnerabilities (" in shown.stdout and "CVE-2023-4911" in shown.stdout
+        assert "2.36-9+deb12u3" in shown.stdout

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
 from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
@@ -30,6 +31,7 @@ __all__ = [
     "feeds_loaded",
     "fleet_vulnerabilities",
     "host_vulnerabilities",
+    "vuln_filter",
     "vulnerability_detail",
 ]
 
@@ -46,6 +48,25 @@ class VulnFilter:
     status: str | None = None  # fixable, fixed_upstream, no_fix
     os: str | None = None  # substring of the OS name (an OS group)
     tag: str | None = None
+
+
+SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
+STATUSES = tuple(s.value for s in FixStatus)
+
+
+def vuln_filter(
+    severity: str | None = None,
+    kev: bool | None = None,
+    status: str | None = None,
+    os: str | None = None,
+    tag: str | None = None,
+) -> VulnFilter:
+    """A filter from an operator's words; ``ParseError`` names a value that is not one."""
+    if severity is not None and severity not in SEVERITIES:
+        raise ParseError(f"expected one of {', '.join(SEVERITIES)}, got {severity!r}", "severity")
+    if status is not None and status not in STATUSES:
+        raise ParseError(f"expected one of {', '.join(STATUSES)}, got {status!r}", "status")
+    return VulnFilter(severity=severity, kev=kev, status=status, os=os, tag=tag)
 
 
 def feeds_loaded() -> bool:
