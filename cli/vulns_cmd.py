@@ -130,5 +130,5 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{line}{o.records} records{extra}{flag} in {o.seconds:.1f} s")
     if not args.quiet:
         print(f"{summarize_feeds(outcomes)}; {run.computed} vulnerability sets computed, "
-              f"{run.reused} reused")  # fmt: skip
+              f"{run.reused} reused; computed in {run.seconds:.2f} s")  # fmt: skip
     return 1 if failed else 0

@@ -34,6 +34,7 @@ from patchwatch.domain.vulns.ecosystems import HostEcosystem
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
+from patchwatch.domain.vulns.match import PackageFinding
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.store.db import chunks
 from patchwatch.store.db import write_transaction
@@ -103,6 +104,60 @@ class _Cache:
             for name, versions in self.offers[ms].items():
                 merged.setdefault(name, set()).update(versions)
         return merged
+
+
+class _Matcher:
+    """Findings per installed (name, version), decided once per run and source of offers.
+
+    Hosts are drifting copies of a few images: their package sets differ but share
+    nearly all their packages. A package version's findings depend only on the host's
+    ecosystem, the versions its repositories offer for that name and the feeds, so they
+    are decided once per (ecosystem, mirror sets, name, version) and a new set costs
+    dict lookups for what it shares with sets already computed. The feeds are read only
+    when a set must be computed (a run where nothing changed never loads them).
+    """
+
+    def __init__(self, ecosystems: set[str]) -> None:
+        self.ecosystems = ecosystems
+        self._index: FeedIndex | None = None
+        self._memo: dict[tuple[str, tuple[int, ...], str, str], tuple[Finding, ...]] = {}
+
+    @property
+    def index(self) -> FeedIndex:
+        if self._index is None:
+            self._index = FeedIndex(load_records(self.ecosystems) if self.ecosystems else ())
+        return self._index
+
+    def assess(
+        self,
+        eco: HostEcosystem,
+        mirror_sets: tuple[int, ...],
+        installed: dict[str, set[str]],
+        cache: _Cache,
+    ) -> list[Finding]:
+        view = self.index.for_host(eco)
+        offered: dict[str, set[str]] | None = None
+        per_vuln: dict[str, list[PackageFinding]] = {}
+        for name, versions in installed.items():
+            if name not in view:
+                continue
+            for version in versions:
+                key = (eco.label, mirror_sets, name, version)
+                found = self._memo.get(key)
+                if found is None:
+                    if offered is None:
+                        offered = cache.offered(mirror_sets)
+                    found = tuple(
+                        assess_host(eco, {name: [version]}, self.index,
+                                    {name: offered.get(name, set())})
+                    )  # fmt: skip
+                    self._memo[key] = found
+                for finding in found:
+                    per_vuln.setdefault(finding.vulnerability, []).extend(finding.packages)
+        return [
+            Finding(ident, max((p.status for p in pkgs), key=lambda s: s.rank), tuple(pkgs))
+            for ident, pkgs in sorted(per_vuln.items())
+        ]
 
 
 def _mirror_sets(rset: int | None, memo: dict[int | None, tuple[int, ...]]) -> tuple[int, ...]:
@@ -200,7 +255,7 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
     ecos = {e for *_, e in hosts if e is not None}
     stored = {e for (e,) in VulnAffected.select(VulnAffected.ecosystem).distinct().tuples()}
     wanted = {s for s in stored if any(h.accepts(s) for h in ecos)}
-    index = FeedIndex(load_records(wanted)) if wanted else FeedIndex(())
+    matcher = _Matcher(wanted)
     feeds = feeds_digest()
     memo: dict[int | None, tuple[int, ...]] = {}
     existing = {
@@ -232,9 +287,7 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
                 set_of[key] = found[0]
                 run.reused += 1
             else:
-                installed = cache.names(pset)
-                offered = cache.offered(mirror_sets)
-                findings = assess_host(eco, installed, index, offered)
+                findings = matcher.assess(eco, mirror_sets, cache.names(pset), cache)
                 with write_transaction():
                     set_of[key] = _write_set(key, digest, now, findings)
                 run.computed += 1
