@@ -32,9 +32,10 @@ from patchwatch.store.models import JobRun
 from patchwatch.store.tokens import create_token
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
-from patchwatch.store.vuln_models import VulnSet
-from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import vulnerability_meta
 from tests.conftest import FIXTURES
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip
@@ -257,11 +258,12 @@ def seed_vulnerabilities(host: Host, now: float) -> None:
     Vulnerability.create(id="CVE-2023-4911", severity="critical", published=now - 30 * day,
                          kev=True)  # fmt: skip
     Vulnerability.create(id="CVE-2099-0001", severity="high", published=now - 5 * day)
-    vs = VulnSet.create(package_set=host.package_set_id, ecosystem="Debian:12", computed_at=now)
-    VulnSetItem.create(vuln_set=vs, vulnerability="CVE-2023-4911", status="fixable",
-                       package="glibc", installed="2.36-9", candidate="2.36-9+deb12u3")  # fmt: skip
-    VulnSetItem.create(vuln_set=vs, vulnerability="CVE-2099-0001", status="no_fix",
-                       package="bash", installed="5.2.15-2")  # fmt: skip
+    found = [
+        FindingRow("CVE-2023-4911", "glibc", "2.36-9", "fixable", "2.36-9+deb12u3",
+                   "2.36-9+deb12u3"),
+        FindingRow("CVE-2099-0001", "bash", "5.2.15-2", "no_fix"),
+    ]  # fmt: skip
+    vs = save_set(host.package_set_id, None, "Debian:12", "", now, found, vulnerability_meta())
     VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
 
 

@@ -22,9 +22,10 @@ from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Repository
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
-from patchwatch.store.vuln_models import VulnSet
-from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import vulnerability_meta
 from receiver.metrics import PROCESSING_SECONDS
 from receiver.metrics import REPORT_BYTES
 from receiver.metrics import REPORTS_RECEIVED
@@ -83,9 +84,8 @@ def _seed() -> None:
                       records=1, skipped=0)  # fmt: skip
     Vulnerability.create(id="CVE-2023-4911", severity="high", published=now, kev=True)
     pset = PackageSet.create(digest="0" * 64, size=0, created_at=now)
-    vs = VulnSet.create(package_set=pset, ecosystem="Debian:12", computed_at=now)
-    VulnSetItem.create(vuln_set=vs, vulnerability="CVE-2023-4911", status="fixable",
-                       package="glibc", installed="2.36-9")  # fmt: skip
+    found = [FindingRow("CVE-2023-4911", "glibc", "2.36-9", "fixable", "2.36-9+deb12u3")]
+    vs = save_set(pset.id, None, "Debian:12", "", now, found, vulnerability_meta())
     VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
 
 

@@ -32,10 +32,18 @@ from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnRecord
 from patchwatch.store.vuln_models import VulnSet
-from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
+
+
+def set_rows(set_id: int) -> list:
+    from patchwatch.store.vulns import findings
+    from patchwatch.store.vulns import set_finding_ids
+
+    return list(findings(set_finding_ids([set_id]).get(set_id, [])).values())
+
+
 DEBIAN = FIXTURES / "debian"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
 TRACKER = FIXTURES / "debian-tracker.json"
@@ -193,22 +201,21 @@ def test_statuses_once_per_set_and_recomputed_on_change(db, tmp_path: Path) -> N
     run = refresh_host_vulns(1000.0)
     assert (run.computed, run.reused) == (2, 2)  # three identical hosts share one set
     web0 = VulnHost.get(VulnHost.host == Host.get(Host.name == "web0").id)
-    items = {(i.vulnerability, i.package): i for i in VulnSetItem.select().where(
-        VulnSetItem.vuln_set == web0.vuln_set_id)}  # fmt: skip
+    items = {(i.vulnerability, i.package): i for i in set_rows(web0.vuln_set_id)}
     glibc = items[("CVE-2023-4911", "glibc")]
     assert (glibc.status, glibc.fixed_version, glibc.candidate) == (
         "fixable", "2.36-9+deb12u3", "2.36-9+deb12u3")  # fmt: skip
     bind = {k: v for k, v in items.items() if k[1] == "bind9"}
     assert bind and {v.status for v in bind.values()} == {"fixed_upstream"}
     other = VulnHost.get(VulnHost.host == Host.get(Host.name == "other").id)
-    assert not VulnSetItem.select().where(VulnSetItem.vuln_set == other.vuln_set_id).exists()
+    assert set_rows(other.vuln_set_id) == []
 
     assert refresh_host_vulns(2000.0).computed == 0  # nothing changed
     publish([deb("glibc", "2.36-9+deb12u2")], 3000.0)  # the mirror now offers only u2
     run = refresh_host_vulns(3000.0)
     assert run.computed == 2
-    glibc = VulnSetItem.get((VulnSetItem.vuln_set == web0.vuln_set_id)
-                            & (VulnSetItem.vulnerability == "CVE-2023-4911"))  # fmt: skip
+    web0 = VulnHost.get(VulnHost.host == Host.get(Host.name == "web0").id)
+    (glibc,) = [i for i in set_rows(web0.vuln_set_id) if i.vulnerability == "CVE-2023-4911"]
     assert glibc.status == "fixed_upstream" and glibc.candidate == ""
 
 

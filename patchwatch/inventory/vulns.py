@@ -22,8 +22,10 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
-from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import findings
+from patchwatch.store.vulns import set_finding_ids
 
 __all__ = [
     "VULN_FIELDS",
@@ -78,25 +80,39 @@ def feeds_loaded() -> bool:
     )
 
 
-def _host_findings(flt: VulnFilter) -> dict[str, dict[str, list[VulnSetItem]]]:
-    """host name -> vulnerability -> its items, for the hosts the filter keeps."""
+def _host_findings(flt: VulnFilter) -> dict[str, dict[str, list[FindingRow]]]:
+    """host name -> vulnerability -> its findings, for the hosts the filter keeps.
+
+    Read per set (hosts sharing one share its findings), then handed to each host.
+    """
     query = (
-        VulnSetItem.select(VulnSetItem, Host.name, Host.tags, OSRelease.name.alias("os_name"))
-        .join(VulnHost, on=(VulnHost.vuln_set == VulnSetItem.vuln_set))
+        VulnHost.select(VulnHost.vuln_set, Host.name, Host.tags, OSRelease.name)
         .join(Host, on=(Host.id == VulnHost.host))
         .join(OSRelease, on=(Host.os_release == OSRelease.id))
+        .where(VulnHost.vuln_set.is_null(False))
+        .tuples()
     )
-    out: dict[str, dict[str, list[VulnSetItem]]] = defaultdict(lambda: defaultdict(list))
-    for item in query.objects().iterator():
-        if flt.tag and flt.tag not in item.tags.split():
+    hosts: dict[int, list[str]] = defaultdict(list)
+    for sid, name, tags, os_name in query:
+        if flt.tag and flt.tag not in tags.split():
             continue
-        if flt.os and flt.os.lower() not in item.os_name.lower():
+        if flt.os and flt.os.lower() not in os_name.lower():
             continue
-        out[item.name][item.vulnerability].append(item)
+        hosts[sid].append(name)
+    ids = set_finding_ids(hosts)
+    rows = findings({i for found in ids.values() for i in found})
+    out: dict[str, dict[str, list[FindingRow]]] = {}
+    for sid, names in hosts.items():
+        per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
+        for fid in ids.get(sid, ()):
+            row = rows[fid]
+            per_vuln[row.vulnerability].append(row)
+        for name in names:
+            out[name] = per_vuln
     return out
 
 
-def _worst(items: list[VulnSetItem]) -> str:
+def _worst(items: list[FindingRow]) -> str:
     return max((i.status for i in items), key=lambda s: _RANK[s])
 
 
@@ -134,10 +150,10 @@ def _describe(vid: str, v: Vulnerability | None) -> dict[str, object]:
 
 def fleet_vulnerabilities(flt: VulnFilter = VulnFilter()) -> list[dict[str, object]]:
     """Every vulnerability present in the fleet: hosts exposed, on how many fixable."""
-    findings = _host_findings(flt)
+    by_host = _host_findings(flt)
     hosts: dict[str, int] = defaultdict(int)
     fixable: dict[str, int] = defaultdict(int)
-    for per_vuln in findings.values():
+    for per_vuln in by_host.values():
         for vid, items in per_vuln.items():
             status = _worst(items)
             if flt.status and status != flt.status:
@@ -165,9 +181,9 @@ def fleet_vulnerabilities(flt: VulnFilter = VulnFilter()) -> list[dict[str, obje
 def vulnerability_detail(vid: str, flt: VulnFilter = VulnFilter()) -> dict[str, object]:
     """One vulnerability and every host it touches: package, installed, fix, where."""
     v = Vulnerability.get_or_none(Vulnerability.id == vid)
-    findings = _host_findings(flt)
+    by_host = _host_findings(flt)
     hosts = []
-    for host, per_vuln in sorted(findings.items()):
+    for host, per_vuln in sorted(by_host.items()):
         for item in per_vuln.get(vid, ()):
             if flt.status and item.status != flt.status:
                 continue
@@ -190,8 +206,9 @@ def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str
         return {"state": "unknown", "ecosystem": None, "vulnerabilities": []}
     if link.vuln_set_id is None:
         return {"state": "not_matched", "ecosystem": None, "vulnerabilities": []}
-    per_vuln: dict[str, list[VulnSetItem]] = defaultdict(list)
-    for item in VulnSetItem.select().where(VulnSetItem.vuln_set == link.vuln_set_id):
+    per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
+    ids = set_finding_ids([link.vuln_set_id]).get(link.vuln_set_id, [])
+    for item in findings(ids).values():
         per_vuln[item.vulnerability].append(item)
     rows = _vuln_rows(set(per_vuln))
     out = []
@@ -209,7 +226,7 @@ def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str
                     {"name": i.package, "installed": i.installed, "status": i.status,
                      "fixed_version": i.fixed_version or None, "candidate": i.candidate or None,
                      "records": i.records.split()}
-                    for i in items
+                    for i in sorted(items, key=lambda i: (i.package, i.installed))
                 ],
             }
         )  # fmt: skip

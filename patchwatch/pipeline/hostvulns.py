@@ -45,11 +45,15 @@ from patchwatch.store.models import Package
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import package_ids_of
 from patchwatch.store.vuln_models import VulnAffected
+from patchwatch.store.vuln_models import VulnFinding
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSet
-from patchwatch.store.vuln_models import VulnSetItem
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import Meta
 from patchwatch.store.vulns import feeds_digest
 from patchwatch.store.vulns import load_records
+from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import vulnerability_meta
 
 log = logging.getLogger(__name__)
 
@@ -207,40 +211,15 @@ def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
     return out
 
 
-def _write_set(key: SetKey, digest: str, now: float, findings: list[Finding]) -> int:
-    pset, rset, eco = key
-    existing = VulnSet.get_or_none(
-        (VulnSet.package_set == pset)
-        & (VulnSet.repository_set.is_null() if rset is None else VulnSet.repository_set == rset)
-        & (VulnSet.ecosystem == eco)
-    )
-    if existing is None:
-        vs = VulnSet.create(
-            package_set=pset, repository_set=rset, ecosystem=eco, inputs_digest=digest,
-            computed_at=now,
-        )  # fmt: skip
-    else:
-        vs = existing
-        VulnSetItem.delete().where(VulnSetItem.vuln_set == vs.id).execute()
-        vs.inputs_digest, vs.computed_at = digest, now
-        vs.save()
-    rows = [
-        {
-            "vuln_set": vs.id,
-            "vulnerability": f.vulnerability[:160],
-            "status": p.status.value,
-            "package": p.name[:255],
-            "installed": p.installed[:255],
-            "fixed_version": (p.fixed_version or "")[:255],
-            "candidate": (p.candidate or "")[:255],
-            "records": " ".join(p.records)[:2000],
-        }
+def _rows(findings: list[Finding]) -> list[FindingRow]:
+    return [
+        FindingRow(
+            f.vulnerability, p.name, p.installed, p.status.value, p.fixed_version or "",
+            p.candidate or "", " ".join(p.records),
+        )
         for f in findings
         for p in f.packages
-    ]
-    for part in chunks(rows, 200):
-        VulnSetItem.insert_many(part).execute()
-    return int(vs.id)
+    ]  # fmt: skip
 
 
 def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> VulnRun:
@@ -271,6 +250,8 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
         ).tuples()
     }  # fmt: skip
     cache = _Cache()
+    meta: Meta | None = None
+    known: dict[str, int] = {}  # finding key -> id, filled as sets are written
     set_of: dict[SetKey, int] = {}
     assignments: list[tuple[int, int | None, str]] = []
     for hid, pset, rset, eco in hosts:
@@ -288,8 +269,11 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
                 run.reused += 1
             else:
                 findings = matcher.assess(eco, mirror_sets, cache.names(pset), cache)
+                if meta is None:
+                    meta = vulnerability_meta()
                 with write_transaction():
-                    set_of[key] = _write_set(key, digest, now, findings)
+                    set_of[key] = save_set(pset, rset, eco.label, digest, now, _rows(findings),
+                                           meta, known)  # fmt: skip
                 run.computed += 1
         else:
             run.reused += 1
@@ -309,8 +293,14 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
         used = {sid for _, sid, _ in assignments if sid is not None}
         stale = [sid for sid, _ in existing.values() if sid not in used]
         for part in chunks(stale):
-            VulnSetItem.delete().where(VulnSetItem.vuln_set.in_(list(part))).execute()
             VulnSet.delete().where(VulnSet.id.in_(list(part))).execute()
+        if run.computed and not run.reused:
+            # every set was written in this run: findings none of them has are gone
+            # (a run that reuses sets cannot tell cheaply, and leaves them)
+            keep = set(known.values())
+            gone = [f for (f,) in VulnFinding.select(VulnFinding.id).tuples() if f not in keep]
+            for part in chunks(gone):
+                VulnFinding.delete().where(VulnFinding.id.in_(list(part))).execute()
     run.hosts_changed = len(changed)
     run.seconds = time.monotonic() - started
     return run

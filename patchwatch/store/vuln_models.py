@@ -15,13 +15,15 @@ Migration 17 (``patchwatch.store.migrations``) creates them.
   over every source's records, with KEV and EPSS beside it; rebuilt after a source
   changes.
 - :class:`VulnKev`, :class:`VulnEpss`: the catalogue and the scores, by CVE.
-- :class:`VulnSet`, :class:`VulnSetItem`: the findings of one (package set, repository
+- :class:`VulnSet`, :class:`VulnFinding`: the findings of one (package set, repository
   set, ecosystem), computed once and shared by every host with those inputs, like
-  ``UpdateSet``; :class:`VulnHost` says which set each host has.
+  ``UpdateSet``; each distinct finding stored once; :class:`VulnHost` says which set
+  each host has.
 """
 
 from __future__ import annotations
 
+from peewee import BlobField
 from peewee import BooleanField
 from peewee import CharField
 from peewee import DoubleField
@@ -125,30 +127,43 @@ class VulnEpss(BaseModel):
     percentile = DoubleField()
 
 
-class VulnSet(BaseModel):
-    """The findings of one (package set, repository set, ecosystem), shared by hosts."""
+class VulnFinding(BaseModel):
+    """One vulnerability on one installed package version, with its status and fix.
 
-    package_set = ForeignKeyField(PackageSet, on_delete="CASCADE", index=False)
-    repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="CASCADE", index=False)
-    ecosystem = CharField(max_length=160)
-    inputs_digest = CharField(max_length=64, default="")  # feeds and mirror data it read
-    computed_at = DoubleField()
+    Stored once however many sets have it (``key`` is the digest of every field):
+    hosts share nearly all their packages, so a fleet's distinct findings are a small
+    fraction of (set, finding) pairs, and a set keeps only their ids.
+    """
 
-    class Meta:
-        indexes = ((("package_set", "repository_set", "ecosystem"), True),)
-
-
-class VulnSetItem(BaseModel):
-    """One vulnerability of a set, on one installed package version."""
-
-    vuln_set = ForeignKeyField(VulnSet, backref="items", on_delete="CASCADE", index=True)
-    vulnerability = CharField(max_length=160)
+    key = CharField(max_length=40, unique=True)
+    vulnerability = CharField(max_length=160, index=True)
     status = CharField(max_length=16)  # fixable, fixed_upstream, no_fix
     package = CharField(max_length=255)
     installed = CharField(max_length=255)
     fixed_version = CharField(max_length=255, default="")
     candidate = CharField(max_length=255, default="")  # the update carrying the fix
     records = TextField(default="")
+
+
+class VulnSet(BaseModel):
+    """The findings of one (package set, repository set, ecosystem), shared by hosts.
+
+    ``finding_ids``: the :class:`VulnFinding` ids, packed (``patchwatch.domain.packed_ids``).
+    ``summary``: what a scrape serves for its hosts (counts by severity and status, KEV
+    fixable, oldest fixable critical/high, KEV vulnerabilities), as JSON, computed with
+    the findings: a scrape then reads one row per set instead of every finding.
+    """
+
+    package_set = ForeignKeyField(PackageSet, on_delete="CASCADE", index=False)
+    repository_set = ForeignKeyField(RepositorySet, null=True, on_delete="CASCADE", index=False)
+    ecosystem = CharField(max_length=160)
+    inputs_digest = CharField(max_length=64, default="")  # feeds and mirror data it read
+    computed_at = DoubleField()
+    finding_ids = BlobField(null=True)
+    summary = TextField(default="{}")
+
+    class Meta:
+        indexes = ((("package_set", "repository_set", "ecosystem"), True),)
 
 
 class VulnHost(BaseModel):
@@ -167,7 +182,7 @@ VULN_MODELS: tuple[type[BaseModel], ...] = (
     Vulnerability,
     VulnKev,
     VulnEpss,
+    VulnFinding,
     VulnSet,
-    VulnSetItem,
     VulnHost,
 )

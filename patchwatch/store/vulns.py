@@ -11,13 +11,15 @@ here, so they know no table layout.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 
-from peewee import fn
-
+from patchwatch.domain.packed_ids import pack_ids
+from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.vulns.epss import EpssScore
 from patchwatch.domain.vulns.feeds import affected_from_json
@@ -32,20 +34,23 @@ from patchwatch.domain.vulns.severity import Rating
 from patchwatch.domain.vulns.severity import effective_level
 from patchwatch.domain.vulns.severity import preferred_cvss
 from patchwatch.store.db import chunks
+from patchwatch.store.db import execute_many
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.vuln_models import VulnAffected
 from patchwatch.store.vuln_models import VulnEpss
 from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnFinding
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnKev
 from patchwatch.store.vuln_models import VulnRecord
 from patchwatch.store.vuln_models import VulnSet
-from patchwatch.store.vuln_models import VulnSetItem
 from patchwatch.store.vuln_models import VulnSource
 
 __all__ = [
+    "FindingRow",
     "feeds_digest",
+    "findings",
     "fleet_os",
     "load_records",
     "named_cves",
@@ -53,8 +58,13 @@ __all__ = [
     "replace_epss",
     "replace_kev",
     "replace_records",
+    "save_set",
     "scrape_rows",
+    "set_finding_ids",
     "source_state",
+    "summarize",
+    "vulnerability_meta",
+    "worst_by_vulnerability",
 ]
 
 _BATCH = 500
@@ -91,65 +101,56 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
     """Replace every stored record of ``source`` by ``records``; return how many.
 
     Call inside a transaction (with the state update and the rebuild), so the feed's
-    old data stays whole until the new data is.
+    old data stays whole until the new data is. Rows are written with the driver's
+    executemany (``COPY`` on PostgreSQL): peewee's query building costs more than the
+    database's own work for a feed's 50,000 records.
     """
     old = VulnRecord.select(VulnRecord.id).where(VulnRecord.source == source)
     VulnAffected.delete().where(VulnAffected.record.in_(old)).execute()
     VulnRecord.delete().where(VulnRecord.source == source).execute()
-    count = 0
-    batch: list[tuple[Record, dict[str, object]]] = []
-
-    def flush() -> None:
-        ids = []
-        for rec, row in batch:
-            ids.append((rec, VulnRecord.insert(**row).execute()))
-        affected = []
-        for rec, rid in ids:
-            for entry in rec.affected:
-                ranges, versions = ranges_to_json(entry)
-                affected.append(
-                    {
-                        "record": rid,
-                        "ecosystem": _cut(entry.ecosystem, 160),
-                        "package": _cut(entry.name, 255),
-                        "ranges": ranges,
-                        "versions": versions,
-                        "rating_level": entry.rating.level.value if entry.rating else "",
-                    }
-                )
-        for part in chunks(affected, 200):
-            VulnAffected.insert_many(part).execute()
-        batch.clear()
-
-    for rec in records:
-        count += 1
+    kept = list(records)
+    rows = []
+    for rec in kept:
         cvss = preferred_cvss(rec.cvss)
-        batch.append(
+        rating = rec.rating
+        rows.append(
             (
-                rec,
-                {
-                    "source": source,
-                    "record_id": _cut(rec.id, 160),
-                    "identities": " ".join(rec.identities),
-                    "published": rec.published,
-                    "modified": rec.modified,
-                    "cvss_version": cvss.version if cvss else "",
-                    "cvss_vector": _cut(cvss.vector, 512) if cvss else "",
-                    "cvss_score": cvss.score if cvss else None,
-                    "cvss_level": cvss.level.value if cvss else "",
-                    "rating_scheme": rec.rating.scheme if rec.rating else "",
-                    "rating_text": _cut(rec.rating.text, 64) if rec.rating else "",
-                    "rating_level": rec.rating.level.value if rec.rating else "",
-                    "summary": _cut(rec.summary, 1000),
-                    "urls": "\n".join(rec.advisory_urls[:10]),
-                },
+                source, _cut(rec.id, 160), " ".join(rec.identities), rec.published,
+                rec.modified, cvss.version if cvss else "",
+                _cut(cvss.vector, 512) if cvss else "", cvss.score if cvss else None,
+                cvss.level.value if cvss else "", rating.scheme if rating else "",
+                _cut(rating.text, 64) if rating else "",
+                rating.level.value if rating else "", _cut(rec.summary, 1000),
+                "\n".join(rec.advisory_urls[:10]),
             )
-        )
-        if len(batch) >= _BATCH:
-            flush()
-    if batch:
-        flush()
-    return count
+        )  # fmt: skip
+    execute_many(
+        f"INSERT INTO {VulnRecord._meta.table_name} (source, record_id, identities, "
+        "published, modified, cvss_version, cvss_vector, cvss_score, cvss_level, "
+        "rating_scheme, rating_text, rating_level, summary, urls) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    ids = dict(
+        VulnRecord.select(VulnRecord.record_id, VulnRecord.id)
+        .where(VulnRecord.source == source)
+        .tuples()
+    )
+    affected = []
+    for rec in kept:
+        rid = ids[_cut(rec.id, 160)]
+        for entry in rec.affected:
+            ranges, versions = ranges_to_json(entry)
+            level = entry.rating.level.value if entry.rating else ""
+            affected.append(
+                (rid, _cut(entry.ecosystem, 160), _cut(entry.name, 255), ranges, versions, level)
+            )
+    execute_many(
+        f"INSERT INTO {VulnAffected._meta.table_name} (record_id, ecosystem, package, "
+        "ranges, versions, rating_level) VALUES (?, ?, ?, ?, ?, ?)",
+        affected,
+    )
+    return len(kept)
 
 
 def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
@@ -193,17 +194,15 @@ def replace_kev(entries: Mapping[str, KevEntry]) -> int:
     """Replace the stored catalogue."""
     VulnKev.delete().execute()
     rows = [
-        {
-            "cve": e.cve,
-            "date_added": e.date_added.isoformat(),
-            "due_date": e.due_date.isoformat() if e.due_date else "",
-            "ransomware": e.ransomware,
-            "name": _cut(e.name, 255),
-        }
+        (e.cve, e.date_added.isoformat(), e.due_date.isoformat() if e.due_date else "",
+         e.ransomware, _cut(e.name, 255))
         for e in entries.values()
-    ]
-    for part in chunks(rows, 200):
-        VulnKev.insert_many(part).execute()
+    ]  # fmt: skip
+    execute_many(
+        f"INSERT INTO {VulnKev._meta.table_name} (cve, date_added, due_date, ransomware, name) "
+        "VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
     return len(rows)
 
 
@@ -231,62 +230,65 @@ def rebuild_vulnerabilities() -> int:
     rating (``severity.effective_level``).
     """
     records = []
-    for row in VulnRecord.select().iterator():
-        cvss = (
-            Cvss(row.cvss_version, row.cvss_vector, row.cvss_score, Level(row.cvss_level))
-            if row.cvss_score is not None
-            else None
-        )
-        rating = (
-            Rating(row.rating_scheme, row.rating_text, Level(row.rating_level))
-            if row.rating_scheme
-            else None
-        )
+    query = VulnRecord.select(
+        VulnRecord.record_id, VulnRecord.identities, VulnRecord.modified,
+        VulnRecord.published, VulnRecord.summary, VulnRecord.cvss_version,
+        VulnRecord.cvss_vector, VulnRecord.cvss_score, VulnRecord.cvss_level,
+        VulnRecord.rating_scheme, VulnRecord.rating_text, VulnRecord.rating_level,
+        VulnRecord.urls,
+    ).tuples()  # fmt: skip
+    for (rid, idents, modified, published, summary, c_version, c_vector, c_score, c_level,
+         r_scheme, r_text, r_level, link_text) in query.iterator():  # fmt: skip
+        cvss = Cvss(c_version, c_vector, c_score, Level(c_level)) if c_score is not None else None
+        rating = Rating(r_scheme, r_text, Level(r_level)) if r_scheme else None
         records.append(
             Record(
-                id=row.record_id,
-                identities=tuple(row.identities.split()),
-                modified=row.modified,
-                published=row.published,
-                summary=row.summary,
-                cvss=(cvss,) if cvss else (),
-                rating=rating,
-                advisory_urls=tuple(u for u in row.urls.split("\n") if u),
+                id=rid, identities=tuple(idents.split()), modified=modified,
+                published=published, summary=summary, cvss=(cvss,) if cvss else (),
+                rating=rating, advisory_urls=tuple(u for u in link_text.split("\n") if u),
             )
-        )
-    urls: dict[str, list[str]] = {}
+        )  # fmt: skip
+    urls: dict[str, set[str]] = {}
     for rec in records:
-        for ident in rec.identities:
-            urls.setdefault(ident, []).extend(rec.advisory_urls)
+        if rec.advisory_urls:
+            for ident in rec.identities:
+                urls.setdefault(ident, set()).update(rec.advisory_urls)
     merged = merge(records)
-    kev = {k.cve: k for k in VulnKev.select()}
-    epss = {e.cve: e for e in VulnEpss.select()}
+    kev = {
+        cve: (added, due, ransomware)
+        for cve, added, due, ransomware in VulnKev.select(
+            VulnKev.cve, VulnKev.date_added, VulnKev.due_date, VulnKev.ransomware
+        ).tuples()
+    }
+    epss = {
+        cve: (score, pct)
+        for cve, score, pct in VulnEpss.select(
+            VulnEpss.cve, VulnEpss.score, VulnEpss.percentile
+        ).tuples()
+    }
     Vulnerability.delete().execute()
     rows = []
     for ident, v in merged.items():
         k = kev.get(ident)
         e = epss.get(ident)
         rows.append(
-            {
-                "id": ident,
-                "severity": effective_level(v.cvss, v.rating).value,
-                "cvss_score": v.cvss.score if v.cvss else None,
-                "cvss_vector": v.cvss.vector if v.cvss else "",
-                "rating": _cut(f"{v.rating.scheme}: {v.rating.text}", 64) if v.rating else "",
-                "published": v.published,
-                "kev": k is not None,
-                "kev_added": k.date_added if k else "",
-                "kev_due": k.due_date if k else "",
-                "kev_ransomware": k.ransomware if k else None,
-                "epss": e.score if e else None,
-                "epss_percentile": e.percentile if e else None,
-                "summary": _cut(v.summary, 1000),
-                "records": _cut(" ".join(v.records), 4000),
-                "urls": "\n".join(sorted(set(urls.get(ident, ())))[:10]),
-            }
-        )
-    for part in chunks(rows, 100):
-        Vulnerability.insert_many(part).execute()
+            (
+                ident, effective_level(v.cvss, v.rating).value,
+                v.cvss.score if v.cvss else None, v.cvss.vector if v.cvss else "",
+                _cut(f"{v.rating.scheme}: {v.rating.text}", 64) if v.rating else "",
+                v.published, k is not None, k[0] if k else "", k[1] if k else "",
+                k[2] if k else None, e[0] if e else None, e[1] if e else None,
+                _cut(v.summary, 1000), _cut(" ".join(v.records), 4000),
+                "\n".join(sorted(urls.get(ident, ()))[:10]),
+            )
+        )  # fmt: skip
+    execute_many(
+        f"INSERT INTO {Vulnerability._meta.table_name} (id, severity, cvss_score, "
+        "cvss_vector, rating, published, kev, kev_added, kev_due, kev_ransomware, epss, "
+        "epss_percentile, summary, records, urls) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     return len(rows)
 
 
@@ -299,6 +301,160 @@ def feeds_digest() -> str:
     for name, digest, changed in rows.tuples():
         h.update(f"{name}\0{digest}\0{changed}\n".encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """One vulnerability on one installed package version (a ``VulnFinding`` row)."""
+
+    vulnerability: str
+    package: str
+    installed: str
+    status: str
+    fixed_version: str = ""
+    candidate: str = ""
+    records: str = ""  # space-separated record ids
+
+    @property
+    def key(self) -> str:
+        text = "\0".join(
+            (self.vulnerability, self.package, self.installed, self.status,
+             self.fixed_version, self.candidate, self.records)
+        )  # fmt: skip
+        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+Meta = dict[str, tuple[str, bool, float | None]]  # vulnerability -> severity, KEV, published
+_SEVERE = ("critical", "high")
+_RANK = {"fixable": 0, "fixed_upstream": 1, "no_fix": 2}
+
+
+def vulnerability_meta() -> Meta:
+    """What summaries need of every vulnerability: severity, KEV flag, publication."""
+    query = Vulnerability.select(
+        Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
+    ).tuples()
+    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in query.iterator()}
+
+
+def worst_by_vulnerability(rows: Iterable[FindingRow]) -> dict[str, str]:
+    """Each vulnerability's worst status over the packages it touches."""
+    worst: dict[str, str] = {}
+    for r in rows:
+        old = worst.get(r.vulnerability)
+        if old is None or _RANK[r.status] > _RANK[old]:
+            worst[r.vulnerability] = r.status
+    return worst
+
+
+def summarize(rows: Iterable[FindingRow], meta: Meta) -> dict[str, object]:
+    """What a scrape serves for a set's hosts (see ``VulnSet.summary``)."""
+    cells: dict[str, int] = {}
+    kev: dict[str, str] = {}
+    oldest: dict[str, float] = {}
+    kev_fixable = 0
+    for vid, status in worst_by_vulnerability(rows).items():
+        severity, is_kev, published = meta.get(vid, ("unknown", False, None))
+        key = f"{severity}/{status}"
+        cells[key] = cells.get(key, 0) + 1
+        if is_kev:
+            kev[vid] = status
+        if status == "fixable":
+            kev_fixable += is_kev
+            if (
+                severity in _SEVERE
+                and published is not None
+                and (severity not in oldest or published < oldest[severity])
+            ):
+                oldest[severity] = published
+    return {"cells": cells, "kev_fixable": kev_fixable, "oldest": oldest, "kev": kev}
+
+
+def finding_ids(rows: Sequence[FindingRow], known: dict[str, int]) -> list[int]:
+    """The ids of ``rows``, inserting those not stored yet; ``known`` (key -> id) is a
+    run's cache, filled as it goes."""
+    missing: dict[str, FindingRow] = {}
+    for r in rows:
+        k = r.key
+        if k not in known:
+            missing[k] = r
+    if missing:
+        table = VulnFinding._meta.table_name
+        execute_many(
+            f"INSERT INTO {table} (key, vulnerability, status, package, installed, "
+            "fixed_version, candidate, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            [
+                (k, r.vulnerability[:160], r.status, r.package[:255], r.installed[:255],
+                 r.fixed_version[:255], r.candidate[:255], r.records[:2000])
+                for k, r in missing.items()
+            ],
+        )  # fmt: skip
+        keys = list(missing)
+        for part in chunks(keys):
+            query = VulnFinding.select(VulnFinding.key, VulnFinding.id).where(
+                VulnFinding.key.in_(list(part))
+            )
+            known.update(query.tuples())
+    return sorted({known[r.key] for r in rows})
+
+
+def save_set(
+    package_set: int,
+    repository_set: int | None,
+    ecosystem: str,
+    digest: str,
+    now: float,
+    rows: Sequence[FindingRow],
+    meta: Meta,
+    known: dict[str, int] | None = None,
+) -> int:
+    """Store one set's findings (ids packed) and summary; return the set's id."""
+    ids = finding_ids(rows, known if known is not None else {})
+    packed = pack_ids(ids)
+    summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
+    where = (
+        (VulnSet.package_set == package_set)
+        & (VulnSet.repository_set.is_null() if repository_set is None
+           else VulnSet.repository_set == repository_set)
+        & (VulnSet.ecosystem == ecosystem)
+    )  # fmt: skip
+    existing = VulnSet.get_or_none(where)
+    values = {"inputs_digest": digest, "computed_at": now, "finding_ids": packed,
+              "summary": summary}  # fmt: skip
+    if existing is None:
+        return int(
+            VulnSet.insert(package_set=package_set, repository_set=repository_set,
+                           ecosystem=ecosystem, **values).execute()
+        )  # fmt: skip
+    VulnSet.update(**values).where(VulnSet.id == existing.id).execute()
+    return int(existing.id)
+
+
+def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
+    """Each set's finding ids."""
+    out: dict[int, list[int]] = {}
+    wanted = sorted(set(set_ids))
+    for part in chunks(wanted):
+        query = VulnSet.select(VulnSet.id, VulnSet.finding_ids).where(VulnSet.id.in_(list(part)))
+        for sid, blob in query.tuples():
+            out[sid] = list(unpack_ids(blob)) if blob else []
+    return out
+
+
+def findings(ids: Iterable[int]) -> dict[int, FindingRow]:
+    """Finding rows by id."""
+    out: dict[int, FindingRow] = {}
+    wanted = sorted(set(ids))
+    for part in chunks(wanted):
+        query = VulnFinding.select(
+            VulnFinding.id, VulnFinding.vulnerability, VulnFinding.package,
+            VulnFinding.installed, VulnFinding.status, VulnFinding.fixed_version,
+            VulnFinding.candidate, VulnFinding.records,
+        ).where(VulnFinding.id.in_(list(part)))  # fmt: skip
+        for fid, *fields in query.tuples():
+            out[fid] = FindingRow(*fields)
+    return out
 
 
 @dataclass
@@ -320,49 +476,43 @@ class VulnScrape:
     feeds: list[VulnSource]
 
 
-_SEVERE = ("critical", "high")
+def _cell(key: str) -> tuple[str, str]:
+    severity, _, status = key.partition("/")
+    return severity, status
+
+
+def _summary(text: str) -> SetSummary:
+    doc = json.loads(text or "{}")
+    cells = doc.get("cells", {})
+    return SetSummary(
+        counts={_cell(k): int(v) for k, v in cells.items()},
+        kev_fixable=int(doc.get("kev_fixable", 0)),
+        oldest_fixable={k: float(v) for k, v in doc.get("oldest", {}).items()},
+        kev=dict(doc.get("kev", {})),
+    )
 
 
 def scrape_rows() -> VulnScrape:
-    """Per host: counts by severity and worst status, KEV fixable, oldest fixable severe.
-
-    Statuses compare as their words do (``fixable`` < ``fixed_upstream`` < ``no_fix``),
-    so the worst status of a vulnerability over a set's packages is a ``MAX``.
-    """
+    """Per host: its set's summary (counts by severity and worst status, KEV fixable,
+    oldest fixable critical/high); one row per set is read, never its findings."""
     feeds = list(VulnSource.select().order_by(VulnSource.name))
     loaded = any(f.records is not None and f.name not in ("kev", "epss") for f in feeds)
     if not loaded:
         return VulnScrape(False, [], feeds)
-    meta = {
-        vid: (sev, bool(kev), pub)
-        for vid, sev, kev, pub in Vulnerability.select(
-            Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
+    sets = {
+        sid: (at, _summary(text))
+        for sid, at, text in VulnSet.select(
+            VulnSet.id, VulnSet.computed_at, VulnSet.summary
         ).tuples()
     }
-    sets: dict[int, SetSummary] = {}
-    query = VulnSetItem.select(
-        VulnSetItem.vuln_set, VulnSetItem.vulnerability, fn.MAX(VulnSetItem.status)
-    ).group_by(VulnSetItem.vuln_set, VulnSetItem.vulnerability)
-    for sid, vid, status in query.tuples().iterator():
-        summary = sets.setdefault(sid, SetSummary())
-        severity, kev, published = meta.get(vid, ("unknown", False, None))
-        key = (severity, status)
-        summary.counts[key] = summary.counts.get(key, 0) + 1
-        if kev:
-            summary.kev[vid] = status
-        if status == "fixable":
-            summary.kev_fixable += kev
-            if severity in _SEVERE and published is not None:
-                old = summary.oldest_fixable.get(severity)
-                if old is None or published < old:
-                    summary.oldest_fixable[severity] = published
-    empty = SetSummary()
-    hosts = [
-        (name, at, sets.get(sid, empty))
-        for name, sid, at in VulnHost.select(Host.name, VulnHost.vuln_set, VulnSet.computed_at)
+    hosts = []
+    for name, sid in (
+        VulnHost.select(Host.name, VulnHost.vuln_set)
         .join(Host, on=(Host.id == VulnHost.host))
-        .switch(VulnHost)
-        .join(VulnSet, on=(VulnSet.id == VulnHost.vuln_set))
+        .where(VulnHost.vuln_set.is_null(False))
         .tuples()
-    ]
+    ):
+        if sid in sets:
+            at, summary = sets[sid]
+            hosts.append((name, at, summary))
     return VulnScrape(True, hosts, feeds)
