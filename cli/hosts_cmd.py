@@ -177,7 +177,8 @@ def _print_vulnerabilities(vulns: dict[str, Any]) -> None:
         return
     found = vulns["vulnerabilities"]
     rows = [
-        {"id": v["id"], "severity": v["severity"], "kev": v["kev"], "status": p["status"],
+        {"id": v["id"], "severity": v["severity"], "kev": v["kev"],
+         "status": f"held {p['status']}" if p["held"] else p["status"],
          "package": p["name"], "installed": p["installed"],
          "fix": p["candidate"] or p["fixed_version"] or "-"}
         for v in found

@@ -485,7 +485,8 @@ def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_pa
     assert cve["packages"] == [{"name": "glibc", "installed": "2.36-9+deb12u1",
                                 "status": "fixable", "fixed_version": "2.36-9+deb12u3",
                                 "candidate": "2.36-9+deb12u3",
-                                "records": ["DEBIAN-CVE-2023-4911", "DSA-5514-1"]}]  # fmt: skip
+                                "records": ["DEBIAN-CVE-2023-4911", "DSA-5514-1"],
+                                "held": False}]  # fmt: skip
     kev = client.get("/api/v1/hosts/web1?kev=true", headers=auth).get_json()["vulnerabilities"]
     assert [v["id"] for v in kev["vulnerabilities"]] == ["CVE-2023-4911"]
     bad = client.get("/api/v1/hosts/web1?severity=awful", headers=auth)
@@ -496,3 +497,25 @@ def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_pa
         assert shown.returncode == 0, shown.stderr
         assert "vulnerabilities (" in shown.stdout and "CVE-2023-4911" in shown.stdout
         assert "2.36-9+deb12u3" in shown.stdout
+
+
+def test_held_package_is_reported_as_held(db, tmp_path: Path) -> None:
+    from patchwatch.domain.records import HeldPackage
+    from patchwatch.inventory.vulns import host_vulnerabilities
+
+    glibc = deb("glibc", "2.36-9+deb12u1")
+    rep = HostReport(hostname="held1", os=BOOKWORM, kernel="6.1.0-28-amd64", arch="x86_64",
+                     packages=(glibc,), repositories=(MAIN,),
+                     held=(HeldPackage("glibc", "amd64"),))  # fmt: skip
+    apply_report(store_report("held1", "patchwatch/1", {}, 100.0), rep, 100.0)
+    report("free1", [glibc])
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(1000.0)
+
+    def glibc_held(name: str) -> list[bool]:
+        found = host_vulnerabilities(Host.get(Host.name == name))["vulnerabilities"]
+        return [p["held"] for v in found for p in v["packages"] if v["id"] == "CVE-2023-4911"]
+
+    assert glibc_held("held1") == [True]
+    assert glibc_held("free1") == [False]

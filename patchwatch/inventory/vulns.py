@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
+from patchwatch.domain.updates import decode_holds
 from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
@@ -206,6 +207,8 @@ def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str
         return {"state": "unknown", "ecosystem": None, "vulnerabilities": []}
     if link.vuln_set_id is None:
         return {"state": "not_matched", "ecosystem": None, "vulnerabilities": []}
+    # a held package (apt-mark hold, versionlock) stays as it is on upgrade: said so
+    held = {name for name, _arch in decode_holds(host.held)}
     per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
     ids = set_finding_ids([link.vuln_set_id]).get(link.vuln_set_id, [])
     for item in findings(ids).values():
@@ -225,7 +228,7 @@ def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str
                 "packages": [
                     {"name": i.package, "installed": i.installed, "status": i.status,
                      "fixed_version": i.fixed_version or None, "candidate": i.candidate or None,
-                     "records": i.records.split()}
+                     "records": i.records.split(), "held": i.package in held}
                     for i in sorted(items, key=lambda i: (i.package, i.installed))
                 ],
             }
