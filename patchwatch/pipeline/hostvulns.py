@@ -34,9 +34,11 @@ from patchwatch.domain.vulns.ecosystems import HostEcosystem
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
-from patchwatch.domain.vulns.match import PackageFinding
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.store.db import chunks
+from patchwatch.store.db import database
+from patchwatch.store.db import placeholders
+from patchwatch.store.db import raw_sql
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
+_Found = tuple[tuple[FindingRow, str], ...]  # a package's findings and their keys
 
 
 @dataclass
@@ -82,12 +85,15 @@ class _Cache:
 
     def ensure(self, ids: Iterable[int]) -> None:
         missing = sorted(set(ids).difference(self.rows))
+        table = Package._meta.table_name
         for part in chunks(missing):
-            query = Package.select(
-                Package.id, Package.kind, Package.name, Package.epoch, Package.version,
-                Package.release, Package.arch,
-            ).where(Package.id.in_(list(part)))  # fmt: skip
-            for pid, kind, name, epoch, version, release, arch in query.tuples():
+            sql = raw_sql(
+                f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
+                f"WHERE id IN ({placeholders(len(part))})"
+            )
+            for pid, kind, name, epoch, version, release, arch in database.execute_sql(
+                sql, list(part)
+            ).fetchall():
                 rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
                 self.rows[pid] = (name, rec.evr)
 
@@ -111,12 +117,12 @@ class _Cache:
 
 
 class _Matcher:
-    """Findings per installed (name, version), decided once per run and source of offers.
+    """Findings per installed package, decided once per run and source of offers.
 
     Hosts are drifting copies of a few images: their package sets differ but share
     nearly all their packages. A package version's findings depend only on the host's
     ecosystem, the versions its repositories offer for that name and the feeds, so they
-    are decided once per (ecosystem, mirror sets, name, version) and a new set costs
+    are decided once per (ecosystem, mirror sets, package) and a new set costs
     dict lookups for what it shares with sets already computed. The feeds are read only
     when a set must be computed (a run where nothing changed never loads them).
     """
@@ -124,7 +130,7 @@ class _Matcher:
     def __init__(self, ecosystems: set[str]) -> None:
         self.ecosystems = ecosystems
         self._index: FeedIndex | None = None
-        self._memo: dict[tuple[str, tuple[int, ...], str, str], tuple[Finding, ...]] = {}
+        self._memo: dict[tuple[str, tuple[int, ...], int], _Found] = {}
 
     @property
     def index(self) -> FeedIndex:
@@ -136,32 +142,41 @@ class _Matcher:
         self,
         eco: HostEcosystem,
         mirror_sets: tuple[int, ...],
-        installed: dict[str, set[str]],
+        pids: Iterable[int],
         cache: _Cache,
-    ) -> list[Finding]:
+    ) -> tuple[list[FindingRow], list[str]]:
+        """The findings of a set's packages (by id) and their keys, decided or remembered.
+
+        One dict lookup per installed package once it was decided for these sources: a
+        package no record names is remembered as having none.
+        """
         view = self.index.for_host(eco)
         offered: dict[str, set[str]] | None = None
-        per_vuln: dict[str, list[PackageFinding]] = {}
-        for name, versions in installed.items():
-            if name not in view:
-                continue
-            for version in versions:
-                key = (eco.label, mirror_sets, name, version)
-                found = self._memo.get(key)
-                if found is None:
+        rows: list[FindingRow] = []
+        keys: list[str] = []
+        label, memo = eco.label, self._memo
+        missing = [pid for pid in pids if (label, mirror_sets, pid) not in memo]
+        if missing:
+            cache.ensure(missing)
+        for pid in pids:
+            memo_key = (label, mirror_sets, pid)
+            found = memo.get(memo_key)
+            if found is None:
+                name, version = cache.rows[pid]
+                if name not in view:
+                    found = ()
+                else:
                     if offered is None:
                         offered = cache.offered(mirror_sets)
-                    found = tuple(
-                        assess_host(eco, {name: [version]}, self.index,
-                                    {name: offered.get(name, set())})
-                    )  # fmt: skip
-                    self._memo[key] = found
-                for finding in found:
-                    per_vuln.setdefault(finding.vulnerability, []).extend(finding.packages)
-        return [
-            Finding(ident, max((p.status for p in pkgs), key=lambda s: s.rank), tuple(pkgs))
-            for ident, pkgs in sorted(per_vuln.items())
-        ]
+                    decided = assess_host(
+                        eco, {name: [version]}, self.index, {name: offered.get(name, set())}
+                    )
+                    found = tuple((row, row.key) for row in _rows(decided))
+                memo[memo_key] = found
+            for row, key in found:
+                rows.append(row)
+                keys.append(key)
+        return rows, keys
 
 
 def _mirror_sets(rset: int | None, memo: dict[int | None, tuple[int, ...]]) -> tuple[int, ...]:
@@ -268,12 +283,13 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
                 set_of[key] = found[0]
                 run.reused += 1
             else:
-                findings = matcher.assess(eco, mirror_sets, cache.names(pset), cache)
+                pids = package_ids_of(pset)
+                rows, keys = matcher.assess(eco, mirror_sets, pids, cache)
                 if meta is None:
                     meta = vulnerability_meta()
                 with write_transaction():
-                    set_of[key] = save_set(pset, rset, eco.label, digest, now, _rows(findings),
-                                           meta, known)  # fmt: skip
+                    set_of[key] = save_set(pset, rset, eco.label, digest, now, rows, meta,
+                                           known, keys, found[0] if found else None)  # fmt: skip
                 run.computed += 1
         else:
             run.reused += 1

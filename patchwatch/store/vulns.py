@@ -34,7 +34,10 @@ from patchwatch.domain.vulns.severity import Rating
 from patchwatch.domain.vulns.severity import effective_level
 from patchwatch.domain.vulns.severity import preferred_cvss
 from patchwatch.store.db import chunks
+from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
+from patchwatch.store.db import placeholders
+from patchwatch.store.db import raw_sql
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.vuln_models import VulnAffected
@@ -161,22 +164,25 @@ def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
     """
     wanted = set(ecosystems) if ecosystems is not None else None
     entries: dict[int, list[Affected]] = {}
-    query = VulnAffected.select(
-        VulnAffected.record,
-        VulnAffected.ecosystem,
-        VulnAffected.package,
-        VulnAffected.ranges,
-        VulnAffected.versions,
-    )
-    for rid, eco, package, ranges, versions in query.tuples().iterator():
+    # Raw rows, and each distinct JSON text parsed once: a feed repeats the same ranges
+    # and version lists across releases and records, and peewee's row conversion costs
+    # more than the database's own work for a feed's 100,000 entries.
+    parsed: dict[tuple[str, str, str, str], Affected] = {}
+    table = VulnAffected._meta.table_name
+    sql = f"SELECT record_id, ecosystem, package, ranges, versions FROM {table}"
+    for rid, eco, package, ranges, versions in database.execute_sql(sql).fetchall():
         if wanted is not None and eco not in wanted:
             continue
-        entries.setdefault(rid, []).append(affected_from_json(eco, package, ranges, versions))
+        key = (eco, package, ranges, versions)
+        entry = parsed.get(key)
+        if entry is None:
+            entry = parsed[key] = affected_from_json(eco, package, ranges, versions)
+        entries.setdefault(rid, []).append(entry)
     if not entries:
         return []
     out = []
-    query = VulnRecord.select(VulnRecord.id, VulnRecord.record_id, VulnRecord.identities)
-    for rid, record_id, idents in query.tuples().iterator():
+    sql = f"SELECT id, record_id, identities FROM {VulnRecord._meta.table_name}"
+    for rid, record_id, idents in database.execute_sql(sql).fetchall():
         found = entries.get(rid)
         if found:
             out.append(
@@ -370,12 +376,14 @@ def summarize(rows: Iterable[FindingRow], meta: Meta) -> dict[str, object]:
     return {"cells": cells, "kev_fixable": kev_fixable, "oldest": oldest, "kev": kev}
 
 
-def finding_ids(rows: Sequence[FindingRow], known: dict[str, int]) -> list[int]:
+def finding_ids(
+    rows: Sequence[FindingRow], known: dict[str, int], keys: Sequence[str] | None = None
+) -> list[int]:
     """The ids of ``rows``, inserting those not stored yet; ``known`` (key -> id) is a
-    run's cache, filled as it goes."""
+    run's cache, filled as it goes; ``keys`` are the rows' keys when the caller has them."""
+    keys = [r.key for r in rows] if keys is None else keys
     missing: dict[str, FindingRow] = {}
-    for r in rows:
-        k = r.key
+    for k, r in zip(keys, rows, strict=True):
         if k not in known:
             missing[k] = r
     if missing:
@@ -390,13 +398,12 @@ def finding_ids(rows: Sequence[FindingRow], known: dict[str, int]) -> list[int]:
                 for k, r in missing.items()
             ],
         )  # fmt: skip
-        keys = list(missing)
-        for part in chunks(keys):
-            query = VulnFinding.select(VulnFinding.key, VulnFinding.id).where(
-                VulnFinding.key.in_(list(part))
-            )
-            known.update(query.tuples())
-    return sorted({known[r.key] for r in rows})
+        new = list(missing)
+        table = VulnFinding._meta.table_name
+        for part in chunks(new):
+            sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
+            known.update(database.execute_sql(sql, list(part)).fetchall())
+    return sorted({known[k] for k in keys})
 
 
 def save_set(
@@ -408,27 +415,37 @@ def save_set(
     rows: Sequence[FindingRow],
     meta: Meta,
     known: dict[str, int] | None = None,
+    keys: Sequence[str] | None = None,
+    existing: int | None = None,
 ) -> int:
-    """Store one set's findings (ids packed) and summary; return the set's id."""
-    ids = finding_ids(rows, known if known is not None else {})
+    """Store one set's findings (ids packed) and summary; return the set's id.
+
+    ``existing``: the set's id when the caller knows it is stored (else looked up)."""
+    ids = finding_ids(rows, known if known is not None else {}, keys)
     packed = pack_ids(ids)
     summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
-    where = (
-        (VulnSet.package_set == package_set)
-        & (VulnSet.repository_set.is_null() if repository_set is None
-           else VulnSet.repository_set == repository_set)
-        & (VulnSet.ecosystem == ecosystem)
-    )  # fmt: skip
-    existing = VulnSet.get_or_none(where)
-    values = {"inputs_digest": digest, "computed_at": now, "finding_ids": packed,
-              "summary": summary}  # fmt: skip
+    if existing is None:
+        where = (
+            (VulnSet.package_set == package_set)
+            & (VulnSet.repository_set.is_null() if repository_set is None
+               else VulnSet.repository_set == repository_set)
+            & (VulnSet.ecosystem == ecosystem)
+        )  # fmt: skip
+        row = VulnSet.get_or_none(where)
+        existing = row.id if row is not None else None
+    table = VulnSet._meta.table_name
     if existing is None:
         return int(
             VulnSet.insert(package_set=package_set, repository_set=repository_set,
-                           ecosystem=ecosystem, **values).execute()
+                           ecosystem=ecosystem, inputs_digest=digest, computed_at=now,
+                           finding_ids=packed, summary=summary).execute()
         )  # fmt: skip
-    VulnSet.update(**values).where(VulnSet.id == existing.id).execute()
-    return int(existing.id)
+    sql = raw_sql(
+        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ? "
+        "WHERE id = ?"
+    )
+    database.execute_sql(sql, (digest, now, packed, summary, existing))
+    return existing
 
 
 def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
