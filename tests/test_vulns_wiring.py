@@ -519,3 +519,17 @@ def test_held_package_is_reported_as_held(db, tmp_path: Path) -> None:
 
     assert glibc_held("held1") == [True]
     assert glibc_held("free1") == [False]
+
+
+def test_scheduler_jobs_only_when_enabled_and_the_feed_job_computes(db, tmp_path: Path) -> None:
+    from scheduler.runner import default_jobs
+
+    assert not {"refresh_vulns", "compute_vulns"} & {j.name for j in default_jobs(Settings())}
+    settings = local(tmp_path)
+    jobs = {j.name: j for j in default_jobs(settings)}
+    assert jobs["refresh_vulns"].every_seconds == settings.vulns_refresh_interval_minutes * 60
+    report("web1", [deb("glibc", "2.36-9+deb12u1")])
+    detail = jobs["refresh_vulns"].run(1000.0)
+    assert detail == "feeds: 2 changed; 1 vulnerability sets computed"
+    assert VulnHost.get().vuln_set_id is not None
+    assert jobs["compute_vulns"].run(2000.0) == "0 vulnerability sets computed, 1 reused"
