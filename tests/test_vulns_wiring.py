@@ -533,3 +533,37 @@ def test_scheduler_jobs_only_when_enabled_and_the_feed_job_computes(db, tmp_path
     assert detail == "feeds: 2 changed; 1 vulnerability sets computed"
     assert VulnHost.get().vuln_set_id is not None
     assert jobs["compute_vulns"].run(2000.0) == "0 vulnerability sets computed, 1 reused"
+
+
+def test_binaries_matched_under_the_source_a_mirror_names(db, tmp_path: Path) -> None:
+    from patchwatch.store.vulns import remember_sources
+
+    libc6_old, libc6_new = deb("libc6", "2.36-9+deb12u1"), deb("libc6", "2.36-9+deb12u3")
+    rebuilt = deb("libc-bin", "2.36-9+deb12u1+b1")  # a binNMU: same source version
+    report("web1", [libc6_old, rebuilt])
+    publish([libc6_new], 200.0)
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(500.0)
+    web1 = VulnHost.get(VulnHost.host == Host.get(Host.name == "web1").id)
+    assert set_rows(web1.vuln_set_id) == []  # no glibc binary: nothing matched yet
+
+    assert remember_sources({libc6_old: "glibc", libc6_new: "glibc", rebuilt: "glibc"}) == 3
+    assert remember_sources({libc6_old: "glibc"}) == 0  # written once
+    refresh_host_vulns(1000.0, force=True)
+    found = {(r.vulnerability, r.installed, r.status, r.candidate)
+             for r in set_rows(web1.vuln_set_id) if r.package == "glibc"}  # fmt: skip
+    assert ("CVE-2023-4911", "2.36-9+deb12u1", "fixable", "2.36-9+deb12u3") in found
+    assert {installed for _v, installed, _s, _c in found} == {"2.36-9+deb12u1"}
+
+
+def test_refresh_collects_the_source_names_that_differ() -> None:
+    from patchwatch.domain.records import AvailablePackage
+    from patchwatch.pipeline.refresh.fetched import collect
+
+    libc6, bash = deb("libc6", "2.36-9"), deb("bash", "5.2.15-2")
+    into: list[Package] = []
+    sources: dict[Package, str] = {}
+    parsed = [AvailablePackage(libc6, "glibc"), AvailablePackage(bash, "bash"),
+              AvailablePackage(deb("tzdata", "2024a-0"), "")]  # fmt: skip
+    collect(parsed, into, 10, "packages", sources)
+    assert len(into) == 3 and sources == {libc6: "glibc"}

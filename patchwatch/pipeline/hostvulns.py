@@ -8,11 +8,11 @@ repository set is served from, so a run where nothing changed computes nothing, 
 changed record, set or mirror recomputes only the sets that read it.
 
 Names matched: RPM distributions' records name binary packages, which hosts report.
-Debian and Ubuntu records name *source* packages; until hosts report each binary's
-source (the agent's next step) and the mirror's ``Source`` field is stored, a binary is
-matched under its own name and version, which finds the many packages whose binary and
-source names agree (bash, openssl, curl, sudo, ...) and misses the others (libc6 of
-glibc). docs/vulnerabilities.md says so.
+Debian and Ubuntu records name *source* packages: a binary is matched under its
+source's name when a mirror's index gave it (``Source:``, stored by the refresh in
+``package_source``), at its own version less a binNMU suffix, else under its own name
+(the many packages whose binary and source names agree: bash, openssl, curl). Hosts
+reporting each binary's source themselves (the agent's next step) is not wired yet.
 
 Status (``patchwatch.domain.vulns.match``): ``fixable`` names the offered version that
 carries the fix; ``fixed_upstream``, ``no_fix``. A host whose OS maps to no ecosystem is
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from patchwatch.store.vulns import Meta
 from patchwatch.store.vulns import feeds_digest
 from patchwatch.store.vulns import load_records
 from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import sources_of
 from patchwatch.store.vulns import vulnerability_meta
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
+_BINNMU = re.compile(r"\+b[0-9]+$")
 _Found = tuple[tuple[FindingRow, str], ...]  # a package's findings and their keys
 
 
@@ -84,8 +87,12 @@ class _Cache:
         self.offers: dict[int, dict[str, set[str]]] = {}  # mirror set -> name -> versions
 
     def ensure(self, ids: Iterable[int]) -> None:
+        """Read the names and versions records use for these packages: for a deb whose
+        source has another name (as a mirror's index says), the source's, at the
+        binary's version without a binNMU suffix (``+b1``: rebuilt, same source)."""
         missing = sorted(set(ids).difference(self.rows))
         table = Package._meta.table_name
+        sources = sources_of(missing)
         for part in chunks(missing):
             sql = raw_sql(
                 f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
@@ -95,7 +102,11 @@ class _Cache:
                 sql, list(part)
             ).fetchall():
                 rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
-                self.rows[pid] = (name, rec.evr)
+                source = sources.get(pid)
+                if source is not None and kind == PackageKind.DEB.value:
+                    self.rows[pid] = (source, _BINNMU.sub("", rec.evr))
+                else:
+                    self.rows[pid] = (name, rec.evr)
 
     def names(self, pset: int) -> dict[str, set[str]]:
         ids = package_ids_of(pset)

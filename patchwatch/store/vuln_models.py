@@ -33,6 +33,7 @@ from peewee import TextField
 
 from patchwatch.store.models import BaseModel
 from patchwatch.store.models import Host
+from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import RepositorySet
 
@@ -166,6 +167,15 @@ class VulnSet(BaseModel):
         indexes = ((("package_set", "repository_set", "ecosystem"), True),)
 
 
+class PackageSource(BaseModel):
+    """The source package of a binary whose source has another name (``libc6`` of
+    ``glibc``), as a mirror's apt index says (``Source:``): Debian's and Ubuntu's
+    vulnerability records name source packages, hosts report binaries."""
+
+    package = ForeignKeyField(Package, primary_key=True, on_delete="CASCADE")
+    source = CharField(max_length=255)
+
+
 class VulnHost(BaseModel):
     """Which findings a host has: its set, or none when its OS maps to no ecosystem."""
 
@@ -185,4 +195,5 @@ VULN_MODELS: tuple[type[BaseModel], ...] = (
     VulnFinding,
     VulnSet,
     VulnHost,
+    PackageSource,
 )

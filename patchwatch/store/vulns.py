@@ -21,6 +21,7 @@ from dataclasses import field
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import OSInfo
+from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.vulns.epss import EpssScore
 from patchwatch.domain.vulns.feeds import affected_from_json
 from patchwatch.domain.vulns.feeds import ranges_to_json
@@ -40,6 +41,8 @@ from patchwatch.store.db import placeholders
 from patchwatch.store.db import raw_sql
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
+from patchwatch.store.sets import ensure_packages
+from patchwatch.store.vuln_models import PackageSource
 from patchwatch.store.vuln_models import VulnAffected
 from patchwatch.store.vuln_models import VulnEpss
 from patchwatch.store.vuln_models import Vulnerability
@@ -58,6 +61,7 @@ __all__ = [
     "load_records",
     "named_cves",
     "rebuild_vulnerabilities",
+    "remember_sources",
     "replace_epss",
     "replace_kev",
     "replace_records",
@@ -65,6 +69,7 @@ __all__ = [
     "scrape_rows",
     "set_finding_ids",
     "source_state",
+    "sources_of",
     "summarize",
     "vulnerability_meta",
     "worst_by_vulnerability",
@@ -533,3 +538,43 @@ def scrape_rows() -> VulnScrape:
             at, summary = sets[sid]
             hosts.append((name, at, summary))
     return VulnScrape(True, hosts, feeds)
+
+
+def remember_sources(sources: Mapping[PackageRecord, str]) -> int:
+    """Store each binary's source package name (those that differ), as mirrors say it.
+
+    A package build has one source; a row once written never changes. Returns how many
+    were new to the store.
+    """
+    if not sources:
+        return 0
+    ids = ensure_packages(sources)
+    table = PackageSource._meta.table_name
+    known: set[int] = set()
+    wanted = sorted(ids.values())
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT package_id FROM {table} WHERE package_id IN ({placeholders(len(part))})"
+        )
+        known.update(pid for (pid,) in database.execute_sql(sql, list(part)).fetchall())
+    rows = [(ids[p], name[:255]) for p, name in sources.items() if ids[p] not in known]
+    execute_many(
+        f"INSERT INTO {table} (package_id, source) VALUES (?, ?) "
+        "ON CONFLICT (package_id) DO NOTHING",
+        rows,
+    )
+    return len(rows)
+
+
+def sources_of(package_ids: Iterable[int]) -> dict[int, str]:
+    """The source names stored for these packages (only those that differ)."""
+    out: dict[int, str] = {}
+    table = PackageSource._meta.table_name
+    wanted = sorted(set(package_ids))
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT package_id, source FROM {table} "
+            f"WHERE package_id IN ({placeholders(len(part))})"
+        )
+        out.update(database.execute_sql(sql, list(part)).fetchall())
+    return out
