@@ -567,3 +567,43 @@ def test_refresh_collects_the_source_names_that_differ() -> None:
               AvailablePackage(deb("tzdata", "2024a-0"), "")]  # fmt: skip
     collect(parsed, into, 10, "packages", sources)
     assert len(into) == 3 and sources == {libc6: "glibc"}
+
+
+def test_updateinfo_advisories_are_a_source_for_hosts_of_their_repository(db, tmp_path) -> None:
+    from patchwatch.store.models import Advisory
+    from patchwatch.store.models import AdvisoryPackage
+    from patchwatch.store.models import Package as PackageRow
+    from patchwatch.store.sets import ensure_packages
+
+    baseos = ReportedRepository(RepoKind.RPM, "baseos", "BaseOS", ("http://rpm.example/baseos",))
+    other = ReportedRepository(RepoKind.RPM, "local", "Local", ("http://rpm.example/local",))
+    alma = OSInfo("redhat", "almalinux", "AlmaLinux 9.4", "9.4")
+    old = Package("openssl", "1", "3.0.1", "47.el9", "x86_64", PackageKind.RPM)
+    fixed = Package("openssl", "1", "3.0.7", "27.el9", "x86_64", PackageKind.RPM)
+    for host, repos in (("alma1", (baseos,)), ("alma2", (other,))):
+        rep = HostReport(hostname=host, os=alma, kernel="5.14.0", arch="x86_64",
+                         packages=(old,), repositories=repos)  # fmt: skip
+        apply_report(store_report(host, "patchwatch/1", {}, 100.0), rep, 100.0)
+    repo = Repository.get(Repository.key == repository_key(baseos))
+    pset = ensure_package_set([fixed], 200.0)
+    Mirror.update(package_set=pset, last_success_at=200.0).where(
+        Mirror.repository == repo
+    ).execute()
+    adv = Advisory.create(advisory_id="ALSA-2099:0001", repository=repo, type="security",
+                          severity="Important", title="Important: openssl security update",
+                          cves="CVE-2099-1234")  # fmt: skip
+    AdvisoryPackage.create(
+        advisory=adv, package=PackageRow.get_by_id(ensure_packages([fixed])[fixed])
+    )
+    settings = local(tmp_path, vulns_osv_sources=(), vulns_kev_source="")
+
+    (errata,) = refresh_vulns(settings)
+    assert (errata.name, errata.outcome, errata.records) == ("updateinfo", "changed", 1)
+    assert Vulnerability.get_by_id("CVE-2099-1234").severity == "high"  # Important
+    assert refresh_vulns(settings)[0].outcome == "unchanged"
+    refresh_host_vulns(1000.0)
+    alma1 = VulnHost.get(VulnHost.host == Host.get(Host.name == "alma1").id)
+    assert [(r.vulnerability, r.status, r.candidate) for r in set_rows(alma1.vuln_set_id)] == [
+        ("CVE-2099-1234", "fixable", "1:3.0.7-27.el9")]  # fmt: skip
+    alma2 = VulnHost.get(VulnHost.host == Host.get(Host.name == "alma2").id)
+    assert set_rows(alma2.vuln_set_id) == []  # not a repository it uses

@@ -21,6 +21,7 @@ stored with no set (not matched), never as free of vulnerabilities.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -33,6 +34,7 @@ from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.feeds import UPDATEINFO_PREFIX
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
 from patchwatch.domain.vulns.match import assess_host
@@ -190,12 +192,19 @@ class _Matcher:
         return rows, keys
 
 
-def _mirror_sets(rset: int | None, memo: dict[int | None, tuple[int, ...]]) -> tuple[int, ...]:
-    """The package sets of the mirrors serving a repository set's enabled repositories."""
+def _mirror_sets(
+    rset: int | None,
+    memo: dict[int | None, tuple[int, ...]],
+    repos_of: dict[int | None, tuple[int, ...]] | None = None,
+) -> tuple[int, ...]:
+    """The package sets of the mirrors serving a repository set's enabled repositories
+    (and, into ``repos_of``, those repositories)."""
     if rset in memo:
         return memo[rset]
     if rset is None:
         memo[rset] = ()
+        if repos_of is not None:
+            repos_of[rset] = ()
         return ()
     repos = [
         r
@@ -212,7 +221,15 @@ def _mirror_sets(rset: int | None, memo: dict[int | None, tuple[int, ...]]) -> t
             if repo not in best or (success or 0) > best[repo][0]:
                 best[repo] = (success or 0, pset)
     memo[rset] = tuple(sorted(p for _, p in best.values()))
+    if repos_of is not None:
+        repos_of[rset] = tuple(sorted(repos))
     return memo[rset]
+
+
+def _with_errata(eco: HostEcosystem, repos: tuple[int, ...], errata: set[str]) -> HostEcosystem:
+    """The host's ecosystems plus the updateinfo of the repositories it uses."""
+    extra = {f"{UPDATEINFO_PREFIX}{r}" for r in repos} & errata
+    return dataclasses.replace(eco, names=eco.names | extra) if extra else eco
 
 
 def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...]) -> str:
@@ -259,7 +276,11 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
     hosts = _hosts()
     ecos = {e for *_, e in hosts if e is not None}
     stored = {e for (e,) in VulnAffected.select(VulnAffected.ecosystem).distinct().tuples()}
-    wanted = {s for s in stored if any(h.accepts(s) for h in ecos)}
+    wanted = {
+        s for s in stored if s.startswith(UPDATEINFO_PREFIX) or any(h.accepts(s) for h in ecos)
+    }
+    errata = {s for s in stored if s.startswith(UPDATEINFO_PREFIX)}
+    repos_of: dict[int | None, tuple[int, ...]] = {}
     matcher = _Matcher(wanted)
     feeds = feeds_digest()
     memo: dict[int | None, tuple[int, ...]] = {}
@@ -287,7 +308,7 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
             continue
         key: SetKey = (pset, rset, eco.label)
         if key not in set_of:
-            mirror_sets = _mirror_sets(rset, memo)
+            mirror_sets = _mirror_sets(rset, memo, repos_of)
             digest = _digest(feeds, eco.label, mirror_sets)
             found = existing.get(key)
             if found is not None and found[1] == digest and not force:
@@ -295,7 +316,8 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
                 run.reused += 1
             else:
                 pids = package_ids_of(pset)
-                rows, keys = matcher.assess(eco, mirror_sets, pids, cache)
+                reads = _with_errata(eco, repos_of.get(rset, ()), errata)
+                rows, keys = matcher.assess(reads, mirror_sets, pids, cache)
                 if meta is None:
                     meta = vulnerability_meta()
                 with write_transaction():

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.mirror_policy import MirrorPolicy
 from patchwatch.domain.osinfo import DEBIAN_CODENAMES
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns import archive
 from patchwatch.domain.vulns.debian_tracker import parse_tracker
@@ -37,15 +39,20 @@ from patchwatch.domain.vulns.ecosystems import HostEcosystem
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.epss import parse_epss
 from patchwatch.domain.vulns.feeds import Feed
+from patchwatch.domain.vulns.feeds import RepoAdvisory
 from patchwatch.domain.vulns.feeds import changed_too_much
 from patchwatch.domain.vulns.feeds import fleet_ecosystems
 from patchwatch.domain.vulns.feeds import plan_feeds
+from patchwatch.domain.vulns.feeds import updateinfo_records
 from patchwatch.domain.vulns.kev import parse_kev
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.domain.vulns.osv import load_records
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.store.db import write_transaction
+from patchwatch.store.models import Advisory
+from patchwatch.store.models import AdvisoryPackage
+from patchwatch.store.models import Package
 from patchwatch.store.vuln_models import VulnSource
 from patchwatch.store.vulns import fleet_os
 from patchwatch.store.vulns import named_cves
@@ -57,7 +64,15 @@ from patchwatch.store.vulns import source_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeedOutcome", "feed_policy", "plan", "refresh_feed", "refresh_vulns", "summarize_feeds"]
+__all__ = [
+    "FeedOutcome",
+    "feed_policy",
+    "plan",
+    "refresh_feed",
+    "refresh_updateinfo",
+    "refresh_vulns",
+    "summarize_feeds",
+]
 
 
 @dataclass
@@ -252,6 +267,63 @@ def refresh_feed(
     return result
 
 
+def _advisories() -> list[RepoAdvisory]:
+    """The stored updateinfo advisories that name CVEs or are security ones, with the
+    rpm builds that fix them."""
+    rows = (
+        Advisory.select(
+            Advisory.id, Advisory.repository, Advisory.advisory_id, Advisory.type,
+            Advisory.severity, Advisory.title, Advisory.cves,
+        )
+        .where((Advisory.cves != "") | (Advisory.type == "security"))
+        .tuples()
+    )  # fmt: skip
+    found = {aid: row for aid, *row in rows}
+    fixes: dict[int, list[tuple[str, str]]] = {}
+    query = (
+        AdvisoryPackage.select(
+            AdvisoryPackage.advisory, Package.kind, Package.name, Package.epoch,
+            Package.version, Package.release, Package.arch,
+        )
+        .join(Package, on=(AdvisoryPackage.package == Package.id))
+        .where(Package.kind == PackageKind.RPM.value)
+        .tuples()
+    )  # fmt: skip
+    for aid, kind, name, epoch, version, release, arch in query.iterator():
+        if aid in found:
+            rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
+            fixes.setdefault(aid, []).append((name, rec.evr))
+    return [
+        RepoAdvisory(repo, adv_id, kind, severity, title, tuple(cves.split()),
+                     tuple(fixes.get(aid, ())))
+        for aid, (repo, adv_id, kind, severity, title, cves) in sorted(found.items())
+    ]  # fmt: skip
+
+
+def refresh_updateinfo(now: float | None = None) -> FeedOutcome | None:
+    """The repositories' updateinfo advisories as the ``updateinfo`` feed (see
+    ``feeds.updateinfo_records``), stored only when they changed since the last read."""
+    started = time.monotonic()
+    now = time.time() if now is None else now
+    advisories = _advisories()
+    digest = hashlib.sha256(repr(advisories).encode()).hexdigest()
+    if not advisories and VulnSource.get_or_none(VulnSource.name == "updateinfo") is None:
+        return None  # no repository has security errata: no such feed
+    state = source_state("updateinfo", "repositories' updateinfo")
+    result = FeedOutcome("updateinfo", "unchanged", records=state.records)
+    if digest == state.content_digest and state.records is not None:
+        _save(state, last_attempt_at=now, last_success_at=now)
+    else:
+        with write_transaction():
+            count = replace_records("updateinfo", updateinfo_records(advisories))
+            rebuild_vulnerabilities()
+            _save(state, content_digest=digest, last_attempt_at=now, last_success_at=now,
+                  last_change_at=now, records=count, skipped=0)  # fmt: skip
+        result.outcome, result.records = "changed", count
+    result.seconds = time.monotonic() - started
+    return result
+
+
 def refresh_vulns(
     settings: Settings,
     fetcher: Fetcher | None = None,
@@ -266,6 +338,8 @@ def refresh_vulns(
     the feed, or there must be one feed of the kind the file is).
     """
     feeds = plan(settings)
+    if only == "updateinfo":
+        return [o for o in [refresh_updateinfo()] if o is not None]
     if only is not None:
         feeds = [f for f in feeds if f.name == only]
         if not feeds and only in ("osv", "debian_tracker", "kev", "epss"):
@@ -285,6 +359,8 @@ def refresh_vulns(
         out = []
         for feed in feeds:
             out.append(refresh_feed(feed, settings, fetcher, file=file, force=force))
+        if only is None and (errata := refresh_updateinfo()) is not None:
+            out.append(errata)
         return out
     finally:
         if own and isinstance(fetcher, HttpFetcher):

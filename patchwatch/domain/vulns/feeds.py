@@ -22,18 +22,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
+from patchwatch.domain.vulns.identity import identities
 from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
 from patchwatch.domain.vulns.model import Range
+from patchwatch.domain.vulns.model import Record
+from patchwatch.domain.vulns.severity import rating
 
 __all__ = [
     "KINDS",
+    "UPDATEINFO_PREFIX",
     "Feed",
+    "RepoAdvisory",
     "affected_from_json",
     "changed_too_much",
     "fleet_ecosystems",
     "plan_feeds",
     "ranges_to_json",
+    "updateinfo_records",
 ]
 
 KINDS = ("osv", "debian_tracker", "kev", "epss")
@@ -150,3 +156,54 @@ def affected_from_json(ecosystem: str, package: str, ranges: str, versions: str)
         ),
         versions=tuple(json.loads(versions)),
     )
+
+
+UPDATEINFO_PREFIX = "updateinfo:"
+
+
+@dataclass(frozen=True, slots=True)
+class RepoAdvisory:
+    """An advisory a repository's updateinfo lists (``Advisory`` rows), as matching needs it.
+
+    ``packages`` are the (name, full version) pairs of the builds that fix it.
+    """
+
+    repository: int
+    id: str
+    type: str
+    severity: str
+    title: str
+    cves: tuple[str, ...]
+    packages: tuple[tuple[str, str], ...]
+
+
+def updateinfo_records(advisories: Iterable[RepoAdvisory]) -> list[Record]:
+    """Advisories of yum/dnf ``updateinfo`` as records, one ecosystem per repository.
+
+    Why: local and vendor repositories often have no OSV feed, but their updateinfo says
+    which build fixes which CVEs. Each package an advisory names becomes an entry of
+    ecosystem ``updateinfo:<repository id>`` (only hosts using that repository read
+    it) with the range ``introduced 0`` / ``fixed`` that build; several builds of one
+    name (module streams, several releases) make several entries, as AlmaLinux's OSV
+    records do. Identities follow ``identity.identities`` with the CVEs as ``related``:
+    a bug-fix erratum naming no CVE speaks for no vulnerability. The severity word is
+    Red Hat's scale (Important, Moderate ...), which updateinfo files share.
+    """
+    out = []
+    for adv in advisories:
+        idents = identities(adv.id, related=adv.cves)
+        if not idents or not adv.packages:
+            continue
+        eco = f"{UPDATEINFO_PREFIX}{adv.repository}"
+        entries = tuple(
+            Affected(eco, name, (Range("ECOSYSTEM", (Event("introduced", "0"),
+                                                     Event("fixed", version))),))
+            for name, version in sorted(set(adv.packages))
+        )  # fmt: skip
+        out.append(
+            Record(
+                id=adv.id, identities=idents, modified=None, summary=adv.title,
+                affected=entries, rating=rating("redhat-impact", adv.severity),
+            )
+        )  # fmt: skip
+    return out
