@@ -58,7 +58,7 @@ def pending(base: str) -> dict[str, dict[str, float]]:
 
 def cli(env: dict[str, str], *args: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=env,
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return proc.stdout.strip()
@@ -107,7 +107,7 @@ def main() -> int:
            "PATCHWATCH_LOG_LEVEL": "INFO"}  # fmt: skip
     log = (work / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

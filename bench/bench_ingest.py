@@ -103,7 +103,7 @@ def bench_ingest(docs: list[dict], inline: bool) -> None:
                "PATCHWATCH_FOLLOW_REPORTS": "false", "HOME": tmp}  # fmt: skip
         data = f"{tmp}/data"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}",
              "--data-dir", data], cwd=ROOT, env=env,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
@@ -115,7 +115,7 @@ def bench_ingest(docs: list[dict], inline: bool) -> None:
                 except OSError:
                     time.sleep(0.1)
             token = subprocess.run(
-                [sys.executable, "-m", "cli.main", "token", "create", "--enroll"],
+                [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
                 cwd=ROOT, env={**env, "PATCHWATCH_DATA_DIR": data},
                 capture_output=True, text=True, check=True,
             ).stdout.strip()  # fmt: skip

@@ -170,7 +170,7 @@ def run_cli(args: list[str], env: dict[str, str], log: Path) -> tuple[float, flo
         tempfile.NamedTemporaryFile("r") as rss,
         log.open("a") as err,
     ):
-        cmd = [sys.executable, "-c", TRAMPOLINE, rss.name, sys.executable, "-m", "cli.main"]
+        cmd = [sys.executable, "-c", TRAMPOLINE, rss.name, sys.executable, "-m", "patchwatch"]
         started = time.perf_counter()
         code = subprocess.call([*cmd, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
         elapsed = time.perf_counter() - started
@@ -393,7 +393,7 @@ def run_one(
     r: dict[str, Any] = {"backend": backend, "hosts": hosts, "date": dt.date.today().isoformat()}
     with log.open("a") as err:
         server = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
             cwd=ROOT,
             env=env,
             stdout=err,

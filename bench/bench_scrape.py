@@ -6,7 +6,7 @@ a few OS releases, a few hundred shared package sets, on average about 12 pendin
 updates per host of which about a third are security updates first seen over the
 last two months, some hosts needing a reboot or silent, most with a count of packages
 no repository offers, 30 mirrors, job runs), then scrapes the exporter's WSGI app
-(``exporter.app.make_app``: the store, process and platform collectors, as a server
+(``patchwatch.exporter.app.make_app``: the store, process and platform collectors, as a server
 has them) several times, and prints the seconds per scrape and the resident memory
 after each. The target (issue 6) is under 1 s per scrape and no growth across scrapes.
 
@@ -50,8 +50,8 @@ from typing import Any
 
 from prometheus_client.exposition import generate_latest
 
-from exporter.app import make_app
-from exporter.collector import StoreCollector
+from patchwatch.exporter.app import make_app
+from patchwatch.exporter.collector import StoreCollector
 from patchwatch.store.db import open_database
 from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Host
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.generic:
                 # Both writers on the same families: the exporter's (hand-written per-host
                 # lines, prometheus_client for the rest) and prometheus_client's alone.
-                from exporter.exposition import render  # absent before the fast writer
+                from patchwatch.exporter.exposition import render  # absent before the fast writer
 
                 t0 = time.perf_counter()
                 fast = render(families, generate_latest, False)

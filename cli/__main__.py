@@ -1,3 +1,3 @@
-from cli.main import run
+from patchwatch.cli.main import run
 
 run()

@@ -7,10 +7,10 @@ import math
 import sys
 import time
 
-from cli.output import add_format
-from cli.output import emit
-from cli.output import guarded
-from cli.output import positive_int
+from patchwatch.cli.output import add_format
+from patchwatch.cli.output import emit
+from patchwatch.cli.output import guarded
+from patchwatch.cli.output import positive_int
 from patchwatch.domain import listings
 from patchwatch.domain.errors import BoundError
 from patchwatch.domain.errors import ParseError

@@ -20,7 +20,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from receiver.gate import release_memory
+from patchwatch.receiver.gate import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     """A ``post_request`` hook: replace a worker whose memory stays above ``limit`` bytes.
 
     Runs after each request, inline processing included. Freed memory is handed back
-    first (``receiver.gate.release_memory``); if the worker is still above the limit,
+    first (``patchwatch.receiver.gate.release_memory``); if the worker is still above the limit,
     it stops taking connections, finishes the ones it has (gunicorn's graceful stop,
     as for ``max_requests``) and the arbiter starts a fresh one, so what a request
     left behind (fragmentation, caches) does not stay for the worker's life.
@@ -181,7 +181,9 @@ def gunicorn_options(
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
-        "worker_class": "cli.gunicorn_app.GuardedThreadWorker" if threads > 1 else "sync",
+        "worker_class": "patchwatch.cli.gunicorn_app.GuardedThreadWorker"
+        if threads > 1
+        else "sync",
         "pre_request": _headers_received,
         "threads": threads,
         "timeout": 120,

@@ -17,19 +17,19 @@ from typing import cast
 
 from peewee import PeeweeException
 
-from cli import admin_cmd
-from cli import hosts_cmd
-from cli import ops_cmd
-from cli import refresh_cmd
-from cli import repos_cmd
-from cli import serve_cmd
-from cli import tools_cmd
-from cli import vulns_cmd
-from cli.gunicorn_app import LOG_FORMAT
-from cli.output import OneLineParser
-from cli.output import UsageError
-from cli.output import printable
 from patchwatch import __version__
+from patchwatch.cli import admin_cmd
+from patchwatch.cli import hosts_cmd
+from patchwatch.cli import ops_cmd
+from patchwatch.cli import refresh_cmd
+from patchwatch.cli import repos_cmd
+from patchwatch.cli import serve_cmd
+from patchwatch.cli import tools_cmd
+from patchwatch.cli import vulns_cmd
+from patchwatch.cli.gunicorn_app import LOG_FORMAT
+from patchwatch.cli.output import OneLineParser
+from patchwatch.cli.output import UsageError
+from patchwatch.cli.output import printable
 from patchwatch.domain.errors import ConfigError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings

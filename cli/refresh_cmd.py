@@ -16,9 +16,9 @@ from typing import TextIO
 
 from peewee import JOIN
 
-from cli.output import add_quiet
-from cli.output import guarded
-from cli.output import printable
+from patchwatch.cli.output import add_quiet
+from patchwatch.cli.output import guarded
+from patchwatch.cli.output import printable
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind

@@ -24,8 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cli.gunicorn_app import EmbeddedGunicorn
-from cli.gunicorn_app import gunicorn_options
+from patchwatch.cli.gunicorn_app import EmbeddedGunicorn
+from patchwatch.cli.gunicorn_app import gunicorn_options
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings
 from patchwatch.store.db import PRIVATE_DIR_MODE
@@ -171,8 +171,8 @@ def make_server_app(
     """
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-    from exporter.app import make_app as make_exporter
-    from receiver.app import create_app
+    from patchwatch.exporter.app import make_app as make_exporter
+    from patchwatch.receiver.app import create_app
 
     if not with_receiver:
         return make_exporter(
@@ -200,7 +200,7 @@ def start_scheduler_child(settings: Settings, args: argparse.Namespace) -> subpr
     env = dict(os.environ)
     env["PATCHWATCH_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "-m", "cli.main"]
+    cmd = [sys.executable, "-m", "patchwatch"]
     if args.config:
         cmd += ["--config", args.config]
     if args.verbose:
@@ -292,8 +292,8 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.runner import default_jobs
-    from scheduler.runner import run_forever
+    from patchwatch.scheduler.runner import default_jobs
+    from patchwatch.scheduler.runner import run_forever
 
     stop = threading.Event()
 

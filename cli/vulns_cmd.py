@@ -17,15 +17,15 @@ import time
 from typing import Any
 from typing import cast
 
-from cli.output import add_format
-from cli.output import add_quiet
-from cli.output import emit
-from cli.output import guarded
-from cli.output import one_line_errors
-from cli.output import print_fields
-from cli.output import printable
-from cli.output import render_json
-from cli.output import usage_error
+from patchwatch.cli.output import add_format
+from patchwatch.cli.output import add_quiet
+from patchwatch.cli.output import emit
+from patchwatch.cli.output import guarded
+from patchwatch.cli.output import one_line_errors
+from patchwatch.cli.output import print_fields
+from patchwatch.cli.output import printable
+from patchwatch.cli.output import render_json
+from patchwatch.cli.output import usage_error
 from patchwatch.domain.settings import Settings
 from patchwatch.inventory.vulns import SEVERITIES
 from patchwatch.inventory.vulns import STATUSES

@@ -1,6 +1,6 @@
 """The exporter's WSGI application: ``/metrics`` from a registry built per process.
 
-The per-host families are written by :mod:`exporter.exposition`; prometheus_client
+The per-host families are written by :mod:`patchwatch.exporter.exposition`; prometheus_client
 negotiates the format and writes everything else.
 """
 
@@ -23,10 +23,10 @@ from prometheus_client import make_wsgi_app
 from prometheus_client import multiprocess
 from prometheus_client.exposition import gzip_accepted
 
-from exporter.collector import StoreCollector
-from exporter.exposition import negotiate
-from exporter.exposition import render
-from exporter.processes import ServerProcesses
+from patchwatch.exporter.collector import StoreCollector
+from patchwatch.exporter.exposition import negotiate
+from patchwatch.exporter.exposition import render
+from patchwatch.exporter.processes import ServerProcesses
 from patchwatch.store.health import check_database
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -61,7 +61,7 @@ def make_registry(
     leaves the store's series to the exporter (``include_store=False``), so that
     scaling out receivers does not duplicate every host series. ``process_*`` cover
     the process tree under ``server_pid`` (gunicorn's master; by default this
-    process), whichever worker answers (:mod:`exporter.processes`).
+    process), whichever worker answers (:mod:`patchwatch.exporter.processes`).
     """
     registry = CollectorRegistry(auto_describe=True)
     if include_store:
@@ -78,7 +78,7 @@ def make_metrics_app(registry: CollectorRegistry) -> WSGIApp:
 
     A plain GET is answered here: the format is negotiated exactly as prometheus_client
     does (text, or OpenMetrics when Prometheus asks for it), the per-host families
-    (:class:`exporter.exposition.RowFamily`) are written by the exporter's own writer
+    (:class:`patchwatch.exporter.exposition.RowFamily`) are written by the exporter's own writer
     and every other family by prometheus_client's, in registry order, so the body is
     the one prometheus_client would send, several times faster (docs/performance.md).
     Only the gzip level differs (:data:`GZIP_LEVEL`). Anything unusual goes to

@@ -10,7 +10,7 @@ mirror that never succeeded no package count. Per-package detail stays out (it l
 the API); labels are bounded by hosts, repositories and jobs.
 
 The per-host families, about eleven series a host and nearly all of a scrape, are read
-with one query into plain tuples and handed out as :class:`exporter.exposition.RowFamily`,
+with one query into plain tuples and handed out as :class:`patchwatch.exporter.exposition.RowFamily`,
 which the ``/metrics`` app writes as text itself; the few other families are ordinary
 prometheus_client families.
 """
@@ -29,9 +29,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 import patchwatch
-from exporter.exposition import Row
-from exporter.exposition import RowFamily
 from patchwatch.domain.reboot import reboot_required
+from patchwatch.exporter.exposition import Row
+from patchwatch.exporter.exposition import RowFamily
 from patchwatch.store import rdns
 from patchwatch.store.queries import HOST_TUPLE_FIELDS
 from patchwatch.store.queries import as_flag

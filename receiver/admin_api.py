@@ -43,11 +43,11 @@ from patchwatch.inventory.repositories import repository_detail
 from patchwatch.inventory.repositories import resolve_repository
 from patchwatch.inventory.repositories import set_repositories_enabled
 from patchwatch.inventory.repositories import set_repository_security
+from patchwatch.receiver.ingest import authenticate_request
+from patchwatch.receiver.read_api import listing
+from patchwatch.receiver.read_api import number_arg
 from patchwatch.store import rdns
 from patchwatch.store.tokens import require_admin
-from receiver.ingest import authenticate_request
-from receiver.read_api import listing
-from receiver.read_api import number_arg
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 

@@ -9,7 +9,7 @@
 
 Every report is bounded and parsed before it is stored (so a malformed one gets a 400
 naming the field and nothing is written; a large one waits for the worker's
-large-report slot, ``receiver.gate``), stored in one short transaction together with
+large-report slot, ``patchwatch.receiver.gate``), stored in one short transaction together with
 its authorisation, then acknowledged. The report that enrolls a host gets the host's
 own token in the answer (``patchwatch.store.tokens``). Processing runs after the answer is
 sent when ``process_inline`` is on, from the record parsed here
@@ -52,6 +52,18 @@ from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.prepared import ReceivedReport
 from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
+from patchwatch.receiver.errors import json_answer
+from patchwatch.receiver.gate import LARGE_REPORT_BYTES
+from patchwatch.receiver.gate import LARGE_REPORT_VALUES
+from patchwatch.receiver.gate import Busy
+from patchwatch.receiver.gate import ReportSlot
+from patchwatch.receiver.ingest import address_allowed
+from patchwatch.receiver.ingest import authenticate_request
+from patchwatch.receiver.ingest import client_address
+from patchwatch.receiver.ingest import read_body
+from patchwatch.receiver.metrics import PROCESSING_SECONDS
+from patchwatch.receiver.metrics import REPORT_BYTES
+from patchwatch.receiver.metrics import REPORTS_RECEIVED
 from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Report
@@ -59,18 +71,6 @@ from patchwatch.store.models import Token
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential
-from receiver.errors import json_answer
-from receiver.gate import LARGE_REPORT_BYTES
-from receiver.gate import LARGE_REPORT_VALUES
-from receiver.gate import Busy
-from receiver.gate import ReportSlot
-from receiver.ingest import address_allowed
-from receiver.ingest import authenticate_request
-from receiver.ingest import client_address
-from receiver.ingest import read_body
-from receiver.metrics import PROCESSING_SECONDS
-from receiver.metrics import REPORT_BYTES
-from receiver.metrics import REPORTS_RECEIVED
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _settings() -> Settings:
 
 def _read_report(slot: ReportSlot) -> tuple[Any, int]:
     """Read, bound and decode a JSON report body (and its size), taking the
-    large-report slot if it proves large (``receiver.gate``) before it is parsed."""
+    large-report slot if it proves large (``patchwatch.receiver.gate``) before it is parsed."""
     settings = _settings()
     body = read_body(request, settings, slot.take)
     values = count_values(body)
@@ -167,7 +167,7 @@ def _store(
 def _process_after(response: Response, received: ReceivedReport) -> Response:
     """Process the host's queued reports once the answer has gone out.
 
-    A large report keeps its slot (``receiver.gate``) until it is processed: its
+    A large report keeps its slot (``patchwatch.receiver.gate``) until it is processed: its
     records are still in memory until then.
     """
     settings = _settings()

@@ -15,15 +15,15 @@ from peewee import Database
 from peewee import PeeweeException
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.admin_api import bp as admin_bp
+from patchwatch.receiver.api import bp as ingest_bp
+from patchwatch.receiver.errors import register_error_handlers
+from patchwatch.receiver.read_api import bp as read_bp
 from patchwatch.store.db import connect_checked
 from patchwatch.store.db import database
 from patchwatch.store.db import open_database
 from patchwatch.store.health import check_database
 from patchwatch.store.sets import limit_id_caches
-from receiver.admin_api import bp as admin_bp
-from receiver.api import bp as ingest_bp
-from receiver.errors import register_error_handlers
-from receiver.read_api import bp as read_bp
 
 log = logging.getLogger(__name__)
 

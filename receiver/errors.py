@@ -3,7 +3,7 @@
 The read API, the admin API and ingest share these answers: :func:`json_answer` is the
 one mapping of the errors patchwatch raises on purpose to a status and a JSON body,
 registered for the whole application and used as it is by the ingest protocols that
-answer in patchwatch's own shape (``receiver.api``).
+answer in patchwatch's own shape (``patchwatch.receiver.api``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from patchwatch.domain.errors import ConflictError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
-from receiver.gate import RETRY_AFTER_SECONDS
-from receiver.gate import Busy
+from patchwatch.receiver.gate import RETRY_AFTER_SECONDS
+from patchwatch.receiver.gate import Busy
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.gate import LARGE_REPORT_BYTES
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import authenticate
-from receiver.gate import LARGE_REPORT_BYTES
 
 BODY_DEADLINE_SECONDS = 60.0
 
@@ -55,7 +55,7 @@ def read_body(
 
     ``on_large`` is called (and may raise) once the body as sent, or decompressed so
     far, is larger than ``large`` bytes: it takes the worker's large-report slot
-    (``receiver.gate``), and decompression goes on only after it returns. The body
+    (``patchwatch.receiver.gate``), and decompression goes on only after it returns. The body
     as sent is read first (``max_report_bytes`` bounds it), so that a client sending
     slowly never holds the slot.
 

@@ -23,13 +23,13 @@ from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.hosts import get_host
 from patchwatch.inventory.hosts import host_overview
 from patchwatch.inventory.vulns import vuln_filter
+from patchwatch.receiver.ingest import authenticate_request
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package
 from patchwatch.store.queries import pending_update_summary
 from patchwatch.store.queries import repository_summaries
 from patchwatch.store.tokens import require_admin
-from receiver.ingest import authenticate_request
 
 bp = Blueprint("read_api", __name__, url_prefix="/api/v1")
 

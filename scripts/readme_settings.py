@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli.tools_cmd import settings_markdown
+from patchwatch.cli.tools_cmd import settings_markdown
 
 readme = Path(__file__).resolve().parent.parent / "README.md"
 text = readme.read_text()

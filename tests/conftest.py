@@ -201,7 +201,7 @@ class Server:
 
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{self.port}",
              "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -238,7 +238,7 @@ class Server:
 
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
+            [sys.executable, "-m", "patchwatch", *args],
             cwd=ROOT,
             env={**self.env, "PATCHWATCH_DATA_DIR": str(self.data_dir)},
             capture_output=True,

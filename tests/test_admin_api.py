@@ -9,11 +9,11 @@ import time
 import pytest
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Repository
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.test_inventory import seed_fleet
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent import patchwatch_agent as agent
+from patchwatch.agent import patchwatch_agent as agent
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "agent"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.output import render_table
+from patchwatch.cli.output import render_table
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
@@ -52,7 +52,7 @@ def _env(url: str, home: Path) -> dict[str, str]:
 def cli(url: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     """Run ``patchwatch ARGS`` with no terminal (stdin from /dev/null), as cron does."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=_env(url, home),
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, home),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -193,7 +193,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
+            [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         os.write(master, answer)
@@ -208,7 +208,7 @@ def _with_terminal(url: str, args: list[str], answer: bytes) -> subprocess.Compl
 def _stderr_on_terminal(url: str, args: list[str]) -> tuple[int, str, str]:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, env=_env(url, Path("/tmp")),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
     )  # fmt: skip
     os.close(slave)

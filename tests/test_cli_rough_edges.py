@@ -28,13 +28,13 @@ from patchwatch.inventory.repositories import possible_mirrors
 from patchwatch.inventory.repositories import repository_list
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
+from patchwatch.receiver.app import create_app
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.queries import hosts_with_package
 from patchwatch.store.queries import pending_update_summary
 from patchwatch.store.queries import repository_summaries
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.test_cli_operators import SQLITE_ONLY
 from tests.test_cli_operators import cli
@@ -241,7 +241,7 @@ def test_operator_verbs_never_create_a_store(verb: tuple[str, ...], tmp_path: Pa
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *verb], cwd=folder,
+        [sys.executable, "-m", "patchwatch", *verb], cwd=folder,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -259,7 +259,7 @@ def test_data_dir_before_the_verb_reaches_the_servers_store(server_factory, tmp_
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=elsewhere, env=env,
+        return subprocess.run([sys.executable, "-m", "patchwatch", *args], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
 
     assert run("token", "create", "--enroll").returncode == 1  # not from here

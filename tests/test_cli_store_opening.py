@@ -1,4 +1,4 @@
-"""Every operator verb opens the store one way, ``cli.output.guarded``.
+"""Every operator verb opens the store one way, ``patchwatch.cli.output.guarded``.
 
 Why it matters: a verb that opened the store on its own could create an empty one
 where the operator pointed by mistake, and would report a bad name or a database
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 
-from cli.main import build_parser
-from cli.output import Handler
-from cli.output import guarded
+from patchwatch.cli.main import build_parser
+from patchwatch.cli.output import Handler
+from patchwatch.cli.output import guarded
 
 CREATE_THE_STORE = {("serve",), ("receiver",), ("scheduler",), ("exporter",), ("migrate",)}
 NEVER_TOUCH_IT = {("config",), ("vercmp",)}

@@ -33,7 +33,7 @@ BAD = {
 def run_vercmp(family: str, stdin: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "HOME": str(home)}
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "vercmp", family], cwd=ROOT, env=env,
+        [sys.executable, "-m", "patchwatch", "vercmp", family], cwd=ROOT, env=env,
         input=stdin, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "Traceback" not in proc.stderr, proc.stderr

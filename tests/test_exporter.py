@@ -21,10 +21,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from exporter.collector import StoreCollector
-from exporter.exposition import RowFamily
-from exporter.exposition import negotiate
-from exporter.exposition import render
+from patchwatch.exporter.collector import StoreCollector
+from patchwatch.exporter.exposition import RowFamily
+from patchwatch.exporter.exposition import negotiate
+from patchwatch.exporter.exposition import render
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -177,7 +177,7 @@ def test_metrics_token_protects_metrics_but_not_health(db) -> None:
 
     from werkzeug.test import Client
 
-    from exporter.app import make_app
+    from patchwatch.exporter.app import make_app
 
     client = Client(make_app(db, registry=registry_for(db), token="s3cret"))
     assert client.get("/metrics").status_code == 401
@@ -373,7 +373,7 @@ def _without_timing(text: str, openmetrics_format: bool) -> list[tuple[Any, ...]
 def test_metrics_app_answers_as_prometheus_clients_app_would(db, accept: str | None) -> None:
     """Same status, headers and samples as prometheus_client's own WSGI app on the same
     registry, compressed or not; escaping schemes that rewrite names go to it."""
-    from exporter.app import make_metrics_app
+    from patchwatch.exporter.app import make_metrics_app
 
     seed_awkward_fleet()
     registry = registry_for(db)
@@ -398,8 +398,8 @@ def test_metrics_app_answers_as_prometheus_clients_app_would(db, accept: str | N
 
 
 def test_metrics_app_leaves_filtering_and_other_methods_to_prometheus_client(db) -> None:
-    from exporter.app import make_metrics_app
-    from exporter.app import make_registry
+    from patchwatch.exporter.app import make_metrics_app
+    from patchwatch.exporter.app import make_registry
 
     seed_awkward_fleet()
     registry = make_registry(db)  # described: name[] can find the store's families

@@ -159,7 +159,7 @@ def start_scheduler(url: str, tmp_path: Path, name: str) -> subprocess.Popen[byt
            "PATCHWATCH_DATA_DIR": str(tmp_path / name), "PATCHWATCH_SCHEDULER_LEASE_SECONDS": "2",
            "PATCHWATCH_PROCESS_INTERVAL_SECONDS": "1"}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "scheduler"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "patchwatch", "scheduler"], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

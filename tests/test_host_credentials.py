@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import HostCredential
 from patchwatch.store.models import Report
 from patchwatch.store.models import Token
 from patchwatch.store.tokens import create_token
 from patchwatch.store.tokens import release_host
 from patchwatch.store.tokens import revoke_token
-from receiver.app import create_app
 from tests.test_cli_operators import cli
 from tests.test_cli_operators import fails
 from tests.test_receiver_ingest import native_doc

@@ -7,9 +7,9 @@ import time
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
 
-from exporter.collector import StoreCollector
-from exporter.exposition import negotiate
-from exporter.exposition import render
+from patchwatch.exporter.collector import StoreCollector
+from patchwatch.exporter.exposition import negotiate
+from patchwatch.exporter.exposition import render
 from patchwatch.store.models import Host
 
 

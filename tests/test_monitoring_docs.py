@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-from exporter.app import make_registry
+from patchwatch.exporter.app import make_registry
+from patchwatch.receiver.metrics import PROCESSING_SECONDS
+from patchwatch.receiver.metrics import REPORT_BYTES
+from patchwatch.receiver.metrics import REPORTS_RECEIVED
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -26,9 +29,6 @@ from patchwatch.store.vuln_models import VulnSource
 from patchwatch.store.vulns import FindingRow
 from patchwatch.store.vulns import save_set
 from patchwatch.store.vulns import vulnerability_meta
-from receiver.metrics import PROCESSING_SECONDS
-from receiver.metrics import REPORT_BYTES
-from receiver.metrics import REPORTS_RECEIVED
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "docs" / "monitoring.md"

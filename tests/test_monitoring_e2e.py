@@ -195,7 +195,7 @@ class PatchwatchServer(Process):
             "PATCHWATCH_LOG_LEVEL": "WARNING",
             **NO_EGRESS_ENV,
         }
-        cmd = [sys.executable, "-m", "cli.main", "serve"]
+        cmd = [sys.executable, "-m", "patchwatch", "serve"]
         cmd += ["--bind", self.address, "--data-dir", str(self.data_dir)]
         self.spawn(cmd, env)
         self.wait_ready("/healthz")

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 from playhouse.pool import PooledDatabase
 
-from cli.main import main
+from patchwatch.cli.main import main
 from patchwatch.pipeline import backlog
 from patchwatch.pipeline import processing
 from patchwatch.pipeline.processing import NATIVE
@@ -176,7 +176,7 @@ def test_process_workers_share_the_queue(database_url, tmp_path) -> None:
         "PATCHWATCH_DATABASE_URL": database_url, "PATCHWATCH_DATA_DIR": str(tmp_path / "d"),
     }  # fmt: skip
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "process", "--workers", "3"],
+        [sys.executable, "-m", "patchwatch", "process", "--workers", "3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -25,10 +25,10 @@ from patchwatch.domain.settings import Settings
 from patchwatch.inventory.hosts import MAX_MAINTENANCE_DAYS
 from patchwatch.inventory.hosts import parse_maintenance_until
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.test_receiver_ingest import native_doc
 
 
@@ -193,7 +193,7 @@ def large_doc(n: int = 20_000) -> dict:
 
 @pytest.fixture
 def gate(monkeypatch):
-    from receiver import gate as gate_module
+    from patchwatch.receiver import gate as gate_module
 
     fresh = gate_module.LargeReportGate(wait_seconds=0.05)
     monkeypatch.setattr(gate_module, "GATE", fresh)

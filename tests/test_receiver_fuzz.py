@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from patchwatch.domain.jsondoc import count_values
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.conftest import FIXTURES
 
 NATIVE = json.loads((FIXTURES / "reports/native_deb.json").read_text())

@@ -12,12 +12,12 @@ import pytest
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.processing import encode_body
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Host
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import RepositorySet
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 
 
 def native_doc(host: str = "web1.example.com", n: int = 5, repos: bool = True) -> dict:

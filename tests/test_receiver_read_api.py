@@ -14,11 +14,11 @@ from patchwatch.domain.records import PackageKind
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import process_pending
+from patchwatch.receiver.app import create_app
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.test_cli_operators import cli
 from tests.test_receiver_ingest import native_doc
 from tests.test_receiver_ingest import post

@@ -26,14 +26,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cli import refresh_cmd
-from exporter.collector import StoreCollector
+from patchwatch.cli import refresh_cmd
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.apt import parse_packages
 from patchwatch.domain.repodata.compression import open_decompressed
 from patchwatch.domain.repodata.rpmmd import parse_primary
 from patchwatch.domain.settings import Settings
+from patchwatch.exporter.collector import StoreCollector
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
@@ -42,13 +42,13 @@ from patchwatch.pipeline.refresh.run import refresh_all
 from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.pipeline.refresh.run import select_mirrors
 from patchwatch.pipeline.refresh.run import summarize_results
+from patchwatch.scheduler.runner import default_jobs
 from patchwatch.store.models import Advisory
 from patchwatch.store.models import AdvisoryPackage
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
-from scheduler.runner import default_jobs
 from tests.conftest import FIXTURES
 from tests.test_fetch import LOOPBACK_POLICY
 from tests.test_fetch import Fault

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import StoreCollector
 from patchwatch.domain import limits
+from patchwatch.exporter.collector import StoreCollector
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.db import write_transaction

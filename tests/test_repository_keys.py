@@ -110,9 +110,9 @@ def test_repository_fields_with_line_breaks_or_controls_are_refused(bad: str) ->
 
 def test_a_report_with_a_newline_in_a_repository_id_gets_400_and_stores_nothing(db, tmp_path):
     from patchwatch.domain.settings import Settings
+    from patchwatch.receiver.app import create_app
     from patchwatch.store.models import Report
     from patchwatch.store.tokens import create_token
-    from receiver.app import create_app
 
     client = create_app(Settings(data_dir=str(tmp_path), process_inline=False), db=db)
     _token, secret = create_token("enroll", NOW)

@@ -22,17 +22,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import StoreCollector
 from patchwatch.domain.settings import Settings
+from patchwatch.exporter.collector import StoreCollector
 from patchwatch.inventory.attention import attention
 from patchwatch.inventory.hosts import host_overview
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
+from patchwatch.receiver.app import create_app
 from patchwatch.store import rdns
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.conftest import require_or_skip
 from tests.test_inventory import ROCKY_OS
@@ -210,7 +210,7 @@ def test_the_cli_switches_and_runs_the_check_without_leaving_the_machine(
            "PATCHWATCH_DATABASE_URL": database_url}  # fmt: skip
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([unshare, "-n", sys.executable, "-m", "cli.main", *args],
+        return subprocess.run([unshare, "-n", sys.executable, "-m", "patchwatch", *args],
                               cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=60)  # fmt: skip
 

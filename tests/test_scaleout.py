@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def start(
     command: str, env: dict[str, str], port: int | None, log: Path
 ) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "cli.main", command]
+    args = [sys.executable, "-m", "patchwatch", command]
     if port:
         args += ["--bind", f"127.0.0.1:{port}"]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("wb"),
@@ -56,7 +56,7 @@ def test_receivers_scheduler_and_exporter_apart_on_postgresql(postgres, tmp_path
         for port in ports:
             wait_until(lambda p=port: healthy(p), 30, f"service on {port}")
         token = subprocess.run(
-            [sys.executable, "-m", "cli.main", "token", "create", "--enroll"],
+            [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         for i in range(20):  # a load balancer alternating between the two receivers

@@ -11,18 +11,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from patchwatch.scheduler.runner import LEASE_NAME
+from patchwatch.scheduler.runner import Job
+from patchwatch.scheduler.runner import LeaseKeeper
+from patchwatch.scheduler.runner import current_stop
+from patchwatch.scheduler.runner import guarded
+from patchwatch.scheduler.runner import run_forever
 from patchwatch.store.db import database
 from patchwatch.store.locks import acquire_lease
 from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.models import SchedulerLock
-from scheduler.runner import LEASE_NAME
-from scheduler.runner import Job
-from scheduler.runner import LeaseKeeper
-from scheduler.runner import current_stop
-from scheduler.runner import guarded
-from scheduler.runner import run_forever
 from tests.conftest import ROOT
 from tests.test_fetch import Fault
 from tests.test_fetch import MirrorServer
@@ -222,7 +222,7 @@ def test_the_scheduler_process_stops_its_refresh_on_sigterm_and_starts_nothing_a
     }  # fmt: skip
     log = (tmp_path / "scheduler.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "scheduler"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "patchwatch", "scheduler"], cwd=ROOT, env=env,
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

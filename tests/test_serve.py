@@ -79,7 +79,7 @@ def served(tmp_path: Path, database_url: str):
     if database_url.startswith("postgres"):
         env["PATCHWATCH_DATABASE_URL"] = database_url
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}",
          "--data-dir", str(tmp_path / "data")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -130,7 +130,7 @@ def test_serve_with_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(blocker / "data"),
+        [sys.executable, "-m", "patchwatch", "serve", "--data-dir", str(blocker / "data"),
          "--bind", f"127.0.0.1:{free_port()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
@@ -148,7 +148,7 @@ def test_a_busy_port_fails_at_once_and_touches_nothing(verb: str, tmp_path: Path
         taken.listen()
         port = taken.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "cli.main", verb, "--bind", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "patchwatch", verb, "--bind", f"127.0.0.1:{port}",
              "--data-dir", str(tmp_path / "data")],
             cwd=ROOT, capture_output=True, text=True, timeout=30,
             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
@@ -207,8 +207,8 @@ def test_process_metrics_are_the_whole_servers_whichever_worker_answers(served) 
 
 
 def test_proc_stat_lines_with_awkward_command_names_parse() -> None:
-    from exporter.processes import parse_stat
-    from exporter.processes import tree
+    from patchwatch.exporter.processes import parse_stat
+    from patchwatch.exporter.processes import tree
 
     fields = " ".join(str(n) for n in range(4, 53))  # field 4 (ppid) onwards
     stat = parse_stat(f"4242 (gunicorn: a) (b) S {fields}")

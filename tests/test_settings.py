@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.tools_cmd import settings_markdown
+from patchwatch.cli.tools_cmd import settings_markdown
 from patchwatch.domain.errors import ConfigError
 from patchwatch.domain.settings import SETTINGS
 from patchwatch.domain.settings import Settings
@@ -124,7 +124,7 @@ def test_every_setting_has_help_and_is_in_the_readme() -> None:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "patchwatch", *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **(env or {})},

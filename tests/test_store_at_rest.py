@@ -25,12 +25,12 @@ import pytest
 from playhouse.pool import PooledDatabase
 
 from patchwatch.domain.settings import Settings
+from patchwatch.receiver.app import create_app
 from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Report
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.conftest import ROOT
 from tests.conftest import free_port
 from tests.test_receiver_ingest import native_doc
@@ -66,7 +66,7 @@ def test_a_new_sqlite_store_is_private_whatever_the_umask(tmp_path, mask) -> Non
 
 
 def test_an_existing_store_file_is_made_private(tmp_path, caplog) -> None:
-    from cli.serve_cmd import prepare_data_dir
+    from patchwatch.cli.serve_cmd import prepare_data_dir
 
     folder = tmp_path / "old"
     folder.mkdir(mode=0o755)
@@ -212,7 +212,7 @@ def run_serve_isolated(tmp_path: Path, bind: str, extra_env: dict[str, str]) -> 
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            ["unshare", "-n", sys.executable, "-m", "cli.main", "serve", "--bind", bind,
+            ["unshare", "-n", sys.executable, "-m", "patchwatch", "serve", "--bind", bind,
              "--data-dir", str(tmp_path / "data")],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -23,6 +23,7 @@ from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
+from patchwatch.receiver.app import create_app
 from patchwatch.store.db import database
 from patchwatch.store.migrations import MIGRATIONS
 from patchwatch.store.migrations import _host_update_state
@@ -33,7 +34,6 @@ from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_detail
 from patchwatch.store.queries import host_summaries
 from patchwatch.store.tokens import create_token
-from receiver.app import create_app
 from tests.test_cli_operators import cli
 from tests.test_exporter import registry_for
 from tests.test_fetch import MirrorServer

@@ -251,7 +251,7 @@ def _cli(url: str, home: Path, *args: str, env: dict[str, str] | None = None):
     from tests.conftest import ROOT
 
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
         env={"PATH": os.environ["PATH"], "HOME": str(home), "PATCHWATCH_DATABASE_URL": url,
              **(env or {})},
         capture_output=True, text=True, timeout=120,
@@ -312,7 +312,7 @@ def test_cli_lists_shows_and_refreshes(db, database_url: str, tmp_path: Path) ->
 
 
 def _samples(db) -> dict[str, list[tuple[dict[str, str], float]]]:
-    from exporter.collector import StoreCollector
+    from patchwatch.exporter.collector import StoreCollector
 
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in StoreCollector(db).collect():
@@ -462,8 +462,8 @@ def test_feed_url_outside_loopback_allowance_is_refused(db, tmp_path: Path) -> N
 def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_path) -> None:
     import time as _time
 
+    from patchwatch.receiver.app import create_app
     from patchwatch.store.tokens import create_token
-    from receiver.app import create_app
 
     app = create_app(Settings(data_dir=str(tmp_path), process_inline=False), db=db)
     client = app.test_client()
@@ -522,7 +522,7 @@ def test_held_package_is_reported_as_held(db, tmp_path: Path) -> None:
 
 
 def test_scheduler_jobs_only_when_enabled_and_the_feed_job_computes(db, tmp_path: Path) -> None:
-    from scheduler.runner import default_jobs
+    from patchwatch.scheduler.runner import default_jobs
 
     assert not {"refresh_vulns", "compute_vulns"} & {j.name for j in default_jobs(Settings())}
     settings = local(tmp_path)

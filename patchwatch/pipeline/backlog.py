@@ -120,7 +120,7 @@ def _start_worker(settings: Settings, tickets: Synchronized[int]) -> None:
         return
     Finalize(None, database.close, exitpriority=10)  # at the worker's exit
     # then no last collection over its heap (which the caller would wait out): see
-    # cli.main.run
+    # patchwatch.cli.main.run
     Finalize(None, gc.freeze, exitpriority=0)
 
 
