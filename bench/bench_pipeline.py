@@ -35,6 +35,11 @@ For each backend and fleet size, in a fresh store:
    deb.debian.org resolves to a non-public address (a site cache), export
    ``PATCHWATCH_MIRROR_ALLOWED_NETWORKS`` with it, or the fetch policy refuses it.
 6. **updates**: ``patchwatch updates`` (every host, first computation).
+6b. **vulns**: ``patchwatch vulns refresh`` reading a generated Debian-sized OSV feed
+   (``bench_vulns.debian_feed``: 50,000 records in osv.dev's shape, real bookworm source
+   names and versions; hosts' binaries are matched under their own names) and the real
+   KEV catalogue from local files, then the first computation of every host's
+   vulnerabilities; run again with nothing changed (feeds skipped, nothing computed).
 7. **scrape**: ``GET /metrics`` three times (first and best time, size).
 8. **memory**: peak RSS (``VmHWM``) of every process of the server tree (gunicorn
    master, workers, scheduler), summed and largest; and each CLI step's own peak RSS
@@ -81,6 +86,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from fleet import Fleet  # noqa: E402
 from fleet import build_fleet  # noqa: E402
 
+KEV = ROOT / "tests" / "fixtures" / "vulns" / "known_exploited_vulnerabilities-2025-08-25.json.xz"
+
 DOC = ROOT / "docs" / "performance.md"
 START = "<!-- pipeline-table:start -->"
 END = "<!-- pipeline-table:end -->"
@@ -92,6 +99,8 @@ AIMS = {
     "refresh_seconds": 3.0,  # 66,000-package refresh
     "updates_seconds": 10.0,  # 10,000 hosts' updates
     "scrape_seconds": 1.0,  # scrape of 10,000 hosts
+    "vulns_compute_seconds": 10.0,  # 10,000 hosts' vulnerabilities, first computation
+    "again_vulns_seconds": 1.0,  # nothing changed
 }
 
 
@@ -204,6 +213,12 @@ class Postgres:
 
 
 # ---------------------------------------------------------------- one run
+
+
+def seconds_in(pattern: str, out: str) -> float:
+    """The seconds a CLI step printed (matched by ``pattern``), NaN when it did not."""
+    m = re.search(pattern, out, re.M)
+    return float(m.group(1)) if m else float("nan")
 
 
 def store_counts(url: str) -> dict[str, int]:
@@ -351,6 +366,7 @@ def run_one(
     senders: int,
     pg: Postgres | None,
     keep: Path | None = None,
+    feed: Path | None = None,
 ) -> dict[str, Any]:
     hosts = len(bodies)
     print(f"\n== {backend}, {hosts:,} hosts", flush=True)
@@ -427,6 +443,22 @@ def run_one(
         r.update(updates_seconds=secs, updates_rss=rss, updates_detail=out.strip())
         print(f"updates: {out.strip()} in {secs:.1f} s, {rss:.0f} MB")
 
+        if feed is not None:
+            venv = {**env, "PATCHWATCH_VULNS_OSV_SOURCES": str(feed),
+                    "PATCHWATCH_VULNS_KEV_SOURCE": str(KEV),
+                    "PATCHWATCH_VULNS_DEBIAN_TRACKER_SOURCE": ""}  # fmt: skip
+            secs, rss, out = run_cli(["vulns", "refresh"], venv, log)
+            load = seconds_in(r"^changed +osv: .* in ([0-9.]+) s", out)
+            compute = seconds_in(r"computed in ([0-9.]+) s", out)
+            r.update(vulns_seconds=secs, vulns_rss=rss, vulns_load_seconds=load,
+                     vulns_compute_seconds=compute)  # fmt: skip
+            print(f"vulns: {secs:.1f} s (feed {load:.1f} s, hosts {compute:.1f} s), {rss:.0f} MB\n"
+                  f"{out.strip()}")  # fmt: skip
+            secs, _rss, out = run_cli(["vulns", "refresh"], venv, log)
+            again = seconds_in(r"computed in ([0-9.]+) s", out)
+            r.update(again_vulns_cli_seconds=secs, again_vulns_seconds=again)
+            print(f"vulns again: {secs:.1f} s (hosts {again:.2f} s)\n{out.strip()}", flush=True)
+
         times, size, series = scrape(base)
         r.update(scrape_first=times[0], scrape_best=min(times), scrape_kib=size / 1024)
         r["scrape_series"] = series
@@ -494,10 +526,13 @@ ROWS: list[tuple[str, str]] = [
     ("pending updates (security)", "{host_updates:,} ({security_updates:,})"),
     ("again, nothing changed: ingest / process reports/s", "{again_ingest_rate:.0f} / {again_process_rate:.0f}"),  # noqa: E501
     ("again, nothing changed: updates, all hosts", "{again_updates_seconds:.1f} s"),
+    ("vulns: feed load (50,000 records) / first computation, all hosts (aim 10 s)", "{vulns_load_seconds:.1f} / {vulns_compute_seconds:.1f} s"),  # noqa: E501
+    ("vulns again, nothing changed: computation (aim 1 s) / whole command", "{again_vulns_seconds:.2f} / {again_vulns_cli_seconds:.1f} s"),  # noqa: E501
     ("scrape /metrics: first / best (aim < 1 s)", "{scrape_first:.2f} / {scrape_best:.2f} s"),
     ("scrape size, series", "{scrape_kib:,.0f} KiB, {scrape_series:,}"),
     ("server peak RSS: sum (largest process)", "{server_rss_sum:.0f} MB ({server_rss_max:.0f} MB)"),
     ("peak RSS process / refresh / updates", "{process_rss:.0f} / {refresh_rss:.0f} / {updates_rss:.0f} MB"),  # noqa: E501
+    ("peak RSS vulns refresh", "{vulns_rss:.0f} MB"),
     ("database size", "{db_mb:,.0f} MB"),
 ]  # fmt: skip
 
@@ -617,6 +652,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/patchwatch-bench-indexes"))
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument("--no-vulns", action="store_true", help="skip the vulnerability step")
+    parser.add_argument("--vuln-records", type=int, default=50_000)
     parser.add_argument("--fresh", action="store_true", help="drop earlier results from the doc")
     parser.add_argument(
         "--keep-store", type=Path, metavar="DIR",
@@ -641,6 +678,16 @@ def main() -> None:
         flush=True,
     )
 
+    feed: Path | None = None
+    if not args.no_vulns:
+        from bench_vulns import debian_feed
+
+        t = time.perf_counter()
+        feed_dir = Path(tempfile.mkdtemp(prefix="pw-pipeline-feed-"))
+        feed, _ = debian_feed(feed_dir / "debian-all.zip", args.vuln_records)
+        print(f"vulnerability feed: {args.vuln_records:,} records generated in "
+              f"{time.perf_counter() - t:.1f} s (not timed below)", flush=True)  # fmt: skip
+
     pg = Postgres() if "postgresql" in backends else None
     results = []
     try:
@@ -653,6 +700,7 @@ def main() -> None:
                     args.senders,
                     pg if backend == "postgresql" else None,
                     args.keep_store,
+                    feed,
                 )
                 res["fleet"] = {
                     "images": args.images,

@@ -39,6 +39,9 @@ from patchwatch.inventory.hosts import match_hosts
 from patchwatch.inventory.hosts import parse_maintenance_until
 from patchwatch.inventory.hosts import resolve_host
 from patchwatch.inventory.hosts import set_host_flags
+from patchwatch.inventory.vulns import SEVERITIES
+from patchwatch.inventory.vulns import STATUSES
+from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.store import rdns
 from patchwatch.store.models import Host
 from patchwatch.store.queries import HostFilter
@@ -96,6 +99,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = hsub.add_parser("show", help="one host: details, flags, repositories, updates")
     p.add_argument("name", help="host name, its first label, or a glob matching one host")
     p.add_argument("--packages", action="store_true", help="also list installed packages")
+    p.add_argument("--severity", choices=SEVERITIES, help="vulnerabilities of this severity")
+    p.add_argument("--kev", action="store_true", default=None, help="known-exploited only")
+    p.add_argument("--status", choices=STATUSES, help="vulnerabilities with this fix status")
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_show))
 
@@ -157,9 +163,35 @@ def _unknown_spelled_out(row: dict[str, Any]) -> dict[str, Any]:
     return {k: "unknown" if k in UNKNOWN_WHEN_NONE and v is None else v for k, v in row.items()}
 
 
+VULN_COLUMNS = [
+    ("id", "vulnerability"), ("severity", "severity"), ("kev", "kev"), ("status", "status"),
+    ("package", "package"), ("installed", "installed"), ("fix", "fixed in / update"),
+]  # fmt: skip
+
+
+def _print_vulnerabilities(vulns: dict[str, Any]) -> None:
+    """The host's vulnerabilities, one line per affected package (``unknown`` until a
+    feed is loaded; ``not matched`` when its OS maps to no ecosystem)."""
+    if vulns["state"] != "known":
+        print(f"\nvulnerabilities: {vulns['state'].replace('_', ' ')}")
+        return
+    found = vulns["vulnerabilities"]
+    rows = [
+        {"id": v["id"], "severity": v["severity"], "kev": v["kev"],
+         "status": f"held {p['status']}" if p["held"] else p["status"],
+         "package": p["name"], "installed": p["installed"],
+         "fix": p["candidate"] or p["fixed_version"] or "-"}
+        for v in found
+        for p in v["packages"]
+    ]  # fmt: skip
+    print(f"\nvulnerabilities ({len(found)}, {vulns['ecosystem']}):")
+    emit(rows, "table", VULN_COLUMNS)
+
+
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     host = resolve_host(args.name)
-    data = host_overview(host, time.time())
+    flt = VulnFilter(severity=args.severity, kev=args.kev, status=args.status)
+    data = host_overview(host, time.time(), flt)
     packages = cast(list[dict[str, str]], data["packages"])
     if args.format == "json":
         print(render_json(data))
@@ -189,6 +221,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         count = "unknown" if is_updates and unknown else len(rows)
         print(f"\n{title} ({count}):")
         emit(rows, "table", columns)
+    _print_vulnerabilities(cast(dict[str, Any], data["vulnerabilities"]))
     if args.packages:
         print(f"\npackages ({len(packages)}):")
         emit(

@@ -26,6 +26,7 @@ from patchwatch.cli import refresh_cmd
 from patchwatch.cli import repos_cmd
 from patchwatch.cli import serve_cmd
 from patchwatch.cli import tools_cmd
+from patchwatch.cli import vulns_cmd
 from patchwatch.cli.gunicorn_app import LOG_FORMAT
 from patchwatch.cli.output import OneLineParser
 from patchwatch.cli.output import UsageError
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     repos_cmd.add_commands(sub)
     ops_cmd.add_commands(sub)
     assets_cmd.add_commands(sub)
+    vulns_cmd.add_commands(sub)
     name_commands(parser)
     return parser
 

@@ -51,6 +51,7 @@ from patchwatch.store.queries import load_last_job_runs
 from patchwatch.store.queries import load_mirror_rows
 from patchwatch.store.shards import HostSelection
 from patchwatch.store.shards import shard_hosts
+from patchwatch.store.vulns import scrape_rows
 
 log = logging.getLogger(__name__)
 
@@ -367,3 +368,121 @@ class StoreCollector(Collector):
             if run["duration"] is not None:
                 duration.add_metric([job], float(run["duration"]))
         yield from (last_success, last_ok, duration)
+
+    def _vuln_families(self) -> Iterator[Metric]:
+        """Vulnerabilities: per host counts (no per-CVE label per host), KEV per CVE
+        present in the fleet (bounded by the catalogue), and each feed's health.
+
+        Per-host series exist only once a feed of records has good data and the host's
+        findings are computed; a host whose OS maps to no ecosystem has none (not
+        matched is not "no vulnerabilities"). Counts are written for the (severity,
+        status) cells that are not zero: a host with findings computed
+        (``patchwatch_host_vulnerabilities_computed_timestamp_seconds``) and no series
+        for a cell has none there.
+        """
+        state = scrape_rows()
+        counts: list[Row] = []
+        kev_fixable: list[Row] = []
+        oldest: list[Row] = []
+        computed: list[Row] = []
+        kev_hosts: dict[str, int] = {}
+        kev_fixable_hosts: dict[str, int] = {}
+        for name, at, summary in state.hosts:
+            computed.append(((name,), at))
+            kev_fixable.append(((name,), summary.kev_fixable))
+            counts.extend(
+                ((name, sev, status), n) for (sev, status), n in sorted(summary.counts.items())
+            )
+            oldest.extend(((name, sev), t) for sev, t in sorted(summary.oldest_fixable.items()))
+            for cve, status in summary.kev.items():
+                kev_hosts[cve] = kev_hosts.get(cve, 0) + 1
+                kev_fixable_hosts[cve] = kev_fixable_hosts.get(cve, 0) + (status == "fixable")
+        yield RowFamily(
+            "patchwatch_host_vulnerabilities",
+            "Vulnerabilities of the host by severity (CVSS level when scored, else the "
+            "distribution's rating) and fix status (fixable, fixed_upstream, no_fix); only "
+            "cells that are not zero (absent while the host's findings are unknown).",
+            ["host", "severity", "status"],
+            counts,
+        )
+        yield RowFamily(
+            "patchwatch_host_vulnerabilities_computed_timestamp_seconds",
+            "When the host's vulnerabilities were last computed (absent: unknown, no feed "
+            "loaded or the host's OS maps to no ecosystem).",
+            ["host"],
+            computed,
+        )
+        yield RowFamily(
+            "patchwatch_host_vulnerabilities_kev_fixable",
+            "Known-exploited (CISA KEV) vulnerabilities of the host whose fix its "
+            "repositories offer.",
+            ["host"],
+            kev_fixable,
+        )
+        yield RowFamily(
+            "patchwatch_host_oldest_fixable_vulnerability_published_timestamp_seconds",
+            "Publication time of the host's oldest fixable vulnerability, by severity "
+            "(critical, high).",
+            ["host", "severity"],
+            oldest,
+        )
+        hosts = _gauge(
+            "patchwatch_kev_vulnerability_hosts",
+            "Hosts exposed to a known-exploited vulnerability, for those present in the "
+            "fleet (status fixable: the fix is in their repositories; all: every host).",
+            ["cve", "status"],
+        )
+        for cve in sorted(kev_hosts):
+            hosts.add_metric([cve, "all"], kev_hosts[cve])
+            hosts.add_metric([cve, "fixable"], kev_fixable_hosts[cve])
+        yield hosts
+        labels = ["feed"]
+        attempt = _gauge(
+            "patchwatch_vuln_feed_last_attempt_timestamp_seconds",
+            "When the vulnerability feed was last read, successfully or not.",
+            labels,
+        )
+        success = _gauge(
+            "patchwatch_vuln_feed_last_success_timestamp_seconds",
+            "When the vulnerability feed was last read successfully (changed or not).",
+            labels,
+        )
+        failures = CounterMetricFamily(
+            "patchwatch_vuln_feed_failures",
+            "Failed reads of the vulnerability feed since it was first read.",
+            labels=labels,
+        )
+        consecutive = _gauge(
+            "patchwatch_vuln_feed_consecutive_failures",
+            "Failed reads of the feed since its last success (0 when healthy).",
+            labels,
+        )
+        records = _gauge(
+            "patchwatch_vuln_feed_records",
+            "Records (KEV: entries; EPSS: scores kept) in the feed's last good data.",
+            labels,
+        )
+        skipped = _gauge(
+            "patchwatch_vuln_feed_skipped_records",
+            "Records of the feed's last good data skipped as malformed.",
+            labels,
+        )
+        changed = _gauge(
+            "patchwatch_vuln_feed_changed_too_much",
+            "1 when the feed's record count moved by more than vulns_change_share at its "
+            "last change (kept, but worth a look: a truncated feed?).",
+            labels,
+        )
+        for f in state.feeds:
+            key = [f.name]
+            if f.last_attempt_at is not None:
+                attempt.add_metric(key, f.last_attempt_at)
+            if f.last_success_at is not None:
+                success.add_metric(key, f.last_success_at)
+            failures.add_metric(key, f.failures_total)
+            consecutive.add_metric(key, f.consecutive_failures)
+            if f.records is not None:
+                records.add_metric(key, f.records)
+                skipped.add_metric(key, f.skipped or 0)
+                changed.add_metric(key, 1 if f.changed_too_much else 0)
+        yield from (attempt, success, failures, consecutive, records, skipped, changed)

@@ -616,6 +616,84 @@ def build_overview() -> Dashboard:
         8,
     )
 
+    layout.row("Vulnerabilities")
+    vulns = "patchwatch_host_vulnerabilities"
+    kev_fixable = "patchwatch_host_vulnerabilities_kev_fixable"
+    fixable = vulns + '{status="fixable"}'
+    critical_fixable = vulns + '{severity="critical",status="fixable"}'
+    for panel in [
+        stat_panel(
+            "Hosts with a fixable known-exploited vulnerability",
+            "Hosts with at least one vulnerability from CISA's KEV catalogue whose fix their"
+            " repositories offer (the PatchwatchKnownExploitedVulnerabilityFixable alert).",
+            f"count({for_os(kev_fixable)} > 0) or vector(0)",
+            colors=BAD_WHEN_ANY,
+        ),
+        stat_panel(
+            "Hosts with a fixable critical vulnerability",
+            "Hosts with at least one critical vulnerability whose fix their repositories offer.",
+            f"count({for_os(critical_fixable)} > 0) or vector(0)",
+            colors=WARN_WHEN_ANY,
+        ),
+        stat_panel(
+            "Fixable vulnerabilities",
+            "Vulnerabilities whose fix is in the hosts' repositories, summed over hosts (one"
+            " CVE on 100 hosts counts 100).",
+            f"sum({for_os(fixable)}) or vector(0)",
+            colors=WARN_WHEN_ANY,
+        ),
+        stat_panel(
+            "Feeds failing",
+            "Vulnerability feeds whose last read failed (their last good data is used).",
+            "count(patchwatch_vuln_feed_consecutive_failures > 0) or vector(0)",
+            colors=WARN_WHEN_ANY,
+        ),
+    ]:
+        layout.place(panel, 6, 4)
+    layout.place(
+        bargauge_panel(
+            "Exposure by severity and fix status",
+            "Vulnerabilities summed over the selected hosts, by severity (CVSS level, else"
+            " the distribution's rating) and fix status: fixable (in the host's"
+            " repositories), fixed_upstream (a fix exists, not offered), no_fix.",
+            [
+                query(
+                    f"sum by (severity, status) ({for_os(vulns)})",
+                    legend="{{severity}} {{status}}",
+                    instant=True,
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    layout.place(
+        bargauge_panel(
+            "Known-exploited vulnerabilities in the fleet",
+            "The ten CISA KEV vulnerabilities on the most hosts (all hosts, not only the"
+            " selected OS); 'patchwatch vulns show CVE-…' lists them.",
+            [
+                query(
+                    'topk(10, patchwatch_kev_vulnerability_hosts{status="all"})',
+                    legend="{{cve}}",
+                    instant=True,
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    layout.place(
+        timeseries_panel(
+            "Vulnerabilities by fix status",
+            "Vulnerabilities summed over the selected hosts, by fix status, over time.",
+            [query(f"sum by (status) ({for_os(vulns)})", legend="{{status}}")],
+            stacked=True,
+        ),
+        8,
+        8,
+    )
+
     layout.row("Hosts")
     by_host = "max by (host) "
     layout.place(
@@ -752,6 +830,51 @@ def build_host() -> Dashboard:
     ]
     for panel in stats:
         layout.place(panel, 3, 4)
+    for panel in [
+        stat_panel(
+            "Fixable vulnerabilities",
+            "Vulnerabilities of the host whose fix its repositories offer; the list:"
+            " 'patchwatch hosts show $host' or GET /api/v1/hosts/$host. Empty until a"
+            " vulnerability feed is loaded.",
+            f'sum(patchwatch_host_vulnerabilities{{{host},status="fixable"}})',
+            colors=WARN_WHEN_ANY,
+            no_value="unknown",
+        ),
+        stat_panel(
+            "Known-exploited, fixable",
+            "Vulnerabilities of the host in CISA's KEV catalogue whose fix its repositories offer.",
+            f"max(patchwatch_host_vulnerabilities_kev_fixable{{{host}}})",
+            colors=BAD_WHEN_ANY,
+            no_value="unknown",
+        ),
+        stat_panel(
+            "Oldest fixable critical/high",
+            "Time since the publication of the host's oldest fixable critical or high"
+            " vulnerability.",
+            "max(time() - patchwatch_host_oldest_fixable_vulnerability_published_timestamp_"
+            f"seconds{{{host}}})",
+            unit="s",
+            colors=thresholds((None, "green"), (14 * 86400, "red")),
+            no_value="none",
+        ),
+    ]:
+        layout.place(panel, 4, 4)
+    layout.place(
+        bargauge_panel(
+            "Vulnerabilities by severity and fix status",
+            "The host's vulnerabilities by severity and fix status (fixable,"
+            " fixed_upstream, no_fix).",
+            [
+                query(
+                    f"sum by (severity, status) (patchwatch_host_vulnerabilities{{{host}}})",
+                    legend="{{severity}} {{status}}",
+                    instant=True,
+                )
+            ],
+        ),
+        12,
+        4,
+    )
     layout.place(
         table_panel(
             "Host details",

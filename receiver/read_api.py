@@ -30,6 +30,7 @@ from patchwatch.domain.paging import sort_rows
 from patchwatch.domain.tabular import csv_text
 from patchwatch.inventory.hosts import get_host
 from patchwatch.inventory.hosts import host_overview
+from patchwatch.inventory.vulns import vuln_filter
 from patchwatch.receiver.console.session import COOKIE
 from patchwatch.receiver.console.session import load_session
 from patchwatch.receiver.ingest import authenticate_request
@@ -121,8 +122,13 @@ def hosts() -> Response:
 
 @bp.get("/hosts/<name>")
 def host(name: str) -> Response:
-    """One host with every field ``hosts show --format json`` has (the same function)."""
-    return jsonify(host_overview(get_host(name), time.time()))
+    """One host with every field ``hosts show --format json`` has (the same function);
+    its vulnerabilities filtered by ``severity``, ``kev``, ``status``."""
+    flt = vuln_filter(
+        severity=request.args.get("severity"), kev=flag_arg("kev"),
+        status=request.args.get("status"),
+    )  # fmt: skip
+    return jsonify(host_overview(get_host(name), time.time(), flt))
 
 
 @bp.get("/packages/<name>/hosts")

@@ -30,12 +30,16 @@ from peewee import PeeweeException
 
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.fetch import fetch_scope
 from patchwatch.pipeline.followup import FollowUp
 from patchwatch.pipeline.hostupdates import refresh_host_updates
+from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import prune_reports
 from patchwatch.pipeline.refresh import refresh_all
 from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.pipeline.vulnfeeds import refresh_vulns
+from patchwatch.pipeline.vulnfeeds import summarize_feeds
 from patchwatch.store import rdns
 from patchwatch.store.db import database
 from patchwatch.store.jobs import finish_job_run
@@ -160,6 +164,24 @@ def compute_updates(now: float) -> str:
     return f"{ctx.computed} update sets computed, {ctx.reused} reused"
 
 
+def refresh_vuln_feeds(settings: Settings) -> Callable[[float], str]:
+    """The feeds job: every vulnerability feed, then the findings of what changed."""
+
+    def run(now: float) -> str:
+        with fetch_scope(stop=current_stop()):
+            outcomes = refresh_vulns(settings)
+        vulns = refresh_host_vulns(now)
+        return f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
+
+    return run
+
+
+def compute_vulns(now: float) -> str:
+    """Recompute findings whose inputs (package set, mirror data, feeds) changed."""
+    run = refresh_host_vulns(now)
+    return f"{run.computed} vulnerability sets computed, {run.reused} reused"
+
+
 def follow_up_job(settings: Settings) -> Job:
     """Every tick: read new repositories, compute updates of hosts whose report changed."""
     follow = FollowUp(settings)
@@ -197,6 +219,18 @@ def default_jobs(settings: Settings) -> list[Job]:
             "check_reverse_dns",
             settings.updates_interval_minutes * 60,
             check_reverse_dns(settings),
+        ),
+        *(
+            [
+                Job(
+                    "refresh_vulns",
+                    settings.vulns_refresh_interval_minutes * 60,
+                    refresh_vuln_feeds(settings),
+                ),
+                Job("compute_vulns", settings.updates_interval_minutes * 60, compute_vulns),
+            ]
+            if settings.vulns_enabled
+            else []
         ),
     ]
 

@@ -27,8 +27,15 @@ from typing import Any
 
 import pytest
 
+from patchwatch.store.models import Host
 from patchwatch.store.models import JobRun
 from patchwatch.store.tokens import create_token
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import vulnerability_meta
 from tests.support.monitoring import PatchwatchServer
 from tests.support.monitoring import Prometheus
 from tests.support.monitoring import PromQLError
@@ -275,6 +282,27 @@ def test_uids_are_unique_across_dashboards() -> None:
 # -------------------------------------------------------------------- live checks
 
 
+def seed_vulnerabilities(host: Host, now: float) -> None:
+    """Feeds (one failing for 2 days, one flagged for a jump) and findings for ``host``:
+    a known-exploited critical one, fixable, published 30 days ago; one with no fix."""
+    day = 86400.0
+    VulnSource.create(name="kev", records=1404, skipped=0, last_attempt_at=now,
+                      last_success_at=now - 2 * day, consecutive_failures=2,
+                      failures_total=2)  # fmt: skip
+    VulnSource.create(name="osv:Debian:12", records=40, skipped=1, last_attempt_at=now,
+                      last_success_at=now, changed_too_much=True)  # fmt: skip
+    Vulnerability.create(id="CVE-2023-4911", severity="critical", published=now - 30 * day,
+                         kev=True)  # fmt: skip
+    Vulnerability.create(id="CVE-2099-0001", severity="high", published=now - 5 * day)
+    found = [
+        FindingRow("CVE-2023-4911", "glibc", "2.36-9", "fixable", "2.36-9+deb12u3",
+                   "2.36-9+deb12u3"),
+        FindingRow("CVE-2099-0001", "bash", "5.2.15-2", "no_fix"),
+    ]  # fmt: skip
+    vs = save_set(host.package_set_id, None, "Debian:12", "", now, found, vulnerability_meta())
+    VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PatchwatchServer, Prometheus]]:
     """A patchwatch with a small fleet, scraped every second by a real Prometheus."""
@@ -287,8 +315,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PatchwatchS
         now = time.time()
         with store(server.db_url):
             # ages of the oldest security update: one host in each patch-age bucket
-            seed_host("web-01", now, security_ages_days=(10, 2), other_updates=3, reboot=True,
-                      tags="web prod")  # fmt: skip
+            web01 = seed_host("web-01", now, security_ages_days=(10, 2), other_updates=3,
+                              reboot=True, tags="web prod")  # fmt: skip
             seed_host("web-02", now, security_ages_days=(0.5,), other_updates=1)
             seed_host("app-02", now, security_ages_days=(3,))
             seed_host("db-01", now, os_name="Rocky Linux 9.4 (Blue Onyx)", family="redhat",
@@ -304,6 +332,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PatchwatchS
                         consecutive_failures=3, failures_total=3)  # fmt: skip
             JobRun.create(job="seeded_job", started_at=now - 62, finished_at=now - 60,
                           duration_seconds=2.0, outcome="failure", detail="seeded")  # fmt: skip
+            seed_vulnerabilities(web01, now)
             _token, secret = create_token("host", now, "web01.example.com")
         prometheus.start()
         prometheus.wait_for_samples(1)
@@ -394,4 +423,8 @@ def test_alert_rules_evaluate_on_real_data(live: tuple[PatchwatchServer, Prometh
         "PatchwatchHostNotReporting",
         "PatchwatchMirrorRefreshFailing",
         "PatchwatchJobFailing",
+        "PatchwatchKnownExploitedVulnerabilityFixable",
+        "PatchwatchCriticalVulnerabilityUnpatched",
+        "PatchwatchVulnerabilityFeedFailing",
+        "PatchwatchVulnerabilityFeedChanged",
     }

@@ -21,7 +21,14 @@ from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
+from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Repository
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import vulnerability_meta
 from tests.support.paths import ROOT
 
 MONITORING = ROOT / "docs" / "monitoring.md"
@@ -73,6 +80,13 @@ def _seed() -> None:
                   last_success_at=now, skipped_packages=0)  # fmt: skip
     JobRun.create(job="prune", started_at=now, finished_at=now, duration_seconds=0.1,
                   outcome="success")  # fmt: skip
+    VulnSource.create(name="osv:Debian:12", last_attempt_at=now, last_success_at=now,
+                      records=1, skipped=0)  # fmt: skip
+    Vulnerability.create(id="CVE-2023-4911", severity="high", published=now, kev=True)
+    pset = PackageSet.create(digest="0" * 64, size=0, created_at=now)
+    found = [FindingRow("CVE-2023-4911", "glibc", "2.36-9", "fixable", "2.36-9+deb12u3")]
+    vs = save_set(pset.id, None, "Debian:12", "", now, found, vulnerability_meta())
+    VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

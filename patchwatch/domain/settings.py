@@ -254,6 +254,54 @@ class Settings:
         "with the reverse DNS check on); a lookup that takes longer leaves the result "
         "unknown until the next try.",
     )
+    vulns_enabled: bool = _setting(
+        False,
+        "Read vulnerability feeds (OSV, Debian's security tracker, CISA KEV, EPSS) and "
+        "compute each host's vulnerabilities (jobs refresh_vulns and compute_vulns). Off "
+        "by default: the feeds are fetched from the internet unless the vulns_*_source "
+        "settings name local files.",
+    )
+    vulns_osv_sources: tuple[str, ...] = _setting(
+        ("https://osv-vulnerabilities.storage.googleapis.com/{ecosystem}/all.zip",),
+        "Where OSV records are read (comma-separated): URLs, in which {ecosystem} is "
+        "replaced by each ecosystem the fleet's hosts read (osv.dev's per-ecosystem "
+        "zips), or local paths of a zip, a tarball or a folder of OSV JSON records "
+        "(read whole, for air-gapped sites). Empty: no OSV.",
+    )
+    vulns_osv_ecosystems: tuple[str, ...] = _setting(
+        (),
+        "OSV ecosystems to load besides those that follow from the fleet's operating "
+        "systems (Debian:12, AlmaLinux:9, ...); an entry starting with '-' removes one.",
+    )
+    vulns_debian_tracker_source: str = _setting(
+        "https://security-tracker.debian.org/tracker/data/json",
+        "URL or local path of Debian's security tracker JSON (read only when Debian hosts "
+        "report); empty: not read.",
+    )
+    vulns_kev_source: str = _setting(
+        "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json",
+        "URL or local path of CISA's Known Exploited Vulnerabilities catalogue (JSON); "
+        "empty: not read.",
+    )
+    vulns_epss_source: str = _setting(
+        "",
+        "URL or local path of FIRST's EPSS daily scores (CSV, gzip-compressed or not); "
+        "empty (the default): not read.",
+    )
+    vulns_refresh_interval_minutes: int = _setting(
+        360, "How often the scheduler reads the vulnerability feeds, in minutes."
+    )
+    vulns_max_feed_bytes: int = _setting(
+        512 * 1024 * 1024,
+        "Largest vulnerability feed file accepted as downloaded or read, in bytes; a "
+        "larger one fails the source's refresh and its last good data is kept.",
+    )
+    vulns_change_share: float = _setting(
+        0.5,
+        "A feed whose record count changes by more than this share between two reads "
+        "is kept but flagged (patchwatch_vuln_feed_changed_too_much): a truncated feed "
+        "is noticed rather than silently clearing the fleet's exposure.",
+    )
     metrics_token: str = _setting(
         "",
         "When set, /metrics needs it: 'Authorization: Bearer <token>' or basic auth with it "
@@ -380,6 +428,8 @@ def _validate(s: Settings) -> None:
     for name in ("http_request_max_seconds", "mirror_refresh_max_seconds", "refresh_max_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(name, "must be positive")
+    if not 0 < s.vulns_change_share <= 1:
+        raise ConfigError("vulns_change_share", "must be more than 0 and at most 1")
     for fmt in s.apt_index_formats:
         if fmt not in PACKAGES_FORMATS:
             known = ", ".join(PACKAGES_FORMATS)
@@ -400,6 +450,8 @@ def _validate(s: Settings) -> None:
         "reports_keep",
         "max_index_packages",
         "refresh_concurrency",
+        "vulns_refresh_interval_minutes",
+        "vulns_max_feed_bytes",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(name, "must be at least 1")

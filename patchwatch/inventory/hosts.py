@@ -28,6 +28,8 @@ from patchwatch.inventory.common import evr
 from patchwatch.inventory.common import is_glob
 from patchwatch.inventory.common import required_ref
 from patchwatch.inventory.common import the_one
+from patchwatch.inventory.vulns import VulnFilter
+from patchwatch.inventory.vulns import host_vulnerabilities
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostupdates import repository_membership
 from patchwatch.store import rdns
@@ -181,16 +183,18 @@ def host_flags(host: Host, now: float) -> dict[str, object]:
     }
 
 
-def host_overview(host: Host, now: float) -> dict[str, object]:
+def host_overview(host: Host, now: float, vulns: VulnFilter | None = None) -> dict[str, object]:
     """One host as ``hosts show`` and ``GET /api/v1/hosts/NAME`` present it: details,
-    flags, updates. Both call this, with the row they resolved, so that the CLI's JSON
-    and the API's answer are one query's and cannot drift apart."""
+    flags, updates, vulnerabilities (filtered by ``vulns``). Both call this, with the
+    row they resolved, so that the CLI's JSON and the API's answer are one query's and
+    cannot drift apart."""
     detail = host_detail(host)
     detail.update(host_flags(host, now))
     detail["os_variant"] = host.os_variant
     detail["agent"] = host.agent
     os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
     detail.update(rdns.host_result(host, os_flag))
+    detail["vulnerabilities"] = host_vulnerabilities(host, vulns or VulnFilter())
     return detail
 
 

@@ -32,6 +32,7 @@ from patchwatch.store.models import HealthProbe
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.models import ServerSecret
 from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.vuln_models import VULN_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -605,6 +606,11 @@ def _console_tables(db: Database) -> None:
     db.create_tables([ServerSecret, AuditEntry], safe=True)
 
 
+def _vulnerability_tables(db: Database) -> None:
+    """Create the vulnerability tables (``patchwatch.store.vuln_models``); existing ones stay."""
+    db.create_tables(VULN_MODELS, safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -627,6 +633,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(15, "health_probe table; host_credential.enroll_key_hash", _receiver_hardening),
     Migration(16, "reports left processing queued again", _no_processing_reports),
     Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
+    Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -198,10 +198,14 @@ def fetch_apt(
     if not force and mirror.package_set_id is not None and checksum == mirror.metadata_checksum:
         return fetched
     packages: list[PackageRecord] = []
+    sources: dict[PackageRecord, str] = {}
     skipped = Skipped()
     for n, entry in enumerate(entries):
-        _fetch_apt_index(dist, entry, fetcher, tmp / f"index{n}", settings, packages, skipped)
+        _fetch_apt_index(
+            dist, entry, fetcher, tmp / f"index{n}", settings, packages, skipped, sources
+        )
     fetched.packages = packages
+    fetched.sources = sources
     fetched.skipped_packages = skipped
     return fetched
 
@@ -356,8 +360,10 @@ def _fetch_apt_index(
     settings: Settings,
     packages: list[PackageRecord],
     skipped: Skipped,
+    sources: dict[PackageRecord, str] | None = None,
 ) -> None:
-    """Download, verify and parse one Packages file, adding its packages to ``packages``.
+    """Download, verify and parse one Packages file, adding its packages to ``packages``
+    (and to ``sources`` those whose source package has another name).
 
     ``packages`` holds those of the repository's other indexes already read:
     ``max_index_packages`` bounds them all together.
@@ -384,7 +390,7 @@ def _fetch_apt_index(
         try:
             with open_decompressed(raw, entry.compression, settings.max_index_bytes) as reader:
                 parsed = parse_packages(read_lines(reader), skipped)
-                collect(parsed, packages, settings.max_index_packages, "packages")
+                collect(parsed, packages, settings.max_index_packages, "packages", sources)
         except (ParseError, TooLargeError) as exc:
             raise FetchError(download.url, str(exc)) from None
     download.path.unlink()

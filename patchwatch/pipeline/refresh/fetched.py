@@ -39,24 +39,32 @@ class Fetched:
     skipped_packages: Skipped | None = None  # set when the package index was read
     skipped_advisories: Skipped | None = None  # set when updateinfo was read (or is gone)
     security: bool | None = None
+    sources: dict[PackageRecord, str] | None = None  # binary -> source name, when they differ
     etag: str = ""
     last_modified: str = ""
     note: str = ""
 
 
 def collect(
-    parsed: Iterable[AvailablePackage], into: list[PackageRecord], limit: int, what: str
+    parsed: Iterable[AvailablePackage],
+    into: list[PackageRecord],
+    limit: int,
+    what: str,
+    sources: dict[PackageRecord, str] | None = None,
 ) -> None:
     """Append the parsed packages to ``into``, stopping past ``limit`` in all.
 
     The parse stops there too (it is a generator): an index of a million packages
     costs what ``limit`` packages cost, not what the byte limit allows
-    (docs/performance.md).
+    (docs/performance.md). With ``sources``, a package whose source package has
+    another name is noted there (what vulnerability records of Debian and Ubuntu name).
     """
     for available in parsed:
         if len(into) >= limit:
             raise TooLargeError(f"lists more than {limit} {what} (max_index_packages)")
         into.append(available.package)
+        if sources is not None and available.source not in ("", available.package.name):
+            sources[available.package] = available.source
 
 
 def collect_advisories(parsed: Iterable[AdvisoryRecord], limit: int) -> list[AdvisoryRecord]:

@@ -19,6 +19,7 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 from patchwatch.store.package_sets import ensure_mirror_set
 from patchwatch.store.sets import ensure_packages
+from patchwatch.store.vulns import remember_sources
 
 MAX_ERROR_CHARS = 2000
 
@@ -39,6 +40,8 @@ def store_success(
             pset = ensure_mirror_set(fetched.packages, now)
             changed = pset.id != pset_id
             pset_id, count = pset.id, pset.size
+        if fetched.sources:
+            remember_sources(fetched.sources)
         if fetched.advisories is not None:
             advisories = _replace_advisories(repo.id, fetched.advisories)
             changed = changed or fetched.advisories_changed

@@ -1,0 +1,236 @@
+"""The operator's views of vulnerabilities: the fleet's, one vulnerability's, one host's.
+
+Why this module exists: ``patchwatch vulns``, ``patchwatch vulns show``, ``hosts show``
+and ``GET /api/v1/hosts/NAME`` show the same rows; building them here, from the
+findings stored per set (``patchwatch.pipeline.hostvulns``), keeps the CLI and the API
+about presentation only.
+
+A host's vulnerability is one row per vulnerability with its worst status over the
+packages it touches (``no_fix`` over ``fixed_upstream`` over ``fixable``), as counts
+and metrics use; the packages are listed under it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.errors import ParseError
+from patchwatch.domain.updates import decode_holds
+from patchwatch.domain.vulns.match import FixStatus
+from patchwatch.store.models import Host
+from patchwatch.store.models import OSRelease
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnSource
+from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import findings
+from patchwatch.store.vulns import set_finding_ids
+
+__all__ = [
+    "VULN_FIELDS",
+    "VulnFilter",
+    "feeds_loaded",
+    "fleet_vulnerabilities",
+    "host_vulnerabilities",
+    "vuln_filter",
+    "vulnerability_detail",
+]
+
+_RANK = {s.value: s.rank for s in FixStatus}
+VULN_FIELDS = ("id", "severity", "cvss_score", "kev", "epss", "published", "hosts", "fixable")
+
+
+@dataclass(frozen=True)
+class VulnFilter:
+    """Filters of the listings; None: any."""
+
+    severity: str | None = None
+    kev: bool | None = None
+    status: str | None = None  # fixable, fixed_upstream, no_fix
+    os: str | None = None  # substring of the OS name (an OS group)
+    tag: str | None = None
+
+
+SEVERITIES = ("critical", "high", "medium", "low", "negligible", "unknown")
+STATUSES = tuple(s.value for s in FixStatus)
+
+
+def vuln_filter(
+    severity: str | None = None,
+    kev: bool | None = None,
+    status: str | None = None,
+    os: str | None = None,
+    tag: str | None = None,
+) -> VulnFilter:
+    """A filter from an operator's words; ``ParseError`` names a value that is not one."""
+    if severity is not None and severity not in SEVERITIES:
+        raise ParseError(f"expected one of {', '.join(SEVERITIES)}, got {severity!r}", "severity")
+    if status is not None and status not in STATUSES:
+        raise ParseError(f"expected one of {', '.join(STATUSES)}, got {status!r}", "status")
+    return VulnFilter(severity=severity, kev=kev, status=status, os=os, tag=tag)
+
+
+def feeds_loaded() -> bool:
+    """Whether any feed of records has good data (else nothing can be said)."""
+    return (
+        VulnSource.select()
+        .where(VulnSource.records.is_null(False) & ~VulnSource.name.in_(["kev", "epss"]))
+        .exists()
+    )
+
+
+def _host_findings(flt: VulnFilter) -> dict[str, dict[str, list[FindingRow]]]:
+    """host name -> vulnerability -> its findings, for the hosts the filter keeps.
+
+    Read per set (hosts sharing one share its findings), then handed to each host.
+    """
+    query = (
+        VulnHost.select(VulnHost.vuln_set, Host.name, Host.tags, OSRelease.name)
+        .join(Host, on=(Host.id == VulnHost.host))
+        .join(OSRelease, on=(Host.os_release == OSRelease.id))
+        .where(VulnHost.vuln_set.is_null(False))
+        .tuples()
+    )
+    hosts: dict[int, list[str]] = defaultdict(list)
+    for sid, name, tags, os_name in query:
+        if flt.tag and flt.tag not in tags.split():
+            continue
+        if flt.os and flt.os.lower() not in os_name.lower():
+            continue
+        hosts[sid].append(name)
+    ids = set_finding_ids(hosts)
+    rows = findings({i for found in ids.values() for i in found})
+    out: dict[str, dict[str, list[FindingRow]]] = {}
+    for sid, names in hosts.items():
+        per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
+        for fid in ids.get(sid, ()):
+            row = rows[fid]
+            per_vuln[row.vulnerability].append(row)
+        for name in names:
+            out[name] = per_vuln
+    return out
+
+
+def _worst(items: list[FindingRow]) -> str:
+    return max((i.status for i in items), key=lambda s: _RANK[s])
+
+
+def _vuln_rows(ids: set[str]) -> dict[str, Vulnerability]:
+    rows: dict[str, Vulnerability] = {}
+    id_list = sorted(ids)
+    for i in range(0, len(id_list), 500):
+        for v in Vulnerability.select().where(Vulnerability.id.in_(id_list[i : i + 500])):
+            rows[v.id] = v
+    return rows
+
+
+def _keep(v: Vulnerability | None, flt: VulnFilter) -> bool:
+    if flt.severity and (v is None or v.severity != flt.severity):
+        return False
+    return not (flt.kev is not None and (v is not None and v.kev) != flt.kev)
+
+
+def _describe(vid: str, v: Vulnerability | None) -> dict[str, object]:
+    return {
+        "id": vid,
+        "severity": v.severity if v else "unknown",
+        "cvss_score": v.cvss_score if v else None,
+        "rating": v.rating if v else "",
+        "kev": bool(v and v.kev),
+        "kev_added": (v.kev_added or None) if v else None,
+        "kev_due": (v.kev_due or None) if v else None,
+        "epss": v.epss if v else None,
+        "published": v.published if v else None,
+        "summary": v.summary if v else "",
+        "records": v.records.split() if v else [],
+        "links": [u for u in v.urls.split("\n") if u] if v else [],
+    }
+
+
+def fleet_vulnerabilities(flt: VulnFilter = VulnFilter()) -> list[dict[str, object]]:
+    """Every vulnerability present in the fleet: hosts exposed, on how many fixable."""
+    by_host = _host_findings(flt)
+    hosts: dict[str, int] = defaultdict(int)
+    fixable: dict[str, int] = defaultdict(int)
+    for per_vuln in by_host.values():
+        for vid, items in per_vuln.items():
+            status = _worst(items)
+            if flt.status and status != flt.status:
+                continue
+            hosts[vid] += 1
+            fixable[vid] += status == FixStatus.FIXABLE.value
+    rows = _vuln_rows(set(hosts))
+    out = []
+    for vid in hosts:
+        v = rows.get(vid)
+        if not _keep(v, flt):
+            continue
+        d = _describe(vid, v)
+        out.append(
+            {
+                "id": vid, "severity": d["severity"], "cvss_score": d["cvss_score"],
+                "kev": d["kev"], "epss": d["epss"], "published": d["published"],
+                "hosts": hosts[vid], "fixable": fixable[vid],
+            }
+        )  # fmt: skip
+    out.sort(key=lambda r: (not r["kev"], -int(r["hosts"]), str(r["id"])))  # type: ignore[call-overload]
+    return out
+
+
+def vulnerability_detail(vid: str, flt: VulnFilter = VulnFilter()) -> dict[str, object]:
+    """One vulnerability and every host it touches: package, installed, fix, where."""
+    v = Vulnerability.get_or_none(Vulnerability.id == vid)
+    by_host = _host_findings(flt)
+    hosts = []
+    for host, per_vuln in sorted(by_host.items()):
+        for item in per_vuln.get(vid, ()):
+            if flt.status and item.status != flt.status:
+                continue
+            hosts.append(
+                {
+                    "host": host, "package": item.package, "installed": item.installed,
+                    "status": item.status, "fixed_version": item.fixed_version or None,
+                    "candidate": item.candidate or None, "records": item.records.split(),
+                }
+            )  # fmt: skip
+    if v is None and not hosts:
+        raise NotFoundError(f"no vulnerability {vid!r}")
+    return {**_describe(vid, v), "hosts": hosts}
+
+
+def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str, object]:
+    """A host's vulnerabilities (``state``: ``known``, ``not_matched`` or ``unknown``)."""
+    link = VulnHost.get_or_none(VulnHost.host == host.id)
+    if link is None or not feeds_loaded():
+        return {"state": "unknown", "ecosystem": None, "vulnerabilities": []}
+    if link.vuln_set_id is None:
+        return {"state": "not_matched", "ecosystem": None, "vulnerabilities": []}
+    # a held package (apt-mark hold, versionlock) stays as it is on upgrade: said so
+    held = {name for name, _arch in decode_holds(host.held)}
+    per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
+    ids = set_finding_ids([link.vuln_set_id]).get(link.vuln_set_id, [])
+    for item in findings(ids).values():
+        per_vuln[item.vulnerability].append(item)
+    rows = _vuln_rows(set(per_vuln))
+    out = []
+    for vid, items in sorted(per_vuln.items()):
+        v = rows.get(vid)
+        status = _worst(items)
+        if not _keep(v, flt) or (flt.status and status != flt.status):
+            continue
+        d = _describe(vid, v)
+        out.append(
+            {
+                "id": vid, "severity": d["severity"], "kev": d["kev"], "epss": d["epss"],
+                "published": d["published"], "status": status,
+                "packages": [
+                    {"name": i.package, "installed": i.installed, "status": i.status,
+                     "fixed_version": i.fixed_version or None, "candidate": i.candidate or None,
+                     "records": i.records.split(), "held": i.package in held}
+                    for i in sorted(items, key=lambda i: (i.package, i.installed))
+                ],
+            }
+        )  # fmt: skip
+    return {"state": "known", "ecosystem": link.ecosystem, "vulnerabilities": out}

@@ -1,0 +1,580 @@
+"""Reading and writing the vulnerability tables (``patchwatch.store.vuln_models``).
+
+Why this module exists: a feed's good data replaces its previous data in one
+transaction, so a reader never sees half a feed, and a failed read leaves it untouched;
+the merged :class:`Vulnerability` rows are rebuilt from every source's records in the
+same transaction. Everything the pipeline and the operator views need to read back
+(records as matching wants them, the fleet's operating systems, per-source state) is
+here, so they know no table layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+
+from patchwatch.domain.packed_ids import pack_ids
+from patchwatch.domain.packed_ids import unpack_ids
+from patchwatch.domain.records import OSInfo
+from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.vulns.epss import EpssScore
+from patchwatch.domain.vulns.feeds import affected_from_json
+from patchwatch.domain.vulns.feeds import ranges_to_json
+from patchwatch.domain.vulns.identity import merge
+from patchwatch.domain.vulns.kev import KevEntry
+from patchwatch.domain.vulns.model import Affected
+from patchwatch.domain.vulns.model import Record
+from patchwatch.domain.vulns.severity import Cvss
+from patchwatch.domain.vulns.severity import Level
+from patchwatch.domain.vulns.severity import Rating
+from patchwatch.domain.vulns.severity import effective_level
+from patchwatch.domain.vulns.severity import preferred_cvss
+from patchwatch.store.db import chunks
+from patchwatch.store.db import database
+from patchwatch.store.db import execute_many
+from patchwatch.store.db import placeholders
+from patchwatch.store.db import raw_sql
+from patchwatch.store.models import Host
+from patchwatch.store.models import OSRelease
+from patchwatch.store.sets import ensure_packages
+from patchwatch.store.vuln_models import PackageSource
+from patchwatch.store.vuln_models import VulnAffected
+from patchwatch.store.vuln_models import VulnEpss
+from patchwatch.store.vuln_models import Vulnerability
+from patchwatch.store.vuln_models import VulnFinding
+from patchwatch.store.vuln_models import VulnHost
+from patchwatch.store.vuln_models import VulnKev
+from patchwatch.store.vuln_models import VulnRecord
+from patchwatch.store.vuln_models import VulnSet
+from patchwatch.store.vuln_models import VulnSource
+
+__all__ = [
+    "FindingRow",
+    "feeds_digest",
+    "findings",
+    "fleet_os",
+    "load_records",
+    "named_cves",
+    "rebuild_vulnerabilities",
+    "remember_sources",
+    "replace_epss",
+    "replace_kev",
+    "replace_records",
+    "save_set",
+    "scrape_rows",
+    "set_finding_ids",
+    "source_state",
+    "sources_of",
+    "summarize",
+    "vulnerability_meta",
+    "worst_by_vulnerability",
+]
+
+_BATCH = 500
+
+
+def source_state(name: str, location: str = "") -> VulnSource:
+    """The state row of a feed, created (with no data) on first use."""
+    row, _ = VulnSource.get_or_create(name=name, defaults={"location": location})
+    return row
+
+
+def fleet_os() -> list[OSInfo]:
+    """The distinct operating systems of the hosts that have reported."""
+    rows = (
+        OSRelease.select(
+            OSRelease.family,
+            OSRelease.os_id,
+            OSRelease.name,
+            OSRelease.version,
+            OSRelease.codename,
+        )
+        .join(Host, on=(Host.os_release == OSRelease.id))
+        .distinct()
+        .tuples()
+    )
+    return [OSInfo(family=f, id=i, name=n, version=v, codename=c) for f, i, n, v, c in rows]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text[:limit]
+
+
+def replace_records(source: str, records: Iterable[Record]) -> int:
+    """Replace every stored record of ``source`` by ``records``; return how many.
+
+    Call inside a transaction (with the state update and the rebuild), so the feed's
+    old data stays whole until the new data is. Rows are written with the driver's
+    executemany (``COPY`` on PostgreSQL): peewee's query building costs more than the
+    database's own work for a feed's 50,000 records.
+    """
+    old = VulnRecord.select(VulnRecord.id).where(VulnRecord.source == source)
+    VulnAffected.delete().where(VulnAffected.record.in_(old)).execute()
+    VulnRecord.delete().where(VulnRecord.source == source).execute()
+    kept = list(records)
+    rows = []
+    for rec in kept:
+        cvss = preferred_cvss(rec.cvss)
+        rating = rec.rating
+        rows.append(
+            (
+                source, _cut(rec.id, 160), " ".join(rec.identities), rec.published,
+                rec.modified, cvss.version if cvss else "",
+                _cut(cvss.vector, 512) if cvss else "", cvss.score if cvss else None,
+                cvss.level.value if cvss else "", rating.scheme if rating else "",
+                _cut(rating.text, 64) if rating else "",
+                rating.level.value if rating else "", _cut(rec.summary, 1000),
+                "\n".join(rec.advisory_urls[:10]),
+            )
+        )  # fmt: skip
+    execute_many(
+        f"INSERT INTO {VulnRecord._meta.table_name} (source, record_id, identities, "
+        "published, modified, cvss_version, cvss_vector, cvss_score, cvss_level, "
+        "rating_scheme, rating_text, rating_level, summary, urls) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    ids = dict(
+        VulnRecord.select(VulnRecord.record_id, VulnRecord.id)
+        .where(VulnRecord.source == source)
+        .tuples()
+    )
+    affected = []
+    for rec in kept:
+        rid = ids[_cut(rec.id, 160)]
+        for entry in rec.affected:
+            ranges, versions = ranges_to_json(entry)
+            level = entry.rating.level.value if entry.rating else ""
+            affected.append(
+                (rid, _cut(entry.ecosystem, 160), _cut(entry.name, 255), ranges, versions, level)
+            )
+    execute_many(
+        f"INSERT INTO {VulnAffected._meta.table_name} (record_id, ecosystem, package, "
+        "ranges, versions, rating_level) VALUES (?, ?, ?, ?, ?, ?)",
+        affected,
+    )
+    return len(kept)
+
+
+def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
+    """Every stored record with its entries (only ``ecosystems``' entries when given).
+
+    What matching reads: records keep their identities and ids; CVSS and ratings stay
+    in the tables (the merged :class:`Vulnerability` rows carry them).
+    """
+    wanted = set(ecosystems) if ecosystems is not None else None
+    entries: dict[int, list[Affected]] = {}
+    # Raw rows, and each distinct JSON text parsed once: a feed repeats the same ranges
+    # and version lists across releases and records, and peewee's row conversion costs
+    # more than the database's own work for a feed's 100,000 entries.
+    parsed: dict[tuple[str, str, str, str], Affected] = {}
+    table = VulnAffected._meta.table_name
+    sql = f"SELECT record_id, ecosystem, package, ranges, versions FROM {table}"
+    for rid, eco, package, ranges, versions in database.execute_sql(sql).fetchall():
+        if wanted is not None and eco not in wanted:
+            continue
+        key = (eco, package, ranges, versions)
+        entry = parsed.get(key)
+        if entry is None:
+            entry = parsed[key] = affected_from_json(eco, package, ranges, versions)
+        entries.setdefault(rid, []).append(entry)
+    if not entries:
+        return []
+    out = []
+    sql = f"SELECT id, record_id, identities FROM {VulnRecord._meta.table_name}"
+    for rid, record_id, idents in database.execute_sql(sql).fetchall():
+        found = entries.get(rid)
+        if found:
+            out.append(
+                Record(
+                    id=record_id,
+                    identities=tuple(idents.split()),
+                    modified=None,
+                    affected=tuple(found),
+                )
+            )
+    return out
+
+
+def replace_kev(entries: Mapping[str, KevEntry]) -> int:
+    """Replace the stored catalogue."""
+    VulnKev.delete().execute()
+    rows = [
+        (e.cve, e.date_added.isoformat(), e.due_date.isoformat() if e.due_date else "",
+         e.ransomware, _cut(e.name, 255))
+        for e in entries.values()
+    ]  # fmt: skip
+    execute_many(
+        f"INSERT INTO {VulnKev._meta.table_name} (cve, date_added, due_date, ransomware, name) "
+        "VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
+def replace_epss(scores: Mapping[str, EpssScore]) -> int:
+    """Replace the stored scores."""
+    VulnEpss.delete().execute()
+    rows = [{"cve": cve, "score": s.epss, "percentile": s.percentile} for cve, s in scores.items()]
+    for part in chunks(rows, 300):
+        VulnEpss.insert_many(part).execute()
+    return len(rows)
+
+
+def named_cves() -> set[str]:
+    """The CVE ids some stored record speaks for (what EPSS scores are kept for)."""
+    out: set[str] = set()
+    for (idents,) in VulnRecord.select(VulnRecord.identities).tuples().iterator():
+        out.update(i for i in idents.split() if i.startswith("CVE-"))
+    return out
+
+
+def rebuild_vulnerabilities() -> int:
+    """Rebuild the merged rows from every source's records, KEV and EPSS; return how many.
+
+    Severity is the CVSS level when a vector was scored, else the distribution's
+    rating (``severity.effective_level``).
+    """
+    records = []
+    query = VulnRecord.select(
+        VulnRecord.record_id, VulnRecord.identities, VulnRecord.modified,
+        VulnRecord.published, VulnRecord.summary, VulnRecord.cvss_version,
+        VulnRecord.cvss_vector, VulnRecord.cvss_score, VulnRecord.cvss_level,
+        VulnRecord.rating_scheme, VulnRecord.rating_text, VulnRecord.rating_level,
+        VulnRecord.urls,
+    ).tuples()  # fmt: skip
+    for (rid, idents, modified, published, summary, c_version, c_vector, c_score, c_level,
+         r_scheme, r_text, r_level, link_text) in query.iterator():  # fmt: skip
+        cvss = Cvss(c_version, c_vector, c_score, Level(c_level)) if c_score is not None else None
+        rating = Rating(r_scheme, r_text, Level(r_level)) if r_scheme else None
+        records.append(
+            Record(
+                id=rid, identities=tuple(idents.split()), modified=modified,
+                published=published, summary=summary, cvss=(cvss,) if cvss else (),
+                rating=rating, advisory_urls=tuple(u for u in link_text.split("\n") if u),
+            )
+        )  # fmt: skip
+    urls: dict[str, set[str]] = {}
+    for rec in records:
+        if rec.advisory_urls:
+            for ident in rec.identities:
+                urls.setdefault(ident, set()).update(rec.advisory_urls)
+    merged = merge(records)
+    kev = {
+        cve: (added, due, ransomware)
+        for cve, added, due, ransomware in VulnKev.select(
+            VulnKev.cve, VulnKev.date_added, VulnKev.due_date, VulnKev.ransomware
+        ).tuples()
+    }
+    epss = {
+        cve: (score, pct)
+        for cve, score, pct in VulnEpss.select(
+            VulnEpss.cve, VulnEpss.score, VulnEpss.percentile
+        ).tuples()
+    }
+    Vulnerability.delete().execute()
+    rows = []
+    for ident, v in merged.items():
+        k = kev.get(ident)
+        e = epss.get(ident)
+        rows.append(
+            (
+                ident, effective_level(v.cvss, v.rating).value,
+                v.cvss.score if v.cvss else None, v.cvss.vector if v.cvss else "",
+                _cut(f"{v.rating.scheme}: {v.rating.text}", 64) if v.rating else "",
+                v.published, k is not None, k[0] if k else "", k[1] if k else "",
+                k[2] if k else None, e[0] if e else None, e[1] if e else None,
+                _cut(v.summary, 1000), _cut(" ".join(v.records), 4000),
+                "\n".join(sorted(urls.get(ident, ()))[:10]),
+            )
+        )  # fmt: skip
+    execute_many(
+        f"INSERT INTO {Vulnerability._meta.table_name} (id, severity, cvss_score, "
+        "cvss_vector, rating, published, kev, kev_added, kev_due, kev_ransomware, epss, "
+        "epss_percentile, summary, records, urls) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return len(rows)
+
+
+def feeds_digest() -> str:
+    """A digest of every feed's stored data: what a computation of findings read."""
+    h = hashlib.sha256()
+    rows = VulnSource.select(
+        VulnSource.name, VulnSource.content_digest, VulnSource.last_change_at
+    ).order_by(VulnSource.name)
+    for name, digest, changed in rows.tuples():
+        h.update(f"{name}\0{digest}\0{changed}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """One vulnerability on one installed package version (a ``VulnFinding`` row)."""
+
+    vulnerability: str
+    package: str
+    installed: str
+    status: str
+    fixed_version: str = ""
+    candidate: str = ""
+    records: str = ""  # space-separated record ids
+
+    @property
+    def key(self) -> str:
+        text = "\0".join(
+            (self.vulnerability, self.package, self.installed, self.status,
+             self.fixed_version, self.candidate, self.records)
+        )  # fmt: skip
+        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+Meta = dict[str, tuple[str, bool, float | None]]  # vulnerability -> severity, KEV, published
+_SEVERE = ("critical", "high")
+_RANK = {"fixable": 0, "fixed_upstream": 1, "no_fix": 2}
+
+
+def vulnerability_meta() -> Meta:
+    """What summaries need of every vulnerability: severity, KEV flag, publication."""
+    query = Vulnerability.select(
+        Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
+    ).tuples()
+    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in query.iterator()}
+
+
+def worst_by_vulnerability(rows: Iterable[FindingRow]) -> dict[str, str]:
+    """Each vulnerability's worst status over the packages it touches."""
+    worst: dict[str, str] = {}
+    for r in rows:
+        old = worst.get(r.vulnerability)
+        if old is None or _RANK[r.status] > _RANK[old]:
+            worst[r.vulnerability] = r.status
+    return worst
+
+
+def summarize(rows: Iterable[FindingRow], meta: Meta) -> dict[str, object]:
+    """What a scrape serves for a set's hosts (see ``VulnSet.summary``)."""
+    cells: dict[str, int] = {}
+    kev: dict[str, str] = {}
+    oldest: dict[str, float] = {}
+    kev_fixable = 0
+    for vid, status in worst_by_vulnerability(rows).items():
+        severity, is_kev, published = meta.get(vid, ("unknown", False, None))
+        key = f"{severity}/{status}"
+        cells[key] = cells.get(key, 0) + 1
+        if is_kev:
+            kev[vid] = status
+        if status == "fixable":
+            kev_fixable += is_kev
+            if (
+                severity in _SEVERE
+                and published is not None
+                and (severity not in oldest or published < oldest[severity])
+            ):
+                oldest[severity] = published
+    return {"cells": cells, "kev_fixable": kev_fixable, "oldest": oldest, "kev": kev}
+
+
+def finding_ids(
+    rows: Sequence[FindingRow], known: dict[str, int], keys: Sequence[str] | None = None
+) -> list[int]:
+    """The ids of ``rows``, inserting those not stored yet; ``known`` (key -> id) is a
+    run's cache, filled as it goes; ``keys`` are the rows' keys when the caller has them."""
+    keys = [r.key for r in rows] if keys is None else keys
+    missing: dict[str, FindingRow] = {}
+    for k, r in zip(keys, rows, strict=True):
+        if k not in known:
+            missing[k] = r
+    if missing:
+        table = VulnFinding._meta.table_name
+        execute_many(
+            f"INSERT INTO {table} (key, vulnerability, status, package, installed, "
+            "fixed_version, candidate, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            [
+                (k, r.vulnerability[:160], r.status, r.package[:255], r.installed[:255],
+                 r.fixed_version[:255], r.candidate[:255], r.records[:2000])
+                for k, r in missing.items()
+            ],
+        )  # fmt: skip
+        new = list(missing)
+        table = VulnFinding._meta.table_name
+        for part in chunks(new):
+            sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
+            known.update(database.execute_sql(sql, list(part)).fetchall())
+    return sorted({known[k] for k in keys})
+
+
+def save_set(
+    package_set: int,
+    repository_set: int | None,
+    ecosystem: str,
+    digest: str,
+    now: float,
+    rows: Sequence[FindingRow],
+    meta: Meta,
+    known: dict[str, int] | None = None,
+    keys: Sequence[str] | None = None,
+    existing: int | None = None,
+) -> int:
+    """Store one set's findings (ids packed) and summary; return the set's id.
+
+    ``existing``: the set's id when the caller knows it is stored (else looked up)."""
+    ids = finding_ids(rows, known if known is not None else {}, keys)
+    packed = pack_ids(ids)
+    summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
+    if existing is None:
+        where = (
+            (VulnSet.package_set == package_set)
+            & (VulnSet.repository_set.is_null() if repository_set is None
+               else VulnSet.repository_set == repository_set)
+            & (VulnSet.ecosystem == ecosystem)
+        )  # fmt: skip
+        row = VulnSet.get_or_none(where)
+        existing = row.id if row is not None else None
+    table = VulnSet._meta.table_name
+    if existing is None:
+        return int(
+            VulnSet.insert(package_set=package_set, repository_set=repository_set,
+                           ecosystem=ecosystem, inputs_digest=digest, computed_at=now,
+                           finding_ids=packed, summary=summary).execute()
+        )  # fmt: skip
+    sql = raw_sql(
+        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ? "
+        "WHERE id = ?"
+    )
+    database.execute_sql(sql, (digest, now, packed, summary, existing))
+    return existing
+
+
+def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
+    """Each set's finding ids."""
+    out: dict[int, list[int]] = {}
+    wanted = sorted(set(set_ids))
+    for part in chunks(wanted):
+        query = VulnSet.select(VulnSet.id, VulnSet.finding_ids).where(VulnSet.id.in_(list(part)))
+        for sid, blob in query.tuples():
+            out[sid] = list(unpack_ids(blob)) if blob else []
+    return out
+
+
+def findings(ids: Iterable[int]) -> dict[int, FindingRow]:
+    """Finding rows by id."""
+    out: dict[int, FindingRow] = {}
+    wanted = sorted(set(ids))
+    for part in chunks(wanted):
+        query = VulnFinding.select(
+            VulnFinding.id, VulnFinding.vulnerability, VulnFinding.package,
+            VulnFinding.installed, VulnFinding.status, VulnFinding.fixed_version,
+            VulnFinding.candidate, VulnFinding.records,
+        ).where(VulnFinding.id.in_(list(part)))  # fmt: skip
+        for fid, *fields in query.tuples():
+            out[fid] = FindingRow(*fields)
+    return out
+
+
+@dataclass
+class SetSummary:
+    """What a scrape needs of one findings set: counts and the few per-set figures."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (severity, status)
+    kev_fixable: int = 0
+    oldest_fixable: dict[str, float] = field(default_factory=dict)  # severity -> published
+    kev: dict[str, str] = field(default_factory=dict)  # KEV vulnerability -> worst status
+
+
+@dataclass
+class VulnScrape:
+    """The vulnerability state a scrape serves, read in a few grouped queries."""
+
+    loaded: bool
+    hosts: list[tuple[str, float, SetSummary]]  # host name, computed at, its set's summary
+    feeds: list[VulnSource]
+
+
+def _cell(key: str) -> tuple[str, str]:
+    severity, _, status = key.partition("/")
+    return severity, status
+
+
+def _summary(text: str) -> SetSummary:
+    doc = json.loads(text or "{}")
+    cells = doc.get("cells", {})
+    return SetSummary(
+        counts={_cell(k): int(v) for k, v in cells.items()},
+        kev_fixable=int(doc.get("kev_fixable", 0)),
+        oldest_fixable={k: float(v) for k, v in doc.get("oldest", {}).items()},
+        kev=dict(doc.get("kev", {})),
+    )
+
+
+def scrape_rows() -> VulnScrape:
+    """Per host: its set's summary (counts by severity and worst status, KEV fixable,
+    oldest fixable critical/high); one row per set is read, never its findings."""
+    feeds = list(VulnSource.select().order_by(VulnSource.name))
+    loaded = any(f.records is not None and f.name not in ("kev", "epss") for f in feeds)
+    if not loaded:
+        return VulnScrape(False, [], feeds)
+    sets = {
+        sid: (at, _summary(text))
+        for sid, at, text in VulnSet.select(
+            VulnSet.id, VulnSet.computed_at, VulnSet.summary
+        ).tuples()
+    }
+    hosts = []
+    for name, sid in (
+        VulnHost.select(Host.name, VulnHost.vuln_set)
+        .join(Host, on=(Host.id == VulnHost.host))
+        .where(VulnHost.vuln_set.is_null(False))
+        .tuples()
+    ):
+        if sid in sets:
+            at, summary = sets[sid]
+            hosts.append((name, at, summary))
+    return VulnScrape(True, hosts, feeds)
+
+
+def remember_sources(sources: Mapping[PackageRecord, str]) -> int:
+    """Store each binary's source package name (those that differ), as mirrors say it.
+
+    A package build has one source; a row once written never changes. Returns how many
+    were new to the store.
+    """
+    if not sources:
+        return 0
+    ids = ensure_packages(sources)
+    table = PackageSource._meta.table_name
+    known: set[int] = set()
+    wanted = sorted(ids.values())
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT package_id FROM {table} WHERE package_id IN ({placeholders(len(part))})"
+        )
+        known.update(pid for (pid,) in database.execute_sql(sql, list(part)).fetchall())
+    rows = [(ids[p], name[:255]) for p, name in sources.items() if ids[p] not in known]
+    execute_many(
+        f"INSERT INTO {table} (package_id, source) VALUES (?, ?) "
+        "ON CONFLICT (package_id) DO NOTHING",
+        rows,
+    )
+    return len(rows)
+
+
+def sources_of(package_ids: Iterable[int]) -> dict[int, str]:
+    """The source names stored for these packages (only those that differ)."""
+    out: dict[int, str] = {}
+    table = PackageSource._meta.table_name
+    wanted = sorted(set(package_ids))
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT package_id, source FROM {table} "
+            f"WHERE package_id IN ({placeholders(len(part))})"
+        )
+        out.update(database.execute_sql(sql, list(part)).fetchall())
+    return out
