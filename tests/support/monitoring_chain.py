@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from typing import TypeVar
 
-from tests.conftest import ROOT
-from tests.conftest import free_port
-from tests.conftest import require_or_skip
+from tests.support.network import free_port
+from tests.support.paths import ROOT
+from tests.support.tools import require_or_skip
 
 ORACLES_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 RULES = ROOT / "alerts" / "patchwatch.rules.yml"
