@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 import patchwatch
 from patchwatch.domain.reboot import reboot_required
 from patchwatch.domain.shards import Shard
+from patchwatch.domain.shards import shard_of
 from patchwatch.exporter.exposition import Row
 from patchwatch.exporter.exposition import RowFamily
 from patchwatch.store import rdns
@@ -120,6 +121,7 @@ class StoreCollector(Collector):
             yield from self._report_families()
             yield from self._mirror_families()
             yield from self._job_families()
+        yield from self._vuln_families(shard)
 
     def _host_families(self, selection: HostSelection | None) -> Iterator[Metric]:
         """The per-host families: about eleven samples a host, most of a scrape.
@@ -369,7 +371,7 @@ class StoreCollector(Collector):
                 duration.add_metric([job], float(run["duration"]))
         yield from (last_success, last_ok, duration)
 
-    def _vuln_families(self) -> Iterator[Metric]:
+    def _vuln_families(self, shard: Shard | None) -> Iterator[Metric]:
         """Vulnerabilities: per host counts (no per-CVE label per host), KEV per CVE
         present in the fleet (bounded by the catalogue), and each feed's health.
 
@@ -388,15 +390,17 @@ class StoreCollector(Collector):
         kev_hosts: dict[str, int] = {}
         kev_fixable_hosts: dict[str, int] = {}
         for name, at, summary in state.hosts:
+            for cve, status in summary.kev.items():  # the whole fleet's, for shard 0
+                kev_hosts[cve] = kev_hosts.get(cve, 0) + 1
+                kev_fixable_hosts[cve] = kev_fixable_hosts.get(cve, 0) + (status == "fixable")
+            if shard is not None and shard_of(name, shard.count) != shard.index:
+                continue
             computed.append(((name,), at))
             kev_fixable.append(((name,), summary.kev_fixable))
             counts.extend(
                 ((name, sev, status), n) for (sev, status), n in sorted(summary.counts.items())
             )
             oldest.extend(((name, sev), t) for sev, t in sorted(summary.oldest_fixable.items()))
-            for cve, status in summary.kev.items():
-                kev_hosts[cve] = kev_hosts.get(cve, 0) + 1
-                kev_fixable_hosts[cve] = kev_fixable_hosts.get(cve, 0) + (status == "fixable")
         yield RowFamily(
             "patchwatch_host_vulnerabilities",
             "Vulnerabilities of the host by severity (CVSS level when scored, else the "
@@ -432,6 +436,8 @@ class StoreCollector(Collector):
             "fleet (status fixable: the fix is in their repositories; all: every host).",
             ["cve", "status"],
         )
+        if shard is not None and not shard.has_fleet:
+            return  # the fleet's KEV exposure and the feeds' health are in shard 0 only
         for cve in sorted(kev_hosts):
             hosts.add_metric([cve, "all"], kev_hosts[cve])
             hosts.add_metric([cve, "fixable"], kev_fixable_hosts[cve])

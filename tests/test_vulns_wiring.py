@@ -248,7 +248,7 @@ def _cli(url: str, home: Path, *args: str, env: dict[str, str] | None = None):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.paths import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-m", "patchwatch", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
