@@ -108,8 +108,11 @@ def test_repository_fields_with_line_breaks_or_controls_are_refused(bad: str) ->
             parse_protocol1(form)
 
 
-def test_a_report_with_a_newline_in_a_repository_id_gets_400_and_stores_nothing(db, tmp_path):
+def test_a_report_with_a_newline_in_a_repository_id_fails_and_stores_no_repository(db, tmp_path):
+    """The receiver checks only the fields it routes by; processing refuses the rest: the
+    report fails naming the field, and no repository row is written from it."""
     from patchwatch.domain.settings import Settings
+    from patchwatch.pipeline.processing import process_pending
     from patchwatch.receiver.app import create_app
     from patchwatch.store.models import Report
     from patchwatch.store.tokens import create_token
@@ -119,8 +122,11 @@ def test_a_report_with_a_newline_in_a_repository_id_gets_400_and_stores_nothing(
     doc = report("h.example.com", WEB1, [{**AGENT_MAIN, "id": "x\ndeb http://evil/ x y"}])
     r = client.test_client().post("/api/v1/reports", json=doc,
                                   headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
-    assert r.status_code == 400 and r.get_json()["where"] == "repositories[0].id"
-    assert Report.select().count() == 0
+    assert r.status_code == 202
+    assert process_pending(NOW) == {"failed": 1}
+    row = Report.get_by_id(r.get_json()["report"])
+    assert row.state == "failed" and "repositories[0].id" in row.error
+    assert Repository.select().count() == 0
 
 
 def _old_store() -> dict[str, int]:

@@ -1,7 +1,6 @@
 """The set digest: pure, in the domain layer, a hash of the members' key lines.
 
-The receiver names a report's package set by this digest before anything is stored,
-so it must not need the store to compute it, and two reports with the same builds in
+Processing names a report's package set by this digest, and two reports with the same builds in
 any order and with repeats must name one set.
 """
 
@@ -35,14 +34,12 @@ def test_digest_is_sha256_of_the_sorted_key_lines_not_of_ids() -> None:
     assert package_set_digest([]) == hashlib.sha256(b"").hexdigest()
 
 
-def test_the_receiver_takes_the_digest_from_the_domain_not_from_storage() -> None:
-    tree = ast.parse((ROOT / "receiver" / "api.py").read_text())
-    sources = {
-        node.module: {alias.name for alias in node.names}
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert "package_set_digest" in sources.get("patchwatch.domain.set_digest", set())
-    for module, names in sources.items():
-        if module.startswith("patchwatch.store"):
-            assert "package_set_digest" not in names, module
+def test_the_receiver_neither_digests_nor_stores_package_sets() -> None:
+    """The receiver stores a report's body and answers; naming and storing its package
+    set is processing's (``patchwatch.store.package_sets``), so no receiver module
+    imports the set storage or the digest."""
+    for path in (ROOT / "receiver").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "patchwatch.store.package_sets" not in modules, path
+        assert "patchwatch.domain.set_digest" not in modules, path
