@@ -274,19 +274,28 @@ def _gpgv(url: str, signed: Path, data: Path | None, tmp: Path, settings: Settin
         str(signed), keyrings, data=str(data) if data else None,
         output=str(output) if output else None,
     )  # fmt: skip
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, timeout=GPGV_TIMEOUT_SECONDS, check=False, cwd=tmp
-        )
-    except FileNotFoundError:
-        raise FetchError(url, "gpgv is not installed (apt-get install gpgv)") from None
-    status = parse_gpgv_status(proc.stdout.decode("utf-8", "replace"))
+    status, proc = run_gpgv(cmd, url, tmp)
     if not status.is_ok():
         raise FetchError(url, "signature check failed: " + _describe_gpgv(status, proc, keyrings))
     if output is None:
         assert data is not None
         return data.read_bytes().decode("utf-8")
     return output.read_bytes().decode("utf-8")
+
+
+def run_gpgv(
+    cmd: list[str], url: str, tmp: Path
+) -> tuple[GpgvStatus, subprocess.CompletedProcess[bytes]]:
+    """Run a gpgv command line in ``tmp``; its machine-readable status and the process.
+
+    A missing gpgv is the operator's to fix, and said so, against ``url``."""
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, timeout=GPGV_TIMEOUT_SECONDS, check=False, cwd=tmp
+        )
+    except FileNotFoundError:
+        raise FetchError(url, "gpgv is not installed (apt-get install gpgv)") from None
+    return parse_gpgv_status(proc.stdout.decode("utf-8", "replace")), proc
 
 
 def _describe_gpgv(
