@@ -22,7 +22,6 @@ security advisories (``patchwatch.domain.vulns.arch_tracker``, :mod:`.security_f
 
 from __future__ import annotations
 
-import glob
 import logging
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.fixed_in import advisories_for
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import HttpStatusError
+from patchwatch.pipeline.refresh.apt import keyrings_found
 from patchwatch.pipeline.refresh.apt import run_gpgv
 from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import collect
@@ -58,13 +58,7 @@ SIGNATURE_MODES = ("optional", "required", "never")
 
 def trusted_keyrings(settings: Settings) -> list[str]:
     """Keyrings gpgv checks pacman database signatures with: Arch's + ``alpm_keyrings``."""
-    found = sorted(glob.glob(SYSTEM_KEYRING_GLOB))
-    for path in settings.alpm_keyrings:
-        if Path(path).is_file():
-            found.append(str(Path(path).resolve()))  # gpgv runs in a temporary folder
-        else:
-            log.warning("alpm_keyrings: %s does not exist; ignored", path)
-    return found
+    return keyrings_found(SYSTEM_KEYRING_GLOB, settings.alpm_keyrings, "alpm_keyrings")
 
 
 def alpm_record(package: ArchPackage) -> AvailablePackage:
