@@ -27,6 +27,7 @@ from patchwatch.pipeline.refresh.alpm import alpm_record
 from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
+from tests.support.mirrors import served_folder
 from tests.support.paths import FIXTURES
 from tests.support.repositories import loopback_settings
 from tests.support.repositories import reload
@@ -43,9 +44,7 @@ SERVER_PATH = "archlinux/pwtest/os/x86_64"
 @pytest.fixture
 def www(static_www: tuple[Path, str]) -> tuple[Path, str]:
     """A static mirror: (its folder for this repository, the server URL pacman would use)."""
-    root, base = static_www
-    (root / SERVER_PATH).mkdir(parents=True)
-    return root / SERVER_PATH, f"{base}/{SERVER_PATH}"
+    return served_folder(static_www, SERVER_PATH, SERVER_PATH)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from patchwatch.store.models import Repository
 from tests.support.archrepo import index_member
 from tests.support.archrepo import openssl_sign
 from tests.support.archrepo import signed_index
+from tests.support.mirrors import served_folder
 from tests.support.paths import FIXTURES
 from tests.support.repositories import loopback_settings
 from tests.support.repositories import reload
@@ -41,9 +42,7 @@ REPO_PATH = "alpine/v3.20/main"
 @pytest.fixture
 def www(static_www: tuple[Path, str]) -> tuple[Path, str]:
     """(the folder APKINDEX.tar.gz goes in, the repository URL of /etc/apk/repositories)."""
-    root, base = static_www
-    (root / REPO_PATH / "x86_64").mkdir(parents=True)
-    return root / REPO_PATH / "x86_64", f"{base}/{REPO_PATH}"
+    return served_folder(static_www, f"{REPO_PATH}/x86_64", REPO_PATH)
 
 
 @pytest.fixture

@@ -26,6 +26,13 @@ from tests.support.network import free_port
 LOOPBACK_POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
 
 
+def served_folder(static_www: tuple[Path, str], folder: str, url_path: str) -> tuple[Path, str]:
+    """Make ``folder`` in the ``static_www`` fixture's root; (it, the URL of ``url_path``)."""
+    root, base = static_www
+    (root / folder).mkdir(parents=True)
+    return root / folder, f"{base}/{url_path}"
+
+
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
