@@ -59,10 +59,15 @@ def add_mirror(url: str, name: str = "pwtest") -> Mirror:
     return Mirror.create(repository=repo, url=url, kind="baseurl")
 
 
-def publish(www: tuple[Path, str], source: Path = DB) -> tuple[Path, Mirror]:
-    """Put ``source`` on the static mirror as pwtest.db; (the served file, its mirror)."""
+def publish(
+    www: tuple[Path, str], source: Path = DB, signed_by: Path | None = None
+) -> tuple[Path, Mirror]:
+    """Put ``source`` on the static mirror as pwtest.db, with a detached signature by the
+    key in the gpg home ``signed_by`` if given; (the served file, its mirror)."""
     folder, url = www
     shutil.copy(source, folder / "pwtest.db")
+    if signed_by is not None:
+        sign(signed_by, folder / "pwtest.db")
     return folder / "pwtest.db", add_mirror(url)
 
 
@@ -185,8 +190,7 @@ def test_signed_database_is_verified_with_gpgv(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, signer: tuple[Path, Path]
 ) -> None:
     home, keyring = signer
-    served, mirror = publish(www)
-    sign(home, served)
+    _served, mirror = publish(www, signed_by=home)
     settings = loopback_settings(alpm_keyrings=(str(keyring),), alpm_database_signatures="required")
     res = refresh_mirror(mirror, fetcher, NOW, settings)
     assert res.outcome == "changed", res.detail
@@ -197,8 +201,7 @@ def test_signature_that_does_not_verify_fails_the_refresh(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, signer: tuple[Path, Path]
 ) -> None:
     home, keyring = signer
-    served, mirror = publish(www)
-    sign(home, served)
+    served, mirror = publish(www, signed_by=home)
     settings = loopback_settings(alpm_keyrings=(str(keyring),))
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     good = stored(mirror)
