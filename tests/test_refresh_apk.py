@@ -89,13 +89,16 @@ def publish(www: tuple[Path, str], index: bytes) -> tuple[Path, Mirror]:
 
 
 def read_once(
-    www: tuple[Path, str], fetcher: HttpFetcher, private: Path, settings: Settings
-) -> tuple[Path, Mirror]:
-    """:func:`publish` an index signed with ``private`` and refresh it once, successfully."""
+    www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
+) -> tuple[Path, Mirror, Settings]:
+    """:func:`publish` an index signed with the test key and refresh it once, successfully,
+    with settings that trust that key; (the served file, its mirror, those settings)."""
+    private, folder, _other = keys
+    settings = loopback_settings(apk_keys=(str(folder),))
     served, mirror = publish(www, build(private))
     res = refresh_mirror(mirror, fetcher, NOW, settings)
     assert res.outcome == "changed", res.detail
-    return served, mirror
+    return served, mirror, settings
 
 
 def expected() -> set[tuple[str, str, str, str, str, str]]:
@@ -128,9 +131,7 @@ def test_signed_index_is_verified_and_stored(
 def test_unchanged_index_is_not_read_again(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
 ) -> None:
-    private, folder, _other = keys
-    settings = loopback_settings(apk_keys=(str(folder),))
-    _served, mirror = read_once(www, fetcher, private, settings)
+    _served, mirror, settings = read_once(www, fetcher, keys)
     res = refresh_mirror(reload(mirror), fetcher, LATER, settings)
     assert res.outcome == "unchanged" and "not modified" in res.detail
 
@@ -153,9 +154,8 @@ def test_without_keys_the_refresh_fails_unless_verification_is_off(
 def test_bad_signatures_fail_and_keep_the_last_good_data(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
 ) -> None:
-    private, folder, other = keys
-    settings = loopback_settings(apk_keys=(str(folder),))
-    index_file, mirror = read_once(www, fetcher, private, settings)
+    private, _folder, other = keys
+    index_file, mirror, settings = read_once(www, fetcher, keys)
     good = stored(mirror)
     # signed with another key under the trusted key's name: does not verify
     index_file.write_bytes(build(other))
@@ -194,9 +194,8 @@ def test_a_new_secdb_reclassifies_without_a_new_index(
 ) -> None:  # fmt: skip
     from patchwatch.store.models import Advisory
 
-    private, folder, _other = keys
-    settings = loopback_settings(apk_keys=(str(folder),))
-    _served, mirror = read_once(www, fetcher, private, settings)
+    _private, folder, _other = keys
+    _served, mirror, _settings = read_once(www, fetcher, keys)
     assert Advisory.select().count() == 0
     secdb = tmp_path / "main.json"
     secdb.write_text(
