@@ -21,36 +21,31 @@ of the Debian fleet.
 from __future__ import annotations
 
 import argparse
-import functools
-import gzip
 import random
 import sys
 import tempfile
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_parse_archrepo import apkindex  # noqa: E402
-from bench_parse_archrepo import arch_db  # noqa: E402
+from loopback import ALPINE_PATH  # noqa: E402
+from loopback import ARCH_PATH  # noqa: E402
+from loopback import arch_alpine_mirror  # noqa: E402
+from loopback import insert_hosts  # noqa: E402
+from loopback import loopback_fetcher  # noqa: E402
+from loopback import loopback_settings  # noqa: E402
 
-from patchwatch.domain.mirror_policy import MirrorPolicy  # noqa: E402
 from patchwatch.domain.records import Package as PackageRecord  # noqa: E402
 from patchwatch.domain.records import PackageKind  # noqa: E402
 from patchwatch.domain.records import RepoKind  # noqa: E402
 from patchwatch.domain.records import ReportedRepository  # noqa: E402
-from patchwatch.domain.settings import Settings  # noqa: E402
-from patchwatch.pipeline.fetch import HttpFetcher  # noqa: E402
 from patchwatch.pipeline.hostupdates import refresh_host_updates  # noqa: E402
 from patchwatch.pipeline.refresh.run import refresh_all  # noqa: E402
 from patchwatch.store.db import open_database  # noqa: E402
 from patchwatch.store.migrations import migrate  # noqa: E402
-from patchwatch.store.models import Host  # noqa: E402
 from patchwatch.store.models import HostUpdate  # noqa: E402
 from patchwatch.store.models import Mirror  # noqa: E402
 from patchwatch.store.models import Package  # noqa: E402
@@ -58,11 +53,6 @@ from patchwatch.store.models import PackageSetMember  # noqa: E402
 from patchwatch.store.models import Repository  # noqa: E402
 from patchwatch.store.package_sets import ensure_package_set  # noqa: E402
 from patchwatch.store.sets import ensure_repository_set  # noqa: E402
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def older(p: PackageRecord) -> PackageRecord:
@@ -83,15 +73,11 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pw-bench-archalpine-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pw-bench-archalpine-") as tmp,
+        arch_alpine_mirror(Path(tmp), 15_000, 25_000) as base,
+    ):
         top = Path(tmp)
-        (top / "arch/core/os/x86_64").mkdir(parents=True)
-        (top / "arch/core/os/x86_64/core.db").write_bytes(gzip.compress(arch_db(15_000)))
-        (top / "alpine/v3.21/main/x86_64").mkdir(parents=True)
-        (top / "alpine/v3.21/main/x86_64/APKINDEX.tar.gz").write_bytes(apkindex(25_000))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=tmp))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_address[1]}"
         db = open_database(args.database_url or f"sqlite:///{top / 'bench.db'}")
         db.connect()
         migrate(db)
@@ -100,30 +86,22 @@ def main() -> None:
             kind=RepoKind.ARCH,
             id="core",
             name="core",
-            urls=(f"{base}/arch/core/os/x86_64",),
+            urls=(f"{base}/{ARCH_PATH}",),
             arch="x86_64",
         )
-        apk_repo = ReportedRepository(kind=RepoKind.APK, id=f"{base}/alpine/v3.21/main",
-                                      name="main", urls=(f"{base}/alpine/v3.21/main",),
+        apk_repo = ReportedRepository(kind=RepoKind.APK, id=f"{base}/{ALPINE_PATH}",
+                                      name="main", urls=(f"{base}/{ALPINE_PATH}",),
                                       arch="x86_64")  # fmt: skip
         sets = {
             PackageKind.ARCH: ensure_repository_set([arch_repo], now).id,
             PackageKind.APK: ensure_repository_set([apk_repo], now).id,
         }
-        settings = Settings(
-            mirror_url_patterns=("http://127.0.0.1:*",),
-            mirror_allowed_networks=("127.0.0.1/32",),
-            apk_verify_signatures=False,
-            max_index_bytes=512 << 20,
-        )
-        policy = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
         started = time.perf_counter()
-        with HttpFetcher(timeout=30, retries=0, policy=policy) as fetcher:
-            results = refresh_all(fetcher, now, settings)
+        with loopback_fetcher() as fetcher:
+            results = refresh_all(fetcher, now, loopback_settings())
         assert all(r.ok for r in results), [r.detail for r in results]
         print(f"setup: refreshed {sum(r.packages for r in results):,} packages "
               f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
-        server.shutdown()
 
         pools: dict[PackageKind, list[PackageRecord]] = {}
         for kind, repo_kind in ((PackageKind.ARCH, "arch"), (PackageKind.APK, "apk")):
@@ -152,11 +130,7 @@ def main() -> None:
              "x86_64", now, now)
             for i in range(args.hosts)
         ]  # fmt: skip
-        fields = [Host.name, Host.package_set, Host.repository_set, Host.kernel, Host.arch,
-                  Host.created_at, Host.last_report_at]  # fmt: skip
-        with db.atomic():
-            for i in range(0, len(hosts), 500):
-                Host.insert_many(hosts[i : i + 500], fields=fields).execute()
+        insert_hosts(db, hosts)
 
         started = time.perf_counter()
         ctx = refresh_host_updates(now)

@@ -249,11 +249,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         max_memory=settings.worker_max_memory_bytes,
     )
     try:
-        master = os.getpid()  # gunicorn's arbiter runs in this process
-        EmbeddedGunicorn(lambda: make_server_app(settings, server_pid=master), options).run()
+        _serve_app(settings, options)
     finally:
         stop_child(child)
     return 0
+
+
+def _serve_app(settings: Settings, options: dict[str, Any], **app_options: bool) -> None:
+    """Run gunicorn's arbiter in this process, each worker building the server app with
+    ``app_options`` and this process's id (the arbiter's) as ``server_pid``."""
+    master = os.getpid()
+    EmbeddedGunicorn(
+        lambda: make_server_app(settings, server_pid=master, **app_options), options
+    ).run()
 
 
 def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
@@ -270,10 +278,7 @@ def cmd_receiver(settings: Settings, args: argparse.Namespace) -> int:
         read_timeout=settings.client_read_timeout_seconds,
         max_memory=settings.worker_max_memory_bytes,
     )
-    master = os.getpid()
-    EmbeddedGunicorn(
-        lambda: make_server_app(settings, store_metrics=False, server_pid=master), options
-    ).run()
+    _serve_app(settings, options, store_metrics=False)
     return 0
 
 
@@ -284,10 +289,7 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     prepare_database(settings)
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     options = gunicorn_options(listener, settings.workers, settings.log_level)
-    master = os.getpid()
-    EmbeddedGunicorn(
-        lambda: make_server_app(settings, with_receiver=False, server_pid=master), options
-    ).run()
+    _serve_app(settings, options, with_receiver=False)
     return 0
 
 

@@ -36,20 +36,11 @@ usage() { echo "usage: $0 OUTDIR" >&2; exit 64; }
 out=${1:-}
 [ -n "$out" ] && [ $# -eq 1 ] || usage
 
-for tool in makepkg repo-add bsdtar fakeroot zstd; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "missing $tool (apt-get install -y makepkg libarchive-tools fakeroot zstd)" >&2
-    exit 2
-  fi
-done
-
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-top=$(mktemp -d "${TMPDIR:-/tmp}/pw-archtop.XXXXXX")
-trap 'rm -rf "$top"' EXIT
+. "$(dirname "$0")/repo_build_lib.sh"
+require_tools "apt-get install -y makepkg libarchive-tools fakeroot zstd" \
+  makepkg repo-add bsdtar fakeroot zstd
+start_build pw-archtop
 chmod 755 "$top"
-
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1767225600}   # 2026-01-01T00:00:00Z
 
 # makepkg reads its settings from a file we control, not the machine's /etc/makepkg.conf
 # and not the caller's ~/.makepkg.conf.

@@ -40,20 +40,10 @@ while [ $# -gt 0 ]; do
 done
 case $compress in gz|xz|bz2) ;; *) echo "unsupported --compress $compress (gz, xz, bz2)" >&2; exit 64 ;; esac
 
-for tool in rpmbuild createrepo_c modifyrepo_c; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "missing $tool (apt-get install -y rpm createrepo-c)" >&2
-    exit 2
-  fi
-done
-
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-top=$(mktemp -d "${TMPDIR:-/tmp}/pw-rpmtop.XXXXXX")
-trap 'rm -rf "$top"' EXIT
+. "$(dirname "$0")/repo_build_lib.sh"
+require_tools "apt-get install -y rpm createrepo-c" rpmbuild createrepo_c modifyrepo_c
+start_build pw-rpmtop
 mkdir -p "$top"/{SPECS,SOURCES,BUILD,RPMS,SRPMS,BUILDROOT}
-
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1767225600}   # 2026-01-01T00:00:00Z
 export HOME=$top   # keep the caller's ~/.rpmmacros out of the build
 
 build() {  # name epoch-or-empty version release arch summary

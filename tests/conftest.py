@@ -33,6 +33,7 @@ from patchwatch.store.db import database
 from patchwatch.store.db import make_database
 from patchwatch.store.migrations import migrate
 from tests.support.mirrors import MirrorServer
+from tests.support.mirrors import static_files
 from tests.support.network import FakeDns
 from tests.support.repositories import build_rpm_tree
 from tests.support.repositories import make_fetcher
@@ -173,6 +174,22 @@ def fetcher() -> Iterator[HttpFetcher]:
     """A fetcher allowed to reach the loopback mirror, retrying once without waiting."""
     with make_fetcher() as f:
         yield f
+
+
+@pytest.fixture
+def single_try_fetcher() -> Iterator[HttpFetcher]:
+    """A fetcher allowed to reach loopback that tries each request once."""
+    with make_fetcher(timeout=2.0, retries=0) as f:
+        yield f
+
+
+@pytest.fixture
+def static_www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Python's own http.server serving ``tmp_path/www``: (that folder, its base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    with static_files(folder) as base:
+        yield folder, base
 
 
 # ------------------------------------------------- observing outgoing connections

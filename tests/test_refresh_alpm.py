@@ -10,20 +10,15 @@ the last good data and count the failure.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from patchwatch.domain.mirror_policy import MirrorPolicy
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.alpm import parse_alpm_db
 from patchwatch.domain.settings import Settings
@@ -31,58 +26,30 @@ from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.refresh.alpm import alpm_record
 from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.models import Mirror
-from patchwatch.store.models import Package
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
+from tests.support.mirrors import served_folder
 from tests.support.paths import FIXTURES
+from tests.support.repositories import loopback_settings
+from tests.support.repositories import reload
+from tests.support.repositories import stored
 from tests.support.tools import require_or_skip
 
 DB = FIXTURES / "arch" / "pwtest.db.tar.gz"
 DB_ZST = FIXTURES / "arch" / "pwtest-zst.db.tar.zst"
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC).timestamp()
 LATER = NOW + 3600
-POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
 SERVER_PATH = "archlinux/pwtest/os/x86_64"
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def www(static_www: tuple[Path, str]) -> tuple[Path, str]:
     """A static mirror: (its folder for this repository, the server URL pacman would use)."""
-    root = tmp_path / "www"
-    folder = root / SERVER_PATH
-    folder.mkdir(parents=True)
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}/{SERVER_PATH}"
-    server.shutdown()
-    server.server_close()
+    return served_folder(static_www, SERVER_PATH, SERVER_PATH)
 
 
 @pytest.fixture
-def fetcher() -> Iterator[HttpFetcher]:
-    with HttpFetcher(
-        timeout=2.0, retries=0, backoff=0.0, sleep=lambda _s: None, policy=POLICY
-    ) as f:
-        yield f
-
-
-def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "http_timeout_seconds": 2.0,
-        "http_retries": 0,
-        "max_index_bytes": 1 << 20,
-        "mirror_url_patterns": ("http://127.0.0.1:*",),
-        "mirror_allowed_networks": ("127.0.0.1/32",),
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+def fetcher(single_try_fetcher: HttpFetcher) -> HttpFetcher:
+    return single_try_fetcher
 
 
 def add_mirror(url: str, name: str = "pwtest") -> Mirror:
@@ -92,19 +59,26 @@ def add_mirror(url: str, name: str = "pwtest") -> Mirror:
     return Mirror.create(repository=repo, url=url, kind="baseurl")
 
 
-def reload(mirror: Mirror) -> Mirror:
-    return Mirror.get_by_id(mirror.id)
+def publish(
+    www: tuple[Path, str], source: Path = DB, signed_by: Path | None = None
+) -> tuple[Path, Mirror]:
+    """Put ``source`` on the static mirror as pwtest.db, with a detached signature by the
+    key in the gpg home ``signed_by`` if given; (the served file, its mirror)."""
+    folder, url = www
+    shutil.copy(source, folder / "pwtest.db")
+    if signed_by is not None:
+        sign(signed_by, folder / "pwtest.db")
+    return folder / "pwtest.db", add_mirror(url)
 
 
-def stored(mirror: Mirror) -> set[tuple[str, str, str, str, str, str]]:
-    rows = (
-        Package.select(Package.kind, Package.name, Package.epoch, Package.version,
-                       Package.release, Package.arch)
-        .join(PackageSetMember, on=PackageSetMember.package == Package.id)
-        .where(PackageSetMember.package_set == reload(mirror).package_set_id)
-        .tuples()
-    )  # fmt: skip
-    return set(rows)
+def read_once(
+    www: tuple[Path, str], fetcher: HttpFetcher, settings: Settings | None = None
+) -> tuple[Path, Mirror]:
+    """:func:`publish` the database and refresh its mirror once, successfully."""
+    served, mirror = publish(www)
+    res = refresh_mirror(mirror, fetcher, NOW, settings or loopback_settings())
+    assert res.outcome == "changed", res.detail
+    return served, mirror
 
 
 def expected(path: Path) -> set[tuple[str, str, str, str, str, str]]:
@@ -118,10 +92,8 @@ def expected(path: Path) -> set[tuple[str, str, str, str, str, str]]:
 def test_refresh_stores_the_database_as_arch_packages(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, source: Path
 ) -> None:
-    folder, url = www
-    shutil.copy(source, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    res = refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _served, mirror = publish(www, source)
+    res = refresh_mirror(mirror, fetcher, NOW, loopback_settings())
     assert res.outcome == "changed", res.detail
     assert res.packages == 7
     got = stored(mirror)
@@ -136,19 +108,16 @@ def test_refresh_stores_the_database_as_arch_packages(
 def test_unchanged_database_is_not_read_again(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher
 ) -> None:
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    assert refresh_mirror(mirror, fetcher, NOW, make_settings()).outcome == "changed"
+    served, mirror = read_once(www, fetcher)
     first = reload(mirror)
     assert first.last_modified  # http.server sends Last-Modified; kept for the next GET
-    res = refresh_mirror(first, fetcher, LATER, make_settings())
+    res = refresh_mirror(first, fetcher, LATER, loopback_settings())
     assert res.outcome == "unchanged", res.detail
     assert "not modified" in res.detail  # a 304: nothing downloaded
     # the same bytes with a newer date: downloaded, found identical by digest, not parsed
-    stamp = (folder / "pwtest.db").stat().st_mtime + 60
-    os.utime(folder / "pwtest.db", (stamp, stamp))
-    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, make_settings())
+    stamp = served.stat().st_mtime + 60
+    os.utime(served, (stamp, stamp))
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, loopback_settings())
     assert res.outcome == "unchanged", res.detail
     assert "database unchanged" in res.detail
 
@@ -156,12 +125,9 @@ def test_unchanged_database_is_not_read_again(
 def test_a_new_database_replaces_the_old_one(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher
 ) -> None:
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    assert refresh_mirror(mirror, fetcher, NOW, make_settings()).outcome == "changed"
-    shutil.copy(DB_ZST, folder / "pwtest.db")  # the same packages, another file
-    res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings(), force=True)
+    served, mirror = read_once(www, fetcher)
+    shutil.copy(DB_ZST, served)  # the same packages, another file
+    res = refresh_mirror(reload(mirror), fetcher, LATER, loopback_settings(), force=True)
     assert res.outcome in ("changed", "unchanged"), res.detail
     assert stored(mirror) == expected(DB_ZST)
 
@@ -169,24 +135,21 @@ def test_a_new_database_replaces_the_old_one(
 def test_broken_database_fails_and_keeps_the_last_good_data(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher
 ) -> None:
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    assert refresh_mirror(mirror, fetcher, NOW, make_settings()).outcome == "changed"
+    served, mirror = read_once(www, fetcher)
     good = stored(mirror)
-    (folder / "pwtest.db").write_bytes(DB.read_bytes()[:300])  # truncated
-    res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings(), force=True)
+    served.write_bytes(DB.read_bytes()[:300])  # truncated
+    res = refresh_mirror(reload(mirror), fetcher, LATER, loopback_settings(), force=True)
     assert res.outcome == "failed"
     assert "pwtest.db" in res.detail
     after = reload(mirror)
     assert (after.consecutive_failures, after.failures_total) == (1, 1)
     assert stored(mirror) == good
     # a missing database is a failure too, and the next good refresh recovers
-    (folder / "pwtest.db").unlink()
-    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, make_settings(), force=True)
+    served.unlink()
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, loopback_settings(), force=True)
     assert res.outcome == "failed" and "404" in res.detail
-    shutil.copy(DB, folder / "pwtest.db")
-    res = refresh_mirror(reload(mirror), fetcher, LATER + 120, make_settings(), force=True)
+    shutil.copy(DB, served)
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 120, loopback_settings(), force=True)
     assert res.ok and reload(mirror).consecutive_failures == 0
 
 
@@ -227,11 +190,8 @@ def test_signed_database_is_verified_with_gpgv(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, signer: tuple[Path, Path]
 ) -> None:
     home, keyring = signer
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    sign(home, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    settings = make_settings(alpm_keyrings=(str(keyring),), alpm_database_signatures="required")
+    _served, mirror = publish(www, signed_by=home)
+    settings = loopback_settings(alpm_keyrings=(str(keyring),), alpm_database_signatures="required")
     res = refresh_mirror(mirror, fetcher, NOW, settings)
     assert res.outcome == "changed", res.detail
     assert "signature verified" in res.detail
@@ -241,15 +201,12 @@ def test_signature_that_does_not_verify_fails_the_refresh(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, signer: tuple[Path, Path]
 ) -> None:
     home, keyring = signer
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    sign(home, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    settings = make_settings(alpm_keyrings=(str(keyring),))
+    served, mirror = publish(www, signed_by=home)
+    settings = loopback_settings(alpm_keyrings=(str(keyring),))
     assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
     good = stored(mirror)
     # the database replaced, the old signature left: optional mode still checks it
-    shutil.copy(DB_ZST, folder / "pwtest.db")
+    shutil.copy(DB_ZST, served)
     res = refresh_mirror(reload(mirror), fetcher, LATER, settings, force=True)
     assert res.outcome == "failed"
     assert "signature check failed" in res.detail and "alpm_keyrings" in res.detail
@@ -257,20 +214,20 @@ def test_signature_that_does_not_verify_fails_the_refresh(
     assert reload(mirror).consecutive_failures == 1
     # without the test key's keyring: refused (here no keyring at all, or Arch's, which
     # does not hold the test key)
-    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, make_settings(), force=True)
+    res = refresh_mirror(reload(mirror), fetcher, LATER + 60, loopback_settings(), force=True)
     assert res.outcome == "failed"
 
 
 def test_required_signature_missing_fails(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher
 ) -> None:
-    folder, url = www
-    shutil.copy(DB, folder / "pwtest.db")
-    mirror = add_mirror(url)
-    res = refresh_mirror(mirror, fetcher, NOW, make_settings(alpm_database_signatures="required"))
+    _served, mirror = publish(www)
+    res = refresh_mirror(
+        mirror, fetcher, NOW, loopback_settings(alpm_database_signatures="required")
+    )
     assert res.outcome == "failed"
     assert "no signature" in res.detail and "alpm_database_signatures" in res.detail
     res = refresh_mirror(
-        reload(mirror), fetcher, LATER, make_settings(alpm_database_signatures="never")
+        reload(mirror), fetcher, LATER, loopback_settings(alpm_database_signatures="never")
     )
     assert res.outcome == "changed" and "not checked" in res.detail

@@ -11,28 +11,24 @@ keep the last good data and count the failure.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import subprocess
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from patchwatch.domain.mirror_policy import MirrorPolicy
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import HttpFetcher
 from patchwatch.pipeline.refresh.run import refresh_mirror
 from patchwatch.store.models import Mirror
-from patchwatch.store.models import Package
-from patchwatch.store.models import PackageSetMember
 from patchwatch.store.models import Repository
 from tests.support.archrepo import index_member
 from tests.support.archrepo import openssl_sign
 from tests.support.archrepo import signed_index
+from tests.support.mirrors import served_folder
 from tests.support.paths import FIXTURES
+from tests.support.repositories import loopback_settings
+from tests.support.repositories import reload
+from tests.support.repositories import stored
 
 APK = FIXTURES / "apk"
 APKINDEX = (APK / "APKINDEX").read_bytes()
@@ -40,34 +36,18 @@ DESCRIPTION = (APK / "DESCRIPTION").read_bytes()
 KEY_NAME = "patchwatch-test-61e2c0de.rsa.pub"
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC).timestamp()
 LATER = NOW + 3600
-POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
 REPO_PATH = "alpine/v3.20/main"
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def www(static_www: tuple[Path, str]) -> tuple[Path, str]:
     """(the folder APKINDEX.tar.gz goes in, the repository URL of /etc/apk/repositories)."""
-    root = tmp_path / "www"
-    folder = root / REPO_PATH / "x86_64"
-    folder.mkdir(parents=True)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}/{REPO_PATH}"
-    server.shutdown()
-    server.server_close()
+    return served_folder(static_www, f"{REPO_PATH}/x86_64", REPO_PATH)
 
 
 @pytest.fixture
-def fetcher() -> Iterator[HttpFetcher]:
-    with HttpFetcher(
-        timeout=2.0, retries=0, backoff=0.0, sleep=lambda _s: None, policy=POLICY
-    ) as f:
-        yield f
+def fetcher(single_try_fetcher: HttpFetcher) -> HttpFetcher:
+    return single_try_fetcher
 
 
 @pytest.fixture(scope="module")
@@ -95,37 +75,30 @@ def build(
     return signed_index(index, openssl_sign(key, index, digest), key_name, prefix)
 
 
-def make_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "http_timeout_seconds": 2.0,
-        "http_retries": 0,
-        "max_index_bytes": 1 << 20,
-        "mirror_url_patterns": ("http://127.0.0.1:*",),
-        "mirror_allowed_networks": ("127.0.0.1/32",),
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 def add_mirror(url: str, arch: str = "x86_64") -> Mirror:
     repo = Repository.create(kind="apk", key=f"apk {url} {arch} {url}", repo_id=url, arch=arch,
                              created_at=NOW)  # fmt: skip
     return Mirror.create(repository=repo, url=url, kind="baseurl")
 
 
-def reload(mirror: Mirror) -> Mirror:
-    return Mirror.get_by_id(mirror.id)
+def publish(www: tuple[Path, str], index: bytes) -> tuple[Path, Mirror]:
+    """Put ``index`` on the static mirror as APKINDEX.tar.gz; (the served file, its mirror)."""
+    folder, url = www
+    (folder / "APKINDEX.tar.gz").write_bytes(index)
+    return folder / "APKINDEX.tar.gz", add_mirror(url)
 
 
-def stored(mirror: Mirror) -> set[tuple[str, str, str, str, str, str]]:
-    rows = (
-        Package.select(Package.kind, Package.name, Package.epoch, Package.version,
-                       Package.release, Package.arch)
-        .join(PackageSetMember, on=PackageSetMember.package == Package.id)
-        .where(PackageSetMember.package_set == reload(mirror).package_set_id)
-        .tuples()
-    )  # fmt: skip
-    return set(rows)
+def read_once(
+    www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
+) -> tuple[Path, Mirror, Settings]:
+    """:func:`publish` an index signed with the test key and refresh it once, successfully,
+    with settings that trust that key; (the served file, its mirror, those settings)."""
+    private, folder, _other = keys
+    settings = loopback_settings(apk_keys=(str(folder),))
+    served, mirror = publish(www, build(private))
+    res = refresh_mirror(mirror, fetcher, NOW, settings)
+    assert res.outcome == "changed", res.detail
+    return served, mirror, settings
 
 
 def expected() -> set[tuple[str, str, str, str, str, str]]:
@@ -143,16 +116,14 @@ def test_signed_index_is_verified_and_stored(
     digest: str,
 ) -> None:  # fmt: skip
     private, folder, _other = keys
-    target, url = www
-    (target / "APKINDEX.tar.gz").write_bytes(build(private, digest))
-    mirror = add_mirror(url)
-    res = refresh_mirror(mirror, fetcher, NOW, make_settings(apk_keys=(str(folder),)))
+    _served, mirror = publish(www, build(private, digest))
+    res = refresh_mirror(mirror, fetcher, NOW, loopback_settings(apk_keys=(str(folder),)))
     assert res.outcome == "changed", res.detail
     assert f"signed by {KEY_NAME}" in res.detail
     assert stored(mirror) == expected()
     # a key file named directly works as the folder does
     key_file = str(folder / KEY_NAME)
-    res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings(apk_keys=(key_file,)),
+    res = refresh_mirror(reload(mirror), fetcher, LATER, loopback_settings(apk_keys=(key_file,)),
                          force=True)  # fmt: skip
     assert res.ok, res.detail
 
@@ -160,12 +131,7 @@ def test_signed_index_is_verified_and_stored(
 def test_unchanged_index_is_not_read_again(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
 ) -> None:
-    private, folder, _other = keys
-    target, url = www
-    (target / "APKINDEX.tar.gz").write_bytes(build(private))
-    mirror = add_mirror(url)
-    settings = make_settings(apk_keys=(str(folder),))
-    assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
+    _served, mirror, settings = read_once(www, fetcher, keys)
     res = refresh_mirror(reload(mirror), fetcher, LATER, settings)
     assert res.outcome == "unchanged" and "not modified" in res.detail
 
@@ -174,13 +140,13 @@ def test_without_keys_the_refresh_fails_unless_verification_is_off(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
 ) -> None:
     private, _folder, _other = keys
-    target, url = www
-    (target / "APKINDEX.tar.gz").write_bytes(build(private))
-    mirror = add_mirror(url)
-    res = refresh_mirror(mirror, fetcher, NOW, make_settings())
+    _served, mirror = publish(www, build(private))
+    res = refresh_mirror(mirror, fetcher, NOW, loopback_settings())
     assert res.outcome == "failed" and "apk_keys" in res.detail
     assert reload(mirror).package_set_id is None
-    res = refresh_mirror(reload(mirror), fetcher, LATER, make_settings(apk_verify_signatures=False))
+    res = refresh_mirror(
+        reload(mirror), fetcher, LATER, loopback_settings(apk_verify_signatures=False)
+    )
     assert res.outcome == "changed" and "not checked" in res.detail
     assert stored(mirror) == expected()
 
@@ -188,13 +154,8 @@ def test_without_keys_the_refresh_fails_unless_verification_is_off(
 def test_bad_signatures_fail_and_keep_the_last_good_data(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher, keys: tuple[Path, Path, Path]
 ) -> None:
-    private, folder, other = keys
-    target, url = www
-    index_file = target / "APKINDEX.tar.gz"
-    index_file.write_bytes(build(private))
-    mirror = add_mirror(url)
-    settings = make_settings(apk_keys=(str(folder),))
-    assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
+    private, _folder, other = keys
+    index_file, mirror, settings = read_once(www, fetcher, keys)
     good = stored(mirror)
     # signed with another key under the trusted key's name: does not verify
     index_file.write_bytes(build(other))
@@ -223,7 +184,7 @@ def test_repository_without_an_architecture_is_skipped(
     db: object, www: tuple[Path, str], fetcher: HttpFetcher
 ) -> None:
     _target, url = www
-    res = refresh_mirror(add_mirror(url, arch=""), fetcher, NOW, make_settings())
+    res = refresh_mirror(add_mirror(url, arch=""), fetcher, NOW, loopback_settings())
     assert res.outcome == "skipped"
 
 
@@ -233,12 +194,8 @@ def test_a_new_secdb_reclassifies_without_a_new_index(
 ) -> None:  # fmt: skip
     from patchwatch.store.models import Advisory
 
-    private, folder, _other = keys
-    target, url = www
-    (target / "APKINDEX.tar.gz").write_bytes(build(private))
-    mirror = add_mirror(url)
-    settings = make_settings(apk_keys=(str(folder),))
-    assert refresh_mirror(mirror, fetcher, NOW, settings).outcome == "changed"
+    _private, folder, _other = keys
+    _served, mirror, _settings = read_once(www, fetcher, keys)
     assert Advisory.select().count() == 0
     secdb = tmp_path / "main.json"
     secdb.write_text(
@@ -246,7 +203,7 @@ def test_a_new_secdb_reclassifies_without_a_new_index(
         '{"pkg": {"name": "musl", "secfixes": {"1.2.5-r0": ["CVE-2025-26519"]}}},'
         '{"pkg": {"name": "not-in-the-index", "secfixes": {"1.0-r0": ["CVE-2025-1"]}}}]}'
     )
-    with_secdb = make_settings(apk_keys=(str(folder),), apk_secdb=(str(secdb),))
+    with_secdb = loopback_settings(apk_keys=(str(folder),), apk_secdb=(str(secdb),))
     res = refresh_mirror(reload(mirror), fetcher, LATER, with_secdb)
     assert res.outcome == "changed", res.detail  # the same index, a new feed
     assert [(a.advisory_id, a.type, a.cves) for a in Advisory.select()] == [

@@ -425,18 +425,6 @@ def test_protocol1_arch_host_from_the_stock_client() -> None:
     assert "skipped_packages" not in report.extra
 
 
-@pytest.mark.parametrize(
-    ("repos", "where"),
-    [
-        ("'arch' 'Arch Linux core x86_64' 'core'\n", "repos line 1"),  # no URL
-        ("'arch' 'n' 'core' ''\n", "repos line 1"),
-        ("'arch' 'n' 'co\x1bre' 'https://m/core/os/'\n", "repos line 1.id"),
-    ],
-)
-def test_protocol1_bad_arch_repo_lines(repos: str, where: str) -> None:
-    assert p1_error(repos=repos).where == where
-
-
 def test_protocol1_arch_package_version_pacman_cannot_order() -> None:
     error = p1_error(packages="'a' '' '1.0-1' '1' 'x86_64' 'arch'\n")
     assert error.where == "packages line 1"
@@ -634,31 +622,6 @@ def test_native_held_packages_are_read_checked_and_deduplicated() -> None:
 
 
 @pytest.mark.parametrize(
-    ("packages", "where"),
-    [
-        ("bash 5.2 amd64 deb", "packages line 1"),
-        ("'a' '' '1' '1' 'amd64' 'deb'\n'b' '' '1' '1' 'amd64'", "packages line 2"),
-        ("\n\n'a' '' '1' '1' 'amd64' 'deb' 'c' 'r' 'x'", "packages line 3"),
-        ("'a' '' '1' '1' 'amd64' 'pkg'", "packages line 1"),
-        ("'' '' '1' '1' 'amd64' 'deb'", "packages line 1"),
-        ("'a' '' '' '1' 'amd64' 'deb'", "packages line 1"),
-        ("'a' '' '1' '1' '' 'deb'", "packages line 1"),
-        ("'a' 'x1' '1' '1' 'amd64' 'deb'", "packages line 1"),
-        ("'a' '-1' '1' '1' 'amd64' 'rpm'", "packages line 1"),
-        ("'a' '\uff11' '1' '1' 'amd64' 'rpm'", "packages line 1"),  # a full-width digit
-        ("'a' '12345678901234567' '1' '1' 'amd64' 'rpm'", "packages line 1"),
-        (f"'{'n' * 257}' '' '1' '1' 'amd64' 'deb'", "packages line 1"),
-        ("'a' '' '1' '1' 'amd64' 'deb", "packages line 1"),
-        ("'a' '' '1' '1' 'amd64' 'deb' junk", "packages line 1"),
-        ("'a' '' '1' '1' 'amd64' 'deb'\n'b' '' '1\x00' '1' 'amd64' 'deb'", "packages line 2"),
-        ("'a' '' '1' '1' 'amd64' 'deb'\n\n'b' '' '1\ud800' '1' 'amd64' 'deb'", "packages line 3"),
-    ],
-)
-def test_protocol1_bad_package_lines_name_the_line(packages: str, where: str) -> None:
-    assert p1_error(packages=packages).where == where
-
-
-@pytest.mark.parametrize(
     ("line", "expected"),
     [
         (
@@ -824,8 +787,24 @@ def test_protocol1_updates_are_kept_even_without_repositories() -> None:
 
 
 @pytest.mark.parametrize(
-    ("repos", "where"),
+    ("text", "where"),
     [
+        ("bash 5.2 amd64 deb", "packages line 1"),
+        ("'a' '' '1' '1' 'amd64' 'deb'\n'b' '' '1' '1' 'amd64'", "packages line 2"),
+        ("\n\n'a' '' '1' '1' 'amd64' 'deb' 'c' 'r' 'x'", "packages line 3"),
+        ("'a' '' '1' '1' 'amd64' 'pkg'", "packages line 1"),
+        ("'' '' '1' '1' 'amd64' 'deb'", "packages line 1"),
+        ("'a' '' '' '1' 'amd64' 'deb'", "packages line 1"),
+        ("'a' '' '1' '1' '' 'deb'", "packages line 1"),
+        ("'a' 'x1' '1' '1' 'amd64' 'deb'", "packages line 1"),
+        ("'a' '-1' '1' '1' 'amd64' 'rpm'", "packages line 1"),
+        ("'a' '\uff11' '1' '1' 'amd64' 'rpm'", "packages line 1"),  # a full-width digit
+        ("'a' '12345678901234567' '1' '1' 'amd64' 'rpm'", "packages line 1"),
+        (f"'{'n' * 257}' '' '1' '1' 'amd64' 'deb'", "packages line 1"),
+        ("'a' '' '1' '1' 'amd64' 'deb", "packages line 1"),
+        ("'a' '' '1' '1' 'amd64' 'deb' junk", "packages line 1"),
+        ("'a' '' '1' '1' 'amd64' 'deb'\n'b' '' '1\x00' '1' 'amd64' 'deb'", "packages line 2"),
+        ("'a' '' '1' '1' 'amd64' 'deb'\n\n'b' '' '1\ud800' '1' 'amd64' 'deb'", "packages line 3"),
         ("'deb' 'n' 'high' 'http://m/debian/dists/bookworm/main/binary-amd64'", "repos line 1"),
         ("'deb' 'n' '500'", "repos line 1"),
         ("'deb' 'n' '500' ''", "repos line 1"),
@@ -836,22 +815,23 @@ def test_protocol1_updates_are_kept_even_without_repositories() -> None:
         ("deb n 500 http://a", "repos line 1"),
         (f"'rpm' 'n' 'id' '99' '{'u' * 2049}'", "repos line 1"),
         (f"'deb' 'n' '500' 'http://m/{'d' * 600}/dists/s/main/binary-amd64'", "repos line 1"),
-    ],
-)
-def test_protocol1_bad_repo_lines_name_the_line(repos: str, where: str) -> None:
-    assert p1_error(repos=repos).where == where
-
-
-@pytest.mark.parametrize(
-    ("modules", "where"),
-    [
+        # pacman repositories: no URL, an empty one, a control character in the id
+        ("'arch' 'Arch Linux core x86_64' 'core'\n", "repos line 1"),  # no URL
+        ("'arch' 'n' 'core' ''\n", "repos line 1"),
+        ("'arch' 'n' 'co\x1bre' 'https://m/core/os/'\n", "repos line 1.id"),
         ("'nodejs' '18' '1' 'rhel9' 'x86_64'", "modules line 1"),
         ("'a' 's' '1' 'c' 'x86_64' 'r'\n'' 's' '1' 'c' 'x86_64' 'r'", "modules line 2"),
         ("nodejs 18", "modules line 1"),
+        ("openssl 1:3.2.2-6 baseos", "sec_updates line 1"),
+        ("a.x86_64 1-1 r\n\nb.x86_64", "sec_updates line 3"),
+        (".x86_64 1-1 r", "sec_updates line 1"),
+        (f"a.x86_64 {'1' * 300} r", "sec_updates line 1"),
     ],
 )
-def test_protocol1_bad_module_lines_name_the_line(modules: str, where: str) -> None:
-    assert p1_error(modules=modules).where == where
+def test_protocol1_bad_lines_name_the_line(text: str, where: str) -> None:
+    """A bad line of a list field is named by field and line (``where`` starts with the
+    field the text is sent in)."""
+    assert p1_error(**{where.split()[0]: text}).where == where
 
 
 def test_protocol1_module_without_repo_and_artifacts() -> None:
@@ -914,19 +894,6 @@ def test_protocol1_update_lists(text: str, expected: list[tuple[str, str, str, s
     assert report.updates is not None
     assert [(u.name, u.version, u.arch, u.repository) for u in report.updates] == expected
     assert not any(u.security for u in report.updates)
-
-
-@pytest.mark.parametrize(
-    ("text", "where"),
-    [
-        ("openssl 1:3.2.2-6 baseos", "sec_updates line 1"),
-        ("a.x86_64 1-1 r\n\nb.x86_64", "sec_updates line 3"),
-        (".x86_64 1-1 r", "sec_updates line 1"),
-        (f"a.x86_64 {'1' * 300} r", "sec_updates line 1"),
-    ],
-)
-def test_protocol1_bad_update_lines_name_the_line(text: str, where: str) -> None:
-    assert p1_error(sec_updates=text).where == where
 
 
 @pytest.mark.parametrize(

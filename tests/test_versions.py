@@ -38,6 +38,7 @@ from patchwatch.domain.versions import rpm_sort_key
 from patchwatch.domain.versions import sort_key
 from patchwatch.domain.versions import split_deb
 from patchwatch.domain.versions import split_rpm
+from tests.support.oracles import assert_orders
 from tests.support.oracles import key_cmp
 from tests.support.oracles import require_oracle
 
@@ -349,24 +350,24 @@ def _case_id(case: tuple[str, str, int]) -> str:
 @pytest.mark.parametrize("case", DEB_CASES, ids=_case_id)
 def test_deb_table(case: tuple[str, str, int]) -> None:
     a, b, expected = case
-    assert compare_deb(a, b) == expected
-    assert compare_deb(b, a) == -expected
+    assert_orders(compare_deb, deb_sort_key, a, b, expected)
     assert compare(PackageKind.DEB, a, b) == expected
-    assert key_cmp(deb_sort_key(a), deb_sort_key(b)) == expected
     assert (deb_sort_key(a) == deb_sort_key(b)) == (expected == 0)
     assert compare_evr(PackageKind.DEB, split_deb(a), split_deb(b)) == expected
     assert ref_compare_deb(a, b) == expected  # the port agrees, so the hypothesis tests mean it
 
 
+def rpm_key(version: str) -> object:
+    """The sort key of an rpm ``[epoch:]version[-release]`` string."""
+    return rpm_sort_key(*split_rpm(version))
+
+
 @pytest.mark.parametrize("case", RPM_CASES, ids=_case_id)
 def test_rpm_table(case: tuple[str, str, int]) -> None:
     a, b, expected = case
-    assert compare_rpm(a, b) == expected
-    assert compare_rpm(b, a) == -expected
+    assert_orders(compare_rpm, rpm_key, a, b, expected)
     assert compare(PackageKind.RPM, a, b) == expected
-    ka, kb = rpm_sort_key(*split_rpm(a)), rpm_sort_key(*split_rpm(b))
-    assert key_cmp(ka, kb) == expected
-    assert (ka == kb) == (expected == 0)
+    assert (rpm_key(a) == rpm_key(b)) == (expected == 0)
     assert compare_evr(PackageKind.RPM, split_rpm(a), split_rpm(b)) == expected
     assert ref_label_compare(a, b) == expected
 
@@ -758,19 +759,13 @@ def rpm_versions() -> st.SearchStrategy[str]:
 @settings(max_examples=800, deadline=None)
 @given(deb_versions(), deb_versions())
 def test_deb_keys_match_dpkg_port(a: str, b: str) -> None:
-    expected = ref_compare_deb(a, b)
-    assert compare_deb(a, b) == expected
-    assert compare_deb(b, a) == -expected
-    assert key_cmp(deb_sort_key(a), deb_sort_key(b)) == expected
+    assert_orders(compare_deb, deb_sort_key, a, b, ref_compare_deb(a, b))
 
 
 @settings(max_examples=1500, deadline=None)
 @given(rpm_versions(), rpm_versions())
 def test_rpm_keys_match_rpm_port(a: str, b: str) -> None:
-    expected = ref_label_compare(a, b)
-    assert compare_rpm(a, b) == expected
-    assert compare_rpm(b, a) == -expected
-    assert key_cmp(rpm_sort_key(*split_rpm(a)), rpm_sort_key(*split_rpm(b))) == expected
+    assert_orders(compare_rpm, rpm_key, a, b, ref_label_compare(a, b))
 
 
 @settings(max_examples=150, deadline=None)

@@ -23,6 +23,7 @@ from patchwatch.domain.errors import VersionError
 from patchwatch.domain.versions_alpm import alpm_sort_key
 from patchwatch.domain.versions_alpm import compare_alpm
 from patchwatch.domain.versions_alpm import split_alpm
+from tests.support.oracles import assert_orders
 from tests.support.oracles import key_cmp
 from tests.support.oracles import vercmp
 
@@ -120,9 +121,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("a", "b", "expected"), TABLE, ids=[f"{a} {b}" for a, b, _ in TABLE])
 def test_table(a: str, b: str, expected: int) -> None:
-    assert compare_alpm(a, b) == expected
-    assert compare_alpm(b, a) == -expected
-    assert key_cmp(alpm_sort_key(a), alpm_sort_key(b)) == expected
+    assert_orders(compare_alpm, alpm_sort_key, a, b, expected)
 
 
 def test_real_vercmp_confirms_the_table(tmp_path: Path) -> None:

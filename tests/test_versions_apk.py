@@ -24,6 +24,7 @@ from patchwatch.domain.versions_apk import apk_sort_key
 from patchwatch.domain.versions_apk import compare_apk
 from patchwatch.domain.versions_apk import match_apk
 from patchwatch.domain.versions_apk import valid_apk
+from tests.support.oracles import assert_orders
 from tests.support.oracles import key_cmp
 
 VECTORS = Path(__file__).resolve().parent / "fixtures" / "versions" / "apk-version.data"
@@ -132,9 +133,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("a", "b", "expected"), TABLE, ids=[f"{a} {b}"[:60] for a, b, _ in TABLE])
 def test_table(a: str, b: str, expected: int) -> None:
-    assert compare_apk(a, b) == expected
-    assert compare_apk(b, a) == -expected
-    assert key_cmp(apk_sort_key(a), apk_sort_key(b)) == expected
+    assert_orders(compare_apk, apk_sort_key, a, b, expected)
 
 
 @pytest.mark.parametrize(
@@ -193,9 +192,7 @@ def apk_versions() -> st.SearchStrategy[str]:
 @settings(max_examples=2000, deadline=None)
 @given(apk_versions(), apk_versions())
 def test_keys_order_as_compare_says(a: str, b: str) -> None:
-    expected = compare_apk(a, b)
-    assert compare_apk(b, a) == -expected
-    assert key_cmp(apk_sort_key(a), apk_sort_key(b)) == expected
+    assert_orders(compare_apk, apk_sort_key, a, b, compare_apk(a, b))
 
 
 @settings(max_examples=1000, deadline=None)

@@ -7,6 +7,7 @@ hand.
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -83,6 +84,19 @@ def test_size_is_bounded() -> None:
         parse_arch_tracker(b"[]" + b" " * 100, max_bytes=50)
     with pytest.raises(TooLargeError):
         parse_secdb(b"{}" + b" " * 100, max_bytes=50)
+
+
+@pytest.mark.parametrize(
+    ("parse", "name"),
+    [(parse_arch_tracker, "arch-tracker-all.json"), (parse_secdb, "alpine-secdb-v3.20-main.json")],
+)
+def test_a_compressed_document_reads_as_the_plain_one(parse, name: str) -> None:
+    """Read as the other whole feeds are (KEV, the Debian tracker): gzip is undone within
+    the same bound, so a mirror of the feed may serve it compressed."""
+    plain = (VULNS / name).read_bytes()
+    assert parse(gzip.compress(plain)) == parse(plain)
+    with pytest.raises(TooLargeError):  # the bound holds for what it expands to
+        parse(gzip.compress(plain + b" " * 4096), max_bytes=len(plain) + 100)
 
 
 def test_advisories_reach_every_arch_the_repository_offers_and_nothing_else() -> None:

@@ -40,6 +40,7 @@ from patchwatch.receiver.console.blueprint import page
 from patchwatch.receiver.console.blueprint import require_admin_page
 from patchwatch.receiver.console.blueprint import session
 from patchwatch.store.audit import record
+from patchwatch.store.models import Repository
 from patchwatch.store.queries import hosts_using_repository
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,21 @@ def _carry_out(action: str, plan: Plan) -> Response:
     return page("done.html", what=plan.what, outcome=outcome, back=plan.back)
 
 
+def _repository(ref: int | str) -> tuple[Repository, str]:
+    """The repository an action names (exactly), and how its plan and audit name it."""
+    repo = resolve_repository(str(ref), exact=True)
+    return repo, f"{repo.id} {repository_label(repo)}"
+
+
+def _on_repository(
+    action: str, what: str, repo: Repository, label: str, run: Callable[[], str]
+) -> Response:
+    """:func:`_carry_out` an action on a repository, whose page it goes back to."""
+    return _carry_out(
+        action, Plan(what, label, url_for("console.repository", repo_id=repo.id), run)
+    )
+
+
 def _recompute(repo_id: int) -> str:
     names = sorted(hosts_using_repository(repo_id))
     if not names:
@@ -106,9 +122,8 @@ def _recompute(repo_id: int) -> str:
 @bp.post("/repositories/<int:repo_id>/security")
 @admins_only
 def repository_security(repo_id: int) -> Response:
-    repo = resolve_repository(str(repo_id), exact=True)
+    repo, label = _repository(repo_id)
     value = _choice("value", SECURITY_VALUES)
-    label = f"{repo.id} {repository_label(repo)}"
     meaning = {"yes": "all its updates count as security updates",
                "no": "none of its updates counts as a security update",
                "auto": "its updates count as its metadata says"}[value]  # fmt: skip
@@ -117,18 +132,15 @@ def repository_security(repo_id: int) -> Response:
         changed = set_repository_security(repo, SECURITY_VALUES[value])
         return f"security is now {'yes' if is_security(changed) else 'no'}; " + _recompute(repo.id)
 
-    return _carry_out("repository_security", Plan(
-        f"Mark repository {label} security: {value} ({meaning})", label,
-        url_for("console.repository", repo_id=repo.id), run,
-    ))  # fmt: skip
+    what = f"Mark repository {label} security: {value} ({meaning})"
+    return _on_repository("repository_security", what, repo, label, run)
 
 
 @bp.post("/repositories/<int:repo_id>/enabled")
 @admins_only
 def repository_enabled(repo_id: int) -> Response:
-    repo = resolve_repository(str(repo_id), exact=True)
+    repo, label = _repository(repo_id)
     value = _choice("value", ENABLED_VALUES)
-    label = f"{repo.id} {repository_label(repo)}"
     verb = "Enable" if value == "yes" else "Disable"
 
     def run() -> str:
@@ -136,22 +148,19 @@ def repository_enabled(repo_id: int) -> Response:
         return f"{verb.lower()}d; " + _recompute(repo.id)
 
     detail = "" if value == "yes" else " (it is then neither read nor offers updates)"
-    return _carry_out("repository_enabled", Plan(
-        f"{verb} repository {label}{detail}", label,
-        url_for("console.repository", repo_id=repo.id), run,
-    ))  # fmt: skip
+    return _on_repository("repository_enabled", f"{verb} repository {label}{detail}", repo,
+                          label, run)  # fmt: skip
 
 
 @bp.post("/repositories/<int:repo_id>/link")
 @admins_only
 def repository_link(repo_id: int) -> Response:
-    target = resolve_repository(str(repo_id), exact=True)
+    target, label = _repository(repo_id)
     refs = [r for r in request.form.getlist("source") if r.strip()]
     if not refs:
         raise ParseError("choose at least one repository to link", "source")
     sources = [resolve_repository(r, exact=True) for r in refs]
     force = request.form.get("force") == "yes"
-    label = f"{target.id} {repository_label(target)}"
     names = ", ".join(f"{s.id} {repository_label(s)}" for s in sources)
 
     def run() -> str:
@@ -159,11 +168,10 @@ def repository_link(repo_id: int) -> Response:
         return (f"{out['mirrors_moved']} mirrors moved, "
                 f"{out['repository_sets_repointed']} repository sets repointed")  # fmt: skip
 
-    return _carry_out("repository_link", Plan(
-        f"Link {names} into repository {label} as its mirrors (they are then deleted as "
-        "repositories of their own)" + (" even though they do not look alike" if force else ""),
-        label, url_for("console.repository", repo_id=target.id), run,
-    ))  # fmt: skip
+    what = (f"Link {names} into repository {label} as its mirrors (they are then deleted as "
+            "repositories of their own)")  # fmt: skip
+    what += " even though they do not look alike" if force else ""
+    return _on_repository("repository_link", what, target, label, run)
 
 
 @bp.post("/hosts/<name>/maintenance")

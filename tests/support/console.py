@@ -19,32 +19,17 @@ from patchwatch.pipeline.processing import process_pending
 from patchwatch.store.models import Mirror
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.tokens import create_token
+from tests.support import reports
 
 HOSTS = ("web1.example.com", "web2.example.com", "db1.example.org")
 
 
 def native_doc(host: str, n: int = 5) -> dict[str, Any]:
     """A native report of ``n`` packages pkg0..pkgN-1 from Debian's main repository."""
-    return {
-        "version": 1,
-        "host": host,
-        "os": {"id": "debian", "version_id": "12", "version_codename": "bookworm",
-               "pretty_name": "Debian GNU/Linux 12 (bookworm)"},
-        "kernel": "6.1.0-28-amd64",
-        "arch": "x86_64",
-        "tags": ["db"] if host.startswith("db") else ["web"],
-        "reboot_required": host.startswith("web2"),
-        "packages": [
-            {"name": f"pkg{i}", "epoch": "", "version": f"1.{i}", "release": "1",
-             "arch": "amd64", "type": "deb"}
-            for i in range(n)
-        ],
-        "repositories": [
-            {"type": "deb", "id": "http://deb.debian.org/debian bookworm main",
-             "urls": ["http://deb.debian.org/debian"], "suite": "bookworm",
-             "component": "main", "arch": "amd64", "priority": 500}
-        ],
-    }  # fmt: skip
+    doc: dict[str, Any] = reports.native_doc(host, n)
+    doc["tags"] = ["db"] if host.startswith("db") else ["web"]
+    doc["reboot_required"] = host.startswith("web2")
+    return doc
 
 
 def seed_fleet(client: Any) -> None:

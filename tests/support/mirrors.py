@@ -6,11 +6,14 @@ announced, drips; it logs every request so tests can say exactly what was downlo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -21,6 +24,35 @@ from tests.support.network import free_port
 #: The test mirrors run on 127.0.0.1: a policy that lets the fetcher reach them, and
 #: only them (not the rest of loopback, not the other non-public networks).
 LOOPBACK_POLICY = MirrorPolicy.build(["http://127.0.0.1:*"], ["127.0.0.1/32"])
+
+
+def served_folder(static_www: tuple[Path, str], folder: str, url_path: str) -> tuple[Path, str]:
+    """Make ``folder`` in the ``static_www`` fixture's root; (it, the URL of ``url_path``)."""
+    root, base = static_www
+    (root / folder).mkdir(parents=True)
+    return root / folder, f"{base}/{url_path}"
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def static_files(root: Path) -> Iterator[str]:
+    """Python's own http.server serving ``root`` on loopback; yields its base URL.
+
+    It sends Last-Modified and answers If-Modified-Since with a 304, as a plain mirror
+    does: no faults, no records (see :class:`MirrorServer` for those).
+    """
+    handler = functools.partial(_QuietFiles, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,16 @@ REQUIRE_ENV = "PATCHWATCH_TEST_REQUIRE_ORACLES"
 
 def key_cmp(ka: object, kb: object) -> int:
     return (ka > kb) - (ka < kb)  # type: ignore[operator]
+
+
+def assert_orders(
+    compare: Callable[[str, str], int], key: Callable[[str], Any], a: str, b: str, expected: int
+) -> None:
+    """``compare`` orders ``a`` and ``b`` as ``expected`` says, both ways round, and the
+    sort keys order them the same way (the key must agree with the comparison)."""
+    assert compare(a, b) == expected
+    assert compare(b, a) == -expected
+    assert key_cmp(key(a), key(b)) == expected
 
 
 def require_oracle(name: str, package: str) -> str:

@@ -74,6 +74,19 @@ def make_settings(**overrides: object) -> RefreshSettings:
     return RefreshSettings(**values)  # type: ignore[arg-type]
 
 
+def loopback_settings(**overrides: object) -> Settings:
+    """Settings for a mirror on 127.0.0.1 read once per request (pacman, apk): no keyrings."""
+    values: dict[str, object] = {
+        "http_timeout_seconds": 2.0,
+        "http_retries": 0,
+        "max_index_bytes": 1 << 20,
+        "mirror_url_patterns": ("http://127.0.0.1:*",),
+        "mirror_allowed_networks": ("127.0.0.1/32",),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 def make_fetcher(timeout: float = 1.0, retries: int = 1) -> HttpFetcher:
     return HttpFetcher(
         timeout=timeout, retries=retries, backoff=0.0, sleep=lambda _s: None,
@@ -115,6 +128,11 @@ def stored_packages(pset_id: int | None) -> set[tuple[str, str, str, str, str, s
         .tuples()
     )  # fmt: skip
     return set(query)
+
+
+def stored(mirror: Mirror) -> set[tuple[str, str, str, str, str, str]]:
+    """The packages of the set a mirror holds now (re-read from the database)."""
+    return stored_packages(reload(mirror).package_set_id)
 
 
 def build_unsigned_tree(

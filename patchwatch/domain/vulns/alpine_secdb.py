@@ -25,14 +25,12 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 
-import orjson
-
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.versions_apk import valid_apk
+from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.fixed_in import FixedIn
 from patchwatch.domain.vulns.model import FeedStats
 
@@ -58,12 +56,7 @@ class SecDb:
 
 def parse_secdb(data: bytes, max_bytes: int = MAX_SECDB_BYTES) -> SecDb:
     """Read one secdb JSON document (see the module docstring)."""
-    if len(data) > max_bytes:
-        raise TooLargeError(f"secdb document of {len(data)} bytes is above {max_bytes}")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"secdb document is not JSON: {exc}") from None
+    doc = feed_json(data, "secdb document", max_bytes)
     if not isinstance(doc, dict):
         raise ParseError("secdb document is not an object")
     branch, repo = doc.get("distroversion"), doc.get("reponame")

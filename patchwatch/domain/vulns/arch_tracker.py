@@ -26,15 +26,13 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 
-import orjson
-
 from patchwatch.domain.errors import ParseError
-from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.versions_alpm import alpm_sort_key
 from patchwatch.domain.versions_alpm import split_alpm
+from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.fixed_in import FixedIn
 from patchwatch.domain.vulns.model import FeedStats
 
@@ -59,12 +57,7 @@ class ArchTracker:
 
 def parse_arch_tracker(data: bytes, max_bytes: int = MAX_TRACKER_BYTES) -> ArchTracker:
     """Read the tracker's ``all.json`` (see the module docstring)."""
-    if len(data) > max_bytes:
-        raise TooLargeError(f"tracker document of {len(data)} bytes is above {max_bytes}")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"tracker document is not JSON: {exc}") from None
+    doc = feed_json(data, "tracker document", max_bytes)
     if not isinstance(doc, list):
         raise ParseError("tracker document is not a list of groups")
     stats = FeedStats()

@@ -9,9 +9,10 @@ first one that works resets ``consecutive_failures``.
 
 The package presents the entry points other layers call; each step lives in its own
 module: ``run`` (which mirrors, when, side by side: ``refresh_all``,
-``refresh_mirror``), ``apt`` and ``rpmmd`` (fetch and verify one format),
-``fetched`` (what a fetch hands on, and the checks both formats share) and
-``storing`` (one transaction per mirror's outcome).
+``refresh_mirror``), ``apt``, ``rpmmd``, ``alpm`` and ``apk`` (fetch and verify one
+format), ``fetched`` (what a fetch hands on, the conditional download of a top index
+and the checks every format shares), ``security_feeds`` (the Arch and Alpine feeds a
+pacman or apk refresh reads) and ``storing`` (one transaction per mirror's outcome).
 
 Only mirrors an operator approved or whose URL matches ``mirror_url_patterns`` are read
 (``patchwatch.store.approval``); each is read inside a fetch scope with its URL as origin and

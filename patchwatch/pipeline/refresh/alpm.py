@@ -22,9 +22,7 @@ security advisories (``patchwatch.domain.vulns.arch_tracker``, :mod:`.security_f
 
 from __future__ import annotations
 
-import glob
 import logging
-import subprocess
 from pathlib import Path
 
 from patchwatch.domain.errors import FetchError
@@ -36,14 +34,16 @@ from patchwatch.domain.records import PackageKind
 from patchwatch.domain.repodata.alpm import ArchPackage
 from patchwatch.domain.repodata.alpm import parse_alpm_db
 from patchwatch.domain.repodata.apt import compute_gpgv_command
-from patchwatch.domain.repodata.apt import parse_gpgv_status
 from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.fixed_in import advisories_for
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import HttpStatusError
+from patchwatch.pipeline.refresh.apt import keyrings_found
+from patchwatch.pipeline.refresh.apt import run_gpgv
 from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import collect
+from patchwatch.pipeline.refresh.fetched import fetch_feed_index
 from patchwatch.pipeline.refresh.security_feeds import arch_tracker
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
@@ -53,19 +53,12 @@ log = logging.getLogger(__name__)
 #: Arch's keyring as Debian's archlinux-keyring package installs it.
 SYSTEM_KEYRING_GLOB = "/usr/share/keyrings/archlinux.gpg"
 SIGNATURE_MAX_BYTES = 64 * 1024  # one OpenPGP signature is under 1 KiB
-GPGV_TIMEOUT_SECONDS = 60
 SIGNATURE_MODES = ("optional", "required", "never")
 
 
 def trusted_keyrings(settings: Settings) -> list[str]:
     """Keyrings gpgv checks pacman database signatures with: Arch's + ``alpm_keyrings``."""
-    found = sorted(glob.glob(SYSTEM_KEYRING_GLOB))
-    for path in settings.alpm_keyrings:
-        if Path(path).is_file():
-            found.append(str(Path(path).resolve()))  # gpgv runs in a temporary folder
-        else:
-            log.warning("alpm_keyrings: %s does not exist; ignored", path)
-    return found
+    return keyrings_found(SYSTEM_KEYRING_GLOB, settings.alpm_keyrings, "alpm_keyrings")
 
 
 def alpm_record(package: ArchPackage) -> AvailablePackage:
@@ -86,29 +79,14 @@ def fetch_alpm(
         raise FetchError(mirror.url, f"no pacman repository name to read (id {name!r})")
     url = f"{mirror.url.rstrip('/')}/{name}.db"
     feed_sum, fixes = arch_tracker(settings.arch_security_tracker)
-    old_db, _, old_feed = mirror.metadata_checksum.partition(" ")
-    same_feed = old_feed == feed_sum
-    use_validators = not force and mirror.package_set_id is not None and same_feed
     dest = tmp / f"{name}.db"
-    download = fetcher.fetch(
-        url, dest, max_bytes=settings.max_index_bytes,
-        etag=mirror.etag if use_validators else "",
-        last_modified=mirror.last_modified if use_validators else "",
-    )  # fmt: skip
-    if download.not_modified:
-        return Fetched(
-            checksum=mirror.metadata_checksum,
-            etag=download.etag,
-            last_modified=download.last_modified,
-            note="; database not modified",
-        )
-    fetched = Fetched(
-        checksum=f"{download.digest} {feed_sum}",
-        etag=download.etag,
-        last_modified=download.last_modified,
+    fetched, download, unchanged = fetch_feed_index(
+        fetcher, url, dest, mirror, settings, force, feed_sum, "database"
     )
+    if download.not_modified:
+        return fetched
     fetched.note = _verify(url, dest, fetcher, tmp, settings)
-    if use_validators and download.digest == old_db:
+    if unchanged:
         fetched.note += "; database unchanged"
         return fetched
     packages: list[PackageRecord] = []
@@ -124,7 +102,6 @@ def fetch_alpm(
         raise FetchError(url, str(exc)) from None
     fetched.packages, fetched.skipped_packages = packages, skipped
     fetched.advisories = advisories_for(fixes or (), packages)
-    fetched.advisories_changed = not same_feed
     return fetched
 
 
@@ -153,13 +130,7 @@ def _verify(url: str, db: Path, fetcher: Fetcher, tmp: Path, settings: Settings)
             "archlinux-keyring or set alpm_keyrings)",
         )
     cmd = compute_gpgv_command(str(sig), keyrings, data=str(db))
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, timeout=GPGV_TIMEOUT_SECONDS, check=False, cwd=tmp
-        )
-    except FileNotFoundError:
-        raise FetchError(sig_url, "gpgv is not installed (apt-get install gpgv)") from None
-    status = parse_gpgv_status(proc.stdout.decode("utf-8", "replace"))
+    status, proc = run_gpgv(cmd, sig_url, tmp)
     if not status.is_ok():
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         why = detail[-1].strip() if detail else "no valid signature"

@@ -38,6 +38,7 @@ from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import Skip
 from patchwatch.pipeline.refresh.fetched import collect
+from patchwatch.pipeline.refresh.fetched import fetch_feed_index
 from patchwatch.pipeline.refresh.security_feeds import apk_secdb
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
@@ -60,28 +61,13 @@ def fetch_apk(
         raise Skip("no single architecture known for this apk repository yet")
     url = f"{mirror.url.rstrip('/')}/{arch}/APKINDEX.tar.gz"
     feed_sum, fixes = apk_secdb(settings.apk_secdb, mirror.url)
-    old_index, _, old_feed = mirror.metadata_checksum.partition(" ")
-    same_feed = old_feed == feed_sum
-    use_validators = not force and mirror.package_set_id is not None and same_feed
     dest = tmp / "APKINDEX.tar.gz"
-    download = fetcher.fetch(
-        url, dest, max_bytes=settings.max_index_bytes,
-        etag=mirror.etag if use_validators else "",
-        last_modified=mirror.last_modified if use_validators else "",
-    )  # fmt: skip
-    if download.not_modified:
-        return Fetched(
-            checksum=mirror.metadata_checksum,
-            etag=download.etag,
-            last_modified=download.last_modified,
-            note="; APKINDEX not modified",
-        )
-    fetched = Fetched(
-        checksum=f"{download.digest} {feed_sum}",
-        etag=download.etag,
-        last_modified=download.last_modified,
+    fetched, download, unchanged = fetch_feed_index(
+        fetcher, url, dest, mirror, settings, force, feed_sum, "APKINDEX"
     )
-    if use_validators and download.digest == old_index:
+    if download.not_modified:
+        return fetched
+    if unchanged:
         fetched.note = "; APKINDEX unchanged"
         return fetched
     data = dest.read_bytes()
@@ -114,5 +100,4 @@ def fetch_apk(
     collect(map(apk_record, index.packages), packages, settings.max_index_packages, "packages")
     fetched.packages, fetched.skipped_packages = packages, skipped
     fetched.advisories = advisories_for(fixes or (), packages)
-    fetched.advisories_changed = not same_feed
     return fetched

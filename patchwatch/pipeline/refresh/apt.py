@@ -17,6 +17,7 @@ import glob
 import hashlib
 import logging
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from patchwatch.domain.errors import FetchError
@@ -80,17 +81,27 @@ DPKG_ARCHES = {
 }
 
 
+def keyrings_found(system_glob: str, configured: Iterable[str], setting: str) -> list[str]:
+    """The system keyrings matching ``system_glob``, then each configured one that exists.
+
+    Paths are made absolute, since gpgv runs in a temporary folder; a configured keyring
+    that is missing is logged under the ``setting`` that names it and left out.
+    """
+    found = sorted(glob.glob(system_glob))
+    for path in configured:
+        if Path(path).is_file():
+            found.append(str(Path(path).resolve()))
+        else:
+            log.warning("%s: %s does not exist; ignored", setting, path)
+    return found
+
+
 def trusted_keyrings(settings: Settings) -> list[str]:
     """Keyrings gpgv checks apt signatures with: the system archive keyrings + apt_keyrings.
 
     :raises FetchError: when none exists (gpgv would otherwise look in ~/.gnupg).
     """
-    found = sorted(glob.glob(SYSTEM_KEYRING_GLOB))
-    for path in settings.apt_keyrings:
-        if Path(path).is_file():
-            found.append(str(Path(path).resolve()))  # gpgv runs in a temporary folder
-        else:
-            log.warning("apt_keyrings: %s does not exist; ignored", path)
+    found = keyrings_found(SYSTEM_KEYRING_GLOB, settings.apt_keyrings, "apt_keyrings")
     if not found:
         raise FetchError(
             SYSTEM_KEYRING_GLOB,
@@ -278,19 +289,28 @@ def _gpgv(url: str, signed: Path, data: Path | None, tmp: Path, settings: Settin
         str(signed), keyrings, data=str(data) if data else None,
         output=str(output) if output else None,
     )  # fmt: skip
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, timeout=GPGV_TIMEOUT_SECONDS, check=False, cwd=tmp
-        )
-    except FileNotFoundError:
-        raise FetchError(url, "gpgv is not installed (apt-get install gpgv)") from None
-    status = parse_gpgv_status(proc.stdout.decode("utf-8", "replace"))
+    status, proc = run_gpgv(cmd, url, tmp)
     if not status.is_ok():
         raise FetchError(url, "signature check failed: " + _describe_gpgv(status, proc, keyrings))
     if output is None:
         assert data is not None
         return data.read_bytes().decode("utf-8")
     return output.read_bytes().decode("utf-8")
+
+
+def run_gpgv(
+    cmd: list[str], url: str, tmp: Path
+) -> tuple[GpgvStatus, subprocess.CompletedProcess[bytes]]:
+    """Run a gpgv command line in ``tmp``; its machine-readable status and the process.
+
+    A missing gpgv is the operator's to fix, and said so, against ``url``."""
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, timeout=GPGV_TIMEOUT_SECONDS, check=False, cwd=tmp
+        )
+    except FileNotFoundError:
+        raise FetchError(url, "gpgv is not installed (apt-get install gpgv)") from None
+    return parse_gpgv_status(proc.stdout.decode("utf-8", "replace")), proc
 
 
 def _describe_gpgv(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from patchwatch.domain.errors import FetchError
 from patchwatch.domain.errors import TooLargeError
@@ -20,6 +21,8 @@ from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.repodata.bounds import Skipped
 from patchwatch.domain.settings import Settings
 from patchwatch.pipeline.fetch import Download
+from patchwatch.pipeline.fetch import Fetcher
+from patchwatch.store.models import Mirror
 
 CHECKSUM_CHARS = 160  # Mirror.metadata_checksum
 
@@ -106,3 +109,59 @@ def check_download(
             download.url,
             f"{hash_name} checksum {download.digest} does not match {digest} from {by}",
         )
+
+
+def fetch_index(
+    fetcher: Fetcher, url: str, dest: Path, mirror: Mirror, max_bytes: int, conditional: bool
+) -> Download:
+    """Download a mirror's top index file, conditionally on the stored validators when
+    ``conditional`` (a 304 then leaves ``dest`` alone and says ``not_modified``)."""
+    return fetcher.fetch(
+        url, dest, max_bytes=max_bytes,
+        etag=mirror.etag if conditional else "",
+        last_modified=mirror.last_modified if conditional else "",
+    )  # fmt: skip
+
+
+def kept(mirror: Mirror, download: Download, note: str) -> Fetched:
+    """A fetch that changed nothing: the stored checksum stays, the new validators are kept."""
+    return Fetched(
+        checksum=mirror.metadata_checksum,
+        etag=download.etag,
+        last_modified=download.last_modified,
+        note=note,
+    )
+
+
+def fetch_feed_index(
+    fetcher: Fetcher,
+    url: str,
+    dest: Path,
+    mirror: Mirror,
+    settings: Settings,
+    force: bool,
+    feed_sum: str,
+    what: str,
+) -> tuple[Fetched, Download, bool]:
+    """Download a one-file index (pacman's ``REPO.db``, Alpine's ``APKINDEX.tar.gz``)
+    whose advisories come from a separate security feed.
+
+    The stored checksum is ``"INDEX_DIGEST FEED_DIGEST"``: a feed that changed makes
+    the index be read again even when the mirror's file did not, so validators are used
+    only while the feed is the same. Returns the ``Fetched`` to hand on (final when the
+    download says ``not_modified``), the download, and whether the index is the same
+    bytes as stored (the caller may still verify before it stops there).
+    """
+    old_index, _, old_feed = mirror.metadata_checksum.partition(" ")
+    same_feed = old_feed == feed_sum
+    use_validators = not force and mirror.package_set_id is not None and same_feed
+    download = fetch_index(fetcher, url, dest, mirror, settings.max_index_bytes, use_validators)
+    if download.not_modified:
+        return kept(mirror, download, f"; {what} not modified"), download, True
+    fetched = Fetched(
+        checksum=f"{download.digest} {feed_sum}",
+        etag=download.etag,
+        last_modified=download.last_modified,
+        advisories_changed=not same_feed,
+    )
+    return fetched, download, use_validators and download.digest == old_index

@@ -34,6 +34,8 @@ from patchwatch.pipeline.refresh.fetched import cap
 from patchwatch.pipeline.refresh.fetched import check_download
 from patchwatch.pipeline.refresh.fetched import collect
 from patchwatch.pipeline.refresh.fetched import collect_advisories
+from patchwatch.pipeline.refresh.fetched import fetch_index
+from patchwatch.pipeline.refresh.fetched import kept
 from patchwatch.store.models import Mirror
 
 log = logging.getLogger(__name__)
@@ -111,18 +113,11 @@ def _fetch_rpmmd_from(
 ) -> Fetched:
     url = f"{base}/repodata/repomd.xml"
     use_validators = conditional and not force and mirror.package_set_id is not None
-    download = fetcher.fetch(
-        url, tmp / "repomd.xml", max_bytes=REPOMD_MAX_BYTES,
-        etag=mirror.etag if use_validators else "",
-        last_modified=mirror.last_modified if use_validators else "",
-    )  # fmt: skip
+    download = fetch_index(
+        fetcher, url, tmp / "repomd.xml", mirror, REPOMD_MAX_BYTES, use_validators
+    )
     if download.not_modified:
-        return Fetched(
-            checksum=mirror.metadata_checksum,
-            etag=download.etag,
-            last_modified=download.last_modified,
-            note="; repomd.xml not modified",
-        )
+        return kept(mirror, download, "; repomd.xml not modified")
     assert download.path is not None
     try:
         repomd = parse_repomd(download.path.read_bytes())
