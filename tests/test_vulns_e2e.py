@@ -33,13 +33,14 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import ensure_package_set
-from tests.support.monitoring_chain import Alertmanager
-from tests.support.monitoring_chain import Prometheus
-from tests.support.monitoring_chain import Webhook
-from tests.support.monitoring_chain import alertmanager_for_test
-from tests.support.monitoring_chain import require_tool
-from tests.support.monitoring_chain import wait_until
+from tests.support.monitoring import Alertmanager
+from tests.support.monitoring import Prometheus
+from tests.support.monitoring import Webhook
+from tests.support.monitoring import derive_test_alertmanager
+from tests.support.monitoring import derive_test_rules
 from tests.support.paths import ROOT
+from tests.support.tools import require_tool
+from tests.support.web import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -140,10 +141,11 @@ def test_this_hosts_statuses_reach_prometheus_and_the_kev_alert_alertmanager(
     assert "osv: 3 records" in refreshed.stdout and "kev: 1404 records" in refreshed.stdout
 
     webhook = Webhook()
-    alertmanager = Alertmanager(tmp_path / "am", alertmanager_for_test(webhook.url))
-    prometheus = Prometheus(tmp_path / "prom", srv.base.removeprefix("http://"),
-                            alertmanager.address)  # fmt: skip
+    alertmanager = Alertmanager(tmp_path / "am", derive_test_alertmanager(webhook.url))
+    prometheus = Prometheus(tmp_path / "prom", [srv.base.removeprefix("http://")],
+                            derive_test_rules(), alertmanager.address)  # fmt: skip
     try:
+        webhook.start()
         alertmanager.start()
         prometheus.start()
 
@@ -163,8 +165,7 @@ def test_this_hosts_statuses_reach_prometheus_and_the_kev_alert_alertmanager(
             "all": 1.0, "fixable": 1.0}  # fmt: skip
 
         def delivered() -> list[dict] | None:
-            return [a for a in webhook.alerts("PatchwatchKnownExploitedVulnerabilityFixable")
-                    if a["labels"].get("host") == HOST] or None  # fmt: skip
+            return webhook.alerts("PatchwatchKnownExploitedVulnerabilityFixable", HOST) or None
 
         (alert, *_) = wait_until(delivered, 60, "the KEV alert at the webhook")
         assert alert["status"] == "firing" and alert["labels"]["severity"] == "critical"
