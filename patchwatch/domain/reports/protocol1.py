@@ -276,6 +276,33 @@ _PROTOCOL1_LINES = {
 }
 
 
+def protocol1_field(form: Mapping[str, str], key: str) -> str:
+    """One field of a protocol-1 form as text, ``""`` when absent, checked storable.
+
+    Shared with the receiver's routing check, so both refuse a field alike.
+    """
+    value = form.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ParseError("must be text", key)
+    limit = _PROTOCOL1_LINES.get(key)
+    if limit is not None and value.count("\n") > limit:
+        # counted before the text is split: 16 MB of empty lines would be a list of
+        # 16 million strings, 128 MB, before any line was read
+        raise ParseError(f"more than {limit} lines", key)
+    storable(value, key)
+    return value
+
+
+def protocol1_host(form: Mapping[str, str]) -> tuple[str, str]:
+    """The ``(hostname, domain)`` of a protocol-1 form, once its ``protocol`` is 1 or absent."""
+    protocol = protocol1_field(form, "protocol").strip()
+    if protocol not in ("", "1"):
+        raise ParseError(f"protocol {protocol[:10]!r} sent to the protocol 1 endpoint", "protocol")
+    return parse_hostname(protocol1_field(form, "host").strip(), "host")
+
+
 def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     """Read Patchman protocol 1: the multipart form of ``POST /reports/upload/``.
 
@@ -310,24 +337,9 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
         raise ParseError("expected the form fields of a Patchman report")
 
     def field(key: str) -> str:
-        value = form.get(key)
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise ParseError("must be text", key)
-        limit = _PROTOCOL1_LINES.get(key)
-        if limit is not None and value.count("\n") > limit:
-            # counted before the text is split: 16 MB of empty lines would be a list of
-            # 16 million strings, 128 MB, before any line was read
-            raise ParseError(f"more than {limit} lines", key)
-        storable(value, key)
-        return value
+        return protocol1_field(form, key)
 
-    protocol = field("protocol").strip()
-    if protocol not in ("", "1"):
-        raise ParseError(f"protocol {protocol[:10]!r} sent to the protocol 1 endpoint", "protocol")
-    host = field("host").strip()
-    hostname, domain = parse_hostname(host, "host")
+    hostname, domain = protocol1_host(form)
     os_string = " ".join(field("os").split())
     text_limit(os_string, "os", MAX_OS_STRING, required=True)
     os_info = parse_patchman_os(os_string)

@@ -23,6 +23,7 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.reports.fields import MAX_HOST
 from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.fields import storable
+from patchwatch.domain.reports.protocol1 import protocol1_host
 
 
 def route_native(doc: object) -> str:
@@ -69,17 +70,4 @@ def route_protocol1(form: Mapping[str, str]) -> str:
 
     :raises ParseError: as :func:`patchwatch.domain.reports.parse_protocol1` would for them.
     """
-
-    def field(key: str) -> str:
-        value = form.get(key)
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise ParseError("must be text", key)
-        storable(value, key)
-        return value
-
-    protocol = field("protocol").strip()
-    if protocol not in ("", "1"):
-        raise ParseError(f"protocol {protocol[:10]!r} sent to the protocol 1 endpoint", "protocol")
-    return parse_hostname(field("host").strip(), "host")[0]
+    return protocol1_host(form)[0]
