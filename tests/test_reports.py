@@ -1820,16 +1820,23 @@ def _same_routing(route: Callable[[Any], str], parse: Callable[[Any], HostReport
         assert got.where in fields
 
 
+def _routing_with(route: Callable[[Any], str], parse: Callable[[Any], HostReport],
+                  doc: dict[str, Any], drop: str, **values: Any) -> None:  # fmt: skip
+    """``doc`` with the routing fields set to ``values`` (``drop`` removed, if named)
+    is routed as it is parsed (:func:`_same_routing`)."""
+    doc = {**doc, **values}
+    if drop:
+        doc.pop(drop)
+    _same_routing(route, parse, doc, tuple(values))
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(host=_HOST_VALUES, version=_VERSION_VALUES, drop=st.sampled_from(["", "host", "version"]))
 def test_native_routing_agrees_with_the_parser(host, version, drop) -> None:
     from patchwatch.domain.reports import route_native
 
-    doc = load_json("native_deb.json")
-    doc.update(host=host, version=version)
-    if drop:
-        doc.pop(drop)
-    _same_routing(route_native, parse_native, doc, ("host", "version"))
+    _routing_with(route_native, parse_native, load_json("native_deb.json"), drop,
+                  host=host, version=version)  # fmt: skip
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -1838,11 +1845,8 @@ def test_native_routing_agrees_with_the_parser(host, version, drop) -> None:
 def test_protocol2_routing_agrees_with_the_parser(host, protocol, drop) -> None:
     from patchwatch.domain.reports import route_protocol2
 
-    doc = load_json("patchman2-rocky9.json")
-    doc.update(hostname=host, protocol=protocol)
-    if drop:
-        doc.pop(drop)
-    _same_routing(route_protocol2, parse_protocol2, doc, ("hostname", "protocol"))
+    _routing_with(route_protocol2, parse_protocol2, load_json("patchman2-rocky9.json"), drop,
+                  hostname=host, protocol=protocol)  # fmt: skip
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -1852,7 +1856,5 @@ def test_protocol2_routing_agrees_with_the_parser(host, protocol, drop) -> None:
 def test_protocol1_routing_agrees_with_the_parser(host, protocol, drop) -> None:
     from patchwatch.domain.reports import route_protocol1
 
-    form = {**load_form("patchman1-debian12"), "host": host, "protocol": protocol}
-    if drop:
-        form.pop(drop)
-    _same_routing(route_protocol1, parse_protocol1, form, ("host", "protocol"))
+    _routing_with(route_protocol1, parse_protocol1, load_form("patchman1-debian12"), drop,
+                  host=host, protocol=protocol)  # fmt: skip
