@@ -194,6 +194,17 @@ def agent_report() -> dict:
     return json.loads(out)
 
 
+def debian_machine_report(*tools: str, install: str) -> dict:
+    """This machine's report, once it is a Debian machine with ``tools`` (else a skip, or
+    a failure under the oracle requirement) and the agent found its apt repositories."""
+    if not Path("/var/lib/dpkg/status").is_file():
+        require_or_skip(ORACLES_ENV, "not a Debian machine (no /var/lib/dpkg/status)")
+    require_tools(*tools, install=install)
+    report = agent_report()
+    assert report["repositories"], "the agent found no apt repositories on this machine"
+    return report
+
+
 def downgrade(
     report: dict, apt: PrivateApt, status_in: Path, status_out: Path, limit: int = 12
 ) -> dict[str, str]:
@@ -287,12 +298,10 @@ def refresh_and_compute(now: float, settings: Settings) -> None:
 @pytest.mark.network
 @pytest.mark.slow
 def test_apt_updates_of_this_machine_agree_with_apt(db: object, tmp_path: Path) -> None:
-    if not Path("/var/lib/dpkg/status").is_file():
-        require_or_skip(ORACLES_ENV, "not a Debian machine (no /var/lib/dpkg/status)")
-    require_tools("apt", "apt-get", "apt-cache", "gpgv", install="apt-get install -y apt gpgv")
+    report = debian_machine_report(
+        "apt", "apt-get", "apt-cache", "gpgv", install="apt-get install -y apt gpgv"
+    )
     apt = PrivateApt(tmp_path / "apt")
-    report = agent_report()
-    assert report["repositories"], "the agent found no apt repositories on this machine"
     real_host = report["host"] = "this-machine.test"
 
     for attempt in range(2):  # the mirror may publish between apt's update and ours
@@ -428,12 +437,8 @@ def names_set(updates: set[Update]) -> set[str]:
 @pytest.mark.network
 @pytest.mark.slow
 def test_apt_holds_agree_with_apt(db: object, tmp_path: Path) -> None:
-    if not Path("/var/lib/dpkg/status").is_file():
-        require_or_skip(ORACLES_ENV, "not a Debian machine (no /var/lib/dpkg/status)")
-    require_tools("apt", "apt-get", "apt-cache", "apt-mark", "dpkg", "gpgv",
-                  install="apt-get install -y apt dpkg gpgv")  # fmt: skip
-    machine = agent_report()
-    assert machine["repositories"], "the agent found no apt repositories on this machine"
+    machine = debian_machine_report("apt", "apt-get", "apt-cache", "apt-mark", "dpkg", "gpgv",
+                                    install="apt-get install -y apt dpkg gpgv")  # fmt: skip
     root = tmp_path / "root"
     admindir = root / "var" / "lib" / "dpkg"
     for sub in ("updates", "info"):
