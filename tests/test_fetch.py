@@ -168,26 +168,32 @@ def test_a_server_that_hangs_times_out_after_the_retries(
     assert "gave up after 2 attempts" in str(info.value)
 
 
+def fetch_over_the_cap(
+    server: MirrorServer, root: Path, dest: Path, size: int, cap: int, no_length: bool
+) -> str:
+    """Fetch a ``size``-byte file with ``max_bytes=cap``; the error, once no file is left."""
+    (root / "big").write_bytes(b"x" * size)
+    if no_length:
+        server.faults["/big"] = Fault(no_length=True)
+    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
+        fetcher.fetch(server.url("big"), dest, max_bytes=cap)
+    assert not dest.exists()
+    return str(info.value)
+
+
 def test_announced_length_above_the_cap_is_refused_before_reading(
     server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (root / "big").write_bytes(b"x" * 5000)
-    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
-        fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=4096)
-    assert "is 5000 bytes, more than the limit of 4096 bytes" in str(info.value)
+    error = fetch_over_the_cap(server, root, tmp_path / "big", 5000, 4096, no_length=False)
+    assert "is 5000 bytes, more than the limit of 4096 bytes" in error
     assert len(server.log) == 1  # not retried
-    assert not (tmp_path / "big").exists()
 
 
 def test_unannounced_body_is_cut_at_the_cap(
     server: MirrorServer, root: Path, tmp_path: Path
 ) -> None:
-    (root / "big").write_bytes(b"x" * 300_000)
-    server.faults["/big"] = Fault(no_length=True)
-    with make_fetcher() as fetcher, pytest.raises(FetchError) as info:
-        fetcher.fetch(server.url("big"), tmp_path / "big", max_bytes=100_000)
-    assert "sent more than the limit of 100000 bytes" in str(info.value)
-    assert not (tmp_path / "big").exists()
+    error = fetch_over_the_cap(server, root, tmp_path / "big", 300_000, 100_000, no_length=True)
+    assert "sent more than the limit of 100000 bytes" in error
 
 
 def test_body_without_length_is_read_to_the_end(
