@@ -541,6 +541,31 @@ DPKG_FORMAT = r"${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"
 RPM_FORMAT = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
 
 
+def package_entry(name, epoch, version, release, arch, kind):
+    """One package of the report, its fields cut to the schema's maxima."""
+    return {
+        "name": clip(name, 256),
+        "epoch": epoch,
+        "version": clip(version, 256),
+        "release": clip(release, 256),
+        "arch": clip(arch, 32),
+        "type": kind,
+    }
+
+
+def tab_rows(text, count, what, warn):
+    """Yield the fields of each non-blank tab-separated line of ``count`` fields; warn
+    about any other line (``what`` names the tool in the warning)."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != count:
+            warn(f"{what} line {number} ignored: {clip(line, 200)!r}")
+            continue
+        yield fields
+
+
 def parse_dpkg_query(text, warn, held=None):
     """Return installed and held packages from ``dpkg-query -W -f DPKG_FORMAT`` output.
 
@@ -548,30 +573,14 @@ def parse_dpkg_query(text, warn, held=None):
     what ``apt-mark hold`` and ``dpkg --set-selections`` set).
     """
     packages = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 4:
-            warn(f"dpkg-query line {number} ignored: {clip(line, 200)!r}")
-            continue
-        status, name, version, arch = fields
+    for status, name, version, arch in tab_rows(text, 4, "dpkg-query", warn):
         if len(status) < 2 or status[0] not in "ih" or status[1] != "i":
             continue  # removed, config-files, half-installed, ...
         epoch, upstream, revision = split_deb_version(version)
         if not (name and upstream and arch) or (not epoch.isdigit() and epoch):
             warn(f"dpkg package {name or '?'} ignored: bad version {version!r} or arch")
             continue
-        packages.append(
-            {
-                "name": clip(name, 256),
-                "epoch": epoch,
-                "version": clip(upstream, 256),
-                "release": clip(revision, 256),
-                "arch": clip(arch, 32),
-                "type": "deb",
-            }
-        )
+        packages.append(package_entry(name, epoch, upstream, revision, arch, "deb"))
         if status[0] == "h" and held is not None:
             held.append((clip(name, 256), clip(arch, 32)))
     return packages
@@ -580,14 +589,7 @@ def parse_dpkg_query(text, warn, held=None):
 def parse_rpm_query(text, warn):
     """Return packages from ``rpm -qa --qf RPM_FORMAT`` output (gpg-pubkey entries skipped)."""
     packages = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 5:
-            warn(f"rpm line {number} ignored: {clip(line, 200)!r}")
-            continue
-        name, epoch, version, release, arch = fields
+    for name, epoch, version, release, arch in tab_rows(text, 5, "rpm", warn):
         if name == "gpg-pubkey":
             continue  # imported signing keys, not software
         epoch = "" if epoch == "(none)" else epoch
@@ -595,16 +597,8 @@ def parse_rpm_query(text, warn):
         if not (name and version) or (epoch and not epoch.isdigit()):
             warn(f"rpm package {name or '?'} ignored: bad epoch/version {epoch!r} {version!r}")
             continue
-        packages.append(
-            {
-                "name": clip(name, 256),
-                "epoch": epoch,
-                "version": clip(version, 256),
-                "release": clip("" if release == "(none)" else release, 256),
-                "arch": clip(arch, 32),
-                "type": "rpm",
-            }
-        )
+        release = "" if release == "(none)" else release
+        packages.append(package_entry(name, epoch, version, release, arch, "rpm"))
     return packages
 
 
@@ -1364,16 +1358,7 @@ def collect_pacman_packages(ctx, dbpath, groups=None):
             ctx.warn(f"{entry}/desc lacks %NAME%, %VERSION% or %ARCH%: skipped")
             continue
         epoch, pkgver, pkgrel = split_pacman_version(version)
-        packages.append(
-            {
-                "name": clip(name, 256),
-                "epoch": epoch,
-                "version": clip(pkgver, 256),
-                "release": clip(pkgrel, 256),
-                "arch": clip(arch, 32),
-                "type": "arch",
-            }
-        )
+        packages.append(package_entry(name, epoch, pkgver, pkgrel, arch, "arch"))
         if groups is not None:
             groups[name] = fields.get("GROUPS") or []
     return packages
@@ -1549,16 +1534,7 @@ def collect_apk_packages(ctx):
         if not all(fields.get(k) for k in "PVA"):
             ctx.warn(f"{APK_INSTALLED}: a package without P:, V: or A: skipped")
             continue
-        packages.append(
-            {
-                "name": clip(fields["P"], 256),
-                "epoch": "",
-                "version": clip(fields["V"], 256),
-                "release": "",
-                "arch": clip(fields["A"], 32),
-                "type": "apk",
-            }
-        )
+        packages.append(package_entry(fields["P"], "", fields["V"], "", fields["A"], "apk"))
     return packages
 
 
