@@ -710,9 +710,11 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             newer_kernel = ctx.newer_kernel[nk_key]
         orphans = work.orphans if work is not None else None
         complete = work is not None and work.sources.complete
-        counts = _counts(desired, held, cur, now)
         stored = (host.security_updates, host.other_updates, host.held_updates,
                   host.oldest_security_at)  # fmt: skip
+        # rows unchanged: so are their counts (dbcheck compares them), unless never written
+        recount = changed or stored[0] is None
+        counts = _counts(desired, held, cur, now) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
