@@ -20,6 +20,8 @@ from patchwatch.inventory.repositories import set_repository_security
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
+from patchwatch.store.db import is_sqlite
+from patchwatch.store.db import write_transaction
 from patchwatch.store.host_counts import COUNT_COLUMNS
 from patchwatch.store.host_counts import mismatched
 from patchwatch.store.migrations import MIGRATIONS
@@ -28,8 +30,10 @@ from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package as PackageRow
 from patchwatch.store.models import Repository
 from patchwatch.store.models import SchemaVersion
+from patchwatch.store.oversized import remove_oversized
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.queries import HostFilter
 from patchwatch.store.queries import host_summaries
@@ -202,3 +206,23 @@ def test_listings_read_the_host_rows_not_the_pending_updates(db) -> None:
     Host.update(security_updates=5).where(Host.name == WEB1_NAME).execute()
     (row,) = [r for r in host_summaries(HostFilter(), now) if r["name"] == WEB1_NAME]
     assert row["security_updates"] == 5
+
+
+def test_removing_oversized_packages_counts_the_hosts_that_had_updates_to_them(db) -> None:
+    """dbcheck --fix and a migration delete pending updates naming a package over the
+    field limits (``patchwatch.store.oversized``): the hosts that had them are counted
+    again in the same transaction."""
+    now = time.time()
+    seed_fleet(now)
+    if not is_sqlite():  # as an older store could hold it (see test_oversized)
+        db.execute_sql('ALTER TABLE "package" ALTER COLUMN "version" TYPE TEXT')
+    security_build = (
+        HostUpdate.select(HostUpdate.available).join(Host).where(
+            (Host.name == WEB1_NAME) & HostUpdate.security
+        ).scalar()
+    )  # fmt: skip
+    PackageRow.update(version="1" * 300).where(PackageRow.id == security_build).execute()
+    with write_transaction():
+        assert remove_oversized(db).packages == 1
+    assert_consistent(db)
+    assert stored(WEB1_NAME) == (0, 1, 0, None)
