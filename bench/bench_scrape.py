@@ -57,6 +57,7 @@ from prometheus_client.exposition import generate_latest
 
 from patchwatch.exporter.app import make_app
 from patchwatch.exporter.collector import StoreCollector
+from patchwatch.store import host_counts
 from patchwatch.store.db import open_database
 from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Host
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             db = open_database("sqlite:///" + str(path.resolve()))
         db.connect()
+        migrate(db)  # a kept store from before a schema change is brought up to date
         if reuse:
             print(
                 f"reusing {path}: {Host.select().count():,} hosts, "
@@ -348,7 +350,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"({path.stat().st_size / 1e6:.0f} MB SQLite)"
             )
         else:
-            migrate(db)
             started = time.perf_counter()
             with db.atomic():
                 counts = seed(
@@ -358,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.updates_per_host,
                     args.security_share,
                 )
+                # rows written directly: counted onto the hosts as the computation does
+                host_counts.recount(db)
             seeded = time.perf_counter() - started
             size = "PostgreSQL" if pg else f"{path.stat().st_size / 1e6:.0f} MB SQLite"
             print(

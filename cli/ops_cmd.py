@@ -108,9 +108,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(handler=guarded(cmd_attention))
 
     p = one_line_errors(
-        sub.add_parser("dbcheck", help="find orphan rows, count rows, check integrity")
+        sub.add_parser(
+            "dbcheck", help="find orphan rows and wrong update counts, count rows, check integrity"
+        )
     )
-    p.add_argument("--fix", action="store_true", help="delete what is found (else a dry run)")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="delete what is found, count updates again (else a dry run)",
+    )
     p.add_argument("--packages", action="store_true",
                    help="with --fix, delete orphan packages too (stop servers first)")  # fmt: skip
     add_format(p)

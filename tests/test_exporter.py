@@ -24,6 +24,8 @@ from patchwatch.exporter.collector import StoreCollector
 from patchwatch.exporter.exposition import RowFamily
 from patchwatch.exporter.exposition import negotiate
 from patchwatch.exporter.exposition import render
+from patchwatch.store.db import database
+from patchwatch.store.host_counts import recount
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -60,6 +62,7 @@ def test_host_metrics_follow_the_store(db) -> None:
     HostUpdate.create(host=a, installed=old, available=new, security=True, first_seen_at=now - 99)
     old2, new2 = _pkg("vim", "9.0"), _pkg("vim", "9.1")
     HostUpdate.create(host=a, installed=old2, available=new2, security=False, first_seen_at=now)
+    recount(db)  # written directly: counted as the update computation counts them
     reg = registry_for(db)
     get = reg.get_sample_value
     assert get("patchwatch_database_up") == 1
@@ -81,6 +84,7 @@ def test_host_metrics_follow_the_store(db) -> None:
     assert get("patchwatch_host_packages_without_repository", {"host": "b"}) is None
 
     HostUpdate.delete().execute()  # read at scrape time: the next scrape sees the change
+    recount(db)
     assert get("patchwatch_host_updates_pending", {"host": "a", "kind": "security"}) == 0
 
 
@@ -93,6 +97,7 @@ def test_host_row_columns_are_declared_once(db) -> None:
                packages_without_repository=4, reboot_reported=False, tags="db web")  # fmt: skip
     HostUpdate.create(host=a, installed=_pkg("vim", "9.0"), available=_pkg("vim", "9.1"),
                       security=True, first_seen_at=now - 9)  # fmt: skip
+    recount(db)
     declared = fields(HostRow)
     assert all(f.metadata.get("select") is not None for f in declared)
     assert tuple(f.name for f in declared) == HOST_TUPLE_FIELDS
@@ -123,6 +128,7 @@ def test_held_updates_are_their_own_kind_and_never_the_oldest_security_update(db
                           first_seen_at=first, held=host is a)  # fmt: skip
         HostUpdate.create(host=host, installed=vim_old, available=vim_new, security=False,
                           first_seen_at=first, held=True)  # fmt: skip
+    recount(db)
     get = registry_for(db).get_sample_value
     pending = "patchwatch_host_updates_pending"
     assert {k: get(pending, {"host": "a", "kind": k}) for k in ("security", "other", "held")} == {
@@ -274,6 +280,7 @@ def seed_awkward_fleet() -> float:
             HostUpdate.create(host=host, installed=old2, available=new2, security=True,
                               first_seen_at=now - 99.5 * i)  # fmt: skip
     Host.create(name="bare", created_at=now)  # no OS, no package set, never reported
+    recount(database)
     return now
 
 
@@ -431,6 +438,7 @@ def test_updates_never_computed_or_computed_without_every_repository_are_absent(
     # what the repositories it could read offer: real, but not all there is
     HostUpdate.create(host=partial, installed=old, available=new, security=True,
                       first_seen_at=now - 99)  # fmt: skip
+    recount(db)
     get = registry_for(db).get_sample_value
     for kind in ("security", "other"):
         assert get("patchwatch_host_updates_pending", {"host": "patched", "kind": kind}) == 0

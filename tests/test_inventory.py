@@ -253,6 +253,16 @@ def test_orphan_packages_are_those_no_repository_of_the_host_offers(fleet) -> No
     assert orphan_packages(resolve_host("web1")) == []
 
 
+def test_one_hosts_orphans_are_its_rows_of_the_fleets(fleet) -> None:
+    """One host's page looks up only its own names in its mirrors (the fleet's listing
+    reads every name of every mirror): both say the same of every host."""
+    everyone = orphan_packages()
+    for (name,) in Host.select(Host.name).tuples():
+        mine = [r for r in everyone if r["host"] == name]
+        assert orphan_packages(resolve_host(name)) == mine, name
+    assert orphan_packages(resolve_host("db1.example.org"))[0]["name"] == "inhouse-tool"
+
+
 def test_attention_lists_what_needs_an_operator(fleet) -> None:
     items = attention(NOW, stale_days=2)
     found = {(i["issue"], i["subject"]) for i in items}

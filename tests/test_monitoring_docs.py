@@ -16,6 +16,8 @@ from patchwatch.exporter.app import make_registry
 from patchwatch.receiver.metrics import PROCESSING_SECONDS
 from patchwatch.receiver.metrics import REPORT_BYTES
 from patchwatch.receiver.metrics import REPORTS_RECEIVED
+from patchwatch.store.db import database
+from patchwatch.store.host_counts import recount
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -75,6 +77,7 @@ def _seed() -> None:
     old = Package.create(kind="deb", name="a", version="1", arch="amd64")
     new = Package.create(kind="deb", name="a", version="2", arch="amd64")
     HostUpdate.create(host=host, installed=old, available=new, security=True, first_seen_at=now)
+    recount(database)  # written directly: counted as the update computation counts them
     repo = Repository.create(kind="deb", key="deb http://m/debian bookworm main", created_at=now)
     Mirror.create(repository=repo, url="http://m/debian", last_attempt_at=now,
                   last_success_at=now, skipped_packages=0)  # fmt: skip

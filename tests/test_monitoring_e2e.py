@@ -33,6 +33,9 @@ from typing import Any
 
 import pytest
 
+from patchwatch.store.db import database
+from patchwatch.store.db import write_transaction
+from patchwatch.store.host_counts import recount
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -84,7 +87,10 @@ def delete_updates(db_url: str, host_name: str) -> int:
     """Remove a host's pending updates, as a processed report without them would."""
     with store(db_url):
         host = Host.get(Host.name == host_name)
-        return int(HostUpdate.delete().where(HostUpdate.host == host).execute())
+        with write_transaction():
+            deleted = int(HostUpdate.delete().where(HostUpdate.host == host).execute())
+            recount(database, [host.id])  # and its counts, as the update computation does
+        return deleted
 
 
 # ----------------------------------------------------------- prometheus, alertmanager

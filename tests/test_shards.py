@@ -23,6 +23,7 @@ from patchwatch.domain.shards import shard_of
 from patchwatch.exporter.app import make_app
 from patchwatch.store import rdns
 from patchwatch.store.db import database
+from patchwatch.store.host_counts import recount
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import JobRun
@@ -62,6 +63,7 @@ def seed_fleet() -> list[str]:
         for j in range(i % 3):
             HostUpdate.create(host=host, installed=pkgs[j], available=pkgs[3],
                               security=bool(j), first_seen_at=now - i)  # fmt: skip
+    recount(database)  # written directly: counted as the update computation counts them
     repo = Repository.create(kind="deb", key="deb main", name="deb-main", created_at=now)
     Mirror.create(repository=repo, url="http://deb.example/debian", last_attempt_at=now)
     JobRun.create(job="refresh_mirrors", started_at=now - 2, finished_at=now,

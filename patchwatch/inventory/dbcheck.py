@@ -12,6 +12,7 @@ from peewee import fn
 
 from patchwatch.inventory.common import ProgressFn
 from patchwatch.inventory.common import chunks
+from patchwatch.store import host_counts
 from patchwatch.store.db import database
 from patchwatch.store.db import is_sqlite
 from patchwatch.store.db import write_transaction
@@ -179,6 +180,7 @@ def check_store(
     if progress is not None:
         progress(len(steps), total, "oversized rows")
     out.extend(_oversized_rows(fix))
+    out.append(_host_counts_row(fix))
     if progress is not None:
         progress(len(steps) + 1, total, "integrity")
     out.extend(_integrity_checks())
@@ -214,6 +216,20 @@ def _oversized_rows(fix: bool) -> list[dict[str, object]]:
         {"check": "oversized advisories", "found": len(found.advisories),
          "fixed": fixed.advisories if fixed else None, "detail": detail},
     ]  # fmt: skip
+
+
+def _host_counts_row(fix: bool) -> dict[str, object]:
+    """The ``host update counts`` row of :func:`check_store`: hosts whose counts kept on
+    their row (``patchwatch.store.host_counts``) are not those of their pending updates;
+    ``fix`` counts them again."""
+    wrong = host_counts.mismatched(database)
+    fixed: int | None = None
+    if fix:
+        with write_transaction():
+            host_counts.recount(database, wrong)
+        fixed = len(wrong)
+    return {"check": "host update counts", "found": len(wrong), "fixed": fixed,
+            "detail": "stored counts unlike the pending updates"}  # fmt: skip
 
 
 def _integrity_checks() -> list[dict[str, object]]:

@@ -32,7 +32,9 @@ from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import host_vulnerabilities
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostupdates import repository_membership
+from patchwatch.store import host_counts
 from patchwatch.store import rdns
+from patchwatch.store.db import database
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
@@ -288,6 +290,7 @@ def set_host_flags(
             Host.update(**changes).where(Host.id == host.id).execute()
             if check_updates is False:
                 HostUpdate.delete().where(HostUpdate.host == host.id).execute()
+                host_counts.recount(database, [host.id])  # with updates_complete off
     host = Host.get_by_id(host.id)
     recompute = "use_os_repositories" in changes or "check_updates" in changes
     if recompute and host.check_updates:

@@ -10,9 +10,11 @@ from peewee import fn
 from patchwatch.inventory.common import ProgressFn
 from patchwatch.inventory.common import evr
 from patchwatch.pipeline.hostupdates import repository_membership
+from patchwatch.store.db import chunks
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
+from patchwatch.store.package_sets import package_ids_of
 from patchwatch.store.package_sets import packages_in
 
 # Packages every rpm host has that no repository ever offers: the rpm database's
@@ -93,15 +95,18 @@ def orphan_packages(
         psets = {p for rid in repo_ids for p in mirror_sets.get(rid, ())}
         if not psets:
             continue
-        available: set[tuple[str, str]] = set()
-        for p in psets:
-            available |= offered(p)
-        installed = (
+        installed = list(
             packages_in(pset_id, Package.name, Package.arch, Package.epoch, Package.version,
                         Package.release)
             .order_by(Package.name, Package.arch)
             .tuples()
         )  # fmt: skip
+        available: set[tuple[str, str]] = set()
+        if host is not None:  # one host: only its own names looked up in its mirrors
+            available = _offered_names(psets, {row[0] for row in installed})
+        else:
+            for p in psets:
+                available |= offered(p)
         lonely = [
             (n, a, evr(e, v, r))
             for n, a, e, v, r in installed
@@ -113,4 +118,24 @@ def orphan_packages(
     if progress is not None:
         progress(len(groups), len(groups), "")
     out.sort(key=lambda row: (str(row["host"]), str(row["name"]), str(row["arch"])))
+    return out
+
+
+def _offered_names(psets: set[int], names: set[str]) -> set[tuple[str, str]]:
+    """The (name, arch) pairs among ``names`` that these mirror sets hold.
+
+    Why: one host's page needs only its own ~1,500 names, where reading every name of
+    its mirrors' indexes (69,000 for bookworm) cost most of the page's time
+    (docs/performance.md). The builds of those names are few; the sets' packed ids say
+    which of them the mirrors hold.
+    """
+    in_mirrors: set[int] = set()
+    for p in psets:
+        in_mirrors |= package_ids_of(p)
+    out: set[tuple[str, str]] = set()
+    for chunk in chunks(sorted(names)):
+        query = Package.select(Package.id, Package.name, Package.arch).where(
+            Package.name.in_(list(chunk))
+        )
+        out.update((n, a) for i, n, a in query.tuples() if i in in_mirrors)
     return out

@@ -710,6 +710,11 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             newer_kernel = ctx.newer_kernel[nk_key]
         orphans = work.orphans if work is not None else None
         complete = work is not None and work.sources.complete
+        stored = (host.security_updates, host.other_updates, host.held_updates,
+                  host.oldest_security_at)  # fmt: skip
+        # rows unchanged: so are their counts (dbcheck compares them), unless never written
+        recount = changed or stored[0] is None
+        counts = _counts(desired, held, cur, now) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
@@ -718,12 +723,13 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             or host.updates_computed_at is None
             or bool(host.updates_complete) != complete
             or host.updates_inputs_at != seen
+            or stored != counts
         ):
             ctx.hosts_changed += 1
             # never older than the inputs it reflects: a report processed just after
             # this run began must not look newer than the numbers computed from it
             computed_at = seen if seen is not None and seen > now else now
-            stamps.append((computed_at, newer_kernel, orphans, complete, seen, host.id))
+            stamps.append((computed_at, newer_kernel, orphans, complete, seen, *counts, host.id))
     for chunk in chunks(gone):
         HostUpdate.delete().where(HostUpdate.id.in_(list(chunk))).execute()
     execute_many(
@@ -737,10 +743,36 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     _copy_set_items(copies, now)
     update_many(
         f"UPDATE {_T_HOST} SET updates_computed_at = ?, reboot_kernel = ?, "
-        "packages_without_repository = ?, updates_complete = ?, updates_inputs_at = ? "
+        "packages_without_repository = ?, updates_complete = ?, updates_inputs_at = ?, "
+        "security_updates = ?, other_updates = ?, held_updates = ?, oldest_security_at = ? "
         "WHERE id = ?",
         stamps,
     )
+
+
+def _counts(
+    desired: Items, held: set[int], current: dict[int, CurrentUpdate] | None, now: float
+) -> tuple[int, int, int, float | None]:
+    """The host's counts (``patchwatch.store.host_counts``) once its updates are written:
+    security, other, held, and the first-seen time of its oldest security update.
+
+    Counted from what is written rather than read back, in the same transaction: a
+    kept or replaced update keeps its first-seen time, a new one is seen ``now``.
+    """
+    security = other = held_count = 0
+    oldest: float | None = None
+    for inst, (_avail, sec, _repo) in desired.items():
+        if inst in held:
+            held_count += 1
+        elif not sec:
+            other += 1
+        else:
+            security += 1
+            old = current.get(inst) if current else None
+            seen = old[4] if old is not None else now
+            if oldest is None or seen < oldest:
+                oldest = seen
+    return security, other, held_count, oldest
 
 
 def _copy_set_items(copies: Sequence[tuple[int, int]], now: float) -> None:
@@ -786,7 +818,8 @@ def refresh_host_updates(
         Host.id, Host.package_set, Host.repository_set, Host.kernel, Host.os_release,
         Host.use_os_repositories, Host.reboot_kernel, Host.packages_without_repository,
         Host.updates_computed_at, Host.updates_complete, Host.inputs_changed_at,
-        Host.updates_inputs_at,
+        Host.updates_inputs_at, Host.security_updates, Host.other_updates, Host.held_updates,
+        Host.oldest_security_at,
     ).where(Host.check_updates)  # fmt: skip
     if host_names:
         query = query.where(Host.name.in_(host_names))

@@ -26,6 +26,7 @@ from peewee import SqliteDatabase
 from patchwatch.domain import repokeys
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.packed_ids import pack_ids
+from patchwatch.store import host_counts
 from patchwatch.store.models import MODELS
 from patchwatch.store.models import AuditEntry
 from patchwatch.store.models import HealthProbe
@@ -611,6 +612,22 @@ def _vulnerability_tables(db: Database) -> None:
     db.create_tables(VULN_MODELS, safe=True)
 
 
+def _host_update_counts(db: Database) -> None:
+    """Keep each host's update counts on its row (``patchwatch.store.host_counts``), counted
+    now from its pending updates; the update computation keeps them from then on.
+
+    Columns that exist already (a store created from the current models) are left
+    alone; the counts are recounted either way, so running it again changes nothing.
+    """
+    double = "REAL" if isinstance(db, SqliteDatabase) else "DOUBLE PRECISION"
+    columns = {c.name for c in db.get_columns("host")}
+    kinds = ("INTEGER", "INTEGER", "INTEGER", double)
+    for name, kind in zip(host_counts.COUNT_COLUMNS, kinds, strict=True):
+        if name not in columns:
+            db.execute_sql(f'ALTER TABLE "host" ADD COLUMN "{name}" {kind}')
+    host_counts.recount(db)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -634,6 +651,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(16, "reports left processing queued again", _no_processing_reports),
     Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
+    Migration(19, "host update counts kept on the host row", _host_update_counts),
 )
 
 LATEST = MIGRATIONS[-1].version

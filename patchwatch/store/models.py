@@ -279,6 +279,12 @@ class Host(BaseModel):
     inputs_changed_at = DoubleField(null=True)
     updates_inputs_at = DoubleField(null=True)  # inputs_changed_at as the last computation read it
     updates_complete = BooleanField(default=False)  # computed with every readable repository's data
+    # its pending updates counted (patchwatch.store.host_counts): written with them by the
+    # update computation; NULL while its updates were never computed or are not checked
+    security_updates = IntegerField(null=True)  # security, not held
+    other_updates = IntegerField(null=True)  # neither security nor held
+    held_updates = IntegerField(null=True)  # of held packages, security or not
+    oldest_security_at = DoubleField(null=True)  # first seen, of the security ones counted
 
     @property
     def reboot_required(self) -> bool | None:

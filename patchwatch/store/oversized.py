@@ -45,6 +45,7 @@ from patchwatch.domain.limits import MAX_EPOCH
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_RELEASE
 from patchwatch.domain.limits import MAX_VERSION
+from patchwatch.store import host_counts
 from patchwatch.store import package_sets
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,18 @@ def _remove_package_sets(db: Database, packages: list[int]) -> tuple[int, set[in
 
 
 def _remove_updates(db: Database, packages: list[int]) -> None:
-    """Delete pending updates naming ``packages``; their update sets are computed again."""
+    """Delete pending updates naming ``packages``; their update sets are computed again.
+
+    The hosts that had such updates are counted again (``patchwatch.store.host_counts``),
+    when the store has the counts (a migration older than them does not).
+    """
+    hosts: set[int] = set()
     for column in ("installed_id", "available_id"):
+        hosts.update(
+            _chunked(
+                db, f'SELECT host_id FROM "host_update" WHERE {column} IN ({{marks}})', packages
+            )
+        )
         _chunked(db, f'DELETE FROM "host_update" WHERE {column} IN ({{marks}})', packages)
         stale = _chunked(
             db, f'SELECT update_set_id FROM "update_set_item" WHERE {column} IN ({{marks}})',
@@ -192,3 +203,5 @@ def _remove_updates(db: Database, packages: list[int]) -> None:
         )  # fmt: skip
         _chunked(db, f'DELETE FROM "update_set_item" WHERE {column} IN ({{marks}})', packages)
         _chunked(db, "UPDATE \"update_set\" SET inputs_digest = '' WHERE id IN ({marks})", stale)
+    if hosts and host_counts.has_columns(db):
+        host_counts.recount(db, hosts)

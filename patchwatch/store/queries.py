@@ -15,7 +15,6 @@ from dataclasses import fields
 from typing import Any
 
 from peewee import JOIN
-from peewee import Case
 from peewee import fn
 
 from patchwatch.domain.reboot import reboot_required
@@ -43,30 +42,6 @@ from patchwatch.store.update_status import STALE_REASON
 from patchwatch.store.update_status import UNKNOWN
 from patchwatch.store.update_status import unknown_reasons
 from patchwatch.store.update_status import update_state
-
-# The per-host update counts, a grouped subquery joined to the hosts (see
-# load_host_tuples). The three counts are disjoint: an update of a held package counts
-# as ``held`` only, whether or not it is a security update, and is never the oldest
-# security update (an upgrade would not install it, so no alert should wait for it).
-_ACTIONABLE_SECURITY = HostUpdate.security & ~HostUpdate.held
-
-
-def _per_host_counts(hosts: HostSelection | None = None) -> Any:
-    """The grouped subquery of per-host counts, of ``hosts`` only if given (so that a
-    shard reads its own hosts' updates, not the whole fleet's)."""
-    query = HostUpdate.select(
-        HostUpdate.host.alias("host_id"),
-        fn.SUM(Case(None, [(_ACTIONABLE_SECURITY, 1)], 0)).alias("security"),
-        fn.SUM(Case(None, [(HostUpdate.security | HostUpdate.held, 0)], 1)).alias("other"),
-        fn.MIN(Case(None, [(_ACTIONABLE_SECURITY, HostUpdate.first_seen_at)])).alias("oldest"),
-        fn.SUM(Case(None, [(HostUpdate.held, 1)], 0)).alias("held"),
-    )
-    if hosts is not None:
-        query = query.where(hosts.condition(HostUpdate.host))
-    return query.group_by(HostUpdate.host).alias("per_host")
-
-
-_PER_HOST = _per_host_counts()
 
 
 def as_flag(value: object) -> bool | None:
@@ -100,9 +75,9 @@ class HostRow:
     reboot_kernel: bool | None = _column(Host.reboot_kernel, as_flag)
     last_report_at: float | None = _column(Host.last_report_at)
     packages: int = _column(fn.COALESCE(PackageSet.size, 0))
-    security: int = _column(fn.COALESCE(_PER_HOST.c.security, 0))
-    other: int = _column(fn.COALESCE(_PER_HOST.c.other, 0))
-    oldest_security_first_seen: float | None = _column(_PER_HOST.c.oldest)
+    security: int = _column(fn.COALESCE(Host.security_updates, 0))
+    other: int = _column(fn.COALESCE(Host.other_updates, 0))
+    oldest_security_first_seen: float | None = _column(Host.oldest_security_at)
     maintenance_until: float | None = _column(Host.maintenance_until)
     packages_without_repository: int | None = _column(
         Host.packages_without_repository, default=None
@@ -113,7 +88,7 @@ class HostRow:
     updates_inputs_at: float | None = _column(Host.updates_inputs_at, default=None)
     check_updates: bool = _column(Host.check_updates, bool, default=True)
     # updates of held packages; not in ``security`` nor ``other``
-    held: int = _column(fn.COALESCE(_PER_HOST.c.held, 0), default=0)
+    held: int = _column(fn.COALESCE(Host.held_updates, 0), default=0)
 
     @property
     def reboot_required(self) -> bool | None:
@@ -140,27 +115,24 @@ def load_host_tuples(hosts: HostSelection | None = None) -> list[tuple[Any, ...]
     plain tuples ordered by name, in one query.
 
     The columns are :data:`HOST_TUPLE_FIELDS`, selected as :class:`HostRow` declares.
-    Pending updates are counted per host in a grouped subquery joined to the hosts, so
-    the store is asked once and reads each update row once (the counts and the oldest
-    security update used to be two scans and two more round trips). Rows come straight
+    The update counts are those kept on the host row (``patchwatch.store.host_counts``),
+    so a listing reads one row per host, not every pending update. Rows come straight
     from the database cursor's ``fetchall``, without peewee's row-by-row iteration and
     per-column conversion (``.tuples()``), which alone cost as much as SQLite's own
     work (docs/performance.md). Values are therefore the
     driver's: flags are 0/1 on SQLite and bools on PostgreSQL, missing OS and package
-    set read as ``""`` and 0, hosts without updates as 0, 0 and ``None``.
+    set read as ``""`` and 0, hosts without counts (never computed) as 0, 0 and ``None``:
+    :attr:`HostRow.updates_state` says whether they mean anything.
 
     The three counts are disjoint: an update of a held package counts as ``held``
     only, whether or not it is a security update, and is never the oldest security
     update (an upgrade would not install it, so no alert should wait for it).
     """
-    per_host = _PER_HOST if hosts is None else _per_host_counts(hosts)
     query = (
         Host.select(*_HOST_SELECT)
         .join(OSRelease, JOIN.LEFT_OUTER, on=(Host.os_release == OSRelease.id))
         .switch(Host)
         .join(PackageSet, JOIN.LEFT_OUTER, on=(Host.package_set == PackageSet.id))
-        .switch(Host)
-        .join(per_host, JOIN.LEFT_OUTER, on=(per_host.c.host_id == Host.id))
         .order_by(Host.name)
     )
     if hosts is not None:

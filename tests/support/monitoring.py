@@ -25,8 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from patchwatch.store.db import database
 from patchwatch.store.db import open_database
 from patchwatch.store.db import write_transaction
+from patchwatch.store.host_counts import recount
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
@@ -210,6 +212,7 @@ def seed_host(
             first_seen_at=now - age * DAY,
             held=held,
         )
+    recount(database, [host.id])  # written directly: counted as the computation counts them
     return host
 
 
