@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -475,6 +476,13 @@ def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_pa
     before = client.get("/api/v1/hosts/web1", headers=auth).get_json()
     assert before["vulnerabilities"] == {"state": "unknown", "ecosystem": None,
                                          "vulnerabilities": []}  # fmt: skip
+    # the web console's host page says the same, through the same query
+    console = app.test_client()
+    form = console.get("/ui/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    assert console.post("/ui/login", data={"csrf": csrf, "token": admin}).status_code == 303
+    page = console.get("/ui/hosts/web1").get_data(as_text=True)
+    assert "Unknown: no vulnerability feed is loaded yet" in page and "CVE-" not in page
     refresh_vulns(local(tmp_path))
     refresh_host_vulns(1000.0)
     body = client.get("/api/v1/hosts/web1", headers=auth).get_json()["vulnerabilities"]
@@ -491,6 +499,11 @@ def test_host_vulnerabilities_in_the_api_and_hosts_show(db, database_url, tmp_pa
     assert [v["id"] for v in kev["vulnerabilities"]] == ["CVE-2023-4911"]
     bad = client.get("/api/v1/hosts/web1?severity=awful", headers=auth)
     assert bad.status_code == 400
+    page = console.get("/ui/hosts/web1").get_data(as_text=True)
+    row = page[page.index('<th scope="row">CVE-2023-4911</th>') :]
+    row = row[: row.index("</tr>")]
+    assert "<td>high</td><td>yes</td>" in row and "<td>fixable</td>" in row
+    assert "2.36-9+deb12u1, fixed in 2.36-9+deb12u3, offered 2.36-9+deb12u3" in row
 
     if database_url.startswith("sqlite"):
         shown = _cli(database_url, tmp_path, "hosts", "show", "web1")

@@ -41,6 +41,7 @@ from patchwatch.inventory.repositories import repository_choices
 from patchwatch.inventory.repositories import repository_detail
 from patchwatch.inventory.repositories import repository_list
 from patchwatch.inventory.repositories import resolve_repository
+from patchwatch.inventory.vulns import host_vulnerabilities
 from patchwatch.receiver.console.blueprint import bp
 from patchwatch.receiver.console.blueprint import now
 from patchwatch.receiver.console.blueprint import page
@@ -169,6 +170,7 @@ def host(name: str) -> Response:
         "host.html", host=detail, packages=page_of(packages, page_no, per_page), q=query,
         total_packages=total_packages, mirrors=mirrors, reports=recent_reports(h),
         packages_without_repository=h.packages_without_repository,
+        vulns=host_vulnerabilities(h),
     )  # fmt: skip
 
 
