@@ -139,7 +139,7 @@ def test_pages_show_the_fleet(fleet) -> None:
     assert "1\N{EN DASH}1 of 2" in page and 'rel="next"' in page
     page = html(client.get("/ui/hosts/web1.example.com"))
     assert "pkg1" in page and "1.1-1" in page and "1.1-2" in page  # installed and available
-    assert "Vulnerabilities" in page and "Not available yet" in page
+    assert "Vulnerabilities" in page and "Unknown: no vulnerability feed is loaded yet" in page
     assert "not computed" not in page  # its updates are current, and said so alone
     assert client.get("/api/v1/hosts/web1.example.com").get_json()["updates_reason"] == ""
     assert "deb.debian.org" in page  # its repository's mirror and its health
