@@ -1,5 +1,5 @@
-"""The handoff to processing: reports prepared once, the receiver's record used as it is,
-and a stale shortcut redone from the stored body only when the packages were skipped."""
+"""The handoff to processing: reports prepared once, a report whose package set is stored
+read without its packages, and a stale shortcut redone from the stored body only when needed."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.set_digest import package_set_digest
 from patchwatch.pipeline import prepared
-from patchwatch.pipeline.prepared import ReceivedReport
 from patchwatch.pipeline.prepared import prepare
 from patchwatch.pipeline.processing import process_pending
-from patchwatch.pipeline.processing import process_received
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
@@ -35,7 +33,7 @@ def _doc(host: str, packages: int = 4, kernel: str = "6.1.0-1") -> dict:
 
 
 def _store(doc: dict, at: float) -> Report:
-    """Store a report as the receiver does: with the digest of the packages it parsed."""
+    """Store a report with the digest of its packages (the set shortcut of processing)."""
     digest = package_set_digest(parse_native(doc).packages)
     return store_report(doc["host"], NATIVE, doc, at, packages_digest=digest)
 
@@ -58,22 +56,6 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
 
     monkeypatch.setattr(prepared, "decode_report", counting)
     return seen
-
-
-def test_the_receivers_record_is_applied_without_parsing_its_body_again(db, decodes) -> None:
-    older = _store(_doc("web1", kernel="6.1.0-1"), 1.0)
-    newer_doc = _doc("web1", packages=6, kernel="6.1.0-2")
-    newer = _store(newer_doc, 2.0)
-    other = _store(_doc("web2"), 3.0)  # another host's: not this handoff's business
-
-    outcome = process_received(ReceivedReport(newer.id, "web1", parse_native(newer_doc)), 5.0)
-
-    assert outcome == {"processed": 2}
-    assert decodes == {len(older.body): 1}  # the host's older report only
-    host = Host.get(Host.name == "web1")
-    assert host.kernel == "6.1.0-2"
-    assert _set_of(newer_doc) == host.package_set_id
-    assert Report.get_by_id(other.id).state == "pending"
 
 
 def test_a_report_whose_set_is_stored_is_prepared_without_its_packages(db, decodes) -> None:

@@ -1,12 +1,10 @@
 """The handoff to processing: stored reports made ready to apply, parsed at most once.
 
-A report reaches processing in one of two ways. The receiver parsed it before storing
-it and hands that record over (:class:`ReceivedReport`), so that inline processing
-does not parse the body it just stored; the scheduler or ``patchwatch process`` reads
-it from the queue and parses the stored body. Either way processing works on a
-:class:`Prepared` report: the record (or why it does not parse) and, once known, the
-stored package set of its packages, in which case the package list may not have been
-read at all (``patchwatch.pipeline.processing``).
+The receiver stores a report's body after checking only its routing fields; processing
+(behind the receiver, the scheduler or ``patchwatch process``) reads it from the queue
+and parses the stored body into a :class:`Prepared` report: the record (or why it does
+not parse) and, once known, the stored package set of its packages, in which case the
+package list may not have been read at all (``patchwatch.pipeline.processing``).
 """
 
 from __future__ import annotations
@@ -26,20 +24,6 @@ from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.store.models import Report
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedReport:
-    """A report the receiver has just stored, with the record it parsed from it.
-
-    Built by the receiver and consumed by
-    :func:`patchwatch.pipeline.processing.process_received`, which applies this
-    record (and the host's other queued reports) instead of parsing the body again.
-    """
-
-    report_id: int
-    host_name: str
-    record: HostReport
 
 
 @dataclass(slots=True)

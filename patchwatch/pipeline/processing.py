@@ -14,7 +14,6 @@ import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -25,7 +24,6 @@ from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.updates import encode_holds
 from patchwatch.pipeline.prepared import Prepared
-from patchwatch.pipeline.prepared import ReceivedReport
 from patchwatch.pipeline.prepared import prepare
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
@@ -322,34 +320,31 @@ def process_report(item: Prepared, now: float, force: bool, hosts: dict[str, int
     return "processed"  # marked so by the claim
 
 
-def _stored_sets(rows: list[Report], received: Mapping[int, HostReport]) -> dict[int, int]:
+def _stored_sets(rows: list[Report]) -> dict[int, int]:
     """Report id -> id of the stored package set its packages make, where one exists.
 
     Why: between patch days a host reports the packages it reported before, and
     turning 1,500 package objects into records was most of processing such a report.
-    The receiver parsed the report before storing it and kept its set digest; a set
-    with that digest holds exactly those packages, so the list need not be read.
+    A report stored with its set digest (``store_report(packages_digest=...)``) names
+    a set that holds exactly those packages, so the list need not be read. Since the
+    receiver answers before parsing, it stores no digest and this finds nothing for
+    its reports: a shortcut kept for stores that carry digests, until processing
+    computes one itself or the shortcut goes (docs/performance.md).
     """
     wanted: dict[str, list[int]] = {}
     for row in rows:
-        if row.protocol == NATIVE and row.packages_digest and row.id not in received:
+        if row.protocol == NATIVE and row.packages_digest:
             wanted.setdefault(row.packages_digest, []).append(row.id)
     stored = stored_package_sets(list(wanted))
     return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
 
 
-def _prepare_batch(
-    rows: list[Report], received: Mapping[int, HostReport], force: bool
-) -> list[Prepared]:
-    """The batch's reports ready to apply: the receiver's records as they are, the
-    others parsed from their bodies (outside any transaction), without the package
-    list where its stored set is known."""
+def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
+    """The batch's reports ready to apply, parsed from their bodies (outside any
+    transaction), without the package list where its stored set is known."""
     # --force re-runs reports after a fix, perhaps to the parser: parse them whole
-    known = {} if force else _stored_sets(rows, received)
-    return [
-        Prepared(row, received[row.id]) if row.id in received else prepare(row, known.get(row.id))
-        for row in rows
-    ]
+    known = {} if force else _stored_sets(rows)
+    return [prepare(row, known.get(row.id)) for row in rows]
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
@@ -441,14 +436,7 @@ def process_pending(
     victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
-    return _process(_queued_rows(host_name, force, limit, ids), now, force, {})
-
-
-def process_received(received: ReceivedReport, now: float, limit: int = 1000) -> Counter[str]:
-    """Process the queued reports of the host whose report the receiver just stored,
-    that one applied from the record the receiver parsed (see :func:`process_pending`)."""
-    rows = _queued_rows(received.host_name, False, limit, None)
-    return _process(rows, now, False, {received.report_id: received.record})
+    return _process(_queued_rows(host_name, force, limit, ids), now, force)
 
 
 def _queued_rows(
@@ -466,12 +454,10 @@ def _queued_rows(
     return list(query)
 
 
-def _process(
-    rows: list[Report], now: float, force: bool, received: Mapping[int, HostReport]
-) -> Counter[str]:
+def _process(rows: list[Report], now: float, force: bool) -> Counter[str]:
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
-        batch = _prepare_batch(rows[start : start + BATCH_REPORTS], received, force)
+        batch = _prepare_batch(rows[start : start + BATCH_REPORTS], force)
         _store_shared_rows(batch, now, force)
         done = 0
         retried = 0
