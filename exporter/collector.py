@@ -389,10 +389,12 @@ class StoreCollector(Collector):
         computed: list[Row] = []
         kev_hosts: dict[str, int] = {}
         kev_fixable_hosts: dict[str, int] = {}
+        fleet = shard is None or shard.has_fleet
         for name, at, summary in state.hosts:
-            for cve, status in summary.kev.items():  # the whole fleet's, for shard 0
-                kev_hosts[cve] = kev_hosts.get(cve, 0) + 1
-                kev_fixable_hosts[cve] = kev_fixable_hosts.get(cve, 0) + (status == "fixable")
+            if fleet:  # the whole fleet's exposure, written by shard 0 only
+                for cve, status in summary.kev.items():
+                    kev_hosts[cve] = kev_hosts.get(cve, 0) + 1
+                    kev_fixable_hosts[cve] = kev_fixable_hosts.get(cve, 0) + (status == "fixable")
             if shard is not None and shard_of(name, shard.count) != shard.index:
                 continue
             computed.append(((name,), at))
@@ -436,7 +438,7 @@ class StoreCollector(Collector):
             "fleet (status fixable: the fix is in their repositories; all: every host).",
             ["cve", "status"],
         )
-        if shard is not None and not shard.has_fleet:
+        if not fleet:
             return  # the fleet's KEV exposure and the feeds' health are in shard 0 only
         for cve in sorted(kev_hosts):
             hosts.add_metric([cve, "all"], kev_hosts[cve])

@@ -367,6 +367,47 @@ def test_metrics_absent_until_a_feed_is_loaded_then_counted(db, tmp_path: Path) 
     assert failures == {"osv": 0, "kev": 0}
 
 
+def _shard_samples(db, index: int, count: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from patchwatch.domain.shards import Shard
+    from patchwatch.exporter.collector import SCRAPE_SHARD
+
+    token = SCRAPE_SHARD.set(Shard(index, count))
+    try:
+        return _samples(db)
+    finally:
+        SCRAPE_SHARD.reset(token)
+
+
+def test_vulnerability_series_follow_the_scrape_shards(db, tmp_path: Path) -> None:
+    """Each host's vulnerability series are in its own shard only; the fleet's KEV
+    exposure and the feeds' health in shard 0 only, counting every host."""
+    from patchwatch.domain.shards import shard_of
+
+    old_glibc = deb("glibc", "2.36-9+deb12u1")
+    names = [f"web{i}" for i in range(8)]
+    for name in names:
+        report(name, [old_glibc])
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(1000.0)
+    seen: dict[str, int] = {}
+    for index in range(2):
+        got = _shard_samples(db, index, 2)
+        hosts = {lab["host"] for lab, _ in got["patchwatch_host_vulnerabilities_kev_fixable"]}
+        assert hosts == {n for n in names if shard_of(n, 2) == index}
+        for host in hosts:
+            seen[host] = seen.get(host, 0) + 1
+        kev = {(lab["cve"], lab["status"]): v
+               for lab, v in got.get("patchwatch_kev_vulnerability_hosts", [])}  # fmt: skip
+        feeds = got.get("patchwatch_vuln_feed_records", [])
+        if index == 0:
+            assert kev == {("CVE-2023-4911", "all"): 8, ("CVE-2023-4911", "fixable"): 8}
+            assert feeds
+        else:
+            assert kev == {} and feeds == []
+    assert seen == dict.fromkeys(names, 1)
+
+
 # --- feeds over HTTP -------------------------------------------------------------------
 
 
