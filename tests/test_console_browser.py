@@ -73,12 +73,22 @@ def text(driver: Any) -> str:
 
 def navigates(driver: Any, action: Any) -> None:
     """Run ``action`` (a click, a form sent) and wait until the next page has loaded."""
-    old = driver.find_element("tag name", "html")
-    action()
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    old = driver.find_element("tag name", "html")
+    action()
+
+    def left(_driver: Any) -> bool:
+        # stale once the next page replaced it; mid-navigation chromedriver may instead
+        # answer "Node with given id does not belong to the document": gone just as well
+        try:
+            old.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, 30).until(left)
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
