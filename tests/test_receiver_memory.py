@@ -118,6 +118,7 @@ def test_hostile_reports_leave_a_worker_bounded(server_factory) -> None:
     assert rss < start_rss + 300 * MIB, figures
 
     bodies = [distinct_report(f"par{k}.example.com", f"p{k}", 60_000) for k in range(8)]
+    before, _ = memory(worker)
     reset_peak(worker)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda b: post(srv.base, token, b), bodies))
@@ -130,9 +131,13 @@ def test_hostile_reports_leave_a_worker_bounded(server_factory) -> None:
     wait_processed(srv)
     rss, peak = memory(worker)
     figures.append(f"8 at once ({codes.count(202)} accepted, {codes.count(503)} to retry): "
-                   f"peak {peak / MIB:.0f} MiB, rss {rss / MIB:.0f} MiB")  # fmt: skip
-    # one large report at a time: eight at once cost what one does, not eight times
-    assert peak < sequential_peaks[-1] + first_cost, figures
+                   f"from rss {before / MIB:.0f}: peak {peak / MIB:.0f} MiB, "
+                   f"rss {rss / MIB:.0f} MiB")  # fmt: skip
+    # one large report at a time: eight at once cost one report (plus the bounded partial
+    # bodies of those waiting for the slot), not eight. Measured from the resident size
+    # the phase starts at: the sequential peaks above wander by 50 MiB with heap
+    # fragmentation, too much to serve as the baseline of a one-report margin.
+    assert peak - before < 2 * first_cost, figures
     print("\n" + "\n".join(figures))
     assert worker_pids(srv) == [worker]  # under the default limit: never replaced
     assert "Traceback" not in srv.log()
