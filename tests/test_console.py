@@ -79,6 +79,8 @@ def test_a_static_admin_token_opens_the_console(db, tmp_path) -> None:
 
 def test_sign_in_sets_a_secure_http_only_same_site_cookie(fleet) -> None:
     client, admin, _ = fleet
+    r = client.get("/ui/nosuch")  # an unknown page says nothing before sign-in either
+    assert r.status_code == 303 and r.headers["Location"].startswith("/ui/login?next=")
     r = client.get("/ui/hosts/web1.example.com?q=pkg")
     assert r.status_code == 303
     target = r.headers["Location"]
@@ -163,6 +165,11 @@ def test_pages_show_the_fleet(fleet) -> None:
     assert client.get("/ui/hosts/web1.example.com/diff?other=db1.example.org").status_code == 200
     assert client.get("/ui/hosts/nosuch.example.com").status_code == 404
     assert "no host named" in html(client.get("/ui/hosts/nosuch.example.com"))
+    for path in ("/ui/nosuch", "/ui/hosts/web1.example.com/nosuch", "/ui/repositories/x"):
+        r = client.get(path)  # no such page: the console's 404, with its navigation
+        assert r.status_code == 404 and r.mimetype == "text/html", path
+        assert "has no page at" in html(r) and 'href="/ui/hosts"' in html(r)
+    assert client.get("/ui/os/nosuch").status_code == 404  # a real page's own 404 first
     r = client.get("/ui/hosts?security=maybe")
     assert r.status_code == 400 and "security" in html(r)
 

@@ -145,6 +145,15 @@ def _not_found(exc: NotFoundError) -> Response:
     return message_page("Not found", str(exc), 404)
 
 
+@bp.get("/<path:unknown>")
+def _no_such_page(unknown: str) -> Response:
+    """A console address that names no page: the console's own 404 page, not the API's
+    JSON, so that a mistyped or outdated link (from a dashboard, an alert, a bookmark)
+    still lands somewhere with the console's navigation. It passes the gate like every
+    page, so it tells a visitor who has not signed in nothing about what exists."""
+    return message_page("Not found", f"The console has no page at /ui/{unknown}.", 404)
+
+
 @bp.errorhandler(ParseError)
 def _bad_input(exc: ParseError) -> Response:
     return message_page("Bad input", f"{exc.where}: {exc.message}", 400)
