@@ -1059,7 +1059,7 @@ def rpm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     out = tmp_path_factory.mktemp("rpmrepo")
     subprocess.run(
-        ["bash", str(REPO / "tests/fixtures/rpm/make_repo.sh"), str(out)],
+        ["bash", str(REPO / "scripts/make_rpm_repo.sh"), str(out), "--release-package"],
         check=True,
         timeout=120,
         capture_output=True,
