@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Protocol
 
 from peewee import Database
 from peewee import PeeweeException
@@ -78,6 +79,50 @@ def in_every_shard(family: Metric) -> bool:
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels or [])
+
+
+class _Fetched(Protocol):
+    """What the store keeps of every source read over the network (mirror, feed)."""
+
+    @property
+    def last_attempt_at(self) -> float | None: ...
+    @property
+    def last_success_at(self) -> float | None: ...
+    @property
+    def failures_total(self) -> int: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+
+
+class _FetchHealth:
+    """The four series of a source read over the network (a mirror, a vulnerability
+    feed), so that every such source is exposed by one rule, which alerts and dashboards
+    rely on: a time not reached yet is absent (unknown), never 0; the failure counts are
+    always there. Each argument after ``labels`` is a family's (name, help)."""
+
+    def __init__(
+        self,
+        labels: list[str],
+        attempt: tuple[str, str],
+        success: tuple[str, str],
+        failures: tuple[str, str],
+        consecutive: tuple[str, str],
+    ) -> None:
+        self.attempt = _gauge(*attempt, labels)
+        self.success = _gauge(*success, labels)
+        self.failures = CounterMetricFamily(*failures, labels=labels)
+        self.consecutive = _gauge(*consecutive, labels)
+
+    def add(self, key: list[str], row: _Fetched) -> None:
+        if row.last_attempt_at is not None:
+            self.attempt.add_metric(key, row.last_attempt_at)
+        if row.last_success_at is not None:
+            self.success.add_metric(key, row.last_success_at)
+        self.failures.add_metric(key, row.failures_total)
+        self.consecutive.add_metric(key, row.consecutive_failures)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (self.attempt, self.success, self.failures, self.consecutive)
 
 
 class StoreCollector(Collector):
@@ -306,26 +351,17 @@ class StoreCollector(Collector):
 
     def _mirror_families(self) -> Iterator[Metric]:
         labels = ["repository", "mirror"]
-        attempt = _gauge(
-            "patchwatch_mirror_last_refresh_attempt_timestamp_seconds",
-            "When the mirror was last fetched, successfully or not.",
+        health = _FetchHealth(
             labels,
-        )
-        success = _gauge(
-            "patchwatch_mirror_last_refresh_success_timestamp_seconds",
-            "When the mirror was last fetched successfully.",
-            labels,
-        )
-        failures = CounterMetricFamily(
-            "patchwatch_mirror_refresh_failures",
-            "Failed refreshes of the mirror since it was first seen.",
-            labels=labels,
-        )
-        consecutive = _gauge(
-            "patchwatch_mirror_consecutive_failures",
-            "Failed refreshes since the last success (0 when healthy).",
-            labels,
-        )
+            ("patchwatch_mirror_last_refresh_attempt_timestamp_seconds",
+             "When the mirror was last fetched, successfully or not."),
+            ("patchwatch_mirror_last_refresh_success_timestamp_seconds",
+             "When the mirror was last fetched successfully."),
+            ("patchwatch_mirror_refresh_failures",
+             "Failed refreshes of the mirror since it was first seen."),
+            ("patchwatch_mirror_consecutive_failures",
+             "Failed refreshes since the last success (0 when healthy)."),
+        )  # fmt: skip
         packages = _gauge(
             "patchwatch_mirror_packages", "Packages in the mirror's last good index.", labels
         )
@@ -337,19 +373,14 @@ class StoreCollector(Collector):
         )
         for m in load_mirror_rows():
             key = [m.repository, m.url]
-            if m.last_attempt_at is not None:
-                attempt.add_metric(key, m.last_attempt_at)
-            if m.last_success_at is not None:
-                success.add_metric(key, m.last_success_at)
-            failures.add_metric(key, m.failures_total)
-            consecutive.add_metric(key, m.consecutive_failures)
+            health.add(key, m)
             if m.last_success_at is not None:  # never read: unknown, not empty
                 packages.add_metric(key, m.packages)
             for index, count in (("packages", m.skipped_packages),
                                  ("advisories", m.skipped_advisories)):  # fmt: skip
                 if count is not None:
                     skipped.add_metric([*key, index], count)
-        yield from (attempt, success, failures, consecutive, packages, skipped)
+        yield from (*health.families(), packages, skipped)
 
     def _job_families(self) -> Iterator[Metric]:
         last_success = _gauge(
@@ -445,26 +476,17 @@ class StoreCollector(Collector):
             hosts.add_metric([cve, "fixable"], kev_fixable_hosts[cve])
         yield hosts
         labels = ["feed"]
-        attempt = _gauge(
-            "patchwatch_vuln_feed_last_attempt_timestamp_seconds",
-            "When the vulnerability feed was last read, successfully or not.",
+        health = _FetchHealth(
             labels,
-        )
-        success = _gauge(
-            "patchwatch_vuln_feed_last_success_timestamp_seconds",
-            "When the vulnerability feed was last read successfully (changed or not).",
-            labels,
-        )
-        failures = CounterMetricFamily(
-            "patchwatch_vuln_feed_failures",
-            "Failed reads of the vulnerability feed since it was first read.",
-            labels=labels,
-        )
-        consecutive = _gauge(
-            "patchwatch_vuln_feed_consecutive_failures",
-            "Failed reads of the feed since its last success (0 when healthy).",
-            labels,
-        )
+            ("patchwatch_vuln_feed_last_attempt_timestamp_seconds",
+             "When the vulnerability feed was last read, successfully or not."),
+            ("patchwatch_vuln_feed_last_success_timestamp_seconds",
+             "When the vulnerability feed was last read successfully (changed or not)."),
+            ("patchwatch_vuln_feed_failures",
+             "Failed reads of the vulnerability feed since it was first read."),
+            ("patchwatch_vuln_feed_consecutive_failures",
+             "Failed reads of the feed since its last success (0 when healthy)."),
+        )  # fmt: skip
         records = _gauge(
             "patchwatch_vuln_feed_records",
             "Records (KEV: entries; EPSS: scores kept) in the feed's last good data.",
@@ -483,14 +505,9 @@ class StoreCollector(Collector):
         )
         for f in state.feeds:
             key = [f.name]
-            if f.last_attempt_at is not None:
-                attempt.add_metric(key, f.last_attempt_at)
-            if f.last_success_at is not None:
-                success.add_metric(key, f.last_success_at)
-            failures.add_metric(key, f.failures_total)
-            consecutive.add_metric(key, f.consecutive_failures)
+            health.add(key, f)
             if f.records is not None:
                 records.add_metric(key, f.records)
                 skipped.add_metric(key, f.skipped or 0)
                 changed.add_metric(key, 1 if f.changed_too_much else 0)
-        yield from (attempt, success, failures, consecutive, records, skipped, changed)
+        yield from (*health.families(), records, skipped, changed)

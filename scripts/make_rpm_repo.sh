@@ -1,5 +1,5 @@
 #!/bin/bash
-# make_rpm_repo.sh OUTDIR [--compress gz|xz|bz2] [--no-database]
+# make_rpm_repo.sh OUTDIR [--compress gz|xz|bz2] [--no-database] [--release-package]
 #
 # Builds a small, real, fully offline rpm-md (yum/dnf/zypper) repository into OUTDIR with
 # rpmbuild, createrepo_c and modifyrepo_c. patchwatch's rpm-md parser tests read it, and
@@ -15,6 +15,9 @@
 #   libdemo  1.0-2                 x86_64   enhancement       PWTEST-2026:0003
 #   gadget   1.0-1.module_pw1      noarch   in module gadget:1 (modules.yaml, default stream)
 #   gadget   1.1-1.module_pw1      noarch   in module gadget:1
+#   pwtest-release 9.4-1           noarch   only with --release-package: provides
+#                                           system-release(releasever) = 9 as rocky-release
+#                                           does; dnf and the agent take $releasever from it
 #
 # Package payloads and primary/filelists/other are byte-reproducible (SOURCE_DATE_EPOCH,
 # clamped mtimes, fixed build host); repomd timestamps of modifyrepo_c entries are not.
@@ -24,17 +27,19 @@
 # Exit status 2 when a tool is missing (tests turn that into a skip, or a failure in CI).
 set -euo pipefail
 
-usage() { echo "usage: $0 OUTDIR [--compress gz|xz|bz2] [--no-database]" >&2; exit 64; }
+usage() { echo "usage: $0 OUTDIR [--compress gz|xz|bz2] [--no-database] [--release-package]" >&2; exit 64; }
 
 out=${1:-}
 [ -n "$out" ] || usage
 shift
 compress=gz
 database=--database
+release_package=no
 while [ $# -gt 0 ]; do
   case $1 in
     --compress) compress=${2:-}; shift 2 || usage ;;
     --no-database) database=--no-database; shift ;;
+    --release-package) release_package=yes; shift ;;
     *) usage ;;
   esac
 done
@@ -46,14 +51,15 @@ start_build pw-rpmtop
 mkdir -p "$top"/{SPECS,SOURCES,BUILD,RPMS,SRPMS,BUILDROOT}
 export HOME=$top   # keep the caller's ~/.rpmmacros out of the build
 
-build() {  # name epoch-or-empty version release arch summary
-  local name=$1 epoch=$2 version=$3 release=$4 arch=$5 summary=$6
+build() {  # name epoch-or-empty version release arch summary [provides]
+  local name=$1 epoch=$2 version=$3 release=$4 arch=$5 summary=$6 provides=${7:-}
   local spec="$top/SPECS/$name-$version-$release.spec"
   {
     echo "Name: $name"
     [ -n "$epoch" ] && echo "Epoch: $epoch"
     echo "Version: $version"
     echo "Release: $release"
+    [ -n "$provides" ] && echo "Provides: $provides"
     echo "Summary: $summary"
     echo "License: MIT"
     [ "$arch" = noarch ] && echo "BuildArch: noarch"
@@ -90,6 +96,10 @@ build libdemo ""  1.0 1              x86_64 "Arch-specific test library"
 build libdemo ""  1.0 2              x86_64 "Arch-specific test library"
 build gadget  ""  1.0 1.module_pw1   noarch "Modular test package"
 build gadget  ""  1.1 1.module_pw1   noarch "Modular test package"
+if [ "$release_package" = yes ]; then
+  build pwtest-release "" 9.4 1 noarch "Release package" \
+    "system-release, system-release(releasever) = 9"
+fi
 
 rm -rf "$out/Packages" "$out/repodata"
 mkdir -p "$out/Packages"

@@ -727,33 +727,43 @@ def test_substitution_follows_dnf_syntax() -> None:
 # -------------------------------------------------- parsers against the tools' own view
 
 
+def apt_index_targets(field: str, *options: str) -> list[tuple[tuple[str, str, str], str]]:
+    """apt's own view of its Packages indexes: per index target, its repository key
+    (URI as the agent normalises it, suite, component) and the indextargets variable
+    ``field`` (ARCHITECTURE, FILENAME...). ``options``: apt-get ``-o`` options. A flat
+    repository's component is unset, which apt prints as the literal ``$(COMPONENT)``."""
+    out = subprocess.run(
+        [
+            "apt-get",
+            *options,
+            "indextargets",
+            "--no-release-info",
+            "--format",
+            f"$(REPO_URI)\t$(RELEASE)\t$(COMPONENT)\t$({field})",
+            "Identifier: Packages",
+            "Target-Of: deb",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    targets = []
+    for line in out.splitlines():
+        uri, suite, component, value = line.split("\t")
+        component = "" if component == "$(COMPONENT)" else component
+        targets.append(((agent.normalize_uri(uri), suite, component), value))
+    return targets
+
+
 def test_apt_sources_agree_with_apt_indextargets() -> None:
     """apt itself expands the fixtures' sources; the agent must find the same repositories."""
     require(shutil.which("apt-get") is not None, "apt-get not installed")
     for name in ("ubuntu-24.04", "debian-12"):
         root = FIXTURES / name / "root"
-        out = subprocess.run(
-            [
-                "apt-get",
-                f"-o=Dir={root}/",
-                f"-o=Dir::State::status={root}/var/lib/dpkg/status",
-                "indextargets",
-                "--no-release-info",
-                "--format",
-                "$(REPO_URI)\t$(RELEASE)\t$(COMPONENT)\t$(ARCHITECTURE)",
-                "Identifier: Packages",
-                "Target-Of: deb",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
+        options = (f"-o=Dir={root}/", f"-o=Dir::State::status={root}/var/lib/dpkg/status")
         apt_view: dict[tuple[str, str, str], set[str]] = {}
-        for line in out.splitlines():
-            uri, suite, component, arch = line.split("\t")
-            component = "" if component == "$(COMPONENT)" else component
-            key = (agent.normalize_uri(uri), suite, component)
+        for key, arch in apt_index_targets("ARCHITECTURE", *options):
             apt_view.setdefault(key, set()).add(arch)
         report, _ = fixture_report(name)
         ours = {
@@ -961,26 +971,8 @@ def test_dry_run_on_this_machine_counts_the_real_dpkg_database(live_dry_run) -> 
     ).stdout
     expected = sum(1 for line in status.splitlines() if re.match(r"^[ih]i", line))
     assert len([p for p in report["packages"] if p["type"] == "deb"]) == expected
-    out = subprocess.run(
-        [
-            "apt-get",
-            "indextargets",
-            "--no-release-info",
-            "--format",
-            "$(REPO_URI)\t$(RELEASE)\t$(COMPONENT)\t$(FILENAME)",
-            "Identifier: Packages",
-            "Target-Of: deb",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
     apt_view = {}
-    for line in out.splitlines():
-        uri, suite, component, filename = line.split("\t")
-        component = "" if component == "$(COMPONENT)" else component
-        key = (agent.normalize_uri(uri), suite, component)
+    for key, filename in apt_index_targets("FILENAME"):
         apt_view[key] = apt_view.get(key, False) or any(
             os.path.exists(f)
             for f in [filename, *Path(filename).parent.glob(Path(filename).name + ".*")]
@@ -1059,7 +1051,7 @@ def rpm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     out = tmp_path_factory.mktemp("rpmrepo")
     subprocess.run(
-        ["bash", str(REPO / "tests/fixtures/rpm/make_repo.sh"), str(out)],
+        ["bash", str(REPO / "scripts/make_rpm_repo.sh"), str(out), "--release-package"],
         check=True,
         timeout=120,
         capture_output=True,

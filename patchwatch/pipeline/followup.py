@@ -39,9 +39,8 @@ from patchwatch.pipeline.refresh import deb_architectures
 from patchwatch.pipeline.refresh import refresh_mirror
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
-from patchwatch.store.models import OSReleaseRepository
 from patchwatch.store.models import Repository
-from patchwatch.store.models import RepositorySetMember
+from patchwatch.store.queries import REPOSITORY_MEMBERSHIPS
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +178,8 @@ def hosts_awaiting(repository_ids: set[int]) -> list[str]:
         Host.check_updates & Host.package_set.is_null(False) & (Host.updates_complete == False)  # noqa: E712 (SQL expression)
     )
     ids = sorted(repository_ids)
-    memberships = (  # a host's own repositories, or its OS group's
-        (RepositorySetMember, RepositorySetMember.repository_set == Host.repository_set, False),
-        (OSReleaseRepository, OSReleaseRepository.os_release == Host.os_release, True),
-    )
     names: set[str] = set()
-    for member, on, use_os in memberships:
+    for member, on, use_os in REPOSITORY_MEMBERSHIPS:
         query = (
             Host.select(Host.name)
             .join(member, JOIN.INNER, on=on)

@@ -248,24 +248,28 @@ class HostFilter:
     maintenance: bool | None = None  # True: only hosts in a maintenance window now
 
 
+# The two ways a host uses a repository, one row each: (membership table, its join to
+# Host, the host's use_os_repositories). A host uses the repositories it reported (its
+# repository set) unless it uses its OS group's; every query of "who uses what" walks
+# both rows, so that the rule is written once.
+REPOSITORY_MEMBERSHIPS = (
+    (RepositorySetMember, RepositorySetMember.repository_set == Host.repository_set, False),
+    (OSReleaseRepository, OSReleaseRepository.os_release == Host.os_release, True),
+)
+
+
 def hosts_using_repository(repo_id: int) -> set[str]:
     """Names of the hosts that use a repository: reported it (and do not use their OS
     group's instead) or use their OS group's, which holds it. Two queries."""
-    own = (
-        Host.select(Host.name)
-        .join(RepositorySetMember, on=(Host.repository_set == RepositorySetMember.repository_set))
-        .where((RepositorySetMember.repository == repo_id)
-               & (Host.use_os_repositories == False))  # noqa: E712 (SQL expression)
-        .tuples()
-    )  # fmt: skip
-    grouped = (
-        Host.select(Host.name)
-        .join(OSReleaseRepository, on=(Host.os_release == OSReleaseRepository.os_release))
-        .where((OSReleaseRepository.repository == repo_id)
-               & (Host.use_os_repositories == True))  # noqa: E712 (SQL expression)
-        .tuples()
-    )  # fmt: skip
-    return {n for (n,) in own} | {n for (n,) in grouped}
+    names: set[str] = set()
+    for member, on, use_os in REPOSITORY_MEMBERSHIPS:
+        query = (
+            Host.select(Host.name)
+            .join(member, on=on)
+            .where((member.repository == repo_id) & (Host.use_os_repositories == use_os))
+        )
+        names.update(name for (name,) in query.tuples())
+    return names
 
 
 def host_summaries(flt: HostFilter, now: float) -> list[dict[str, object]]:
@@ -450,22 +454,16 @@ def hosts_with_package(
 def repository_summaries() -> list[dict[str, object]]:
     """Repositories with their mirrors' refresh state and how many hosts use them."""
     users: dict[int, int] = defaultdict(int)  # hosts using it: own repositories or OS group's
-    own = (
-        RepositorySetMember.select(RepositorySetMember.repository, fn.COUNT(Host.id))
-        .join(Host, on=(Host.repository_set == RepositorySetMember.repository_set))
-        .where(Host.use_os_repositories == False)  # noqa: E712 (SQL expression)
-        .group_by(RepositorySetMember.repository)
-        .tuples()
-    )
-    grouped = (
-        OSReleaseRepository.select(OSReleaseRepository.repository, fn.COUNT(Host.id))
-        .join(Host, on=(Host.os_release == OSReleaseRepository.os_release))
-        .where(Host.use_os_repositories == True)  # noqa: E712 (SQL expression)
-        .group_by(OSReleaseRepository.repository)
-        .tuples()
-    )
-    for repo_id, count in [*own, *grouped]:
-        users[repo_id] += count
+    for member, on, use_os in REPOSITORY_MEMBERSHIPS:
+        counts = (
+            member.select(member.repository, fn.COUNT(Host.id))
+            .join(Host, on=on)
+            .where(Host.use_os_repositories == use_os)
+            .group_by(member.repository)
+            .tuples()
+        )
+        for repo_id, count in counts:
+            users[repo_id] += count
     mirrors: dict[int, list[dict[str, object]]] = {}
     for m in Mirror.select().order_by(Mirror.url):
         mirrors.setdefault(m.repository_id, []).append(
