@@ -171,7 +171,8 @@ def refresh_vuln_feeds(settings: Settings) -> Callable[[float], str]:
         with fetch_scope(stop=current_stop()):
             outcomes = refresh_vulns(settings)
         vulns = refresh_host_vulns(now)
-        return f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
+        detail = f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
+        return detail + _updates_after(vulns.computed, now)
 
     return run
 
@@ -179,7 +180,19 @@ def refresh_vuln_feeds(settings: Settings) -> Callable[[float], str]:
 def compute_vulns(now: float) -> str:
     """Recompute findings whose inputs (package set, mirror data, feeds) changed."""
     run = refresh_host_vulns(now)
-    return f"{run.computed} vulnerability sets computed, {run.reused} reused"
+    detail = f"{run.computed} vulnerability sets computed, {run.reused} reused"
+    return detail + _updates_after(run.computed, now)
+
+
+def _updates_after(computed: int, now: float) -> str:
+    """Recompute updates after findings changed: an update that fixes a vulnerability is a
+    security update (``hostupdates._resolve``), so counts and alerts follow at once
+    rather than at the next updates run. Only the update sets whose fixes changed are
+    computed; the others are reused."""
+    if not computed:
+        return ""
+    ctx = refresh_host_updates(now)
+    return f"; {ctx.computed} update sets computed"
 
 
 def follow_up_job(settings: Settings) -> Job:

@@ -14,10 +14,15 @@ remembers the decision, so a new package set costs dict lookups for what it shar
 with sets already computed. Mirror indexes, advisories and package rows are read once
 per run, set members as plain ids, and results are written in bulk, many hosts per
 transaction.
+
+An update of a package with a fixable vulnerability is a security update whatever
+repository offers it: the findings of the same (package set, repository set) name
+those packages (``store.vulns.fixing_sets``), and the set's digest covers them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import operator
@@ -70,6 +75,8 @@ from patchwatch.store.models import UpdateSetItem
 from patchwatch.store.package_sets import WHOLE_MEMBER_ROWS
 from patchwatch.store.package_sets import matching_members
 from patchwatch.store.package_sets import package_ids_of
+from patchwatch.store.vulns import Fixing
+from patchwatch.store.vulns import fixing_sets
 
 log = logging.getLogger(__name__)
 
@@ -832,6 +839,7 @@ def refresh_host_updates(
         groups[key].append(host)
     psets = sorted({h.package_set_id for h in hosts if h.package_set_id is not None})
     existing = _existing_sets(psets if host_names else None)
+    fixes = fixing_sets(psets if host_names else None)
     works: dict[UpdateSetKey, _SetWork] = {}
     ctx.written_aside = _may_write_aside(ctx)
     writer = _BatchWriter(ctx, now, threaded=ctx.written_aside)
@@ -840,7 +848,7 @@ def refresh_host_updates(
         batch_rows = 0
         for members in groups.values():
             computed = ctx.computed
-            work = _resolve(ctx, members[0], existing, works, force)
+            work = _resolve(ctx, members[0], existing, works, force, fixes)
             fresh = work is None or ctx.computed > computed  # the first host is not reused
             ctx.reused += len(members) - (1 if fresh else 0)
             for host in members:
@@ -862,8 +870,15 @@ def _resolve(
     existing: dict[UpdateSetKey, tuple[int, str, int | None]],
     works: dict[UpdateSetKey, _SetWork],
     force: bool,
+    fixes: dict[tuple[int, int | None], Fixing] | None = None,
 ) -> _SetWork | None:
-    """The update set of a group of hosts with one host's inputs: reused or computed."""
+    """The update set of a group of hosts with one host's inputs: reused or computed.
+
+    An update of an installed package with a fixable vulnerability (``fixes``: from the
+    findings of the same package and repository set, ``store.vulns.fixing_sets``) is a
+    security update whatever repository offers it; the set's digest covers those
+    packages, so it is computed again when they change, and only then.
+    """
     if host.package_set_id is None:
         return None
     kernel = host.kernel or ""
@@ -873,11 +888,21 @@ def _resolve(
     if key in works:  # another group with the same inputs (e.g. a different OS release)
         return works[key]
     sources = sources_for(repository_membership(host, ctx), ctx)
+    fix = (fixes or {}).get((host.package_set_id, host.repository_set_id))
+    if fix is not None:
+        digest = hashlib.sha256(f"{sources.digest}|fixes:{fix[0]}".encode()).hexdigest()
+        sources = dataclasses.replace(sources, digest=digest)
     stored = existing.get(key)
     if stored is not None and stored[1] == sources.digest and not force:
         work = _SetWork(key, sources, stored[0], None, stored[2], computed=False)
     else:
         items, orphans = compute_items(ctx, sources, host.package_set_id)
+        if fix is not None and fix[1]:
+            fixing = fix[1]
+            items = {
+                pid: (avail, True, repo) if not sec and pid in fixing else (avail, sec, repo)
+                for pid, (avail, sec, repo) in items.items()
+            }
         work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True)
         ctx.computed += 1
     works[key] = work

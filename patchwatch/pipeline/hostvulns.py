@@ -24,29 +24,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from patchwatch.domain.records import OSInfo
-from patchwatch.domain.records import Package as PackageRecord
-from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.feeds import UPDATEINFO_PREFIX
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
+from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.store.db import chunks
-from patchwatch.store.db import database
-from patchwatch.store.db import placeholders
-from patchwatch.store.db import raw_sql
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import OSRelease
-from patchwatch.store.models import Package
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import package_ids_of
 from patchwatch.store.vuln_models import VulnAffected
@@ -57,8 +51,8 @@ from patchwatch.store.vulns import FindingRow
 from patchwatch.store.vulns import Meta
 from patchwatch.store.vulns import feeds_digest
 from patchwatch.store.vulns import load_records
+from patchwatch.store.vulns import record_names
 from patchwatch.store.vulns import save_set
-from patchwatch.store.vulns import sources_of
 from patchwatch.store.vulns import vulnerability_meta
 
 log = logging.getLogger(__name__)
@@ -66,7 +60,6 @@ log = logging.getLogger(__name__)
 __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
-_BINNMU = re.compile(r"\+b[0-9]+$")
 _Found = tuple[tuple[FindingRow, str], ...]  # a package's findings and their keys
 
 
@@ -89,26 +82,9 @@ class _Cache:
         self.offers: dict[int, dict[str, set[str]]] = {}  # mirror set -> name -> versions
 
     def ensure(self, ids: Iterable[int]) -> None:
-        """Read the names and versions records use for these packages: for a deb whose
-        source has another name (as a mirror's index says), the source's, at the
-        binary's version without a binNMU suffix (``+b1``: rebuilt, same source)."""
-        missing = sorted(set(ids).difference(self.rows))
-        table = Package._meta.table_name
-        sources = sources_of(missing)
-        for part in chunks(missing):
-            sql = raw_sql(
-                f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
-                f"WHERE id IN ({placeholders(len(part))})"
-            )
-            for pid, kind, name, epoch, version, release, arch in database.execute_sql(
-                sql, list(part)
-            ).fetchall():
-                rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
-                source = sources.get(pid)
-                if source is not None and kind == PackageKind.DEB.value:
-                    self.rows[pid] = (source, _BINNMU.sub("", rec.evr))
-                else:
-                    self.rows[pid] = (name, rec.evr)
+        """Read the names and versions records use for these packages
+        (``store.vulns.record_names``: a deb under its source's name)."""
+        self.rows.update(record_names(set(ids).difference(self.rows)))
 
     def names(self, pset: int) -> dict[str, set[str]]:
         ids = package_ids_of(pset)
@@ -144,6 +120,7 @@ class _Matcher:
         self.ecosystems = ecosystems
         self._index: FeedIndex | None = None
         self._memo: dict[tuple[str, tuple[int, ...], int], _Found] = {}
+        self._fixable: set[tuple[str, tuple[int, ...], int]] = set()  # memo keys
 
     @property
     def index(self) -> FeedIndex:
@@ -157,8 +134,9 @@ class _Matcher:
         mirror_sets: tuple[int, ...],
         pids: Iterable[int],
         cache: _Cache,
-    ) -> tuple[list[FindingRow], list[str]]:
-        """The findings of a set's packages (by id) and their keys, decided or remembered.
+    ) -> tuple[list[FindingRow], list[str], list[int]]:
+        """The findings of a set's packages (by id), their keys, and the packages with a
+        fixable finding (whose pending update fixes a vulnerability), decided or remembered.
 
         One dict lookup per installed package once it was decided for these sources: a
         package no record names is remembered as having none.
@@ -167,7 +145,8 @@ class _Matcher:
         offered: dict[str, set[str]] | None = None
         rows: list[FindingRow] = []
         keys: list[str] = []
-        label, memo = eco.label, self._memo
+        fixing: list[int] = []
+        label, memo, fixable = eco.label, self._memo, self._fixable
         missing = [pid for pid in pids if (label, mirror_sets, pid) not in memo]
         if missing:
             cache.ensure(missing)
@@ -185,11 +164,16 @@ class _Matcher:
                         eco, {name: [version]}, self.index, {name: offered.get(name, set())}
                     )
                     found = tuple((row, row.key) for row in _rows(decided))
+                    if any(row.status == FixStatus.FIXABLE.value for row, _k in found):
+                        fixable.add(memo_key)
                 memo[memo_key] = found
-            for row, key in found:
-                rows.append(row)
-                keys.append(key)
-        return rows, keys
+            if found:
+                for row, key in found:
+                    rows.append(row)
+                    keys.append(key)
+                if memo_key in fixable:
+                    fixing.append(pid)
+        return rows, keys, fixing
 
 
 def _mirror_sets(
@@ -232,8 +216,13 @@ def _with_errata(eco: HostEcosystem, repos: tuple[int, ...], errata: set[str]) -
     return dataclasses.replace(eco, names=eco.names | extra) if extra else eco
 
 
+# what a set stores beyond its findings: a set computed by rules that stored less
+# (before ``VulnSet.fixing``) is computed again
+_RULES = "fixing-1"
+
+
 def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...]) -> str:
-    h = hashlib.sha256(f"{feeds}\0{eco}\0".encode())
+    h = hashlib.sha256(f"{_RULES}\0{feeds}\0{eco}\0".encode())
     h.update(",".join(map(str, mirror_sets)).encode())
     return h.hexdigest()
 
@@ -317,12 +306,13 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
             else:
                 pids = package_ids_of(pset)
                 reads = _with_errata(eco, repos_of.get(rset, ()), errata)
-                rows, keys = matcher.assess(reads, mirror_sets, pids, cache)
+                rows, keys, fixing = matcher.assess(reads, mirror_sets, pids, cache)
                 if meta is None:
                     meta = vulnerability_meta()
                 with write_transaction():
                     set_of[key] = save_set(pset, rset, eco.label, digest, now, rows, meta,
-                                           known, keys, found[0] if found else None)  # fmt: skip
+                                           known, keys, found[0] if found else None,
+                                           fixing)  # fmt: skip
                 run.computed += 1
         else:
             run.reused += 1

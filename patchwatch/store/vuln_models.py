@@ -150,6 +150,8 @@ class VulnSet(BaseModel):
     """The findings of one (package set, repository set, ecosystem), shared by hosts.
 
     ``finding_ids``: the :class:`VulnFinding` ids, packed (``patchwatch.domain.packed_ids``).
+    ``fixing``: the installed package ids (of the package set) with a fixable finding,
+    packed: what the update computation reads (migration 20).
     ``summary``: what a scrape serves for its hosts (counts by severity and status, KEV
     fixable, oldest fixable critical/high, KEV vulnerabilities), as JSON, computed with
     the findings: a scrape then reads one row per set instead of every finding.
@@ -162,6 +164,9 @@ class VulnSet(BaseModel):
     computed_at = DoubleField()
     finding_ids = BlobField(null=True)
     summary = TextField(default="{}")
+    # installed package ids with a fixable finding, packed: their pending updates fix a
+    # vulnerability, so the update computation counts them as security updates
+    fixing = BlobField(null=True)
 
     class Meta:
         indexes = ((("package_set", "repository_set", "ecosystem"), True),)

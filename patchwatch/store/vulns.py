@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package as PackageRecord
+from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.epss import EpssScore
 from patchwatch.domain.vulns.feeds import affected_from_json
 from patchwatch.domain.vulns.feeds import ranges_to_json
@@ -41,6 +43,7 @@ from patchwatch.store.db import placeholders
 from patchwatch.store.db import raw_sql
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
 from patchwatch.store.sets import ensure_packages
 from patchwatch.store.vuln_models import PackageSource
 from patchwatch.store.vuln_models import VulnAffected
@@ -57,10 +60,12 @@ __all__ = [
     "FindingRow",
     "feeds_digest",
     "findings",
+    "fixing_sets",
     "fleet_os",
     "load_records",
     "named_cves",
     "rebuild_vulnerabilities",
+    "record_names",
     "remember_sources",
     "replace_epss",
     "replace_kev",
@@ -422,12 +427,15 @@ def save_set(
     known: dict[str, int] | None = None,
     keys: Sequence[str] | None = None,
     existing: int | None = None,
+    fixing: Iterable[int] = (),
 ) -> int:
     """Store one set's findings (ids packed) and summary; return the set's id.
 
-    ``existing``: the set's id when the caller knows it is stored (else looked up)."""
+    ``existing``: the set's id when the caller knows it is stored (else looked up).
+    ``fixing``: the installed package ids with a fixable finding (``VulnSet.fixing``)."""
     ids = finding_ids(rows, known if known is not None else {}, keys)
     packed = pack_ids(ids)
+    fixes = pack_ids(sorted(set(fixing)))
     summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
     if existing is None:
         where = (
@@ -443,14 +451,44 @@ def save_set(
         return int(
             VulnSet.insert(package_set=package_set, repository_set=repository_set,
                            ecosystem=ecosystem, inputs_digest=digest, computed_at=now,
-                           finding_ids=packed, summary=summary).execute()
+                           finding_ids=packed, summary=summary, fixing=fixes).execute()
         )  # fmt: skip
     sql = raw_sql(
-        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ? "
-        "WHERE id = ?"
+        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ?, "
+        "fixing = ? WHERE id = ?"
     )
-    database.execute_sql(sql, (digest, now, packed, summary, existing))
+    database.execute_sql(sql, (digest, now, packed, summary, fixes, existing))
     return existing
+
+
+Fixing = tuple[str, frozenset[int]]  # digest of the packed ids, the installed package ids
+
+
+def fixing_sets(package_sets: Iterable[int] | None = None) -> dict[tuple[int, int | None], Fixing]:
+    """Per (package set, repository set) with findings: the installed packages whose
+    update fixes a vulnerability, and a digest of them (what an update set's inputs
+    cover: it changes only when they do, not when a feed changes elsewhere).
+
+    Why keyed without the ecosystem: update sets are keyed by package and repository
+    set. The same package set under two ecosystems (two OS labels of one image) gets
+    the union of both.
+    """
+    out: dict[tuple[int, int | None], Fixing] = {}
+    blobs: dict[tuple[int, int | None], list[bytes]] = {}
+    query = VulnSet.select(VulnSet.package_set, VulnSet.repository_set, VulnSet.fixing)
+    parts = [None] if package_sets is None else list(chunks(sorted(set(package_sets))))
+    for part in parts:
+        q = query if part is None else query.where(VulnSet.package_set.in_(list(part)))
+        for pset, rset, blob in q.tuples():
+            blobs.setdefault((pset, rset), []).append(bytes(blob) if blob else b"")
+    for key, found in blobs.items():
+        ids: set[int] = set()
+        for blob in found:
+            if blob:
+                ids.update(unpack_ids(blob))
+        packed = pack_ids(sorted(ids)) or b""
+        out[key] = (hashlib.sha256(packed).hexdigest(), frozenset(ids))
+    return out
 
 
 def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
@@ -577,4 +615,36 @@ def sources_of(package_ids: Iterable[int]) -> dict[int, str]:
             f"WHERE package_id IN ({placeholders(len(part))})"
         )
         out.update(database.execute_sql(sql, list(part)).fetchall())
+    return out
+
+
+_BINNMU = re.compile(r"\+b[0-9]+$")
+
+
+def record_names(package_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """The name and version vulnerability records use for these installed packages.
+
+    RPM, apk and pacman records name the binary, at its version. Debian and Ubuntu
+    records name the *source* package: a deb whose source has another name (as a
+    mirror's index says) is matched under the source's name, at the binary's version
+    without a binNMU suffix (``+b1``: rebuilt, same source).
+    """
+    wanted = sorted(set(package_ids))
+    sources = sources_of(wanted)
+    table = Package._meta.table_name
+    out: dict[int, tuple[str, str]] = {}
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
+            f"WHERE id IN ({placeholders(len(part))})"
+        )
+        for pid, kind, name, epoch, version, release, arch in database.execute_sql(
+            sql, list(part)
+        ).fetchall():
+            rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
+            source = sources.get(pid)
+            if source is not None and kind == PackageKind.DEB.value:
+                out[pid] = (source, _BINNMU.sub("", rec.evr))
+            else:
+                out[pid] = (name, rec.evr)
     return out
