@@ -9,10 +9,10 @@ changed record, set or mirror recomputes only the sets that read it.
 
 Names matched: RPM distributions' records name binary packages, which hosts report.
 Debian and Ubuntu records name *source* packages: a binary is matched under its
-source's name when a mirror's index gave it (``Source:``, stored by the refresh in
-``package_source``), at its own version less a binNMU suffix, else under its own name
-(the many packages whose binary and source names agree: bash, openssl, curl). Hosts
-reporting each binary's source themselves (the agent's next step) is not wired yet.
+source's name and version as the agent reported them, else as a mirror's index gave
+the name (``Source:``; both stored in ``package_source``, see
+``store.vulns.record_names``), else under its own name (the many packages whose binary
+and source names agree: bash, openssl, curl).
 
 Status (``patchwatch.domain.vulns.match``): ``fixable`` names the offered version that
 carries the fix; ``fixed_upstream``, ``no_fix``. A host whose OS maps to no ecosystem is

@@ -631,10 +631,15 @@ def _host_update_counts(db: Database) -> None:
 def _vulnerability_fixes(db: Database) -> None:
     """Add ``vuln_set.fixing``: the installed packages of a set whose pending update fixes
     a vulnerability (``patchwatch.pipeline.hostvulns``). Existing sets are computed again at
-    the next run (their digest covers the rules' version), which fills it."""
+    the next run (their digest covers the rules' version), which fills it. Add
+    ``package_source.version``: the source version agents report (a binNMU's differs)."""
     if "fixing" not in {c.name for c in db.get_columns("vuln_set")}:
         blob = "BLOB" if isinstance(db, SqliteDatabase) else "BYTEA"
         db.execute_sql(f'ALTER TABLE "vuln_set" ADD COLUMN "fixing" {blob}')
+    if "version" not in {c.name for c in db.get_columns("package_source")}:
+        db.execute_sql(
+            'ALTER TABLE "package_source" ADD COLUMN "version" VARCHAR(255) NOT NULL DEFAULT \'\''
+        )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -661,7 +666,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
     Migration(19, "host update counts kept on the host row", _host_update_counts),
-    Migration(20, "vuln_set.fixing: updates that fix a vulnerability", _vulnerability_fixes),
+    Migration(20, "vuln_set.fixing; package_source.version from agents", _vulnerability_fixes),
 )
 
 LATEST = MIGRATIONS[-1].version

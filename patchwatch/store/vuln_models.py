@@ -174,11 +174,15 @@ class VulnSet(BaseModel):
 
 class PackageSource(BaseModel):
     """The source package of a binary whose source has another name (``libc6`` of
-    ``glibc``), as a mirror's apt index says (``Source:``): Debian's and Ubuntu's
-    vulnerability records name source packages, hosts report binaries."""
+    ``glibc``) or version (a binNMU), as the host's agent reports it or, for hosts that
+    do not (Patchman clients), a mirror's apt index says (``Source:``): Debian's and
+    Ubuntu's vulnerability records name source packages, hosts report binaries.
+    ``version`` "": not known (a mirror's index names no version apart).
+    """
 
     package = ForeignKeyField(Package, primary_key=True, on_delete="CASCADE")
     source = CharField(max_length=255)
+    version = CharField(max_length=255, default="")  # migration 20
 
 
 class VulnHost(BaseModel):

@@ -66,6 +66,7 @@ __all__ = [
     "named_cves",
     "rebuild_vulnerabilities",
     "record_names",
+    "remember_reported_sources",
     "remember_sources",
     "replace_epss",
     "replace_kev",
@@ -75,6 +76,7 @@ __all__ = [
     "set_finding_ids",
     "source_state",
     "sources_of",
+    "stored_sources",
     "summarize",
     "vulnerability_meta",
     "worst_by_vulnerability",
@@ -595,27 +597,57 @@ def remember_sources(sources: Mapping[PackageRecord, str]) -> int:
             f"SELECT package_id FROM {table} WHERE package_id IN ({placeholders(len(part))})"
         )
         known.update(pid for (pid,) in database.execute_sql(sql, list(part)).fetchall())
-    rows = [(ids[p], name[:255]) for p, name in sources.items() if ids[p] not in known]
+    rows = [(ids[p], name[:255], "") for p, name in sources.items() if ids[p] not in known]
     execute_many(
-        f"INSERT INTO {table} (package_id, source) VALUES (?, ?) "
+        f"INSERT INTO {table} (package_id, source, version) VALUES (?, ?, ?) "
         "ON CONFLICT (package_id) DO NOTHING",
         rows,
     )
     return len(rows)
 
 
-def sources_of(package_ids: Iterable[int]) -> dict[int, str]:
-    """The source names stored for these packages (only those that differ)."""
-    out: dict[int, str] = {}
+def remember_reported_sources(sources: Mapping[PackageRecord, tuple[str, str]]) -> int:
+    """Store each binary's source (name, version "" for the binary's own) as a host's
+    package manager reports it; return how many rows were written.
+
+    What a host's own dpkg or rpm says wins over a mirror's index (written over it; the
+    mirror's refresh never writes over a row): it names the source version too, and
+    covers packages no mirror the server reads has. Rows already saying the same are
+    left alone, so hosts of one image write their sources once.
+    """
+    if not sources:
+        return 0
+    ids = ensure_packages(sources)
+    wanted = {ids[p]: (name[:255], version[:255]) for p, (name, version) in sources.items()}
+    stored = stored_sources(wanted)
+    rows = [(pid, *value) for pid, value in sorted(wanted.items()) if stored.get(pid) != value]
+    execute_many(
+        f"INSERT INTO {PackageSource._meta.table_name} (package_id, source, version) "
+        "VALUES (?, ?, ?) ON CONFLICT (package_id) DO UPDATE SET source = excluded.source, "
+        "version = excluded.version",
+        rows,
+    )
+    return len(rows)
+
+
+def stored_sources(package_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """The source (name, version; "" when not known) stored for these packages."""
+    out: dict[int, tuple[str, str]] = {}
     table = PackageSource._meta.table_name
     wanted = sorted(set(package_ids))
     for part in chunks(wanted):
         sql = raw_sql(
-            f"SELECT package_id, source FROM {table} "
+            f"SELECT package_id, source, version FROM {table} "
             f"WHERE package_id IN ({placeholders(len(part))})"
         )
-        out.update(database.execute_sql(sql, list(part)).fetchall())
+        for pid, source, version in database.execute_sql(sql, list(part)).fetchall():
+            out[pid] = (source, version)
     return out
+
+
+def sources_of(package_ids: Iterable[int]) -> dict[int, str]:
+    """The source names stored for these packages (only those that differ)."""
+    return {pid: name for pid, (name, _v) in stored_sources(package_ids).items()}
 
 
 _BINNMU = re.compile(r"\+b[0-9]+$")
@@ -625,12 +657,13 @@ def record_names(package_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     """The name and version vulnerability records use for these installed packages.
 
     RPM, apk and pacman records name the binary, at its version. Debian and Ubuntu
-    records name the *source* package: a deb whose source has another name (as a
-    mirror's index says) is matched under the source's name, at the binary's version
-    without a binNMU suffix (``+b1``: rebuilt, same source).
+    records name the *source* package: a deb whose source differs is matched under the
+    source's name and version as the host's agent reported them, else (Patchman
+    clients) under the name a mirror's index gives, at the binary's version without a
+    binNMU suffix (``+b1``: rebuilt, same source).
     """
     wanted = sorted(set(package_ids))
-    sources = sources_of(wanted)
+    sources = stored_sources(wanted)
     table = Package._meta.table_name
     out: dict[int, tuple[str, str]] = {}
     for part in chunks(wanted):
@@ -644,7 +677,7 @@ def record_names(package_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
             rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
             source = sources.get(pid)
             if source is not None and kind == PackageKind.DEB.value:
-                out[pid] = (source, _BINNMU.sub("", rec.evr))
+                out[pid] = (source[0], source[1] or _BINNMU.sub("", rec.evr))
             else:
                 out[pid] = (name, rec.evr)
     return out
