@@ -116,7 +116,9 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
     if args.file and not args.source:
         usage_error("--file needs --source: the feed it is a copy of")
     outcomes = refresh_vulns(settings, only=args.source, file=args.file, force=args.force)
-    run = refresh_host_vulns(time.time())
+    run = refresh_host_vulns(
+        time.time(), first_seen_at_publication=settings.vulns_first_seen_at_publication
+    )
     failed = [o for o in outcomes if o.outcome == "failed"]
     for o in outcomes:
         line = printable(f"{o.outcome:<10} {o.name}: ")

@@ -170,18 +170,27 @@ def refresh_vuln_feeds(settings: Settings) -> Callable[[float], str]:
     def run(now: float) -> str:
         with fetch_scope(stop=current_stop()):
             outcomes = refresh_vulns(settings)
-        vulns = refresh_host_vulns(now)
+        vulns = refresh_host_vulns(
+            now, first_seen_at_publication=settings.vulns_first_seen_at_publication
+        )
         detail = f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
         return detail + _updates_after(vulns.computed, now)
 
     return run
 
 
-def compute_vulns(now: float) -> str:
-    """Recompute findings whose inputs (package set, mirror data, feeds) changed."""
-    run = refresh_host_vulns(now)
-    detail = f"{run.computed} vulnerability sets computed, {run.reused} reused"
-    return detail + _updates_after(run.computed, now)
+def compute_vulns(settings: Settings) -> Callable[[float], str]:
+    """The findings job: recompute findings whose inputs (package set, mirror data,
+    feeds) changed."""
+
+    def run(now: float) -> str:
+        found = refresh_host_vulns(
+            now, first_seen_at_publication=settings.vulns_first_seen_at_publication
+        )
+        detail = f"{found.computed} vulnerability sets computed, {found.reused} reused"
+        return detail + _updates_after(found.computed, now)
+
+    return run
 
 
 def _updates_after(computed: int, now: float) -> str:
@@ -240,7 +249,11 @@ def default_jobs(settings: Settings) -> list[Job]:
                     settings.vulns_refresh_interval_minutes * 60,
                     refresh_vuln_feeds(settings),
                 ),
-                Job("compute_vulns", settings.updates_interval_minutes * 60, compute_vulns),
+                Job(
+                    "compute_vulns",
+                    settings.updates_interval_minutes * 60,
+                    compute_vulns(settings),
+                ),
             ]
             if settings.vulns_enabled
             else []

@@ -7,6 +7,7 @@ suite-based rule calls "other".
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -263,3 +264,60 @@ def test_pending_updates_list_what_they_fix_in_api_console_and_cli(
         assert shown.returncode == 0, shown.stderr
         assert "advisories fixed by pending updates (4):" in shown.stdout
         assert "https://security-tracker.debian.org/tracker/DSA-5514-1" in shown.stdout
+
+
+# --- first seen at publication ---------------------------------------------------------
+
+NOW = 1_800_000_000.0  # 2027: long after the fixture's advisories were published
+
+
+def _first_seen(name: str) -> float:
+    host = Host.get(Host.name == name)
+    (row,) = [u for u in HostUpdate.select().where(HostUpdate.host == host.id)
+              if u.installed.name == "glibc"]  # fmt: skip
+    return row.first_seen_at
+
+
+def test_first_seen_of_a_fixing_update_starts_at_publication(db, tmp_path) -> None:
+    from patchwatch.store.vuln_models import Vulnerability
+
+    report("web1", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
+    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], NOW)
+    refresh_host_updates(NOW)
+    assert _first_seen("web1") == NOW  # the day patchwatch is installed
+
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(NOW + 10)
+    refresh_host_updates(NOW + 20)
+    published = min(
+        Vulnerability.get_by_id(v).published for v in ("CVE-2023-4911", "CVE-2023-4527")
+    )
+    assert published < NOW - 365 * 86400
+    # the kept row is backdated, the count's oldest time with it; tzdata fixes nothing
+    assert _first_seen("web1") == published
+    assert Host.get(Host.name == "web1").oldest_security_at == published
+    assert updates("web1")["tzdata"][2] == NOW
+
+    # a host reporting later gets its update set's rows copied, then backdated
+    report("web2", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
+    refresh_host_updates(NOW + 30)
+    assert _first_seen("web2") == published
+    assert updates("web2")["tzdata"][2] == NOW + 30
+    assert Host.get(Host.name == "web2").oldest_security_at == published
+
+
+def test_first_seen_at_publication_off(db, tmp_path) -> None:
+    from patchwatch.scheduler.runner import default_jobs
+
+    report("web1", [deb("glibc", "2.36-9+deb12u1")])
+    publish([deb("glibc", "2.36-9+deb12u3")], NOW)
+    refresh_host_updates(NOW)
+    settings = dataclasses.replace(local(tmp_path), vulns_first_seen_at_publication=False)
+    jobs = {j.name: j for j in default_jobs(settings)}
+    jobs["refresh_vulns"].run(NOW + 10)
+    assert updates("web1")["glibc"][1:] == (True, NOW)  # security, first seen as seen
+    assert Host.get(Host.name == "web1").oldest_security_at == NOW
+    # turned on: the sets are computed again (their digest covers it), and backdated
+    on = {j.name: j for j in default_jobs(local(tmp_path))}
+    assert on["compute_vulns"].run(NOW + 20).startswith("1 vulnerability sets computed")
+    assert _first_seen("web1") < NOW

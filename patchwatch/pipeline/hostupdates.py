@@ -530,6 +530,9 @@ class _SetWork:
     items: Items | None  # None: stored items, read when its hosts are written
     orphans: int | None
     computed: bool  # computed and not written yet
+    # installed id -> the time its update's first-seen may start at: the earliest
+    # publication of the vulnerabilities it fixes (``vulns_first_seen_at_publication``)
+    since: dict[int, float] = field(default_factory=dict)
 
 
 def _existing_sets(psets: list[int] | None) -> dict[UpdateSetKey, tuple[int, str, int | None]]:
@@ -664,8 +667,17 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     copies: list[tuple[int, int]] = []  # (host id, update set id): rows copied in SQL
     flips: dict[bool, list[int]] = defaultdict(list)  # held flag -> rows to set it on
     stamps: list[tuple[object, ...]] = []  # the host rows to write, one statement each
+    earlier_rows: list[tuple[float, int]] = []  # (first seen, row id): kept rows backdated
+    earlier_copies: list[tuple[float, int, int, float]] = []  # copied rows backdated
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
+        since = work.since if work is not None else {}
+
+        def start(inst: int, base: float, since: dict[int, float] = since) -> float:
+            """A first-seen time: ``base``, or the publication of what it fixes if earlier."""
+            t = since.get(inst)
+            return t if t is not None and t < base else base
+
         security_names = reported.get(host.id)
         held: set[int] = set()  # installed ids of desired updates the host holds
         host_holds = holds.get(host.id)
@@ -685,9 +697,13 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         if not (cur or security_names or held) and desired and work is not None and work.id:
             copies.append((host.id, work.id))  # exactly its update set's stored items
             changed = True
+            for inst in since.keys() & desired.keys():
+                t = start(inst, now)
+                earlier_copies.append((t, host.id, inst, t))
         elif not cur:
             new_rows.extend(
-                (host.id, inst, *item, now, inst in held) for inst, item in desired.items()
+                (host.id, inst, *item, start(inst, now), inst in held)
+                for inst, item in desired.items()
             )
             changed = bool(desired)
         else:
@@ -698,15 +714,19 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             for inst, item in desired.items():
                 old = cur.get(inst)
                 if old is None:
-                    new_rows.append((host.id, inst, *item, now, inst in held))
+                    new_rows.append((host.id, inst, *item, start(inst, now), inst in held))
                     changed = True
                 elif old[1:4] != item:
                     gone.append(old[0])
-                    new_rows.append((host.id, inst, *item, old[4], inst in held))
+                    new_rows.append((host.id, inst, *item, start(inst, old[4]), inst in held))
                     changed = True
-                elif old[5] != (inst in held):
-                    flips[inst in held].append(old[0])
-                    changed = True
+                else:
+                    if old[5] != (inst in held):
+                        flips[inst in held].append(old[0])
+                        changed = True
+                    if start(inst, old[4]) < old[4]:
+                        earlier_rows.append((start(inst, old[4]), old[0]))
+                        changed = True
         newer_kernel = None
         if host.package_set_id is not None:
             nk_key = (host.kernel or "", host.package_set_id)
@@ -721,7 +741,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                   host.oldest_security_at)  # fmt: skip
         # rows unchanged: so are their counts (dbcheck compares them), unless never written
         recount = changed or stored[0] is None
-        counts = _counts(desired, held, cur, now) if recount else stored
+        counts = _counts(desired, held, cur, now, since) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
@@ -748,6 +768,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         for chunk in chunks(row_ids):
             HostUpdate.update(held=flag).where(HostUpdate.id.in_(list(chunk))).execute()
     _copy_set_items(copies, now)
+    update_many(f"UPDATE {_T_HOST_UPDATE} SET first_seen_at = ? WHERE id = ?", earlier_rows)
+    update_many(
+        f"UPDATE {_T_HOST_UPDATE} SET first_seen_at = ? WHERE host_id = ? AND installed_id = ? "
+        "AND first_seen_at > ?",
+        earlier_copies,
+    )
     update_many(
         f"UPDATE {_T_HOST} SET updates_computed_at = ?, reboot_kernel = ?, "
         "packages_without_repository = ?, updates_complete = ?, updates_inputs_at = ?, "
@@ -758,13 +784,18 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
 
 
 def _counts(
-    desired: Items, held: set[int], current: dict[int, CurrentUpdate] | None, now: float
+    desired: Items,
+    held: set[int],
+    current: dict[int, CurrentUpdate] | None,
+    now: float,
+    since: dict[int, float] | None = None,
 ) -> tuple[int, int, int, float | None]:
     """The host's counts (``patchwatch.store.host_counts``) once its updates are written:
     security, other, held, and the first-seen time of its oldest security update.
 
     Counted from what is written rather than read back, in the same transaction: a
-    kept or replaced update keeps its first-seen time, a new one is seen ``now``.
+    kept or replaced update keeps its first-seen time, a new one is seen ``now``; one
+    that fixes a vulnerability starts at ``since`` when that is earlier.
     """
     security = other = held_count = 0
     oldest: float | None = None
@@ -777,6 +808,8 @@ def _counts(
             security += 1
             old = current.get(inst) if current else None
             seen = old[4] if old is not None else now
+            if since and inst in since and since[inst] < seen:
+                seen = since[inst]
             if oldest is None or seen < oldest:
                 oldest = seen
     return security, other, held_count, oldest
@@ -889,12 +922,13 @@ def _resolve(
         return works[key]
     sources = sources_for(repository_membership(host, ctx), ctx)
     fix = (fixes or {}).get((host.package_set_id, host.repository_set_id))
+    since = {p: t for p, t in fix[1].items() if t is not None} if fix is not None else {}
     if fix is not None:
         digest = hashlib.sha256(f"{sources.digest}|fixes:{fix[0]}".encode()).hexdigest()
         sources = dataclasses.replace(sources, digest=digest)
     stored = existing.get(key)
     if stored is not None and stored[1] == sources.digest and not force:
-        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False)
+        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False, since=since)
     else:
         items, orphans = compute_items(ctx, sources, host.package_set_id)
         if fix is not None and fix[1]:
@@ -903,7 +937,7 @@ def _resolve(
                 pid: (avail, True, repo) if not sec and pid in fixing else (avail, sec, repo)
                 for pid, (avail, sec, repo) in items.items()
             }
-        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True)
+        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True, since)
         ctx.computed += 1
     works[key] = work
     return work

@@ -120,7 +120,8 @@ class _Matcher:
         self.ecosystems = ecosystems
         self._index: FeedIndex | None = None
         self._memo: dict[tuple[str, tuple[int, ...], int], _Found] = {}
-        self._fixable: set[tuple[str, tuple[int, ...], int]] = set()  # memo keys
+        # memo key -> the vulnerabilities its update fixes (only those with some)
+        self._fixable: dict[tuple[str, tuple[int, ...], int], tuple[str, ...]] = {}
 
     @property
     def index(self) -> FeedIndex:
@@ -134,9 +135,10 @@ class _Matcher:
         mirror_sets: tuple[int, ...],
         pids: Iterable[int],
         cache: _Cache,
-    ) -> tuple[list[FindingRow], list[str], list[int]]:
+    ) -> tuple[list[FindingRow], list[str], dict[int, tuple[str, ...]]]:
         """The findings of a set's packages (by id), their keys, and the packages with a
-        fixable finding (whose pending update fixes a vulnerability), decided or remembered.
+        fixable finding (whose pending update fixes a vulnerability) with the
+        vulnerabilities it fixes, decided or remembered.
 
         One dict lookup per installed package once it was decided for these sources: a
         package no record names is remembered as having none.
@@ -145,7 +147,7 @@ class _Matcher:
         offered: dict[str, set[str]] | None = None
         rows: list[FindingRow] = []
         keys: list[str] = []
-        fixing: list[int] = []
+        fixing: dict[int, tuple[str, ...]] = {}
         label, memo, fixable = eco.label, self._memo, self._fixable
         missing = [pid for pid in pids if (label, mirror_sets, pid) not in memo]
         if missing:
@@ -164,15 +166,20 @@ class _Matcher:
                         eco, {name: [version]}, self.index, {name: offered.get(name, set())}
                     )
                     found = tuple((row, row.key) for row in _rows(decided))
-                    if any(row.status == FixStatus.FIXABLE.value for row, _k in found):
-                        fixable.add(memo_key)
+                    fixed = tuple(
+                        row.vulnerability
+                        for row, _k in found
+                        if row.status == FixStatus.FIXABLE.value
+                    )
+                    if fixed:
+                        fixable[memo_key] = fixed
                 memo[memo_key] = found
             if found:
                 for row, key in found:
                     rows.append(row)
                     keys.append(key)
                 if memo_key in fixable:
-                    fixing.append(pid)
+                    fixing[pid] = fixable[memo_key]
         return rows, keys, fixing
 
 
@@ -218,11 +225,11 @@ def _with_errata(eco: HostEcosystem, repos: tuple[int, ...], errata: set[str]) -
 
 # what a set stores beyond its findings: a set computed by rules that stored less
 # (before ``VulnSet.fixing``) is computed again
-_RULES = "fixing-1"
+_RULES = "fixing-2"
 
 
-def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...]) -> str:
-    h = hashlib.sha256(f"{_RULES}\0{feeds}\0{eco}\0".encode())
+def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...], since: bool = True) -> str:
+    h = hashlib.sha256(f"{_RULES}\0{feeds}\0{eco}\0{since}\0".encode())
     h.update(",".join(map(str, mirror_sets)).encode())
     return h.hexdigest()
 
@@ -254,10 +261,25 @@ def _rows(findings: list[Finding]) -> list[FindingRow]:
     ]  # fmt: skip
 
 
-def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> VulnRun:
+def _since(fixing: dict[int, tuple[str, ...]], meta: Meta, wanted: bool) -> dict[int, float | None]:
+    """Per package whose update fixes something, the earliest publication of what it
+    fixes: when its update's first-seen may start (``vulns_first_seen_at_publication``;
+    None when not wanted or no publication is known)."""
+    out: dict[int, float | None] = {}
+    for pid, vulns in fixing.items():
+        times = [t for v in vulns if (t := meta.get(v, ("", False, None))[2]) is not None]
+        out[pid] = min(times) if wanted and times else None
+    return out
+
+
+def refresh_host_vulns(
+    now: float | None = None, *, force: bool = False, first_seen_at_publication: bool = True
+) -> VulnRun:
     """Compute the findings of every (package set, repository set, ecosystem) that changed.
 
     ``force`` recomputes every set (after a change of the matching rules themselves).
+    ``first_seen_at_publication``: the setting ``vulns_first_seen_at_publication``,
+    stored with each set for the update computation (``store.vulns.fixing_sets``).
     """
     started = time.monotonic()
     now = time.time() if now is None else now
@@ -298,7 +320,7 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
         key: SetKey = (pset, rset, eco.label)
         if key not in set_of:
             mirror_sets = _mirror_sets(rset, memo, repos_of)
-            digest = _digest(feeds, eco.label, mirror_sets)
+            digest = _digest(feeds, eco.label, mirror_sets, first_seen_at_publication)
             found = existing.get(key)
             if found is not None and found[1] == digest and not force:
                 set_of[key] = found[0]
@@ -309,10 +331,11 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
                 rows, keys, fixing = matcher.assess(reads, mirror_sets, pids, cache)
                 if meta is None:
                     meta = vulnerability_meta()
+                since = _since(fixing, meta, first_seen_at_publication)
                 with write_transaction():
                     set_of[key] = save_set(pset, rset, eco.label, digest, now, rows, meta,
                                            known, keys, found[0] if found else None,
-                                           fixing)  # fmt: skip
+                                           since)  # fmt: skip
                 run.computed += 1
         else:
             run.reused += 1

@@ -630,12 +630,14 @@ def _host_update_counts(db: Database) -> None:
 
 def _vulnerability_fixes(db: Database) -> None:
     """Add ``vuln_set.fixing``: the installed packages of a set whose pending update fixes
-    a vulnerability (``patchwatch.pipeline.hostvulns``). Existing sets are computed again at
+    a vulnerability (``patchwatch.pipeline.hostvulns``), and ``fixing_since``: the
+    earliest publication of what each fixes. Existing sets are computed again at
     the next run (their digest covers the rules' version), which fills it. Add
     ``package_source.version``: the source version agents report (a binNMU's differs)."""
-    if "fixing" not in {c.name for c in db.get_columns("vuln_set")}:
-        blob = "BLOB" if isinstance(db, SqliteDatabase) else "BYTEA"
-        db.execute_sql(f'ALTER TABLE "vuln_set" ADD COLUMN "fixing" {blob}')
+    blob = "BLOB" if isinstance(db, SqliteDatabase) else "BYTEA"
+    for column in ("fixing", "fixing_since"):
+        if column not in {c.name for c in db.get_columns("vuln_set")}:
+            db.execute_sql(f'ALTER TABLE "vuln_set" ADD COLUMN "{column}" {blob}')
     if "version" not in {c.name for c in db.get_columns("package_source")}:
         db.execute_sql(
             'ALTER TABLE "package_source" ADD COLUMN "version" VARCHAR(255) NOT NULL DEFAULT \'\''

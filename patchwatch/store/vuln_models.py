@@ -167,6 +167,9 @@ class VulnSet(BaseModel):
     # installed package ids with a fixable finding, packed: their pending updates fix a
     # vulnerability, so the update computation counts them as security updates
     fixing = BlobField(null=True)
+    # beside each of them, the earliest publication of what it fixes (float64, NaN:
+    # none known or not wanted), the first-seen time its update may start at
+    fixing_since = BlobField(null=True)
 
     class Meta:
         indexes = ((("package_set", "repository_set", "ecosystem"), True),)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from array import array
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -429,15 +431,20 @@ def save_set(
     known: dict[str, int] | None = None,
     keys: Sequence[str] | None = None,
     existing: int | None = None,
-    fixing: Iterable[int] = (),
+    fixing: Mapping[int, float | None] | None = None,
 ) -> int:
     """Store one set's findings (ids packed) and summary; return the set's id.
 
     ``existing``: the set's id when the caller knows it is stored (else looked up).
-    ``fixing``: the installed package ids with a fixable finding (``VulnSet.fixing``)."""
+    ``fixing``: the installed package ids with a fixable finding (``VulnSet.fixing``),
+    each with the first-seen time its update may start at (None: none)."""
     ids = finding_ids(rows, known if known is not None else {}, keys)
     packed = pack_ids(ids)
-    fixes = pack_ids(sorted(set(fixing)))
+    fixing = fixing or {}
+    order = sorted(fixing)
+    fixes = pack_ids(order)
+    times: list[float] = [math.nan if (t := fixing[p]) is None else t for p in order]
+    since = array("d", times).tobytes()
     summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
     if existing is None:
         where = (
@@ -453,43 +460,52 @@ def save_set(
         return int(
             VulnSet.insert(package_set=package_set, repository_set=repository_set,
                            ecosystem=ecosystem, inputs_digest=digest, computed_at=now,
-                           finding_ids=packed, summary=summary, fixing=fixes).execute()
+                           finding_ids=packed, summary=summary, fixing=fixes,
+                           fixing_since=since or None).execute()
         )  # fmt: skip
     sql = raw_sql(
         f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ?, "
-        "fixing = ? WHERE id = ?"
+        "fixing = ?, fixing_since = ? WHERE id = ?"
     )
-    database.execute_sql(sql, (digest, now, packed, summary, fixes, existing))
+    database.execute_sql(sql, (digest, now, packed, summary, fixes, since or None, existing))
     return existing
 
 
-Fixing = tuple[str, frozenset[int]]  # digest of the packed ids, the installed package ids
+Fixing = tuple[str, dict[int, float | None]]  # digest; installed id -> first seen from
 
 
 def fixing_sets(package_sets: Iterable[int] | None = None) -> dict[tuple[int, int | None], Fixing]:
     """Per (package set, repository set) with findings: the installed packages whose
-    update fixes a vulnerability, and a digest of them (what an update set's inputs
-    cover: it changes only when they do, not when a feed changes elsewhere).
+    update fixes a vulnerability, each with the time its first-seen may start at (the
+    earliest publication of what it fixes; None: not known or not wanted), and a
+    digest of them (what an update set's inputs cover: it changes only when they do,
+    not when a feed changes elsewhere).
 
     Why keyed without the ecosystem: update sets are keyed by package and repository
     set. The same package set under two ecosystems (two OS labels of one image) gets
-    the union of both.
+    the union of both, the earlier time where both name a package.
     """
-    out: dict[tuple[int, int | None], Fixing] = {}
-    blobs: dict[tuple[int, int | None], list[bytes]] = {}
-    query = VulnSet.select(VulnSet.package_set, VulnSet.repository_set, VulnSet.fixing)
+    found: dict[tuple[int, int | None], dict[int, float | None]] = {}
+    query = VulnSet.select(
+        VulnSet.package_set, VulnSet.repository_set, VulnSet.fixing, VulnSet.fixing_since
+    )
     parts = [None] if package_sets is None else list(chunks(sorted(set(package_sets))))
     for part in parts:
         q = query if part is None else query.where(VulnSet.package_set.in_(list(part)))
-        for pset, rset, blob in q.tuples():
-            blobs.setdefault((pset, rset), []).append(bytes(blob) if blob else b"")
-    for key, found in blobs.items():
-        ids: set[int] = set()
-        for blob in found:
-            if blob:
-                ids.update(unpack_ids(blob))
-        packed = pack_ids(sorted(ids)) or b""
-        out[key] = (hashlib.sha256(packed).hexdigest(), frozenset(ids))
+        for pset, rset, blob, since_blob in q.tuples():
+            fixes = found.setdefault((pset, rset), {})
+            if not blob:
+                continue
+            ids = unpack_ids(bytes(blob))
+            since = array("d", bytes(since_blob)) if since_blob else array("d")
+            for i, pid in enumerate(ids):
+                t = since[i] if i < len(since) and not math.isnan(since[i]) else None
+                old = fixes.get(pid)
+                fixes[pid] = t if old is None else (old if t is None else min(old, t))
+    out: dict[tuple[int, int | None], Fixing] = {}
+    for key, fixes in found.items():
+        text = ";".join(f"{pid}:{fixes[pid]}" for pid in sorted(fixes))
+        out[key] = (hashlib.sha256(text.encode()).hexdigest(), fixes)
     return out
 
 
