@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
-from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.ecosystems import host_ecosystem
 from patchwatch.domain.vulns.feeds import UPDATEINFO_PREFIX
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
@@ -238,14 +238,15 @@ def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
     query = (
         Host.select(
             Host.id, Host.package_set, Host.repository_set, OSRelease.family, OSRelease.os_id,
-            OSRelease.name, OSRelease.version, OSRelease.codename,
+            OSRelease.name, OSRelease.version, OSRelease.codename, OSRelease.vuln_ecosystem,
         )
         .join(OSRelease, on=(Host.os_release == OSRelease.id))
         .tuples()
     )  # fmt: skip
     out = []
-    for hid, pset, rset, family, os_id, name, version, codename in query:
-        eco = ecosystem_for_os(OSInfo(family, os_id, name, version, codename))
+    for hid, pset, rset, family, os_id, name, version, codename, override in query:
+        # the OS group's override when an operator set one, else os-release's mapping
+        eco = host_ecosystem(OSInfo(family, os_id, name, version, codename), override)
         out.append((hid, pset, rset, eco))
     return out
 
@@ -320,7 +321,10 @@ def refresh_host_vulns(
         key: SetKey = (pset, rset, eco.label)
         if key not in set_of:
             mirror_sets = _mirror_sets(rset, memo, repos_of)
-            digest = _digest(feeds, eco.label, mirror_sets, first_seen_at_publication)
+            # every ecosystem it reads, not only the label: an OS group's override may
+            # add one under the same label
+            read_names = f"{eco.label}|{','.join(sorted(eco.names))}|{','.join(eco.prefixes)}"
+            digest = _digest(feeds, read_names, mirror_sets, first_seen_at_publication)
             found = existing.get(key)
             if found is not None and found[1] == digest and not force:
                 set_of[key] = found[0]

@@ -64,6 +64,7 @@ __all__ = [
     "findings",
     "fixing_sets",
     "fleet_os",
+    "fleet_os_groups",
     "load_records",
     "named_cves",
     "rebuild_vulnerabilities",
@@ -91,6 +92,24 @@ def source_state(name: str, location: str = "") -> VulnSource:
     """The state row of a feed, created (with no data) on first use."""
     row, _ = VulnSource.get_or_create(name=name, defaults={"location": location})
     return row
+
+
+def fleet_os_groups() -> list[tuple[OSInfo, str]]:
+    """The distinct operating systems of the hosts that have reported, each with its OS
+    group's ecosystem override ("" for none)."""
+    rows = (
+        OSRelease.select(
+            OSRelease.family, OSRelease.os_id, OSRelease.name, OSRelease.version,
+            OSRelease.codename, OSRelease.vuln_ecosystem,
+        )
+        .join(Host, on=(Host.os_release == OSRelease.id))
+        .distinct()
+        .tuples()
+    )  # fmt: skip
+    return [
+        (OSInfo(family=f, id=i, name=n, version=v, codename=c), override)
+        for f, i, n, v, c, override in rows
+    ]
 
 
 def fleet_os() -> list[OSInfo]:
