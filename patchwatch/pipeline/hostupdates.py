@@ -76,6 +76,8 @@ from patchwatch.store.package_sets import WHOLE_MEMBER_ROWS
 from patchwatch.store.package_sets import matching_members
 from patchwatch.store.package_sets import package_ids_of
 from patchwatch.store.vulns import Fixing
+from patchwatch.store.vulns import FixingBlobs
+from patchwatch.store.vulns import decode_fixing
 from patchwatch.store.vulns import fixing_sets
 
 log = logging.getLogger(__name__)
@@ -530,9 +532,19 @@ class _SetWork:
     items: Items | None  # None: stored items, read when its hosts are written
     orphans: int | None
     computed: bool  # computed and not written yet
-    # installed id -> the time its update's first-seen may start at: the earliest
-    # publication of the vulnerabilities it fixes (``vulns_first_seen_at_publication``)
-    since: dict[int, float] = field(default_factory=dict)
+    # the findings' fixing packages as stored (``store.vulns.fixing_sets``), decoded
+    # only for hosts a run writes: an unchanged run never decodes them
+    fix_blobs: FixingBlobs = ()
+    fresh: bool = False  # computed in this run: kept rows may need moving back
+    _since: dict[int, float] | None = None
+
+    def since(self) -> dict[int, float]:
+        """Installed id -> the time its update's first-seen may start at: the earliest
+        publication of the vulnerabilities it fixes (``vulns_first_seen_at_publication``)."""
+        if self._since is None:
+            decoded = decode_fixing(self.fix_blobs) if self.fix_blobs else {}
+            self._since = {p: t for p, t in decoded.items() if t is not None}
+        return self._since
 
 
 def _existing_sets(psets: list[int] | None) -> dict[UpdateSetKey, tuple[int, str, int | None]]:
@@ -671,11 +683,11 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     earlier_copies: list[tuple[float, int, int, float]] = []  # copied rows backdated
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
-        since = work.since if work is not None else {}
+        fixes = work if work is not None and work.fix_blobs else None
 
-        def start(inst: int, base: float, since: dict[int, float] = since) -> float:
+        def start(inst: int, base: float, fixes: _SetWork | None = fixes) -> float:
             """A first-seen time: ``base``, or the publication of what it fixes if earlier."""
-            t = since.get(inst)
+            t = fixes.since().get(inst) if fixes is not None else None
             return t if t is not None and t < base else base
 
         security_names = reported.get(host.id)
@@ -697,7 +709,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         if not (cur or security_names or held) and desired and work is not None and work.id:
             copies.append((host.id, work.id))  # exactly its update set's stored items
             changed = True
-            for inst in since.keys() & desired.keys():
+            for inst in fixes.since().keys() & desired.keys() if fixes is not None else ():
                 t = start(inst, now)
                 earlier_copies.append((t, host.id, inst, t))
         elif not cur:
@@ -724,7 +736,8 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                     if old[5] != (inst in held):
                         flips[inst in held].append(old[0])
                         changed = True
-                    if start(inst, old[4]) < old[4]:
+                    # only when the set's fixes changed in this run (else done before)
+                    if fixes is not None and fixes.fresh and start(inst, old[4]) < old[4]:
                         earlier_rows.append((start(inst, old[4]), old[0]))
                         changed = True
         newer_kernel = None
@@ -741,6 +754,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                   host.oldest_security_at)  # fmt: skip
         # rows unchanged: so are their counts (dbcheck compares them), unless never written
         recount = changed or stored[0] is None
+        since = fixes.since() if recount and fixes is not None else None
         counts = _counts(desired, held, cur, now, since) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
@@ -922,22 +936,23 @@ def _resolve(
         return works[key]
     sources = sources_for(repository_membership(host, ctx), ctx)
     fix = (fixes or {}).get((host.package_set_id, host.repository_set_id))
-    since = {p: t for p, t in fix[1].items() if t is not None} if fix is not None else {}
+    blobs = fix[1] if fix is not None else ()
     if fix is not None:
         digest = hashlib.sha256(f"{sources.digest}|fixes:{fix[0]}".encode()).hexdigest()
         sources = dataclasses.replace(sources, digest=digest)
     stored = existing.get(key)
     if stored is not None and stored[1] == sources.digest and not force:
-        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False, since=since)
+        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False, fix_blobs=blobs)
     else:
         items, orphans = compute_items(ctx, sources, host.package_set_id)
-        if fix is not None and fix[1]:
-            fixing = fix[1]
-            items = {
+        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True,
+                        fix_blobs=blobs, fresh=True)  # fmt: skip
+        if blobs:
+            fixing = decode_fixing(blobs)
+            work.items = {
                 pid: (avail, True, repo) if not sec and pid in fixing else (avail, sec, repo)
                 for pid, (avail, sec, repo) in items.items()
             }
-        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True, since)
         ctx.computed += 1
     works[key] = work
     return work
