@@ -254,6 +254,8 @@ def update_fixes(host: Host) -> dict[tuple[str, str], list[dict[str, object]]] |
     link = VulnHost.get_or_none(VulnHost.host == host.id)
     if link is None or link.vuln_set_id is None or not feeds_loaded():
         return None
+    if link.vuln_set.package_set_id != host.package_set_id:
+        return None  # findings of the packages it had before: not computed yet for these
     installed = {
         pid: (name, arch)
         for pid, name, arch in HostUpdate.select(HostUpdate.installed, Package.name, Package.arch)
