@@ -321,3 +321,23 @@ def test_first_seen_at_publication_off(db, tmp_path) -> None:
     on = {j.name: j for j in default_jobs(local(tmp_path))}
     assert on["compute_vulns"].run(NOW + 20).startswith("1 vulnerability sets computed")
     assert _first_seen("web1") < NOW
+
+
+def test_fixes_unknown_until_the_findings_are_of_the_hosts_packages(db, tmp_path) -> None:
+    from patchwatch.inventory.vulns import update_fixes
+
+    report("web1", [deb("glibc", "2.36-9+deb12u1")])
+    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0)
+    refresh_vulns(local(tmp_path))
+    refresh_host_vulns(300.0)
+    refresh_host_updates(400.0)
+    fixes = update_fixes(Host.get(Host.name == "web1"))
+    assert fixes is not None and [f["id"] for f in fixes[("glibc", "amd64")]] == [
+        "CVE-2023-4527", "CVE-2023-4911"]  # fmt: skip
+    # a new report with another package: its findings are not computed yet
+    report("web1", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
+    refresh_host_updates(500.0)
+    assert update_fixes(Host.get(Host.name == "web1")) is None
+    refresh_host_vulns(600.0)
+    fixes = update_fixes(Host.get(Host.name == "web1"))
+    assert fixes is not None and fixes[("tzdata", "amd64")] == []
