@@ -27,6 +27,7 @@ from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.processing import apply_report
 from patchwatch.pipeline.processing import store_report
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
+from patchwatch.store import host_counts
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
@@ -304,6 +305,13 @@ def test_first_seen_of_a_fixing_update_starts_at_publication(db, tmp_path) -> No
     assert _first_seen("web2") == published
     assert updates("web2")["tzdata"][2] == NOW + 30
     assert Host.get(Host.name == "web2").oldest_security_at == published
+    # a host moving to a package set whose update set exists: its kept row is not
+    # moved back by a run that reused the set, and its counts say what its rows say
+    report("web3", [deb("glibc", "2.36-9+deb12u1")])
+    refresh_host_updates(NOW + 40)
+    report("web3", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
+    refresh_host_updates(NOW + 50)
+    assert host_counts.mismatched(db) == []
 
 
 def test_first_seen_at_publication_off(db, tmp_path) -> None:

@@ -685,10 +685,18 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         desired: Items = work.items if work is not None and work.items is not None else {}
         fixes = work if work is not None and work.fix_blobs else None
 
-        def start(inst: int, base: float, fixes: _SetWork | None = fixes) -> float:
+        written: dict[int, float] = {}  # installed id -> the first-seen time written
+
+        def start(
+            inst: int,
+            base: float,
+            fixes: _SetWork | None = fixes,
+            written: dict[int, float] = written,
+        ) -> float:
             """A first-seen time: ``base``, or the publication of what it fixes if earlier."""
             t = fixes.since().get(inst) if fixes is not None else None
-            return t if t is not None and t < base else base
+            written[inst] = t if t is not None and t < base else base
+            return written[inst]
 
         security_names = reported.get(host.id)
         held: set[int] = set()  # installed ids of desired updates the host holds
@@ -738,7 +746,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                         changed = True
                     # only when the set's fixes changed in this run (else done before)
                     if fixes is not None and fixes.fresh and start(inst, old[4]) < old[4]:
-                        earlier_rows.append((start(inst, old[4]), old[0]))
+                        earlier_rows.append((written[inst], old[0]))
                         changed = True
         newer_kernel = None
         if host.package_set_id is not None:
@@ -754,8 +762,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                   host.oldest_security_at)  # fmt: skip
         # rows unchanged: so are their counts (dbcheck compares them), unless never written
         recount = changed or stored[0] is None
-        since = fixes.since() if recount and fixes is not None else None
-        counts = _counts(desired, held, cur, now, since) if recount else stored
+        counts = _counts(desired, held, cur, now, written) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
@@ -802,14 +809,15 @@ def _counts(
     held: set[int],
     current: dict[int, CurrentUpdate] | None,
     now: float,
-    since: dict[int, float] | None = None,
+    written: dict[int, float] | None = None,
 ) -> tuple[int, int, int, float | None]:
     """The host's counts (``patchwatch.store.host_counts``) once its updates are written:
     security, other, held, and the first-seen time of its oldest security update.
 
     Counted from what is written rather than read back, in the same transaction: a
-    kept or replaced update keeps its first-seen time, a new one is seen ``now``; one
-    that fixes a vulnerability starts at ``since`` when that is earlier.
+    kept or replaced update keeps its first-seen time, a new one is seen ``now``, unless
+    ``written`` says the time written (one that fixes a vulnerability may start at its
+    publication).
     """
     security = other = held_count = 0
     oldest: float | None = None
@@ -822,8 +830,8 @@ def _counts(
             security += 1
             old = current.get(inst) if current else None
             seen = old[4] if old is not None else now
-            if since and inst in since and since[inst] < seen:
-                seen = since[inst]
+            if written and inst in written:
+                seen = written[inst]
             if oldest is None or seen < oldest:
                 oldest = seen
     return security, other, held_count, oldest
