@@ -537,8 +537,15 @@ def detect_fqdn():
 # ------------------------------------------------------------------------ packages
 
 
-DPKG_FORMAT = r"${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"
-RPM_FORMAT = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
+# the source package's name and version close each line: Debian's and Ubuntu's
+# vulnerability records name source packages (libc6 is glibc's), and a binNMU's
+# version (+b1) is not its source's
+DPKG_FORMAT = (
+    r"${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}"
+    r"\t${source:Package}\t${source:Version}\n"
+)
+RPM_FORMAT = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{SOURCERPM}\n"
+MAX_SOURCES = 100000
 
 
 def package_entry(name, epoch, version, release, arch, kind):
@@ -553,43 +560,91 @@ def package_entry(name, epoch, version, release, arch, kind):
     }
 
 
+def source_entry(package, source, source_version, with_epoch=True):
+    """The report's ``sources`` entry of a package whose source differs from it in name
+    or version, else None. ``with_epoch``: the source's version names the epoch when it
+    has one (dpkg's does; rpm's SOURCERPM never does): a binary's epoch may differ from
+    its source's (bsdutils 1:2.38.1-5 of util-linux 2.38.1-5)."""
+    full = package["version"] + ("-" + package["release"] if package["release"] else "")
+    if with_epoch and package["epoch"] not in ("", "0"):
+        full = package["epoch"] + ":" + full
+    if not source or (source == package["name"] and source_version in ("", full)):
+        return None
+    entry = {
+        "name": package["name"],
+        "version": package["version"],
+        "release": package["release"],
+        "arch": package["arch"],
+        "source": clip(source, 256),
+    }
+    if source_version and source_version != full:
+        entry["source_version"] = clip(source_version, 256)
+    return entry
+
+
+def split_source_rpm(text):
+    """``glibc-2.34-60.el9.src.rpm`` -> (``glibc``, ``2.34-60.el9``); ("", "") when it is
+    not a source rpm's file name (``(none)``: gpg-pubkey, packages built without one)."""
+    for suffix in (".src.rpm", ".nosrc.rpm"):
+        if text.endswith(suffix):
+            parts = text[: -len(suffix)].rsplit("-", 2)
+            if len(parts) == 3 and all(parts):
+                return parts[0], parts[1] + "-" + parts[2]
+    return "", ""
+
+
 def tab_rows(text, count, what, warn):
-    """Yield the fields of each non-blank tab-separated line of ``count`` fields; warn
-    about any other line (``what`` names the tool in the warning)."""
+    """Yield the fields of each non-blank tab-separated line of ``count`` fields (an
+    int, or a tuple of the counts accepted); warn about any other line (``what`` names
+    the tool in the warning)."""
+    counts = count if isinstance(count, tuple) else (count,)
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != count:
+        if len(fields) not in counts:
             warn(f"{what} line {number} ignored: {clip(line, 200)!r}")
             continue
         yield fields
 
 
-def parse_dpkg_query(text, warn, held=None):
+def parse_dpkg_query(text, warn, held=None, sources=None):
     """Return installed and held packages from ``dpkg-query -W -f DPKG_FORMAT`` output.
 
     ``held``, a list, gets ``(name, arch)`` of the packages on hold (selection ``h``:
-    what ``apt-mark hold`` and ``dpkg --set-selections`` set).
+    what ``apt-mark hold`` and ``dpkg --set-selections`` set). ``sources``, a list, gets
+    the ``sources`` entries of packages whose source differs in name or version (lines
+    of four fields, from a dpkg too old for ``source:Package``, give none).
     """
     packages = []
-    for status, name, version, arch in tab_rows(text, 4, "dpkg-query", warn):
+    for fields in tab_rows(text, (4, 6), "dpkg-query", warn):
+        status, name, version, arch = fields[:4]
         if len(status) < 2 or status[0] not in "ih" or status[1] != "i":
             continue  # removed, config-files, half-installed, ...
         epoch, upstream, revision = split_deb_version(version)
         if not (name and upstream and arch) or (not epoch.isdigit() and epoch):
             warn(f"dpkg package {name or '?'} ignored: bad version {version!r} or arch")
             continue
-        packages.append(package_entry(name, epoch, upstream, revision, arch, "deb"))
+        entry = package_entry(name, epoch, upstream, revision, arch, "deb")
+        packages.append(entry)
+        if len(fields) == 6 and sources is not None:
+            source = source_entry(entry, fields[4], fields[5])
+            if source is not None:
+                sources.append(source)
         if status[0] == "h" and held is not None:
             held.append((clip(name, 256), clip(arch, 32)))
     return packages
 
 
-def parse_rpm_query(text, warn):
-    """Return packages from ``rpm -qa --qf RPM_FORMAT`` output (gpg-pubkey entries skipped)."""
+def parse_rpm_query(text, warn, sources=None):
+    """Return packages from ``rpm -qa --qf RPM_FORMAT`` output (gpg-pubkey entries skipped).
+
+    ``sources``, a list, gets the ``sources`` entries (from ``SOURCERPM``) of packages
+    whose source rpm differs in name or version-release.
+    """
     packages = []
-    for name, epoch, version, release, arch in tab_rows(text, 5, "rpm", warn):
+    for fields in tab_rows(text, (5, 6), "rpm", warn):
+        name, epoch, version, release, arch = fields[:5]
         if name == "gpg-pubkey":
             continue  # imported signing keys, not software
         epoch = "" if epoch == "(none)" else epoch
@@ -598,7 +653,12 @@ def parse_rpm_query(text, warn):
             warn(f"rpm package {name or '?'} ignored: bad epoch/version {epoch!r} {version!r}")
             continue
         release = "" if release == "(none)" else release
-        packages.append(package_entry(name, epoch, version, release, arch, "rpm"))
+        entry = package_entry(name, epoch, version, release, arch, "rpm")
+        packages.append(entry)
+        if len(fields) == 6 and sources is not None:
+            source = source_entry(entry, *split_source_rpm(fields[5]), with_epoch=False)
+            if source is not None:
+                sources.append(source)
     return packages
 
 
@@ -620,10 +680,11 @@ def rpm_command(ctx, dbpath, *args):
     return argv + list(args)
 
 
-def collect_packages(ctx, held=None):
+def collect_packages(ctx, held=None, sources=None):
     """Return (packages, families, rpm_dbpath) for every package database found in the root.
 
-    ``held``, a list, gets ``(name, arch)`` of the deb packages on hold.
+    ``held``, a list, gets ``(name, arch)`` of the deb packages on hold; ``sources``, a
+    list, the ``sources`` entries of deb and rpm packages.
     """
     packages = []
     families = []
@@ -632,13 +693,13 @@ def collect_packages(ctx, held=None):
         argv = ["dpkg-query", *ctx.root_options("dpkg"), "-W", "-f=" + DPKG_FORMAT]
         result = ctx.command(argv, "deb packages")
         if result is not None:
-            packages += parse_dpkg_query(result.out, ctx.warn, held)
+            packages += parse_dpkg_query(result.out, ctx.warn, held, sources)
     dbpath = find_rpm_db(ctx)
     if dbpath is not None:
         families.append("rpm")
         result = ctx.command(rpm_command(ctx, dbpath, "-qa", "--qf", RPM_FORMAT), "rpm packages")
         if result is not None:
-            found = parse_rpm_query(result.out, ctx.warn)
+            found = parse_rpm_query(result.out, ctx.warn, sources)
             if not found and "deb" in families:
                 # an empty rpm database on a dpkg host (rpm installed for alien or
                 # image building): not an rpm host, so no dnf/zypper repositories
@@ -1913,7 +1974,8 @@ def collect_report(ctx, host, tags=(), hook=False, updates=False, now=None):
     """
     os_fields = collect_os(ctx)
     deb_held = []
-    packages, families, dbpath = collect_packages(ctx, deb_held)
+    sources = []
+    packages, families, dbpath = collect_packages(ctx, deb_held, sources)
     report = {
         "version": 1,
         "host": host,
@@ -1923,6 +1985,9 @@ def collect_report(ctx, host, tags=(), hook=False, updates=False, now=None):
         "tags": list(tags),
         "packages": packages,
     }
+    if sources:
+        sources.sort(key=lambda s: (s["name"], s["arch"], s["version"], s["release"]))
+        report["sources"] = sources[:MAX_SOURCES]
     releasever = ""
     if "rpm" in families and not ctx.isdir("/etc/zypp/repos.d"):
         releasever = detect_releasever(ctx, dbpath, os_fields)

@@ -73,7 +73,8 @@ DNS_COLUMNS = [("name", "host"), ("reverse_dns_status", "result"), ("detail", "d
 REPO_COLUMNS = [("key", "repository"), ("priority", "prio"), ("enabled", "enabled"),
                 ("security", "security")]  # fmt: skip
 UPDATE_COLUMNS = [("name", "package"), ("installed", "installed"), ("available", "available"),
-                  ("security", "sec"), ("first_seen_at", "first seen")]  # fmt: skip
+                  ("security", "sec"), ("first_seen_at", "first seen"),
+                  ("fixes_text", "fixes")]  # fmt: skip
 PACKAGE_COLUMNS = [("name", "package"), ("version", "version"), ("arch", "arch")]
 SHOWN_BEFORE_CONFIRM = 20
 
@@ -169,6 +170,29 @@ VULN_COLUMNS = [
 ]  # fmt: skip
 
 
+def _fixes_text(fixes: list[dict[str, Any]] | None) -> str:
+    """The vulnerabilities an update fixes, for its table row ("?": not known)."""
+    if fixes is None:
+        return "?"
+    return " ".join(str(f["id"]) for f in fixes)
+
+
+def _print_advisories(updates: list[dict[str, Any]]) -> None:
+    """The advisories the pending updates fix, each once, with where to read it."""
+    links: dict[str, str] = {}
+    for u in updates:
+        for fix in u["fixes"] or ():
+            for adv in [*fix["advisories"], fix]:
+                links.setdefault(str(adv["id"]), str(adv["url"] or "-"))
+    if links:
+        print(f"\nadvisories fixed by pending updates ({len(links)}):")
+        emit(
+            [{"id": k, "url": v} for k, v in sorted(links.items())],
+            "table",
+            [("id", "advisory"), ("url", "link")],
+        )
+
+
 def _print_vulnerabilities(vulns: dict[str, Any]) -> None:
     """The host's vulnerabilities, one line per affected package (``unknown`` until a
     feed is loaded; ``not matched`` when its OS maps to no ecosystem)."""
@@ -210,7 +234,8 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
          "held_names": held_names, "reverse_dns": reverse if data["reverse_dns_check"] else None}
     )  # fmt: skip
     print_fields(shown, HOST_FIELDS)
-    updates = cast(list[dict[str, Any]], data["updates"])
+    updates = [{**u, "fixes_text": _fixes_text(u["fixes"])}
+               for u in cast(list[dict[str, Any]], data["updates"])]  # fmt: skip
     unknown = data["updates_state"] == "unknown"
     for title, rows, columns, is_updates in (
         ("repositories", cast(list[dict[str, Any]], data["repositories"]), REPO_COLUMNS, False),
@@ -221,6 +246,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         count = "unknown" if is_updates and unknown else len(rows)
         print(f"\n{title} ({count}):")
         emit(rows, "table", columns)
+    _print_advisories(updates)
     _print_vulnerabilities(cast(dict[str, Any], data["vulnerabilities"]))
     if args.packages:
         print(f"\npackages ({len(packages)}):")

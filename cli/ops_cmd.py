@@ -36,6 +36,8 @@ from patchwatch.inventory.os_groups import os_release_detail
 from patchwatch.inventory.os_groups import os_release_list
 from patchwatch.inventory.os_groups import remove_os_repositories
 from patchwatch.inventory.os_groups import resolve_os_release
+from patchwatch.inventory.os_groups import set_vuln_ecosystem
+from patchwatch.inventory.os_groups import vuln_ecosystem_of
 from patchwatch.inventory.packages import orphan_packages
 from patchwatch.inventory.packages import package_known
 from patchwatch.inventory.repositories import resolve_repository
@@ -48,7 +50,8 @@ OS_COLUMNS = [
 ]  # fmt: skip
 OS_FIELDS = [("id", "id"), ("name", "name"), ("family", "family"), ("os_id", "os id"),
              ("version", "version"), ("codename", "codename"), ("cpe", "cpe"),
-             ("reverse_dns_check", "reverse DNS check")]  # fmt: skip
+             ("reverse_dns_check", "reverse DNS check"),
+             ("vuln_ecosystems_text", "vulnerability ecosystems")]  # fmt: skip
 OS_REPO_COLUMNS = [("id", "id"), ("label", "repository"), ("security", "sec"),
                    ("enabled", "enabled")]  # fmt: skip
 OS_HOST_COLUMNS = [("name", "host"), ("use_os_repositories", "uses OS repos")]
@@ -75,11 +78,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("os", help="id, name (any case), or a unique part of the name")
     add_format(p, ("table", "json"))
     p.set_defaults(handler=guarded(cmd_os_show))
-    p = osub.add_parser("set", help="set an OS release's flags: the reverse DNS check")
+    p = osub.add_parser(
+        "set", help="set an OS release's flags: the reverse DNS check, vulnerability ecosystems"
+    )
     p.add_argument("os", help="id, name (any case), or a unique part of the name")
-    p.add_argument("--reverse-dns", metavar="yes|no", required=True,
+    p.add_argument("--reverse-dns", metavar="yes|no",
                    help="check that its hosts' reporting addresses resolve back to their "
                         "names (hosts set --reverse-dns overrides it per host)")  # fmt: skip
+    p.add_argument("--vuln-ecosystem", metavar="ECOSYSTEM[,...]|auto|none",
+                   help="the OSV ecosystems its hosts' vulnerabilities are read from "
+                        "(Debian:12; several of one ordering, comma-separated), none (not "
+                        "matched), or auto (from os-release, the default)")  # fmt: skip
     p.set_defaults(handler=guarded(cmd_os_set))
     for verb, text in (("add-repo", "add repositories to"), ("remove-repo", "remove from")):
         p = osub.add_parser(verb, help=f"{text} an OS release's group")
@@ -135,7 +144,10 @@ def cmd_os_show(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         print(render_json(data))
         return 0
-    print_fields(data, OS_FIELDS)
+    reads = cast(list[str] | None, data["vuln_ecosystems"])
+    text = ", ".join(reads) if reads else "none (not matched)"
+    how = "set" if data["vuln_ecosystem_override"] else "from os-release"
+    print_fields({**data, "vuln_ecosystems_text": f"{text} ({how})"}, OS_FIELDS)
     repos = cast(list[dict[str, Any]], data["repositories"])
     hosts = cast(list[dict[str, Any]], data["hosts"])
     print(f"\nrepositories ({len(repos)}):")
@@ -147,6 +159,16 @@ def cmd_os_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_os_set(settings: Settings, args: argparse.Namespace) -> int:
     release = resolve_os_release(args.os)
+    if args.reverse_dns is None and args.vuln_ecosystem is None:
+        raise ParseError("nothing to set: give --reverse-dns or --vuln-ecosystem", "os set")
+    if args.vuln_ecosystem is not None:
+        set_vuln_ecosystem(release, args.vuln_ecosystem)
+        reads = vuln_ecosystem_of(release)["vuln_ecosystems"]
+        shown = ", ".join(cast(list[str], reads)) if reads else "none (its hosts are not matched)"
+        print(f"vulnerability ecosystems of {printable(release.name)}: {printable(shown)} "
+              "(from the next vulnerability run)")  # fmt: skip
+    if args.reverse_dns is None:
+        return 0
     value = rdns.parse_switch(args.reverse_dns, "--reverse-dns")
     if value is None:
         raise ParseError("expected yes or no (os is for hosts)", "--reverse-dns")

@@ -34,6 +34,7 @@ from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import feeds_loaded
 from patchwatch.inventory.vulns import fleet_vulnerabilities
 from patchwatch.inventory.vulns import vulnerability_detail
+from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
 from patchwatch.pipeline.vulnfeeds import summarize_feeds
@@ -116,7 +117,13 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
     if args.file and not args.source:
         usage_error("--file needs --source: the feed it is a copy of")
     outcomes = refresh_vulns(settings, only=args.source, file=args.file, force=args.force)
-    run = refresh_host_vulns(time.time())
+    now = time.time()
+    run = refresh_host_vulns(
+        now, first_seen_at_publication=settings.vulns_first_seen_at_publication
+    )
+    # findings changed: the updates that fix them are security updates now, as the
+    # scheduler's vulnerability jobs do it (only the update sets they touch are computed)
+    updates = refresh_host_updates(now).computed if run.computed else 0
     failed = [o for o in outcomes if o.outcome == "failed"]
     for o in outcomes:
         line = printable(f"{o.outcome:<10} {o.name}: ")
@@ -130,5 +137,6 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{line}{o.records} records{extra}{flag} in {o.seconds:.1f} s")
     if not args.quiet:
         print(f"{summarize_feeds(outcomes)}; {run.computed} vulnerability sets computed, "
-              f"{run.reused} reused; computed in {run.seconds:.2f} s")  # fmt: skip
+              f"{run.reused} reused; computed in {run.seconds:.2f} s; "
+              f"{updates} update sets computed")  # fmt: skip
     return 1 if failed else 0

@@ -36,6 +36,7 @@ from patchwatch.inventory.os_groups import os_release_detail
 from patchwatch.inventory.os_groups import os_release_list
 from patchwatch.inventory.os_groups import remove_os_repositories
 from patchwatch.inventory.os_groups import resolve_os_release
+from patchwatch.inventory.os_groups import set_vuln_ecosystem
 from patchwatch.inventory.packages import orphan_packages
 from patchwatch.inventory.repositories import link_repositories
 from patchwatch.inventory.repositories import possible_mirrors
@@ -202,9 +203,16 @@ def os_release(ref: str) -> Response:
 
 @bp.route("/os-releases/<ref>", methods=["PATCH", "POST"])
 def os_release_flags(ref: str) -> Response:
-    """``{"reverse_dns_check": bool}``: the reverse DNS check for the release's hosts."""
+    """``{"reverse_dns_check": bool, "vuln_ecosystem": str}``: the reverse DNS check for
+    the release's hosts; the vulnerability ecosystems they read (``os set
+    --vuln-ecosystem``: ecosystems, ``none`` or ``auto``)."""
     release = resolve_os_release(ref, exact=True)
-    body = _body(("reverse_dns_check",))
+    body = _body(("reverse_dns_check", "vuln_ecosystem"))
+    if "vuln_ecosystem" in body:
+        text = body["vuln_ecosystem"]
+        if not isinstance(text, str):
+            raise ParseError("expected a string: ecosystems, none or auto", "vuln_ecosystem")
+        set_vuln_ecosystem(release, text)
     value = _bool(body, "reverse_dns_check")
     if value is not None:
         rdns.set_os_release_check(release, value)

@@ -170,16 +170,38 @@ def refresh_vuln_feeds(settings: Settings) -> Callable[[float], str]:
     def run(now: float) -> str:
         with fetch_scope(stop=current_stop()):
             outcomes = refresh_vulns(settings)
-        vulns = refresh_host_vulns(now)
-        return f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
+        vulns = refresh_host_vulns(
+            now, first_seen_at_publication=settings.vulns_first_seen_at_publication
+        )
+        detail = f"{summarize_feeds(outcomes)}; {vulns.computed} vulnerability sets computed"
+        return detail + _updates_after(vulns.computed, now)
 
     return run
 
 
-def compute_vulns(now: float) -> str:
-    """Recompute findings whose inputs (package set, mirror data, feeds) changed."""
-    run = refresh_host_vulns(now)
-    return f"{run.computed} vulnerability sets computed, {run.reused} reused"
+def compute_vulns(settings: Settings) -> Callable[[float], str]:
+    """The findings job: recompute findings whose inputs (package set, mirror data,
+    feeds) changed."""
+
+    def run(now: float) -> str:
+        found = refresh_host_vulns(
+            now, first_seen_at_publication=settings.vulns_first_seen_at_publication
+        )
+        detail = f"{found.computed} vulnerability sets computed, {found.reused} reused"
+        return detail + _updates_after(found.computed, now)
+
+    return run
+
+
+def _updates_after(computed: int, now: float) -> str:
+    """Recompute updates after findings changed: an update that fixes a vulnerability is a
+    security update (``hostupdates._resolve``), so counts and alerts follow at once
+    rather than at the next updates run. Only the update sets whose fixes changed are
+    computed; the others are reused."""
+    if not computed:
+        return ""
+    ctx = refresh_host_updates(now)
+    return f"; {ctx.computed} update sets computed"
 
 
 def follow_up_job(settings: Settings) -> Job:
@@ -227,7 +249,11 @@ def default_jobs(settings: Settings) -> list[Job]:
                     settings.vulns_refresh_interval_minutes * 60,
                     refresh_vuln_feeds(settings),
                 ),
-                Job("compute_vulns", settings.updates_interval_minutes * 60, compute_vulns),
+                Job(
+                    "compute_vulns",
+                    settings.updates_interval_minutes * 60,
+                    compute_vulns(settings),
+                ),
             ]
             if settings.vulns_enabled
             else []

@@ -31,8 +31,10 @@ from patchwatch.store.db import open_database
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
+from patchwatch.store.models import Package as StoredPackage
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import ensure_package_set
+from patchwatch.store.vulns import stored_sources
 from tests.support.monitoring import Alertmanager
 from tests.support.monitoring import Prometheus
 from tests.support.monitoring import Webhook
@@ -139,6 +141,18 @@ def test_this_hosts_statuses_reach_prometheus_and_the_kev_alert_alertmanager(
     refreshed = srv.cli("vulns", "refresh")
     assert refreshed.returncode == 0, refreshed.stdout + refreshed.stderr
     assert "osv: 3 records" in refreshed.stdout and "kev: 1404 records" in refreshed.stdout
+    # the update carrying the fix is a security update, and says what it fixes
+    shown_host = json.loads(srv.cli("hosts", "show", HOST, "--format", "json").stdout)
+    (update,) = [u for u in shown_host["updates"] if u["name"] == fixable[0]]
+    assert update["security"] is True and update["available"].endswith("+pw1")
+    assert [(f["id"], [a["id"] for a in f["advisories"]]) for f in update["fixes"]] == [
+        ("CVE-2023-4911", ["DEBIAN-CVE-2023-4911"])]  # fmt: skip
+    assert update["fixes"][0]["advisories"][0]["url"] == (
+        "https://security-tracker.debian.org/tracker/CVE-2023-4911")  # fmt: skip
+    # the agent reported its sources (no mirror index was read here): libc6 is glibc's
+    with db.connection_context():
+        libc6 = [p.id for p in StoredPackage.select().where(StoredPackage.name == "libc6")]
+        assert libc6 and {s for s, _v in stored_sources(libc6).values()} == {"glibc"}
 
     webhook = Webhook()
     alertmanager = Alertmanager(tmp_path / "am", derive_test_alertmanager(webhook.url))

@@ -169,6 +169,25 @@ class HeldPackage:
     arch: str = ""
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class ReportedSource:
+    """The source package of an installed binary, as the host's package manager says
+    (dpkg-query ``${source:Package}``/``${source:Version}``, rpm ``SOURCERPM``).
+
+    Why: Debian's and Ubuntu's vulnerability records name source packages (libc6 is
+    glibc's), and a binNMU's version (``+b1``) is not its source's. The binary is named
+    by name, version, release and arch as in ``packages``; ``source_version`` "" means
+    the binary's own version.
+    """
+
+    name: str
+    version: str
+    release: str
+    arch: str
+    source: str
+    source_version: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class OSInfo:
     """What the host's os-release says, normalised (see ``patchwatch.domain.osinfo``)."""
@@ -196,6 +215,7 @@ class HostReport:
     modules: tuple[ReportedModule, ...] = ()
     updates: tuple[ReportedUpdate, ...] | None = None
     held: tuple[HeldPackage, ...] = ()
+    sources: tuple[ReportedSource, ...] = ()  # only where the source differs
     agent: str = ""
     protocol: str = NATIVE
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

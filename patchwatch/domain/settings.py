@@ -302,6 +302,13 @@ class Settings:
         "is kept but flagged (patchwatch_vuln_feed_changed_too_much): a truncated feed "
         "is noticed rather than silently clearing the fleet's exposure.",
     )
+    vulns_first_seen_at_publication: bool = _setting(
+        True,
+        "A pending update that fixes a vulnerability counts as first seen when the "
+        "earliest vulnerability it fixes was published, when that is earlier than "
+        "patchwatch first saw it: patch-age alerts (PatchwatchSecurityUpdatesPending) "
+        "then work on the day patchwatch is installed. Off: when patchwatch first saw it.",
+    )
     metrics_token: str = _setting(
         "",
         "When set, /metrics needs it: 'Authorization: Bearer <token>' or basic auth with it "

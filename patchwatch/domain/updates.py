@@ -24,7 +24,9 @@ Candidate selection per (name, arch), against the newest installed version:
 An update is a security update when the candidate comes from a security repository
 (Debian's security suite, Ubuntu's ``-security``, or one an operator marked), when a
 security advisory covers a version between the installed one and the candidate, or
-when the host itself said so.
+when the host itself said so; and, once vulnerability findings exist, when the
+installed package has a fixable vulnerability (``patchwatch.pipeline.hostupdates``:
+an update that fixes a vulnerability is a security update whatever suite offers it).
 
 An update of a held package (apt/dpkg hold, dnf versionlock, zypper lock) is still
 computed, as the package manager still sees it (``apt list --upgradable`` lists it), but

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from datetime import datetime
 from typing import Literal
+from typing import cast
 
 from patchwatch.domain.diffs import HostDiff
 from patchwatch.domain.diffs import HostInventory
@@ -30,6 +31,7 @@ from patchwatch.inventory.common import required_ref
 from patchwatch.inventory.common import the_one
 from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import host_vulnerabilities
+from patchwatch.inventory.vulns import update_fixes
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostupdates import repository_membership
 from patchwatch.store import host_counts
@@ -197,6 +199,11 @@ def host_overview(host: Host, now: float, vulns: VulnFilter | None = None) -> di
     os_flag = host.os_release.reverse_dns_check if host.os_release_id else None
     detail.update(rdns.host_result(host, os_flag))
     detail["vulnerabilities"] = host_vulnerabilities(host, vulns or VulnFilter())
+    # what each pending update fixes; None where the host's vulnerabilities are unknown
+    fixes = update_fixes(host)
+    for update in cast(list[dict[str, str | object]], detail["updates"]):
+        key = (str(update["name"]), str(update["arch"]))
+        update["fixes"] = None if fixes is None else fixes.get(key, [])
     return detail
 
 

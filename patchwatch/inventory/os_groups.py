@@ -1,6 +1,8 @@
 """OS releases and their groups of repositories, which hosts may use instead of their own.
 
-A change to a group takes effect at the next updates run, like a repository's.
+A change to a group takes effect at the next updates run, like a repository's. A group's
+vulnerability ecosystems (``set_vuln_ecosystem``) take effect at the next vulnerability
+run: its hosts' findings are computed again then.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from collections.abc import Sequence
 from peewee import fn
 
 from patchwatch.domain.errors import NotFoundError
+from patchwatch.domain.records import OSInfo
+from patchwatch.domain.vulns.ecosystems import NOT_MATCHED
+from patchwatch.domain.vulns.ecosystems import host_ecosystem
+from patchwatch.domain.vulns.ecosystems import parse_override
 from patchwatch.inventory.common import numbered_ref
 from patchwatch.inventory.common import the_one
 from patchwatch.inventory.repositories import is_security
@@ -80,6 +86,7 @@ def os_release_detail(release: OSRelease) -> dict[str, object]:
         "id": release.id, "name": release.name, "family": release.family,
         "os_id": release.os_id, "version": release.version, "codename": release.codename,
         "cpe": release.cpe, "reverse_dns_check": release.reverse_dns_check,
+        **vuln_ecosystem_of(release),
         "repositories": [{"id": r.id, "key": r.key, "label": repository_label(r),
                           "security": is_security(r),
                           "enabled": r.enabled} for r in repos],
@@ -117,3 +124,44 @@ def remove_os_repositories(release: OSRelease, repos: Sequence[Repository]) -> i
             )
             .execute()
         )
+
+
+AUTO = "auto"  # the override removed: the mapping from os-release applies again
+
+
+def vuln_ecosystem_of(release: OSRelease) -> dict[str, object]:
+    """The group's override as set (None: none) and the ecosystems its hosts read
+    (None: none, its hosts are not matched)."""
+    os = OSInfo(release.family, release.os_id, release.name, release.version, release.codename)
+    eco = host_ecosystem(os, release.vuln_ecosystem)
+    return {
+        "vuln_ecosystem_override": release.vuln_ecosystem or None,
+        "vuln_ecosystems": sorted(eco.names) if eco is not None else None,
+    }
+
+
+def set_vuln_ecosystem(release: OSRelease, text: str) -> str:
+    """Set which vulnerability ecosystems an OS group's hosts read: one or more OSV
+    ecosystems of one ordering (``Debian:12``; ``Ubuntu:22.04,Ubuntu:22.04:LTS``),
+    ``none`` (no feed: its hosts are "not matched", never "no vulnerabilities"), or
+    ``auto`` (the os-release mapping). Returns what is stored ("" for auto).
+
+    Why per group: an OS the mapping does not know (Raspbian, a rebuild, a release
+    newer than this program) reads the feed of the distribution it follows, and one
+    whose records do not fit its packages can be kept out.
+
+    :raises ParseError: for an ecosystem no ordering is known for, or several orderings.
+    """
+    text = text.strip()
+    if text.lower() == AUTO:
+        value = ""
+    elif text.lower() == NOT_MATCHED:
+        value = NOT_MATCHED
+    else:
+        eco = parse_override(text)
+        assert eco is not None
+        value = ",".join([eco.label, *sorted(eco.names - {eco.label})])
+    with write_transaction():
+        OSRelease.update(vuln_ecosystem=value).where(OSRelease.id == release.id).execute()
+    release.vuln_ecosystem = value
+    return value

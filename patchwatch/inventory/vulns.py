@@ -18,14 +18,18 @@ from dataclasses import dataclass
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.updates import decode_holds
+from patchwatch.domain.vulns.links import advisory_url
 from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.store.models import Host
+from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import OSRelease
+from patchwatch.store.models import Package
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSource
 from patchwatch.store.vulns import FindingRow
 from patchwatch.store.vulns import findings
+from patchwatch.store.vulns import record_names
 from patchwatch.store.vulns import set_finding_ids
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "feeds_loaded",
     "fleet_vulnerabilities",
     "host_vulnerabilities",
+    "update_fixes",
     "vuln_filter",
     "vulnerability_detail",
 ]
@@ -234,3 +239,57 @@ def host_vulnerabilities(host: Host, flt: VulnFilter = VulnFilter()) -> dict[str
             }
         )  # fmt: skip
     return {"state": "known", "ecosystem": link.ecosystem, "vulnerabilities": out}
+
+
+def update_fixes(host: Host) -> dict[tuple[str, str], list[dict[str, object]]] | None:
+    """What each of the host's pending updates fixes, by (name, arch) of the package.
+
+    An update fixes the vulnerabilities whose finding on the installed package is
+    ``fixable`` (the offered version it installs is affected by none of the records):
+    the same relation that makes it a security update (``hostupdates._resolve``). Each
+    vulnerability comes with the advisories that fix it (DSA, USN, ALSA, RHSA...) and
+    a link to read each. None when the host's vulnerabilities are not known (no feed,
+    not computed yet, an OS that maps to no feed): "fixes nothing" would be a guess.
+    """
+    link = VulnHost.get_or_none(VulnHost.host == host.id)
+    if link is None or link.vuln_set_id is None or not feeds_loaded():
+        return None
+    if link.vuln_set.package_set_id != host.package_set_id:
+        return None  # findings of the packages it had before: not computed yet for these
+    installed = {
+        pid: (name, arch)
+        for pid, name, arch in HostUpdate.select(HostUpdate.installed, Package.name, Package.arch)
+        .join(Package, on=(HostUpdate.installed == Package.id))
+        .where(HostUpdate.host == host.id)
+        .tuples()
+    }
+    if not installed:
+        return {}
+    fixable: dict[tuple[str, str], list[FindingRow]] = defaultdict(list)
+    ids = set_finding_ids([link.vuln_set_id]).get(link.vuln_set_id, [])
+    for row in findings(ids).values():
+        if row.status == FixStatus.FIXABLE.value:
+            fixable[(row.package, row.installed)].append(row)
+    names = record_names(installed)
+    touched = {pid: fixable.get(names[pid], []) for pid in installed if pid in names}
+    vulns = _vuln_rows({r.vulnerability for rows in touched.values() for r in rows})
+    out: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for pid, rows in touched.items():
+        fixes = []
+        for row in sorted(rows, key=lambda r: r.vulnerability):
+            v = vulns.get(row.vulnerability)
+            known = [u for u in v.urls.split("\n") if u] if v else []
+            fixes.append(
+                {
+                    "id": row.vulnerability,
+                    "url": advisory_url(row.vulnerability, link.ecosystem, known),
+                    "severity": v.severity if v else "unknown",
+                    "kev": bool(v and v.kev),
+                    "advisories": [
+                        {"id": rid, "url": advisory_url(rid, link.ecosystem, known)}
+                        for rid in sorted(set(row.records.split()) - {row.vulnerability})
+                    ],
+                }
+            )  # fmt: skip
+        out[installed[pid]] = fixes
+    return out

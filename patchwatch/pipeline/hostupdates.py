@@ -14,10 +14,15 @@ remembers the decision, so a new package set costs dict lookups for what it shar
 with sets already computed. Mirror indexes, advisories and package rows are read once
 per run, set members as plain ids, and results are written in bulk, many hosts per
 transaction.
+
+An update of a package with a fixable vulnerability is a security update whatever
+repository offers it: the findings of the same (package set, repository set) name
+those packages (``store.vulns.fixing_sets``), and the set's digest covers them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import operator
@@ -70,6 +75,10 @@ from patchwatch.store.models import UpdateSetItem
 from patchwatch.store.package_sets import WHOLE_MEMBER_ROWS
 from patchwatch.store.package_sets import matching_members
 from patchwatch.store.package_sets import package_ids_of
+from patchwatch.store.vulns import Fixing
+from patchwatch.store.vulns import FixingBlobs
+from patchwatch.store.vulns import decode_fixing
+from patchwatch.store.vulns import fixing_sets
 
 log = logging.getLogger(__name__)
 
@@ -523,6 +532,19 @@ class _SetWork:
     items: Items | None  # None: stored items, read when its hosts are written
     orphans: int | None
     computed: bool  # computed and not written yet
+    # the findings' fixing packages as stored (``store.vulns.fixing_sets``), decoded
+    # only for hosts a run writes: an unchanged run never decodes them
+    fix_blobs: FixingBlobs = ()
+    fresh: bool = False  # computed in this run: kept rows may need moving back
+    _since: dict[int, float] | None = None
+
+    def since(self) -> dict[int, float]:
+        """Installed id -> the time its update's first-seen may start at: the earliest
+        publication of the vulnerabilities it fixes (``vulns_first_seen_at_publication``)."""
+        if self._since is None:
+            decoded = decode_fixing(self.fix_blobs) if self.fix_blobs else {}
+            self._since = {p: t for p, t in decoded.items() if t is not None}
+        return self._since
 
 
 def _existing_sets(psets: list[int] | None) -> dict[UpdateSetKey, tuple[int, str, int | None]]:
@@ -657,8 +679,25 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
     copies: list[tuple[int, int]] = []  # (host id, update set id): rows copied in SQL
     flips: dict[bool, list[int]] = defaultdict(list)  # held flag -> rows to set it on
     stamps: list[tuple[object, ...]] = []  # the host rows to write, one statement each
+    earlier_rows: list[tuple[float, int]] = []  # (first seen, row id): kept rows backdated
+    earlier_copies: list[tuple[float, int, int, float]] = []  # copied rows backdated
     for host, work in batch:
         desired: Items = work.items if work is not None and work.items is not None else {}
+        fixes = work if work is not None and work.fix_blobs else None
+
+        written: dict[int, float] = {}  # installed id -> the first-seen time written
+
+        def start(
+            inst: int,
+            base: float,
+            fixes: _SetWork | None = fixes,
+            written: dict[int, float] = written,
+        ) -> float:
+            """A first-seen time: ``base``, or the publication of what it fixes if earlier."""
+            t = fixes.since().get(inst) if fixes is not None else None
+            written[inst] = t if t is not None and t < base else base
+            return written[inst]
+
         security_names = reported.get(host.id)
         held: set[int] = set()  # installed ids of desired updates the host holds
         host_holds = holds.get(host.id)
@@ -678,9 +717,13 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         if not (cur or security_names or held) and desired and work is not None and work.id:
             copies.append((host.id, work.id))  # exactly its update set's stored items
             changed = True
+            for inst in fixes.since().keys() & desired.keys() if fixes is not None else ():
+                t = start(inst, now)
+                earlier_copies.append((t, host.id, inst, t))
         elif not cur:
             new_rows.extend(
-                (host.id, inst, *item, now, inst in held) for inst, item in desired.items()
+                (host.id, inst, *item, start(inst, now), inst in held)
+                for inst, item in desired.items()
             )
             changed = bool(desired)
         else:
@@ -691,15 +734,20 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
             for inst, item in desired.items():
                 old = cur.get(inst)
                 if old is None:
-                    new_rows.append((host.id, inst, *item, now, inst in held))
+                    new_rows.append((host.id, inst, *item, start(inst, now), inst in held))
                     changed = True
                 elif old[1:4] != item:
                     gone.append(old[0])
-                    new_rows.append((host.id, inst, *item, old[4], inst in held))
+                    new_rows.append((host.id, inst, *item, start(inst, old[4]), inst in held))
                     changed = True
-                elif old[5] != (inst in held):
-                    flips[inst in held].append(old[0])
-                    changed = True
+                else:
+                    if old[5] != (inst in held):
+                        flips[inst in held].append(old[0])
+                        changed = True
+                    # only when the set's fixes changed in this run (else done before)
+                    if fixes is not None and fixes.fresh and start(inst, old[4]) < old[4]:
+                        earlier_rows.append((written[inst], old[0]))
+                        changed = True
         newer_kernel = None
         if host.package_set_id is not None:
             nk_key = (host.kernel or "", host.package_set_id)
@@ -714,7 +762,7 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
                   host.oldest_security_at)  # fmt: skip
         # rows unchanged: so are their counts (dbcheck compares them), unless never written
         recount = changed or stored[0] is None
-        counts = _counts(desired, held, cur, now) if recount else stored
+        counts = _counts(desired, held, cur, now, written) if recount else stored
         seen = host.inputs_changed_at  # the inputs as this run read them
         if (
             changed
@@ -741,6 +789,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         for chunk in chunks(row_ids):
             HostUpdate.update(held=flag).where(HostUpdate.id.in_(list(chunk))).execute()
     _copy_set_items(copies, now)
+    update_many(f"UPDATE {_T_HOST_UPDATE} SET first_seen_at = ? WHERE id = ?", earlier_rows)
+    update_many(
+        f"UPDATE {_T_HOST_UPDATE} SET first_seen_at = ? WHERE host_id = ? AND installed_id = ? "
+        "AND first_seen_at > ?",
+        earlier_copies,
+    )
     update_many(
         f"UPDATE {_T_HOST} SET updates_computed_at = ?, reboot_kernel = ?, "
         "packages_without_repository = ?, updates_complete = ?, updates_inputs_at = ?, "
@@ -751,13 +805,19 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
 
 
 def _counts(
-    desired: Items, held: set[int], current: dict[int, CurrentUpdate] | None, now: float
+    desired: Items,
+    held: set[int],
+    current: dict[int, CurrentUpdate] | None,
+    now: float,
+    written: dict[int, float] | None = None,
 ) -> tuple[int, int, int, float | None]:
     """The host's counts (``patchwatch.store.host_counts``) once its updates are written:
     security, other, held, and the first-seen time of its oldest security update.
 
     Counted from what is written rather than read back, in the same transaction: a
-    kept or replaced update keeps its first-seen time, a new one is seen ``now``.
+    kept or replaced update keeps its first-seen time, a new one is seen ``now``, unless
+    ``written`` says the time written (one that fixes a vulnerability may start at its
+    publication).
     """
     security = other = held_count = 0
     oldest: float | None = None
@@ -770,6 +830,8 @@ def _counts(
             security += 1
             old = current.get(inst) if current else None
             seen = old[4] if old is not None else now
+            if written and inst in written:
+                seen = written[inst]
             if oldest is None or seen < oldest:
                 oldest = seen
     return security, other, held_count, oldest
@@ -832,6 +894,7 @@ def refresh_host_updates(
         groups[key].append(host)
     psets = sorted({h.package_set_id for h in hosts if h.package_set_id is not None})
     existing = _existing_sets(psets if host_names else None)
+    fixes = fixing_sets(psets if host_names else None)
     works: dict[UpdateSetKey, _SetWork] = {}
     ctx.written_aside = _may_write_aside(ctx)
     writer = _BatchWriter(ctx, now, threaded=ctx.written_aside)
@@ -840,7 +903,7 @@ def refresh_host_updates(
         batch_rows = 0
         for members in groups.values():
             computed = ctx.computed
-            work = _resolve(ctx, members[0], existing, works, force)
+            work = _resolve(ctx, members[0], existing, works, force, fixes)
             fresh = work is None or ctx.computed > computed  # the first host is not reused
             ctx.reused += len(members) - (1 if fresh else 0)
             for host in members:
@@ -862,8 +925,15 @@ def _resolve(
     existing: dict[UpdateSetKey, tuple[int, str, int | None]],
     works: dict[UpdateSetKey, _SetWork],
     force: bool,
+    fixes: dict[tuple[int, int | None], Fixing] | None = None,
 ) -> _SetWork | None:
-    """The update set of a group of hosts with one host's inputs: reused or computed."""
+    """The update set of a group of hosts with one host's inputs: reused or computed.
+
+    An update of an installed package with a fixable vulnerability (``fixes``: from the
+    findings of the same package and repository set, ``store.vulns.fixing_sets``) is a
+    security update whatever repository offers it; the set's digest covers those
+    packages, so it is computed again when they change, and only then.
+    """
     if host.package_set_id is None:
         return None
     kernel = host.kernel or ""
@@ -873,12 +943,24 @@ def _resolve(
     if key in works:  # another group with the same inputs (e.g. a different OS release)
         return works[key]
     sources = sources_for(repository_membership(host, ctx), ctx)
+    fix = (fixes or {}).get((host.package_set_id, host.repository_set_id))
+    blobs = fix[1] if fix is not None else ()
+    if fix is not None:
+        digest = hashlib.sha256(f"{sources.digest}|fixes:{fix[0]}".encode()).hexdigest()
+        sources = dataclasses.replace(sources, digest=digest)
     stored = existing.get(key)
     if stored is not None and stored[1] == sources.digest and not force:
-        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False)
+        work = _SetWork(key, sources, stored[0], None, stored[2], computed=False, fix_blobs=blobs)
     else:
         items, orphans = compute_items(ctx, sources, host.package_set_id)
-        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True)
+        work = _SetWork(key, sources, stored[0] if stored else None, items, orphans, True,
+                        fix_blobs=blobs, fresh=True)  # fmt: skip
+        if blobs:
+            fixing = decode_fixing(blobs)
+            work.items = {
+                pid: (avail, True, repo) if not sec and pid in fixing else (avail, sec, repo)
+                for pid, (avail, sec, repo) in items.items()
+            }
         ctx.computed += 1
     works[key] = work
     return work

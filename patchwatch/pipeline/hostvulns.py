@@ -9,10 +9,10 @@ changed record, set or mirror recomputes only the sets that read it.
 
 Names matched: RPM distributions' records name binary packages, which hosts report.
 Debian and Ubuntu records name *source* packages: a binary is matched under its
-source's name when a mirror's index gave it (``Source:``, stored by the refresh in
-``package_source``), at its own version less a binNMU suffix, else under its own name
-(the many packages whose binary and source names agree: bash, openssl, curl). Hosts
-reporting each binary's source themselves (the agent's next step) is not wired yet.
+source's name and version as the agent reported them, else as a mirror's index gave
+the name (``Source:``; both stored in ``package_source``, see
+``store.vulns.record_names``), else under its own name (the many packages whose binary
+and source names agree: bash, openssl, curl).
 
 Status (``patchwatch.domain.vulns.match``): ``fixable`` names the offered version that
 carries the fix; ``fixed_upstream``, ``no_fix``. A host whose OS maps to no ecosystem is
@@ -24,29 +24,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from patchwatch.domain.records import OSInfo
-from patchwatch.domain.records import Package as PackageRecord
-from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
-from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.ecosystems import host_ecosystem
 from patchwatch.domain.vulns.feeds import UPDATEINFO_PREFIX
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
+from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.store.db import chunks
-from patchwatch.store.db import database
-from patchwatch.store.db import placeholders
-from patchwatch.store.db import raw_sql
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import OSRelease
-from patchwatch.store.models import Package
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import package_ids_of
 from patchwatch.store.vuln_models import VulnAffected
@@ -57,8 +51,8 @@ from patchwatch.store.vulns import FindingRow
 from patchwatch.store.vulns import Meta
 from patchwatch.store.vulns import feeds_digest
 from patchwatch.store.vulns import load_records
+from patchwatch.store.vulns import record_names
 from patchwatch.store.vulns import save_set
-from patchwatch.store.vulns import sources_of
 from patchwatch.store.vulns import vulnerability_meta
 
 log = logging.getLogger(__name__)
@@ -66,7 +60,6 @@ log = logging.getLogger(__name__)
 __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
-_BINNMU = re.compile(r"\+b[0-9]+$")
 _Found = tuple[tuple[FindingRow, str], ...]  # a package's findings and their keys
 
 
@@ -89,26 +82,9 @@ class _Cache:
         self.offers: dict[int, dict[str, set[str]]] = {}  # mirror set -> name -> versions
 
     def ensure(self, ids: Iterable[int]) -> None:
-        """Read the names and versions records use for these packages: for a deb whose
-        source has another name (as a mirror's index says), the source's, at the
-        binary's version without a binNMU suffix (``+b1``: rebuilt, same source)."""
-        missing = sorted(set(ids).difference(self.rows))
-        table = Package._meta.table_name
-        sources = sources_of(missing)
-        for part in chunks(missing):
-            sql = raw_sql(
-                f"SELECT id, kind, name, epoch, version, release, arch FROM {table} "
-                f"WHERE id IN ({placeholders(len(part))})"
-            )
-            for pid, kind, name, epoch, version, release, arch in database.execute_sql(
-                sql, list(part)
-            ).fetchall():
-                rec = PackageRecord(name, epoch, version, release, arch, PackageKind(kind))
-                source = sources.get(pid)
-                if source is not None and kind == PackageKind.DEB.value:
-                    self.rows[pid] = (source, _BINNMU.sub("", rec.evr))
-                else:
-                    self.rows[pid] = (name, rec.evr)
+        """Read the names and versions records use for these packages
+        (``store.vulns.record_names``: a deb under its source's name)."""
+        self.rows.update(record_names(set(ids).difference(self.rows)))
 
     def names(self, pset: int) -> dict[str, set[str]]:
         ids = package_ids_of(pset)
@@ -144,6 +120,8 @@ class _Matcher:
         self.ecosystems = ecosystems
         self._index: FeedIndex | None = None
         self._memo: dict[tuple[str, tuple[int, ...], int], _Found] = {}
+        # memo key -> the vulnerabilities its update fixes (only those with some)
+        self._fixable: dict[tuple[str, tuple[int, ...], int], tuple[str, ...]] = {}
 
     @property
     def index(self) -> FeedIndex:
@@ -157,8 +135,10 @@ class _Matcher:
         mirror_sets: tuple[int, ...],
         pids: Iterable[int],
         cache: _Cache,
-    ) -> tuple[list[FindingRow], list[str]]:
-        """The findings of a set's packages (by id) and their keys, decided or remembered.
+    ) -> tuple[list[FindingRow], list[str], dict[int, tuple[str, ...]]]:
+        """The findings of a set's packages (by id), their keys, and the packages with a
+        fixable finding (whose pending update fixes a vulnerability) with the
+        vulnerabilities it fixes, decided or remembered.
 
         One dict lookup per installed package once it was decided for these sources: a
         package no record names is remembered as having none.
@@ -167,7 +147,8 @@ class _Matcher:
         offered: dict[str, set[str]] | None = None
         rows: list[FindingRow] = []
         keys: list[str] = []
-        label, memo = eco.label, self._memo
+        fixing: dict[int, tuple[str, ...]] = {}
+        label, memo, fixable = eco.label, self._memo, self._fixable
         missing = [pid for pid in pids if (label, mirror_sets, pid) not in memo]
         if missing:
             cache.ensure(missing)
@@ -185,11 +166,21 @@ class _Matcher:
                         eco, {name: [version]}, self.index, {name: offered.get(name, set())}
                     )
                     found = tuple((row, row.key) for row in _rows(decided))
+                    fixed = tuple(
+                        row.vulnerability
+                        for row, _k in found
+                        if row.status == FixStatus.FIXABLE.value
+                    )
+                    if fixed:
+                        fixable[memo_key] = fixed
                 memo[memo_key] = found
-            for row, key in found:
-                rows.append(row)
-                keys.append(key)
-        return rows, keys
+            if found:
+                for row, key in found:
+                    rows.append(row)
+                    keys.append(key)
+                if memo_key in fixable:
+                    fixing[pid] = fixable[memo_key]
+        return rows, keys, fixing
 
 
 def _mirror_sets(
@@ -232,8 +223,13 @@ def _with_errata(eco: HostEcosystem, repos: tuple[int, ...], errata: set[str]) -
     return dataclasses.replace(eco, names=eco.names | extra) if extra else eco
 
 
-def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...]) -> str:
-    h = hashlib.sha256(f"{feeds}\0{eco}\0".encode())
+# what a set stores beyond its findings: a set computed by rules that stored less
+# (before ``VulnSet.fixing``) is computed again
+_RULES = "fixing-2"
+
+
+def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...], since: bool = True) -> str:
+    h = hashlib.sha256(f"{_RULES}\0{feeds}\0{eco}\0{since}\0".encode())
     h.update(",".join(map(str, mirror_sets)).encode())
     return h.hexdigest()
 
@@ -242,14 +238,15 @@ def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
     query = (
         Host.select(
             Host.id, Host.package_set, Host.repository_set, OSRelease.family, OSRelease.os_id,
-            OSRelease.name, OSRelease.version, OSRelease.codename,
+            OSRelease.name, OSRelease.version, OSRelease.codename, OSRelease.vuln_ecosystem,
         )
         .join(OSRelease, on=(Host.os_release == OSRelease.id))
         .tuples()
     )  # fmt: skip
     out = []
-    for hid, pset, rset, family, os_id, name, version, codename in query:
-        eco = ecosystem_for_os(OSInfo(family, os_id, name, version, codename))
+    for hid, pset, rset, family, os_id, name, version, codename, override in query:
+        # the OS group's override when an operator set one, else os-release's mapping
+        eco = host_ecosystem(OSInfo(family, os_id, name, version, codename), override)
         out.append((hid, pset, rset, eco))
     return out
 
@@ -265,10 +262,25 @@ def _rows(findings: list[Finding]) -> list[FindingRow]:
     ]  # fmt: skip
 
 
-def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> VulnRun:
+def _since(fixing: dict[int, tuple[str, ...]], meta: Meta, wanted: bool) -> dict[int, float | None]:
+    """Per package whose update fixes something, the earliest publication of what it
+    fixes: when its update's first-seen may start (``vulns_first_seen_at_publication``;
+    None when not wanted or no publication is known)."""
+    out: dict[int, float | None] = {}
+    for pid, vulns in fixing.items():
+        times = [t for v in vulns if (t := meta.get(v, ("", False, None))[2]) is not None]
+        out[pid] = min(times) if wanted and times else None
+    return out
+
+
+def refresh_host_vulns(
+    now: float | None = None, *, force: bool = False, first_seen_at_publication: bool = True
+) -> VulnRun:
     """Compute the findings of every (package set, repository set, ecosystem) that changed.
 
     ``force`` recomputes every set (after a change of the matching rules themselves).
+    ``first_seen_at_publication``: the setting ``vulns_first_seen_at_publication``,
+    stored with each set for the update computation (``store.vulns.fixing_sets``).
     """
     started = time.monotonic()
     now = time.time() if now is None else now
@@ -309,7 +321,10 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
         key: SetKey = (pset, rset, eco.label)
         if key not in set_of:
             mirror_sets = _mirror_sets(rset, memo, repos_of)
-            digest = _digest(feeds, eco.label, mirror_sets)
+            # every ecosystem it reads, not only the label: an OS group's override may
+            # add one under the same label
+            read_names = f"{eco.label}|{','.join(sorted(eco.names))}|{','.join(eco.prefixes)}"
+            digest = _digest(feeds, read_names, mirror_sets, first_seen_at_publication)
             found = existing.get(key)
             if found is not None and found[1] == digest and not force:
                 set_of[key] = found[0]
@@ -317,12 +332,14 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
             else:
                 pids = package_ids_of(pset)
                 reads = _with_errata(eco, repos_of.get(rset, ()), errata)
-                rows, keys = matcher.assess(reads, mirror_sets, pids, cache)
+                rows, keys, fixing = matcher.assess(reads, mirror_sets, pids, cache)
                 if meta is None:
                     meta = vulnerability_meta()
+                since = _since(fixing, meta, first_seen_at_publication)
                 with write_transaction():
                     set_of[key] = save_set(pset, rset, eco.label, digest, now, rows, meta,
-                                           known, keys, found[0] if found else None)  # fmt: skip
+                                           known, keys, found[0] if found else None,
+                                           since)  # fmt: skip
                 run.computed += 1
         else:
             run.reused += 1

@@ -14,6 +14,7 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -22,6 +23,7 @@ from peewee import ModelSelect
 
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
+from patchwatch.domain.records import Package
 from patchwatch.domain.updates import encode_holds
 from patchwatch.pipeline.prepared import Prepared
 from patchwatch.pipeline.prepared import prepare
@@ -44,6 +46,7 @@ from patchwatch.store.sets import cached_id
 from patchwatch.store.sets import ensure_repository_set
 from patchwatch.store.sets import forget_cached_ids
 from patchwatch.store.sets import remember_id
+from patchwatch.store.vulns import remember_reported_sources
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +186,7 @@ def apply_report(
     """
     if package_set_id is None:
         package_set_id = ensure_package_set(report.packages, now).id
+        remember_reported_sources(reported_sources([report]))
     rset = (
         ensure_repository_set(report.repositories, now) if report.repositories is not None else None
     )
@@ -264,6 +268,24 @@ def apply_report(
                 [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
             )
     return host_id
+
+
+def reported_sources(reports: Iterable[HostReport]) -> dict[Package, tuple[str, str]]:
+    """The source (name, version) the reports give for their installed packages.
+
+    A ``sources`` entry names its binary by name, version, release and arch as the
+    report's packages do; one naming no package of its report is dropped.
+    """
+    out: dict[Package, tuple[str, str]] = {}
+    for report in reports:
+        if not report.sources:
+            continue
+        by_key = {(p.name, p.version, p.release, p.arch): p for p in report.packages}
+        for s in report.sources:
+            package = by_key.get((s.name, s.version, s.release, s.arch))
+            if package is not None:
+                out[package] = (s.source, s.source_version)
+    return out
 
 
 def claim_report(row: Report, now: float, force: bool = False) -> bool:
@@ -385,6 +407,10 @@ def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -
     )
     for (item, _record), set_id in zip(fresh, set_ids, strict=True):
         item.package_set_id = set_id
+    sources = reported_sources([record for item, record in todo if item.packages_read])
+    if sources:
+        with write_transaction():
+            remember_reported_sources(sources)
     with write_transaction():
         for _item, record in todo:
             if record.repositories is not None:

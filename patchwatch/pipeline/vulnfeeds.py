@@ -36,7 +36,7 @@ from patchwatch.domain.vulns import archive
 from patchwatch.domain.vulns.debian_tracker import parse_tracker
 from patchwatch.domain.vulns.debian_tracker import tracker_records
 from patchwatch.domain.vulns.ecosystems import HostEcosystem
-from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
+from patchwatch.domain.vulns.ecosystems import host_ecosystem
 from patchwatch.domain.vulns.epss import parse_epss
 from patchwatch.domain.vulns.feeds import Feed
 from patchwatch.domain.vulns.feeds import RepoAdvisory
@@ -54,7 +54,7 @@ from patchwatch.store.models import Advisory
 from patchwatch.store.models import AdvisoryPackage
 from patchwatch.store.models import Package
 from patchwatch.store.vuln_models import VulnSource
-from patchwatch.store.vulns import fleet_os
+from patchwatch.store.vulns import fleet_os_groups
 from patchwatch.store.vulns import named_cves
 from patchwatch.store.vulns import rebuild_vulnerabilities
 from patchwatch.store.vulns import replace_epss
@@ -90,7 +90,10 @@ class FeedOutcome:
 
 
 def _host_ecosystems() -> list[HostEcosystem]:
-    return [e for os in fleet_os() if (e := ecosystem_for_os(os)) is not None]
+    """What the fleet's hosts read: per OS group its override, else its os-release's."""
+    return [
+        e for os, override in fleet_os_groups() if (e := host_ecosystem(os, override)) is not None
+    ]
 
 
 def plan(settings: Settings) -> list[Feed]:

@@ -628,6 +628,29 @@ def _host_update_counts(db: Database) -> None:
     host_counts.recount(db)
 
 
+def _vulnerability_fixes(db: Database) -> None:
+    """Add ``vuln_set.fixing``: the installed packages of a set whose pending update fixes
+    a vulnerability (``patchwatch.pipeline.hostvulns``), and ``fixing_since``: the
+    earliest publication of what each fixes. Existing sets are computed again at
+    the next run (their digest covers the rules' version), which fills it. Add
+    ``package_source.version``: the source version agents report (a binNMU's differs).
+    Add ``os_release.vuln_ecosystem``: an operator's override of the OS group's
+    vulnerability ecosystems ("" for the os-release mapping)."""
+    blob = "BLOB" if isinstance(db, SqliteDatabase) else "BYTEA"
+    for column in ("fixing", "fixing_since"):
+        if column not in {c.name for c in db.get_columns("vuln_set")}:
+            db.execute_sql(f'ALTER TABLE "vuln_set" ADD COLUMN "{column}" {blob}')
+    if "vuln_ecosystem" not in {c.name for c in db.get_columns("os_release")}:
+        db.execute_sql(
+            'ALTER TABLE "os_release" ADD COLUMN "vuln_ecosystem" VARCHAR(512) NOT NULL '
+            "DEFAULT ''"
+        )
+    if "version" not in {c.name for c in db.get_columns("package_source")}:
+        db.execute_sql(
+            'ALTER TABLE "package_source" ADD COLUMN "version" VARCHAR(255) NOT NULL DEFAULT \'\''
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -652,6 +675,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
     Migration(19, "host update counts kept on the host row", _host_update_counts),
+    Migration(20, "vuln_set.fixing; package_source.version from agents", _vulnerability_fixes),
 )
 
 LATEST = MIGRATIONS[-1].version

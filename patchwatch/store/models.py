@@ -62,6 +62,9 @@ class OSRelease(BaseModel):
     cpe = CharField(max_length=255, default="")
     # check that its hosts' reporting addresses resolve back to their names (rdns.py)
     reverse_dns_check = BooleanField(default=False)
+    # the vulnerability ecosystems its hosts read, as an operator set them ("": from
+    # os-release; "none": no feed; see patchwatch.domain.vulns.ecosystems.host_ecosystem)
+    vuln_ecosystem = CharField(max_length=512, default="")  # migration 20
 
 
 class Package(BaseModel):

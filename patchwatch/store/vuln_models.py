@@ -150,6 +150,8 @@ class VulnSet(BaseModel):
     """The findings of one (package set, repository set, ecosystem), shared by hosts.
 
     ``finding_ids``: the :class:`VulnFinding` ids, packed (``patchwatch.domain.packed_ids``).
+    ``fixing``: the installed package ids (of the package set) with a fixable finding,
+    packed: what the update computation reads (migration 20).
     ``summary``: what a scrape serves for its hosts (counts by severity and status, KEV
     fixable, oldest fixable critical/high, KEV vulnerabilities), as JSON, computed with
     the findings: a scrape then reads one row per set instead of every finding.
@@ -162,6 +164,12 @@ class VulnSet(BaseModel):
     computed_at = DoubleField()
     finding_ids = BlobField(null=True)
     summary = TextField(default="{}")
+    # installed package ids with a fixable finding, packed: their pending updates fix a
+    # vulnerability, so the update computation counts them as security updates
+    fixing = BlobField(null=True)
+    # beside each of them, the earliest publication of what it fixes (float64, NaN:
+    # none known or not wanted), the first-seen time its update may start at
+    fixing_since = BlobField(null=True)
 
     class Meta:
         indexes = ((("package_set", "repository_set", "ecosystem"), True),)
@@ -169,11 +177,15 @@ class VulnSet(BaseModel):
 
 class PackageSource(BaseModel):
     """The source package of a binary whose source has another name (``libc6`` of
-    ``glibc``), as a mirror's apt index says (``Source:``): Debian's and Ubuntu's
-    vulnerability records name source packages, hosts report binaries."""
+    ``glibc``) or version (a binNMU), as the host's agent reports it or, for hosts that
+    do not (Patchman clients), a mirror's apt index says (``Source:``): Debian's and
+    Ubuntu's vulnerability records name source packages, hosts report binaries.
+    ``version`` "": not known (a mirror's index names no version apart).
+    """
 
     package = ForeignKeyField(Package, primary_key=True, on_delete="CASCADE")
     source = CharField(max_length=255)
+    version = CharField(max_length=255, default="")  # migration 20
 
 
 class VulnHost(BaseModel):

@@ -29,6 +29,7 @@ from patchwatch.domain.records import PackageKind
 from patchwatch.domain.records import RepoKind
 from patchwatch.domain.records import ReportedModule
 from patchwatch.domain.records import ReportedRepository
+from patchwatch.domain.records import ReportedSource
 from patchwatch.domain.records import ReportedUpdate
 from patchwatch.domain.reports import memo
 from patchwatch.domain.reports.fields import CHECKED_KINDS
@@ -45,6 +46,7 @@ from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
 from patchwatch.domain.reports.fields import MAX_SIGNED_BY
+from patchwatch.domain.reports.fields import MAX_SOURCES
 from patchwatch.domain.reports.fields import MAX_SUITE
 from patchwatch.domain.reports.fields import MAX_TAG
 from patchwatch.domain.reports.fields import MAX_TAGS
@@ -98,6 +100,7 @@ _NATIVE_REPO_KEYS = frozenset(
 _NATIVE_MODULE_KEYS = frozenset({"name", "stream", "version", "context", "arch", "packages"})
 _NATIVE_UPDATE_KEYS = frozenset({"name", "version", "arch", "security", "repository"})
 _NATIVE_HELD_KEYS = frozenset({"name", "arch"})
+_NATIVE_SOURCE_KEYS = frozenset({"name", "version", "release", "arch", "source", "source_version"})
 _REPO_KINDS: Mapping[str, RepoKind] = {
     "deb": RepoKind.DEB,
     "rpm": RepoKind.RPM,
@@ -184,6 +187,10 @@ def parse_native(doc: object) -> HostReport:
         items = _native_array(doc["held"], "held", MAX_HELD)
         held = tuple(sorted({_native_held(item, f"held[{i}]") for i, item in enumerate(items)}))
 
+    sources: tuple[ReportedSource, ...] = ()
+    if "sources" in doc:
+        sources = _native_sources(doc["sources"])
+
     extra = {"domain": domain}
     agent = ""
     if "agent" in doc:
@@ -203,6 +210,7 @@ def parse_native(doc: object) -> HostReport:
         modules=modules,
         updates=updates,
         held=held,
+        sources=sources,
         agent=agent,
         protocol=NATIVE,
         extra=extra,
@@ -436,6 +444,50 @@ def _native_held(item: object, where: str) -> HeldPackage:
     if "arch" not in obj:
         return HeldPackage(name)
     return HeldPackage(name, _native_string(obj["arch"], f"{where}.arch", MAX_ARCH, min_len=1))
+
+
+_SOURCE_MEMO: dict[tuple[object, ...], ReportedSource] = {}
+_SOURCE_MEMO_SIZE = 200_000  # entries kept before the memo starts again
+
+
+def _native_sources(value: object) -> tuple[ReportedSource, ...]:
+    """The ``sources`` entries, most of them seen before: hosts of one image report the
+    same few hundred, and checking each field of each cost ten times the package list's
+    memoised path. An entry's items are its memo key, looked up in C (``map``) as the
+    package list's are; only the misses are checked, one by one."""
+    items = _native_array(value, "sources", MAX_SOURCES)
+    memo = _SOURCE_MEMO
+    keys: list[tuple[object, ...] | None]
+    try:
+        keys = list(map(tuple, map(dict.items, items)))  # type: ignore[arg-type]
+        out = list(map(memo.get, keys))  # type: ignore[arg-type]
+    except TypeError:  # an entry that is no object, or an unhashable value
+        keys = [None] * len(items)
+        out = [None] * len(items)
+    for i in compress(range(len(out)), map(not_, out)):  # the misses (None)
+        found = _native_source(items[i], f"sources[{i}]")
+        key = keys[i]
+        if key is not None:
+            if len(memo) >= _SOURCE_MEMO_SIZE:
+                memo.clear()
+            memo[key] = found
+        out[i] = found
+    # equal entries are one memo object: deduplicated by identity, not by hashing each
+    return tuple({id(s): s for s in out}.values())  # type: ignore[arg-type]
+
+
+def _native_source(item: object, where: str) -> ReportedSource:
+    obj = _native_object(item, where, ("name", "version", "arch", "source"), _NATIVE_SOURCE_KEYS)
+    return ReportedSource(
+        name=_native_string(obj["name"], f"{where}.name", MAX_PACKAGE_NAME, min_len=1),
+        version=_native_string(obj["version"], f"{where}.version", MAX_VERSION, min_len=1),
+        release=_native_string(obj.get("release", ""), f"{where}.release", MAX_RELEASE),
+        arch=_native_string(obj["arch"], f"{where}.arch", MAX_ARCH, min_len=1),
+        source=_native_string(obj["source"], f"{where}.source", MAX_PACKAGE_NAME, min_len=1),
+        source_version=_native_string(
+            obj.get("source_version", ""), f"{where}.source_version", MAX_VERSION
+        ),
+    )
 
 
 def _native_agent(value: object, extra: dict[str, str]) -> str:

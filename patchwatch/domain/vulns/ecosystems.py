@@ -28,7 +28,8 @@ Alpine 3.20.x              ``Alpine:v3.20``
 
 Anything else (Debian unstable, Raspbian, Fedora, CentOS, Oracle Linux, Amazon Linux, an
 unknown ID) maps to nothing: those hosts are not matched until an operator says which
-ecosystem applies (a per-OS-group override, to be wired with the settings).
+ecosystem applies, per OS group (``patchwatch os set OS --vuln-ecosystem``: one or more
+ecosystems of one ordering, or ``none``; :func:`host_ecosystem`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from patchwatch.domain.errors import ParseError
 from patchwatch.domain.osinfo import DEBIAN_CODENAMES
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.versions import Key
@@ -48,11 +50,14 @@ from patchwatch.domain.versions import split_rpm
 from patchwatch.domain.versions_apk import apk_sort_key
 
 __all__ = [
+    "NOT_MATCHED",
     "HostEcosystem",
     "Ordering",
     "check_version",
     "ecosystem_for_os",
+    "host_ecosystem",
     "ordering_for",
+    "parse_override",
     "version_key",
 ]
 
@@ -201,3 +206,52 @@ def ecosystem_for_os(os: OSInfo) -> HostEcosystem | None:
         name = f"Alpine:v{major}.{minor}"
         return HostEcosystem(name, Ordering.APK, frozenset({name}))
     return None
+
+
+NOT_MATCHED = "none"  # an OS group's override: its hosts read no feed
+MAX_OVERRIDE = 512  # characters of an override as stored
+_MAX_OVERRIDE_NAMES = 8
+
+
+def parse_override(text: str) -> HostEcosystem | None:
+    """An OS group's ecosystem override: ``Debian:12``, or several ecosystems of one
+    ordering separated by commas (``Ubuntu:22.04,Ubuntu:22.04:LTS``), the first being
+    the label; ``none``: no feed applies (None).
+
+    :raises ParseError: for an ecosystem with no known ordering (it could never be
+        matched), several orderings, or more than a few names.
+    """
+    text = text.strip()
+    if text == NOT_MATCHED:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or len(text) > MAX_OVERRIDE or len(names) > _MAX_OVERRIDE_NAMES:
+        raise ParseError(
+            f"expected up to {_MAX_OVERRIDE_NAMES} ecosystems separated by commas, "
+            f"'{NOT_MATCHED}' or 'auto'",
+            "vuln_ecosystem",
+        )
+    orderings = {ordering_for(n) for n in names}
+    if None in orderings:
+        unknown = ", ".join(n for n in names if ordering_for(n) is None)
+        known = ", ".join(sorted(_ORDERING_BY_BASE))
+        raise ParseError(
+            f"no version ordering is known for {unknown} (known: {known})", "vuln_ecosystem"
+        )
+    if len(orderings) > 1:
+        raise ParseError("the ecosystems of one OS group must share one ordering", "vuln_ecosystem")
+    (ordering,) = orderings
+    assert ordering is not None
+    return HostEcosystem(names[0], ordering, frozenset(names))
+
+
+def host_ecosystem(os: OSInfo, override: str = "") -> HostEcosystem | None:
+    """The ecosystems a host reads: its OS group's override when set, else the mapping
+    from its os-release (:func:`ecosystem_for_os`). A stored override that no longer
+    parses (never written so) maps to nothing rather than to a guess."""
+    if not override:
+        return ecosystem_for_os(os)
+    try:
+        return parse_override(override)
+    except ParseError:
+        return None
