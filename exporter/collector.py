@@ -50,6 +50,7 @@ from patchwatch.store.queries import load_host_tags
 from patchwatch.store.queries import load_host_tuples
 from patchwatch.store.queries import load_last_job_runs
 from patchwatch.store.queries import load_mirror_rows
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.shards import HostSelection
 from patchwatch.store.shards import shard_hosts
 from patchwatch.store.vulns import scrape_rows
@@ -120,6 +121,7 @@ class StoreCollector(Collector):
         if shard is None or shard.has_fleet:
             yield from self._report_families()
             yield from self._mirror_families()
+            yield from self._security_feed_families()
             yield from self._job_families()
         yield from self._vuln_families(shard)
 
@@ -350,6 +352,53 @@ class StoreCollector(Collector):
                 if count is not None:
                     skipped.add_metric([*key, index], count)
         yield from (attempt, success, failures, consecutive, packages, skipped)
+
+    def _security_feed_families(self) -> Iterator[Metric]:
+        """Arch's tracker and Alpine's secdb copies (``patchwatch.store.security_feeds``)."""
+        labels = ["feed"]
+        attempt = _gauge(
+            "patchwatch_security_feed_last_attempt_timestamp_seconds",
+            "When the security feed was last read, successfully or not.",
+            labels,
+        )
+        success = _gauge(
+            "patchwatch_security_feed_last_success_timestamp_seconds",
+            "When the security feed was last read successfully (changed or not).",
+            labels,
+        )
+        failures = CounterMetricFamily(
+            "patchwatch_security_feed_failures",
+            "Failed reads of the security feed since it was first read (the last good "
+            "copy stays in use).",
+            labels=labels,
+        )
+        consecutive = _gauge(
+            "patchwatch_security_feed_consecutive_failures",
+            "Failed reads of the security feed since its last success (0 when healthy).",
+            labels,
+        )
+        fixes = _gauge(
+            "patchwatch_security_feed_fixes",
+            "Fixed versions listed in the feed's last good copy (absent before one).",
+            labels,
+        )
+        skipped = _gauge(
+            "patchwatch_security_feed_skipped_entries",
+            "Entries of the feed's last good copy skipped as malformed.",
+            labels,
+        )
+        for f in SecurityFeed.select().order_by(SecurityFeed.name):
+            key = [f.name]
+            if f.last_attempt_at is not None:
+                attempt.add_metric(key, f.last_attempt_at)
+            if f.last_success_at is not None:
+                success.add_metric(key, f.last_success_at)
+            failures.add_metric(key, f.failures_total)
+            consecutive.add_metric(key, f.consecutive_failures)
+            if f.fixes is not None:
+                fixes.add_metric(key, f.fixes)
+                skipped.add_metric(key, f.skipped or 0)
+        yield from (attempt, success, failures, consecutive, fixes, skipped)
 
     def _job_families(self) -> Iterator[Metric]:
         last_success = _gauge(

@@ -33,6 +33,7 @@ from patchwatch.store.models import HealthProbe
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.models import ServerSecret
 from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.vuln_models import VULN_MODELS
 
 log = logging.getLogger(__name__)
@@ -628,6 +629,12 @@ def _host_update_counts(db: Database) -> None:
     host_counts.recount(db)
 
 
+def _security_feed_copies(db: Database) -> None:
+    """Create ``security_feed``: the last good copy of Arch's tracker and Alpine's secdb
+    documents, fetched on a schedule (``patchwatch.store.security_feeds``)."""
+    db.create_tables([SecurityFeed], safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -652,6 +659,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(17, "web console: server_secret and audit_entry tables", _console_tables),
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
     Migration(19, "host update counts kept on the host row", _host_update_counts),
+    Migration(20, "security_feed: fetched Arch tracker and Alpine secdb", _security_feed_copies),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,11 +1,13 @@
-"""The security feeds a pacman or apk refresh reads beside the index: local files.
+"""The security feeds a pacman or apk refresh reads beside the index.
 
-Arch's tracker JSON and Alpine's secdb documents are read from the paths the settings
-name (``arch_security_tracker``, ``apk_secdb``); fetching them on a schedule is left to
-the operator for now (docs/mirrors.md). Each feed's SHA-256 is kept in the mirror's
-checksum beside the index's, so a new feed re-classifies the updates even when the
-index has not changed, and a feed that cannot be read or parsed fails the refresh
-(the last good data, advisories included, is kept) rather than clearing them.
+Arch's tracker JSON and Alpine's secdb documents are named by the settings
+(``arch_security_tracker``, ``apk_secdb``). A URL is read from the last good copy the
+``refresh_security_feeds`` job fetched (``patchwatch.pipeline.securityfeeds``; before
+the first one the feed says nothing yet); a local path is read from the file. Each
+feed's SHA-256 is kept in the mirror's checksum beside the index's, so a new copy
+re-classifies the updates even when the index has not changed, and a local feed that
+cannot be read or parsed fails the refresh (the last good data, advisories included,
+is kept) rather than clearing them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from patchwatch.domain.vulns.alpine_secdb import SecDb
 from patchwatch.domain.vulns.alpine_secdb import parse_secdb
 from patchwatch.domain.vulns.arch_tracker import MAX_TRACKER_BYTES
 from patchwatch.domain.vulns.arch_tracker import parse_arch_tracker
+from patchwatch.domain.vulns.feeds import is_url
 from patchwatch.domain.vulns.fixed_in import FixedIn
+from patchwatch.store.security_feeds import stored_copy
 
 NONE = "-"  # the checksum part of "no feed"
 
@@ -51,7 +55,13 @@ def arch_tracker(path: str) -> tuple[str, list[FixedIn] | None]:
     """(digest, fixes) of ``arch_security_tracker``; fixes None when it is not set."""
     if not path:
         return NONE, None
-    data = _read(path, MAX_TRACKER_BYTES, "arch_security_tracker")
+    if is_url(path):
+        copy = stored_copy(path)
+        if copy is None:
+            return NONE, None  # not fetched yet
+        data = copy[1]
+    else:
+        data = _read(path, MAX_TRACKER_BYTES, "arch_security_tracker")
     try:
         return digest([data]), parse_arch_tracker(data).fixes
     except (ParseError, TooLargeError) as exc:
@@ -70,7 +80,13 @@ def apk_secdb(paths: Sequence[str], mirror_url: str) -> tuple[str, list[FixedIn]
     found: list[SecDb] = []
     used: list[bytes] = []
     for path in paths:
-        data = _read(path, MAX_SECDB_BYTES, "apk_secdb")
+        if is_url(path):
+            copy = stored_copy(path)
+            if copy is None or copy[0] != tail:
+                continue  # not fetched yet, or of another branch or repository
+            data = copy[1]
+        else:
+            data = _read(path, MAX_SECDB_BYTES, "apk_secdb")
         try:
             secdb = parse_secdb(data)
         except (ParseError, TooLargeError) as exc:
