@@ -43,6 +43,7 @@ from patchwatch.domain.updates import decide_update
 from patchwatch.domain.updates import decode_holds
 from patchwatch.domain.updates import has_newer
 from patchwatch.domain.updates import is_held
+from patchwatch.domain.updates import match_arch
 from patchwatch.domain.versions import Key
 from patchwatch.domain.versions import sort_key
 from patchwatch.store.db import ARRAY_PARAMETER_SIZE
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 
 Membership = list[tuple[int, int, bool]]  # (repository id, priority, enabled)
 PackageRow = tuple[str, str, str, str, str, str]  # kind, name, epoch, version, release, arch
-NameArch = tuple[str, str]
+NameArch = tuple[str, str]  # name, arch as match_arch gives it ("" for pacman: by name)
 Item = tuple[int, bool, int | None]  # available package id, security, repository id
 Items = dict[int, Item]  # installed package id -> its update
 UpdateSetKey = tuple[int, int | None, str]  # package set, repository set, kernel (+ OS)
@@ -89,6 +90,7 @@ WRITE_ROWS = 50_000  # most pending updates compared or written per transaction
 WRITE_AHEAD = 2  # batches computed and waiting for the writer thread, at most
 
 _KINDS = {k.value: k for k in PackageKind}
+_PACMAN = PackageKind.ARCH.value
 
 
 _T_PACKAGE = Package._meta.table_name
@@ -180,7 +182,7 @@ class UpdateContext:
         """Remember a package row read by any query of the run."""
         if pid not in self.rows:
             self.rows[pid] = row
-            self.name_arch[pid] = (row[1], row[5])
+            self.name_arch[pid] = (row[1], match_arch(row[0], row[5]))
 
     def ensure_rows(self, ids: Iterable[int]) -> None:
         """Read the rows of the packages not read yet, a few hundred per query."""
@@ -235,9 +237,10 @@ class UpdateContext:
                 f"AND m.package_set_id IN ({placeholders(len(targets))}) ORDER BY p.id"
             )
             for ps, pid, *row in database.execute_sql(raw_sql(sql), [*chunk, *targets]).fetchall():
-                if (row[1], row[5]) in wanted[ps]:
+                na = (row[1], match_arch(row[0], row[5]))
+                if na in wanted[ps]:
                     self.add_row(pid, tuple(row))
-                    self.indexes.setdefault(ps, {}).setdefault((row[1], row[5]), []).append(pid)
+                    self.indexes.setdefault(ps, {}).setdefault(na, []).append(pid)
                     self.index_ids.setdefault(ps, set()).add(pid)
         for ps in targets:
             self.index_keys[ps] |= wanted[ps]
@@ -254,7 +257,7 @@ class UpdateContext:
         for pid, *row in database.execute_sql(raw_sql(sql), (ps,)).fetchall():
             if pid not in rows:
                 self.add_row(pid, tuple(row))
-            index[(row[1], row[5])].append(pid)
+            index[(row[1], row[5] if row[0] != _PACMAN else "")].append(pid)  # match_arch
         self.indexes[ps] = dict(index)
         self.index_ids[ps] = {pid for ids in index.values() for pid in ids}
         self.full_indexes.add(ps)
@@ -285,7 +288,9 @@ class UpdateContext:
                 .tuples()
             )  # fmt: skip
             for kind, name, epoch, version, release, arch in query:
-                out[(name, arch)].append(sort_key(_KINDS[kind], epoch, version, release))
+                out[(name, match_arch(kind, arch))].append(
+                    sort_key(_KINDS[kind], epoch, version, release)
+                )
         self.advisories[repo_ids] = dict(out)
         return self.advisories[repo_ids]
 
@@ -664,12 +669,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         host_holds = holds.get(host.id)
         if host_holds and desired:
             ctx.ensure_rows(desired)
-            held = {i for i in desired if is_held(host_holds, *ctx.name_arch[i])}
+            held = {i for i in desired if is_held(host_holds, ctx.rows[i][1], ctx.rows[i][5])}
         if security_names and desired:
             ctx.ensure_rows(desired)
             desired = {
                 inst: (avail, True, repo)
-                if not sec and ctx.name_arch[inst] in security_names
+                if not sec and (ctx.rows[inst][1], ctx.rows[inst][5]) in security_names
                 else (avail, sec, repo)
                 for inst, (avail, sec, repo) in desired.items()
             }
