@@ -182,7 +182,7 @@ EXPECTED = {
     "alpine-3.20": {
         "os": ("alpine", "3.20.3", None),
         "packages": 12,
-        "repositories": 3,  # main, community, @edge (disabled); the cdrom folder is local
+        "repositories": 3,  # main, community, @edge (tagged); the cdrom folder is local
         "reboot": False,  # running 6.6.58-0-lts, its modules still on disk
         "package": ("curl", "", "8.11.1_rc1-r0", "", "x86_64"),
         "updates": False,
@@ -243,10 +243,11 @@ def test_arch_fixture_details() -> None:
 def test_alpine_fixture_details() -> None:
     report, _runner = fixture_report("alpine-3.20")
     repos = report["repositories"]
-    assert [(r["id"], r.get("enabled", True)) for r in repos] == [
-        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/main", True),
-        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/community", True),
-        ("@edge https://dl-cdn.alpinelinux.org/alpine/edge/main", False),
+    # a tagged repository is enabled, with its tag and the names world pins to it
+    assert [(r["id"], r.get("enabled", True), r.get("tag"), r.get("pinned")) for r in repos] == [
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/main", True, None, None),
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/community", True, None, None),
+        ("@edge https://dl-cdn.alpinelinux.org/alpine/edge/main", True, "edge", ["vim"]),
     ]
     assert {r["arch"] for r in repos} == {"x86_64"}
     # world: nginx=1.26.2-r0 and curl<8.12 hold; vim@edge, bare names do not

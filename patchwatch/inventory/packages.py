@@ -69,7 +69,7 @@ def orphan_packages(
         query = query.where(Host.id == host.id)
     groups: dict[tuple[int, frozenset[int]], list[str]] = defaultdict(list)
     for h in list(query):
-        repo_ids = frozenset(r for r, _prio, _enabled in repository_membership(h))
+        repo_ids = frozenset(r for r, *_rest in repository_membership(h))
         groups[(h.package_set_id, repo_ids)].append(h.name)
     mirror_sets: dict[int, set[int]] = defaultdict(set)
     for repo_id, pset_id in (

@@ -74,7 +74,9 @@ from patchwatch.store.package_sets import package_ids_of
 
 log = logging.getLogger(__name__)
 
-Membership = list[tuple[int, int, bool]]  # (repository id, priority, enabled)
+#: (repository id, priority, enabled, the only names it offers: None for all of them,
+#: the pinned names for an apk tagged repository)
+Membership = list[tuple[int, int, bool, frozenset[str] | None]]
 PackageRow = tuple[str, str, str, str, str, str]  # kind, name, epoch, version, release, arch
 NameArch = tuple[str, str]  # name, arch as match_arch gives it ("" for pacman: by name)
 Item = tuple[int, bool, int | None]  # available package id, security, repository id
@@ -107,8 +109,9 @@ _PACKAGE_COLUMNS = "p.id, p.kind, p.name, p.epoch, p.version, p.release, p.arch"
 class Sources:
     """What updates are computed from for one repository membership, for every set using it.
 
-    ``offering`` has (repository id, priority, security, mirror package set) for each
-    enabled repository with mirror data, in the host's order: between equal versions
+    ``offering`` has (repository id, priority, security, mirror package set, the only
+    names it offers or None) for each enabled repository with mirror data, in the
+    host's order: between equal versions
     and priorities the first repository wins, as in ``compute_updates``.
     ``advisory_repositories`` are the enabled repositories whose security advisories
     count. ``decisions`` numbers the pair of them: memberships that differ only in what
@@ -116,7 +119,7 @@ class Sources:
     """
 
     digest: str
-    offering: tuple[tuple[int, int, bool, int], ...]
+    offering: tuple[tuple[int, int, bool, int, frozenset[str] | None], ...]
     advisory_repositories: tuple[int, ...]
     has_mirror_data: bool  # False: nothing can be said about packages without repository
     decisions: int
@@ -156,7 +159,9 @@ class UpdateContext:
     reused: int = 0
     hosts_changed: int = 0
     membership: dict[tuple[int | None, int | None, bool], Membership] = field(default_factory=dict)
-    sources: dict[tuple[tuple[int, int, bool], ...], Sources] = field(default_factory=dict)
+    sources: dict[tuple[tuple[int, int, bool, frozenset[str] | None], ...], Sources] = field(
+        default_factory=dict
+    )
     rows: dict[int, PackageRow] = field(default_factory=dict)
     name_arch: dict[int, NameArch] = field(default_factory=dict)
     # installed ids by (name, arch), and those sharing theirs with another installed id
@@ -350,16 +355,29 @@ def repository_membership(host: Host, ctx: UpdateContext | None = None) -> Membe
 
 def _membership(host: Host) -> Membership:
     if host.use_os_repositories and host.os_release_id:
-        rows = OSReleaseRepository.select(OSReleaseRepository.repository).where(
-            OSReleaseRepository.os_release == host.os_release_id
+        group = (
+            OSReleaseRepository.select(Repository.id, Repository.kind, Repository.repo_id)
+            .join(Repository, on=(OSReleaseRepository.repository == Repository.id))
+            .where(OSReleaseRepository.os_release == host.os_release_id)
+            .tuples()
         )
-        return [(r.repository_id, 500, True) for r in rows]
+        # an OS group's apk tagged repository offers nothing: pins are per host
+        return [(rid, 500, True, _tagged(kind, repo_id)) for rid, kind, repo_id in group]
     if host.repository_set_id is None:
         return []
     rows = RepositorySetMember.select().where(
         RepositorySetMember.repository_set == host.repository_set_id
     )
-    return [(r.repository_id, r.priority, r.enabled) for r in rows]
+    return [(r.repository_id, r.priority, r.enabled, _pinned(r.pinned)) for r in rows]
+
+
+def _pinned(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(text.split())
+
+
+def _tagged(kind: str, repo_id: str) -> frozenset[str] | None:
+    """Nothing for an apk repository reported with a tag (id ``@edge URL``), else None."""
+    return frozenset() if kind == "apk" and repo_id.startswith("@") else None
 
 
 def _serving_mirrors(repo_ids: list[int]) -> dict[int, Mirror]:
@@ -379,12 +397,14 @@ def inputs_digest(
     membership: Membership, mirrors: dict[int, Mirror], repos: dict[int, Repository]
 ) -> str:
     h = hashlib.sha256()
-    for repo_id, prio, enabled in sorted(membership):
+    for repo_id, prio, enabled, only in sorted(membership, key=lambda m: m[0]):
         m = mirrors.get(repo_id)
         r = repos.get(repo_id)
         security = r.is_security if r else False
         data = f"{m.package_set_id}/{m.metadata_checksum}" if m else None
         line = f"{repo_id}:{prio}:{enabled}:{data}:{security}"
+        if only is not None:
+            line += ":" + " ".join(sorted(only))
         h.update(f"{line}:{r.enabled if r else 0};".encode())
     return h.hexdigest()
 
@@ -394,7 +414,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     cache_key = tuple(membership)
     if cache_key in ctx.sources:
         return ctx.sources[cache_key]
-    repo_ids = [r for r, _p, e in membership if e]
+    repo_ids = [r for r, _p, e, _o in membership if e]
     repos = (
         {r.id: r for r in Repository.select().where(Repository.id.in_(repo_ids))}
         if repo_ids
@@ -403,7 +423,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     mirrors = _serving_mirrors(repo_ids) if repo_ids else {}
     offering = []
     missing = False  # a repository the server could read but has no data of
-    for repo_id, priority, enabled in membership:
+    for repo_id, priority, enabled, only in membership:
         repo = repos.get(repo_id)
         mirror = mirrors.get(repo_id)
         if not enabled or repo is None or not repo.enabled or mirror is None:
@@ -411,7 +431,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
                 enabled and repo is not None and repo.enabled and not repo.auth_required
             )
             continue
-        offering.append((repo_id, priority, repo.is_security, mirror.package_set_id))
+        offering.append((repo_id, priority, repo.is_security, mirror.package_set_id, only))
     advisory_repositories = tuple(sorted(set(repo_ids)))
     decided_by = (tuple(offering), advisory_repositories)
     number = ctx.decision_numbers.setdefault(decided_by, len(ctx.decision_numbers))
@@ -441,11 +461,14 @@ def compute_items(ctx: UpdateContext, sources: Sources, pset_id: int) -> tuple[I
     new = installed.difference(decisions.seen)
     if new:
         ctx.ensure_rows(new)
-        psets = [ps for *_r, ps in sources.offering]
+        psets = [o[3] for o in sources.offering]
         ctx.load_indexes(psets, {ctx.name_arch[p] for p in new} if ctx.lazy else None)
-        index_ids = [ctx.index_ids.get(ps, set()) for ps in psets]
+        index_ids = [(ctx.index_ids.get(o[3], set()), o[4]) for o in sources.offering]
         for pid in sorted(new):
-            if not any(pid in ids for ids in index_ids):
+            if not any(
+                pid in ids and (only is None or ctx.name_arch[pid][0] in only)
+                for ids, only in index_ids
+            ):
                 decisions.not_offered.add(pid)
             item = _decide(ctx, sources, pid)
             if item is not None:
@@ -497,7 +520,8 @@ def _decide(ctx: UpdateContext, sources: Sources, pid: int) -> Item | None:
     na = ctx.name_arch[pid]
     offer_ids = [
         (repo_id, priority, security, offered)
-        for repo_id, priority, security, ps in sources.offering
+        for repo_id, priority, security, ps, only in sources.offering
+        if only is None or na[0] in only  # apk: a tagged repository, a pinned name
         for offered in ctx.indexes.get(ps, {}).get(na, ())
     ]
     if all(o[3] == pid for o in offer_ids):  # offered at exactly its version, or not at all

@@ -635,6 +635,15 @@ def _security_feed_copies(db: Database) -> None:
     db.create_tables([SecurityFeed], safe=True)
 
 
+def _pinned_repository_members(db: Database) -> None:
+    """Add ``repository_set_member.pinned``: the names an apk tagged repository offers a
+    host (those its world file pins to the tag); NULL, every name, for existing rows.
+    A store created from the current models has it already; running it again changes
+    nothing."""
+    if "pinned" not in {c.name for c in db.get_columns("repository_set_member")}:
+        db.execute_sql('ALTER TABLE "repository_set_member" ADD COLUMN "pinned" TEXT')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -660,6 +669,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
     Migration(19, "host update counts kept on the host row", _host_update_counts),
     Migration(20, "security_feed: fetched Arch tracker and Alpine secdb", _security_feed_copies),
+    Migration(
+        21, "repository_set_member.pinned: apk tagged repositories", _pinned_repository_members
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
