@@ -310,3 +310,91 @@ def test_metrics_absent_until_a_good_copy_then_counted(db: object, server: Mirro
     assert after["patchwatch_security_feed_last_success_timestamp_seconds"] == {
         "arch_tracker": NOW + 60
     }
+
+
+# --- OSV Alpine:v3.x records beside secdb ----------------------------------------------
+
+
+def osv_alpine(record_id: str, cve: str, package: str, fixed: str) -> dict[str, object]:
+    """One record in the shape osv.dev publishes for Alpine (from the secdb, by origin)."""
+    return {
+        "schema_version": "1.6.0", "id": record_id, "modified": "2025-02-20T12:00:00Z",
+        "published": "2025-02-14T00:00:00Z", "upstream": [cve],
+        "affected": [{
+            "package": {"ecosystem": "Alpine:v3.20", "name": package,
+                        "purl": f"pkg:apk/alpine/{package}?arch=source"},
+            "ranges": [{"type": "ECOSYSTEM",
+                        "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+        }],
+    }  # fmt: skip
+
+
+def test_osv_alpine_records_classify_beside_secdb(
+    db: object, server: MirrorServer, single_try_fetcher: HttpFetcher, tmp_path: Path
+) -> None:
+    from patchwatch.pipeline.vulnfeeds import refresh_vulns
+    from patchwatch.store.models import AdvisoryPackage
+    from patchwatch.store.models import Package
+
+    apkindex = (FIXTURES / "apk" / "APKINDEX").read_bytes()
+    put(server.root, "alpine/v3.20/main/x86_64/APKINDEX.tar.gz", index_member(apkindex))
+    put(server.root, "secdb/v3.20/main.json",
+        secdb("v3.20", "main", {"busybox": {"1.36.1-r29": ["CVE-2023-42366"]}}))  # fmt: skip
+    settings = loopback_settings(
+        apk_secdb=(server.url("secdb/v3.20/main.json"),), apk_verify_signatures=False
+    )
+    refresh_security_feeds(settings, now=NOW)
+    url = server.url("alpine/v3.20/main")
+    repo = Repository.create(kind="apk", key=f"apk {url} x86_64 {url}", repo_id=url,
+                             arch="x86_64", created_at=NOW)  # fmt: skip
+    mirror = Mirror.create(repository=repo, url=url, kind="baseurl")
+    res = refresh_mirror(mirror, single_try_fetcher, NOW + 10, settings)
+    assert res.outcome == "changed", res.detail
+    secdb_only = {("alpine-secdb:v3.20/main:busybox-1.36.1-r29", "CVE-2023-42366")}
+    assert advisories() == secdb_only
+
+    osv = tmp_path / "osv"
+    osv.mkdir()
+    for record in (
+        osv_alpine("ALPINE-CVE-2025-26519", "CVE-2025-26519", "musl", "1.2.5-r0"),
+        osv_alpine("ALPINE-CVE-2024-9143", "CVE-2024-9143", "openssl", "3.3.2-r1"),
+        osv_alpine("ALPINE-CVE-2024-0001", "CVE-2024-0001", "not-offered", "1.0-r0"),
+    ):
+        (osv / f"{record['id']}.json").write_text(json.dumps(record))
+    vulns = dataclasses.replace(settings, vulns_enabled=True, vulns_osv_sources=(str(osv),),
+                                vulns_kev_source="", vulns_epss_source="")  # fmt: skip
+    read = {o.name: (o.outcome, o.records) for o in refresh_vulns(vulns, only="osv")}
+    assert read == {"osv": ("changed", 3)}
+    # the same index, new records of its branch: read again, reclassified
+    res = refresh_mirror(reload(mirror), single_try_fetcher, NOW + 20, settings)
+    assert res.outcome == "changed", res.detail
+    assert advisories() == secdb_only | {
+        ("ALPINE-CVE-2025-26519", "CVE-2025-26519"),
+        ("ALPINE-CVE-2024-9143", "CVE-2024-9143"),
+    }
+    # by origin: musl's fix reaches musl-utils, openssl's libcrypto3
+    fixed = {
+        (a, n, v)
+        for a, n, v in AdvisoryPackage.select(Advisory.advisory_id, Package.name, Package.version)
+        .join(Advisory, on=(AdvisoryPackage.advisory == Advisory.id))
+        .switch(AdvisoryPackage)
+        .join(Package, on=(AdvisoryPackage.package == Package.id))
+        .tuples()
+    }
+    assert {
+        ("ALPINE-CVE-2025-26519", "musl", "1.2.5-r0"),
+        ("ALPINE-CVE-2025-26519", "musl-utils", "1.2.5-r0"),
+        ("ALPINE-CVE-2024-9143", "openssl", "3.3.2-r1"),
+        ("ALPINE-CVE-2024-9143", "libcrypto3", "3.3.2-r1"),
+    } <= fixed
+    res = refresh_mirror(reload(mirror), single_try_fetcher, NOW + 30, settings)
+    assert res.outcome == "unchanged", res.detail
+    # an index of another branch does not read v3.20's records
+    other = server.url("alpine/v3.19/main")
+    put(server.root, "alpine/v3.19/main/x86_64/APKINDEX.tar.gz", index_member(apkindex))
+    repo2 = Repository.create(kind="apk", key=f"apk {other} x86_64 {other}", repo_id=other,
+                              arch="x86_64", created_at=NOW)  # fmt: skip
+    res = refresh_mirror(Mirror.create(repository=repo2, url=other, kind="baseurl"),
+                         single_try_fetcher, NOW + 40, settings)  # fmt: skip
+    assert res.outcome == "changed", res.detail
+    assert Advisory.select().where(Advisory.repository == repo2).count() == 0

@@ -13,11 +13,14 @@ is kept) rather than clearing them.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from patchwatch.domain.errors import FetchError
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
+from patchwatch.domain.records import PackageKind
+from patchwatch.domain.versions_apk import valid_apk
 from patchwatch.domain.vulns.alpine_secdb import MAX_SECDB_BYTES
 from patchwatch.domain.vulns.alpine_secdb import SecDb
 from patchwatch.domain.vulns.alpine_secdb import parse_secdb
@@ -25,9 +28,12 @@ from patchwatch.domain.vulns.arch_tracker import MAX_TRACKER_BYTES
 from patchwatch.domain.vulns.arch_tracker import parse_arch_tracker
 from patchwatch.domain.vulns.feeds import is_url
 from patchwatch.domain.vulns.fixed_in import FixedIn
+from patchwatch.domain.vulns.fixed_in import osv_fixes
+from patchwatch.store.osv_fixes import ecosystem_entries
 from patchwatch.store.security_feeds import stored_copy
 
 NONE = "-"  # the checksum part of "no feed"
+_ALPINE_BRANCH = re.compile(r"^v[0-9]+\.[0-9]+$")
 
 
 def _read(path: str, limit: int, setting: str) -> bytes:
@@ -97,3 +103,27 @@ def apk_secdb(paths: Sequence[str], mirror_url: str) -> tuple[str, list[FixedIn]
     if not found:
         return NONE, None
     return digest(used), [fix for secdb in found for fix in secdb.fixes]
+
+
+def apk_osv(mirror_url: str) -> tuple[str, list[FixedIn] | None]:
+    """(digest, fixes) of the stored OSV records of the mirror's Alpine branch.
+
+    The ecosystem is ``Alpine:v3.20`` for a mirror whose URL ends in
+    ``/v3.20/<repository>`` (edge has none); the records are those the vulnerability
+    feeds (``vulns_osv_sources``) stored. Fixes None when there are none.
+    """
+    branch = mirror_url.rstrip("/").split("/")[-2:][0]
+    if not _ALPINE_BRANCH.match(branch):
+        return NONE, None
+    entries = ecosystem_entries(f"Alpine:{branch}")
+    if not entries:
+        return NONE, None
+    return digest([repr(entries).encode()]), osv_fixes(entries, PackageKind.APK, valid_apk)
+
+
+def combined(*sums: str) -> str:
+    """One checksum part for several feeds: the one there is, or a digest of them all."""
+    present = [s for s in sums if s != NONE]
+    if len(present) <= 1:
+        return present[0] if present else NONE
+    return digest([s.encode() for s in sums])
