@@ -20,12 +20,17 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
+from typing import TypeVar
 
+from patchwatch.domain.errors import ParseError
 from patchwatch.domain.records import Advisory
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import PackageKind
+from patchwatch.domain.vulns.feed import feed_json
+from patchwatch.domain.vulns.model import FeedStats
 
-__all__ = ["FixedIn", "advisories_for", "osv_fixes"]
+__all__ = ["FixedIn", "Fixes", "advisories_for", "feed_items", "osv_fixes", "read_fixes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,42 @@ class FixedIn:
     cves: tuple[str, ...] = ()
     severity: str = ""
     title: str = ""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Fixes:
+    """Every fix a security feed document lists, and what was read and skipped."""
+
+    fixes: list[FixedIn]
+    stats: FeedStats = field(default_factory=FeedStats)
+
+
+def feed_items(data: bytes, what: str, max_bytes: int, shape: type[T], expected: str) -> T:
+    """The JSON document of a fixes feed (``feed.feed_json``: bounded, maybe compressed),
+    refused whole unless it is of ``shape`` (``ParseError``: "WHAT is not EXPECTED")."""
+    doc = feed_json(data, what, max_bytes)
+    if not isinstance(doc, shape):
+        raise ParseError(f"{what} is not {expected}")
+    return doc
+
+
+def read_fixes(
+    items: Iterable[object], one: Callable[[object, FeedStats], list[FixedIn] | None]
+) -> Fixes:
+    """The fixes of each item (``one`` skips and counts a malformed item, returning
+    None), with the items read and the fixes kept counted."""
+    stats = FeedStats()
+    fixes: list[FixedIn] = []
+    for item in items:
+        stats.read += 1
+        found = one(item, stats)
+        if found is not None:
+            fixes.extend(found)
+    stats.kept = len(fixes)
+    return Fixes(fixes, stats)
 
 
 def advisories_for(
