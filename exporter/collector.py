@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Any
 
 from peewee import Database
 from peewee import PeeweeException
@@ -79,6 +81,42 @@ def in_every_shard(family: Metric) -> bool:
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels or [])
+
+
+def _read_health(prefix: str, what: str, rows: Iterable[Any]) -> list[Metric]:
+    """How a feed's reads went, one series per row (``name``, ``last_attempt_at``,
+    ``last_success_at``, ``failures_total``, ``consecutive_failures``): the families
+    the vulnerability and the security feeds share, labelled ``feed``."""
+    labels = ["feed"]
+    attempt = _gauge(
+        f"{prefix}_last_attempt_timestamp_seconds",
+        f"When the {what} was last read, successfully or not.",
+        labels,
+    )
+    success = _gauge(
+        f"{prefix}_last_success_timestamp_seconds",
+        f"When the {what} was last read successfully (changed or not).",
+        labels,
+    )
+    failures = CounterMetricFamily(
+        f"{prefix}_failures",
+        f"Failed reads of the {what} since it was first read.",
+        labels=labels,
+    )
+    consecutive = _gauge(
+        f"{prefix}_consecutive_failures",
+        f"Failed reads of the {what} since its last success (0 when healthy).",
+        labels,
+    )
+    for f in rows:
+        key = [f.name]
+        if f.last_attempt_at is not None:
+            attempt.add_metric(key, f.last_attempt_at)
+        if f.last_success_at is not None:
+            success.add_metric(key, f.last_success_at)
+        failures.add_metric(key, f.failures_total)
+        consecutive.add_metric(key, f.consecutive_failures)
+    return [attempt, success, failures, consecutive]
 
 
 class StoreCollector(Collector):
@@ -355,50 +393,23 @@ class StoreCollector(Collector):
 
     def _security_feed_families(self) -> Iterator[Metric]:
         """Arch's tracker and Alpine's secdb copies (``patchwatch.store.security_feeds``)."""
-        labels = ["feed"]
-        attempt = _gauge(
-            "patchwatch_security_feed_last_attempt_timestamp_seconds",
-            "When the security feed was last read, successfully or not.",
-            labels,
-        )
-        success = _gauge(
-            "patchwatch_security_feed_last_success_timestamp_seconds",
-            "When the security feed was last read successfully (changed or not).",
-            labels,
-        )
-        failures = CounterMetricFamily(
-            "patchwatch_security_feed_failures",
-            "Failed reads of the security feed since it was first read (the last good "
-            "copy stays in use).",
-            labels=labels,
-        )
-        consecutive = _gauge(
-            "patchwatch_security_feed_consecutive_failures",
-            "Failed reads of the security feed since its last success (0 when healthy).",
-            labels,
-        )
+        feeds = list(SecurityFeed.select().order_by(SecurityFeed.name))
+        yield from _read_health("patchwatch_security_feed", "security feed", feeds)
         fixes = _gauge(
             "patchwatch_security_feed_fixes",
             "Fixed versions listed in the feed's last good copy (absent before one).",
-            labels,
+            ["feed"],
         )
         skipped = _gauge(
             "patchwatch_security_feed_skipped_entries",
             "Entries of the feed's last good copy skipped as malformed.",
-            labels,
+            ["feed"],
         )
-        for f in SecurityFeed.select().order_by(SecurityFeed.name):
-            key = [f.name]
-            if f.last_attempt_at is not None:
-                attempt.add_metric(key, f.last_attempt_at)
-            if f.last_success_at is not None:
-                success.add_metric(key, f.last_success_at)
-            failures.add_metric(key, f.failures_total)
-            consecutive.add_metric(key, f.consecutive_failures)
+        for f in feeds:
             if f.fixes is not None:
-                fixes.add_metric(key, f.fixes)
-                skipped.add_metric(key, f.skipped or 0)
-        yield from (attempt, success, failures, consecutive, fixes, skipped)
+                fixes.add_metric([f.name], f.fixes)
+                skipped.add_metric([f.name], f.skipped or 0)
+        yield from (fixes, skipped)
 
     def _job_families(self) -> Iterator[Metric]:
         last_success = _gauge(
@@ -493,27 +504,8 @@ class StoreCollector(Collector):
             hosts.add_metric([cve, "all"], kev_hosts[cve])
             hosts.add_metric([cve, "fixable"], kev_fixable_hosts[cve])
         yield hosts
+        yield from _read_health("patchwatch_vuln_feed", "vulnerability feed", state.feeds)
         labels = ["feed"]
-        attempt = _gauge(
-            "patchwatch_vuln_feed_last_attempt_timestamp_seconds",
-            "When the vulnerability feed was last read, successfully or not.",
-            labels,
-        )
-        success = _gauge(
-            "patchwatch_vuln_feed_last_success_timestamp_seconds",
-            "When the vulnerability feed was last read successfully (changed or not).",
-            labels,
-        )
-        failures = CounterMetricFamily(
-            "patchwatch_vuln_feed_failures",
-            "Failed reads of the vulnerability feed since it was first read.",
-            labels=labels,
-        )
-        consecutive = _gauge(
-            "patchwatch_vuln_feed_consecutive_failures",
-            "Failed reads of the feed since its last success (0 when healthy).",
-            labels,
-        )
         records = _gauge(
             "patchwatch_vuln_feed_records",
             "Records (KEV: entries; EPSS: scores kept) in the feed's last good data.",
@@ -531,15 +523,9 @@ class StoreCollector(Collector):
             labels,
         )
         for f in state.feeds:
-            key = [f.name]
-            if f.last_attempt_at is not None:
-                attempt.add_metric(key, f.last_attempt_at)
-            if f.last_success_at is not None:
-                success.add_metric(key, f.last_success_at)
-            failures.add_metric(key, f.failures_total)
-            consecutive.add_metric(key, f.consecutive_failures)
             if f.records is not None:
+                key = [f.name]
                 records.add_metric(key, f.records)
                 skipped.add_metric(key, f.skipped or 0)
                 changed.add_metric(key, 1 if f.changed_too_much else 0)
-        yield from (attempt, success, failures, consecutive, records, skipped, changed)
+        yield from (records, skipped, changed)

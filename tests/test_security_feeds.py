@@ -86,6 +86,16 @@ def arch_mirror(server: MirrorServer, root: Path) -> Mirror:
     return Mirror.create(repository=repo, url=server.url(ARCH_PATH), kind="baseurl")
 
 
+def apk_mirror(server: MirrorServer, path: str) -> Mirror:
+    """An unsigned APKINDEX of tests/fixtures/apk at ``path`` on the server, and its mirror."""
+    apkindex = (FIXTURES / "apk" / "APKINDEX").read_bytes()
+    put(server.root, f"{path}/x86_64/APKINDEX.tar.gz", index_member(apkindex))
+    url = server.url(path)
+    repo = Repository.create(kind="apk", key=f"apk {url} x86_64 {url}", repo_id=url,
+                             arch="x86_64", created_at=NOW)  # fmt: skip
+    return Mirror.create(repository=repo, url=url, kind="baseurl")
+
+
 def advisories() -> set[tuple[str, str]]:
     return {(a.advisory_id, a.cves) for a in Advisory.select()}
 
@@ -217,8 +227,6 @@ def test_a_new_tracker_copy_reclassifies_without_a_new_database(
 def test_secdb_copies_apply_to_their_branch_and_repository(
     db: object, server: MirrorServer, single_try_fetcher: HttpFetcher
 ) -> None:
-    apkindex = (FIXTURES / "apk" / "APKINDEX").read_bytes()
-    put(server.root, "alpine/v3.20/main/x86_64/APKINDEX.tar.gz", index_member(apkindex))
     put(server.root, "secdb/v3.20/main.json",
         secdb("v3.20", "main", {"musl": {"1.2.5-r0": ["CVE-2025-26519"]}}))  # fmt: skip
     put(server.root, "secdb/v3.20/community.json",
@@ -228,10 +236,7 @@ def test_secdb_copies_apply_to_their_branch_and_repository(
     out = {o.name: (o.outcome, o.records) for o in refresh_security_feeds(settings, now=NOW)}
     assert out == {"apk_secdb:v3.20/main": ("changed", 1),
                    "apk_secdb:v3.20/community": ("changed", 1)}  # fmt: skip
-    url = server.url("alpine/v3.20/main")
-    repo = Repository.create(kind="apk", key=f"apk {url} x86_64 {url}", repo_id=url,
-                             arch="x86_64", created_at=NOW)  # fmt: skip
-    mirror = Mirror.create(repository=repo, url=url, kind="baseurl")
+    mirror = apk_mirror(server, "alpine/v3.20/main")
     res = refresh_mirror(mirror, single_try_fetcher, NOW + 10, settings)
     assert res.outcome == "changed", res.detail
     assert advisories() == {("alpine-secdb:v3.20/main:musl-1.2.5-r0", "CVE-2025-26519")}
@@ -336,18 +341,13 @@ def test_osv_alpine_records_classify_beside_secdb(
     from patchwatch.store.models import AdvisoryPackage
     from patchwatch.store.models import Package
 
-    apkindex = (FIXTURES / "apk" / "APKINDEX").read_bytes()
-    put(server.root, "alpine/v3.20/main/x86_64/APKINDEX.tar.gz", index_member(apkindex))
     put(server.root, "secdb/v3.20/main.json",
         secdb("v3.20", "main", {"busybox": {"1.36.1-r29": ["CVE-2023-42366"]}}))  # fmt: skip
     settings = loopback_settings(
         apk_secdb=(server.url("secdb/v3.20/main.json"),), apk_verify_signatures=False
     )
     refresh_security_feeds(settings, now=NOW)
-    url = server.url("alpine/v3.20/main")
-    repo = Repository.create(kind="apk", key=f"apk {url} x86_64 {url}", repo_id=url,
-                             arch="x86_64", created_at=NOW)  # fmt: skip
-    mirror = Mirror.create(repository=repo, url=url, kind="baseurl")
+    mirror = apk_mirror(server, "alpine/v3.20/main")
     res = refresh_mirror(mirror, single_try_fetcher, NOW + 10, settings)
     assert res.outcome == "changed", res.detail
     secdb_only = {("alpine-secdb:v3.20/main:busybox-1.36.1-r29", "CVE-2023-42366")}
@@ -390,11 +390,7 @@ def test_osv_alpine_records_classify_beside_secdb(
     res = refresh_mirror(reload(mirror), single_try_fetcher, NOW + 30, settings)
     assert res.outcome == "unchanged", res.detail
     # an index of another branch does not read v3.20's records
-    other = server.url("alpine/v3.19/main")
-    put(server.root, "alpine/v3.19/main/x86_64/APKINDEX.tar.gz", index_member(apkindex))
-    repo2 = Repository.create(kind="apk", key=f"apk {other} x86_64 {other}", repo_id=other,
-                              arch="x86_64", created_at=NOW)  # fmt: skip
-    res = refresh_mirror(Mirror.create(repository=repo2, url=other, kind="baseurl"),
-                         single_try_fetcher, NOW + 40, settings)  # fmt: skip
+    other = apk_mirror(server, "alpine/v3.19/main")
+    res = refresh_mirror(other, single_try_fetcher, NOW + 40, settings)
     assert res.outcome == "changed", res.detail
-    assert Advisory.select().where(Advisory.repository == repo2).count() == 0
+    assert Advisory.select().where(Advisory.repository == other.repository_id).count() == 0

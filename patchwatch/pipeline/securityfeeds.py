@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from patchwatch.domain.errors import FetchError
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.alpine_secdb import MAX_SECDB_BYTES
@@ -43,9 +42,11 @@ from patchwatch.domain.vulns.feeds import Feed
 from patchwatch.domain.vulns.model import FeedStats
 from patchwatch.pipeline.fetch import Fetcher
 from patchwatch.pipeline.fetch import HttpFetcher
+from patchwatch.pipeline.refresh.security_feeds import read_local
 from patchwatch.pipeline.vulnfeeds import FeedOutcome
 from patchwatch.pipeline.vulnfeeds import feed_policy
 from patchwatch.store.security_feeds import SecurityFeed
+from patchwatch.store.security_feeds import count_failure
 from patchwatch.store.security_feeds import feed_row
 from patchwatch.store.security_feeds import forget_feeds_except
 from patchwatch.store.security_feeds import save_feed
@@ -93,17 +94,6 @@ def _parse(feed: Feed, data: bytes, cap: int) -> tuple[int, FeedStats, str]:
     return len(secdb.fixes), secdb.stats, f"{secdb.distroversion}/{secdb.reponame}"
 
 
-def _read_local(path: str, cap: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(cap + 1)
-    except OSError as exc:
-        raise FetchError(path, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > cap:
-        raise FetchError(path, f"larger than security_feed_max_bytes ({cap})")
-    return data
-
-
 def refresh_security_feed(
     feed: Feed,
     settings: Settings,
@@ -140,7 +130,7 @@ def refresh_security_feed(
                 assert download.path is not None
                 data = download.path.read_bytes()
             else:
-                data = _read_local(feed.location, cap)
+                data = read_local(feed.location, cap, "security_feed_max_bytes")
         digest = hashlib.sha256(data).hexdigest()
         if same_place and not force and digest == row.content_digest:
             return _unchanged(row, result, now, etag, modified)
@@ -156,11 +146,7 @@ def refresh_security_feed(
     except (PatchwatchError, OSError, ValueError) as exc:
         result.error = str(exc)[:500]
         log.warning("security feed %s failed: %s", feed.name, result.error)
-        row = feed_row(feed.name)
-        save_feed(row,
-            last_attempt_at=now, failures_total=row.failures_total + 1,
-            consecutive_failures=row.consecutive_failures + 1, last_error=result.error,
-        )  # fmt: skip
+        count_failure(feed.name, now, result.error)
     finally:
         result.seconds = time.monotonic() - started
     return result
@@ -195,11 +181,7 @@ def refresh_security_feeds(
             raise PatchwatchError(f"no security feed named {only!r}")
     own = fetcher is None and any(f.is_url for f in feeds)
     if own:
-        base = HttpFetcher.from_settings(settings)
-        fetcher = HttpFetcher(
-            timeout=base.timeout, retries=base.retries, max_seconds=base.max_seconds,
-            policy=feed_policy(settings, feeds),
-        )  # fmt: skip
+        fetcher = HttpFetcher.from_settings(settings, policy=feed_policy(settings, feeds))
     try:
         return [refresh_security_feed(f, settings, fetcher, force=force, now=now) for f in feeds]
     finally:

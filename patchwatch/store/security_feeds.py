@@ -21,7 +21,14 @@ from peewee import TextField
 
 from patchwatch.store.models import BaseModel
 
-__all__ = ["SecurityFeed", "feed_row", "forget_feeds_except", "save_feed", "stored_copy"]
+__all__ = [
+    "SecurityFeed",
+    "count_failure",
+    "feed_row",
+    "forget_feeds_except",
+    "save_feed",
+    "stored_copy",
+]
 
 
 class SecurityFeed(BaseModel):
@@ -55,6 +62,16 @@ def save_feed(row: SecurityFeed, **fields: object) -> None:
     SecurityFeed.update(**fields).where(SecurityFeed.name == row.name).execute()
     for key, value in fields.items():
         setattr(row, key, value)
+
+
+def count_failure(name: str, now: float, error: str) -> None:
+    """Count a failed read of the feed; its last good copy stays as it is."""
+    SecurityFeed.update(
+        last_attempt_at=now,
+        failures_total=SecurityFeed.failures_total + 1,
+        consecutive_failures=SecurityFeed.consecutive_failures + 1,
+        last_error=error,
+    ).where(SecurityFeed.name == name).execute()
 
 
 def stored_copy(location: str) -> tuple[str, bytes] | None:

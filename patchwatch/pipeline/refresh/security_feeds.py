@@ -36,7 +36,8 @@ NONE = "-"  # the checksum part of "no feed"
 _ALPINE_BRANCH = re.compile(r"^v[0-9]+\.[0-9]+$")
 
 
-def _read(path: str, limit: int, setting: str) -> bytes:
+def read_local(path: str, limit: int, setting: str) -> bytes:
+    """A local feed file's bytes; ``FetchError`` when unreadable or above ``limit``."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
@@ -67,7 +68,7 @@ def arch_tracker(path: str) -> tuple[str, list[FixedIn] | None]:
             return NONE, None  # not fetched yet
         data = copy[1]
     else:
-        data = _read(path, MAX_TRACKER_BYTES, "arch_security_tracker")
+        data = read_local(path, MAX_TRACKER_BYTES, "arch_security_tracker")
     try:
         return digest([data]), parse_arch_tracker(data).fixes
     except (ParseError, TooLargeError) as exc:
@@ -92,7 +93,7 @@ def apk_secdb(paths: Sequence[str], mirror_url: str) -> tuple[str, list[FixedIn]
                 continue  # not fetched yet, or of another branch or repository
             data = copy[1]
         else:
-            data = _read(path, MAX_SECDB_BYTES, "apk_secdb")
+            data = read_local(path, MAX_SECDB_BYTES, "apk_secdb")
         try:
             secdb = parse_secdb(data)
         except (ParseError, TooLargeError) as exc:
