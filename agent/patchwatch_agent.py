@@ -1519,6 +1519,7 @@ APK_ARCH = "/etc/apk/arch"
 APK_KERNELS = ("linux-lts", "linux-virt", "linux-edge", "linux-rpi", "linux-stable")
 APK_CONSTRAINT = re.compile(r"^([^=<>~@!\s]+)(@[^=<>~\s]+)?((?:<=|>=|<~|>~|[<>=~])\S+)?$")
 APK_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+APK_PINNED_NAME = re.compile(r"^[A-Za-z0-9_.+@-]{1,256}$")  # what the server accepts
 MAX_PINNED = 10000
 
 
@@ -1588,7 +1589,7 @@ def apk_pins(ctx):
     pins = {}
     for word in (ctx.read(APK_WORLD) or "").split():
         match = APK_CONSTRAINT.match(word)
-        if match and match.group(2) and len(match.group(1)) <= 256:
+        if match and match.group(2) and APK_PINNED_NAME.match(match.group(1)):
             pins.setdefault(match.group(2)[1:], set()).add(match.group(1))
     return pins
 

@@ -272,6 +272,29 @@ def test_alpine_kernel_upgraded_needs_a_reboot(tmp_path: Path) -> None:
     assert agent.collect_report(ctx, "edge-01", (), now=1.0)["reboot_required"] is None
 
 
+def test_alpine_pins_per_tag_only_names_the_server_takes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "alpine-3.20" / "root", root, symlinks=True)
+    (root / "etc/apk/repositories").write_text(
+        "https://m.example/v3.20/main\n@edge https://m.example/edge/main\n"
+        "@testing https://m.example/edge/testing\n@bad!tag https://m.example/x\n"
+    )
+    # a constraint with a pin still pins; so:... is a provider, not a name the server takes
+    (root / "etc/apk/world").write_text(
+        "vim@edge\npy3-foo@edge>=1.2\nso:libfoo.so.1@edge\nneovim@testing\ncurl\n"
+    )
+    ctx = agent.Context(str(root), FakeRunner(FIXTURES / "alpine-3.20"), "6.6.58-0-lts",
+                        "x86_64", live=False)  # fmt: skip
+    report = agent.collect_report(ctx, "edge-01", (), now=1.0)
+    got = [(r["id"], r.get("tag"), r.get("pinned")) for r in report["repositories"]]
+    assert got == [
+        ("https://m.example/v3.20/main", None, None),
+        ("@edge https://m.example/edge/main", "edge", ["py3-foo", "vim"]),
+        ("@testing https://m.example/edge/testing", "testing", ["neovim"]),
+    ]
+    assert any("bad!tag" in w for w in report["agent"]["warnings"])
+
+
 def test_pacman_repositories_agree_with_pacman_conf(tmp_path: Path) -> None:
     """pacman's own pacman-conf resolves the fixture's pacman.conf as the agent does."""
     require(shutil.which("pacman-conf") is not None, "pacman-conf not installed")

@@ -1289,6 +1289,7 @@ def test_native_apk_tagged_repository_carries_its_pins() -> None:
         (dict(repo, tag="", pinned=["vim"]), "repositories[0].pinned"),
         (dict(repo, pinned="vim"), "repositories[0].pinned"),
         (dict(repo, pinned=["x" * 300]), "repositories[0].pinned[0]"),
+        (dict(repo, pinned=["vim curl"]), "repositories[0].pinned[0]"),
     ):
         with pytest.raises(ParseError) as err:
             parse_native(native_fixture(repositories=[bad]))

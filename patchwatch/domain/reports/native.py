@@ -77,6 +77,7 @@ _OS_LIMITS: Mapping[str, int] = {
 }
 _OS_OTHER_LIMIT = 1024
 _REPO_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PINNED_NAME = re.compile(r"^[A-Za-z0-9_.+@-]+$")  # apk's package names; never a space
 
 _NATIVE_PACKAGE_KEYS = frozenset({"name", "epoch", "version", "release", "arch", "type"})
 # the memo key of a package object with exactly these keys (as the agent sends them):
@@ -383,7 +384,7 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
         raise ParseError("must be an apk repository tag (letters, digits, _.-)", f"{where}.tag")
     pinned = tuple(
         sorted({
-            _native_string(name, f"{where}.pinned[{j}]", MAX_PACKAGE_NAME, min_len=1)
+            _pinned_name(name, f"{where}.pinned[{j}]")
             for j, name in enumerate(
                 _native_array(obj.get("pinned", []), f"{where}.pinned", MAX_PINNED)
             )
@@ -408,6 +409,14 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
         pinned=pinned,
     )
     return printable_repository(repo, where)
+
+
+def _pinned_name(value: object, where: str) -> str:
+    """A name pinned to an apk tag: stored space-separated, so it holds no space."""
+    name = _native_string(value, where, MAX_PACKAGE_NAME, min_len=1)
+    if not _PINNED_NAME.match(name):
+        raise ParseError("must be an apk package name (letters, digits, _.+@-)", where)
+    return name
 
 
 def _native_module(item: object, where: str) -> ReportedModule:
