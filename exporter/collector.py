@@ -108,15 +108,26 @@ def _read_health(prefix: str, what: str, rows: Iterable[Any]) -> list[Metric]:
         f"Failed reads of the {what} since its last success (0 when healthy).",
         labels,
     )
+    families: list[GaugeMetricFamily | CounterMetricFamily] = [
+        attempt, success, failures, consecutive,
+    ]  # fmt: skip
     for f in rows:
-        key = [f.name]
-        if f.last_attempt_at is not None:
-            attempt.add_metric(key, f.last_attempt_at)
-        if f.last_success_at is not None:
-            success.add_metric(key, f.last_success_at)
-        failures.add_metric(key, f.failures_total)
-        consecutive.add_metric(key, f.consecutive_failures)
-    return [attempt, success, failures, consecutive]
+        _add_health(families, [f.name], f)
+    return list(families)
+
+
+def _add_health(
+    families: list[GaugeMetricFamily | CounterMetricFamily], key: list[str], row: Any
+) -> None:
+    """One source's (feed's, mirror's) attempt, success, failures, consecutive failures;
+    a time it never had is left out (unknown, not 0)."""
+    attempt, success, failures, consecutive = families
+    if row.last_attempt_at is not None:
+        attempt.add_metric(key, row.last_attempt_at)
+    if row.last_success_at is not None:
+        success.add_metric(key, row.last_success_at)
+    failures.add_metric(key, row.failures_total)
+    consecutive.add_metric(key, row.consecutive_failures)
 
 
 class StoreCollector(Collector):
@@ -377,12 +388,7 @@ class StoreCollector(Collector):
         )
         for m in load_mirror_rows():
             key = [m.repository, m.url]
-            if m.last_attempt_at is not None:
-                attempt.add_metric(key, m.last_attempt_at)
-            if m.last_success_at is not None:
-                success.add_metric(key, m.last_success_at)
-            failures.add_metric(key, m.failures_total)
-            consecutive.add_metric(key, m.consecutive_failures)
+            _add_health([attempt, success, failures, consecutive], key, m)
             if m.last_success_at is not None:  # never read: unknown, not empty
                 packages.add_metric(key, m.packages)
             for index, count in (("packages", m.skipped_packages),
