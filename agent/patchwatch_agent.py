@@ -1579,6 +1579,9 @@ APK_WORLD = "/etc/apk/world"
 APK_ARCH = "/etc/apk/arch"
 APK_KERNELS = ("linux-lts", "linux-virt", "linux-edge", "linux-rpi", "linux-stable")
 APK_CONSTRAINT = re.compile(r"^([^=<>~@!\s]+)(@[^=<>~\s]+)?((?:<=|>=|<~|>~|[<>=~])\S+)?$")
+APK_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+APK_PINNED_NAME = re.compile(r"^[A-Za-z0-9_.+@-]{1,256}$")  # what the server accepts
+MAX_PINNED = 10000
 
 
 def collect_apk_packages(ctx):
@@ -1600,14 +1603,16 @@ def collect_apk_packages(ctx):
 
 
 def collect_apk_repositories(ctx):
-    """Return /etc/apk/repositories' repositories; tagged ones (``@edge URL``) disabled.
+    """Return /etc/apk/repositories' repositories, a tagged one (``@edge URL``) with its tag.
 
     apk takes a package from a tagged repository only when the world file pins the
-    package to that tag, which the server cannot follow per package: tagged
-    repositories are reported with ``enabled: false`` so that they never offer updates.
+    package to that tag (``pkg@edge``); untagged packages never come from it. A tagged
+    repository is reported with ``tag`` (without the @) and ``pinned``, the names the
+    world file pins to it, and offers the server only those.
     """
     arch = (ctx.read(APK_ARCH) or "").strip() or ctx.machine
     files = [APK_REPOSITORIES, *ctx.list(APK_REPOSITORIES_D, "*.list")]
+    pins = apk_pins(ctx)
     out = []
     seen = set()
     for path in files:
@@ -1624,6 +1629,9 @@ def collect_apk_repositories(ctx):
                 if url.startswith("/"):
                     ctx.warn(f"apk repository {url} is a local folder: not reported")
                 continue
+            if tag and not APK_TAG.match(tag[1:]):
+                ctx.warn(f"apk repository tag {clip(tag, 80)!r}: not a tag, not reported")
+                continue
             repo_id = (tag + " " + url).strip()
             if repo_id in seen or len(url) > 2048:
                 continue
@@ -1631,9 +1639,20 @@ def collect_apk_repositories(ctx):
             repo = {"type": "apk", "id": clip(repo_id, 512), "urls": [url],
                     "arch": clip(arch, 32), "priority": 0}  # fmt: skip
             if tag:
-                repo["enabled"] = False
+                repo["tag"] = tag[1:]
+                repo["pinned"] = sorted(pins.get(tag[1:], ()))[:MAX_PINNED]
             out.append(repo)
     return out
+
+
+def apk_pins(ctx):
+    """Return {tag: names} of the world file's ``pkg@tag`` entries (any constraint)."""
+    pins = {}
+    for word in (ctx.read(APK_WORLD) or "").split():
+        match = APK_CONSTRAINT.match(word)
+        if match and match.group(2) and APK_PINNED_NAME.match(match.group(1)):
+            pins.setdefault(match.group(2)[1:], set()).add(match.group(1))
+    return pins
 
 
 def apk_held(ctx, packages):

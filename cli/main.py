@@ -24,6 +24,7 @@ from patchwatch.cli import hosts_cmd
 from patchwatch.cli import ops_cmd
 from patchwatch.cli import refresh_cmd
 from patchwatch.cli import repos_cmd
+from patchwatch.cli import secfeeds_cmd
 from patchwatch.cli import serve_cmd
 from patchwatch.cli import tools_cmd
 from patchwatch.cli import vulns_cmd
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cmd.add_commands(sub)
     assets_cmd.add_commands(sub)
     vulns_cmd.add_commands(sub)
+    secfeeds_cmd.add_commands(sub)
     name_commands(parser)
     return parser
 

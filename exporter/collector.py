@@ -51,6 +51,7 @@ from patchwatch.store.queries import load_host_tags
 from patchwatch.store.queries import load_host_tuples
 from patchwatch.store.queries import load_last_job_runs
 from patchwatch.store.queries import load_mirror_rows
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.shards import HostSelection
 from patchwatch.store.shards import shard_hosts
 from patchwatch.store.vulns import scrape_rows
@@ -125,6 +126,21 @@ class _FetchHealth:
         return (self.attempt, self.success, self.failures, self.consecutive)
 
 
+def _feed_health(prefix: str, what: str) -> _FetchHealth:
+    """The fetch-health families of a kind of feed (vulnerability feeds, security feeds),
+    labelled ``feed``."""
+    return _FetchHealth(
+        ["feed"],
+        (f"{prefix}_last_attempt_timestamp_seconds",
+         f"When the {what} was last read, successfully or not."),
+        (f"{prefix}_last_success_timestamp_seconds",
+         f"When the {what} was last read successfully (changed or not)."),
+        (f"{prefix}_failures", f"Failed reads of the {what} since it was first read."),
+        (f"{prefix}_consecutive_failures",
+         f"Failed reads of the {what} since its last success (0 when healthy)."),
+    )  # fmt: skip
+
+
 class StoreCollector(Collector):
     """Collect patchwatch's state from the database on each scrape."""
 
@@ -165,6 +181,7 @@ class StoreCollector(Collector):
         if shard is None or shard.has_fleet:
             yield from self._report_families()
             yield from self._mirror_families()
+            yield from self._security_feed_families()
             yield from self._job_families()
         yield from self._vuln_families(shard)
 
@@ -382,6 +399,29 @@ class StoreCollector(Collector):
                     skipped.add_metric([*key, index], count)
         yield from (*health.families(), packages, skipped)
 
+    def _security_feed_families(self) -> Iterator[Metric]:
+        """Arch's tracker and Alpine's secdb copies (``patchwatch.store.security_feeds``)."""
+        feeds = list(SecurityFeed.select().order_by(SecurityFeed.name))
+        health = _feed_health("patchwatch_security_feed", "security feed")
+        for f in feeds:
+            health.add([f.name], f)
+        yield from health.families()
+        fixes = _gauge(
+            "patchwatch_security_feed_fixes",
+            "Fixed versions listed in the feed's last good copy (absent before one).",
+            ["feed"],
+        )
+        skipped = _gauge(
+            "patchwatch_security_feed_skipped_entries",
+            "Entries of the feed's last good copy skipped as malformed.",
+            ["feed"],
+        )
+        for f in feeds:
+            if f.fixes is not None:
+                fixes.add_metric([f.name], f.fixes)
+                skipped.add_metric([f.name], f.skipped or 0)
+        yield from (fixes, skipped)
+
     def _job_families(self) -> Iterator[Metric]:
         last_success = _gauge(
             "patchwatch_job_last_success_timestamp_seconds",
@@ -476,17 +516,7 @@ class StoreCollector(Collector):
             hosts.add_metric([cve, "fixable"], kev_fixable_hosts[cve])
         yield hosts
         labels = ["feed"]
-        health = _FetchHealth(
-            labels,
-            ("patchwatch_vuln_feed_last_attempt_timestamp_seconds",
-             "When the vulnerability feed was last read, successfully or not."),
-            ("patchwatch_vuln_feed_last_success_timestamp_seconds",
-             "When the vulnerability feed was last read successfully (changed or not)."),
-            ("patchwatch_vuln_feed_failures",
-             "Failed reads of the vulnerability feed since it was first read."),
-            ("patchwatch_vuln_feed_consecutive_failures",
-             "Failed reads of the feed since its last success (0 when healthy)."),
-        )  # fmt: skip
+        health = _feed_health("patchwatch_vuln_feed", "vulnerability feed")
         records = _gauge(
             "patchwatch_vuln_feed_records",
             "Records (KEV: entries; EPSS: scores kept) in the feed's last good data.",

@@ -38,6 +38,7 @@ from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import prune_reports
 from patchwatch.pipeline.refresh import refresh_all
 from patchwatch.pipeline.refresh import summarize_results
+from patchwatch.pipeline.securityfeeds import refresh_security_feeds
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
 from patchwatch.pipeline.vulnfeeds import summarize_feeds
 from patchwatch.store import rdns
@@ -158,6 +159,17 @@ def refresh_mirrors(settings: Settings) -> Callable[[float], str]:
     return run
 
 
+def refresh_security_feed_copies(settings: Settings) -> Callable[[float], str]:
+    """The security feeds job: Arch's tracker and Alpine's secdb, the last good copy kept;
+    the next mirror refresh classifies with a new copy."""
+
+    def run(now: float) -> str:
+        with fetch_scope(stop=current_stop()):
+            return summarize_feeds(refresh_security_feeds(settings, now=now))
+
+    return run
+
+
 def compute_updates(now: float) -> str:
     """Recompute updates whose inputs (package set, repositories, mirror data) changed."""
     ctx = refresh_host_updates(now)
@@ -231,8 +243,21 @@ def default_jobs(settings: Settings) -> list[Job]:
     def prune(now: float) -> str:
         return f"pruned {prune_reports(settings.reports_keep)} reports; " + prune_runs(now)
 
+    security_feeds = settings.arch_security_tracker or settings.apk_secdb
     return [
         Job("process_reports", settings.process_interval_seconds, process_reports),
+        # before the mirrors: a scheduler's first run classifies with fresh copies
+        *(
+            [
+                Job(
+                    "refresh_security_feeds",
+                    settings.security_feeds_refresh_interval_minutes * 60,
+                    refresh_security_feed_copies(settings),
+                )
+            ]
+            if security_feeds
+            else []
+        ),
         Job("refresh_mirrors", settings.refresh_interval_minutes * 60, refresh_mirrors(settings)),
         Job("compute_updates", settings.updates_interval_minutes * 60, compute_updates),
         Job("prune", settings.prune_interval_minutes * 60, prune),

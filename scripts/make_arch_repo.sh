@@ -13,11 +13,18 @@
 #   toolkit-common   2.0rc1-1 [toolkit]     any      split package: two packages, one pkgbase
 #   toolkit-cli      2.0rc1-1 [toolkit]     x86_64
 #   gadget           1.0.r12.gabc1234-3     any      a VCS-style pkgver
+#   mover            1.1-1                  any      was x86_64 (moved to any)
+#   shifter          2.1-1                  x86_64   was any (moved to x86_64)
 #
 # and, in OUTDIR/old/ only (never in the databases), builds for a host to have
 # installed: widget 1:3.0-2 (an older epoch), legacy 0.9-1 (no epoch: older than
 # 1:0.8), gadget 1.0.r9.g1111111-3 (an older snapshot), libdemo 1.1-1 (newer than
-# the repository's 1.0-2.1: no update) and localonly 1.0-1 (in no repository).
+# the repository's 1.0-2.1: no update), localonly 1.0-1 (in no repository), and
+# mover 1.0-1 x86_64 and shifter 2.0-1 any, whose newer builds changed architecture
+# (pacman matches by name alone: both are upgrades).
+#
+# The committed fixtures (tests/fixtures/arch/pwtest*.db.tar.*) are an earlier run,
+# before mover and shifter; the oracle test builds its own.
 #
 # Into OUTDIR: the packages (*.pkg.tar.zst), the databases pwtest.db.tar.gz (repo-add's
 # default, with the pwtest.db link) and pwtest-zst.db.tar.zst (the same packages, zstd,
@@ -105,12 +112,16 @@ simple widget  2   3.0               2    any    "Widget test package with an ep
 simple legacy  1   0.8               1    any    "Epoch beats version"
 simple libdemo ""  1.0               2.1  x86_64 "Arch-specific test library"
 simple gadget  ""  1.0.r12.gabc1234  3    any    "VCS snapshot package"
+simple mover   ""  1.1               1    any    "Moved from x86_64 to any"
+simple shifter ""  2.1               1    x86_64 "Moved from any to x86_64"
 # installed-only builds, kept out of the databases (see the top of this file)
 simple widget    1  3.0               2    any    "Widget test package with an epoch"
 simple legacy    "" 0.9               1    any    "Epoch beats version"
 simple gadget    "" 1.0.r9.g1111111   3    any    "VCS snapshot package"
 simple libdemo   "" 1.1               1    x86_64 "Arch-specific test library"
 simple localonly "" 1.0               1    any    "Built here, in no repository"
+simple mover     "" 1.0               1    x86_64 "Moved from x86_64 to any"
+simple shifter   "" 2.0               1    any    "Moved from any to x86_64"
 
 pkgbuild toolkit <<'EOF'
 pkgbase=toolkit
@@ -140,7 +151,7 @@ rm -rf "$out"/*.pkg.tar.zst "$out"/pwtest* "$out/old"
 mkdir -p "$out/old"
 cp "$top"/pkgs/*.pkg.tar.zst "$out/"
 for old in hello-1.0-1-any widget-1:3.0-2-any legacy-0.9-1-any gadget-1.0.r9.g1111111-3-any \
-           libdemo-1.1-1-x86_64 localonly-1.0-1-any; do
+           libdemo-1.1-1-x86_64 localonly-1.0-1-any mover-1.0-1-x86_64 shifter-2.0-1-any; do
   mv "$out/$old.pkg.tar.zst" "$out/old/"
 done
 cd "$out"

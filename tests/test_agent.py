@@ -182,7 +182,7 @@ EXPECTED = {
     "alpine-3.20": {
         "os": ("alpine", "3.20.3", None),
         "packages": 12,
-        "repositories": 3,  # main, community, @edge (disabled); the cdrom folder is local
+        "repositories": 3,  # main, community, @edge (tagged); the cdrom folder is local
         "reboot": False,  # running 6.6.58-0-lts, its modules still on disk
         "package": ("curl", "", "8.11.1_rc1-r0", "", "x86_64"),
         "updates": False,
@@ -243,10 +243,11 @@ def test_arch_fixture_details() -> None:
 def test_alpine_fixture_details() -> None:
     report, _runner = fixture_report("alpine-3.20")
     repos = report["repositories"]
-    assert [(r["id"], r.get("enabled", True)) for r in repos] == [
-        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/main", True),
-        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/community", True),
-        ("@edge https://dl-cdn.alpinelinux.org/alpine/edge/main", False),
+    # a tagged repository is enabled, with its tag and the names world pins to it
+    assert [(r["id"], r.get("enabled", True), r.get("tag"), r.get("pinned")) for r in repos] == [
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/main", True, None, None),
+        ("https://dl-cdn.alpinelinux.org/alpine/v3.20/community", True, None, None),
+        ("@edge https://dl-cdn.alpinelinux.org/alpine/edge/main", True, "edge", ["vim"]),
     ]
     assert {r["arch"] for r in repos} == {"x86_64"}
     # world: nginx=1.26.2-r0 and curl<8.12 hold; vim@edge, bare names do not
@@ -269,6 +270,29 @@ def test_alpine_kernel_upgraded_needs_a_reboot(tmp_path: Path) -> None:
     ctx = agent.Context(str(root), FakeRunner(FIXTURES / "alpine-3.20"), "6.6.58-0-lts",
                         "x86_64", live=False)  # fmt: skip
     assert agent.collect_report(ctx, "edge-01", (), now=1.0)["reboot_required"] is None
+
+
+def test_alpine_pins_per_tag_only_names_the_server_takes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(FIXTURES / "alpine-3.20" / "root", root, symlinks=True)
+    (root / "etc/apk/repositories").write_text(
+        "https://m.example/v3.20/main\n@edge https://m.example/edge/main\n"
+        "@testing https://m.example/edge/testing\n@bad!tag https://m.example/x\n"
+    )
+    # a constraint with a pin still pins; so:... is a provider, not a name the server takes
+    (root / "etc/apk/world").write_text(
+        "vim@edge\npy3-foo@edge>=1.2\nso:libfoo.so.1@edge\nneovim@testing\ncurl\n"
+    )
+    ctx = agent.Context(str(root), FakeRunner(FIXTURES / "alpine-3.20"), "6.6.58-0-lts",
+                        "x86_64", live=False)  # fmt: skip
+    report = agent.collect_report(ctx, "edge-01", (), now=1.0)
+    got = [(r["id"], r.get("tag"), r.get("pinned")) for r in report["repositories"]]
+    assert got == [
+        ("https://m.example/v3.20/main", None, None),
+        ("@edge https://m.example/edge/main", "edge", ["py3-foo", "vim"]),
+        ("@testing https://m.example/edge/testing", "testing", ["neovim"]),
+    ]
+    assert any("bad!tag" in w for w in report["agent"]["warnings"])
 
 
 def test_pacman_repositories_agree_with_pacman_conf(tmp_path: Path) -> None:

@@ -263,6 +263,43 @@ def test_one_hosts_orphans_are_its_rows_of_the_fleets(fleet) -> None:
     assert orphan_packages(resolve_host("db1.example.org"))[0]["name"] == "inhouse-tool"
 
 
+def test_a_pacman_package_offered_under_another_arch_is_no_orphan(db) -> None:
+    """pacman matches by name alone: a build the repository moved from x86_64 to any
+    is an update (see test_updates_pacman_oracle.py), not an orphan; a name the
+    repository does not carry at all still is one."""
+    from patchwatch.domain.records import HostReport
+    from patchwatch.domain.records import OSInfo
+    from patchwatch.domain.records import Package
+    from patchwatch.domain.records import PackageKind
+    from patchwatch.domain.records import RepoKind
+    from patchwatch.domain.records import ReportedRepository
+    from patchwatch.pipeline.processing import apply_report
+    from patchwatch.store.models import Mirror
+    from patchwatch.store.models import Repository
+    from patchwatch.store.package_sets import ensure_package_set
+    from patchwatch.store.sets import repository_key
+
+    def arch(name: str, version: str, arch: str) -> Package:
+        return Package(name, "", version, "1", arch, PackageKind.ARCH)
+
+    extra = ReportedRepository(RepoKind.ARCH, "extra", "extra", ("http://arch.example/extra",),
+                               arch="x86_64")  # fmt: skip
+    report = HostReport(
+        hostname="arch1", os=OSInfo("arch", "arch", "Arch Linux", ""), kernel="6.12.8-arch1-1",
+        arch="x86_64", repositories=(extra,),
+        packages=(arch("mover", "1.0", "x86_64"), arch("shifter", "2.0", "any"),
+                  arch("localonly", "1.0", "any")),
+    )  # fmt: skip
+    apply_report(store_report("arch1", "patchwatch/1", {}, NOW), report, NOW)
+    offered = [arch("mover", "1.1", "any"), arch("shifter", "2.1", "x86_64")]
+    repo = Repository.get(Repository.key == repository_key(extra))
+    pset = ensure_package_set(offered, NOW)
+    Mirror.update(package_set=pset, last_success_at=NOW).where(Mirror.repository == repo).execute()
+    want = [{"host": "arch1", "name": "localonly", "arch": "any", "version": "1.0-1"}]
+    assert orphan_packages() == want
+    assert orphan_packages(resolve_host("arch1")) == want
+
+
 def test_attention_lists_what_needs_an_operator(fleet) -> None:
     items = attention(NOW, stale_days=2)
     found = {(i["issue"], i["subject"]) for i in items}

@@ -25,6 +25,7 @@ from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Repository
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSource
@@ -83,6 +84,8 @@ def _seed() -> None:
                   last_success_at=now, skipped_packages=0)  # fmt: skip
     JobRun.create(job="prune", started_at=now, finished_at=now, duration_seconds=0.1,
                   outcome="success")  # fmt: skip
+    SecurityFeed.create(name="arch_tracker", last_attempt_at=now, last_success_at=now,
+                        fixes=1, skipped=0)  # fmt: skip
     VulnSource.create(name="osv:Debian:12", last_attempt_at=now, last_success_at=now,
                       records=1, skipped=0)  # fmt: skip
     Vulnerability.create(id="CVE-2023-4911", severity="high", published=now, kev=True)

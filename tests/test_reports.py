@@ -1278,6 +1278,26 @@ def test_native_repositories_absent_empty_and_duplicates() -> None:
     assert len(parse_native(native_fixture(packages=[pkg, dict(pkg, epoch="0")])).packages) == 1
 
 
+def test_native_apk_tagged_repository_carries_its_pins() -> None:
+    url = "https://dl-cdn.alpinelinux.org/alpine/edge/main"
+    repo = {"type": "apk", "id": f"@edge {url}", "urls": [url], "arch": "x86_64",
+            "tag": "edge", "pinned": ["vim", "curl", "vim"]}  # fmt: skip
+    VALIDATOR.validate(native_fixture(repositories=[repo]))
+    (parsed,) = parse_native(native_fixture(repositories=[repo])).repositories or ()
+    assert (parsed.tag, parsed.pinned, parsed.enabled) == ("edge", ("curl", "vim"), True)
+    for bad, where in (
+        (dict(repo, tag="@edge"), "repositories[0].tag"),
+        (dict(repo, tag="", pinned=["vim"]), "repositories[0].pinned"),
+        (dict(repo, pinned="vim"), "repositories[0].pinned"),
+        (dict(repo, pinned=["x" * 300]), "repositories[0].pinned[0]"),
+        (dict(repo, pinned=["vim curl"]), "repositories[0].pinned[0]"),
+    ):
+        with pytest.raises(ParseError) as err:
+            parse_native(native_fixture(repositories=[bad]))
+        assert err.value.where == where
+        assert not VALIDATOR.is_valid(native_fixture(repositories=[bad]))
+
+
 def test_native_agent_details_go_to_extra() -> None:
     report = parse_native(
         native_fixture(

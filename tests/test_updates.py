@@ -14,6 +14,7 @@ from patchwatch.domain.updates import compute_newer_kernel_installed
 from patchwatch.domain.updates import compute_updates
 from patchwatch.domain.updates import decide_update
 from patchwatch.domain.updates import has_newer
+from patchwatch.domain.updates import match_arch
 from patchwatch.domain.updates import newest_installed
 from patchwatch.domain.versions import sort_key
 
@@ -241,13 +242,16 @@ def test_decide_update_equals_compute_updates(kind: PackageKind) -> None:
         by_name: dict[tuple[str, str], list[KeyedOffer]] = {}
         for o in offers:
             key = sort_key(o.package.kind, o.package.epoch, o.package.version, o.package.release)
-            by_name.setdefault((o.package.name, o.package.arch), []).append((key, o))
+            match = (o.package.name, match_arch(o.package.kind, o.package.arch))
+            by_name.setdefault(match, []).append((key, o))
         for (name, arch), inst in newest_installed(installed).items():
             inst_key = sort_key(inst.kind, inst.epoch, inst.version, inst.release)
             keyed = by_name.get((name, arch), [])
             advisory_keys = [
                 sort_key(p.kind, p.epoch, p.version, p.release)
-                for p in advisories.get((name, arch), ())
+                for (n, a), fixed in advisories.items()
+                if (n, match_arch(kind, a)) == (name, arch)
+                for p in fixed
             ]
             decided = decide_update(inst, inst_key, keyed, advisory_keys)
             if decided is None:
@@ -326,12 +330,23 @@ def test_pacman_first_repository_offering_the_name_wins() -> None:
     assert one(inst, offers_older) == set()
 
 
-def test_pacman_any_only_updates_from_any() -> None:
+def test_pacman_matches_by_name_alone() -> None:
+    """pacman keeps one package per name and upgrades it whatever the architecture of the
+    newer build (``pacman -Qu`` lists it; tests/test_updates_pacman_oracle.py holds this
+    against pacman itself), unlike dpkg and rpm, where the arch is part of the match."""
     inst = [pacman("ca-certificates", "20240618-1", "any")]
     offers = [Offer(pacman("ca-certificates", "20241010-1", "x86_64"), "core", 0)]
-    assert one(inst, offers) == set()
-    offers.append(Offer(pacman("ca-certificates", "20241010-1", "any"), "core", 0))
     assert one(inst, offers) == {("ca-certificates", "20241010-1", False)}
+    inst = [pacman("mover", "1.0-1", "x86_64")]
+    fixed = {("mover", "any"): [pacman("mover", "1.1-1", "any")]}
+    offers = [Offer(pacman("mover", "1.1-1", "any"), "extra", 0)]
+    assert {(u.available.arch, u.security) for u in compute_updates(inst, offers, fixed)} == {
+        ("any", True)
+    }
+    # rpm: a noarch build does not update the x86_64 one
+    rpm_inst = [Package("tzdata", "", "2024a", "1", "x86_64", RPM)]
+    rpm_offer = [Offer(Package("tzdata", "", "2024b", "1", "noarch", RPM), "base", 0)]
+    assert compute_updates(rpm_inst, rpm_offer) == []
 
 
 def test_apk_ordering_decides_alpine_updates() -> None:

@@ -82,6 +82,68 @@ def stanza(name: str, version: str, arch: str = "x86_64") -> str:
     )
 
 
+def make_keys(tmp_path: Path) -> tuple[Path, Path]:
+    """(an RSA signing key made by openssl, a folder with its public key as /etc/apk/keys)."""
+    key = tmp_path / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)  # fmt: skip
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(keys / KEY_NAME)],
+                   check=True, capture_output=True)  # fmt: skip
+    return key, keys
+
+
+def publish(repo: Path, stanzas: list[str], key: Path) -> None:
+    """Write repo/x86_64/APKINDEX.tar.gz of these stanzas, signed as abuild-sign does."""
+    folder = repo / "x86_64"
+    folder.mkdir(parents=True)
+    index = index_member("".join(stanzas).encode(), b"v3.20.3-pwtest\n")
+    signed = signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME, ".SIGN.RSA256.")
+    (folder / "APKINDEX.tar.gz").write_bytes(signed)
+
+
+def alpine_root(tmp_path: Path, installed: list[str], repositories: str, world: str = "") -> Path:
+    """An Alpine root as apk leaves it: os-release, arch, repositories, world, installed."""
+    root = tmp_path / "root"
+    (root / "etc/apk").mkdir(parents=True)
+    (root / "lib/apk/db").mkdir(parents=True)
+    (root / "etc/os-release").write_text(
+        'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n'
+    )
+    (root / "etc/apk/arch").write_text("x86_64\n")
+    (root / "etc/apk/repositories").write_text(repositories)
+    (root / "etc/apk/world").write_text(world)
+    (root / "lib/apk/db/installed").write_text("".join(installed))
+    return root
+
+
+def report_root(root: Path, packages: int) -> dict:
+    """The agent's report of the root, stored and processed as the receiver does."""
+    ctx = agent.Context(str(root), lambda _argv: None, "6.6.58-0-lts", "x86_64", live=False)
+    report = agent.collect_report(ctx, HOST, (), now=1.0)
+    assert report["agent"]["warnings"] == []
+    assert len(report["packages"]) == packages
+    now = time.time()
+    store_report(HOST, "patchwatch/1", report, now)
+    assert process_pending(now) == {"processed": 1}
+    return report
+
+
+def host_updates() -> list[tuple[str, str, bool]]:
+    """(name, offered version, security) of the host's pending updates."""
+    host = Host.get(Host.name == HOST)
+    inst, avail = Package.alias(), Package.alias()
+    return list(
+        HostUpdate.select(inst.name, avail.version, HostUpdate.security)
+        .join(inst, on=(HostUpdate.installed == inst.id))
+        .switch(HostUpdate)
+        .join(avail, on=(HostUpdate.available == avail.id))
+        .where(HostUpdate.host == host)
+        .tuples()
+    )
+
+
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     top = tmp_path / "www"
@@ -100,13 +162,7 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
     vectors = ordered_vectors()
     assert len(vectors) > 400  # most of apk-tools' 754 ordering lines
     www, base = mirror
-    key = tmp_path / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
-                   capture_output=True)  # fmt: skip
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(keys / KEY_NAME)],
-                   check=True, capture_output=True)  # fmt: skip
+    key, keys = make_keys(tmp_path)
 
     installed, main, community = [], [], []
     want = set()
@@ -135,32 +191,11 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
         "distroversion": "v3.20", "packages": secfixes,
     }))  # fmt: skip
     for repo, stanzas in (("main", main), ("community", community)):
-        folder = www / "alpine" / "v3.20" / repo / "x86_64"
-        folder.mkdir(parents=True)
-        index = index_member("".join(stanzas).encode(), b"v3.20.3-pwtest\n")
-        signed = signed_index(index, openssl_sign(key, index, "sha256"), KEY_NAME,
-                              ".SIGN.RSA256.")  # fmt: skip
-        (folder / "APKINDEX.tar.gz").write_bytes(signed)
-
-    root = tmp_path / "root"
-    (root / "etc/apk").mkdir(parents=True)
-    (root / "lib/apk/db").mkdir(parents=True)
-    (root / "etc/os-release").write_text(
-        'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n'
-    )
-    (root / "etc/apk/arch").write_text("x86_64\n")
-    (root / "etc/apk/repositories").write_text(
-        f"{base}/alpine/v3.20/main\n{base}/alpine/v3.20/community\n"
-    )
-    (root / "lib/apk/db/installed").write_text("".join(installed))
-
-    ctx = agent.Context(str(root), lambda _argv: None, "6.6.58-0-lts", "x86_64", live=False)
-    report = agent.collect_report(ctx, HOST, (), now=1.0)
-    assert report["agent"]["warnings"] == []
-    assert len(report["packages"]) == len(vectors)
+        publish(www / "alpine" / "v3.20" / repo, stanzas, key)
+    root = alpine_root(tmp_path, installed, f"{base}/alpine/v3.20/main\n"
+                       f"{base}/alpine/v3.20/community\n")  # fmt: skip
+    report_root(root, len(vectors))
     now = time.time()
-    store_report(HOST, "patchwatch/1", report, now)
-    assert process_pending(now) == {"processed": 1}
     settings = Settings(
         mirror_url_patterns=("http://127.0.0.1:*",),
         mirror_allowed_networks=("127.0.0.1/32",),
@@ -172,17 +207,53 @@ def test_alpine_updates_agree_with_apk_tools_vectors(
     assert [r.outcome for r in results] == ["changed", "changed"], [r.detail for r in results]
     refresh_host_updates(now)
 
-    host = Host.get(Host.name == HOST)
-    inst, avail = Package.alias(), Package.alias()
-    rows = list(
-        HostUpdate.select(inst.name, avail.version, HostUpdate.security)
-        .join(inst, on=(HostUpdate.installed == inst.id))
-        .switch(HostUpdate)
-        .join(avail, on=(HostUpdate.available == avail.id))
-        .where(HostUpdate.host == host)
-        .tuples()
-    )
+    rows = host_updates()
     assert {(name, version) for name, version, _s in rows} == want
     assert len(want) > 150  # both sides: many updates, many packages without one
     assert {(name, version) for name, version, sec in rows if sec} == want_security
     assert 40 < len(want_security) < len(want)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_tagged_repository_offers_only_the_names_pinned_to_its_tag(
+    db: object, tmp_path: Path, mirror: tuple[Path, str]
+) -> None:
+    """apk's rule for ``@edge URL`` in /etc/apk/repositories: its packages are allowed
+    only to the names the world file pins to the tag (``name@edge``), which may also
+    take any untagged repository's; among the allowed, the newest version (the vectors)
+    wins. Every ``<`` vector makes three packages, installed at A: pinned with A in main
+    and B in edge (an update to B), unpinned with the same offers (no update: edge is
+    not theirs), unpinned with B in main and A in edge (an update to B)."""
+    vectors = [(a, b) for a, op, b in ordered_vectors() if op == "<"]
+    assert len(vectors) > 150
+    www, base = mirror
+    key, keys = make_keys(tmp_path)
+    installed, main, edge, world = [], [], [], ["alpine-base"]
+    want = set()
+    for i, (a, b) in enumerate(vectors):
+        pinned, unpinned, from_main = f"p{i:03d}", f"u{i:03d}", f"m{i:03d}"
+        installed += [stanza(pinned, a), stanza(unpinned, a), stanza(from_main, a)]
+        main += [stanza(pinned, a), stanza(unpinned, a), stanza(from_main, b)]
+        edge += [stanza(pinned, b), stanza(unpinned, b), stanza(from_main, a)]
+        world.append(f"{pinned}@edge")
+        want |= {(pinned, b), (from_main, b)}
+    publish(www / "alpine" / "v3.20" / "main", main, key)
+    publish(www / "alpine" / "edge" / "main", edge, key)
+    root = alpine_root(
+        tmp_path, installed, f"{base}/alpine/v3.20/main\n@edge {base}/alpine/edge/main\n",
+        world="\n".join(world) + "\n",
+    )  # fmt: skip
+    report = report_root(root, 3 * len(vectors))
+    tagged = [r for r in report["repositories"] if r.get("tag")]
+    assert [(r["tag"], len(r["pinned"])) for r in tagged] == [("edge", len(vectors))]
+    settings = Settings(
+        mirror_url_patterns=("http://127.0.0.1:*",),
+        mirror_allowed_networks=("127.0.0.1/32",),
+        apk_keys=(str(keys),),
+    )
+    now = time.time()
+    with HttpFetcher(timeout=10, retries=0, policy=POLICY) as fetcher:
+        results = refresh_all(fetcher, now, settings)
+    assert [r.outcome for r in results] == ["changed", "changed"], [r.detail for r in results]
+    refresh_host_updates(now)
+    assert {(name, version) for name, version, _s in host_updates()} == want

@@ -5,8 +5,8 @@ The oracle is pacman (Debian's pacman-package-manager), run on a throw-away root
 
 1. scripts/make_arch_repo.sh builds a real repository with makepkg and repo-add, and
    builds for a host to have installed (older epochs and snapshots, a pkgrel minor, a
-   build newer than the repository's, one in no repository); Python's http.server
-   serves it on loopback.
+   build newer than the repository's, one in no repository, builds whose newer
+   version moved between x86_64 and any); Python's http.server serves it on loopback.
 2. pacman installs those builds into the root (``-U``), ``-Sy`` syncs the
    repository, and ``pacman -Qu`` lists the upgrades, marking the IgnorePkg one
    ``[ignored]``.
@@ -95,6 +95,18 @@ TRACKER = [
         "advisories": [],
     },
     {
+        "name": "AVG-9005",
+        "packages": ["mover"],
+        "status": "Fixed",
+        "severity": "Medium",
+        "type": "denial of service",
+        "affected": "1.0-1",
+        "fixed": "1.1-1",
+        "ticket": None,
+        "issues": ["CVE-2026-0005"],
+        "advisories": [],
+    },
+    {
         "name": "AVG-9004",
         "packages": ["libdemo"],
         "status": "Vulnerable",
@@ -177,11 +189,14 @@ def test_arch_updates_agree_with_pacman(
         if rest == ["[ignored]"]:
             ignored.add(name)
     # not vacuous: an older epoch, a version beaten by an epoch, an older snapshot, a
-    # plain upgrade; the newer-installed libdemo and the local-only build are none
+    # plain upgrade, builds that moved between x86_64 and any (pacman matches by name
+    # alone); the newer-installed libdemo and the local-only build are none
     assert want == {
         ("gadget", "1.0.r12.gabc1234-3"),
         ("hello", "1.1-1"),
         ("legacy", "1:0.8-1"),
+        ("mover", "1.1-1"),
+        ("shifter", "2.1-1"),
         ("widget", "2:3.0-2"),
     }
     assert ignored == {"gadget"}
@@ -198,7 +213,7 @@ def test_arch_updates_agree_with_pacman(
         if name in fixed and vercmp(old_versions[name], fixed[name]) < 0
         and vercmp(fixed[name], new) <= 0
     }  # fmt: skip
-    assert want_security == {("hello", "1.1-1"), ("widget", "2:3.0-2")}
+    assert want_security == {("hello", "1.1-1"), ("mover", "1.1-1"), ("widget", "2:3.0-2")}
     tracker = tmp_path / "all.json"
     tracker.write_text(json.dumps(TRACKER))
     settings = Settings(

@@ -16,9 +16,11 @@ from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import TooLargeError
 from patchwatch.domain.records import Package
 from patchwatch.domain.records import PackageKind
+from patchwatch.domain.versions_apk import valid_apk
 from patchwatch.domain.vulns.alpine_secdb import parse_secdb
 from patchwatch.domain.vulns.arch_tracker import parse_arch_tracker
 from patchwatch.domain.vulns.fixed_in import advisories_for
+from patchwatch.domain.vulns.fixed_in import osv_fixes
 from tests.support.paths import FIXTURES
 
 VULNS = FIXTURES / "vulns"
@@ -111,3 +113,28 @@ def test_advisories_reach_every_arch_the_repository_offers_and_nothing_else() ->
         ("AVG-2843", "security", ["openssl-3.3.2-1.x86_64"]),
         ("AVG-2850", "security", ["ttf-dejavu-1:2.37+18+g9b5d1b2f-6.1.any"]),
     ]
+
+
+def test_osv_fixed_events_become_fixes_and_reach_binaries_by_origin() -> None:
+    ranges = '[["ECOSYSTEM",[["introduced","0"],["fixed","3.3.2-r1"]]]]'
+    entries = [
+        ("ALPINE-CVE-2024-9143", "CVE-2024-9143", "openssl: out of bounds", "openssl", ranges),
+        ("ALPINE-BUGFIX-1", "", "not a vulnerability", "openssl", ranges),  # no identities
+        ("ALPINE-CVE-2024-1", "CVE-2024-1", "", "zlib",
+         '[["ECOSYSTEM",[["introduced","0"],["fixed","not a version!"]]]]'),
+    ]  # fmt: skip
+    fixes = osv_fixes(entries, APK, valid_apk)
+    assert [(f.id, f.name, f.version, f.cves) for f in fixes] == [
+        ("ALPINE-CVE-2024-9143", "openssl", "3.3.2-r1", ("CVE-2024-9143",))
+    ]
+    offered = [
+        Package("libcrypto3", "", "3.3.2-r1", "", "x86_64", APK),
+        Package("libcrypto3", "", "3.3.2-r1", "", "aarch64", APK),
+        Package("zlib", "", "1.3.1-r1", "", "x86_64", APK),
+    ]
+    (advisory,) = advisories_for(fixes, offered, {"openssl": {"libcrypto3", "libssl3"}})
+    assert [p.nevra for p in advisory.packages] == [
+        "libcrypto3-3.3.2-r1.aarch64",
+        "libcrypto3-3.3.2-r1.x86_64",
+    ]
+    assert advisories_for(fixes, offered) == []  # by name alone: openssl is not offered

@@ -132,6 +132,10 @@ class ReportedRepository:
     signed_by: str = ""
     mirrorlist: str = ""
     metalink: str = ""
+    # apk's tagged repository (``@edge URL``): it offers only the names the world file
+    # pins to its tag (``pkg@edge``), ``pinned``; "" for every other repository
+    tag: str = ""
+    pinned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,16 +232,29 @@ class Settings:
     )
     arch_security_tracker: str = _setting(
         "",
-        "Path of Arch's security tracker JSON (security.archlinux.org/issues/all.json, "
-        "kept up to date by a job of your own): an update that reaches a version it "
-        "lists as fixed is a security update. Empty: Arch updates are never security.",
+        "Arch's security tracker JSON: its URL (https://security.archlinux.org/"
+        "issues/all.json, fetched by the refresh_security_feeds job, the last good copy "
+        "kept) or a local path. An update that reaches a version it lists as fixed is a "
+        "security update. Empty: Arch updates are never security.",
     )
     apk_secdb: tuple[str, ...] = _setting(
         (),
-        "Alpine secdb files (comma-separated paths of secdb.alpinelinux.org's "
-        "v3.20/main.json, v3.20/community.json, ...): an update of a package of the "
-        "apk repository of that branch and name (URL ending in /v3.20/main) that "
-        "reaches a version its secfixes list is a security update.",
+        "Alpine secdb documents, comma-separated URLs or paths "
+        "(https://secdb.alpinelinux.org/v3.20/main.json, .../v3.20/community.json, ...; "
+        "URLs fetched by the refresh_security_feeds job, the last good copy kept): an "
+        "update of a package of the apk repository of that branch and name (URL ending "
+        "in /v3.20/main) that reaches a version its secfixes list is a security update.",
+    )
+    security_feeds_refresh_interval_minutes: int = _setting(
+        60,
+        "How often the scheduler fetches arch_security_tracker and apk_secdb URLs "
+        "(conditional requests: an unchanged feed costs one 304), in minutes.",
+    )
+    security_feed_max_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "Largest Arch tracker or secdb document accepted, as sent and as decompressed "
+        "(64 MiB at most); a larger one fails the feed's read and its last good copy "
+        "is kept.",
     )
     apk_verify_signatures: bool = _setting(
         True,
@@ -459,6 +472,8 @@ def _validate(s: Settings) -> None:
         "refresh_concurrency",
         "vulns_refresh_interval_minutes",
         "vulns_max_feed_bytes",
+        "security_feeds_refresh_interval_minutes",
+        "security_feed_max_bytes",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(name, "must be at least 1")

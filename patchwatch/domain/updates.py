@@ -4,7 +4,9 @@ The inputs are records: the installed packages, every version the host's reposit
 offer (with the repository's priority and whether it is a security source), and the
 security advisories that apply. Nothing here reads the database.
 
-Candidate selection per (name, arch), against the newest installed version:
+Candidate selection per (name, arch), against the newest installed version; pacman
+matches by name alone (:func:`match_arch`), so for Arch packages the arch part of that
+key is empty:
 
 - deb (apt's ``pkgPolicy::GetCandidateVer``): walk the offered versions newest first,
   down to the installed one; the candidate is the first version with the highest pin
@@ -68,6 +70,18 @@ class Offer:
 HoldKey = tuple[str, str]  # (name, arch); arch "" holds every arch of the name
 
 
+def match_arch(kind: str, arch: str) -> str:
+    """The architecture part of the key installed packages and offers are matched by.
+
+    dpkg, rpm and apk keep one package per name and architecture (multiarch, multilib),
+    so an update is of the same name and arch. pacman keeps one package per name and
+    ``alpm_sync_get_new_version`` looks the name up alone: a package that moved between
+    ``x86_64`` and ``any`` is still upgraded, as ``pacman -Qu`` lists it. ``kind`` is a
+    ``PackageKind`` or its value.
+    """
+    return "" if kind == PackageKind.ARCH else arch
+
+
 def encode_holds(held: Iterable[HeldPackage]) -> str:
     """A host's held packages as ``Host.held`` stores them: sorted JSON pairs, "" for none."""
     pairs = sorted({(h.name, h.arch) for h in held})
@@ -98,7 +112,7 @@ def newest_installed(installed: Iterable[Package]) -> dict[tuple[str, str], Pack
     """Keep the newest installed version per (name, arch): kernels are installed many times."""
     best: dict[tuple[str, str], Package] = {}
     for p in installed:
-        k = (p.name, p.arch)
+        k = (p.name, match_arch(p.kind, p.arch))
         if k not in best or _key(p) > _key(best[k]):
             best[k] = p
     return best
@@ -114,7 +128,7 @@ def compute_updates(
 
     ``security_advisories`` maps (name, arch) to package versions that security
     advisories fix; ``reported_security`` lists (name, arch) the host's package manager
-    itself called security updates.
+    itself called security updates. Packages are matched as :func:`match_arch` says.
 
     Each (name, arch) is decided by :func:`decide_update`, the rules the store's
     memoised computation applies too: this is the whole-host view of the same rules,
@@ -122,8 +136,13 @@ def compute_updates(
     """
     by_name: dict[tuple[str, str], list[KeyedOffer]] = defaultdict(list)
     for o in offers:
-        by_name[(o.package.name, o.package.arch)].append((_key(o.package), o))
-    advisories = security_advisories or {}
+        by_name[(o.package.name, match_arch(o.package.kind, o.package.arch))].append(
+            (_key(o.package), o)
+        )
+    advisories: dict[tuple[str, str], list[Package]] = defaultdict(list)
+    for (name, arch), fixed in (security_advisories or {}).items():
+        for p in fixed:
+            advisories[(name, match_arch(p.kind, arch))].append(p)
     reported = set(reported_security)
     out: list[PendingUpdate] = []
     for (name, arch), inst in sorted(newest_installed(installed).items()):
@@ -140,7 +159,7 @@ def compute_updates(
             PendingUpdate(
                 installed=inst,
                 available=chosen.package,
-                security=security or (name, arch) in reported,
+                security=security or (name, inst.arch) in reported,
                 repository=chosen.repository,
             )
         )
@@ -195,7 +214,7 @@ def decide_update(
     host itself reported (``reported_security``), which differs per host: the caller
     raises the flag for those.
     """
-    if installed.arch in ARCH_INDEPENDENT:
+    if installed.arch in ARCH_INDEPENDENT and installed.kind != PackageKind.ARCH:
         offers = [ko for ko in offers if ko[1].package.arch in ARCH_INDEPENDENT]
     if not offers:
         return None

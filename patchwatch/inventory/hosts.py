@@ -142,7 +142,7 @@ def load_host_inventory(host: Host) -> HostInventory:
             .tuples()
         )  # fmt: skip
         packages = tuple((n, a, evr(e, v, r)) for n, a, e, v, r in rows)
-    repo_ids = [r for r, _prio, _enabled in repository_membership(host)]
+    repo_ids = [r for r, *_rest in repository_membership(host)]
     keys: list[str] = []
     for chunk in chunks(repo_ids):
         query = Repository.select(Repository.key).where(Repository.id.in_(list(chunk)))

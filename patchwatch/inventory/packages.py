@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from peewee import fn
 
+from patchwatch.domain.records import PackageKind
 from patchwatch.inventory.common import ProgressFn
 from patchwatch.inventory.common import evr
 from patchwatch.pipeline.hostupdates import repository_membership
@@ -59,8 +60,9 @@ def orphan_packages(
 
     A package counts as offered when any mirror of any of the host's repositories
     (its own or its OS group's) lists its name for its architecture (or for
-    ``all``/``noarch``) in its last good index, whatever the version: an outdated
-    package is an update, not an orphan. What is left was installed by hand, from a
+    ``all``/``noarch``; a pacman package for any architecture, as pacman matches by
+    name alone) in its last good index, whatever the version: an outdated package is
+    an update, not an orphan. What is left was installed by hand, from a
     repository the host no longer has, or is an old kernel its repository dropped.
     Hosts whose repositories have no index yet are skipped: nothing can be said.
     """
@@ -69,7 +71,7 @@ def orphan_packages(
         query = query.where(Host.id == host.id)
     groups: dict[tuple[int, frozenset[int]], list[str]] = defaultdict(list)
     for h in list(query):
-        repo_ids = frozenset(r for r, _prio, _enabled in repository_membership(h))
+        repo_ids = frozenset(r for r, *_rest in repository_membership(h))
         groups[(h.package_set_id, repo_ids)].append(h.name)
     mirror_sets: dict[int, set[int]] = defaultdict(set)
     for repo_id, pset_id in (
@@ -97,7 +99,7 @@ def orphan_packages(
             continue
         installed = list(
             packages_in(pset_id, Package.name, Package.arch, Package.epoch, Package.version,
-                        Package.release)
+                        Package.release, Package.kind)
             .order_by(Package.name, Package.arch)
             .tuples()
         )  # fmt: skip
@@ -107,11 +109,14 @@ def orphan_packages(
         else:
             for p in psets:
                 available |= offered(p)
+        pacman_names = {n for n, _a in available} if any(
+            row[5] == PackageKind.ARCH for row in installed) else set()  # fmt: skip
         lonely = [
             (n, a, evr(e, v, r))
-            for n, a, e, v, r in installed
+            for n, a, e, v, r, k in installed
             if n not in PSEUDO_PACKAGES
             and not ({(n, a), (n, "all"), (n, "noarch"), (n, "any")} & available)
+            and not (k == PackageKind.ARCH and n in pacman_names)
         ]
         for name in names:
             out.extend({"host": name, "name": n, "arch": a, "version": v} for n, a, v in lonely)

@@ -490,13 +490,14 @@ class HttpFetcher:
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> HttpFetcher:
-        """Build the fetcher the scheduler and the CLI use, from the HTTP settings."""
+    def from_settings(cls, settings: Settings, policy: MirrorPolicy | None = None) -> HttpFetcher:
+        """Build the fetcher the scheduler and the CLI use, from the HTTP settings;
+        ``policy`` instead of the mirrors' one (the feeds' own origins)."""
         return cls(
             timeout=settings.http_timeout_seconds,
             retries=settings.http_retries,
             max_seconds=settings.http_request_max_seconds,
-            policy=settings.mirror_policy,
+            policy=policy if policy is not None else settings.mirror_policy,
         )
 
     @property

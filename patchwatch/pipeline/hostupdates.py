@@ -48,6 +48,7 @@ from patchwatch.domain.updates import decide_update
 from patchwatch.domain.updates import decode_holds
 from patchwatch.domain.updates import has_newer
 from patchwatch.domain.updates import is_held
+from patchwatch.domain.updates import match_arch
 from patchwatch.domain.versions import Key
 from patchwatch.domain.versions import sort_key
 from patchwatch.store.db import ARRAY_PARAMETER_SIZE
@@ -82,9 +83,11 @@ from patchwatch.store.vulns import fixing_sets
 
 log = logging.getLogger(__name__)
 
-Membership = list[tuple[int, int, bool]]  # (repository id, priority, enabled)
+#: (repository id, priority, enabled, the only names it offers: None for all of them,
+#: the pinned names for an apk tagged repository)
+Membership = list[tuple[int, int, bool, frozenset[str] | None]]
 PackageRow = tuple[str, str, str, str, str, str]  # kind, name, epoch, version, release, arch
-NameArch = tuple[str, str]
+NameArch = tuple[str, str]  # name, arch as match_arch gives it ("" for pacman: by name)
 Item = tuple[int, bool, int | None]  # available package id, security, repository id
 Items = dict[int, Item]  # installed package id -> its update
 UpdateSetKey = tuple[int, int | None, str]  # package set, repository set, kernel (+ OS)
@@ -98,6 +101,7 @@ WRITE_ROWS = 50_000  # most pending updates compared or written per transaction
 WRITE_AHEAD = 2  # batches computed and waiting for the writer thread, at most
 
 _KINDS = {k.value: k for k in PackageKind}
+_PACMAN = PackageKind.ARCH.value
 
 
 _T_PACKAGE = Package._meta.table_name
@@ -114,8 +118,9 @@ _PACKAGE_COLUMNS = "p.id, p.kind, p.name, p.epoch, p.version, p.release, p.arch"
 class Sources:
     """What updates are computed from for one repository membership, for every set using it.
 
-    ``offering`` has (repository id, priority, security, mirror package set) for each
-    enabled repository with mirror data, in the host's order: between equal versions
+    ``offering`` has (repository id, priority, security, mirror package set, the only
+    names it offers or None) for each enabled repository with mirror data, in the
+    host's order: between equal versions
     and priorities the first repository wins, as in ``compute_updates``.
     ``advisory_repositories`` are the enabled repositories whose security advisories
     count. ``decisions`` numbers the pair of them: memberships that differ only in what
@@ -123,7 +128,7 @@ class Sources:
     """
 
     digest: str
-    offering: tuple[tuple[int, int, bool, int], ...]
+    offering: tuple[tuple[int, int, bool, int, frozenset[str] | None], ...]
     advisory_repositories: tuple[int, ...]
     has_mirror_data: bool  # False: nothing can be said about packages without repository
     decisions: int
@@ -163,7 +168,9 @@ class UpdateContext:
     reused: int = 0
     hosts_changed: int = 0
     membership: dict[tuple[int | None, int | None, bool], Membership] = field(default_factory=dict)
-    sources: dict[tuple[tuple[int, int, bool], ...], Sources] = field(default_factory=dict)
+    sources: dict[tuple[tuple[int, int, bool, frozenset[str] | None], ...], Sources] = field(
+        default_factory=dict
+    )
     rows: dict[int, PackageRow] = field(default_factory=dict)
     name_arch: dict[int, NameArch] = field(default_factory=dict)
     # installed ids by (name, arch), and those sharing theirs with another installed id
@@ -189,7 +196,7 @@ class UpdateContext:
         """Remember a package row read by any query of the run."""
         if pid not in self.rows:
             self.rows[pid] = row
-            self.name_arch[pid] = (row[1], row[5])
+            self.name_arch[pid] = (row[1], match_arch(row[0], row[5]))
 
     def ensure_rows(self, ids: Iterable[int]) -> None:
         """Read the rows of the packages not read yet, a few hundred per query."""
@@ -244,9 +251,10 @@ class UpdateContext:
                 f"AND m.package_set_id IN ({placeholders(len(targets))}) ORDER BY p.id"
             )
             for ps, pid, *row in database.execute_sql(raw_sql(sql), [*chunk, *targets]).fetchall():
-                if (row[1], row[5]) in wanted[ps]:
+                na = (row[1], match_arch(row[0], row[5]))
+                if na in wanted[ps]:
                     self.add_row(pid, tuple(row))
-                    self.indexes.setdefault(ps, {}).setdefault((row[1], row[5]), []).append(pid)
+                    self.indexes.setdefault(ps, {}).setdefault(na, []).append(pid)
                     self.index_ids.setdefault(ps, set()).add(pid)
         for ps in targets:
             self.index_keys[ps] |= wanted[ps]
@@ -263,7 +271,7 @@ class UpdateContext:
         for pid, *row in database.execute_sql(raw_sql(sql), (ps,)).fetchall():
             if pid not in rows:
                 self.add_row(pid, tuple(row))
-            index[(row[1], row[5])].append(pid)
+            index[(row[1], row[5] if row[0] != _PACMAN else "")].append(pid)  # match_arch
         self.indexes[ps] = dict(index)
         self.index_ids[ps] = {pid for ids in index.values() for pid in ids}
         self.full_indexes.add(ps)
@@ -294,7 +302,9 @@ class UpdateContext:
                 .tuples()
             )  # fmt: skip
             for kind, name, epoch, version, release, arch in query:
-                out[(name, arch)].append(sort_key(_KINDS[kind], epoch, version, release))
+                out[(name, match_arch(kind, arch))].append(
+                    sort_key(_KINDS[kind], epoch, version, release)
+                )
         self.advisories[repo_ids] = dict(out)
         return self.advisories[repo_ids]
 
@@ -354,16 +364,29 @@ def repository_membership(host: Host, ctx: UpdateContext | None = None) -> Membe
 
 def _membership(host: Host) -> Membership:
     if host.use_os_repositories and host.os_release_id:
-        rows = OSReleaseRepository.select(OSReleaseRepository.repository).where(
-            OSReleaseRepository.os_release == host.os_release_id
+        group = (
+            OSReleaseRepository.select(Repository.id, Repository.kind, Repository.repo_id)
+            .join(Repository, on=(OSReleaseRepository.repository == Repository.id))
+            .where(OSReleaseRepository.os_release == host.os_release_id)
+            .tuples()
         )
-        return [(r.repository_id, 500, True) for r in rows]
+        # an OS group's apk tagged repository offers nothing: pins are per host
+        return [(rid, 500, True, _tagged(kind, repo_id)) for rid, kind, repo_id in group]
     if host.repository_set_id is None:
         return []
     rows = RepositorySetMember.select().where(
         RepositorySetMember.repository_set == host.repository_set_id
     )
-    return [(r.repository_id, r.priority, r.enabled) for r in rows]
+    return [(r.repository_id, r.priority, r.enabled, _pinned(r.pinned)) for r in rows]
+
+
+def _pinned(text: str | None) -> frozenset[str] | None:
+    return None if text is None else frozenset(text.split())
+
+
+def _tagged(kind: str, repo_id: str) -> frozenset[str] | None:
+    """Nothing for an apk repository reported with a tag (id ``@edge URL``), else None."""
+    return frozenset() if kind == "apk" and repo_id.startswith("@") else None
 
 
 def _serving_mirrors(repo_ids: list[int]) -> dict[int, Mirror]:
@@ -383,12 +406,14 @@ def inputs_digest(
     membership: Membership, mirrors: dict[int, Mirror], repos: dict[int, Repository]
 ) -> str:
     h = hashlib.sha256()
-    for repo_id, prio, enabled in sorted(membership):
+    for repo_id, prio, enabled, only in sorted(membership, key=lambda m: m[0]):
         m = mirrors.get(repo_id)
         r = repos.get(repo_id)
         security = r.is_security if r else False
         data = f"{m.package_set_id}/{m.metadata_checksum}" if m else None
         line = f"{repo_id}:{prio}:{enabled}:{data}:{security}"
+        if only is not None:
+            line += ":" + " ".join(sorted(only))
         h.update(f"{line}:{r.enabled if r else 0};".encode())
     return h.hexdigest()
 
@@ -398,7 +423,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     cache_key = tuple(membership)
     if cache_key in ctx.sources:
         return ctx.sources[cache_key]
-    repo_ids = [r for r, _p, e in membership if e]
+    repo_ids = [r for r, _p, e, _o in membership if e]
     repos = (
         {r.id: r for r in Repository.select().where(Repository.id.in_(repo_ids))}
         if repo_ids
@@ -407,7 +432,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
     mirrors = _serving_mirrors(repo_ids) if repo_ids else {}
     offering = []
     missing = False  # a repository the server could read but has no data of
-    for repo_id, priority, enabled in membership:
+    for repo_id, priority, enabled, only in membership:
         repo = repos.get(repo_id)
         mirror = mirrors.get(repo_id)
         if not enabled or repo is None or not repo.enabled or mirror is None:
@@ -415,7 +440,7 @@ def sources_for(membership: Membership, ctx: UpdateContext) -> Sources:
                 enabled and repo is not None and repo.enabled and not repo.auth_required
             )
             continue
-        offering.append((repo_id, priority, repo.is_security, mirror.package_set_id))
+        offering.append((repo_id, priority, repo.is_security, mirror.package_set_id, only))
     advisory_repositories = tuple(sorted(set(repo_ids)))
     decided_by = (tuple(offering), advisory_repositories)
     number = ctx.decision_numbers.setdefault(decided_by, len(ctx.decision_numbers))
@@ -445,11 +470,14 @@ def compute_items(ctx: UpdateContext, sources: Sources, pset_id: int) -> tuple[I
     new = installed.difference(decisions.seen)
     if new:
         ctx.ensure_rows(new)
-        psets = [ps for *_r, ps in sources.offering]
+        psets = [o[3] for o in sources.offering]
         ctx.load_indexes(psets, {ctx.name_arch[p] for p in new} if ctx.lazy else None)
-        index_ids = [ctx.index_ids.get(ps, set()) for ps in psets]
+        index_ids = [(ctx.index_ids.get(o[3], set()), o[4]) for o in sources.offering]
         for pid in sorted(new):
-            if not any(pid in ids for ids in index_ids):
+            if not any(
+                pid in ids and (only is None or ctx.name_arch[pid][0] in only)
+                for ids, only in index_ids
+            ):
                 decisions.not_offered.add(pid)
             item = _decide(ctx, sources, pid)
             if item is not None:
@@ -501,7 +529,8 @@ def _decide(ctx: UpdateContext, sources: Sources, pid: int) -> Item | None:
     na = ctx.name_arch[pid]
     offer_ids = [
         (repo_id, priority, security, offered)
-        for repo_id, priority, security, ps in sources.offering
+        for repo_id, priority, security, ps, only in sources.offering
+        if only is None or na[0] in only  # apk: a tagged repository, a pinned name
         for offered in ctx.indexes.get(ps, {}).get(na, ())
     ]
     if all(o[3] == pid for o in offer_ids):  # offered at exactly its version, or not at all
@@ -703,12 +732,12 @@ def _write_hosts(ctx: UpdateContext, now: float, batch: list[tuple[Host, _SetWor
         host_holds = holds.get(host.id)
         if host_holds and desired:
             ctx.ensure_rows(desired)
-            held = {i for i in desired if is_held(host_holds, *ctx.name_arch[i])}
+            held = {i for i in desired if is_held(host_holds, ctx.rows[i][1], ctx.rows[i][5])}
         if security_names and desired:
             ctx.ensure_rows(desired)
             desired = {
                 inst: (avail, True, repo)
-                if not sec and ctx.name_arch[inst] in security_names
+                if not sec and (ctx.rows[inst][1], ctx.rows[inst][5]) in security_names
                 else (avail, sec, repo)
                 for inst, (avail, sec, repo) in desired.items()
             }

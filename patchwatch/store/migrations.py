@@ -33,6 +33,7 @@ from patchwatch.store.models import HealthProbe
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.models import ServerSecret
 from patchwatch.store.oversized import remove_oversized
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.vuln_models import VULN_MODELS
 
 log = logging.getLogger(__name__)
@@ -651,6 +652,21 @@ def _vulnerability_fixes(db: Database) -> None:
         )
 
 
+def _security_feed_copies(db: Database) -> None:
+    """Create ``security_feed``: the last good copy of Arch's tracker and Alpine's secdb
+    documents, fetched on a schedule (``patchwatch.store.security_feeds``)."""
+    db.create_tables([SecurityFeed], safe=True)
+
+
+def _pinned_repository_members(db: Database) -> None:
+    """Add ``repository_set_member.pinned``: the names an apk tagged repository offers a
+    host (those its world file pins to the tag); NULL, every name, for existing rows.
+    A store created from the current models has it already; running it again changes
+    nothing."""
+    if "pinned" not in {c.name for c in db.get_columns("repository_set_member")}:
+        db.execute_sql('ALTER TABLE "repository_set_member" ADD COLUMN "pinned" TEXT')
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -676,6 +692,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(18, "vulnerability feeds, records and per-set findings", _vulnerability_tables),
     Migration(19, "host update counts kept on the host row", _host_update_counts),
     Migration(20, "vuln_set.fixing; package_source.version from agents", _vulnerability_fixes),
+    Migration(21, "security_feed: fetched Arch tracker and Alpine secdb", _security_feed_copies),
+    Migration(
+        22, "repository_set_member.pinned: apk tagged repositories", _pinned_repository_members
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -225,6 +225,9 @@ class RepositorySetMember(BaseModel):
     repository = ForeignKeyField(Repository, backref="in_sets", on_delete="CASCADE", index=True)
     priority = IntegerField(default=0)  # higher wins (rpm priorities are negated)
     enabled = BooleanField(default=True)
+    # an apk tagged repository: the only names it offers (space-separated, those the
+    # world file pins to its tag); NULL for every other repository: all it has
+    pinned = TextField(null=True)
 
     class Meta:
         primary_key = CompositeKey("repository_set", "repository")

@@ -293,12 +293,20 @@ def _widen_arches(repo_id: int, arches: dict[str, str], key: str, reported: str)
 
 def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> RepositorySet:
     """Return the stored repository set (with priorities) for these repositories."""
-    members: dict[str, tuple[int, bool]] = {}
+    members: dict[str, tuple[int, bool, str | None]] = {}
     for repo in repos:
         key = repository_key(repo)
-        prio, enabled = members.get(key, (repo.priority, repo.enabled))
-        members[key] = (max(prio, repo.priority), enabled or repo.enabled)
-    digest = digest_of(f"{k}\x1f{p}\x1f{int(e)}" for k, (p, e) in members.items())
+        only = " ".join(repo.pinned) if repo.tag else None  # apk: only the pinned names
+        prio, enabled, seen = members.get(key, (repo.priority, repo.enabled, only))
+        if seen is not None and only is not None and seen != only:
+            only = " ".join(sorted(set(seen.split()) | set(repo.pinned)))
+        members[key] = (max(prio, repo.priority), enabled or repo.enabled, only)
+    # a member with pinned names adds them; every other line is as it always was, so
+    # the sets stored before apk tags keep their digests
+    digest = digest_of(
+        f"{k}\x1f{p}\x1f{int(e)}" + ("" if o is None else f"\x1f{o}")
+        for k, (p, e, o) in members.items()
+    )
     known = cached_id("repository", digest)
     if known is not None:
         return RepositorySet(id=known, digest=digest, size=len(members))
@@ -318,9 +326,10 @@ def ensure_repository_set(repos: Sequence[ReportedRepository], now: float) -> Re
             .exists()
         ):
             RepositorySetMember.insert_many(
-                [(rset.id, ids[k], p, e) for k, (p, e) in sorted(members.items())],
+                [(rset.id, ids[k], p, e, o) for k, (p, e, o) in sorted(members.items())],
                 fields=[RepositorySetMember.repository_set, RepositorySetMember.repository,
-                        RepositorySetMember.priority, RepositorySetMember.enabled],
+                        RepositorySetMember.priority, RepositorySetMember.enabled,
+                        RepositorySetMember.pinned],
             ).on_conflict_ignore().execute()  # fmt: skip
     remember_id("repository", digest, rset.id)
     return rset

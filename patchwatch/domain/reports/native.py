@@ -42,8 +42,10 @@ from patchwatch.domain.reports.fields import MAX_MODULE_PACKAGES
 from patchwatch.domain.reports.fields import MAX_MODULES
 from patchwatch.domain.reports.fields import MAX_OS_ID
 from patchwatch.domain.reports.fields import MAX_PACKAGES
+from patchwatch.domain.reports.fields import MAX_PINNED
 from patchwatch.domain.reports.fields import MAX_REPO_ID
 from patchwatch.domain.reports.fields import MAX_REPO_NAME
+from patchwatch.domain.reports.fields import MAX_REPO_TAG
 from patchwatch.domain.reports.fields import MAX_REPOSITORIES
 from patchwatch.domain.reports.fields import MAX_SIGNED_BY
 from patchwatch.domain.reports.fields import MAX_SOURCES
@@ -76,6 +78,8 @@ _OS_LIMITS: Mapping[str, int] = {
     "variant_id": 64,
 }
 _OS_OTHER_LIMIT = 1024
+_REPO_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PINNED_NAME = re.compile(r"^[A-Za-z0-9_.+@-]+$")  # apk's package names; never a space
 
 _NATIVE_PACKAGE_KEYS = frozenset({"name", "epoch", "version", "release", "arch", "type"})
 # the memo key of a package object with exactly these keys (as the agent sends them):
@@ -95,6 +99,8 @@ _NATIVE_REPO_KEYS = frozenset(
         "signed_by",
         "priority",
         "enabled",
+        "tag",
+        "pinned",
     }
 )
 _NATIVE_MODULE_KEYS = frozenset({"name", "stream", "version", "context", "arch", "packages"})
@@ -381,6 +387,19 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
     enabled = obj.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ParseError("must be true or false", f"{where}.enabled")
+    tag = opt("tag", MAX_REPO_TAG)
+    if tag and not _REPO_TAG.match(tag):
+        raise ParseError("must be an apk repository tag (letters, digits, _.-)", f"{where}.tag")
+    pinned = tuple(
+        sorted({
+            _pinned_name(name, f"{where}.pinned[{j}]")
+            for j, name in enumerate(
+                _native_array(obj.get("pinned", []), f"{where}.pinned", MAX_PINNED)
+            )
+        })
+    )  # fmt: skip
+    if pinned and not tag:
+        raise ParseError("only a tagged repository pins packages", f"{where}.pinned")
     repo = ReportedRepository(
         kind=kind,
         id=repo_id,
@@ -394,8 +413,18 @@ def _native_repository(item: object, where: str) -> ReportedRepository:
         signed_by=signed_by,
         mirrorlist=mirrorlist,
         metalink=metalink,
+        tag=tag,
+        pinned=pinned,
     )
     return printable_repository(repo, where)
+
+
+def _pinned_name(value: object, where: str) -> str:
+    """A name pinned to an apk tag: stored space-separated, so it holds no space."""
+    name = _native_string(value, where, MAX_PACKAGE_NAME, min_len=1)
+    if not _PINNED_NAME.match(name):
+        raise ParseError("must be an apk package name (letters, digits, _.+@-)", where)
+    return name
 
 
 def _native_module(item: object, where: str) -> ReportedModule:

@@ -30,8 +30,9 @@ from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.limits import MAX_VERSION
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.versions_apk import valid_apk
-from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.fixed_in import FixedIn
+from patchwatch.domain.vulns.fixed_in import feed_items
+from patchwatch.domain.vulns.fixed_in import read_fixes
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["MAX_SECDB_BYTES", "SecDb", "parse_secdb"]
@@ -56,9 +57,7 @@ class SecDb:
 
 def parse_secdb(data: bytes, max_bytes: int = MAX_SECDB_BYTES) -> SecDb:
     """Read one secdb JSON document (see the module docstring)."""
-    doc = feed_json(data, "secdb document", max_bytes)
-    if not isinstance(doc, dict):
-        raise ParseError("secdb document is not an object")
+    doc = feed_items(data, "secdb document", max_bytes, dict, "an object")
     branch, repo = doc.get("distroversion"), doc.get("reponame")
     if not isinstance(branch, str) or not _BRANCH.match(branch):
         raise ParseError(f"distroversion {str(branch)[:40]!r} is not an Alpine branch")
@@ -67,24 +66,21 @@ def parse_secdb(data: bytes, max_bytes: int = MAX_SECDB_BYTES) -> SecDb:
     items = doc.get("packages")
     if not isinstance(items, list):
         raise ParseError("packages is not a list")
-    stats = FeedStats()
-    fixes: list[FixedIn] = []
-    for item in items:
-        stats.read += 1
+
+    def package(item: object, stats: FeedStats) -> list[FixedIn] | None:
         pkg = item.get("pkg") if isinstance(item, dict) else None
         name = pkg.get("name") if isinstance(pkg, dict) else None
         secfixes = pkg.get("secfixes") if isinstance(pkg, dict) else None
         if not isinstance(name, str) or not 0 < len(name) <= MAX_PACKAGE_NAME:
             stats.skip("schema", f"{str(name)[:60]!r}: no package name")
-            continue
+            return None
         if not isinstance(secfixes, dict):
             stats.skip("schema", f"{name[:60]}: secfixes is not an object")
-            continue
-        found = _fixes(name, secfixes, branch, repo, stats)
-        if found is not None:
-            fixes.extend(found)
-    stats.kept = len(fixes)
-    return SecDb(branch, repo, fixes, stats)
+            return None
+        return _fixes(name, secfixes, branch, repo, stats)
+
+    found = read_fixes(items, package)
+    return SecDb(branch, repo, found.fixes, found.stats)
 
 
 def _fixes(

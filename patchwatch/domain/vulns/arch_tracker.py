@@ -23,20 +23,22 @@ refused whole only when it is not a JSON list.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from dataclasses import field
 
-from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.limits import MAX_PACKAGE_NAME
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.versions_alpm import alpm_sort_key
 from patchwatch.domain.versions_alpm import split_alpm
-from patchwatch.domain.vulns.feed import feed_json
 from patchwatch.domain.vulns.fixed_in import FixedIn
+from patchwatch.domain.vulns.fixed_in import Fixes
+from patchwatch.domain.vulns.fixed_in import feed_items
+from patchwatch.domain.vulns.fixed_in import read_fixes
 from patchwatch.domain.vulns.model import FeedStats
 
 __all__ = ["MAX_TRACKER_BYTES", "ArchTracker", "parse_arch_tracker"]
+
+#: Every fix the tracker lists, and what was read and skipped.
+ArchTracker = Fixes
 
 #: Largest document accepted; all.json is about 2 MB.
 MAX_TRACKER_BYTES = 64 << 20
@@ -47,28 +49,10 @@ _NAME = re.compile(r"^[a-z0-9@_+][a-z0-9@._+-]*$")
 _SEVERITIES = frozenset({"Critical", "High", "Medium", "Low", "Unknown"})
 
 
-@dataclass(frozen=True, slots=True)
-class ArchTracker:
-    """Every fix the tracker lists, and what was read and skipped."""
-
-    fixes: list[FixedIn]
-    stats: FeedStats = field(default_factory=FeedStats)
-
-
 def parse_arch_tracker(data: bytes, max_bytes: int = MAX_TRACKER_BYTES) -> ArchTracker:
     """Read the tracker's ``all.json`` (see the module docstring)."""
-    doc = feed_json(data, "tracker document", max_bytes)
-    if not isinstance(doc, list):
-        raise ParseError("tracker document is not a list of groups")
-    stats = FeedStats()
-    fixes: list[FixedIn] = []
-    for group in doc:
-        stats.read += 1
-        found = _group(group, stats)
-        if found is not None:
-            fixes.extend(found)
-    stats.kept = len(fixes)
-    return ArchTracker(fixes, stats)
+    doc = feed_items(data, "tracker document", max_bytes, list, "a list of groups")
+    return read_fixes(doc, _group)
 
 
 def _strings(value: object, pattern: re.Pattern[str]) -> list[str] | None:
@@ -81,6 +65,7 @@ def _strings(value: object, pattern: re.Pattern[str]) -> list[str] | None:
 
 
 def _group(group: object, stats: FeedStats) -> list[FixedIn] | None:
+    """The fixes of one AVG group, one per package; None when it is skipped."""
     if not isinstance(group, dict):
         stats.skip("schema", "a group that is not an object")
         return None

@@ -11,8 +11,11 @@ get with ``--allow-untrusted``; the stanzas' ``C:`` checksums are checked for sh
 the parser (they vouch for package files, which a refresh does not download).
 
 Alpine's indexes carry no advisories: the secdb documents of ``apk_secdb`` whose
-branch and repository the mirror's URL ends in are stored as the repository's
-security advisories (``patchwatch.domain.vulns.alpine_secdb``, :mod:`.security_feeds`).
+branch and repository the mirror's URL ends in, and the stored OSV records of the
+branch's ecosystem (``Alpine:v3.20``, read by the vulnerability feeds), are stored as
+the repository's security advisories (``patchwatch.domain.vulns.alpine_secdb``,
+:mod:`.security_feeds`); both name source packages, so a fix reaches every binary
+package of that origin.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from patchwatch.pipeline.refresh.fetched import Fetched
 from patchwatch.pipeline.refresh.fetched import Skip
 from patchwatch.pipeline.refresh.fetched import collect
 from patchwatch.pipeline.refresh.fetched import fetch_feed_index
+from patchwatch.pipeline.refresh.security_feeds import apk_osv
 from patchwatch.pipeline.refresh.security_feeds import apk_secdb
+from patchwatch.pipeline.refresh.security_feeds import combined
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Repository
 
@@ -60,7 +65,10 @@ def fetch_apk(
     if not arch or "/" in arch or "," in arch:
         raise Skip("no single architecture known for this apk repository yet")
     url = f"{mirror.url.rstrip('/')}/{arch}/APKINDEX.tar.gz"
-    feed_sum, fixes = apk_secdb(settings.apk_secdb, mirror.url)
+    secdb_sum, secdb_fixes = apk_secdb(settings.apk_secdb, mirror.url)
+    osv_sum, osv_found = apk_osv(mirror.url)
+    feed_sum = combined(secdb_sum, osv_sum)
+    fixes = [*(secdb_fixes or ()), *(osv_found or ())]
     dest = tmp / "APKINDEX.tar.gz"
     fetched, download, unchanged = fetch_feed_index(
         fetcher, url, dest, mirror, settings, force, feed_sum, "APKINDEX"
@@ -99,5 +107,9 @@ def fetch_apk(
     packages: list[PackageRecord] = []
     collect(map(apk_record, index.packages), packages, settings.max_index_packages, "packages")
     fetched.packages, fetched.skipped_packages = packages, skipped
-    fetched.advisories = advisories_for(fixes or (), packages)
+    origins: dict[str, set[str]] = {}
+    for stanza in index.packages:
+        if stanza.origin != stanza.name:
+            origins.setdefault(stanza.origin, set()).add(stanza.name)
+    fetched.advisories = advisories_for(fixes, packages, origins)
     return fetched
