@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from playhouse.pool import PooledDatabase
+
 from patchwatch.cli.gunicorn_app import EmbeddedGunicorn
 from patchwatch.cli.gunicorn_app import gunicorn_options
 from patchwatch.domain.errors import PatchwatchError
@@ -139,6 +141,11 @@ def prepare_database(settings: Settings) -> None:
             applied = migrate(db)
     except Exception as exc:  # boundary: any driver error becomes one clear line
         raise PatchwatchError(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+    finally:
+        # nothing of the master's crosses gunicorn's fork: a pooled PostgreSQL
+        # connection would otherwise sit in every worker's copy of the pool
+        if isinstance(db, PooledDatabase):
+            db.close_all()
     if applied:
         log.info("database schema migrated to version %d", applied[-1])
 

@@ -1,7 +1,13 @@
 """The receiver's Flask application: the only place it is wired together.
 
-Each request opens a database connection and closes it afterwards, so gunicorn workers
-hold no connection between requests and SQLite's file lock is held only while needed.
+Each of a worker's threads keeps its database connection from one request to the
+next: opening and closing one per request (SQLite's pragmas, the file's mode check,
+PostgreSQL's pool bookkeeping) was about a seventh of answering a report
+(docs/performance.md, "Acknowledging reports"). Connections are opened in the worker,
+by the thread that uses them, so none crosses gunicorn's fork; a request that ends in
+an unhandled error closes its thread's connection, and the next one opens a fresh one.
+A kept SQLite connection holds no lock and no snapshot between requests (autocommit,
+every statement finished), so it neither blocks writers nor the log's checkpoints.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask import Response
 from flask import jsonify
 from flask import request
 from peewee import Database
@@ -34,6 +41,16 @@ log = logging.getLogger(__name__)
 ID_CACHE_ENTRIES = 100_000
 
 
+def _close_quietly() -> None:
+    """Close this thread's connection; one that cannot even close is dropped."""
+    if database.is_closed():
+        return
+    try:
+        database.close()
+    except PeeweeException:
+        database.obj._state.reset()  # a transaction left open by a failed request
+
+
 def create_app(settings: Settings, db: Database | None = None) -> Flask:
     """Build the receiver for ``settings``; bind the database unless one is given."""
     app = Flask("receiver")
@@ -53,10 +70,18 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
         if request.path != "/healthz":  # it connects itself, to say why it cannot
             connect_checked()
 
+    @app.after_request
+    def _close_after_failure(response: Response) -> Response:
+        # kept for the thread's next request (``connect_checked`` finds a dead pooled
+        # one), unless this one failed on the server's side (the store away, a bug)
+        if response.status_code >= 500:
+            _close_quietly()
+        return response
+
     @app.teardown_request
-    def _close(_exc: BaseException | None) -> None:
-        if not database.is_closed():
-            database.close()
+    def _close_after_error(exc: BaseException | None) -> None:
+        if exc is not None:
+            _close_quietly()
 
     app.register_blueprint(ingest_bp)
     app.register_blueprint(read_bp)
