@@ -22,6 +22,7 @@ from peewee import Database
 from peewee import PeeweeException
 
 from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processor import Waker
 from patchwatch.receiver.admin_api import bp as admin_bp
 from patchwatch.receiver.api import bp as ingest_bp
 from patchwatch.receiver.console.routes import bp as console_bp
@@ -51,10 +52,19 @@ def _close_quietly() -> None:
         database.obj._state.reset()  # a transaction left open by a failed request
 
 
-def create_app(settings: Settings, db: Database | None = None) -> Flask:
-    """Build the receiver for ``settings``; bind the database unless one is given."""
+def create_app(
+    settings: Settings, db: Database | None = None, processor: Waker | None = None
+) -> Flask:
+    """Build the receiver for ``settings``; bind the database unless one is given.
+
+    ``processor``: the wake-up of the processing process ``serve`` started
+    (``patchwatch.pipeline.processor``); without one, and with ``process_inline`` on,
+    the worker processes what it stored on a thread of its own
+    (``patchwatch.receiver.feed``).
+    """
     app = Flask("receiver")
     app.config["PATCHWATCH_SETTINGS"] = settings
+    app.config["PATCHWATCH_PROCESSOR"] = processor
     app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_report_bytes  # protocol 1 fields
     app.json.sort_keys = False  # type: ignore[attr-defined]
