@@ -11,12 +11,21 @@ p50 / p99, the statuses, the server's CPU seconds (its process tree, from /proc)
 per acknowledged report, and, with ``--until-processed``, the seconds until every
 report is host state (no report left pending). ``--rate R`` sends at a steady R
 reports/s instead of as fast as possible, and then reports each report's time from
-its send to host state (p50 / p99), read from the reports' ``processed_at``.
+its send to host state (p50 / p99), read from the reports' ``processed_at``, and
+from when it was due at that rate (``due_to_state``: a server slow to answer holds
+the senders back, and the time they were held is part of the wait).
 ``--profile`` records the workers with py-spy (``pip install py-spy``) into an SVG.
+
+The store is SQLite in a temporary data folder, or PostgreSQL: ``--postgres`` starts a
+throw-away cluster on loopback (the tests' recipe, as ``bench_pipeline.py`` does) with
+a fresh database per run, ``--database-url URL`` uses an empty database the caller
+made. ``--tree PATH`` serves another code tree (``git archive`` of an older commit)
+with this script's clients and clock, so that old and new are driven alike.
 
 Usage:
   .venv/bin/python bench/bench_ack.py --kind native --reports 1000 --concurrency 50
   .venv/bin/python bench/bench_ack.py --kind protocol1 --inline false
+  .venv/bin/python bench/bench_ack.py --kind native --rate 200 --until-processed --postgres
 Each run prints one JSON line.
 """
 
@@ -104,12 +113,27 @@ def tree_cpu(pid: int) -> float:
     return total / HZ
 
 
-def pending(db: str) -> int:
-    con = sqlite3.connect(db, timeout=30)
+def query(url: str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` on the served store (SQLite file or PostgreSQL URL)."""
+    if url.startswith("postgres"):
+        import psycopg2
+
+        con = psycopg2.connect(url)
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        finally:
+            con.close()
+    lite = sqlite3.connect(url, timeout=30)
     try:
-        return con.execute("select count(*) from report where state = 'pending'").fetchone()[0]
+        return lite.execute(sql).fetchall()
     finally:
-        con.close()
+        lite.close()
+
+
+def pending(url: str) -> int:
+    return query(url, "select count(*) from report where state = 'pending'")[0][0]
 
 
 def send_all(port: int, bodies: list, conc: int, token: str, rate: float) -> dict:
@@ -119,6 +143,7 @@ def send_all(port: int, bodies: list, conc: int, token: str, rate: float) -> dic
     nxt = [0]
     lock = threading.Lock()
     start = time.perf_counter()
+    wall_start = time.time()
 
     def worker() -> None:
         while True:
@@ -160,11 +185,16 @@ def send_all(port: int, bodies: list, conc: int, token: str, rate: float) -> dic
     def pct(p: float) -> float:
         return round(sl[min(len(sl) - 1, int(p * len(sl)))] * 1000, 1)
 
+    # when each report was due at ``rate``: a server slow to answer delays the senders,
+    # and times counted from the actual send would leave that delay out
+    due = [wall_start + i / rate if rate else at for i, at in enumerate(sent)]
     return {"wall_s": round(wall, 3), "rate": round(len(bodies) / wall, 1), "p50_ms": pct(0.5),
-            "p99_ms": pct(0.99), "max_ms": pct(1.0), "codes": codes, "sent_at": sent}  # fmt: skip
+            "p99_ms": pct(0.99), "max_ms": pct(1.0), "codes": codes, "sent_at": sent,
+            "due_at": due}  # fmt: skip
 
 
-def run(args: argparse.Namespace, bodies: list) -> dict:
+def run(args: argparse.Namespace, bodies: list, database_url: str = "") -> dict:
+    tree = Path(args.tree).resolve() if args.tree else ROOT
     with tempfile.TemporaryDirectory() as tmp:
         port = 18500 + random.randrange(400)
         data = f"{tmp}/data"
@@ -174,9 +204,11 @@ def run(args: argparse.Namespace, bodies: list) -> dict:
                "PATCHWATCH_DATA_DIR": data}  # fmt: skip
         if args.workers:
             env["PATCHWATCH_WORKERS"] = str(args.workers)
+        if database_url:
+            env["PATCHWATCH_DATABASE_URL"] = database_url
         proc = subprocess.Popen(
             [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env,
+            cwd=tree, env=env,
         )  # fmt: skip
         spy = None
         try:
@@ -193,7 +225,7 @@ def run(args: argparse.Namespace, bodies: list) -> dict:
             if args.kind == "native":
                 token = subprocess.run(
                     [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
-                    cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+                    cwd=tree, env=env, capture_output=True, text=True, check=True,
                 ).stdout.strip()  # fmt: skip
             if args.profile:
                 spy = subprocess.Popen(
@@ -207,24 +239,24 @@ def run(args: argparse.Namespace, bodies: list) -> dict:
             started = time.perf_counter()
             out = send_all(port, bodies, args.concurrency, token, args.rate)
             cpu1 = tree_cpu(proc.pid)
-            db = f"{data}/patchwatch.db"
+            db = database_url or f"{data}/patchwatch.db"
             sent = out.pop("sent_at")
+            due = out.pop("due_at")
             if args.until_processed:
                 while pending(db) and time.perf_counter() - started < 900:
                     time.sleep(0.05)
                 out["all_processed_s"] = round(time.perf_counter() - started, 2)
                 out["pending_left"] = pending(db)
-                con = sqlite3.connect(db, timeout=30)
-                done = con.execute(
-                    "select host_name, processed_at from report where state = 'processed'"
-                ).fetchall()
-                con.close()
-                to_state = sorted(at - sent[int(host[4:9])] for host, at in done if at is not None)
-                if to_state:
-                    out["to_state_p50_ms"] = round(to_state[len(to_state) // 2] * 1000, 1)
-                    out["to_state_p99_ms"] = round(
-                        to_state[min(len(to_state) - 1, int(0.99 * len(to_state)))] * 1000, 1
-                    )
+                done = query(
+                    db, "select host_name, processed_at from report where state = 'processed'"
+                )
+                for name, start in (("to_state", sent), ("due_to_state", due)):
+                    times = sorted(at - start[int(host[4:9])] for host, at in done if at)
+                    if times:
+                        out[f"{name}_p50_ms"] = round(times[len(times) // 2] * 1000, 1)
+                        out[f"{name}_p99_ms"] = round(
+                            times[min(len(times) - 1, int(0.99 * len(times)))] * 1000, 1
+                        )
             out["server_cpu_s"] = round(cpu1 - cpu0, 2)
             out["cpu_ms_per_report"] = round(1000 * (cpu1 - cpu0) / len(bodies), 2)
         finally:
@@ -249,6 +281,10 @@ def main() -> None:
     ap.add_argument("--until-processed", action="store_true")
     ap.add_argument("--profile", help="py-spy output: SVG, or collapsed stacks if .txt")
     ap.add_argument("--label", default="")
+    ap.add_argument("--tree", help="the code tree to serve (default: this one)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="a throw-away PostgreSQL cluster, a fresh database per run")  # fmt: skip
+    ap.add_argument("--database-url", default="", help="an empty PostgreSQL database to use")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.packages or download(Path(tmp))
@@ -256,10 +292,23 @@ def main() -> None:
     images = make_images(index, 20, args.size)
     make = native_bodies if args.kind == "native" else protocol1_bodies
     bodies = make(images, args.reports)
-    out = run(args, bodies)
-    print(json.dumps({"label": args.label, "kind": args.kind, "reports": args.reports,
-                      "concurrency": args.concurrency, "inline": args.inline,
-                      "target_rate": args.rate, **out}), flush=True)  # fmt: skip
+    pg = None
+    url = args.database_url
+    if args.postgres:
+        from tests.support.servers import PostgresServer
+
+        pg = PostgresServer()
+        pg.start()
+        url = pg.create_database()
+    try:
+        out = run(args, bodies, url)
+    finally:
+        if pg is not None:
+            pg.stop()
+    head = {"label": args.label, "kind": args.kind, "reports": args.reports,
+            "concurrency": args.concurrency, "inline": args.inline, "target_rate": args.rate,
+            "backend": "postgresql" if url else "sqlite"}  # fmt: skip
+    print(json.dumps({**head, **out}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The server processes: ``serve`` (all in one), ``receiver``, ``scheduler``, ``exporter``.
+"""The server processes: ``serve`` (all in one), ``receiver``, ``scheduler``, ``exporter``,
+``processor``.
 
-``serve`` is the embedded default: it migrates the store, starts the scheduler as a
-child process and runs gunicorn with the receiver and ``/metrics`` on one port. Stopping
-it (SIGTERM, Ctrl-C) stops gunicorn gracefully and then the scheduler.
+``serve`` is the embedded default: it migrates the store, starts the scheduler and,
+with ``process_inline`` on, the processing process (``patchwatch.pipeline.processor``)
+as child processes and runs gunicorn with the receiver and ``/metrics`` on one port;
+the workers wake the processing process through a pipe created before they are
+forked. Stopping it (SIGTERM, Ctrl-C) stops gunicorn gracefully and then the children.
 
 prometheus_client decides at import time whether counters are shared between processes
 (``PROMETHEUS_MULTIPROC_DIR``), so everything that imports it is imported lazily, after
@@ -24,10 +27,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from playhouse.pool import PooledDatabase
+
 from patchwatch.cli.gunicorn_app import EmbeddedGunicorn
 from patchwatch.cli.gunicorn_app import gunicorn_options
 from patchwatch.domain.errors import PatchwatchError
 from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processor import make_pipe
 from patchwatch.store.db import PRIVATE_DIR_MODE
 from patchwatch.store.db import open_database
 from patchwatch.store.migrations import migrate
@@ -41,15 +47,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ("receiver", cmd_receiver, "run only the receiver (scale-out: several behind a balancer)"),
         ("scheduler", cmd_scheduler, "run only the scheduler (one works; others wait)"),
         ("exporter", cmd_exporter, "run only the Prometheus exporter"),
+        ("processor", cmd_processor, "run only the report processing loop (serve starts one)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument(
             "--data-dir", dest="data_dir", default=argparse.SUPPRESS,
             help="data folder (setting data_dir)",
         )  # fmt: skip
-        if name != "scheduler":
+        if name not in ("scheduler", "processor"):
             p.add_argument("--bind", help="host:port to listen on (setting bind)")
             p.add_argument("--workers", type=int, help="gunicorn workers (setting workers)")
+        if name == "processor":
+            # the read end of serve's wake-up pipe, inherited, and which share of the
+            # queue this process takes (not for operators)
+            p.add_argument("--wake-fd", dest="wake_fd", type=int, help=argparse.SUPPRESS)
+            p.add_argument("--share", default="0/1", help=argparse.SUPPRESS)
         p.set_defaults(handler=handler)
 
 
@@ -139,6 +151,11 @@ def prepare_database(settings: Settings) -> None:
             applied = migrate(db)
     except Exception as exc:  # boundary: any driver error becomes one clear line
         raise PatchwatchError(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+    finally:
+        # nothing of the master's crosses gunicorn's fork: a pooled PostgreSQL
+        # connection would otherwise sit in every worker's copy of the pool
+        if isinstance(db, PooledDatabase):
+            db.close_all()
     if applied:
         log.info("database schema migrated to version %d", applied[-1])
 
@@ -163,15 +180,18 @@ def make_server_app(
     with_receiver: bool = True,
     store_metrics: bool = True,
     server_pid: int | None = None,
+    wake_fds: tuple[int, ...] = (),
 ) -> Any:
     """Build the WSGI app one gunicorn worker serves (called in the worker).
 
     ``server_pid`` is gunicorn's master: ``process_*`` describe it and every process
-    under it, not only the worker that answers a scrape.
+    under it, not only the worker that answers a scrape. ``wake_fds``: the write ends
+    of the processing processes' wake-up pipes (``serve``).
     """
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     from patchwatch.exporter.app import make_app as make_exporter
+    from patchwatch.pipeline.processor import Waker
     from patchwatch.receiver.app import create_app
 
     if not with_receiver:
@@ -179,7 +199,7 @@ def make_server_app(
             open_database(settings.resolved_database_url), token=settings.metrics_token,
             server_pid=server_pid,
         )  # fmt: skip
-    app = create_app(settings)
+    app = create_app(settings, processor=Waker(wake_fds) if wake_fds else None)
     from patchwatch.store.db import database
 
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
@@ -196,7 +216,15 @@ def make_server_app(
     return app
 
 
-def start_scheduler_child(settings: Settings, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def start_scheduler_child(
+    settings: Settings,
+    args: argparse.Namespace,
+    verb: str = "scheduler",
+    wake_fd: int | None = None,
+    share: tuple[int, int] = (0, 1),
+) -> subprocess.Popen[bytes]:
+    """Start ``patchwatch <verb>`` (the scheduler, or a processing process with the
+    read end of its wake-up pipe and its share) as a child with this command's settings."""
     env = dict(os.environ)
     env["PATCHWATCH_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -205,8 +233,11 @@ def start_scheduler_child(settings: Settings, args: argparse.Namespace) -> subpr
         cmd += ["--config", args.config]
     if args.verbose:
         cmd.append("-v")
-    cmd.append("scheduler")
-    return subprocess.Popen(cmd, env=env)
+    cmd.append(verb)
+    if wake_fd is None:
+        return subprocess.Popen(cmd, env=env)
+    cmd += ["--wake-fd", str(wake_fd), "--share", f"{share[0]}/{share[1]}"]
+    return subprocess.Popen(cmd, env=env, pass_fds=(wake_fd,))
 
 
 def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -216,7 +247,7 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     try:
         child.wait(timeout)
     except subprocess.TimeoutExpired:
-        log.warning("scheduler did not stop in %.0f s; killing it", timeout)
+        log.warning("child %d did not stop in %.0f s; killing it", child.pid, timeout)
         child.kill()
         child.wait()
 
@@ -227,7 +258,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = prepare_data_dir(settings)
     prepare_database(settings)
     fresh_metrics_dir(data_dir, "metrics")
-    child = start_scheduler_child(settings, args)
+    children = [start_scheduler_child(settings, args)]
+    wake_fds: list[int] = []
+    count = settings.process_workers if settings.process_inline else 0
+    for k in range(count):
+        read_fd, write_fd = make_pipe()
+        children.append(start_scheduler_child(settings, args, "processor", read_fd, (k, count)))
+        os.close(read_fd)  # the processing process's alone: its end tells it when we are gone
+        wake_fds.append(write_fd)
     log.info(
         "patchwatch serving on http://%s (data in %s, database %s)",
         settings.bind,
@@ -236,7 +274,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     def on_exit(_server: Any) -> None:
-        stop_child(child)
+        for child in children:
+            stop_child(child)
 
     options = gunicorn_options(
         listener,
@@ -249,13 +288,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         max_memory=settings.worker_max_memory_bytes,
     )
     try:
-        _serve_app(settings, options)
+        _serve_app(settings, options, wake_fds=tuple(wake_fds))
     finally:
-        stop_child(child)
+        for child in children:
+            stop_child(child)
     return 0
 
 
-def _serve_app(settings: Settings, options: dict[str, Any], **app_options: bool) -> None:
+def _serve_app(settings: Settings, options: dict[str, Any], **app_options: Any) -> None:
     """Run gunicorn's arbiter in this process, each worker building the server app with
     ``app_options`` and this process's id (the arbiter's) as ``server_pid``."""
     master = os.getpid()
@@ -311,4 +351,31 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     db = open_database(settings.resolved_database_url)
     log.info("scheduler started")
     run_forever(db, default_jobs(settings), stop, lease_ttl=settings.scheduler_lease_seconds)
+    return 0
+
+
+def cmd_processor(settings: Settings, args: argparse.Namespace) -> int:
+    """Process reports as they arrive (``patchwatch.pipeline.processor``): woken through
+    ``--wake-fd`` under ``serve``, looking every second when run alone."""
+    from patchwatch.pipeline.processor import run_processor
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("processing process got signal %d; stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    prepare_data_dir(settings)
+    prepare_database(settings)
+    open_database(settings.resolved_database_url)
+    k, _, n = args.share.partition("/")
+    try:
+        share = (int(k), int(n))
+    except ValueError:
+        raise PatchwatchError(f"--share must be K/N, not {args.share!r}") from None
+    if not 0 <= share[0] < share[1]:
+        raise PatchwatchError(f"--share must be K/N with 0 <= K < N, not {args.share!r}")
+    run_processor(stop, args.wake_fd, share)
     return 0

@@ -209,13 +209,19 @@ def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
 
 
 def _process_after(response: Response, report_id: int) -> Response:
-    """Hand the stored report to the worker's processing feed (``patchwatch.receiver.feed``) when
-    ``process_inline`` is on; otherwise the scheduler takes it up.
+    """When ``process_inline`` is on, tell the processing process that a report was
+    stored (``patchwatch.pipeline.processor``, under ``serve``), or else hand it to the
+    worker's own processing feed (``patchwatch.receiver.feed``); otherwise the
+    scheduler takes it up.
 
-    A large report keeps its slot (``patchwatch.receiver.gate``) until it is processed: its
-    records are in memory then.
+    A large report the worker processes itself keeps its slot
+    (``patchwatch.receiver.gate``) until it is processed: its records are in memory then.
     """
     if not _settings().process_inline:
+        return response
+    processor = current_app.config.get("PATCHWATCH_PROCESSOR")
+    if processor is not None:
+        processor.wake()
         return response
     slot = g.get("report_slot")
     if slot is not None and slot.held:

@@ -1,7 +1,13 @@
 """The receiver's Flask application: the only place it is wired together.
 
-Each request opens a database connection and closes it afterwards, so gunicorn workers
-hold no connection between requests and SQLite's file lock is held only while needed.
+Each of a worker's threads keeps its database connection from one request to the
+next: opening and closing one per request (SQLite's pragmas, the file's mode check,
+PostgreSQL's pool bookkeeping) was about a seventh of answering a report
+(docs/performance.md, "Acknowledging reports"). Connections are opened in the worker,
+by the thread that uses them, so none crosses gunicorn's fork; a request that ends in
+an unhandled error closes its thread's connection, and the next one opens a fresh one.
+A kept SQLite connection holds no lock and no snapshot between requests (autocommit,
+every statement finished), so it neither blocks writers nor the log's checkpoints.
 """
 
 from __future__ import annotations
@@ -9,12 +15,14 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask import Response
 from flask import jsonify
 from flask import request
 from peewee import Database
 from peewee import PeeweeException
 
 from patchwatch.domain.settings import Settings
+from patchwatch.pipeline.processor import Waker
 from patchwatch.receiver.admin_api import bp as admin_bp
 from patchwatch.receiver.api import bp as ingest_bp
 from patchwatch.receiver.console.routes import bp as console_bp
@@ -34,10 +42,29 @@ log = logging.getLogger(__name__)
 ID_CACHE_ENTRIES = 100_000
 
 
-def create_app(settings: Settings, db: Database | None = None) -> Flask:
-    """Build the receiver for ``settings``; bind the database unless one is given."""
+def _close_quietly() -> None:
+    """Close this thread's connection; one that cannot even close is dropped."""
+    if database.is_closed():
+        return
+    try:
+        database.close()
+    except PeeweeException:
+        database.obj._state.reset()  # a transaction left open by a failed request
+
+
+def create_app(
+    settings: Settings, db: Database | None = None, processor: Waker | None = None
+) -> Flask:
+    """Build the receiver for ``settings``; bind the database unless one is given.
+
+    ``processor``: the wake-up of the processing process ``serve`` started
+    (``patchwatch.pipeline.processor``); without one, and with ``process_inline`` on,
+    the worker processes what it stored on a thread of its own
+    (``patchwatch.receiver.feed``).
+    """
     app = Flask("receiver")
     app.config["PATCHWATCH_SETTINGS"] = settings
+    app.config["PATCHWATCH_PROCESSOR"] = processor
     app.config["MAX_CONTENT_LENGTH"] = settings.max_report_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_report_bytes  # protocol 1 fields
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -53,10 +80,18 @@ def create_app(settings: Settings, db: Database | None = None) -> Flask:
         if request.path != "/healthz":  # it connects itself, to say why it cannot
             connect_checked()
 
+    @app.after_request
+    def _close_after_failure(response: Response) -> Response:
+        # kept for the thread's next request (``connect_checked`` finds a dead pooled
+        # one), unless this one failed on the server's side (the store away, a bug)
+        if response.status_code >= 500:
+            _close_quietly()
+        return response
+
     @app.teardown_request
-    def _close(_exc: BaseException | None) -> None:
-        if not database.is_closed():
-            database.close()
+    def _close_after_error(exc: BaseException | None) -> None:
+        if exc is not None:
+            _close_quietly()
 
     app.register_blueprint(ingest_bp)
     app.register_blueprint(read_bp)

@@ -1,4 +1,9 @@
-"""Processing right behind the receiver: the reports a worker stored, in batches, as they come.
+"""Processing right behind a receiver run alone: the reports a worker stored, in batches.
+
+Under ``serve`` processing runs in processes of its own, which the workers only wake
+(``patchwatch.pipeline.processor``): on a thread here it shared the worker's
+interpreter lock with the answers. This feed is what a ``patchwatch receiver`` with
+``process_inline`` on (or an application built without a processing process) uses.
 
 Why not each report in the request that brought it (after the answer, as before): that
 held one of the worker's threads per report being processed, so answers waited for

@@ -20,12 +20,14 @@ but glibc keeps freed heap pages (in every thread's arena) until asked to trim.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 
+from patchwatch.pipeline.memory import release_memory
+
 log = logging.getLogger(__name__)
+
+__all__ = ["GATE", "Busy", "LargeReportGate", "ReportSlot", "release_memory"]
 
 LARGE_REPORT_BYTES = 4 * 1024 * 1024  # decompressed; a 1,500-package report is ~250 kB
 LARGE_REPORT_VALUES = 100_000  # about 14,000 packages; 1,500 packages are ~11,000 values
@@ -85,25 +87,3 @@ class ReportSlot:
         self.held = False
         self.gate.release()
         release_memory()
-
-
-_libc: ctypes.CDLL | None = None
-_libc_checked = False
-
-
-def release_memory() -> bool:
-    """Ask glibc to return freed heap memory to the system; False where there is no glibc."""
-    global _libc, _libc_checked
-    if not _libc_checked:
-        _libc_checked = True
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-            if libc is not None and hasattr(libc, "malloc_trim"):
-                _libc = libc
-        except OSError:
-            _libc = None
-    if _libc is None:
-        return False
-    _libc.malloc_trim(0)
-    return True

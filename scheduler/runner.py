@@ -36,6 +36,7 @@ from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import prune_reports
+from patchwatch.pipeline.processor import STRAGGLER_SECONDS
 from patchwatch.pipeline.refresh import refresh_all
 from patchwatch.pipeline.refresh import summarize_results
 from patchwatch.pipeline.securityfeeds import refresh_security_feeds
@@ -237,7 +238,10 @@ def default_jobs(settings: Settings) -> list[Job]:
     """The jobs a scheduler runs, at the intervals the settings give."""
 
     def process_reports(now: float) -> str:
-        outcome = process_pending(now, limit=5000)
+        # with processing on, fresh reports are the processing process's (or the
+        # receiver's feed's): this job takes those left behind, a failed batch's
+        before = now - STRAGGLER_SECONDS if settings.process_inline else None
+        outcome = process_pending(now, limit=5000, received_before=before)
         return ", ".join(f"{v} {k}" for k, v in sorted(outcome.items())) or "nothing queued"
 
     def prune(now: float) -> str:

@@ -188,10 +188,10 @@ def test_process_metrics_are_the_whole_servers_whichever_worker_answers(served) 
     proc, base, _url = served
     _wait_healthy(base, proc)
     deadline = time.monotonic() + 30  # the scheduler child is up once it catches SIGTERM
-    while len(_tree(proc.pid)) < 4 and time.monotonic() < deadline:
+    while len(_tree(proc.pid)) < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
     pids = _tree(proc.pid)
-    assert len(pids) == 4  # gunicorn's master, 2 workers, the scheduler
+    assert len(pids) == 6  # gunicorn's master, 2 workers, the scheduler, 2 processing
     started = time.time() - _ps("etimes", [proc.pid])[0]
     cpu_floor = sum(_ps("cputimes", pids))  # whole seconds, rounded down, by ps
     rss = [kib * 1024 for kib in _ps("rss", pids)]
@@ -201,7 +201,7 @@ def test_process_metrics_are_the_whole_servers_whichever_worker_answers(served) 
     assert {_sample(t, "process_start_time_seconds") for t in scrapes} == {
         _sample(scrapes[0], "process_start_time_seconds")}  # fmt: skip
     assert abs(_sample(scrapes[0], "process_start_time_seconds") - started) <= 2
-    assert {_sample(t, "patchwatch_server_processes") for t in scrapes} == {4.0}
+    assert {_sample(t, "patchwatch_server_processes") for t in scrapes} == {6.0}
     memory = _sample(scrapes[-1], "process_resident_memory_bytes")
     assert memory > max(rss) and abs(memory - sum(rss)) < 0.25 * sum(rss)
 

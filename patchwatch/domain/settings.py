@@ -100,9 +100,15 @@ class Settings:
     reports_keep: int = _setting(10, "Raw reports kept per host; older ones are pruned.")
     process_inline: bool = _setting(
         True,
-        "Process reports right after storing them: each receiver worker's processing "
-        "thread takes the reports it stored, in batches, as they arrive. When false, the "
-        "scheduler picks queued reports up (useful with many receivers).",
+        "Process reports right after storing them, in batches, as they arrive: under "
+        "serve in processing processes of their own (process_workers), which the "
+        "receiver wakes; a receiver run alone processes on a thread of each worker. "
+        "When false, the scheduler picks queued reports up (useful with many receivers).",
+    )
+    process_workers: int = _setting(
+        2,
+        "Processing processes serve starts when process_inline is on; each takes its "
+        "share of the queue (parsing is CPU work: one per core).",
     )
     report_burst_per_host: int = _setting(
         20,
@@ -421,6 +427,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("workers", "must be at least 1")
     if s.threads < 1:
         raise ConfigError("threads", "must be at least 1")
+    if s.process_workers < 1:
+        raise ConfigError("process_workers", "must be at least 1")
     if s.client_read_timeout_seconds <= 0:
         raise ConfigError("client_read_timeout_seconds", "must be positive")
     if s.console_session_minutes <= 0:

@@ -418,11 +418,15 @@ def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -
             _os_release(record)
 
 
-def _queue(query: ModelSelect, host_name: str | None, force: bool) -> ModelSelect:
+def _queue(
+    query: ModelSelect, host_name: str | None, force: bool, received_before: float | None = None
+) -> ModelSelect:
     """The reports to process, in arrival order: queued ones, or with ``force`` every
-    kept one."""
+    kept one; with ``received_before``, only those received before that time."""
     if not force:
         query = query.where(Report.state == "pending")
+    if received_before is not None:
+        query = query.where(Report.received_at < received_before)
     if host_name:
         query = query.where(Report.host_name == host_name)
     return query.order_by(Report.received_at, Report.id)
@@ -440,47 +444,60 @@ def process_pending(
     host_name: str | None = None,
     force: bool = False,
     ids: Sequence[int] | None = None,
+    hold_seconds: float = BATCH_SECONDS,
+    received_before: float | None = None,
 ) -> Counter[str]:
     """Process queued reports (or, with ``force``, all kept ones) in arrival order.
 
     ``ids``: only these reports (those of them still queued), so that several
     processes work through one queue side by side, each taking the next run of
     :func:`queued_report_ids` (``patchwatch process --workers``).
+    ``received_before``: only reports received before that time (the scheduler's
+    job, while a processing process takes the fresh ones: ``patchwatch.pipeline.processor``).
 
     The rows are read first and processed after: an open read cursor on SQLite would
     pin a snapshot and make the writes below fail under concurrency.
 
     Reports are parsed ahead, outside any transaction, then applied up to
     :data:`BATCH_REPORTS` at a time (and for at most about :data:`BATCH_SECONDS`) in
-    one transaction, each in its own savepoint. Why: a new package set inserts some
-    1,500 entries into the package-to-set index, scattered over as many pages; one
-    commit per report wrote all of those pages out for every report, while reports
-    of one fleet share most packages and so most pages. Batching cut processing of a
-    drifting fleet several times over (docs/performance.md). A
-    failure other than a bad report rolls back the whole batch, which leaves its
-    reports queued, as they were before; a rollback PostgreSQL forced (a deadlock
-    victim) is applied again, up to :data:`BATCH_RETRIES` times. The shared rows the
+    one transaction, each in its own savepoint (``hold_seconds``: the processing
+    process commits more often, so that the receiver's stores wait less). Why: a new
+    package set inserts some 1,500 entries into the package-to-set index, scattered
+    over as many pages; one commit per report wrote all of those pages out for every
+    report, while reports of one fleet share most packages and so most pages.
+    Batching cut processing of a drifting fleet several times over
+    (docs/performance.md). A failure other than a bad report rolls back the whole
+    batch, which leaves its reports queued, as they were before; a rollback
+    PostgreSQL forced (a deadlock victim) is applied again, up to
+    :data:`BATCH_RETRIES` times. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
-    return _process(_queued_rows(host_name, force, limit, ids), now, force)
+    rows = _queued_rows(host_name, force, limit, ids, received_before)
+    return _process(rows, now, force, hold_seconds)
 
 
 def _queued_rows(
-    host_name: str | None, force: bool, limit: int, ids: Sequence[int] | None
+    host_name: str | None,
+    force: bool,
+    limit: int,
+    ids: Sequence[int] | None,
+    received_before: float | None = None,
 ) -> list[Report]:
     query = _queue(
         Report.select(
             Report.id, Report.host_name, Report.protocol, Report.body, Report.received_at,
             Report.remote_addr, Report.state, Report.packages_digest,
         ),
-        host_name, force,
+        host_name, force, received_before,
     ).limit(limit)  # fmt: skip
     if ids is not None:
         query = query.where(Report.id.in_(list(ids)))
     return list(query)
 
 
-def _process(rows: list[Report], now: float, force: bool) -> Counter[str]:
+def _process(
+    rows: list[Report], now: float, force: bool, hold_seconds: float = BATCH_SECONDS
+) -> Counter[str]:
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
         batch = _prepare_batch(rows[start : start + BATCH_REPORTS], force)
@@ -488,7 +505,7 @@ def _process(rows: list[Report], now: float, force: bool) -> Counter[str]:
         done = 0
         retried = 0
         while done < len(batch):
-            deadline = time.monotonic() + BATCH_SECONDS
+            deadline = time.monotonic() + hold_seconds
             part: Counter[str] = Counter()
             first = done
             try:
