@@ -227,7 +227,10 @@ def start_scheduler_child(
     read end of its wake-up pipe and its share) as a child with this command's settings."""
     env = dict(os.environ)
     env["PATCHWATCH_DATA_DIR"] = str(Path(settings.data_dir).resolve())
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if verb != "processor":
+        # a processing process keeps the server's metrics folder: its processing-time
+        # histogram is served with the receiver's counters
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [sys.executable, "-m", "patchwatch"]
     if args.config:
         cmd += ["--config", args.config]
@@ -377,5 +380,7 @@ def cmd_processor(settings: Settings, args: argparse.Namespace) -> int:
         raise PatchwatchError(f"--share must be K/N, not {args.share!r}") from None
     if not 0 <= share[0] < share[1]:
         raise PatchwatchError(f"--share must be K/N with 0 <= K < N, not {args.share!r}")
-    run_processor(stop, args.wake_fd, share)
+    from patchwatch.receiver.metrics import PROCESSING_SECONDS
+
+    run_processor(stop, args.wake_fd, share, observe=PROCESSING_SECONDS.observe)
     return 0

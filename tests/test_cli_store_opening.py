@@ -15,7 +15,14 @@ from patchwatch.cli.main import build_parser
 from patchwatch.cli.output import Handler
 from patchwatch.cli.output import guarded
 
-CREATE_THE_STORE = {("serve",), ("receiver",), ("scheduler",), ("exporter",), ("migrate",)}
+CREATE_THE_STORE = {
+    ("serve",),
+    ("receiver",),
+    ("scheduler",),
+    ("processor",),
+    ("exporter",),
+    ("migrate",),
+}
 NEVER_TOUCH_IT = {("config",), ("vercmp",), ("assets",)}
 
 

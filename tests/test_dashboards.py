@@ -29,6 +29,7 @@ import pytest
 
 from patchwatch.store.models import Host
 from patchwatch.store.models import JobRun
+from patchwatch.store.security_feeds import SecurityFeed
 from patchwatch.store.tokens import create_token
 from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
@@ -301,6 +302,10 @@ def seed_vulnerabilities(host: Host, now: float) -> None:
     ]  # fmt: skip
     vs = save_set(host.package_set_id, None, "Debian:12", "", now, found, vulnerability_meta())
     VulnHost.create(host=host, vuln_set=vs, ecosystem="Debian:12", computed_at=now)
+    # Arch's tracker copy, failing since yesterday (PatchwatchSecurityFeedFailing reads it)
+    SecurityFeed.create(name="arch_security_tracker",
+                        fixes=120, skipped=0, last_attempt_at=now, last_success_at=now - day,
+                        consecutive_failures=3, failures_total=3)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -426,5 +431,6 @@ def test_alert_rules_evaluate_on_real_data(live: tuple[PatchwatchServer, Prometh
         "PatchwatchKnownExploitedVulnerabilityFixable",
         "PatchwatchCriticalVulnerabilityUnpatched",
         "PatchwatchVulnerabilityFeedFailing",
+        "PatchwatchSecurityFeedFailing",
         "PatchwatchVulnerabilityFeedChanged",
     }
