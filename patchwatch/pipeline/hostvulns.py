@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
@@ -49,16 +51,20 @@ from patchwatch.store.models import OSRelease
 from patchwatch.store.models import Package
 from patchwatch.store.models import RepositorySetMember
 from patchwatch.store.package_sets import package_ids_of
+from patchwatch.store.package_sets import set_differences
 from patchwatch.store.vuln_models import VulnAffected
-from patchwatch.store.vuln_models import VulnFinding
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSet
 from patchwatch.store.vulns import FindingRow
-from patchwatch.store.vulns import Meta
+from patchwatch.store.vulns import SetWrite
+from patchwatch.store.vulns import assign_hosts
 from patchwatch.store.vulns import feeds_digest
 from patchwatch.store.vulns import load_records
-from patchwatch.store.vulns import save_set
+from patchwatch.store.vulns import prune_sets
+from patchwatch.store.vulns import save_sets
 from patchwatch.store.vulns import sources_of
+from patchwatch.store.vulns import store_findings
+from patchwatch.store.vulns import summarize
 from patchwatch.store.vulns import vulnerability_meta
 
 log = logging.getLogger(__name__)
@@ -67,7 +73,6 @@ __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
 _BINNMU = re.compile(r"\+b[0-9]+$")
-_Found = tuple[tuple[FindingRow, str], ...]  # a package's findings and their keys
 
 
 @dataclass
@@ -129,67 +134,140 @@ class _Cache:
         return merged
 
 
+class _Findings:
+    """The run's distinct findings, numbered as first met (a set is a tuple of numbers)."""
+
+    def __init__(self) -> None:
+        self.rows: list[FindingRow] = []
+        self._numbers: dict[FindingRow, int] = {}
+
+    def number(self, row: FindingRow) -> int:
+        n = self._numbers.get(row)
+        if n is None:
+            n = self._numbers[row] = len(self.rows)
+            self.rows.append(row)
+        return n
+
+
+_Context = tuple[HostEcosystem, tuple[int, ...]]  # ecosystems read, mirror sets offering
+
+
 class _Matcher:
-    """Findings per installed package, decided once per run and source of offers.
+    """Findings per installed package, decided once per run and context.
 
     Hosts are drifting copies of a few images: their package sets differ but share
-    nearly all their packages. A package version's findings depend only on the host's
-    ecosystem, the versions its repositories offer for that name and the feeds, so they
-    are decided once per (ecosystem, mirror sets, package) and a new set costs
-    dict lookups for what it shares with sets already computed. The feeds are read only
-    when a set must be computed (a run where nothing changed never loads them).
+    nearly all their packages. A package version's findings depend only on the
+    ecosystems the host reads, the versions its repositories offer for that name and
+    the feeds, so they are decided once per (context, name, version), whatever
+    packages and sets carry it (a source's binaries share one), and remembered per
+    package id. The feeds are read only when a set must be computed, and only the
+    entries about names some set to compute has installed.
     """
 
-    def __init__(self, ecosystems: set[str]) -> None:
+    def __init__(self, ecosystems: set[str], cache: _Cache, found: _Findings) -> None:
         self.ecosystems = ecosystems
-        self._index: FeedIndex | None = None
-        self._memo: dict[tuple[str, tuple[int, ...], int], _Found] = {}
+        self.cache = cache
+        self.found = found
+        self.index = FeedIndex(())
+        self._by_version: dict[_Context, dict[tuple[str, str], tuple[int, ...]]] = {}
+        self._by_package: dict[_Context, dict[int, tuple[int, ...]]] = {}
+        self._offered: dict[tuple[int, ...], dict[str, set[str]]] = {}
 
-    @property
-    def index(self) -> FeedIndex:
-        if self._index is None:
-            self._index = FeedIndex(load_records(self.ecosystems) if self.ecosystems else ())
-        return self._index
+    def load(self, package_ids: Iterable[int]) -> None:
+        """Read the packages' names and the feeds' entries about them."""
+        ids = set(package_ids)
+        self.cache.ensure(ids)
+        names = {self.cache.rows[pid][0] for pid in ids}
+        if self.ecosystems and names:
+            self.index = FeedIndex(load_records(self.ecosystems, names))
 
-    def assess(
-        self,
-        eco: HostEcosystem,
-        mirror_sets: tuple[int, ...],
-        pids: Iterable[int],
-        cache: _Cache,
-    ) -> tuple[list[FindingRow], list[str]]:
-        """The findings of a set's packages (by id) and their keys, decided or remembered.
+    def of_context(self, ctx: _Context) -> dict[int, tuple[int, ...]]:
+        """Package id -> its findings' numbers in this context, filled as asked."""
+        return self._by_package.setdefault(ctx, {})
 
-        One dict lookup per installed package once it was decided for these sources: a
-        package no record names is remembered as having none.
-        """
-        view = self.index.for_host(eco)
-        offered: dict[str, set[str]] | None = None
-        rows: list[FindingRow] = []
-        keys: list[str] = []
-        label, memo = eco.label, self._memo
-        missing = [pid for pid in pids if (label, mirror_sets, pid) not in memo]
-        if missing:
-            cache.ensure(missing)
+    def package(self, ctx: _Context, pid: int) -> tuple[int, ...]:
+        """The numbers of an installed package's findings in this context (decided now
+        unless another package of the same name and version was)."""
+        eco, mirror_sets = ctx
+        name, version = self.cache.rows[pid]
+        if name not in self.index.for_host(eco):
+            return ()
+        memo = self._by_version.setdefault(ctx, {})
+        found = memo.get((name, version))
+        if found is None:
+            offered = self._offered.get(mirror_sets)
+            if offered is None:
+                offered = self._offered[mirror_sets] = self.cache.offered(mirror_sets)
+            decided = assess_host(
+                eco, {name: [version]}, self.index, {name: offered.get(name, set())}
+            )
+            found = tuple(sorted({self.found.number(row) for row in _rows(decided)}))
+            memo[(name, version)] = found
+        return found
+
+
+class _Assembler:
+    """Each set's findings from its base's and its difference (``set_differences``).
+
+    A difference lists the few packages a host's set has in exactly one of it and its
+    base (a whole set, usually its image's). The base's findings are counted once
+    per context (how many of its packages give each), and a set's are the base's
+    changed by its difference's packages: a few dict lookups for most sets, whose
+    drifted packages have no finding at all. Sets written whole cost their packages.
+    """
+
+    def __init__(self, matcher: _Matcher, parts: dict[int, tuple[int | None, set[int]]]) -> None:
+        self.matcher = matcher
+        self.parts = parts
+        self._bases: dict[tuple[_Context, int], tuple[dict[int, int], tuple[int, ...]]] = {}
+
+    def _decided(self, ctx: _Context, pids: Iterable[int]) -> list[tuple[int, ...]]:
+        known = self.matcher.of_context(ctx)
+        out = []
         for pid in pids:
-            memo_key = (label, mirror_sets, pid)
-            found = memo.get(memo_key)
+            found = known.get(pid)
             if found is None:
-                name, version = cache.rows[pid]
-                if name not in view:
-                    found = ()
-                else:
-                    if offered is None:
-                        offered = cache.offered(mirror_sets)
-                    decided = assess_host(
-                        eco, {name: [version]}, self.index, {name: offered.get(name, set())}
-                    )
-                    found = tuple((row, row.key) for row in _rows(decided))
-                memo[memo_key] = found
-            for row, key in found:
-                rows.append(row)
-                keys.append(key)
-        return rows, keys
+                found = known[pid] = self.matcher.package(ctx, pid)
+            if found:
+                out.append(found)
+        return out
+
+    def _base(self, ctx: _Context, base: int) -> tuple[dict[int, int], tuple[int, ...]]:
+        got = self._bases.get((ctx, base))
+        if got is None:
+            counts: dict[int, int] = {}
+            for found in self._decided(ctx, self.parts[base][1]):
+                for n in found:
+                    counts[n] = counts.get(n, 0) + 1
+            got = self._bases[(ctx, base)] = (counts, tuple(sorted(counts)))
+        return got
+
+    def findings(self, ctx: _Context, pset: int) -> tuple[int, ...]:
+        """The numbers of the set's findings, ascending."""
+        base, own = self.parts[pset]
+        if base is None:
+            return tuple(sorted({n for found in self._decided(ctx, own) for n in found}))
+        counts, numbers = self._base(ctx, base)
+        in_base = self.parts[base][1]
+        delta: dict[int, int] = {}
+        known = self.matcher.of_context(ctx)
+        for pid in own:
+            found = known.get(pid)
+            if found is None:
+                found = known[pid] = self.matcher.package(ctx, pid)
+            if found:
+                sign = -1 if pid in in_base else 1
+                for n in found:
+                    delta[n] = delta.get(n, 0) + sign
+        if not any(delta.values()):
+            return numbers
+        out = set(numbers)
+        for n, d in delta.items():
+            if counts.get(n, 0) + d > 0:
+                out.add(n)
+            else:
+                out.discard(n)
+        return tuple(sorted(out))
 
 
 def _mirror_sets(
@@ -248,9 +326,12 @@ def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
         .tuples()
     )  # fmt: skip
     out = []
+    ecosystems: dict[tuple[str, str, str, str, str], HostEcosystem | None] = {}
     for hid, pset, rset, family, os_id, name, version, codename in query:
-        eco = ecosystem_for_os(OSInfo(family, os_id, name, version, codename))
-        out.append((hid, pset, rset, eco))
+        os_key = (family, os_id, name, version, codename)
+        if os_key not in ecosystems:
+            ecosystems[os_key] = ecosystem_for_os(OSInfo(*os_key))
+        out.append((hid, pset, rset, ecosystems[os_key]))
     return out
 
 
@@ -265,10 +346,57 @@ def _rows(findings: list[Finding]) -> list[FindingRow]:
     ]  # fmt: skip
 
 
+@dataclass
+class _Todo:
+    """A set to compute: what it reads and its stored row, if any."""
+
+    context: _Context
+    digest: str
+    existing: int | None
+
+
+def _compute(todo: dict[SetKey, _Todo], ecosystems: set[str], now: float) -> dict[SetKey, int]:
+    """Compute and store the findings of these sets; their ids.
+
+    In three steps, so that each costs what the fleet's distinct parts cost: the sets'
+    packages are read as bases and differences, and the feeds' entries about their
+    names; each (context, name, version) is decided once (``_Matcher``); each set's
+    findings follow from its base's and its difference (``_Assembler``). Then one
+    write: the distinct findings, every set, in one transaction.
+    """
+    psets = {key[0] for key in todo}
+    parts = set_differences(sorted(psets))
+    bases = {base for base, _ in parts.values() if base is not None} - psets
+    parts.update(set_differences(sorted(bases)))
+    found = _Findings()
+    matcher = _Matcher(ecosystems, _Cache(), found)
+    matcher.load(pid for _, own in parts.values() for pid in own)
+    assembler = _Assembler(matcher, parts)
+    numbers = {key: assembler.findings(job.context, key[0]) for key, job in todo.items()}
+    used = sorted({n for ns in numbers.values() for n in ns})
+    meta = vulnerability_meta()
+    with write_transaction():
+        stored = dict(zip(used, store_findings([found.rows[n] for n in used]), strict=True))
+        summaries: dict[tuple[int, ...], tuple[bytes | None, str]] = {}
+        writes = []
+        for key, job in todo.items():
+            ns = numbers[key]
+            done = summaries.get(ns)
+            if done is None:
+                summary = summarize([found.rows[n] for n in ns], meta)
+                done = summaries[ns] = (
+                    pack_ids(sorted(stored[n] for n in ns)),
+                    json.dumps(summary, separators=(",", ":")),
+                )
+            writes.append(SetWrite(key[0], key[1], key[2], job.digest, *done, job.existing))
+        return save_sets(writes, now)
+
+
 def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> VulnRun:
     """Compute the findings of every (package set, repository set, ecosystem) that changed.
 
     ``force`` recomputes every set (after a change of the matching rules themselves).
+    Sets no host uses any more are deleted, and then the findings no set holds.
     """
     started = time.monotonic()
     now = time.time() if now is None else now
@@ -281,7 +409,6 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
     }
     errata = {s for s in stored if s.startswith(UPDATEINFO_PREFIX)}
     repos_of: dict[int | None, tuple[int, ...]] = {}
-    matcher = _Matcher(wanted)
     feeds = feeds_digest()
     memo: dict[int | None, tuple[int, ...]] = {}
     existing = {
@@ -296,60 +423,39 @@ def refresh_host_vulns(now: float | None = None, *, force: bool = False) -> Vuln
             VulnHost.host, VulnHost.vuln_set, VulnHost.ecosystem
         ).tuples()
     }  # fmt: skip
-    cache = _Cache()
-    meta: Meta | None = None
-    known: dict[str, int] = {}  # finding key -> id, filled as sets are written
     set_of: dict[SetKey, int] = {}
-    assignments: list[tuple[int, int | None, str]] = []
+    todo: dict[SetKey, _Todo] = {}
+    placed: list[tuple[int, SetKey | None, str]] = []
     for hid, pset, rset, eco in hosts:
         if eco is None or pset is None:
             run.unmatched += 1
-            assignments.append((hid, None, ""))
+            placed.append((hid, None, ""))
             continue
         key: SetKey = (pset, rset, eco.label)
-        if key not in set_of:
-            mirror_sets = _mirror_sets(rset, memo, repos_of)
-            digest = _digest(feeds, eco.label, mirror_sets)
-            found = existing.get(key)
-            if found is not None and found[1] == digest and not force:
-                set_of[key] = found[0]
-                run.reused += 1
-            else:
-                pids = package_ids_of(pset)
-                reads = _with_errata(eco, repos_of.get(rset, ()), errata)
-                rows, keys = matcher.assess(reads, mirror_sets, pids, cache)
-                if meta is None:
-                    meta = vulnerability_meta()
-                with write_transaction():
-                    set_of[key] = save_set(pset, rset, eco.label, digest, now, rows, meta,
-                                           known, keys, found[0] if found else None)  # fmt: skip
-                run.computed += 1
-        else:
+        placed.append((hid, key, eco.label))
+        if key in set_of or key in todo:
             run.reused += 1
-        assignments.append((hid, set_of[key], eco.label))
+            continue
+        mirror_sets = _mirror_sets(rset, memo, repos_of)
+        digest = _digest(feeds, eco.label, mirror_sets)
+        found = existing.get(key)
+        if found is not None and found[1] == digest and not force:
+            set_of[key] = found[0]
+            run.reused += 1
+        else:
+            reads = _with_errata(eco, repos_of.get(rset, ()), errata)
+            todo[key] = _Todo((reads, mirror_sets), digest, found[0] if found else None)
+    if todo:
+        set_of.update(_compute(todo, wanted, now))
+        run.computed = len(todo)
+    assignments = [(h, set_of[k] if k is not None else None, label) for h, k, label in placed]
     changed = [(h, s, label) for h, s, label in assignments if current.get(h) != (s, label)]
+    used = {sid for _, sid, _ in assignments if sid is not None}
+    unused = [sid for sid, _ in existing.values() if sid not in used]
     with write_transaction():
-        for hid, sid, label in changed:
-            VulnHost.insert(host=hid, vuln_set=sid, ecosystem=label, computed_at=now).on_conflict(
-                conflict_target=[VulnHost.host],
-                update={
-                    VulnHost.vuln_set: sid,
-                    VulnHost.ecosystem: label,
-                    VulnHost.computed_at: now,
-                },
-            ).execute()
-        # sets no host uses any more
-        used = {sid for _, sid, _ in assignments if sid is not None}
-        stale = [sid for sid, _ in existing.values() if sid not in used]
-        for part in chunks(stale):
-            VulnSet.delete().where(VulnSet.id.in_(list(part))).execute()
-        if run.computed and not run.reused:
-            # every set was written in this run: findings none of them has are gone
-            # (a run that reuses sets cannot tell cheaply, and leaves them)
-            keep = set(known.values())
-            gone = [f for (f,) in VulnFinding.select(VulnFinding.id).tuples() if f not in keep]
-            for part in chunks(gone):
-                VulnFinding.delete().where(VulnFinding.id.in_(list(part))).execute()
+        assign_hosts(changed, now)
+        if run.computed or unused:
+            prune_sets(unused)
     run.hosts_changed = len(changed)
     run.seconds = time.monotonic() - started
     return run

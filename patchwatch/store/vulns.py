@@ -39,6 +39,7 @@ from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
 from patchwatch.store.db import placeholders
 from patchwatch.store.db import raw_sql
+from patchwatch.store.db import update_many
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.sets import ensure_packages
@@ -55,21 +56,26 @@ from patchwatch.store.vuln_models import VulnSource
 
 __all__ = [
     "FindingRow",
+    "SetWrite",
+    "assign_hosts",
     "feeds_digest",
     "findings",
     "fleet_os",
     "load_records",
     "named_cves",
+    "prune_sets",
     "rebuild_vulnerabilities",
     "remember_sources",
     "replace_epss",
     "replace_kev",
     "replace_records",
     "save_set",
+    "save_sets",
     "scrape_rows",
     "set_finding_ids",
     "source_state",
     "sources_of",
+    "store_findings",
     "summarize",
     "vulnerability_meta",
     "worst_by_vulnerability",
@@ -161,13 +167,19 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
     return len(kept)
 
 
-def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
-    """Every stored record with its entries (only ``ecosystems``' entries when given).
+def load_records(
+    ecosystems: Iterable[str] | None = None, packages: Iterable[str] | None = None
+) -> list[Record]:
+    """Every stored record with its entries (only ``ecosystems``' entries when given,
+    and only entries about ``packages`` when given).
 
     What matching reads: records keep their identities and ids; CVSS and ratings stay
-    in the tables (the merged :class:`Vulnerability` rows carry them).
+    in the tables (the merged :class:`Vulnerability` rows carry them). ``packages``: a
+    fleet has a few thousand of a Debian feed's 30,000 source packages installed, and
+    parsing the entries' ranges is most of the load.
     """
     wanted = set(ecosystems) if ecosystems is not None else None
+    names = set(packages) if packages is not None else None
     entries: dict[int, list[Affected]] = {}
     # Raw rows, and each distinct JSON text parsed once: a feed repeats the same ranges
     # and version lists across releases and records, and peewee's row conversion costs
@@ -176,7 +188,9 @@ def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
     table = VulnAffected._meta.table_name
     sql = f"SELECT record_id, ecosystem, package, ranges, versions FROM {table}"
     for rid, eco, package, ranges, versions in database.execute_sql(sql).fetchall():
-        if wanted is not None and eco not in wanted:
+        if (wanted is not None and eco not in wanted) or (
+            names is not None and package not in names
+        ):
             continue
         key = (eco, package, ranges, versions)
         entry = parsed.get(key)
@@ -451,6 +465,111 @@ def save_set(
     )
     database.execute_sql(sql, (digest, now, packed, summary, existing))
     return existing
+
+
+def store_findings(rows: Sequence[FindingRow]) -> list[int]:
+    """The id of each of ``rows`` (distinct findings), inserting those not stored yet.
+
+    For a whole run at once: the stored ones are found by key, the others inserted in
+    one statement and read back, instead of a round of both per set.
+    """
+    keys = [r.key for r in rows]
+    table = VulnFinding._meta.table_name
+    known: dict[str, int] = {}
+
+    def read(wanted: Sequence[str]) -> None:
+        for part in chunks(wanted):
+            sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
+            known.update(database.execute_sql(sql, list(part)).fetchall())
+
+    read(keys)
+    missing = [(k, r) for k, r in zip(keys, rows, strict=True) if k not in known]
+    if missing:
+        execute_many(
+            f"INSERT INTO {table} (key, vulnerability, status, package, installed, "
+            "fixed_version, candidate, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            [
+                (k, r.vulnerability[:160], r.status, r.package[:255], r.installed[:255],
+                 r.fixed_version[:255], r.candidate[:255], r.records[:2000])
+                for k, r in missing
+            ],
+        )  # fmt: skip
+        read([k for k, _ in missing])
+    return [known[k] for k in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class SetWrite:
+    """One set's computed findings, to be stored by :func:`save_sets`."""
+
+    package_set: int
+    repository_set: int | None
+    ecosystem: str
+    digest: str
+    finding_ids: bytes | None  # packed (``packed_ids``)
+    summary: str  # JSON (``summarize``)
+    existing: int | None = None  # the set's id when it is stored already
+
+
+def save_sets(sets: Sequence[SetWrite], now: float) -> dict[tuple[int, int | None, str], int]:
+    """Store many sets' findings (updating those stored); (package set, repository set,
+    ecosystem) -> id of each. Call inside a transaction."""
+    table = VulnSet._meta.table_name
+    update_many(
+        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ? "
+        "WHERE id = ?",
+        [(w.digest, now, w.finding_ids, w.summary, w.existing) for w in sets if w.existing],
+    )
+    new = [w for w in sets if not w.existing]
+    execute_many(
+        f"INSERT INTO {table} (package_set_id, repository_set_id, ecosystem, inputs_digest, "
+        "computed_at, finding_ids, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(w.package_set, w.repository_set, w.ecosystem, w.digest, now, w.finding_ids,
+          w.summary) for w in new],
+    )  # fmt: skip
+    out = {(w.package_set, w.repository_set, w.ecosystem): w.existing for w in sets if w.existing}
+    if new:
+        wanted = {(w.package_set, w.repository_set, w.ecosystem) for w in new}
+        query = VulnSet.select(
+            VulnSet.id, VulnSet.package_set, VulnSet.repository_set, VulnSet.ecosystem
+        ).tuples()
+        for sid, ps, rs, eco in query.iterator():
+            if (ps, rs, eco) in wanted:
+                out[(ps, rs, eco)] = sid
+    return {k: int(v) for k, v in out.items() if v is not None}
+
+
+def assign_hosts(rows: Sequence[tuple[int, int | None, str]], now: float) -> None:
+    """Give each (host, set or None, ecosystem label) its set, in one statement."""
+    table = VulnHost._meta.table_name
+    execute_many(
+        f"INSERT INTO {table} (host_id, vuln_set_id, ecosystem, computed_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (host_id) DO UPDATE SET "
+        "vuln_set_id = excluded.vuln_set_id, ecosystem = excluded.ecosystem, "
+        "computed_at = excluded.computed_at",
+        [(h, s, label, now) for h, s, label in rows],
+    )
+
+
+def prune_sets(unused: Iterable[int]) -> int:
+    """Delete these sets, then every finding no set holds any more; return how many
+    findings went. Each set's packed ids are read (one row per set, never a finding).
+    """
+    for part in chunks(sorted(set(unused))):
+        VulnSet.delete().where(VulnSet.id.in_(list(part))).execute()
+    held: set[int] = set()
+    sql = f"SELECT finding_ids FROM {VulnSet._meta.table_name}"
+    for (blob,) in database.execute_sql(sql).fetchall():
+        if blob is None:  # ids beyond 32 bits: this set's findings cannot be read here
+            return 0
+        held.update(unpack_ids(blob))
+    table = VulnFinding._meta.table_name
+    gone = [f for (f,) in database.execute_sql(f"SELECT id FROM {table}").fetchall()
+            if f not in held]  # fmt: skip
+    for part in chunks(gone):
+        VulnFinding.delete().where(VulnFinding.id.in_(list(part))).execute()
+    return len(gone)
 
 
 def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
