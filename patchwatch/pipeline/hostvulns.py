@@ -27,8 +27,10 @@ import json
 import logging
 import re
 import time
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.records import OSInfo
@@ -39,6 +41,7 @@ from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.feeds import UPDATEINFO_PREFIX
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import Finding
+from patchwatch.domain.vulns.match import FixStatus
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
@@ -56,6 +59,7 @@ from patchwatch.store.vuln_models import VulnAffected
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSet
 from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import Meta
 from patchwatch.store.vulns import SetWrite
 from patchwatch.store.vulns import assign_hosts
 from patchwatch.store.vulns import feeds_digest
@@ -73,6 +77,10 @@ __all__ = ["VulnRun", "refresh_host_vulns"]
 
 SetKey = tuple[int, int | None, str]  # package set, repository set, ecosystem label
 _BINNMU = re.compile(r"\+b[0-9]+$")
+_SEVERE = ("critical", "high")  # the severities whose oldest fixable one is served
+_RANK = {"fixable": 0, "fixed_upstream": 1, "no_fix": 2}  # worst is highest
+_UNKNOWN: tuple[str, bool, float | None] = ("unknown", False, None)
+_STATUS = {s: s.value for s in FixStatus}  # plain text: an enum's .value is a slow lookup
 
 
 @dataclass
@@ -153,15 +161,17 @@ _Context = tuple[HostEcosystem, tuple[int, ...]]  # ecosystems read, mirror sets
 
 
 class _Matcher:
-    """Findings per installed package, decided once per run and context.
+    """Findings per installed package, decided once per run for each (ecosystems read,
+    name, version, versions offered for that name).
 
     Hosts are drifting copies of a few images: their package sets differ but share
-    nearly all their packages. A package version's findings depend only on the
-    ecosystems the host reads, the versions its repositories offer for that name and
-    the feeds, so they are decided once per (context, name, version), whatever
-    packages and sets carry it (a source's binaries share one), and remembered per
-    package id. The feeds are read only when a set must be computed, and only the
-    entries about names some set to compute has installed.
+    nearly all their packages, and a source's binaries share its name and version.
+    A package version's findings depend only on the ecosystems the host reads, the
+    versions its repositories offer for that name and the feeds, so each is decided
+    once, whatever packages, sets and mirror sets carry it (with and without
+    backports, most names are offered the same versions), and remembered per package
+    id and context. The feeds are read only when a set must be computed, and only
+    the entries about names some set to compute has installed.
     """
 
     def __init__(self, ecosystems: set[str], cache: _Cache, found: _Findings) -> None:
@@ -169,41 +179,56 @@ class _Matcher:
         self.cache = cache
         self.found = found
         self.index = FeedIndex(())
-        self._by_version: dict[_Context, dict[tuple[str, str], tuple[int, ...]]] = {}
+        self._decided: dict[tuple[HostEcosystem, str, str, frozenset[str]], tuple[int, ...]] = {}
         self._by_package: dict[_Context, dict[int, tuple[int, ...]]] = {}
-        self._offered: dict[tuple[int, ...], dict[str, set[str]]] = {}
+        self._offered: dict[tuple[int, ...], dict[str, frozenset[str]]] = {}
+        self._versions: dict[str, set[str]] = {}  # name -> versions installed in the run
 
     def load(self, package_ids: Iterable[int]) -> None:
         """Read the packages' names and the feeds' entries about them."""
         ids = set(package_ids)
         self.cache.ensure(ids)
-        names = {self.cache.rows[pid][0] for pid in ids}
-        if self.ecosystems and names:
-            self.index = FeedIndex(load_records(self.ecosystems, names))
+        for pid in ids:
+            name, version = self.cache.rows[pid]
+            self._versions.setdefault(name, set()).add(version)
+        if self.ecosystems and self._versions:
+            self.index = FeedIndex(load_records(self.ecosystems, self._versions))
 
     def of_context(self, ctx: _Context) -> dict[int, tuple[int, ...]]:
         """Package id -> its findings' numbers in this context, filled as asked."""
         return self._by_package.setdefault(ctx, {})
 
     def package(self, ctx: _Context, pid: int) -> tuple[int, ...]:
-        """The numbers of an installed package's findings in this context (decided now
-        unless another package of the same name and version was)."""
+        """The numbers of an installed package's findings in this context, ascending."""
         eco, mirror_sets = ctx
         name, version = self.cache.rows[pid]
         if name not in self.index.for_host(eco):
             return ()
-        memo = self._by_version.setdefault(ctx, {})
-        found = memo.get((name, version))
+        offers = self._offered.get(mirror_sets)
+        if offers is None:
+            merged = self.cache.offered(mirror_sets)
+            offers = self._offered[mirror_sets] = {n: frozenset(v) for n, v in merged.items()}
+        offered = offers.get(name, frozenset())
+        key = (eco, name, version, offered)
+        found = self._decided.get(key)
         if found is None:
-            offered = self._offered.get(mirror_sets)
-            if offered is None:
-                offered = self._offered[mirror_sets] = self.cache.offered(mirror_sets)
-            decided = assess_host(
-                eco, {name: [version]}, self.index, {name: offered.get(name, set())}
-            )
-            found = tuple(sorted({self.found.number(row) for row in _rows(decided)}))
-            memo[(name, version)] = found
+            # every version of the name the run has met at once: the name's records
+            # are grouped by vulnerability once, not once per version
+            versions = self._versions.get(name) or {version}
+            decided = assess_host(eco, {name: sorted(versions)}, self.index, {name: offered})
+            per_version: dict[str, set[int]] = {v: set() for v in versions}
+            for row in _rows(decided):
+                per_version[row.installed].add(self.found.number(row))
+            for v, numbers in per_version.items():
+                self._decided[(eco, name, v, offered)] = tuple(sorted(numbers))
+            found = self._decided[key]
         return found
+
+
+# A set's findings as its anchor's (its base's, or its own when it is written whole)
+# changed by the numbers it adds and those it lacks: (context, anchor, added, removed).
+_Result = tuple[_Context, int, frozenset[int], frozenset[int]]
+_NONE: frozenset[int] = frozenset()
 
 
 class _Assembler:
@@ -219,55 +244,47 @@ class _Assembler:
     def __init__(self, matcher: _Matcher, parts: dict[int, tuple[int | None, set[int]]]) -> None:
         self.matcher = matcher
         self.parts = parts
-        self._bases: dict[tuple[_Context, int], tuple[dict[int, int], tuple[int, ...]]] = {}
+        self.anchors: dict[tuple[_Context, int], tuple[dict[int, int], tuple[int, ...]]] = {}
 
-    def _decided(self, ctx: _Context, pids: Iterable[int]) -> list[tuple[int, ...]]:
+    def _found(self, ctx: _Context, pid: int) -> tuple[int, ...]:
         known = self.matcher.of_context(ctx)
-        out = []
-        for pid in pids:
-            found = known.get(pid)
-            if found is None:
-                found = known[pid] = self.matcher.package(ctx, pid)
-            if found:
-                out.append(found)
-        return out
+        found = known.get(pid)
+        if found is None:
+            found = known[pid] = self.matcher.package(ctx, pid)
+        return found
 
-    def _base(self, ctx: _Context, base: int) -> tuple[dict[int, int], tuple[int, ...]]:
-        got = self._bases.get((ctx, base))
+    def anchor(self, ctx: _Context, pset: int) -> tuple[dict[int, int], tuple[int, ...]]:
+        """A whole set's findings: how many of its packages give each, and the numbers."""
+        got = self.anchors.get((ctx, pset))
         if got is None:
             counts: dict[int, int] = {}
-            for found in self._decided(ctx, self.parts[base][1]):
+            known = self.matcher.of_context(ctx)
+            for pid in self.parts[pset][1]:
+                found = known.get(pid)
+                if found is None:
+                    found = known[pid] = self.matcher.package(ctx, pid)
                 for n in found:
                     counts[n] = counts.get(n, 0) + 1
-            got = self._bases[(ctx, base)] = (counts, tuple(sorted(counts)))
+            got = self.anchors[(ctx, pset)] = (counts, tuple(sorted(counts)))
         return got
 
-    def findings(self, ctx: _Context, pset: int) -> tuple[int, ...]:
-        """The numbers of the set's findings, ascending."""
+    def findings(self, ctx: _Context, pset: int) -> _Result:
         base, own = self.parts[pset]
         if base is None:
-            return tuple(sorted({n for found in self._decided(ctx, own) for n in found}))
-        counts, numbers = self._base(ctx, base)
+            self.anchor(ctx, pset)
+            return ctx, pset, _NONE, _NONE
+        counts, _ = self.anchor(ctx, base)
         in_base = self.parts[base][1]
         delta: dict[int, int] = {}
-        known = self.matcher.of_context(ctx)
         for pid in own:
-            found = known.get(pid)
-            if found is None:
-                found = known[pid] = self.matcher.package(ctx, pid)
+            found = self._found(ctx, pid)
             if found:
                 sign = -1 if pid in in_base else 1
                 for n in found:
                     delta[n] = delta.get(n, 0) + sign
-        if not any(delta.values()):
-            return numbers
-        out = set(numbers)
-        for n, d in delta.items():
-            if counts.get(n, 0) + d > 0:
-                out.add(n)
-            else:
-                out.discard(n)
-        return tuple(sorted(out))
+        added = frozenset(n for n, d in delta.items() if d > 0 and n not in counts)
+        removed = frozenset(n for n, d in delta.items() if d < 0 and counts.get(n, 0) + d <= 0)
+        return ctx, base, added, removed
 
 
 def _mirror_sets(
@@ -338,7 +355,7 @@ def _hosts() -> list[tuple[int, int | None, int | None, HostEcosystem | None]]:
 def _rows(findings: list[Finding]) -> list[FindingRow]:
     return [
         FindingRow(
-            f.vulnerability, p.name, p.installed, p.status.value, p.fixed_version or "",
+            f.vulnerability, p.name, p.installed, _STATUS[p.status], p.fixed_version or "",
             p.candidate or "", " ".join(p.records),
         )
         for f in findings
@@ -355,14 +372,139 @@ class _Todo:
     existing: int | None
 
 
+class _Writer:
+    """Each distinct result's packed finding ids and summary, from its anchor's.
+
+    An anchor's (a base's) findings are packed and summarized once (``summarize``);
+    a set that differs from it by a few findings copies those and changes them for
+    the vulnerabilities its findings touch, instead of going over its 1,500 findings
+    again. Results are remembered: many sets differ from their base only by packages
+    with no finding at all.
+    """
+
+    def __init__(self, found: _Findings, anchors: dict, stored: list[int], meta: Meta) -> None:
+        self.rows = found.rows
+        self.anchors = anchors
+        self.stored = stored  # finding number -> its row id
+        self.meta = meta
+        self._anchor: dict[tuple[_Context, int], tuple[array[int], _Summary]] = {}
+        self._done: dict[_Result, tuple[bytes | None, str]] = {}
+
+    def _anchor_of(self, ctx: _Context, anchor: int) -> tuple[array[int], _Summary]:
+        got = self._anchor.get((ctx, anchor))
+        if got is None:
+            _, numbers = self.anchors[(ctx, anchor)]
+            ids = array("i", [self.stored[n] for n in numbers])
+            got = self._anchor[(ctx, anchor)] = (ids, _Summary(self.rows, numbers, self.meta))
+        return got
+
+    def write(self, result: _Result) -> tuple[bytes | None, str]:
+        done = self._done.get(result)
+        if done is None:
+            ctx, anchor, added, removed = result
+            ids, summary = self._anchor_of(ctx, anchor)
+            if added or removed:
+                ids = array("i", ids)
+                for n in removed:
+                    ids.remove(self.stored[n])
+                ids.extend(self.stored[n] for n in sorted(added))
+            done = self._done[result] = (
+                pack_ids(ids),
+                json.dumps(summary.changed(added, removed), separators=(",", ":")),
+            )
+        return done
+
+
+class _Summary:
+    """An anchor's summary (``store.vulns.summarize``) and what changing it needs: each
+    vulnerability's findings and worst status, and the fixable critical/high ones by
+    publication."""
+
+    def __init__(self, rows: list[FindingRow], numbers: tuple[int, ...], meta: Meta) -> None:
+        self.rows = rows
+        self.meta = meta
+        self.by_vuln: dict[str, list[int]] = {}
+        self.worst: dict[str, str | None] = {}
+        for n in numbers:
+            row = rows[n]
+            vid = row.vulnerability
+            self.by_vuln.setdefault(vid, []).append(n)
+            old = self.worst.get(vid)
+            if old is None or _RANK[row.status] > _RANK[old]:
+                self.worst[vid] = row.status
+        self.summary = summarize([rows[n] for n in numbers], meta)
+        self.severe: dict[str, list[tuple[float, str]]] = {}
+        for vid, status in self.worst.items():
+            severity, _, published = meta.get(vid, _UNKNOWN)
+            if status == "fixable" and severity in _SEVERE and published is not None:
+                self.severe.setdefault(severity, []).append((published, vid))
+        for entries in self.severe.values():
+            entries.sort()
+
+    def _worst(self, numbers: Iterable[int]) -> str | None:
+        statuses = {self.rows[n].status for n in numbers}
+        return max(statuses, key=_RANK.__getitem__) if statuses else None
+
+    def changed(self, added: frozenset[int], removed: frozenset[int]) -> dict[str, object]:
+        """The summary of the anchor's findings plus ``added`` less ``removed``."""
+        if not added and not removed:
+            return self.summary
+        touched: dict[str, list[int]] = {}
+        for n in added:
+            touched.setdefault(self.rows[n].vulnerability, []).append(n)
+        for n in removed:
+            touched.setdefault(self.rows[n].vulnerability, [])
+        cells = dict(cast(dict[str, int], self.summary["cells"]))
+        kev = dict(cast(dict[str, str], self.summary["kev"]))
+        kev_fixable = cast(int, self.summary["kev_fixable"])
+        now: dict[str, str | None] = {}
+        for vid, extra in touched.items():
+            kept = [n for n in self.by_vuln.get(vid, ()) if n not in removed]
+            before, after = self.worst.get(vid), self._worst(kept + extra)
+            now[vid] = after
+            if before == after:
+                continue
+            severity, is_kev, _ = self.meta.get(vid, _UNKNOWN)
+            for status, step in ((before, -1), (after, 1)):
+                if status is None:
+                    continue
+                cell = f"{severity}/{status}"
+                cells[cell] = cells.get(cell, 0) + step
+                if not cells[cell]:
+                    del cells[cell]
+                if status == "fixable":
+                    kev_fixable += step * is_kev
+            if is_kev:
+                if after is None:
+                    kev.pop(vid, None)
+                else:
+                    kev[vid] = after
+        oldest: dict[str, float] = {}
+        for severity in _SEVERE:
+            candidates = [
+                published for published, vid in self.severe.get(severity, ())[:1]
+            ] if not now else [
+                next((p for p, vid in self.severe.get(severity, ()) if vid not in now), None)
+            ]  # fmt: skip
+            for vid, status in now.items():
+                sev, _, published = self.meta.get(vid, _UNKNOWN)
+                if status == "fixable" and sev == severity and published is not None:
+                    candidates.append(published)
+            found = [c for c in candidates if c is not None]
+            if found:
+                oldest[severity] = min(found)
+        return {"cells": cells, "kev_fixable": kev_fixable, "oldest": oldest, "kev": kev}
+
+
 def _compute(todo: dict[SetKey, _Todo], ecosystems: set[str], now: float) -> dict[SetKey, int]:
     """Compute and store the findings of these sets; their ids.
 
-    In three steps, so that each costs what the fleet's distinct parts cost: the sets'
-    packages are read as bases and differences, and the feeds' entries about their
-    names; each (context, name, version) is decided once (``_Matcher``); each set's
-    findings follow from its base's and its difference (``_Assembler``). Then one
-    write: the distinct findings, every set, in one transaction.
+    In steps that each cost what the fleet's distinct parts cost: the sets' packages
+    are read as bases and differences, and the feeds' entries about their names; each
+    (ecosystems, name, version, offers) is decided once (``_Matcher``); each set's
+    findings follow from its base's and its difference (``_Assembler``), and so do its
+    packed ids and summary (``_Writer``). Then one write: the distinct findings,
+    every set, in one transaction.
     """
     psets = {key[0] for key in todo}
     parts = set_differences(sorted(psets))
@@ -372,23 +514,25 @@ def _compute(todo: dict[SetKey, _Todo], ecosystems: set[str], now: float) -> dic
     matcher = _Matcher(ecosystems, _Cache(), found)
     matcher.load(pid for _, own in parts.values() for pid in own)
     assembler = _Assembler(matcher, parts)
-    numbers = {key: assembler.findings(job.context, key[0]) for key, job in todo.items()}
-    used = sorted({n for ns in numbers.values() for n in ns})
+    results = {key: assembler.findings(job.context, key[0]) for key, job in todo.items()}
+    used: set[int] = set()
+    for ctx, anchor in {(r[0], r[1]) for r in results.values()}:
+        used.update(assembler.anchors[(ctx, anchor)][1])
+    for r in results.values():
+        used.update(r[2])
     meta = vulnerability_meta()
     with write_transaction():
-        stored = dict(zip(used, store_findings([found.rows[n] for n in used]), strict=True))
-        summaries: dict[tuple[int, ...], tuple[bytes | None, str]] = {}
-        writes = []
-        for key, job in todo.items():
-            ns = numbers[key]
-            done = summaries.get(ns)
-            if done is None:
-                summary = summarize([found.rows[n] for n in ns], meta)
-                done = summaries[ns] = (
-                    pack_ids(sorted(stored[n] for n in ns)),
-                    json.dumps(summary, separators=(",", ":")),
-                )
-            writes.append(SetWrite(key[0], key[1], key[2], job.digest, *done, job.existing))
+        numbers = sorted(used)
+        ids = store_findings([found.rows[n] for n in numbers])
+        stored = [0] * len(found.rows)
+        for n, fid in zip(numbers, ids, strict=True):
+            stored[n] = fid
+        writer = _Writer(found, assembler.anchors, stored, meta)
+        writes = [
+            SetWrite(key[0], key[1], key[2], job.digest, *writer.write(results[key]),
+                     job.existing)
+            for key, job in todo.items()
+        ]  # fmt: skip
         return save_sets(writes, now)
 
 
