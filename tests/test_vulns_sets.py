@@ -6,7 +6,9 @@ matches a set written as a difference whole: it changes its base's findings, pac
 ids and summary by the few packages the set adds or lacks. Here hosts drift from one
 image in every way that changes findings (a vulnerable package dropped, one upgraded,
 a vulnerable one added, one with no record swapped) and each host's stored findings
-and summary are compared with ``assess_host`` and ``summarize`` over its packages.
+and summary are compared with ``assess_host`` and ``summarize`` over its packages, and
+the fleet listing (which counts a group of sets as one plus differences) with counting
+those hosts one by one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import assess_host
+from patchwatch.inventory.vulns import VulnFilter
+from patchwatch.inventory.vulns import fleet_vulnerabilities
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.processing import apply_report
 from patchwatch.pipeline.processing import store_report
@@ -45,6 +49,7 @@ from patchwatch.store.vulns import load_records
 from patchwatch.store.vulns import set_finding_ids
 from patchwatch.store.vulns import summarize
 from patchwatch.store.vulns import vulnerability_meta
+from patchwatch.store.vulns import worst_by_vulnerability
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
@@ -130,11 +135,23 @@ def stored(host: str) -> tuple[set[FindingRow], dict[str, object]]:
 
 def check_every_host(offered: list[Package]) -> None:
     meta = vulnerability_meta()
+    exposed: dict[str, dict[str, int]] = {}  # status filter -> vulnerability -> hosts
     for host, packages in HOSTS.items():
         rows, summary = stored(host)
         want = expected(packages, offered)
         assert rows == want, host
         assert summary == summarize(want, meta), host
+        for vid, status in worst_by_vulnerability(want).items():
+            for only in ("", status):
+                counts = exposed.setdefault(only, {})
+                counts[vid] = counts.get(vid, 0) + 1
+    # the fleet listing counts each host once per vulnerability, at its worst status
+    for only in ("", "fixable", "fixed_upstream", "no_fix"):
+        listed = fleet_vulnerabilities(VulnFilter(status=only or None))
+        assert {r["id"]: r["hosts"] for r in listed} == exposed.get(only, {}), only
+        fixable = exposed.get("fixable", {})
+        if only in ("", "fixable"):
+            assert {r["id"]: r["fixable"] for r in listed if r["fixable"]} == fixable, only
 
 
 def test_sets_from_their_base_match_each_host_matched_alone(db, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ and metrics use; the packages are listed under it.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from patchwatch.domain.errors import NotFoundError
@@ -25,7 +27,9 @@ from patchwatch.store.vuln_models import Vulnerability
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSource
 from patchwatch.store.vulns import FindingRow
+from patchwatch.store.vulns import finding_status
 from patchwatch.store.vulns import findings
+from patchwatch.store.vulns import set_finding_groups
 from patchwatch.store.vulns import set_finding_ids
 
 __all__ = [
@@ -149,18 +153,134 @@ def _describe(vid: str, v: Vulnerability | None) -> dict[str, object]:
     }
 
 
+def _hosts_per_set(flt: VulnFilter) -> dict[int, int]:
+    """Set id -> how many of the hosts the filter keeps have it."""
+    query = (
+        VulnHost.select(VulnHost.vuln_set, Host.tags, OSRelease.name)
+        .join(Host, on=(Host.id == VulnHost.host))
+        .join(OSRelease, on=(Host.os_release == OSRelease.id))
+        .where(VulnHost.vuln_set.is_null(False))
+        .tuples()
+    )
+    out: dict[int, int] = defaultdict(int)
+    for sid, tags, os_name in query:
+        if flt.tag and flt.tag not in tags.split():
+            continue
+        if flt.os and flt.os.lower() not in os_name.lower():
+            continue
+        out[sid] += 1
+    return out
+
+
+class _Tally:
+    """Hosts exposed and fixable per vulnerability, counted over a group of sets as one
+    reference set's worst statuses (weighted by the hosts of every set it stands for)
+    plus each set's changes for the vulnerabilities its difference touches.
+
+    Why: at 10,000 hosts the fleet's 7,000 sets hold 1,650 findings each, nearly all
+    shared with the other sets of their image; going over every finding of every set
+    took minutes and gigabytes. A set's difference from its group's reference is a
+    set operation (C), and only the vulnerabilities it touches are looked at.
+    """
+
+    def __init__(self, status: dict[int, tuple[str, str]], only: str | None) -> None:
+        self.status = status
+        self.only = only
+        self.hosts: dict[str, int] = defaultdict(int)
+        self.fixable: dict[str, int] = defaultdict(int)
+
+    def _worst(self, ids: Iterable[int]) -> dict[str, str]:
+        worst: dict[str, str] = {}
+        for fid in ids:
+            vid, status = self.status[fid]
+            old = worst.get(vid)
+            if old is None or _RANK[status] > _RANK[old]:
+                worst[vid] = status
+        return worst
+
+    def _count(self, vid: str, status: str | None, weight: int) -> None:
+        if status is None or (self.only and status != self.only):
+            return
+        self.hosts[vid] += weight
+        if status == FixStatus.FIXABLE.value:
+            self.fixable[vid] += weight
+
+    def group(self, members: list[tuple[array[int], int]]) -> None:
+        """Count a group's sets: (finding ids, hosts) each.
+
+        A set near one of the group's references (a few of them, the first sets not
+        near an earlier one) is counted as that reference plus its difference; only
+        the references' ids are held as Python sets (all of a fleet's took a gigabyte).
+        """
+        refs: list[_Reference] = []
+        for packed, weight in members:
+            ids = frozenset(packed)
+            for ref in refs:
+                removed, added = ref.ids - ids, ids - ref.ids
+                if len(removed) + len(added) <= max(len(ids) // 4, _NEAR):
+                    ref.weight += weight
+                    self._changes(ref, removed, added, weight)
+                    break
+            else:
+                ref = _Reference(ids, weight, self._worst(ids), {})
+                for fid in ids:
+                    ref.by_vuln.setdefault(self.status[fid][0], []).append(fid)
+                if len(refs) < _REFERENCES:
+                    refs.append(ref)
+                else:
+                    self._close(ref)
+        for ref in refs:
+            self._close(ref)
+
+    def _changes(
+        self, ref: _Reference, removed: frozenset[int], added: frozenset[int], weight: int
+    ) -> None:
+        """Count a set near ``ref`` (counted with the reference's statuses) as its own
+        statuses for the vulnerabilities its difference touches."""
+        touched: dict[str, list[int]] = {}
+        for fid in added:
+            touched.setdefault(self.status[fid][0], []).append(fid)
+        for fid in removed:
+            touched.setdefault(self.status[fid][0], [])
+        for vid, extra in touched.items():
+            kept = [f for f in ref.by_vuln.get(vid, ()) if f not in removed]
+            self._count(vid, ref.worst.get(vid), -weight)
+            self._count(vid, self._worst(kept + extra).get(vid), weight)
+
+    def _close(self, ref: _Reference) -> None:
+        for vid, status in ref.worst.items():
+            self._count(vid, status, ref.weight)
+
+
+_NEAR = 16  # findings a set may differ by from a reference, at least (a quarter at most)
+_REFERENCES = 4  # references kept per group
+
+
+@dataclass
+class _Reference:
+    """A set counted for every host of the sets near it (``weight``)."""
+
+    ids: frozenset[int]
+    weight: int
+    worst: dict[str, str]
+    by_vuln: dict[str, list[int]]
+
+
 def fleet_vulnerabilities(flt: VulnFilter = VulnFilter()) -> list[dict[str, object]]:
     """Every vulnerability present in the fleet: hosts exposed, on how many fixable."""
-    by_host = _host_findings(flt)
-    hosts: dict[str, int] = defaultdict(int)
-    fixable: dict[str, int] = defaultdict(int)
-    for per_vuln in by_host.values():
-        for vid, items in per_vuln.items():
-            status = _worst(items)
-            if flt.status and status != flt.status:
-                continue
-            hosts[vid] += 1
-            fixable[vid] += status == FixStatus.FIXABLE.value
+    weights = _hosts_per_set(flt)
+    stored = set_finding_groups(weights)
+    groups: dict[tuple[int, int | None, str], list[tuple[array[int], int]]] = {}
+    for sid in sorted(stored):
+        key, ids = stored[sid]
+        groups.setdefault(key, []).append((ids, weights[sid]))
+    status = finding_status(set().union(*(ids for _, ids in stored.values())))
+    del stored
+    tally = _Tally(status, flt.status)
+    for members in groups.values():
+        tally.group(members)
+    hosts = {vid: n for vid, n in tally.hosts.items() if n > 0}
+    fixable = tally.fixable
     rows = _vuln_rows(set(hosts))
     out = []
     for vid in hosts:

@@ -23,8 +23,9 @@ Invariants, kept here and nowhere else:
 
 The interface: :func:`ensure_package_sets` / :func:`ensure_package_set` (hosts'),
 :func:`ensure_mirror_set`, :func:`stored_package_sets` (sets by digest),
-:func:`package_ids_of` (members of a set), :func:`set_differences` (many sets as
-base and difference), :func:`packages_in` (a set's packages as a query),
+:func:`package_ids_of` (members of a set), :func:`set_differences` and
+:func:`bases_of` (many sets as base and difference), :func:`packages_in` (a set's
+packages as a query),
 :func:`matching_members` and :func:`sets_holding` (sets holding packages),
 :func:`make_whole` and :func:`check`. For deleting: :func:`member_rows_of_sets` and the
 member-row columns (``dbcheck``), :func:`sets_to_remove_with` and
@@ -528,6 +529,11 @@ def _rows_of(set_ids: Sequence[int]) -> dict[int, set[int]]:
         for set_id, package_id in database.execute_sql(query, list(part)).fetchall():
             out[set_id].add(package_id)
     return out
+
+
+def bases_of(set_ids: Sequence[int]) -> dict[int, int]:
+    """Set id -> its base, for those of these sets written as differences."""
+    return _bases(list(dict.fromkeys(set_ids)))
 
 
 def set_differences(set_ids: Sequence[int]) -> dict[int, tuple[int | None, set[int]]]:

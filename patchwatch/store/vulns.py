@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from patchwatch.store.db import raw_sql
 from patchwatch.store.db import update_many
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
+from patchwatch.store.package_sets import bases_of
 from patchwatch.store.sets import ensure_packages
 from patchwatch.store.vuln_models import PackageSource
 from patchwatch.store.vuln_models import VulnAffected
@@ -59,6 +61,7 @@ __all__ = [
     "SetWrite",
     "assign_hosts",
     "feeds_digest",
+    "finding_status",
     "findings",
     "fleet_os",
     "load_records",
@@ -72,6 +75,7 @@ __all__ = [
     "save_set",
     "save_sets",
     "scrape_rows",
+    "set_finding_groups",
     "set_finding_ids",
     "source_state",
     "sources_of",
@@ -580,6 +584,44 @@ def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
         query = VulnSet.select(VulnSet.id, VulnSet.finding_ids).where(VulnSet.id.in_(list(part)))
         for sid, blob in query.tuples():
             out[sid] = list(unpack_ids(blob)) if blob else []
+    return out
+
+
+def set_finding_groups(
+    set_ids: Iterable[int],
+) -> dict[int, tuple[tuple[int, int | None, str], array[int]]]:
+    """Each set's finding ids, with a key that groups sets likely to differ little:
+    its package set's base (or the package set itself), repository set, ecosystem.
+
+    Why: sets of one image and one repository set hold nearly the same findings
+    (``patchwatch.pipeline.hostvulns`` computes them so), and a fleet-wide view works
+    through a group as one set plus each member's difference from it.
+    """
+    rows: list[tuple[int, int, int | None, str, bytes | None]] = []
+    wanted = sorted(set(set_ids))
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT id, package_set_id, repository_set_id, ecosystem, finding_ids "
+            f"FROM {VulnSet._meta.table_name} WHERE id IN ({placeholders(len(part))})"
+        )
+        rows.extend(database.execute_sql(sql, list(part)).fetchall())
+    bases = bases_of([r[1] for r in rows])
+    return {
+        sid: ((bases.get(ps, ps), rs, eco), unpack_ids(blob) if blob else array("i"))
+        for sid, ps, rs, eco, blob in rows
+    }
+
+
+def finding_status(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """Finding id -> (vulnerability, status): what counting hosts needs of a finding."""
+    out: dict[int, tuple[str, str]] = {}
+    table = VulnFinding._meta.table_name
+    for part in chunks(sorted(set(ids))):
+        sql = raw_sql(
+            f"SELECT id, vulnerability, status FROM {table} WHERE id IN ({placeholders(len(part))})"
+        )
+        for fid, vid, status in database.execute_sql(sql, list(part)).fetchall():
+            out[fid] = (vid, status)
     return out
 
 
