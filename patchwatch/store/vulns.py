@@ -126,9 +126,23 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
     old = VulnRecord.select(VulnRecord.id).where(VulnRecord.source == source)
     VulnAffected.delete().where(VulnAffected.record.in_(old)).execute()
     VulnRecord.delete().where(VulnRecord.source == source).execute()
+    ids: dict[str, int] = {}  # record id -> row id, of the chunks written
     kept = list(records)
+    for start in range(0, len(kept), _RECORD_CHUNK):
+        _insert_records(source, kept[start : start + _RECORD_CHUNK], ids)
+    return len(kept)
+
+
+# Records written per round: the rows of a whole 50,000-record feed held at once, with
+# its parsed records, made storing it a third larger in memory than parsing it.
+_RECORD_CHUNK = 5000
+
+
+def _insert_records(source: str, chunk: Sequence[Record], ids: dict[str, int]) -> None:
+    """Insert a chunk of a source's records and their entries; ``ids`` (record id -> row
+    id) gets the chunk's rows, read back as those above the highest id it had."""
     rows = []
-    for rec in kept:
+    for rec in chunk:
         cvss = preferred_cvss(rec.cvss)
         rating = rec.rating
         rows.append(
@@ -149,13 +163,15 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
-    ids = dict(
+    del rows
+    last = max(ids.values(), default=0)
+    ids.update(
         VulnRecord.select(VulnRecord.record_id, VulnRecord.id)
-        .where(VulnRecord.source == source)
+        .where((VulnRecord.source == source) & (VulnRecord.id > last))
         .tuples()
     )
     affected = []
-    for rec in kept:
+    for rec in chunk:
         rid = ids[_cut(rec.id, 160)]
         for entry in rec.affected:
             ranges, versions = ranges_to_json(entry)
@@ -168,7 +184,6 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
         "ranges, versions, rating_level) VALUES (?, ?, ?, ?, ?, ?)",
         affected,
     )
-    return len(kept)
 
 
 def load_records(
