@@ -35,6 +35,7 @@ from patchwatch.domain.vulns.severity import Level
 from patchwatch.domain.vulns.severity import Rating
 from patchwatch.domain.vulns.severity import effective_level
 from patchwatch.domain.vulns.severity import preferred_cvss
+from patchwatch.store.db import IN_LIST_SIZE
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
@@ -206,7 +207,13 @@ def load_records(
     parsed: dict[tuple[str, str, str, str], Affected] = {}
     table = VulnAffected._meta.table_name
     sql = f"SELECT record_id, ecosystem, package, ranges, versions FROM {table}"
-    for rid, eco, package, ranges, versions in database.execute_sql(sql).fetchall():
+    params: list[str] = []
+    if wanted is not None and len(wanted) <= IN_LIST_SIZE:
+        # a Debian host reads one of a feed's three releases: the others never leave
+        # the database (the ecosystem leads the entries' index)
+        params = sorted(wanted)
+        sql = raw_sql(f"{sql} WHERE ecosystem IN ({placeholders(len(params))})")
+    for rid, eco, package, ranges, versions in database.execute_sql(sql, params).fetchall():
         if (wanted is not None and eco not in wanted) or (
             names is not None and package not in names
         ):
@@ -495,13 +502,15 @@ def store_findings(rows: Sequence[FindingRow]) -> list[int]:
     keys = [r.key for r in rows]
     table = VulnFinding._meta.table_name
     known: dict[str, int] = {}
-
-    def read(wanted: Sequence[str]) -> None:
-        for part in chunks(wanted):
+    (stored, last) = database.execute_sql(f"SELECT COUNT(*), MAX(id) FROM {table}").fetchone()
+    if len(keys) > stored // 4:
+        # most of the table is wanted (a fleet's first computation): read it whole
+        # rather than in a few hundred IN lists
+        known.update(database.execute_sql(f"SELECT key, id FROM {table}").fetchall())
+    else:
+        for part in chunks(keys):
             sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
             known.update(database.execute_sql(sql, list(part)).fetchall())
-
-    read(keys)
     missing = [(k, r) for k, r in zip(keys, rows, strict=True) if k not in known]
     if missing:
         execute_many(
@@ -514,7 +523,10 @@ def store_findings(rows: Sequence[FindingRow]) -> list[int]:
                 for k, r in missing
             ],
         )  # fmt: skip
-        read([k for k, _ in missing])
+        # the new rows are those above the highest id before (only this computation
+        # writes findings)
+        sql = raw_sql(f"SELECT key, id FROM {table} WHERE id > ?")
+        known.update(database.execute_sql(sql, (last or 0,)).fetchall())
     return [known[k] for k in keys]
 
 
