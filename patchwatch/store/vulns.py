@@ -10,6 +10,7 @@ here, so they know no table layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from array import array
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+
+import orjson
 
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
@@ -686,16 +689,17 @@ class VulnScrape:
     feeds: list[VulnSource]
 
 
+@functools.lru_cache(maxsize=256)
 def _cell(key: str) -> tuple[str, str]:
     severity, _, status = key.partition("/")
     return severity, status
 
 
 def _summary(text: str) -> SetSummary:
-    doc = json.loads(text or "{}")
+    doc = orjson.loads(text or "{}")
     cells = doc.get("cells", {})
     return SetSummary(
-        counts={_cell(k): int(v) for k, v in cells.items()},
+        counts={_cell(k): int(cells[k]) for k in sorted(cells)},  # sorted: as served
         kev_fixable=int(doc.get("kev_fixable", 0)),
         oldest_fixable={k: float(v) for k, v in doc.get("oldest", {}).items()},
         kev=dict(doc.get("kev", {})),
@@ -709,12 +713,15 @@ def scrape_rows() -> VulnScrape:
     loaded = any(f.records is not None and f.name not in ("kev", "epss") for f in feeds)
     if not loaded:
         return VulnScrape(False, [], feeds)
-    sets = {
-        sid: (at, _summary(text))
-        for sid, at, text in VulnSet.select(
-            VulnSet.id, VulnSet.computed_at, VulnSet.summary
-        ).tuples()
-    }
+    # sets of one image often have one summary: each distinct text is read once (the
+    # scrape only reads them)
+    parsed: dict[str, SetSummary] = {}
+    sets = {}
+    for sid, at, text in VulnSet.select(VulnSet.id, VulnSet.computed_at, VulnSet.summary).tuples():
+        summary = parsed.get(text)
+        if summary is None:
+            summary = parsed[text] = _summary(text)
+        sets[sid] = (at, summary)
     hosts = []
     for name, sid in (
         VulnHost.select(Host.name, VulnHost.vuln_set)
