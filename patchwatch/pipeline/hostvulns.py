@@ -520,7 +520,7 @@ def _compute(todo: dict[SetKey, _Todo], ecosystems: set[str], now: float) -> dic
         used.update(assembler.anchors[(ctx, anchor)][1])
     for r in results.values():
         used.update(r[2])
-    meta = vulnerability_meta()
+    meta = vulnerability_meta({found.rows[n].vulnerability for n in used})
     with write_transaction():
         numbers = sorted(used)
         ids = store_findings([found.rows[n] for n in numbers])

@@ -383,12 +383,21 @@ _SEVERE = ("critical", "high")
 _RANK = {"fixable": 0, "fixed_upstream": 1, "no_fix": 2}
 
 
-def vulnerability_meta() -> Meta:
-    """What summaries need of every vulnerability: severity, KEV flag, publication."""
-    query = Vulnerability.select(
-        Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
-    ).tuples()
-    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in query.iterator()}
+def vulnerability_meta(ids: Iterable[str] | None = None) -> Meta:
+    """What summaries need of every vulnerability (of these only, when given): severity,
+    KEV flag, publication. Raw rows: a feed has 40,000 and more, and one new host's set
+    names a thousand of them."""
+    table = Vulnerability._meta.table_name
+    sql = f"SELECT id, severity, kev, published FROM {table}"
+    wanted = None if ids is None else sorted(set(ids))
+    if wanted is None or len(wanted) > 5000:
+        rows = database.execute_sql(sql).fetchall()
+    else:
+        rows = []
+        for part in chunks(wanted):
+            query = raw_sql(f"{sql} WHERE id IN ({placeholders(len(part))})")
+            rows.extend(database.execute_sql(query, list(part)).fetchall())
+    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in rows}
 
 
 def worst_by_vulnerability(rows: Iterable[FindingRow]) -> dict[str, str]:
