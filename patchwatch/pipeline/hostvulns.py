@@ -32,7 +32,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
@@ -388,7 +387,7 @@ class _Writer:
         self.stored = stored  # finding number -> its row id
         self.meta = meta
         self._anchor: dict[tuple[_Context, int], tuple[array[int], _Summary]] = {}
-        self._done: dict[_Result, tuple[bytes | None, str]] = {}
+        self._done: dict[_Result, tuple[array[int], str]] = {}
 
     def _anchor_of(self, ctx: _Context, anchor: int) -> tuple[array[int], _Summary]:
         got = self._anchor.get((ctx, anchor))
@@ -398,7 +397,7 @@ class _Writer:
             got = self._anchor[(ctx, anchor)] = (ids, _Summary(self.rows, numbers, self.meta))
         return got
 
-    def write(self, result: _Result) -> tuple[bytes | None, str]:
+    def write(self, result: _Result) -> tuple[array[int], str]:
         done = self._done.get(result)
         if done is None:
             ctx, anchor, added, removed = result
@@ -409,7 +408,7 @@ class _Writer:
                     ids.remove(self.stored[n])
                 ids.extend(self.stored[n] for n in sorted(added))
             done = self._done[result] = (
-                pack_ids(ids),
+                ids,
                 json.dumps(summary.changed(added, removed), separators=(",", ":")),
             )
         return done

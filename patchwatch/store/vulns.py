@@ -550,7 +550,7 @@ class SetWrite:
     repository_set: int | None
     ecosystem: str
     digest: str
-    finding_ids: bytes | None  # packed (``packed_ids``)
+    finding_ids: Sequence[int]  # the set's findings (packed when stored)
     summary: str  # JSON (``summarize``)
     existing: int | None = None  # the set's id when it is stored already
 
@@ -562,13 +562,17 @@ def save_sets(sets: Sequence[SetWrite], now: float) -> dict[tuple[int, int | Non
     update_many(
         f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ? "
         "WHERE id = ?",
-        [(w.digest, now, w.finding_ids, w.summary, w.existing) for w in sets if w.existing],
+        [
+            (w.digest, now, pack_ids(w.finding_ids), w.summary, w.existing)
+            for w in sets
+            if w.existing
+        ],
     )
     new = [w for w in sets if not w.existing]
     execute_many(
         f"INSERT INTO {table} (package_set_id, repository_set_id, ecosystem, inputs_digest, "
         "computed_at, finding_ids, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(w.package_set, w.repository_set, w.ecosystem, w.digest, now, w.finding_ids,
+        [(w.package_set, w.repository_set, w.ecosystem, w.digest, now, pack_ids(w.finding_ids),
           w.summary) for w in new],
     )  # fmt: skip
     out = {(w.package_set, w.repository_set, w.ecosystem): w.existing for w in sets if w.existing}
