@@ -28,6 +28,7 @@ from patchwatch.domain.vulns.match import FeedIndex
 from patchwatch.domain.vulns.match import assess_host
 from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import fleet_vulnerabilities
+from patchwatch.inventory.vulns import vulnerability_detail
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.processing import apply_report
 from patchwatch.pipeline.processing import store_report
@@ -136,15 +137,23 @@ def stored(host: str) -> tuple[set[FindingRow], dict[str, object]]:
 def check_every_host(offered: list[Package]) -> None:
     meta = vulnerability_meta()
     exposed: dict[str, dict[str, int]] = {}  # status filter -> vulnerability -> hosts
+    shown: dict[str, set[tuple[str, str, str, str]]] = {}  # vulnerability -> its hosts' rows
     for host, packages in HOSTS.items():
         rows, summary = stored(host)
         want = expected(packages, offered)
         assert rows == want, host
         assert summary == summarize(want, meta), host
+        for r in want:
+            shown.setdefault(r.vulnerability, set()).add((host, r.package, r.installed, r.status))
         for vid, status in worst_by_vulnerability(want).items():
             for only in ("", status):
                 counts = exposed.setdefault(only, {})
                 counts[vid] = counts.get(vid, 0) + 1
+    # one vulnerability's hosts (read from the sets' packed ids, only its findings)
+    for vid, want_rows in shown.items():
+        detail = vulnerability_detail(vid)
+        got = {(h["host"], h["package"], h["installed"], h["status"]) for h in detail["hosts"]}
+        assert got == want_rows, vid
     # the fleet listing counts each host once per vulnerability, at its worst status
     for only in ("", "fixable", "fixed_upstream", "no_fix"):
         listed = fleet_vulnerabilities(VulnFilter(status=only or None))

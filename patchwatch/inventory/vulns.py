@@ -31,6 +31,8 @@ from patchwatch.store.vulns import finding_status
 from patchwatch.store.vulns import findings
 from patchwatch.store.vulns import set_finding_groups
 from patchwatch.store.vulns import set_finding_ids
+from patchwatch.store.vulns import sets_holding_findings
+from patchwatch.store.vulns import vulnerability_findings
 
 __all__ = [
     "VULN_FIELDS",
@@ -85,38 +87,6 @@ def feeds_loaded() -> bool:
     )
 
 
-def _host_findings(flt: VulnFilter) -> dict[str, dict[str, list[FindingRow]]]:
-    """host name -> vulnerability -> its findings, for the hosts the filter keeps.
-
-    Read per set (hosts sharing one share its findings), then handed to each host.
-    """
-    query = (
-        VulnHost.select(VulnHost.vuln_set, Host.name, Host.tags, OSRelease.name)
-        .join(Host, on=(Host.id == VulnHost.host))
-        .join(OSRelease, on=(Host.os_release == OSRelease.id))
-        .where(VulnHost.vuln_set.is_null(False))
-        .tuples()
-    )
-    hosts: dict[int, list[str]] = defaultdict(list)
-    for sid, name, tags, os_name in query:
-        if flt.tag and flt.tag not in tags.split():
-            continue
-        if flt.os and flt.os.lower() not in os_name.lower():
-            continue
-        hosts[sid].append(name)
-    ids = set_finding_ids(hosts)
-    rows = findings({i for found in ids.values() for i in found})
-    out: dict[str, dict[str, list[FindingRow]]] = {}
-    for sid, names in hosts.items():
-        per_vuln: dict[str, list[FindingRow]] = defaultdict(list)
-        for fid in ids.get(sid, ()):
-            row = rows[fid]
-            per_vuln[row.vulnerability].append(row)
-        for name in names:
-            out[name] = per_vuln
-    return out
-
-
 def _worst(items: list[FindingRow]) -> str:
     return max((i.status for i in items), key=lambda s: _RANK[s])
 
@@ -155,20 +125,25 @@ def _describe(vid: str, v: Vulnerability | None) -> dict[str, object]:
 
 def _hosts_per_set(flt: VulnFilter) -> dict[int, int]:
     """Set id -> how many of the hosts the filter keeps have it."""
+    return {sid: len(names) for sid, names in _host_names_per_set(flt).items()}
+
+
+def _host_names_per_set(flt: VulnFilter) -> dict[int, list[str]]:
+    """Set id -> the names of the hosts the filter keeps that have it."""
     query = (
-        VulnHost.select(VulnHost.vuln_set, Host.tags, OSRelease.name)
+        VulnHost.select(VulnHost.vuln_set, Host.name, Host.tags, OSRelease.name)
         .join(Host, on=(Host.id == VulnHost.host))
         .join(OSRelease, on=(Host.os_release == OSRelease.id))
         .where(VulnHost.vuln_set.is_null(False))
         .tuples()
     )
-    out: dict[int, int] = defaultdict(int)
-    for sid, tags, os_name in query:
+    out: dict[int, list[str]] = defaultdict(list)
+    for sid, name, tags, os_name in query:
         if flt.tag and flt.tag not in tags.split():
             continue
         if flt.os and flt.os.lower() not in os_name.lower():
             continue
-        out[sid] += 1
+        out[sid].append(name)
     return out
 
 
@@ -302,10 +277,17 @@ def fleet_vulnerabilities(flt: VulnFilter = VulnFilter()) -> list[dict[str, obje
 def vulnerability_detail(vid: str, flt: VulnFilter = VulnFilter()) -> dict[str, object]:
     """One vulnerability and every host it touches: package, installed, fix, where."""
     v = Vulnerability.get_or_none(Vulnerability.id == vid)
-    by_host = _host_findings(flt)
+    # only this vulnerability's findings are read, and found in the sets' packed ids
+    rows = vulnerability_findings(vid)
+    names = _host_names_per_set(flt)
+    by_host: dict[str, list[FindingRow]] = {}
+    for sid, held in sets_holding_findings(names, rows).items():
+        items = sorted((rows[fid] for fid in held), key=lambda i: (i.package, i.installed))
+        for name in names[sid]:
+            by_host[name] = items
     hosts = []
-    for host, per_vuln in sorted(by_host.items()):
-        for item in per_vuln.get(vid, ()):
+    for host, items in sorted(by_host.items()):
+        for item in items:
             if flt.status and item.status != flt.status:
                 continue
             hosts.append(

@@ -81,10 +81,12 @@ __all__ = [
     "scrape_rows",
     "set_finding_groups",
     "set_finding_ids",
+    "sets_holding_findings",
     "source_state",
     "sources_of",
     "store_findings",
     "summarize",
+    "vulnerability_findings",
     "vulnerability_meta",
     "worst_by_vulnerability",
 ]
@@ -665,6 +667,36 @@ def finding_status(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
         )
         for fid, vid, status in database.execute_sql(sql, list(part)).fetchall():
             out[fid] = (vid, status)
+    return out
+
+
+def vulnerability_findings(vid: str) -> dict[int, FindingRow]:
+    """The stored findings of one vulnerability, by id (on any set)."""
+    query = VulnFinding.select(
+        VulnFinding.id, VulnFinding.vulnerability, VulnFinding.package,
+        VulnFinding.installed, VulnFinding.status, VulnFinding.fixed_version,
+        VulnFinding.candidate, VulnFinding.records,
+    ).where(VulnFinding.vulnerability == vid)  # fmt: skip
+    return {fid: FindingRow(*fields) for fid, *fields in query.tuples()}
+
+
+def sets_holding_findings(set_ids: Iterable[int], wanted: Iterable[int]) -> dict[int, list[int]]:
+    """Set id -> which of the ``wanted`` findings it holds (ascending), for the sets that
+    hold any: each set's packed ids are intersected in C, never turned into rows."""
+    want = frozenset(wanted)
+    out: dict[int, list[int]] = {}
+    if not want:
+        return out
+    for part in chunks(sorted(set(set_ids))):
+        sql = raw_sql(
+            f"SELECT id, finding_ids FROM {VulnSet._meta.table_name} "
+            f"WHERE id IN ({placeholders(len(part))})"
+        )
+        for sid, blob in database.execute_sql(sql, list(part)).fetchall():
+            if blob:
+                held = want.intersection(unpack_ids(blob))
+                if held:
+                    out[sid] = sorted(held)
     return out
 
 
