@@ -419,6 +419,8 @@ def test_copy_text_matches_value_by_value_formatting() -> None:
     assert copy_text(rows) == "1\t2.5\tt\t\\N\t-3\t1e+16\t1e-05\t0.1\tf\tinf\n"
     assert copy_text([(5,), (None,)]) == "5\n\\N\n"
     assert copy_text([(1, "a\tb"), (2, None)]) == "1\ta\\tb\n2\t\\N\n"
+    # bytea in its hex form, the backslash escaped for COPY (packed ids)
+    assert copy_text([(1, b"\x01\xff"), (2, b"")]) == "1\t\\\\x01ff\n2\t\\\\x\n"
     with pytest.raises(ValueError, match="different widths"):
         copy_text([(1, 2), (3,)])
 

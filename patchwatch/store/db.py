@@ -249,6 +249,8 @@ def _copy_field(value: object) -> str:
         return "t" if value else "f"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\\\x" + bytes(value).hex()  # bytea's hex form, its backslash escaped
     return str(value).translate(_COPY_ESCAPES)
 
 

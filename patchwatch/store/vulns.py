@@ -10,6 +10,7 @@ here, so they know no table layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+
+import orjson
 
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
@@ -38,14 +41,17 @@ from patchwatch.domain.vulns.severity import Level
 from patchwatch.domain.vulns.severity import Rating
 from patchwatch.domain.vulns.severity import effective_level
 from patchwatch.domain.vulns.severity import preferred_cvss
+from patchwatch.store.db import IN_LIST_SIZE
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
 from patchwatch.store.db import placeholders
 from patchwatch.store.db import raw_sql
+from patchwatch.store.db import update_many
 from patchwatch.store.models import Host
 from patchwatch.store.models import OSRelease
 from patchwatch.store.models import Package
+from patchwatch.store.package_sets import bases_of
 from patchwatch.store.sets import ensure_packages
 from patchwatch.store.vuln_models import PackageSource
 from patchwatch.store.vuln_models import VulnAffected
@@ -60,14 +66,18 @@ from patchwatch.store.vuln_models import VulnSource
 
 __all__ = [
     "FindingRow",
+    "SetWrite",
+    "assign_hosts",
     "decode_fixing",
     "feeds_digest",
+    "finding_status",
     "findings",
     "fixing_sets",
     "fleet_os",
     "fleet_os_groups",
     "load_records",
     "named_cves",
+    "prune_sets",
     "rebuild_vulnerabilities",
     "record_names",
     "remember_reported_sources",
@@ -76,12 +86,17 @@ __all__ = [
     "replace_kev",
     "replace_records",
     "save_set",
+    "save_sets",
     "scrape_rows",
+    "set_finding_groups",
     "set_finding_ids",
+    "sets_holding_findings",
     "source_state",
     "sources_of",
+    "store_findings",
     "stored_sources",
     "summarize",
+    "vulnerability_findings",
     "vulnerability_meta",
     "worst_by_vulnerability",
 ]
@@ -145,9 +160,23 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
     old = VulnRecord.select(VulnRecord.id).where(VulnRecord.source == source)
     VulnAffected.delete().where(VulnAffected.record.in_(old)).execute()
     VulnRecord.delete().where(VulnRecord.source == source).execute()
+    ids: dict[str, int] = {}  # record id -> row id, of the chunks written
     kept = list(records)
+    for start in range(0, len(kept), _RECORD_CHUNK):
+        _insert_records(source, kept[start : start + _RECORD_CHUNK], ids)
+    return len(kept)
+
+
+# Records written per round: the rows of a whole 50,000-record feed held at once, with
+# its parsed records, made storing it a third larger in memory than parsing it.
+_RECORD_CHUNK = 5000
+
+
+def _insert_records(source: str, chunk: Sequence[Record], ids: dict[str, int]) -> None:
+    """Insert a chunk of a source's records and their entries; ``ids`` (record id -> row
+    id) gets the chunk's rows, read back as those above the highest id it had."""
     rows = []
-    for rec in kept:
+    for rec in chunk:
         cvss = preferred_cvss(rec.cvss)
         rating = rec.rating
         rows.append(
@@ -168,13 +197,15 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
-    ids = dict(
+    del rows
+    last = max(ids.values(), default=0)
+    ids.update(
         VulnRecord.select(VulnRecord.record_id, VulnRecord.id)
-        .where(VulnRecord.source == source)
+        .where((VulnRecord.source == source) & (VulnRecord.id > last))
         .tuples()
     )
     affected = []
-    for rec in kept:
+    for rec in chunk:
         rid = ids[_cut(rec.id, 160)]
         for entry in rec.affected:
             ranges, versions = ranges_to_json(entry)
@@ -187,16 +218,21 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
         "ranges, versions, rating_level) VALUES (?, ?, ?, ?, ?, ?)",
         affected,
     )
-    return len(kept)
 
 
-def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
-    """Every stored record with its entries (only ``ecosystems``' entries when given).
+def load_records(
+    ecosystems: Iterable[str] | None = None, packages: Iterable[str] | None = None
+) -> list[Record]:
+    """Every stored record with its entries (only ``ecosystems``' entries when given,
+    and only entries about ``packages`` when given).
 
     What matching reads: records keep their identities and ids; CVSS and ratings stay
-    in the tables (the merged :class:`Vulnerability` rows carry them).
+    in the tables (the merged :class:`Vulnerability` rows carry them). ``packages``: a
+    fleet has a few thousand of a Debian feed's 30,000 source packages installed, and
+    parsing the entries' ranges is most of the load.
     """
     wanted = set(ecosystems) if ecosystems is not None else None
+    names = set(packages) if packages is not None else None
     entries: dict[int, list[Affected]] = {}
     # Raw rows, and each distinct JSON text parsed once: a feed repeats the same ranges
     # and version lists across releases and records, and peewee's row conversion costs
@@ -204,8 +240,16 @@ def load_records(ecosystems: Iterable[str] | None = None) -> list[Record]:
     parsed: dict[tuple[str, str, str, str], Affected] = {}
     table = VulnAffected._meta.table_name
     sql = f"SELECT record_id, ecosystem, package, ranges, versions FROM {table}"
-    for rid, eco, package, ranges, versions in database.execute_sql(sql).fetchall():
-        if wanted is not None and eco not in wanted:
+    params: list[str] = []
+    if wanted is not None and len(wanted) <= IN_LIST_SIZE:
+        # a Debian host reads one of a feed's three releases: the others never leave
+        # the database (the ecosystem leads the entries' index)
+        params = sorted(wanted)
+        sql = raw_sql(f"{sql} WHERE ecosystem IN ({placeholders(len(params))})")
+    for rid, eco, package, ranges, versions in database.execute_sql(sql, params).fetchall():
+        if (wanted is not None and eco not in wanted) or (
+            names is not None and package not in names
+        ):
             continue
         key = (eco, package, ranges, versions)
         entry = parsed.get(key)
@@ -369,12 +413,21 @@ _SEVERE = ("critical", "high")
 _RANK = {"fixable": 0, "fixed_upstream": 1, "no_fix": 2}
 
 
-def vulnerability_meta() -> Meta:
-    """What summaries need of every vulnerability: severity, KEV flag, publication."""
-    query = Vulnerability.select(
-        Vulnerability.id, Vulnerability.severity, Vulnerability.kev, Vulnerability.published
-    ).tuples()
-    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in query.iterator()}
+def vulnerability_meta(ids: Iterable[str] | None = None) -> Meta:
+    """What summaries need of every vulnerability (of these only, when given): severity,
+    KEV flag, publication. Raw rows: a feed has 40,000 and more, and one new host's set
+    names a thousand of them."""
+    table = Vulnerability._meta.table_name
+    sql = f"SELECT id, severity, kev, published FROM {table}"
+    wanted = None if ids is None else sorted(set(ids))
+    if wanted is None or len(wanted) > 5000:
+        rows = database.execute_sql(sql).fetchall()
+    else:
+        rows = []
+        for part in chunks(wanted):
+            query = raw_sql(f"{sql} WHERE id IN ({placeholders(len(part))})")
+            rows.extend(database.execute_sql(query, list(part)).fetchall())
+    return {vid: (sev, bool(kev), pub) for vid, sev, kev, pub in rows}
 
 
 def worst_by_vulnerability(rows: Iterable[FindingRow]) -> dict[str, str]:
@@ -460,11 +513,7 @@ def save_set(
     each with the first-seen time its update may start at (None: none)."""
     ids = finding_ids(rows, known if known is not None else {}, keys)
     packed = pack_ids(ids)
-    fixing = fixing or {}
-    order = sorted(fixing)
-    fixes = pack_ids(order)
-    times: list[float] = [math.nan if (t := fixing[p]) is None else t for p in order]
-    since = array("d", times).tobytes()
+    fixes, since = _packed_fixing(fixing or {})
     summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
     if existing is None:
         where = (
@@ -489,6 +538,14 @@ def save_set(
     )
     database.execute_sql(sql, (digest, now, packed, summary, fixes, since or None, existing))
     return existing
+
+
+def _packed_fixing(fixing: Mapping[int, float | None]) -> tuple[bytes | None, bytes]:
+    """``VulnSet.fixing`` and ``fixing_since`` as stored: the package ids packed, and
+    their times as float64 in the same order (NaN: none)."""
+    order = sorted(fixing)
+    times: list[float] = [math.nan if (t := fixing[p]) is None else t for p in order]
+    return pack_ids(order), array("d", times).tobytes()
 
 
 FixingBlobs = tuple[tuple[bytes, bytes], ...]  # (packed ids, float64 times) per set
@@ -552,6 +609,125 @@ def decode_fixing(blobs: FixingBlobs) -> dict[int, float | None]:
     return fixes
 
 
+def store_findings(rows: Sequence[FindingRow]) -> list[int]:
+    """The id of each of ``rows`` (distinct findings), inserting those not stored yet.
+
+    For a whole run at once: the stored ones are found by key, the others inserted in
+    one statement and read back, instead of a round of both per set.
+    """
+    keys = [r.key for r in rows]
+    table = VulnFinding._meta.table_name
+    known: dict[str, int] = {}
+    (stored, last) = database.execute_sql(f"SELECT COUNT(*), MAX(id) FROM {table}").fetchone()
+    if len(keys) > stored // 4:
+        # most of the table is wanted (a fleet's first computation): read it whole
+        # rather than in a few hundred IN lists
+        known.update(database.execute_sql(f"SELECT key, id FROM {table}").fetchall())
+    else:
+        for part in chunks(keys):
+            sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
+            known.update(database.execute_sql(sql, list(part)).fetchall())
+    missing = [(k, r) for k, r in zip(keys, rows, strict=True) if k not in known]
+    if missing:
+        execute_many(
+            f"INSERT INTO {table} (key, vulnerability, status, package, installed, "
+            "fixed_version, candidate, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            [
+                (k, r.vulnerability[:160], r.status, r.package[:255], r.installed[:255],
+                 r.fixed_version[:255], r.candidate[:255], r.records[:2000])
+                for k, r in missing
+            ],
+        )  # fmt: skip
+        # the new rows are those above the highest id before (only this computation
+        # writes findings)
+        sql = raw_sql(f"SELECT key, id FROM {table} WHERE id > ?")
+        known.update(database.execute_sql(sql, (last or 0,)).fetchall())
+    return [known[k] for k in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class SetWrite:
+    """One set's computed findings, to be stored by :func:`save_sets`."""
+
+    package_set: int
+    repository_set: int | None
+    ecosystem: str
+    digest: str
+    finding_ids: Sequence[int]  # the set's findings (packed when stored)
+    summary: str  # JSON (``summarize``)
+    existing: int | None = None  # the set's id when it is stored already
+    # installed package ids whose update fixes a vulnerability, each with the time its
+    # first-seen may start at (``save_set``'s ``fixing``)
+    fixing: Mapping[int, float | None] = field(default_factory=dict)
+
+
+def save_sets(sets: Sequence[SetWrite], now: float) -> dict[tuple[int, int | None, str], int]:
+    """Store many sets' findings (updating those stored); (package set, repository set,
+    ecosystem) -> id of each. Call inside a transaction."""
+    table = VulnSet._meta.table_name
+    fixing = {id(w): _packed_fixing(w.fixing) for w in sets}
+    update_many(
+        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ?, "
+        "fixing = ?, fixing_since = ? WHERE id = ?",
+        [
+            (w.digest, now, pack_ids(w.finding_ids), w.summary, *fixing[id(w)], w.existing)
+            for w in sets
+            if w.existing
+        ],
+    )
+    new = [w for w in sets if not w.existing]
+    execute_many(
+        f"INSERT INTO {table} (package_set_id, repository_set_id, ecosystem, inputs_digest, "
+        "computed_at, finding_ids, summary, fixing, fixing_since) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(w.package_set, w.repository_set, w.ecosystem, w.digest, now, pack_ids(w.finding_ids),
+          w.summary, *fixing[id(w)]) for w in new],
+    )  # fmt: skip
+    out = {(w.package_set, w.repository_set, w.ecosystem): w.existing for w in sets if w.existing}
+    if new:
+        wanted = {(w.package_set, w.repository_set, w.ecosystem) for w in new}
+        query = VulnSet.select(
+            VulnSet.id, VulnSet.package_set, VulnSet.repository_set, VulnSet.ecosystem
+        ).tuples()
+        for sid, ps, rs, eco in query.iterator():
+            if (ps, rs, eco) in wanted:
+                out[(ps, rs, eco)] = sid
+    return {k: int(v) for k, v in out.items() if v is not None}
+
+
+def assign_hosts(rows: Sequence[tuple[int, int | None, str]], now: float) -> None:
+    """Give each (host, set or None, ecosystem label) its set, in one statement."""
+    table = VulnHost._meta.table_name
+    execute_many(
+        f"INSERT INTO {table} (host_id, vuln_set_id, ecosystem, computed_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (host_id) DO UPDATE SET "
+        "vuln_set_id = excluded.vuln_set_id, ecosystem = excluded.ecosystem, "
+        "computed_at = excluded.computed_at",
+        [(h, s, label, now) for h, s, label in rows],
+    )
+
+
+def prune_sets(unused: Iterable[int]) -> int:
+    """Delete these sets, then every finding no set holds any more; return how many
+    findings went. Each set's packed ids are read (one row per set, never a finding).
+    """
+    for part in chunks(sorted(set(unused))):
+        VulnSet.delete().where(VulnSet.id.in_(list(part))).execute()
+    held: set[int] = set()
+    sql = f"SELECT finding_ids FROM {VulnSet._meta.table_name}"
+    for (blob,) in database.execute_sql(sql).fetchall():
+        if blob is None:  # ids beyond 32 bits: this set's findings cannot be read here
+            return 0
+        held.update(unpack_ids(blob))
+    table = VulnFinding._meta.table_name
+    gone = [f for (f,) in database.execute_sql(f"SELECT id FROM {table}").fetchall()
+            if f not in held]  # fmt: skip
+    for part in chunks(gone):
+        VulnFinding.delete().where(VulnFinding.id.in_(list(part))).execute()
+    return len(gone)
+
+
 def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
     """Each set's finding ids."""
     out: dict[int, list[int]] = {}
@@ -560,6 +736,74 @@ def set_finding_ids(set_ids: Iterable[int]) -> dict[int, list[int]]:
         query = VulnSet.select(VulnSet.id, VulnSet.finding_ids).where(VulnSet.id.in_(list(part)))
         for sid, blob in query.tuples():
             out[sid] = list(unpack_ids(blob)) if blob else []
+    return out
+
+
+def set_finding_groups(
+    set_ids: Iterable[int],
+) -> dict[int, tuple[tuple[int, int | None, str], array[int]]]:
+    """Each set's finding ids, with a key that groups sets likely to differ little:
+    its package set's base (or the package set itself), repository set, ecosystem.
+
+    Why: sets of one image and one repository set hold nearly the same findings
+    (``patchwatch.pipeline.hostvulns`` computes them so), and a fleet-wide view works
+    through a group as one set plus each member's difference from it.
+    """
+    rows: list[tuple[int, int, int | None, str, bytes | None]] = []
+    wanted = sorted(set(set_ids))
+    for part in chunks(wanted):
+        sql = raw_sql(
+            f"SELECT id, package_set_id, repository_set_id, ecosystem, finding_ids "
+            f"FROM {VulnSet._meta.table_name} WHERE id IN ({placeholders(len(part))})"
+        )
+        rows.extend(database.execute_sql(sql, list(part)).fetchall())
+    bases = bases_of([r[1] for r in rows])
+    return {
+        sid: ((bases.get(ps, ps), rs, eco), unpack_ids(blob) if blob else array("i"))
+        for sid, ps, rs, eco, blob in rows
+    }
+
+
+def finding_status(ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """Finding id -> (vulnerability, status): what counting hosts needs of a finding."""
+    out: dict[int, tuple[str, str]] = {}
+    table = VulnFinding._meta.table_name
+    for part in chunks(sorted(set(ids))):
+        sql = raw_sql(
+            f"SELECT id, vulnerability, status FROM {table} WHERE id IN ({placeholders(len(part))})"
+        )
+        for fid, vid, status in database.execute_sql(sql, list(part)).fetchall():
+            out[fid] = (vid, status)
+    return out
+
+
+def vulnerability_findings(vid: str) -> dict[int, FindingRow]:
+    """The stored findings of one vulnerability, by id (on any set)."""
+    query = VulnFinding.select(
+        VulnFinding.id, VulnFinding.vulnerability, VulnFinding.package,
+        VulnFinding.installed, VulnFinding.status, VulnFinding.fixed_version,
+        VulnFinding.candidate, VulnFinding.records,
+    ).where(VulnFinding.vulnerability == vid)  # fmt: skip
+    return {fid: FindingRow(*fields) for fid, *fields in query.tuples()}
+
+
+def sets_holding_findings(set_ids: Iterable[int], wanted: Iterable[int]) -> dict[int, list[int]]:
+    """Set id -> which of the ``wanted`` findings it holds (ascending), for the sets that
+    hold any: each set's packed ids are intersected in C, never turned into rows."""
+    want = frozenset(wanted)
+    out: dict[int, list[int]] = {}
+    if not want:
+        return out
+    for part in chunks(sorted(set(set_ids))):
+        sql = raw_sql(
+            f"SELECT id, finding_ids FROM {VulnSet._meta.table_name} "
+            f"WHERE id IN ({placeholders(len(part))})"
+        )
+        for sid, blob in database.execute_sql(sql, list(part)).fetchall():
+            if blob:
+                held = want.intersection(unpack_ids(blob))
+                if held:
+                    out[sid] = sorted(held)
     return out
 
 
@@ -597,16 +841,17 @@ class VulnScrape:
     feeds: list[VulnSource]
 
 
+@functools.lru_cache(maxsize=256)
 def _cell(key: str) -> tuple[str, str]:
     severity, _, status = key.partition("/")
     return severity, status
 
 
 def _summary(text: str) -> SetSummary:
-    doc = json.loads(text or "{}")
+    doc = orjson.loads(text or "{}")
     cells = doc.get("cells", {})
     return SetSummary(
-        counts={_cell(k): int(v) for k, v in cells.items()},
+        counts={_cell(k): int(cells[k]) for k in sorted(cells)},  # sorted: as served
         kev_fixable=int(doc.get("kev_fixable", 0)),
         oldest_fixable={k: float(v) for k, v in doc.get("oldest", {}).items()},
         kev=dict(doc.get("kev", {})),
@@ -620,12 +865,15 @@ def scrape_rows() -> VulnScrape:
     loaded = any(f.records is not None and f.name not in ("kev", "epss") for f in feeds)
     if not loaded:
         return VulnScrape(False, [], feeds)
-    sets = {
-        sid: (at, _summary(text))
-        for sid, at, text in VulnSet.select(
-            VulnSet.id, VulnSet.computed_at, VulnSet.summary
-        ).tuples()
-    }
+    # sets of one image often have one summary: each distinct text is read once (the
+    # scrape only reads them)
+    parsed: dict[str, SetSummary] = {}
+    sets = {}
+    for sid, at, text in VulnSet.select(VulnSet.id, VulnSet.computed_at, VulnSet.summary).tuples():
+        summary = parsed.get(text)
+        if summary is None:
+            summary = parsed[text] = _summary(text)
+        sets[sid] = (at, summary)
     hosts = []
     for name, sid in (
         VulnHost.select(Host.name, VulnHost.vuln_set)
