@@ -336,19 +336,26 @@ def cmd_exporter(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals(what: str) -> threading.Event:
+    """An event SIGTERM and SIGINT set: the loops of the scheduler and the processing
+    processes finish their step and return, instead of dying mid-transaction."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s got signal %d; stopping", what, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from patchwatch.scheduler.runner import default_jobs
     from patchwatch.scheduler.runner import run_forever
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("scheduler got signal %d; stopping", signum)
-        stop.set()
-
     # first, so that a stop during start-up (migrations, a slow database) is orderly
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals("scheduler")
     prepare_data_dir(settings)
     prepare_database(settings)
     db = open_database(settings.resolved_database_url)
@@ -362,14 +369,7 @@ def cmd_processor(settings: Settings, args: argparse.Namespace) -> int:
     ``--wake-fd`` under ``serve``, looking every second when run alone."""
     from patchwatch.pipeline.processor import run_processor
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("processing process got signal %d; stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals("processing process")
     prepare_data_dir(settings)
     prepare_database(settings)
     open_database(settings.resolved_database_url)

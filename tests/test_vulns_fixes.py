@@ -13,55 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from patchwatch.domain.records import HostReport
-from patchwatch.domain.records import OSInfo
-from patchwatch.domain.records import Package
-from patchwatch.domain.records import PackageKind
-from patchwatch.domain.records import RepoKind
-from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.links import advisory_url
 from patchwatch.domain.vulns.links import is_advisory
 from patchwatch.pipeline.hostupdates import refresh_host_updates
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
-from patchwatch.pipeline.processing import apply_report
-from patchwatch.pipeline.processing import store_report
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
 from patchwatch.store import host_counts
 from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
-from patchwatch.store.models import Mirror
-from patchwatch.store.models import Repository
 from patchwatch.store.models import UpdateSet
-from patchwatch.store.package_sets import ensure_package_set
-from patchwatch.store.sets import repository_key
+from tests.support.vulnfleet import DEBIAN
+from tests.support.vulnfleet import deb
+from tests.support.vulnfleet import publish
+from tests.support.vulnfleet import report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
-DEBIAN = FIXTURES / "debian"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
-BOOKWORM = OSInfo("debian", "debian", "Debian 12", "12", "bookworm")
-MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
-                          suite="bookworm", component="main", arch="amd64")  # fmt: skip
-
-
-def deb(name: str, version: str) -> Package:
-    upstream, _, revision = version.partition("-")
-    return Package(name, "", upstream, revision, "amd64", PackageKind.DEB)
-
-
-def report(host: str, packages: list[Package], os: OSInfo = BOOKWORM) -> None:
-    rep = HostReport(hostname=host, os=os, kernel="6.1.0-28-amd64", arch="x86_64",
-                     packages=tuple(packages), repositories=(MAIN,))  # fmt: skip
-    apply_report(store_report(host, "patchwatch/1", {}, 100.0), rep, 100.0)
-
-
-def publish(packages: list[Package], now: float) -> None:
-    """Stand-in for a mirror refresh: give the main repository's mirror this index."""
-    repo = Repository.get(Repository.key == repository_key(MAIN))
-    pset = ensure_package_set(packages, now)
-    Mirror.update(package_set=pset, last_success_at=now, metadata_checksum=f"c{now}").where(
-        Mirror.repository == repo
-    ).execute()
 
 
 def local(tmp_path: Path) -> Settings:
@@ -125,7 +93,9 @@ def test_update_fixing_a_vulnerability_is_security_whatever_its_suite(db, tmp_pa
     bash = deb("bash", "5.2.15-2+b2")
     for i in range(3):
         report(f"web{i}", [old_glibc, bash, deb("tzdata", "2024a-0+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0)
+    publish(
+        [deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0, checksum=True
+    )
 
     ctx = refresh_host_updates(300.0)
     assert ctx.computed == 1  # three identical hosts, one update set
@@ -150,7 +120,9 @@ def test_update_fixing_a_vulnerability_is_security_whatever_its_suite(db, tmp_pa
     assert refresh_host_updates(700.0).computed == 0
 
     # the mirror drops the fix: the update (to u2, still affected) is no security one
-    publish([deb("glibc", "2.36-9+deb12u2"), deb("tzdata", "2025a-0+deb12u1")], 800.0)
+    publish(
+        [deb("glibc", "2.36-9+deb12u2"), deb("tzdata", "2025a-0+deb12u1")], 800.0, checksum=True
+    )
     refresh_host_vulns(900.0)
     refresh_host_updates(1000.0)
     assert updates("web2")["glibc"][:2] == ("2.36-9+deb12u2", False)
@@ -169,7 +141,7 @@ def test_security_count_in_the_metric(db, tmp_path) -> None:
         return None
 
     report("web1", [deb("glibc", "2.36-9+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0, checksum=True)
     refresh_host_updates(300.0)
     assert security() == 0
     refresh_vulns(local(tmp_path))
@@ -183,7 +155,7 @@ def test_scheduler_vulnerability_job_recomputes_updates(db, tmp_path) -> None:
 
     jobs = {j.name: j for j in default_jobs(local(tmp_path))}
     report("web1", [deb("glibc", "2.36-9+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3")], 200.0)
+    publish([deb("glibc", "2.36-9+deb12u3")], 200.0, checksum=True)
     refresh_host_updates(300.0)
     assert counts("web1") == (0, 1)
     detail = jobs["refresh_vulns"].run(1000.0)
@@ -209,7 +181,9 @@ def test_pending_updates_list_what_they_fix_in_api_console_and_cli(
     _, admin = create_token("admin", time.time())
     auth = {"Authorization": f"Bearer {admin}"}
     report("web1", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0)
+    publish(
+        [deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0, checksum=True
+    )
     refresh_host_updates(300.0)
 
     body = client.get("/api/v1/hosts/web1", headers=auth).get_json()
@@ -283,7 +257,7 @@ def test_first_seen_of_a_fixing_update_starts_at_publication(db, tmp_path) -> No
     from patchwatch.store.vuln_models import Vulnerability
 
     report("web1", [deb("glibc", "2.36-9+deb12u1"), deb("tzdata", "2024a-0+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], NOW)
+    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], NOW, checksum=True)
     refresh_host_updates(NOW)
     assert _first_seen("web1") == NOW  # the day patchwatch is installed
 
@@ -318,7 +292,7 @@ def test_first_seen_at_publication_off(db, tmp_path) -> None:
     from patchwatch.scheduler.runner import default_jobs
 
     report("web1", [deb("glibc", "2.36-9+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3")], NOW)
+    publish([deb("glibc", "2.36-9+deb12u3")], NOW, checksum=True)
     refresh_host_updates(NOW)
     settings = dataclasses.replace(local(tmp_path), vulns_first_seen_at_publication=False)
     jobs = {j.name: j for j in default_jobs(settings)}
@@ -335,7 +309,9 @@ def test_fixes_unknown_until_the_findings_are_of_the_hosts_packages(db, tmp_path
     from patchwatch.inventory.vulns import update_fixes
 
     report("web1", [deb("glibc", "2.36-9+deb12u1")])
-    publish([deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0)
+    publish(
+        [deb("glibc", "2.36-9+deb12u3"), deb("tzdata", "2025a-0+deb12u1")], 200.0, checksum=True
+    )
     refresh_vulns(local(tmp_path))
     refresh_host_vulns(300.0)
     refresh_host_updates(400.0)

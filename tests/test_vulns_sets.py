@@ -16,12 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from patchwatch.domain.records import HostReport
-from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package
-from patchwatch.domain.records import PackageKind
-from patchwatch.domain.records import RepoKind
-from patchwatch.domain.records import ReportedRepository
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
 from patchwatch.domain.vulns.match import FeedIndex
@@ -30,17 +25,11 @@ from patchwatch.inventory.vulns import VulnFilter
 from patchwatch.inventory.vulns import fleet_vulnerabilities
 from patchwatch.inventory.vulns import vulnerability_detail
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
-from patchwatch.pipeline.processing import apply_report
-from patchwatch.pipeline.processing import store_report
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
-from patchwatch.store.models import Mirror
 from patchwatch.store.models import PackageSet
-from patchwatch.store.models import Repository
-from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.package_sets import ensure_package_sets
-from patchwatch.store.sets import repository_key
 from patchwatch.store.vuln_models import VulnFinding
 from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnSet
@@ -51,18 +40,13 @@ from patchwatch.store.vulns import set_finding_ids
 from patchwatch.store.vulns import summarize
 from patchwatch.store.vulns import vulnerability_meta
 from patchwatch.store.vulns import worst_by_vulnerability
+from tests.support.vulnfleet import BOOKWORM
+from tests.support.vulnfleet import deb
+from tests.support.vulnfleet import publish
+from tests.support.vulnfleet import report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
-BOOKWORM = OSInfo("debian", "debian", "Debian 12", "12", "bookworm")
-MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
-                          suite="bookworm", component="main", arch="amd64")  # fmt: skip
-
-
-def deb(name: str, version: str) -> Package:
-    epoch, _, rest = version.rpartition(":")
-    upstream, _, revision = rest.partition("-")
-    return Package(name, epoch, upstream, revision, "amd64", PackageKind.DEB)
 
 
 IMAGE = [
@@ -85,18 +69,6 @@ HOSTS = {
     + [deb("php-league-commonmark", "2.4.0-1"), deb("gawk", "1:5.2.1-2")],
     "harmless": [p for p in IMAGE if p.name != "grep"] + [deb("less", "590-2")],
 }
-
-
-def report(host: str, packages: list[Package], at: float = 100.0) -> None:
-    rep = HostReport(hostname=host, os=BOOKWORM, kernel="6.1.0-28-amd64", arch="x86_64",
-                     packages=tuple(packages), repositories=(MAIN,))  # fmt: skip
-    apply_report(store_report(host, "patchwatch/1", {}, at), rep, at)
-
-
-def publish(packages: list[Package], now: float) -> None:
-    repo = Repository.get(Repository.key == repository_key(MAIN))
-    pset = ensure_package_set(packages, now)
-    Mirror.update(package_set=pset, last_success_at=now).where(Mirror.repository == repo).execute()
 
 
 def settings(tmp_path: Path) -> Settings:

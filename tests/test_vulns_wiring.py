@@ -34,6 +34,12 @@ from patchwatch.store.vuln_models import VulnHost
 from patchwatch.store.vuln_models import VulnRecord
 from patchwatch.store.vuln_models import VulnSet
 from patchwatch.store.vuln_models import VulnSource
+from tests.support.vulnfleet import BOOKWORM
+from tests.support.vulnfleet import DEBIAN
+from tests.support.vulnfleet import MAIN
+from tests.support.vulnfleet import deb
+from tests.support.vulnfleet import publish
+from tests.support.vulnfleet import report
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "vulns"
 
@@ -45,31 +51,9 @@ def set_rows(set_id: int) -> list:
     return list(findings(set_finding_ids([set_id]).get(set_id, [])).values())
 
 
-DEBIAN = FIXTURES / "debian"
 KEV = FIXTURES / "known_exploited_vulnerabilities-2025-08-25.json.xz"
 TRACKER = FIXTURES / "debian-tracker.json"
 ALMALINUX = FIXTURES / "almalinux-osv-2026-08-21.tar.xz"
-BOOKWORM = OSInfo("debian", "debian", "Debian 12", "12", "bookworm")
-MAIN = ReportedRepository(RepoKind.DEB, "m", "main", ("http://deb.example/debian",), 500,
-                          suite="bookworm", component="main", arch="amd64")  # fmt: skip
-
-
-def deb(name: str, version: str) -> Package:
-    upstream, _, revision = version.partition("-")
-    return Package(name, "", upstream, revision, "amd64", PackageKind.DEB)
-
-
-def report(host: str, packages: list[Package], os: OSInfo = BOOKWORM, at: float = 100.0) -> None:
-    rep = HostReport(hostname=host, os=os, kernel="6.1.0-28-amd64", arch="x86_64",
-                     packages=tuple(packages), repositories=(MAIN,))  # fmt: skip
-    apply_report(store_report(host, "patchwatch/1", {}, at), rep, at)
-
-
-def publish(packages: list[Package], now: float) -> None:
-    """Stand-in for a mirror refresh: give the main repository's mirror this index."""
-    repo = Repository.get(Repository.key == repository_key(MAIN))
-    pset = ensure_package_set(packages, now)
-    Mirror.update(package_set=pset, last_success_at=now).where(Mirror.repository == repo).execute()
 
 
 def local(tmp_path: Path, **over: object) -> Settings:
