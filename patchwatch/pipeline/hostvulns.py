@@ -309,7 +309,10 @@ def _mirror_sets(
     repos_of: dict[int | None, tuple[int, ...]] | None = None,
 ) -> tuple[int, ...]:
     """The package sets of the mirrors serving a repository set's enabled repositories
-    (and, into ``repos_of``, those repositories)."""
+    (and, into ``repos_of``, those repositories). An apk tagged repository (a member
+    with pinned names) is left out: it offers only the names pinned to its tag, which
+    these per-set offers cannot tell apart, and a fix apk would not install is not in
+    the host's repositories."""
     if rset in memo:
         return memo[rset]
     if rset is None:
@@ -320,7 +323,11 @@ def _mirror_sets(
     repos = [
         r
         for (r,) in RepositorySetMember.select(RepositorySetMember.repository)
-        .where((RepositorySetMember.repository_set == rset) & RepositorySetMember.enabled)
+        .where(
+            (RepositorySetMember.repository_set == rset)
+            & RepositorySetMember.enabled
+            & RepositorySetMember.pinned.is_null()
+        )
         .tuples()
     ]
     best: dict[int, tuple[float, int]] = {}
