@@ -463,36 +463,6 @@ def summarize(rows: Iterable[FindingRow], meta: Meta) -> dict[str, object]:
     return {"cells": cells, "kev_fixable": kev_fixable, "oldest": oldest, "kev": kev}
 
 
-def finding_ids(
-    rows: Sequence[FindingRow], known: dict[str, int], keys: Sequence[str] | None = None
-) -> list[int]:
-    """The ids of ``rows``, inserting those not stored yet; ``known`` (key -> id) is a
-    run's cache, filled as it goes; ``keys`` are the rows' keys when the caller has them."""
-    keys = [r.key for r in rows] if keys is None else keys
-    missing: dict[str, FindingRow] = {}
-    for k, r in zip(keys, rows, strict=True):
-        if k not in known:
-            missing[k] = r
-    if missing:
-        table = VulnFinding._meta.table_name
-        execute_many(
-            f"INSERT INTO {table} (key, vulnerability, status, package, installed, "
-            "fixed_version, candidate, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING",
-            [
-                (k, r.vulnerability[:160], r.status, r.package[:255], r.installed[:255],
-                 r.fixed_version[:255], r.candidate[:255], r.records[:2000])
-                for k, r in missing.items()
-            ],
-        )  # fmt: skip
-        new = list(missing)
-        table = VulnFinding._meta.table_name
-        for part in chunks(new):
-            sql = raw_sql(f"SELECT key, id FROM {table} WHERE key IN ({placeholders(len(part))})")
-            known.update(database.execute_sql(sql, list(part)).fetchall())
-    return sorted({known[k] for k in keys})
-
-
 def save_set(
     package_set: int,
     repository_set: int | None,
@@ -501,20 +471,16 @@ def save_set(
     now: float,
     rows: Sequence[FindingRow],
     meta: Meta,
-    known: dict[str, int] | None = None,
-    keys: Sequence[str] | None = None,
     existing: int | None = None,
     fixing: Mapping[int, float | None] | None = None,
 ) -> int:
-    """Store one set's findings (ids packed) and summary; return the set's id.
+    """Store one set's findings and summary through the computation's own path
+    (:func:`store_findings`, :func:`save_sets`); return the set's id. For callers that
+    hold one set's rows (tests seeding a store).
 
     ``existing``: the set's id when the caller knows it is stored (else looked up).
     ``fixing``: the installed package ids with a fixable finding (``VulnSet.fixing``),
     each with the first-seen time its update may start at (None: none)."""
-    ids = finding_ids(rows, known if known is not None else {}, keys)
-    packed = pack_ids(ids)
-    fixes, since = _packed_fixing(fixing or {})
-    summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
     if existing is None:
         where = (
             (VulnSet.package_set == package_set)
@@ -524,20 +490,11 @@ def save_set(
         )  # fmt: skip
         row = VulnSet.get_or_none(where)
         existing = row.id if row is not None else None
-    table = VulnSet._meta.table_name
-    if existing is None:
-        return int(
-            VulnSet.insert(package_set=package_set, repository_set=repository_set,
-                           ecosystem=ecosystem, inputs_digest=digest, computed_at=now,
-                           finding_ids=packed, summary=summary, fixing=fixes,
-                           fixing_since=since or None).execute()
-        )  # fmt: skip
-    sql = raw_sql(
-        f"UPDATE {table} SET inputs_digest = ?, computed_at = ?, finding_ids = ?, summary = ?, "
-        "fixing = ?, fixing_since = ? WHERE id = ?"
-    )
-    database.execute_sql(sql, (digest, now, packed, summary, fixes, since or None, existing))
-    return existing
+    summary = json.dumps(summarize(rows, meta), separators=(",", ":"))
+    ids = sorted(set(store_findings(rows)))
+    write = SetWrite(package_set, repository_set, ecosystem, digest, ids, summary, existing,
+                     fixing or {})  # fmt: skip
+    return save_sets([write], now)[(package_set, repository_set, ecosystem)]
 
 
 def _packed_fixing(fixing: Mapping[int, float | None]) -> tuple[bytes | None, bytes]:
