@@ -28,24 +28,27 @@ RAW = (FIXTURES / "debian-tracker.json").read_bytes()
 DOC = json.loads(RAW)
 
 
-def states() -> dict[tuple[str, str, str], str]:
-    return {(e.source, e.issue, e.release): e.state for e in parse_tracker(RAW).entries}
+def states() -> dict[tuple[str, str], dict[str, str]]:
+    """Each (source, issue)'s state per release, as the parsed entries say."""
+    by_issue: dict[tuple[str, str], dict[str, str]] = {}
+    for e in parse_tracker(RAW).entries:
+        by_issue.setdefault((e.source, e.issue), {})[e.release] = e.state
+    return by_issue
 
 
 def test_states_of_every_entry() -> None:
     assert states() == {
-        ("glibc", "CVE-2023-4911", "bookworm"): "fixed",
-        ("glibc", "CVE-2023-4911", "bullseye"): "not-affected",
-        ("glibc", "CVE-2023-4911", "sid"): "fixed",
-        ("glibc", "CVE-2023-4911", "trixie"): "fixed",
-        ("glibc", "CVE-2010-4756", "bookworm"): "unfixed",
-        ("glibc", "CVE-2010-4756", "trixie"): "unfixed",
-        ("openssl", "CVE-2024-4741", "bookworm"): "fixed",
-        ("openssl", "CVE-2024-4741", "bullseye"): "unfixed",
-        ("openssl", "CVE-2026-90001", "bookworm"): "undetermined",
-        ("curl", "TEMP-0000000-7A4C2B", "bookworm"): "unfixed",
-        ("zlib", "CVE-2023-45853", "bookworm"): "unfixed",
-        ("zlib", "CVE-2023-45853", "experimental"): "fixed",
+        ("glibc", "CVE-2023-4911"): {
+            "bookworm": "fixed",
+            "bullseye": "not-affected",
+            "sid": "fixed",
+            "trixie": "fixed",
+        },
+        ("glibc", "CVE-2010-4756"): {"bookworm": "unfixed", "trixie": "unfixed"},
+        ("openssl", "CVE-2024-4741"): {"bookworm": "fixed", "bullseye": "unfixed"},
+        ("openssl", "CVE-2026-90001"): {"bookworm": "undetermined"},
+        ("curl", "TEMP-0000000-7A4C2B"): {"bookworm": "unfixed"},
+        ("zlib", "CVE-2023-45853"): {"bookworm": "unfixed", "experimental": "fixed"},
     }
 
 
