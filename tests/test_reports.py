@@ -36,6 +36,7 @@ from patchwatch.domain.reports.fields import parse_hostname
 from patchwatch.domain.reports.native import parse_native
 from patchwatch.domain.reports.protocol1 import parse_protocol1
 from patchwatch.domain.reports.protocol2 import parse_protocol2
+from tests.support.fuzzing import accepts
 from tests.support.reports import BASE_P2
 from tests.support.reports import load_form
 from tests.support.reports import load_json
@@ -1510,14 +1511,6 @@ def _mutations(doc: Any) -> Iterator[Any]:
                     )
 
 
-def _accepts(doc: Any) -> bool:
-    try:
-        parse_native(doc)
-    except ParseError:
-        return False
-    return True
-
-
 def _trimmed(name: str) -> dict[str, Any]:
     """A fixture cut down to a few list items: the rest would repeat the same paths."""
     doc = load_json(name)
@@ -1536,7 +1529,7 @@ def test_parse_native_accepts_exactly_what_the_schema_accepts(fixture: str) -> N
     for doc in _mutations(_trimmed(fixture)):
         expected = VALIDATOR.is_valid(doc)
         valid, invalid = valid + expected, invalid + (not expected)
-        if _accepts(doc) != expected:
+        if accepts(parse_native, doc, ParseError) != expected:
             disagreements.append((expected, json.dumps(doc)[:300]))
     assert disagreements == []
     assert valid > 500 and invalid > 500  # both sides of the line were exercised
@@ -1555,7 +1548,7 @@ def test_parse_native_accepts_exactly_what_the_schema_accepts(fixture: str) -> N
 def test_deliberate_differences_from_the_python_schema_validator(change: dict[str, Any]) -> None:
     doc = native_fixture(**change)
     assert VALIDATOR.is_valid(doc)
-    assert not _accepts(doc)
+    assert not accepts(parse_native, doc, ParseError)
 
 
 _SCHEMA_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00\n"), max_size=12)
@@ -1626,7 +1619,7 @@ def test_parse_native_agrees_with_the_schema_on_random_mutations(doc: Any) -> No
     repository strings that are not printable: the parser refuses those, which the
     schema's patterns cannot say; tested in tests/test_repository_keys.py)."""
     assume(_repository_strings_printable(doc))
-    assert _accepts(doc) == VALIDATOR.is_valid(doc)
+    assert accepts(parse_native, doc, ParseError) == VALIDATOR.is_valid(doc)
 
 
 def _repository_strings_printable(doc: Any) -> bool:

@@ -38,6 +38,7 @@ from patchwatch.domain.versions import rpm_sort_key
 from patchwatch.domain.versions import sort_key
 from patchwatch.domain.versions import split_deb
 from patchwatch.domain.versions import split_rpm
+from tests.support.fuzzing import accepts
 from tests.support.oracles import assert_orders
 from tests.support.oracles import key_cmp
 from tests.support.oracles import require_oracle
@@ -590,11 +591,7 @@ def test_dpkg_oracle_on_real_bookworm_versions(tmp_path: Path) -> None:
 
 
 def valid_deb(v: str) -> bool:
-    try:
-        split_deb(v)
-    except VersionError:
-        return False
-    return True
+    return accepts(split_deb, v, VersionError)
 
 
 def test_dpkg_oracle_on_random_strings(tmp_path: Path) -> None:
@@ -746,14 +743,9 @@ _RPM_CHARS = list("01234567890019abzAZ~~^^.._+- :\u00e9")
 
 
 def rpm_versions() -> st.SearchStrategy[str]:
-    def valid(v: str) -> bool:
-        try:
-            split_rpm(v)
-        except VersionError:
-            return False
-        return True
-
-    return st.text(st.sampled_from(_RPM_CHARS), min_size=1, max_size=12).filter(valid)
+    return st.text(st.sampled_from(_RPM_CHARS), min_size=1, max_size=12).filter(
+        lambda v: accepts(split_rpm, v, VersionError)
+    )
 
 
 @settings(max_examples=800, deadline=None)

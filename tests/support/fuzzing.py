@@ -1,5 +1,5 @@
-"""Inputs for the parsers' fuzz and bounds tests: mutated samples, streams made as read,
-and what parsing them costs in memory."""
+"""Inputs for the parsers' fuzz, bounds and property tests: mutated samples, streams made
+as read, what parsing them costs in memory, and whether a parser takes an input."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import tracemalloc
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
+from typing import TypeVar
 
 from hypothesis import strategies as st
+
+T = TypeVar("T")
 
 
 @st.composite
@@ -61,3 +64,15 @@ def peak_memory(call: Callable[[], object]) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def accepts(parse: Callable[[T], object], value: T, refused: type[Exception]) -> bool:
+    """Whether ``parse`` takes ``value`` rather than refusing it with ``refused``.
+
+    Any other exception propagates: a crash is a failure, never read as a refusal.
+    """
+    try:
+        parse(value)
+    except refused:
+        return False
+    return True
