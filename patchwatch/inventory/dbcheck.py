@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from peewee import BaseModelSelect
 from peewee import fn
 
 from patchwatch.inventory.common import ProgressFn
@@ -37,7 +38,7 @@ from patchwatch.store.package_sets import check as check_package_sets
 from patchwatch.store.package_sets import member_rows_of_sets
 
 
-def _orphan_update_sets() -> object:
+def _orphan_update_sets() -> BaseModelSelect:
     used = Host.select(Host.id).where(
         (Host.package_set == UpdateSet.package_set)
         & (
@@ -56,7 +57,7 @@ def _live_package_sets() -> tuple[object, object, object]:
     return hosts, mirrors, bases
 
 
-def _orphan_package_sets() -> object:
+def _orphan_package_sets() -> BaseModelSelect:
     """Sets nothing uses. A base of another set is used, even if no host has it now."""
     hosts, mirrors, bases = _live_package_sets()
     return PackageSet.select(PackageSet.id).where(
@@ -64,12 +65,12 @@ def _orphan_package_sets() -> object:
     )
 
 
-def _orphan_repository_sets() -> object:
+def _orphan_repository_sets() -> BaseModelSelect:
     used = Host.select(Host.repository_set).where(Host.repository_set.is_null(False))
     return RepositorySet.select(RepositorySet.id).where(RepositorySet.id.not_in(used))
 
 
-def _orphan_packages() -> object:
+def _orphan_packages() -> BaseModelSelect:
     """Packages minus everything that refers to one, as ``EXCEPT``s.
 
     Not ``NOT IN (subquery)``: PostgreSQL hashes such a subquery only when it fits in
@@ -91,26 +92,22 @@ def _orphan_packages() -> object:
     )
 
 
-def _stray_host_updates() -> object:
+def _stray_host_updates() -> BaseModelSelect:
     # left by a host deleted while its updates were being written (PostgreSQL has
     # no foreign key here to refuse them: migration 3)
     return HostUpdate.select(HostUpdate.id).where(HostUpdate.host.not_in(Host.select(Host.id)))
 
 
-def _stray_update_set_items() -> object:
+def _stray_update_set_items() -> BaseModelSelect:
     return UpdateSetItem.select(UpdateSetItem.id).where(
         UpdateSetItem.update_set.not_in(UpdateSet.select(UpdateSet.id))
     )
 
 
-def _orphan_reports() -> object:
+def _orphan_reports() -> BaseModelSelect:
     return Report.select(Report.id).where(
         (Report.state == "processed") & Report.host_name.not_in(Host.select(Host.name))
     )
-
-
-def _ids(query: object) -> list[int]:
-    return [i for (i,) in query.tuples()]  # type: ignore[attr-defined]
 
 
 def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
@@ -148,32 +145,28 @@ def check_store(
     processes cache package ids (``patchwatch.store.sets``), so deleting packages while they
     run can make a later report refer to a deleted package. Stop them first.
     """
-    steps: list[tuple[str, Callable[[], object], type[BaseModel], bool, str]] = [
-        ("orphan update sets", _orphan_update_sets, UpdateSet, True,
-         "no host has these inputs"),
-        ("orphan package sets", _orphan_package_sets, PackageSet, True,
-         "no host, mirror or set uses it"),
-        ("orphan repository sets", _orphan_repository_sets, RepositorySet, True,
-         "no host has it"),
-        ("updates of deleted hosts", _stray_host_updates, HostUpdate, True,
-         "pending updates; host deleted"),
-        ("items of deleted update sets", _stray_update_set_items, UpdateSetItem, True,
-         "update set deleted"),
-        ("orphan packages", _orphan_packages, Package, include_packages,
-         "in no set, update or advisory"),
-        ("reports of deleted hosts", _orphan_reports, Report, True,
-         "processed; host deleted"),
-    ]  # fmt: skip
+    # (check, a select of the ids found, in the table (its model) they are deleted from,
+    # whether --fix deletes them, detail)
+    steps: list[tuple[str, Callable[[], BaseModelSelect], bool, str]] = [
+        ("orphan update sets", _orphan_update_sets, True, "no host has these inputs"),
+        ("orphan package sets", _orphan_package_sets, True, "no host, mirror or set uses it"),
+        ("orphan repository sets", _orphan_repository_sets, True, "no host has it"),
+        ("updates of deleted hosts", _stray_host_updates, True, "pending updates; host deleted"),
+        ("items of deleted update sets", _stray_update_set_items, True, "update set deleted"),
+        ("orphan packages", _orphan_packages, include_packages, "in no set, update or advisory"),
+        ("reports of deleted hosts", _orphan_reports, True, "processed; host deleted"),
+    ]
     total = len(steps) + 3
     out: list[dict[str, object]] = []
-    for n, (check, query, model, may_fix, detail) in enumerate(steps):
+    for n, (check, find, may_fix, detail) in enumerate(steps):
         if progress is not None:
             progress(n, total, check)
-        ids = _ids(query())
+        query = find()
+        ids = [i for (i,) in query.tuples()]
         fixed: int | None = None
         note = detail
         if fix and may_fix:
-            fixed = _delete_ids(model, ids)
+            fixed = _delete_ids(query.model, ids)
         elif fix and ids:
             note = "kept (--packages; stop servers)"
         out.append({"check": check, "found": len(ids), "fixed": fixed, "detail": note})
