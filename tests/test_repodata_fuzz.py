@@ -220,7 +220,6 @@ def hostile_stanza(draw: st.DrawFn) -> str:
     return "".join(f"{k}: {v}\n" for k, v in fields.items()) + "\n"
 
 
-@HOSTILE
 def kept_within_limits_or_counted(
     parse: Callable[[Skipped], Iterable[AvailablePackage]], entries: int
 ) -> None:
@@ -234,6 +233,7 @@ def kept_within_limits_or_counted(
     assert len(packages) + skipped.count == entries
 
 
+@HOSTILE
 @given(st.lists(hostile_stanza(), min_size=1, max_size=8))
 def test_hostile_packages_entries_are_kept_within_limits_or_counted(stanzas: list[str]) -> None:
     data = "".join(stanzas).encode()
