@@ -1202,6 +1202,14 @@ def parse_ini(text, origin, warn):
     return {name: dict(parser.items(name)) for name in parser.sections()}
 
 
+def ini_sections(ctx, directory, pattern):
+    """Yield (name, section) of each ini file matching ``pattern`` in ``directory``, in order."""
+    for path in ctx.list(directory, pattern):
+        text = ctx.read(path)
+        if text is not None:
+            yield from parse_ini(text, path, ctx.warn).items()
+
+
 def read_variables(ctx, directories):
     """Return the variables defined by files in ``directories`` (first line of each file)."""
     variables = {}
@@ -1299,28 +1307,21 @@ def collect_dnf_repositories(ctx, dbpath, os_fields, releasever):
     add_release_parts(variables)
     sections = list(config.items())
     for directory in directories:
-        for path in ctx.list(directory, "*.repo"):
-            text = ctx.read(path)
-            if text is not None:
-                sections += parse_ini(text, path, ctx.warn).items()
+        sections += ini_sections(ctx, directory, "*.repo")
     return [rpm_repository("rpm", repo_id, section, variables) for repo_id, section in sections]
 
 
 def collect_dnf_modules(ctx):
     """Return enabled module streams from /etc/dnf/modules.d (dnf's own state files)."""
     modules = []
-    for path in ctx.list("/etc/dnf/modules.d", "*.module"):
-        text = ctx.read(path)
-        if text is None:
+    for section_name, section in ini_sections(ctx, "/etc/dnf/modules.d", "*.module"):
+        if section.get("state", "").strip() != "enabled":
             continue
-        for section_name, section in parse_ini(text, path, ctx.warn).items():
-            if section.get("state", "").strip() != "enabled":
-                continue
-            module = {
-                "name": clip(section.get("name", section_name).strip() or section_name, 256),
-                "stream": clip(section.get("stream", "").strip(), 256),
-            }
-            modules.append(module)
+        module = {
+            "name": clip(section.get("name", section_name).strip() or section_name, 256),
+            "stream": clip(section.get("stream", "").strip(), 256),
+        }
+        modules.append(module)
     return modules
 
 
@@ -1346,14 +1347,10 @@ def collect_zypper_repositories(ctx, os_fields):
     variables = base_variables(ctx, zypper_releasever(ctx, os_fields))
     variables.update(read_variables(ctx, ["/etc/zypp/vars.d"]))
     add_release_parts(variables)
-    repos = []
-    for path in ctx.list("/etc/zypp/repos.d", "*.repo"):
-        text = ctx.read(path)
-        if text is None:
-            continue
-        for alias, section in parse_ini(text, path, ctx.warn).items():
-            repos.append(rpm_repository("zypper", alias, section, variables, drop_query=True))
-    return repos
+    return [
+        rpm_repository("zypper", alias, section, variables, drop_query=True)
+        for alias, section in ini_sections(ctx, "/etc/zypp/repos.d", "*.repo")
+    ]
 
 
 # ---------------------------------------------------------------- pacman (Arch Linux)
