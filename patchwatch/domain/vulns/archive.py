@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import re
 import stat
 import struct
 import zipfile
@@ -81,11 +82,14 @@ class ArchiveLimits:
     max_total_bytes: int = 4 << 30
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]").search
+
+
 def _bad_path(name: str) -> str | None:
     """Why a member name is refused, or None when it is a plain relative path."""
     if not name or len(name) > 4096:
         return "empty or overlong name"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL(name) is not None:
         return "control character in name"
     if "\\" in name:
         return "backslash in name"
