@@ -42,13 +42,10 @@ its package names and versions.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import re
 import sys
 from collections.abc import Iterable
-from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +56,7 @@ from patchwatch.domain.errors import VersionError
 from patchwatch.domain.vulns.ecosystems import Ordering
 from patchwatch.domain.vulns.ecosystems import check_version
 from patchwatch.domain.vulns.ecosystems import ordering_for
+from patchwatch.domain.vulns.feed import collector_paused
 from patchwatch.domain.vulns.identity import identities
 from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
@@ -74,7 +72,6 @@ from patchwatch.domain.vulns.severity import score_vector
 __all__ = [
     "MAX_RECORD_BYTES",
     "RecordError",
-    "collector_paused",
     "load_records",
     "parse_record",
     "parse_record_bytes",
@@ -581,25 +578,6 @@ def load_records(
         _load(members, stats, max_bytes, reader, kept)
     stats.kept = len(kept)
     return list(kept.values())
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for a bulk load, then restore it.
-
-    Why: a feed's records are acyclic (decoded JSON, tuples, frozen records), so
-    reference counting frees everything the load drops; but each of the collector's
-    passes walks every object still alive, and over a 50,000-record feed the growing
-    list of kept records made those passes a third of the load. Nothing is left
-    uncollected: garbage with cycles made meanwhile is collected once it resumes.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _load(
