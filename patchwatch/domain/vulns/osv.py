@@ -227,8 +227,8 @@ class _Checked:
     ``events``: event kind -> version -> the shared :class:`Event`, whose version the
     ordering accepts; ``ranges``: the events' identities -> the shared :class:`Range` and
     whether it is open (introduced at 0 and nothing else: every version affected);
-    ``lists``: a ``versions`` list -> its checked, interned tuple; ``versions``: the
-    single versions the ordering accepted, each to its interned copy.
+    ``lists``: a ``versions`` list -> its checked tuple of shared copies; ``versions``:
+    the single versions the ordering accepted, each to the one copy the load keeps.
     """
 
     __slots__ = ("events", "lists", "ordering", "ranges", "versions")
@@ -240,18 +240,14 @@ class _Checked:
         self.lists: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.versions: dict[str, str] = {}
 
-    def check(self, version: str, where: str) -> str:
-        """Refuse (reason ``version``) what the ordering refuses, each version once;
-        return the version's interned copy."""
+    def accept(self, version: str) -> str:
+        """The one copy of ``version`` this load keeps, checked in the ordering the first
+        time; raises ``VersionError`` for what the ordering refuses."""
         known = self.versions.get(version)
-        if known is not None:
-            return known
-        if self.ordering is not None:
-            try:
+        if known is None:
+            if self.ordering is not None:
                 check_version(self.ordering, version)
-            except VersionError as exc:
-                raise RecordError("version", str(exc), where) from None
-        known = self.versions[version] = sys.intern(version)
+            known = self.versions[version] = version
         return known
 
 
@@ -373,7 +369,10 @@ class _Reader:
         if not isinstance(version, str) or len(version) > _MAX_STRING:
             raise _string_error(version, f"{where}.{kind}")
         if table.ordering is not None and not (kind == "introduced" and version == "0"):
-            version = table.check(version, f"{where}.{kind}")
+            try:
+                version = table.accept(version)
+            except VersionError as exc:
+                raise RecordError("version", str(exc), f"{where}.{kind}") from None
         event = table.events[kind][version] = Event(kind, sys.intern(version))
         return event
 
@@ -397,16 +396,20 @@ class _Reader:
             return known  # the same list, already checked in this ordering
         seen = checked.versions
         result = []
-        for j, v in enumerate(value):
+        for v in value:
             known = seen.get(v) if isinstance(v, str) else None
             if known is None:
                 if not isinstance(v, str) or len(v) > _MAX_STRING:
-                    raise _string_error(v, f"affected[{i}].versions[{j}]")
-                known = checked.check(v, f"affected[{i}].versions[{j}]")
+                    raise _string_error(v, f"affected[{i}].versions[{len(result)}]")
+                try:
+                    known = checked.accept(v)
+                except VersionError as exc:
+                    where = f"affected[{i}].versions[{len(result)}]"
+                    raise RecordError("version", str(exc), where) from None
             result.append(known)
         shared = tuple(result)
         if key is not None:
-            # keyed by the interned tuple (equal to the raw one): the decoded strings go
+            # keyed by the shared copies' tuple (equal to the raw one): the decoded strings go
             checked.lists[shared] = shared
         return shared
 
