@@ -164,7 +164,7 @@ def _strings(value: object, where: str, *, nullable: bool = False) -> tuple[str,
     if len(value) > _MAX_IDS:
         raise RecordError("size", f"more than {_MAX_IDS} items", where)
     intern = sys.intern
-    out = []
+    out: list[str] = []
     for v in value:
         if not isinstance(v, str) or len(v) > _MAX_STRING:
             raise _string_error(v, f"{where}[{len(out)}]")
@@ -395,18 +395,18 @@ class _Reader:
         if known is not None:
             return known  # the same list, already checked in this ordering
         seen = checked.versions
-        result = []
+        result: list[str] = []
         for v in value:
-            known = seen.get(v) if isinstance(v, str) else None
-            if known is None:
+            one = seen.get(v) if isinstance(v, str) else None
+            if one is None:
                 if not isinstance(v, str) or len(v) > _MAX_STRING:
                     raise _string_error(v, f"affected[{i}].versions[{len(result)}]")
                 try:
-                    known = checked.accept(v)
+                    one = checked.accept(v)
                 except VersionError as exc:
                     where = f"affected[{i}].versions[{len(result)}]"
                     raise RecordError("version", str(exc), where) from None
-            result.append(known)
+            result.append(one)
         shared = tuple(result)
         if key is not None:
             # keyed by the shared copies' tuple (equal to the raw one): the decoded strings go
