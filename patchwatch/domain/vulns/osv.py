@@ -395,19 +395,19 @@ class _Reader:
         if known is not None:
             return known  # the same list, already checked in this ordering
         seen = checked.versions
-        result: list[str] = []
-        for v in value:
-            one = seen.get(v) if isinstance(v, str) else None
-            if one is None:
-                if not isinstance(v, str) or len(v) > _MAX_STRING:
-                    raise _string_error(v, f"affected[{i}].versions[{len(result)}]")
-                try:
-                    one = checked.accept(v)
-                except VersionError as exc:
-                    where = f"affected[{i}].versions[{len(result)}]"
-                    raise RecordError("version", str(exc), where) from None
-            result.append(one)
-        shared = tuple(result)
+        # a list not met yet is mostly versions met already (a package's history, cut
+        # short or grown by one): only the new ones are looked at, in the list's order
+        new = set(value).difference(seen) if key is not None else None
+        for j, v in enumerate(value) if new is None or new else ():
+            if new is not None and v not in new:
+                continue
+            if not isinstance(v, str) or len(v) > _MAX_STRING:
+                raise _string_error(v, f"affected[{i}].versions[{j}]")
+            try:
+                checked.accept(v)
+            except VersionError as exc:
+                raise RecordError("version", str(exc), f"affected[{i}].versions[{j}]") from None
+        shared = tuple(map(seen.__getitem__, value))
         if key is not None:
             # keyed by the shared copies' tuple (equal to the raw one): the decoded strings go
             checked.lists[shared] = shared
