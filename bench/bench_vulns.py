@@ -236,12 +236,13 @@ def child_load(source: str) -> None:
     from patchwatch.domain.vulns.model import FeedStats
 
     base = _rss_kib("VmRSS")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     stats = FeedStats()
     records = osv.load_records(archive.iter_members(source, stats), stats)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
     print(json.dumps({
-        "seconds": elapsed, "records": len(records), "read": stats.read,
+        "seconds": elapsed, "cpu": cpu, "load": os.getloadavg()[0],
+        "records": len(records), "read": stats.read,
         "skipped": stats.skipped_total, "duplicates": stats.duplicates,
         "peak_mib": _rss_kib("VmHWM") / 1024, "added_mib": (_rss_kib("VmHWM") - base) / 1024,
     }))  # fmt: skip
@@ -360,11 +361,12 @@ def best(runs: list[dict], key: str = "seconds") -> dict:
 
 def load_line(label: str, runs: list[dict]) -> str:
     r = best(runs)
-    times = ", ".join(f"{x['seconds']:.2f}" for x in runs)
+    times = ", ".join(f"{x['seconds']:.2f} s / {x['cpu']:.2f} CPU s" for x in runs)
+    loads = ", ".join(f"{x['load']:.1f}" for x in runs)
     return (
         f"{label:<17} {r['records']:,} records ({r['read']:,} read, {r['duplicates']} "
-        f"duplicates, {r['skipped']} skipped) in {r['seconds']:.2f} s (runs {times}), "
-        f"peak RSS {r['peak_mib']:.0f} MiB, added {r['added_mib']:.0f} MiB"
+        f"duplicates, {r['skipped']} skipped) in {r['seconds']:.2f} s (runs {times}; load "
+        f"average {loads}), peak RSS {r['peak_mib']:.0f} MiB, added {r['added_mib']:.0f} MiB"
     )
 
 
