@@ -142,7 +142,8 @@ class _Findings:
 
 # The package sets of the mirrors a repository set is served from, each with the names
 # it may offer: None for every name, else the names pinned to an apk tagged repository.
-_Offering = tuple[tuple[int, tuple[str, ...] | None], ...]
+# (A frozenset: contexts are dict keys, and a frozenset keeps its hash.)
+_Offering = tuple[tuple[int, frozenset[str] | None], ...]
 _Context = tuple[HostEcosystem, _Offering]  # ecosystems read, mirrors offering
 
 
@@ -332,7 +333,7 @@ def _mirror_sets(
         if repos_of is not None:
             repos_of[rset] = ()
         return ()
-    members: dict[int, tuple[str, ...] | None] = {}
+    members: dict[int, frozenset[str] | None] = {}
     for repo, pinned in (
         RepositorySetMember.select(RepositorySetMember.repository, RepositorySetMember.pinned)
         .where((RepositorySetMember.repository_set == rset) & RepositorySetMember.enabled)
@@ -340,7 +341,7 @@ def _mirror_sets(
     ):
         if pinned is None:
             members[repo] = None
-        elif names := tuple(sorted(set(pinned.split()))):
+        elif names := frozenset(pinned.split()):
             members[repo] = names
     best: dict[int, tuple[float, int]] = {}
     if members:
@@ -357,7 +358,7 @@ def _mirror_sets(
     memo[rset] = tuple(
         sorted(
             ((pset, members[repo]) for repo, (_, pset) in best.items()),
-            key=lambda item: (item[0], item[1] is not None, item[1] or ()),
+            key=lambda item: (item[0], item[1] is not None, sorted(item[1] or ())),
         )
     )
     if repos_of is not None:
@@ -382,7 +383,7 @@ def _digest(feeds: str, eco: str, offering: _Offering, since: bool = True) -> st
     # their digests); a pinned one with its names
     h.update(
         ",".join(
-            str(ms) if only is None else f"{ms}@{' '.join(only)}" for ms, only in offering
+            str(ms) if only is None else f"{ms}@{' '.join(sorted(only))}" for ms, only in offering
         ).encode()
     )
     return h.hexdigest()
