@@ -36,8 +36,12 @@ summary prefix (``Important: …``, AlmaLinux and Rocky Linux), Debian's per-ent
 are matched in their ecosystem's ordering only.
 
 Withdrawn records are counted and dropped. Only what matching and reporting need is
-kept (no ``details``, no credits); strings are interned so a 50,000-record feed shares
-its package names and versions.
+kept (no ``details``, no credits). A feed repeats itself (every record about a package
+names the same version history), so one load keeps, and checks, one copy of each
+distinct version, event, range and ``versions`` list, and interns names and ids: a
+50,000-record feed shares them. Where a record breaks the schema is spelled out only
+when it does, and the cyclic garbage collector stays out of the load
+(``feed.collector_paused``).
 """
 
 from __future__ import annotations
