@@ -66,35 +66,23 @@ def _open(path: Path | str) -> None:
 
 
 class _Cluster:
-    """A throw-away PostgreSQL cluster holding a kept store and copies of it."""
+    """A throw-away PostgreSQL cluster (``bench_pipeline.Postgres``) holding a kept
+    store and copies of it."""
 
     def __init__(self, dump: Path) -> None:
-        from tests.support.servers import PostgresServer
+        from bench_pipeline import Postgres
 
-        self.server = PostgresServer()
-        self.server.start()
+        self.pg = Postgres()
         self.base = self._create("base")
-        restore = [str(self.server.bindir / "pg_restore"), "--no-owner", "-d", self.base]
+        restore = [str(self.pg.server.bindir / "pg_restore"), "--no-owner", "-d", self.base]
         subprocess.run([*restore, str(dump)], check=True, capture_output=True)
         self._n = 0
 
-    def _admin(self, sql: str) -> None:
-        from playhouse.pool import PooledDatabase
-
-        from patchwatch.store.db import make_database
-
-        db = make_database(self.server.url())
-        db.connect()
-        try:
-            db.execute_sql(sql)
-        finally:
-            db.close()
-            if isinstance(db, PooledDatabase):
-                db.close_all()
-
     def _create(self, name: str, template: str = "") -> str:
-        self._admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
-        return self.server.url(name)
+        from bench_process import pg_admin
+
+        pg_admin(self.pg, f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        return self.pg.server.url(name)
 
     def copy(self, of: str) -> str:
         """A new database copied from ``of`` (a URL of this cluster)."""
@@ -102,10 +90,12 @@ class _Cluster:
         return self._create(f"copy{self._n}", of.rsplit("/", 1)[1])
 
     def drop(self, url: str) -> None:
-        self._admin(f"DROP DATABASE {url.rsplit('/', 1)[1]}")
+        from bench_process import pg_admin
+
+        pg_admin(self.pg, f"DROP DATABASE {url.rsplit('/', 1)[1]}")
 
     def stop(self) -> None:
-        self.server.stop()
+        self.pg.stop()
 
 
 def _close() -> None:
