@@ -141,6 +141,12 @@ def prepare(
     return {"feed_seconds": seconds, "feed_rss_mb": rss}
 
 
+def _peak_mb() -> float:
+    """The process's peak RSS so far (it only grows: read after each step, it tells
+    which step raised it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def one_run(
     prepared: Path | str, fleet: bool = True, cluster: _Cluster | None = None
 ) -> dict[str, float]:
@@ -164,6 +170,7 @@ def one_run(
         first = refresh_host_vulns(1.8e9)
         out["first"] = time.perf_counter() - t
         out["first_cpu"] = time.process_time() - cpu
+        out["peak_after_first_mb"] = _peak_mb()
         out["computed"] = first.computed
         out["reused"] = first.reused
         t = time.perf_counter()
@@ -178,6 +185,7 @@ def one_run(
         t = time.perf_counter()
         scrape = scrape_rows()
         out["scrape_rows"] = time.perf_counter() - t
+        out["peak_after_scrape_mb"] = _peak_mb()
         out["scrape_hosts"] = len(scrape.hosts)
         if fleet:
             t, cpu = time.perf_counter(), time.process_time()
