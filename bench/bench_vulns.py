@@ -21,11 +21,20 @@ Cells (each load runs in a fresh child process, so its peak RSS, ``VmHWM``, is i
 - ``match``: the Debian feed indexed (``FeedIndex``), then hosts of 1,500 source packages
   each (drawn from the feed's packages, each at one of the last three versions its
   history lists, one newer version offered) assessed with ``assess_host``; hosts/s.
+- ``store``: the Debian feed stored as ``patchwatch vulns refresh`` stores it, into a
+  fresh SQLite store (``--store-url`` for another database, emptied of vulnerability
+  data first), in one transaction: parse (``archive`` + ``osv.load_records``), store
+  (``replace_records``), merge (``rebuild_vulnerabilities``); CPU and wall seconds of
+  each step and of the whole, peak RSS.
 - ``kev``: the real catalogue (1,404 entries, xz); ``epss``: a generated 300,000-row
   gzip CSV (today's file size).
 
+CPU seconds (``getrusage``) vary less than wall seconds on a shared machine; every line
+also gives the load average it was measured at.
+
 Usage: ``bench/bench_vulns.py [--repeat N] [--records 50000] [--hosts 200]
-[--cells almalinux,debian,match,kev,epss]``.
+[--cells almalinux,debian,match,store,kev,epss] [--feed ZIP] [--store-url URL]``
+(``--feed`` reads a feed generated before instead of generating one).
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ import argparse
 import gzip
 import itertools
 import json
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -225,15 +236,65 @@ def child_load(source: str) -> None:
     from patchwatch.domain.vulns.model import FeedStats
 
     base = _rss_kib("VmRSS")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     stats = FeedStats()
     records = osv.load_records(archive.iter_members(source, stats), stats)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
     print(json.dumps({
-        "seconds": elapsed, "records": len(records), "read": stats.read,
+        "seconds": elapsed, "cpu": cpu, "load": os.getloadavg()[0],
+        "records": len(records), "read": stats.read,
         "skipped": stats.skipped_total, "duplicates": stats.duplicates,
         "peak_mib": _rss_kib("VmHWM") / 1024, "added_mib": (_rss_kib("VmHWM") - base) / 1024,
     }))  # fmt: skip
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_store(source: str, url: str) -> None:
+    """Store a feed as ``vulns refresh`` does, step by step; print JSON with the times."""
+    from patchwatch.domain.vulns import archive
+    from patchwatch.domain.vulns import osv
+    from patchwatch.domain.vulns.model import FeedStats
+    from patchwatch.store.db import open_database
+    from patchwatch.store.db import write_transaction
+    from patchwatch.store.migrations import migrate
+    from patchwatch.store.vuln_models import VulnAffected
+    from patchwatch.store.vuln_models import Vulnerability
+    from patchwatch.store.vuln_models import VulnRecord
+    from patchwatch.store.vulns import rebuild_vulnerabilities
+    from patchwatch.store.vulns import replace_records
+
+    db = open_database(url)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+    with write_transaction():  # an emptied store, whatever an earlier run left
+        VulnAffected.delete().execute()
+        VulnRecord.delete().execute()
+        Vulnerability.delete().execute()
+    out: dict[str, float] = {}
+    cpu, wall = _cpu(), time.perf_counter()
+    start = cpu, wall
+    with write_transaction():
+        stats = FeedStats()
+        records = osv.load_records(archive.iter_members(source, stats), stats)
+        out["parse_cpu"], out["parse_seconds"] = _cpu() - cpu, time.perf_counter() - wall
+        cpu, wall = _cpu(), time.perf_counter()
+        out["records"] = replace_records("osv", records)
+        del records
+        out["store_cpu"], out["store_seconds"] = _cpu() - cpu, time.perf_counter() - wall
+        cpu, wall = _cpu(), time.perf_counter()
+        out["vulnerabilities"] = rebuild_vulnerabilities()
+        out["merge_cpu"], out["merge_seconds"] = _cpu() - cpu, time.perf_counter() - wall
+        cpu, wall = _cpu(), time.perf_counter()
+    out["commit_seconds"] = time.perf_counter() - wall
+    out["cpu"], out["seconds"] = _cpu() - start[0], time.perf_counter() - start[1]
+    out["peak_mib"] = _rss_kib("VmHWM") / 1024
+    out["load"] = os.getloadavg()[0]
+    db.close()
+    print(json.dumps(out))
 
 
 def child_match(source: str, hosts: int, size: int) -> None:
@@ -300,11 +361,12 @@ def best(runs: list[dict], key: str = "seconds") -> dict:
 
 def load_line(label: str, runs: list[dict]) -> str:
     r = best(runs)
-    times = ", ".join(f"{x['seconds']:.2f}" for x in runs)
+    times = ", ".join(f"{x['seconds']:.2f} s / {x['cpu']:.2f} CPU s" for x in runs)
+    loads = ", ".join(f"{x['load']:.1f}" for x in runs)
     return (
         f"{label:<17} {r['records']:,} records ({r['read']:,} read, {r['duplicates']} "
-        f"duplicates, {r['skipped']} skipped) in {r['seconds']:.2f} s (runs {times}), "
-        f"peak RSS {r['peak_mib']:.0f} MiB, added {r['added_mib']:.0f} MiB"
+        f"duplicates, {r['skipped']} skipped) in {r['seconds']:.2f} s (runs {times}; load "
+        f"average {loads}), peak RSS {r['peak_mib']:.0f} MiB, added {r['added_mib']:.0f} MiB"
     )
 
 
@@ -338,7 +400,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--hosts", type=int, default=200)
-    parser.add_argument("--cells", default="almalinux,debian,match,kev,epss")
+    parser.add_argument("--cells", default="almalinux,debian,match,store,kev,epss")
+    parser.add_argument("--feed", help="a generated feed (zip) to read instead of a new one")
+    parser.add_argument("--store-url", help="database for the store cell (default: SQLite)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -347,6 +411,8 @@ def main() -> None:
             child_load(rest[0])
         elif kind == "match":
             child_match(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "store":
+            child_store(rest[0], rest[1])
         else:
             child_small(kind, rest[0])
         return
@@ -359,8 +425,8 @@ def main() -> None:
             repacked = repack_as_zip(tmp / "almalinux.zip")
             runs = [run_child("load", str(repacked)) for _ in range(args.repeat)]
             print(load_line("almalinux zip:", runs))
-        feed = tmp / "debian-all.zip"
-        if cells & {"debian", "match"}:
+        feed = Path(args.feed) if args.feed else tmp / "debian-all.zip"
+        if cells & {"debian", "match", "store"} and not args.feed:
             started = time.perf_counter()
             _, sources = debian_feed(feed, args.records)
             json_bytes = sum(i.file_size for i in zipfile.ZipFile(feed).infolist())
@@ -381,6 +447,19 @@ def main() -> None:
                 f"({r['hosts_per_second']:.0f} hosts/s), {r['mean_findings']:.0f} "
                 f"vulnerabilities per host, peak RSS {r['peak_mib']:.0f} MiB"
             )
+        if "store" in cells:
+            for n in range(args.repeat):
+                url = args.store_url or f"sqlite:///{tmp / f'store-{n}.db'}"
+                r = run_child("store", str(feed), url)
+                print(
+                    f"store:            {r['records']:,} records, {r['vulnerabilities']:,} "
+                    f"vulnerabilities: {r['cpu']:.2f} CPU s, {r['seconds']:.2f} s (parse "
+                    f"{r['parse_cpu']:.2f} CPU s / {r['parse_seconds']:.2f} s, store "
+                    f"{r['store_cpu']:.2f} / {r['store_seconds']:.2f}, merge {r['merge_cpu']:.2f}"
+                    f" / {r['merge_seconds']:.2f}, commit {r['commit_seconds']:.2f} s), peak RSS "
+                    f"{r['peak_mib']:.0f} MiB, load average {r['load']:.1f}",
+                    flush=True,
+                )
         if "kev" in cells:
             r = best([run_child("kev", str(KEV)) for _ in range(args.repeat)])
             print(f"kev:              {r['records']:,} entries in {r['seconds'] * 1000:.0f} ms")

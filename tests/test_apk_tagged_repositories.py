@@ -4,9 +4,8 @@ The update computation's side is held against apk-tools' vectors in
 tests/test_updates_apk_reference.py; here the vulnerability side: a fix that only a
 tagged repository offers, for a package the host does not pin to its tag, is not in
 the host's repositories (``fixed_upstream``, not ``fixable``), as apk would never
-install it. The findings leave a tagged repository out for every name, pinned ones
-included (its update is still computed and listed): they never claim a fix apk would
-not install.
+install it; for a package pinned to the tag it is one upgrade away (``fixable``, the
+tag's version named as the candidate), as its update is listed.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def repos(pinned: tuple[str, ...]) -> tuple[ReportedRepository, ...]:
 
 def test_a_fix_only_an_unpinned_tag_offers_is_not_fixable(db: object, tmp_path: Path) -> None:
     installed = (apk("musl", "1.2.4-r0"), apk("busybox", "1.36.1-r28"))
-    for host, pinned in (("plain", ()), ("pinned", ("musl",))):
+    for host, pinned in (("plain", ()), ("pinned", ("musl",)), ("other", ("busybox",))):
         report = HostReport(hostname=host, os=ALPINE, kernel="6.6.58-0-lts", arch="x86_64",
                             packages=installed, repositories=repos(pinned))  # fmt: skip
         apply_report(store_report(host, "patchwatch/1", {}, 100.0), report, 100.0)
@@ -81,12 +80,19 @@ def test_a_fix_only_an_unpinned_tag_offers_is_not_fixable(db: object, tmp_path: 
     refresh_vulns(settings)
     refresh_host_vulns(1000.0)
 
-    def statuses(host: str) -> dict[str, str]:
+    def statuses(host: str) -> dict[str, tuple[str, str]]:
         row = VulnHost.get(VulnHost.host == Host.get(Host.name == host).id)
         ids = set_finding_ids([row.vuln_set_id]).get(row.vuln_set_id, [])
-        return {f.package: f.status for f in findings(ids).values()}
+        return {f.package: (f.status, f.candidate) for f in findings(ids).values()}
 
-    # busybox's fix is in main: fixable for both; musl's only in edge
-    assert statuses("plain") == {"musl": "fixed_upstream", "busybox": "fixable"}
-    assert statuses("pinned") == {"musl": "fixed_upstream", "busybox": "fixable"}
+    # busybox's fix is in main: fixable on every host (from edge where busybox is pinned
+    # to it: apk upgrades it to the tag's newer version); musl's only in edge, which
+    # offers it to the host that pins musl to the tag, and to no other
+    busybox = ("fixable", "1.36.1-r29")
+    assert statuses("plain") == {"musl": ("fixed_upstream", ""), "busybox": busybox}
+    assert statuses("other") == {
+        "musl": ("fixed_upstream", ""),
+        "busybox": ("fixable", "1.37.0-r0"),
+    }
+    assert statuses("pinned") == {"musl": ("fixable", "1.2.5-r0"), "busybox": busybox}
     assert repository_key(repos(())[1]) != repository_key(repos(())[0])

@@ -110,12 +110,17 @@ class _Cache:
             out.setdefault(name, set()).add(evr)
         return out
 
-    def offered(self, mirror_sets: Iterable[int]) -> dict[str, set[str]]:
+    def offered(self, offering: _Offering) -> dict[str, set[str]]:
+        """Name -> the versions these mirrors offer (a pinned one: only its names)."""
         merged: dict[str, set[str]] = {}
-        for ms in mirror_sets:
+        for ms, only in offering:
             if ms not in self.offers:
                 self.offers[ms] = self.names(ms)
-            for name, versions in self.offers[ms].items():
+            offers = self.offers[ms]
+            items = (
+                offers.items() if only is None else ((n, offers[n]) for n in only if n in offers)
+            )
+            for name, versions in items:
                 merged.setdefault(name, set()).update(versions)
         return merged
 
@@ -135,7 +140,11 @@ class _Findings:
         return n
 
 
-_Context = tuple[HostEcosystem, tuple[int, ...]]  # ecosystems read, mirror sets offering
+# The package sets of the mirrors a repository set is served from, each with the names
+# it may offer: None for every name, else the names pinned to an apk tagged repository.
+# (A frozenset: contexts are dict keys, and a frozenset keeps its hash.)
+_Offering = tuple[tuple[int, frozenset[str] | None], ...]
+_Context = tuple[HostEcosystem, _Offering]  # ecosystems read, mirrors offering
 
 
 class _Matcher:
@@ -159,7 +168,7 @@ class _Matcher:
         self.index = FeedIndex(())
         self._decided: dict[tuple[HostEcosystem, str, str, frozenset[str]], tuple[int, ...]] = {}
         self._by_package: dict[_Context, dict[int, tuple[int, ...]]] = {}
-        self._offered: dict[tuple[int, ...], dict[str, frozenset[str]]] = {}
+        self._offered: dict[_Offering, dict[str, frozenset[str]]] = {}
         self._versions: dict[str, set[str]] = {}  # name -> versions installed in the run
 
     def load(self, package_ids: Iterable[int]) -> None:
@@ -178,14 +187,14 @@ class _Matcher:
 
     def package(self, ctx: _Context, pid: int) -> tuple[int, ...]:
         """The numbers of an installed package's findings in this context, ascending."""
-        eco, mirror_sets = ctx
+        eco, offering = ctx
         name, version = self.cache.rows[pid]
         if name not in self.index.for_host(eco):
             return ()
-        offers = self._offered.get(mirror_sets)
+        offers = self._offered.get(offering)
         if offers is None:
-            merged = self.cache.offered(mirror_sets)
-            offers = self._offered[mirror_sets] = {n: frozenset(v) for n, v in merged.items()}
+            merged = self.cache.offered(offering)
+            offers = self._offered[offering] = {n: frozenset(v) for n, v in merged.items()}
         offered = offers.get(name, frozenset())
         key = (eco, name, version, offered)
         found = self._decided.get(key)
@@ -305,14 +314,18 @@ class _Assembler:
 
 def _mirror_sets(
     rset: int | None,
-    memo: dict[int | None, tuple[int, ...]],
+    memo: dict[int | None, _Offering],
     repos_of: dict[int | None, tuple[int, ...]] | None = None,
-) -> tuple[int, ...]:
-    """The package sets of the mirrors serving a repository set's enabled repositories
-    (and, into ``repos_of``, those repositories). An apk tagged repository (a member
-    with pinned names) is left out: it offers only the names pinned to its tag, which
-    these per-set offers cannot tell apart, and a fix apk would not install is not in
-    the host's repositories."""
+) -> _Offering:
+    """The package sets of the mirrors serving a repository set's enabled repositories,
+    each with the names it may offer (and, into ``repos_of``, the repositories offering
+    every name).
+
+    An apk tagged repository (a member with pinned names) offers only the names the
+    host's world file pins to its tag (``pkg@edge``): a fix it carries for one of those
+    is one upgrade away, as apk installs it; for any other name it is not in the host's
+    repositories. A tagged repository that pins nothing offers nothing.
+    """
     if rset in memo:
         return memo[rset]
     if rset is None:
@@ -320,27 +333,36 @@ def _mirror_sets(
         if repos_of is not None:
             repos_of[rset] = ()
         return ()
-    repos = [
-        r
-        for (r,) in RepositorySetMember.select(RepositorySetMember.repository)
-        .where(
-            (RepositorySetMember.repository_set == rset)
-            & RepositorySetMember.enabled
-            & RepositorySetMember.pinned.is_null()
-        )
+    members: dict[int, frozenset[str] | None] = {}
+    for repo, pinned in (
+        RepositorySetMember.select(RepositorySetMember.repository, RepositorySetMember.pinned)
+        .where((RepositorySetMember.repository_set == rset) & RepositorySetMember.enabled)
         .tuples()
-    ]
+    ):
+        if pinned is None:
+            members[repo] = None
+        elif names := frozenset(pinned.split()):
+            members[repo] = names
     best: dict[int, tuple[float, int]] = {}
-    if repos:
+    if members:
         query = Mirror.select(Mirror.repository, Mirror.package_set, Mirror.last_success_at).where(
-            Mirror.repository.in_(repos) & Mirror.enabled & Mirror.package_set.is_null(False)
+            Mirror.repository.in_(list(members))
+            & Mirror.enabled
+            & Mirror.package_set.is_null(False)
         )
         for repo, pset, success in query.tuples():
             if repo not in best or (success or 0) > best[repo][0]:
                 best[repo] = (success or 0, pset)
-    memo[rset] = tuple(sorted(p for _, p in best.values()))
+    # sorted by mirror set (one listed twice when two repositories share it, as before
+    # pins were read, so that the sets of hosts with no tagged repository keep their digests)
+    memo[rset] = tuple(
+        sorted(
+            ((pset, members[repo]) for repo, (_, pset) in best.items()),
+            key=lambda item: (item[0], item[1] is not None, sorted(item[1] or ())),
+        )
+    )
     if repos_of is not None:
-        repos_of[rset] = tuple(sorted(repos))
+        repos_of[rset] = tuple(sorted(r for r, only in members.items() if only is None))
     return memo[rset]
 
 
@@ -355,9 +377,15 @@ def _with_errata(eco: HostEcosystem, repos: tuple[int, ...], errata: set[str]) -
 _RULES = "fixing-2"
 
 
-def _digest(feeds: str, eco: str, mirror_sets: tuple[int, ...], since: bool = True) -> str:
+def _digest(feeds: str, eco: str, offering: _Offering, since: bool = True) -> str:
     h = hashlib.sha256(f"{_RULES}\0{feeds}\0{eco}\0{since}\0".encode())
-    h.update(",".join(map(str, mirror_sets)).encode())
+    # a mirror offering every name is written as before pins were read (its sets keep
+    # their digests); a pinned one with its names
+    h.update(
+        ",".join(
+            str(ms) if only is None else f"{ms}@{' '.join(sorted(only))}" for ms, only in offering
+        ).encode()
+    )
     return h.hexdigest()
 
 
@@ -601,7 +629,7 @@ def refresh_host_vulns(
     errata = {s for s in stored if s.startswith(UPDATEINFO_PREFIX)}
     repos_of: dict[int | None, tuple[int, ...]] = {}
     feeds = feeds_digest()
-    memo: dict[int | None, tuple[int, ...]] = {}
+    memo: dict[int | None, _Offering] = {}
     existing = {
         (ps, rs, eco): (sid, dg)
         for sid, ps, rs, eco, dg in VulnSet.select(
@@ -627,18 +655,18 @@ def refresh_host_vulns(
         if key in set_of or key in todo:
             run.reused += 1
             continue
-        mirror_sets = _mirror_sets(rset, memo, repos_of)
+        offering = _mirror_sets(rset, memo, repos_of)
         # every ecosystem it reads, not only the label: an OS group's override may add
         # one under the same label
         read_names = f"{eco.label}|{','.join(sorted(eco.names))}|{','.join(eco.prefixes)}"
-        digest = _digest(feeds, read_names, mirror_sets, first_seen_at_publication)
+        digest = _digest(feeds, read_names, offering, first_seen_at_publication)
         found = existing.get(key)
         if found is not None and found[1] == digest and not force:
             set_of[key] = found[0]
             run.reused += 1
         else:
             reads = _with_errata(eco, repos_of.get(rset, ()), errata)
-            todo[key] = _Todo((reads, mirror_sets), digest, found[0] if found else None)
+            todo[key] = _Todo((reads, offering), digest, found[0] if found else None)
     if todo:
         set_of.update(_compute(todo, wanted, now, first_seen_at_publication))
         run.computed = len(todo)

@@ -30,6 +30,7 @@ from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.epss import EpssScore
+from patchwatch.domain.vulns.feed import collector_paused
 from patchwatch.domain.vulns.feeds import affected_from_json
 from patchwatch.domain.vulns.feeds import ranges_to_json
 from patchwatch.domain.vulns.identity import merge
@@ -162,8 +163,9 @@ def replace_records(source: str, records: Iterable[Record]) -> int:
     VulnRecord.delete().where(VulnRecord.source == source).execute()
     ids: dict[str, int] = {}  # record id -> row id, of the chunks written
     kept = list(records)
-    for start in range(0, len(kept), _RECORD_CHUNK):
-        _insert_records(source, kept[start : start + _RECORD_CHUNK], ids)
+    with collector_paused():  # the rows are acyclic: see collector_paused
+        for start in range(0, len(kept), _RECORD_CHUNK):
+            _insert_records(source, kept[start : start + _RECORD_CHUNK], ids)
     return len(kept)
 
 
@@ -313,6 +315,11 @@ def rebuild_vulnerabilities() -> int:
     Severity is the CVSS level when a vector was scored, else the distribution's
     rating (``severity.effective_level``).
     """
+    with collector_paused():  # a feed's worth of records and rows: see collector_paused
+        return _rebuild_vulnerabilities()
+
+
+def _rebuild_vulnerabilities() -> int:
     records = []
     query = VulnRecord.select(
         VulnRecord.record_id, VulnRecord.identities, VulnRecord.modified,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,10 +113,22 @@ def _apk_check(version: str) -> None:
     """apk orders every string (see ``patchwatch.domain.versions_apk``): nothing to refuse."""
 
 
+# Versions dpkg certainly accepts (printable ASCII, no space, an epoch of at most nine
+# digits, no empty upstream or revision around a hyphen): one regular expression match
+# instead of a split. Anything else, valid or not, is split as dpkg would.
+_PLAIN_DEB = re.compile(r"(?:[0-9]{1,9}:)?[0-9A-Za-z.+~]+(?:-[0-9A-Za-z.+~]+)*").fullmatch
 # split_deb's own cache is for the update computation's hot path; checking a feed's
 # hundreds of thousands of versions once each goes around it rather than evicting it.
+_split_deb = split_deb.__wrapped__
+
+
+def _deb_check(version: str) -> None:
+    if _PLAIN_DEB(version) is None:
+        _split_deb(version)
+
+
 _CHECKS = {
-    Ordering.DPKG: split_deb.__wrapped__,
+    Ordering.DPKG: _deb_check,
     Ordering.RPM: split_rpm,
     Ordering.APK: _apk_check,
 }

@@ -57,7 +57,7 @@ NON_SECURITY_PREFIXES = (
 def _as_cve(name: str) -> str | None:
     if CVE.match(name):
         return name
-    m = _EMBEDDED_CVE.match(name)
+    m = _EMBEDDED_CVE.match(name) if "-CVE-" in name else None
     return m.group(1) if m else None
 
 

@@ -36,8 +36,12 @@ summary prefix (``Important: …``, AlmaLinux and Rocky Linux), Debian's per-ent
 are matched in their ecosystem's ordering only.
 
 Withdrawn records are counted and dropped. Only what matching and reporting need is
-kept (no ``details``, no credits); strings are interned so a 50,000-record feed shares
-its package names and versions.
+kept (no ``details``, no credits). A feed repeats itself (every record about a package
+names the same version history), so one load keeps, and checks, one copy of each
+distinct version, event, range and ``versions`` list, and interns names and ids: a
+50,000-record feed shares them. Where a record breaks the schema is spelled out only
+when it does, and the cyclic garbage collector stays out of the load
+(``feed.collector_paused``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ import datetime as dt
 import re
 import sys
 from collections.abc import Iterable
-from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +60,7 @@ from patchwatch.domain.errors import VersionError
 from patchwatch.domain.vulns.ecosystems import Ordering
 from patchwatch.domain.vulns.ecosystems import check_version
 from patchwatch.domain.vulns.ecosystems import ordering_for
+from patchwatch.domain.vulns.feed import collector_paused
 from patchwatch.domain.vulns.identity import identities
 from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
@@ -110,15 +114,17 @@ def _schema(message: str, where: str) -> RecordError:
     return RecordError("schema", message, where)
 
 
-def _timestamp(value: object, where: str, *, required: bool = False) -> float | None:
-    """RFC 3339 -> Unix seconds; None when absent or before 1970 (Debian's "no time")."""
-    if value is None and not required:
-        return None
+def _timestamp_error(value: object, where: str) -> RecordError:
     if not isinstance(value, str):
-        raise _schema("not a timestamp string", where)
+        return _schema("not a timestamp string", where)
+    return _schema(f"not an RFC 3339 timestamp: {value[:40]!r}", where)
+
+
+def _read_timestamp(value: str, where: str) -> float | None:
+    """RFC 3339 -> Unix seconds; None when before 1970 (Debian's "no time")."""
     m = _TIMESTAMP.match(value)
     if m is None:
-        raise _schema(f"not an RFC 3339 timestamp: {value[:40]!r}", where)
+        raise _timestamp_error(value, where)
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     fraction = float(m.group(7)) if m.group(7) else 0.0
     zone = m.group(8)
@@ -139,11 +145,16 @@ def _timestamp(value: object, where: str, *, required: bool = False) -> float | 
     return moment.timestamp() + fraction
 
 
-def _string(value: object, where: str, limit: int = _MAX_STRING) -> str:
+def _string_error(value: object, where: str, limit: int = _MAX_STRING) -> RecordError:
+    """Why ``value`` is not a string of at most ``limit`` characters (the error to raise)."""
     if not isinstance(value, str):
-        raise _schema("not a string", where)
-    if len(value) > limit:
-        raise RecordError("size", f"string longer than {limit} characters", where)
+        return _schema("not a string", where)
+    return RecordError("size", f"string longer than {limit} characters", where)
+
+
+def _string(value: object, where: str, limit: int = _MAX_STRING) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise _string_error(value, where, limit)
     return value
 
 
@@ -152,27 +163,29 @@ def _strings(value: object, where: str, *, nullable: bool = False) -> tuple[str,
         return ()
     if not isinstance(value, list):
         raise _schema("not a list", where)
+    if not value:
+        return ()
     if len(value) > _MAX_IDS:
         raise RecordError("size", f"more than {_MAX_IDS} items", where)
-    return tuple(sys.intern(_string(v, f"{where}[{i}]")) for i, v in enumerate(value))
-
-
-def _objects(value: list[Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The items of a JSON list, each with where it stands; an item not an object is refused."""
-    for i, item in enumerate(value):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            raise _schema("not an object", at)
-        yield at, item
+    intern = sys.intern
+    out: list[str] = []
+    for v in value:
+        if not isinstance(v, str) or len(v) > _MAX_STRING:
+            raise _string_error(v, f"{where}[{len(out)}]")
+        out.append(intern(v))
+    return tuple(out)
 
 
 def _optional_object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     value = obj.get(key)
     if value is None:
-        return {}
+        return _EMPTY
     if not isinstance(value, dict):
         raise _schema("not an object", f"{where}.{key}")
     return value
+
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 def _severities(
@@ -212,103 +225,197 @@ def _vendor_rating(*objects: Mapping[str, Any]) -> Rating | None:
     return None
 
 
-_OPEN = (Event("introduced", "0"),)
+class _Checked:
+    """What one reader has already checked in one version ordering (or in none).
+
+    ``events``: event kind -> version -> the shared :class:`Event`, whose version the
+    ordering accepts; ``ranges``: the events' identities -> the shared :class:`Range` and
+    whether it is open (introduced at 0 and nothing else: every version affected);
+    ``lists``: a ``versions`` list -> its checked tuple of shared copies; ``versions``:
+    the single versions the ordering accepted, each to the one copy the load keeps.
+    """
+
+    __slots__ = ("events", "lists", "ordering", "ranges", "versions")
+
+    def __init__(self, ordering: Ordering | None) -> None:
+        self.ordering = ordering
+        self.events: dict[str, dict[str, Event]] = {kind: {} for kind in _EVENT_KINDS}
+        self.ranges: dict[tuple[int, ...], tuple[Range, bool]] = {}
+        self.lists: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.versions: dict[str, str] = {}
+
+    def accept(self, version: str) -> str:
+        """The one copy of ``version`` this load keeps, checked in the ordering the first
+        time; raises ``VersionError`` for what the ordering refuses."""
+        known = self.versions.get(version)
+        if known is None:
+            if self.ordering is not None:
+                check_version(self.ordering, version)
+            known = self.versions[version] = version
+        return known
 
 
 class _Reader:
     """Reads the ``affected`` entries of one feed, sharing what records repeat.
 
-    One reader per load: it remembers which versions it has already checked (a feed names
-    the same package history in every record about that package) and hands out one tuple
-    per distinct ``versions`` list, event and range, so memory grows
-    with what is distinct, not with the number of records. Nothing outlives the load but
-    the records themselves.
+    One reader per load: a feed names the same package history in every record about
+    that package, so each distinct version, event, range and ``versions`` list is
+    checked once per ordering and handed out as one shared object; memory grows with
+    what is distinct, not with the number of records, and so does the checking. Where a
+    record breaks the schema is only spelled out when it does (the hot path builds no
+    location strings). Nothing outlives the load but the records themselves.
     """
 
     def __init__(self, stats: FeedStats | None) -> None:
         self.stats = stats
-        self.checked: dict[Ordering, set[str]] = {}
-        self.shared: dict[object, object] = {}
-        self.lists: dict[object, tuple[str, ...]] = {}
+        self.checked: dict[Ordering | None, _Checked] = {}
+        self.unchecked = _Checked(None)  # SEMVER and GIT ranges: validated, not kept
+        self.times: dict[str, float | None] = {}
+        self.orderings: dict[str, _Checked] = {}
 
-    def share(self, value: Any) -> Any:
-        return self.shared.setdefault(value, value)
-
-    def check(self, ordering: Ordering | None, version: str, where: str) -> None:
-        if ordering is None:
-            return
-        seen = self.checked.setdefault(ordering, set())
-        if version in seen:
-            return
+    def timestamp(self, value: object, where: str, *, required: bool = False) -> float | None:
+        """RFC 3339 -> Unix seconds; None when absent or before 1970 (Debian's "no time")."""
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise _timestamp_error(value, where)
         try:
-            check_version(ordering, version)
-        except VersionError as exc:
-            raise RecordError("version", str(exc), where) from None
-        seen.add(version)
+            return self.times[value]
+        except KeyError:
+            moment = _read_timestamp(value, where)
+            if len(self.times) < _MAX_TIMES:
+                self.times[value] = moment
+            return moment
 
-    def ranges(self, value: object, where: str, ordering: Ordering | None) -> tuple[Range, ...]:
+    def for_ecosystem(self, ecosystem: str) -> _Checked:
+        """The shared state of an ecosystem's version ordering."""
+        found = self.orderings.get(ecosystem)
+        if found is None:
+            ordering = ordering_for(ecosystem)
+            found = self.checked.get(ordering)
+            if found is None:
+                found = self.checked[ordering] = _Checked(ordering)
+            if len(self.orderings) < _MAX_ECOSYSTEMS:
+                self.orderings[ecosystem] = found
+        return found
+
+    def ranges(self, value: object, i: int, checked: _Checked) -> tuple[tuple[Range, ...], bool]:
+        """The ECOSYSTEM ranges of an entry, and whether one of them is open."""
         if value is None:
-            return ()
+            return (), False
         if not isinstance(value, list):
-            raise _schema("not a list", where)
+            raise _schema("not a list", f"affected[{i}].ranges")
         kept: list[Range] = []
-        for at, item in _objects(value, where):
+        is_open = False
+        for r, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise _schema("not an object", f"affected[{i}].ranges[{r}]")
             kind = item.get("type")
-            if not isinstance(kind, str) or kind not in _RANGE_TYPES:
-                raise _schema(f"type must be one of {sorted(_RANGE_TYPES)}", f"{at}.type")
-            if kind == "GIT" and not isinstance(item.get("repo"), str):
-                raise _schema("a GIT range needs a repo", f"{at}.repo")
+            if kind == "ECOSYSTEM":
+                table = checked
+            elif isinstance(kind, str) and kind in _RANGE_TYPES:
+                if kind == "GIT" and not isinstance(item.get("repo"), str):
+                    raise _schema("a GIT range needs a repo", f"affected[{i}].ranges[{r}].repo")
+                table = self.unchecked
+            else:
+                types = sorted(_RANGE_TYPES)
+                raise _schema(f"type must be one of {types}", f"affected[{i}].ranges[{r}].type")
             raw = item.get("events")
             if not isinstance(raw, list) or not raw:
-                raise _schema("events must be a non-empty list", f"{at}.events")
+                raise _schema(
+                    "events must be a non-empty list", f"affected[{i}].ranges[{r}].events"
+                )
             if len(raw) > _MAX_EVENTS:
-                raise RecordError("size", f"more than {_MAX_EVENTS} events", f"{at}.events")
-            events: list[Event] = []
+                raise RecordError(
+                    "size", f"more than {_MAX_EVENTS} events", f"affected[{i}].ranges[{r}].events"
+                )
+            events = []
             for j, ev in enumerate(raw):
-                ev_at = f"{at}.events[{j}]"
                 if not isinstance(ev, dict) or len(ev) != 1:
-                    raise _schema("an event holds exactly one of introduced, fixed, "
-                                  "last_affected, limit", ev_at)  # fmt: skip
+                    raise _schema(
+                        "an event holds exactly one of introduced, fixed, last_affected, limit",
+                        f"affected[{i}].ranges[{r}].events[{j}]",
+                    )
                 ((ev_kind, version),) = ev.items()
-                if ev_kind not in _EVENT_KINDS:
-                    raise _schema(f"unknown event {ev_kind!r}", ev_at)
-                version = _string(version, f"{ev_at}.{ev_kind}")
-                if kind == "ECOSYSTEM" and not (ev_kind == "introduced" and version == "0"):
-                    self.check(ordering, version, f"{ev_at}.{ev_kind}")
-                events.append(self.share(Event(ev_kind, sys.intern(version))))
-            kinds = {e.kind for e in events}
-            if "introduced" not in kinds:
-                raise _schema("a range needs an introduced event", f"{at}.events")
-            if "fixed" in kinds and "last_affected" in kinds:
-                raise _schema("fixed and last_affected are mutually exclusive", f"{at}.events")
-            if kind == "ECOSYSTEM":
-                kept.append(self.share(Range(kind, tuple(events))))
-        return tuple(kept)
+                known = table.events.get(ev_kind)
+                if known is None:
+                    raise _schema(
+                        f"unknown event {ev_kind!r}", f"affected[{i}].ranges[{r}].events[{j}]"
+                    )
+                event = known.get(version) if isinstance(version, str) else None
+                if event is None:
+                    event = self._event(
+                        table, ev_kind, version, f"affected[{i}].ranges[{r}].events[{j}]"
+                    )
+                events.append(event)
+            key = tuple(map(id, events))
+            shared = table.ranges.get(key)
+            if shared is None:
+                kinds = {e.kind for e in events}
+                if "introduced" not in kinds:
+                    raise _schema(
+                        "a range needs an introduced event", f"affected[{i}].ranges[{r}].events"
+                    )
+                if "fixed" in kinds and "last_affected" in kinds:
+                    raise _schema("fixed and last_affected are mutually exclusive",
+                                  f"affected[{i}].ranges[{r}].events")  # fmt: skip
+                opens = len(events) == 1 and events[0] == _OPEN_EVENT
+                # the events are the table's own (kept alive by it), so their ids are theirs
+                shared = table.ranges[key] = (Range(kind, tuple(events)), opens)
+            if table is checked:
+                kept.append(shared[0])
+                is_open = is_open or shared[1]
+        return tuple(kept), is_open
 
-    def versions(self, value: object, where: str, ordering: Ordering | None) -> tuple[str, ...]:
+    @staticmethod
+    def _event(table: _Checked, kind: str, version: object, where: str) -> Event:
+        """A version not seen yet in this kind of event: checked, then shared."""
+        if not isinstance(version, str) or len(version) > _MAX_STRING:
+            raise _string_error(version, f"{where}.{kind}")
+        if table.ordering is not None and not (kind == "introduced" and version == "0"):
+            try:
+                version = table.accept(version)
+            except VersionError as exc:
+                raise RecordError("version", str(exc), f"{where}.{kind}") from None
+        event = table.events[kind][version] = Event(kind, sys.intern(version))
+        return event
+
+    def versions(self, value: object, i: int, checked: _Checked) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list):
-            raise _schema("not a list", where)
+            raise _schema("not a list", f"affected[{i}].versions")
+        if not value:
+            return ()
         if len(value) > _MAX_VERSIONS:
-            raise RecordError("size", f"more than {_MAX_VERSIONS} versions", where)
+            raise RecordError(
+                "size", f"more than {_MAX_VERSIONS} versions", f"affected[{i}].versions"
+            )
         try:
-            key = (ordering, tuple(value))
-            known = self.lists.get(key)
+            key = tuple(value)
+            known = checked.lists.get(key)
         except TypeError:  # a list or object among the versions: not hashable, not valid
             key, known = None, None
         if known is not None:
             return known  # the same list, already checked in this ordering
-        checked = []
-        for j, v in enumerate(value):
-            v = _string(v, f"{where}[{j}]")
-            self.check(ordering, v, f"{where}[{j}]")
-            checked.append(sys.intern(v))
-        result = tuple(checked)
+        seen = checked.versions
+        # a list not met yet is mostly versions met already (a package's history, cut
+        # short or grown by one): only the new ones are looked at, in the list's order
+        new = set(value).difference(seen) if key is not None else None
+        for j, v in enumerate(value) if new is None or new else ():
+            if new is not None and v not in new:
+                continue
+            if not isinstance(v, str) or len(v) > _MAX_STRING:
+                raise _string_error(v, f"affected[{i}].versions[{j}]")
+            try:
+                checked.accept(v)
+            except VersionError as exc:
+                raise RecordError("version", str(exc), f"affected[{i}].versions[{j}]") from None
+        shared = tuple(map(seen.__getitem__, value))
         if key is not None:
-            # keyed by the interned tuple (equal to the raw one): the decoded strings go
-            self.lists[ordering, result] = result
-        return result
+            # keyed by the shared copies' tuple (equal to the raw one): the decoded strings go
+            checked.lists[shared] = shared
+        return shared
 
     def affected(self, value: object) -> tuple[tuple[Affected, ...], list[Cvss]]:
         if value is None:
@@ -319,30 +426,55 @@ class _Reader:
             raise RecordError("size", f"more than {_MAX_AFFECTED} entries", "affected")
         out: list[Affected] = []
         scores: list[Cvss] = []
-        for at, item in _objects(value, "affected"):
+        intern = sys.intern
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise _schema("not an object", f"affected[{i}]")
             package = item.get("package")
             if not isinstance(package, dict):
-                raise _schema("package must be an object", f"{at}.package")
-            ecosystem = _string(package.get("ecosystem"), f"{at}.package.ecosystem")
-            name = _string(package.get("name"), f"{at}.package.name")
+                raise _schema("package must be an object", f"affected[{i}].package")
+            ecosystem = package.get("ecosystem")
+            if not isinstance(ecosystem, str) or len(ecosystem) > _MAX_STRING:
+                raise _string_error(ecosystem, f"affected[{i}].package.ecosystem")
+            name = package.get("name")
+            if not isinstance(name, str) or len(name) > _MAX_STRING:
+                raise _string_error(name, f"affected[{i}].package.name")
             if not ecosystem or not name:
-                raise _schema("ecosystem and name must not be empty", f"{at}.package")
+                raise _schema("ecosystem and name must not be empty", f"affected[{i}].package")
             if "purl" in package:
-                _string(package["purl"], f"{at}.package.purl")
-            ordering = ordering_for(ecosystem)
-            ranges = self.ranges(item.get("ranges"), f"{at}.ranges", ordering)
-            versions = self.versions(item.get("versions"), f"{at}.versions", ordering)
-            if any(r.events == _OPEN for r in ranges):
+                _string(package["purl"], f"affected[{i}].package.purl")
+            checked = self.for_ecosystem(ecosystem)
+            ranges, is_open = self.ranges(item.get("ranges"), i, checked)
+            versions = self.versions(item.get("versions"), i, checked)
+            if is_open:
                 versions = ()  # every version is affected: the list adds nothing
-            own_scores, _ = _severities(item.get("severity"), f"{at}.severity", self.stats)
-            scores.extend(own_scores)
-            eco_specific = _optional_object(item, "ecosystem_specific", at)
-            db_specific = _optional_object(item, "database_specific", at)
-            own = rating("debian-urgency", eco_specific.get("urgency")) or _vendor_rating(
-                eco_specific, db_specific
-            )
-            out.append(Affected(sys.intern(ecosystem), sys.intern(name), ranges, versions, own))
+            severity = item.get("severity")
+            if severity is not None:
+                scores += _severities(severity, f"affected[{i}].severity", self.stats)[0]
+            eco_specific = item.get("ecosystem_specific")
+            if eco_specific is None:
+                eco_specific = _EMPTY
+            elif not isinstance(eco_specific, dict):
+                raise _schema("not an object", f"affected[{i}].ecosystem_specific")
+            db_specific = item.get("database_specific")
+            if db_specific is None:
+                db_specific = _EMPTY
+            elif not isinstance(db_specific, dict):
+                raise _schema("not an object", f"affected[{i}].database_specific")
+            own = rating("debian-urgency", eco_specific.get("urgency"))
+            if own is None and (eco_specific or db_specific):
+                own = _vendor_rating(eco_specific, db_specific)
+            out.append(Affected(intern(ecosystem), intern(name), ranges, versions, own))
         return tuple(out), scores
+
+
+_OPEN_EVENT = Event("introduced", "0")
+# Distinct timestamps remembered per load: a feed converted in one run repeats its
+# ``modified`` time; a bound keeps a feed of distinct ones from holding their strings.
+_MAX_TIMES = 10_000
+# Distinct ecosystem names remembered per load (a feed names a handful; a hostile one is
+# bounded in memory, the ordering is then looked up again).
+_MAX_ECOSYSTEMS = 1_000
 
 
 def _advisory_urls(value: object) -> tuple[str, ...]:
@@ -378,24 +510,25 @@ def parse_record(
     record_id = obj.get("id")
     if not isinstance(record_id, str) or not _ID.match(record_id):
         raise _schema("missing or malformed id", "id")
-    modified = _timestamp(obj.get("modified"), "modified", required=True)
-    published = _timestamp(obj.get("published"), "published")
-    withdrawn = _timestamp(obj.get("withdrawn"), "withdrawn")
+    modified = reader.timestamp(obj.get("modified"), "modified", required=True)
+    published = reader.timestamp(obj.get("published"), "published")
+    withdrawn = reader.timestamp(obj.get("withdrawn"), "withdrawn")
     aliases = _strings(obj.get("aliases"), "aliases", nullable=True)
-    related = _strings(obj.get("related", []), "related")
-    upstream = _strings(obj.get("upstream", []), "upstream")
+    related = _strings(obj.get("related", _NONE), "related")
+    upstream = _strings(obj.get("upstream", _NONE), "upstream")
     summary = obj.get("summary", "")
     if not isinstance(summary, str):
         raise _schema("not a string", "summary")
     if "details" in obj and not isinstance(obj["details"], str):
         raise _schema("not a string", "details")
     affected, entry_scores = reader.affected(obj.get("affected"))
-    scores, ubuntu = _severities(obj.get("severity"), "severity", stats)
-    own = ubuntu
-    if own is None and (m := _REDHAT_SUMMARY.match(summary)):
+    severity = obj.get("severity")
+    scores, own = _severities(severity, "severity", stats) if severity is not None else ([], None)
+    if own is None and summary and (m := _REDHAT_SUMMARY.match(summary)):
         own = rating("redhat-impact", m.group(1))
-    if own is None:
+    if own is None and "database_specific" in obj:
         own = _vendor_rating(_optional_object(obj, "database_specific", "record"))
+    scores += entry_scores
     record = Record(
         id=sys.intern(record_id),
         identities=identities(record_id, aliases, upstream, related),
@@ -406,11 +539,14 @@ def parse_record(
         related=related,
         summary=summary[:_MAX_SUMMARY],
         affected=affected,
-        cvss=tuple(dict.fromkeys(scores + entry_scores)),
+        cvss=tuple(dict.fromkeys(scores)) if len(scores) > 1 else tuple(scores),
         rating=own,
         advisory_urls=_advisory_urls(obj.get("references")),
     )
     return record, withdrawn is not None
+
+
+_NONE: list[str] = []
 
 
 def parse_record_bytes(
@@ -445,6 +581,19 @@ def load_records(
     """
     kept: dict[str, Record] = {}
     reader = _Reader(stats)
+    with collector_paused():
+        _load(members, stats, max_bytes, reader, kept)
+    stats.kept = len(kept)
+    return list(kept.values())
+
+
+def _load(
+    members: Iterable[tuple[str, bytes]],
+    stats: FeedStats,
+    max_bytes: int,
+    reader: _Reader,
+    kept: dict[str, Record],
+) -> None:
     for name, data in members:
         stats.read += 1
         try:
@@ -461,5 +610,3 @@ def load_records(
             if (previous.modified or 0.0) >= (record.modified or 0.0):
                 continue
         kept[record.id] = record
-    stats.kept = len(kept)
-    return list(kept.values())
