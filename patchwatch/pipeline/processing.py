@@ -21,12 +21,16 @@ from contextlib import nullcontext
 from peewee import IntegrityError
 from peewee import ModelSelect
 
+from patchwatch.domain.errors import ParseError
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
+from patchwatch.domain.set_digest import set_digest
 from patchwatch.domain.updates import encode_holds
 from patchwatch.pipeline.prepared import Prepared
-from patchwatch.pipeline.prepared import prepare
+from patchwatch.pipeline.prepared import decode_body
+from patchwatch.pipeline.prepared import listing_of
+from patchwatch.pipeline.prepared import prepare_decoded
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
@@ -41,6 +45,8 @@ from patchwatch.store.models import Report
 from patchwatch.store.models import ReportedUpdate
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.package_sets import ensure_package_sets
+from patchwatch.store.package_sets import remember_listings
+from patchwatch.store.package_sets import sets_of_listings
 from patchwatch.store.package_sets import stored_package_sets
 from patchwatch.store.sets import cached_id
 from patchwatch.store.sets import ensure_repository_set
@@ -348,10 +354,9 @@ def _stored_sets(rows: list[Report]) -> dict[int, int]:
     Why: between patch days a host reports the packages it reported before, and
     turning 1,500 package objects into records was most of processing such a report.
     A report stored with its set digest (``store_report(packages_digest=...)``) names
-    a set that holds exactly those packages, so the list need not be read. Since the
-    receiver answers before parsing, it stores no digest and this finds nothing for
-    its reports: a shortcut kept for stores that carry digests, until processing
-    computes one itself or the shortcut goes (docs/performance.md).
+    a set that holds exactly those packages, so the list need not be read. The
+    receiver answers before parsing and stores no digest: its reports are named by
+    their listing instead (:func:`_prepare_batch`).
     """
     wanted: dict[str, list[int]] = {}
     for row in rows:
@@ -363,10 +368,37 @@ def _stored_sets(rows: list[Report]) -> dict[int, int]:
 
 def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
     """The batch's reports ready to apply, parsed from their bodies (outside any
-    transaction), without the package list where its stored set is known."""
+    transaction), without the package list where its stored set is known.
+
+    A native report's list is named by its digest as sent (its listing) before it
+    is parsed. A listing that made a set before (an unchanged re-report, a host that
+    did not drift from its image) names that set, and the list is not read; one that
+    an earlier report of the batch brings shares that report's records. Only the
+    other lists are turned into records.
+    """
     # --force re-runs reports after a fix, perhaps to the parser: parse them whole
     known = {} if force else _stored_sets(rows)
-    return [prepare(row, known.get(row.id)) for row in rows]
+    decoded: list[tuple[Report, object, str | None]] = []
+    out: dict[int, Prepared] = {}
+    for row in rows:
+        try:
+            doc = decode_body(row.body)
+        except ParseError as exc:
+            out[row.id] = Prepared(row, None, str(exc))
+            continue
+        decoded.append((row, doc, listing_of(row.protocol, doc)))
+    listed = {} if force else sets_of_listings(sorted({lst for _r, _d, lst in decoded if lst}))
+    parsed: dict[str, tuple[Package, ...]] = {}  # listing -> its records, in this batch
+    for row, doc, listing in decoded:
+        set_id = known.get(row.id)
+        if set_id is None and listing is not None:
+            set_id = listed.get(listing)
+        shared = parsed.get(listing) if listing is not None and set_id is None else None
+        item = prepare_decoded(row, doc, set_id, listing, shared)
+        if listing is not None and item.record is not None and item.packages_read:
+            parsed.setdefault(listing, item.record.packages)
+        out[row.id] = item
+    return [out[row.id] for row in rows]
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
@@ -384,7 +416,7 @@ BATCH_RETRIES = 3  # a batch that PostgreSQL aborted as a deadlock victim runs a
 
 def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -> None:
     """Store the new package sets, repository sets and OS releases of a batch first,
-    and note each report's package set.
+    note each report's package set, and which set each new listing made.
 
     Why before the batch's transaction, in a short one of their own: these rows are
     shared by every host. Created inside the batch, in report order, their unique
@@ -393,24 +425,34 @@ def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -
     packages in another order waited on each other: PostgreSQL's deadlock detector
     then aborted one. Created here, sorted (see
     :func:`patchwatch.store.package_sets.ensure_package_sets`), they are committed before any host
-    row is touched.
+    row is touched. The listings are stored after the sets they name are committed,
+    with the sources of the same reports: a listing found later stands for both.
     """
     todo = [(item, item.record) for item in batch if item.record is not None]
     if not todo:
         return
     fresh = [(item, record) for item, record in todo if item.package_set_id is None]
-    # the receiver's digest of the packages it parsed, unless --force parses anew
-    set_ids = ensure_package_sets(
-        [record.packages for _item, record in fresh],
-        now,
-        ["" if force else item.row.packages_digest for item, _record in fresh],
-    )
-    for (item, _record), set_id in zip(fresh, set_ids, strict=True):
+    # the set digest of each list: the receiver's, unless --force parses anew, or
+    # computed here once per list (reports of one listing share their records)
+    named: dict[int, str] = {}
+    digests = []
+    for item, record in fresh:
+        given = "" if force else item.row.packages_digest
+        if not given:
+            given = named.get(id(record.packages)) or set_digest(record.packages)[0]
+            named[id(record.packages)] = given
+        digests.append(given)
+    set_ids = ensure_package_sets([record.packages for _item, record in fresh], now, digests)
+    listings: dict[str, str] = {}
+    for (item, record), set_id, digest in zip(fresh, set_ids, digests, strict=True):
         item.package_set_id = set_id
+        if item.listing is not None and named.get(id(record.packages)) == digest:
+            listings[item.listing] = digest  # only a digest of this parse's records
     sources = reported_sources([record for item, record in todo if item.packages_read])
-    if sources:
+    if sources or listings:
         with write_transaction():
             remember_reported_sources(sources)
+            remember_listings(listings, now)
     with write_transaction():
         for _item, record in todo:
             if record.repositories is not None:
