@@ -15,6 +15,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from dataclasses import replace
+from typing import Any
 
 import orjson
 
@@ -117,8 +118,8 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
     return parse_document(protocol, decode_body(body), skip_packages)
 
 
-def decode_body(body: bytes) -> object:
-    """The JSON document a stored body holds.
+def decode_body(body: bytes) -> Any:
+    """The JSON value a stored body holds (each parser checks its shape).
 
     :raises ParseError: when it does not decompress or decode.
     """
@@ -137,7 +138,7 @@ def decode_body(body: bytes) -> object:
         raise ParseError(f"stored report is unreadable: {exc}") from None
 
 
-def parse_document(protocol: str, doc: object, skip_packages: bool = False) -> HostReport:
+def parse_document(protocol: str, doc: Any, skip_packages: bool = False) -> HostReport:
     """Parse a decoded body with the parser of its protocol (``skip_packages``: see
     :func:`decode_report`; the document's list is emptied).
 
