@@ -133,10 +133,15 @@ _HOST_INSERT = (
 )
 
 
-def _host_row(name: str, now: float) -> tuple[int, bool]:
-    """(id, created) of the named host, created on first sight."""
+def _host_row(name: str, now: float, looked: bool = False) -> tuple[int, bool]:
+    """(id, created) of the named host, created on first sight.
+
+    ``looked``: the caller read the batch's hosts already and this one was not among
+    them, so the insert comes first (a host another process created since is read
+    after it).
+    """
     select = raw_sql(f"SELECT id FROM {_HOST} WHERE name = ?")
-    row = database.execute_sql(select, (name,)).fetchone()
+    row = None if looked else database.execute_sql(select, (name,)).fetchone()
     if row is not None:
         return row[0], False
     # RETURNING gives the new id in the same round trip (nothing when a concurrent
@@ -202,7 +207,7 @@ def apply_report(
         host_id = (known_hosts or {}).get(row.host_name)
         created = False
         if host_id is None:
-            host_id, created = _host_row(row.host_name, now)
+            host_id, created = _host_row(row.host_name, now, looked=known_hosts is not None)
         domain = report.extra.get("domain")
         kernel = report.kernel[:255]
         holds = encode_holds(report.held)
