@@ -65,3 +65,37 @@ def test_a_report_of_a_host_seen_before_replaces_its_rows(db) -> None:
     web1 = Host.get(Host.name == "web1")
     assert web1.kernel == "k2"
     assert ReportedUpdate.select().count() == Module.select().count() == 0
+
+
+def test_the_collector_is_as_it_was_after_a_batch(db, monkeypatch) -> None:
+    """A batch runs with the cyclic collector paused; after it, on and off alike, the
+    collector is as the caller had it, also when the batch fails."""
+    import gc
+
+    from patchwatch.pipeline import processing
+
+    store_report("web1", NATIVE, _doc("web1", "k1", [], []), 1.0)
+    assert gc.isenabled()
+    assert process_pending(2.0) == {"processed": 1}
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        store_report("web1", NATIVE, _doc("web1", "k2", [], []), 3.0)
+        assert process_pending(4.0) == {"processed": 1}
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    store_report("web1", NATIVE, _doc("web1", "k3", [], []), 5.0)
+    paused = []
+
+    def failing(rows: object, force: bool) -> None:
+        paused.append(gc.isenabled())
+        raise RuntimeError("the batch fails")
+
+    monkeypatch.setattr(processing, "_prepare_batch", failing)
+    try:
+        process_pending(6.0)
+    except RuntimeError:
+        pass
+    assert paused == [False]
+    assert gc.isenabled()
