@@ -49,9 +49,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from collections.abc import Sequence
-from itertools import chain
 from itertools import product
-from typing import cast
 
 from peewee import Database
 from peewee import Field
@@ -290,21 +288,11 @@ def _create_package_sets(
     for the sets that had no base near: a set written whole earlier in the batch,
     or committed meanwhile by another process, may be near them.
     """
-    # Records by identity first: a batch's lists hold some 100,000 records but a few
-    # thousand distinct objects (the parser's memo makes equal records one object),
-    # and a record hashes through a Python method while its id hashes in C
-    records = list(chain.from_iterable(new.values()))
-    distinct = dict(zip(map(id, records), records, strict=True))
-    ids = ensure_packages(distinct.values())
-    by_identity = {id(p): pid for p, pid in ids.items()}
+    ids = ensure_packages(p for packages in new.values() for p in packages)
     planned = []
     seen = bases.generation if bases is not None else 0
     for digest in sorted(new):
-        found = set(map(by_identity.get, map(id, new[digest])))
-        if None in found:  # an equal record of another object (the memo was emptied)
-            members = sorted({ids[p] for p in new[digest]})
-        else:
-            members = sorted(cast(set[int], found))
+        members = sorted({ids[p] for p in new[digest]})
         packed = pack_ids(members)
         near = bases.nearest(members) if bases is not None and packed is not None else None
         planned.append((digest, members, packed, near))
