@@ -430,6 +430,11 @@ def _stored_sets(rows: list[Report]) -> dict[int, int]:
     return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
 
 
+#: reports decoded at a time while a batch is prepared: their listings are looked up
+#: together, and only so many decoded bodies (about 1 MB of objects each) are held
+PREPARE_CHUNK = 10
+
+
 def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
     """The batch's reports ready to apply, parsed from their bodies (outside any
     transaction), without the package list where its stored set is known.
@@ -442,26 +447,29 @@ def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
     """
     # --force re-runs reports after a fix, perhaps to the parser: parse them whole
     known = {} if force else _stored_sets(rows)
-    decoded: list[tuple[Report, object, str | None]] = []
-    out: dict[int, Prepared] = {}
-    for row in rows:
-        try:
-            doc = decode_body(row.body)
-        except ParseError as exc:
-            out[row.id] = Prepared(row, None, str(exc))
-            continue
-        decoded.append((row, doc, listing_of(row.protocol, doc)))
-    listed = {} if force else sets_of_listings(sorted({lst for _r, _d, lst in decoded if lst}))
     parsed: dict[str, tuple[Package, ...]] = {}  # listing -> its records, in this batch
-    for row, doc, listing in decoded:
-        set_id = known.get(row.id)
-        if set_id is None and listing is not None:
-            set_id = listed.get(listing)
-        shared = parsed.get(listing) if listing is not None and set_id is None else None
-        item = prepare_decoded(row, doc, set_id, listing, shared)
-        if listing is not None and item.record is not None and item.packages_read:
-            parsed.setdefault(listing, item.record.packages)
-        out[row.id] = item
+    out: dict[int, Prepared] = {}
+    for start in range(0, len(rows), PREPARE_CHUNK):
+        decoded: list[tuple[Report, object, str | None]] = []
+        for row in rows[start : start + PREPARE_CHUNK]:
+            try:
+                doc = decode_body(row.body)
+            except ParseError as exc:
+                out[row.id] = Prepared(row, None, str(exc))
+                continue
+            decoded.append((row, doc, listing_of(row.protocol, doc)))
+        wanted = sorted({listing for _row, _doc, listing in decoded if listing})
+        listed = {} if force else sets_of_listings(wanted)
+        for row, doc, listing in decoded:
+            set_id = known.get(row.id)
+            if set_id is None and listing is not None:
+                set_id = listed.get(listing)
+            shared = parsed.get(listing) if listing is not None and set_id is None else None
+            item = prepare_decoded(row, doc, set_id, listing, shared)
+            if listing is not None and item.record is not None and item.packages_read:
+                parsed.setdefault(listing, item.record.packages)
+            out[row.id] = item
+        del decoded  # the decoded bodies go before the next chunk's are read
     return [out[row.id] for row in rows]
 
 
@@ -566,7 +574,7 @@ def process_pending(
 
     Reports are parsed ahead, outside any transaction, then applied up to
     :data:`BATCH_REPORTS` at a time (and for at most about :data:`BATCH_SECONDS`) in
-    one transaction, each in its own savepoint (``hold_seconds``: the processing
+    one transaction, in groups of :data:`WRITE_GROUP` (``hold_seconds``: the processing
     process commits more often, so that the receiver's stores wait less). Why: a new
     package set inserts some 1,500 entries into the package-to-set index, scattered
     over as many pages; one commit per report wrote all of those pages out for every
@@ -575,7 +583,8 @@ def process_pending(
     (docs/performance.md). A failure other than a bad report rolls back the whole
     batch, which leaves its reports queued, as they were before; a rollback
     PostgreSQL forced (a deadlock victim) is applied again, up to
-    :data:`BATCH_RETRIES` times. The shared rows the
+    :data:`BATCH_RETRIES` times, and so is one that a stale cached id failed, its
+    shared rows stored again first. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
     rows = _queued_rows(host_name, force, limit, ids, received_before)
