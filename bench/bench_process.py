@@ -42,8 +42,12 @@ import bench_pipeline as pipeline  # noqa: E402
 from fleet import build_fleet  # noqa: E402
 
 
-def ingest(backend: str, bodies: list[bytes], pg: pipeline.Postgres | None, tmp: Path) -> str:
-    """Queue every body through a real server (deferred processing); return the URL."""
+def ingest(
+    backend: str, bodies: list[bytes], pg: pipeline.Postgres | None, tmp: Path, tree: str
+) -> str:
+    """Queue every body through a real server of ``tree`` (deferred processing); return
+    the URL. The first tree given makes the queue: an older tree cannot open a store
+    a newer one migrated, while a newer one migrates the older's as it opens it."""
     data = tmp / "data"
     url = pg.new_database() if pg else f"sqlite:///{data / 'patchwatch.db'}"
     port = pipeline.free_port()
@@ -53,12 +57,15 @@ def ingest(backend: str, bodies: list[bytes], pg: pipeline.Postgres | None, tmp:
     with log.open("a") as err:
         server = subprocess.Popen(
             [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=err, stderr=err,
+            cwd=tree, env=env, stdout=err, stderr=err,
         )  # fmt: skip
     try:
         pipeline.wait_ready(base, url, server)
-        _, _, token = pipeline.run_cli(["token", "create", "--enroll"], env, log)
-        token = token.strip().splitlines()[-1].strip()
+        made = subprocess.run(
+            [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
+            cwd=tree, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        token = made.stdout.strip().splitlines()[-1].strip()
         wall, _lat, statuses, _retries = pipeline.send_all(base, [token] * len(bodies), bodies, 50)
         print(f"ingested {len(bodies):,} reports in {wall:.1f} s: {statuses}", flush=True)
     finally:
@@ -85,12 +92,21 @@ def base_env(tmp: Path, url: str, data: Path) -> dict[str, str]:
     return env
 
 
-def pg_admin(pg: pipeline.Postgres, sql: str) -> None:
+def pg_admin(pg: pipeline.Postgres, sql: str, template: str | None = None) -> None:
+    """Run ``sql`` on the server's maintenance database; with ``template``, first end
+    the sessions still open on it (a server's processes may take a moment to go, and
+    PostgreSQL copies no database others are connected to)."""
     from patchwatch.store.db import make_database
 
     admin = make_database(pg.server.url())
     admin.connect()
     try:
+        if template is not None:
+            admin.execute_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (template,),
+            )
         admin.execute_sql(sql)
     finally:
         admin.close()
@@ -123,7 +139,7 @@ def main() -> None:
         if args.queued:
             url, snapshot = "", args.queued
         else:
-            url = ingest(args.backend, bodies, pg, tmp)
+            url = ingest(args.backend, bodies, pg, tmp, trees[0][1])
             snapshot = tmp / "queued.db"
         template = url.rsplit("/", 1)[1] if pg else None
         if not pg and not args.queued:
@@ -137,7 +153,7 @@ def main() -> None:
                 if pg:
                     assert pg is not None and template is not None
                     run_db = f"r{n}_{re.sub(r'[^a-z0-9]', '_', name.lower())}"
-                    pg_admin(pg, f'CREATE DATABASE "{run_db}" TEMPLATE "{template}"')
+                    pg_admin(pg, f'CREATE DATABASE "{run_db}" TEMPLATE "{template}"', template)
                     run_url = pg.server.url(run_db)
                 else:
                     shutil.copy(snapshot, data / "patchwatch.db")

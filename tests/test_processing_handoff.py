@@ -11,6 +11,7 @@ from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.set_digest import package_set_digest
 from patchwatch.pipeline import prepared
+from patchwatch.pipeline import processing
 from patchwatch.pipeline.prepared import prepare
 from patchwatch.pipeline.processing import process_pending
 from patchwatch.pipeline.processing import store_report
@@ -46,15 +47,16 @@ def _set_of(doc: dict) -> int | None:
 
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """How often each stored report's body is parsed (by size: the bodies differ)."""
+    """How often each stored report's body is decoded (by size: the bodies differ)."""
     seen: Counter[int] = Counter()
-    real = prepared.decode_report
+    real = prepared.decode_body
 
-    def counting(protocol: str, body: bytes, skip_packages: bool = False):  # type: ignore[no-untyped-def]
+    def counting(body: bytes) -> object:
         seen[len(body)] += 1
-        return real(protocol, body, skip_packages)
+        return real(body)
 
-    monkeypatch.setattr(prepared, "decode_report", counting)
+    monkeypatch.setattr(prepared, "decode_body", counting)
+    monkeypatch.setattr(processing, "decode_body", counting)
     return seen
 
 

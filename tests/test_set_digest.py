@@ -43,3 +43,20 @@ def test_the_receiver_neither_digests_nor_stores_package_sets() -> None:
         modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "patchwatch.store.package_sets" not in modules, path
         assert "patchwatch.domain.set_digest" not in modules, path
+
+
+def test_a_listing_digest_is_the_lists_as_sent_under_the_parsing_rules() -> None:
+    """What names a report's lists before they are parsed: the arrays written back as
+    JSON after the rules' tag, so that new parsing rules never meet an old listing."""
+    import orjson
+
+    from patchwatch.domain.set_digest import LISTING_RULES
+    from patchwatch.domain.set_digest import listing_digest
+
+    packages = [{"name": "bash", "version": "5.2.15", "arch": "amd64", "type": "deb"}]
+    raw = LISTING_RULES + orjson.dumps([packages, None])
+    assert listing_digest(packages, None) == hashlib.sha256(raw).hexdigest()
+    assert listing_digest(packages, []) != listing_digest(packages, None)
+    reordered = [dict(reversed(packages[0].items()))]
+    assert listing_digest(reordered, None) != listing_digest(packages, None)
+    assert listing_digest([{"name": "\ud800"}], None) is None  # cannot be written back

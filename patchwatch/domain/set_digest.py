@@ -5,13 +5,17 @@ release and architecture of each build, one line per distinct build), not their 
 ids: it is computed from a parsed report before the store is touched, so that the
 receiver and processing find a set already stored with one indexed lookup, and two
 stores holding the same packages give a set the same digest. A repository set's
-digest is made the same way from its members' key lines. Pure: no storage here.
+digest is made the same way from its members' key lines. A *listing* digest
+(:func:`listing_digest`) hashes a report's package list as sent instead, before it is
+parsed: processing keeps which set each listing made. Pure: no storage here.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+
+import orjson
 
 from patchwatch.domain.records import Package
 
@@ -32,3 +36,36 @@ def set_digest(packages: Iterable[Package]) -> tuple[str, int]:
 def package_set_digest(packages: Iterable[Package]) -> str:
     """The digest of the set of these packages (``Package.digest_line`` of each)."""
     return set_digest(packages)[0]
+
+
+#: the rules by which a native report's ``packages`` and ``sources`` become records,
+#: hashed into every listing digest: change it with any change to how
+#: ``patchwatch.domain.reports.native`` reads those two arrays, so that no listing
+#: stored under the old rules is taken for what the new ones would make of it
+LISTING_RULES = b"patchwatch native packages+sources 1\n"
+
+
+def listing_digest(packages: object, sources: object) -> str | None:
+    """SHA-256 (hex) of a native report's package list and sources as sent; None when
+    they cannot be written back as JSON (a lone surrogate).
+
+    Why: processing maps this digest to the package set the lists made
+    (``patchwatch.store.package_sets.sets_of_listings``), so that a report whose lists
+    equal an earlier one's, every unchanged re-report and every host that did not
+    drift from its image, skips turning 1,500 package objects into records and
+    naming their set. Writing the decoded arrays back with orjson (about 0.07 ms for
+    1,500 packages) and hashing them (0.08 ms) costs a tenth of building the
+    records. Equal digests mean equal decoded arrays (object keys in the order sent:
+    another order is another listing, a miss and nothing worse), and those give
+    equal records, because parsing a package or a source reads nothing else of the
+    report. ``sources`` is in it because the sources a report names are stored with
+    its packages' records. ``None`` (absent) and JSON null hash alike: a null
+    ``sources`` fails the parse, and a listing is only ever stored for a report that
+    parsed; so do the values orjson writes other than as read (an integer past 64
+    bits, read as a float), none of which a package or source field accepts.
+    """
+    try:
+        raw = orjson.dumps([packages, sources])
+    except orjson.JSONEncodeError:
+        return None
+    return hashlib.sha256(LISTING_RULES + raw).hexdigest()

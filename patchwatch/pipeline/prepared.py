@@ -4,7 +4,9 @@ The receiver stores a report's body after checking only its routing fields; proc
 (behind the receiver, the scheduler or ``patchwatch process``) reads it from the queue
 and parses the stored body into a :class:`Prepared` report: the record (or why it does
 not parse) and, once known, the stored package set of its packages, in which case the
-package list may not have been read at all (``patchwatch.pipeline.processing``).
+package list may not have been read at all (``patchwatch.pipeline.processing``): a
+native report's list is named by its digest as sent (its *listing*) before it is
+parsed, and a listing seen before names its set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
 
 import orjson
 
@@ -20,9 +24,11 @@ from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.protocols import PATCHMAN1
 from patchwatch.domain.protocols import PATCHMAN2
 from patchwatch.domain.records import HostReport
+from patchwatch.domain.records import Package
 from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
+from patchwatch.domain.set_digest import listing_digest
 from patchwatch.store.models import Report
 
 
@@ -34,6 +40,9 @@ class Prepared:
     the report's failure reason). ``package_set_id`` is the stored set of the
     report's packages once it is known; ``packages_read`` is False when the record
     was parsed without its package list because that set was known beforehand.
+    ``listing``: the digest of the package list as sent
+    (``patchwatch.domain.set_digest.listing_digest``; None for other protocols and
+    bodies that do not decode).
     """
 
     row: Report
@@ -41,6 +50,7 @@ class Prepared:
     error: str = ""
     package_set_id: int | None = None
     packages_read: bool = True
+    listing: str | None = None
 
     def whole(self) -> HostReport:
         """The record with its packages: parsed again from the body only when the
@@ -56,12 +66,45 @@ class Prepared:
 def prepare(row: Report, package_set_id: int | None = None) -> Prepared:
     """Parse a stored report; without its package list when ``package_set_id``, the
     stored set of its packages, is known (native reports only)."""
-    skip = package_set_id is not None
     try:
-        record = decode_report(row.protocol, row.body, skip_packages=skip)
+        doc = decode_body(row.body)
     except ParseError as exc:
         return Prepared(row, None, str(exc))
-    return Prepared(row, record, package_set_id=package_set_id, packages_read=not skip)
+    return prepare_decoded(row, doc, package_set_id)
+
+
+def prepare_decoded(
+    row: Report,
+    doc: object,
+    package_set_id: int | None = None,
+    listing: str | None = None,
+    packages: tuple[Package, ...] | None = None,
+) -> Prepared:
+    """Parse a decoded body (:func:`decode_body`) into a :class:`Prepared` report.
+
+    ``package_set_id``: the stored set of its packages, when known: the list is not
+    read. ``packages``: the records another report of the batch made of the same
+    list as sent (the same ``listing``): the list is not read either, and these
+    stand for it. Both for native reports only; ``doc`` is changed (its list
+    emptied) when either is given.
+    """
+    skip = package_set_id is not None or packages is not None
+    try:
+        record = parse_document(row.protocol, doc, skip_packages=skip)
+    except ParseError as exc:
+        return Prepared(row, None, str(exc), listing=listing)
+    if packages is not None and package_set_id is None:
+        return Prepared(row, replace(record, packages=packages), listing=listing)
+    return Prepared(
+        row, record, package_set_id=package_set_id, packages_read=not skip, listing=listing
+    )
+
+
+def listing_of(protocol: str, doc: object) -> str | None:
+    """The listing digest of a decoded body's package list (native reports), or None."""
+    if protocol != NATIVE or not isinstance(doc, dict) or "packages" not in doc:
+        return None
+    return listing_digest(doc["packages"], doc.get("sources"))
 
 
 def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> HostReport:
@@ -72,19 +115,35 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
 
     :raises ParseError: when the body does not parse (kept as the failure reason).
     """
+    return parse_document(protocol, decode_body(body), skip_packages)
+
+
+def decode_body(body: bytes) -> Any:
+    """The JSON value a stored body holds (each parser checks its shape).
+
+    :raises ParseError: when it does not decompress or decode.
+    """
     try:
         # zlib (encode_body) or gzip (a body kept as the agent sent it): both read
         text = zlib.decompress(body, 32 + zlib.MAX_WBITS)
         try:
-            doc = orjson.loads(text)  # half the time of json.loads on a 150 KB report
+            return orjson.loads(text)  # half the time of json.loads on a 150 KB report
         except orjson.JSONDecodeError:
             # what json.dumps wrote but orjson refuses: a lone surrogate (kept by
             # surrogatepass, for the parser to name), a number beyond a double's range.
             # (An integer past 64 bits orjson reads as a float: every such field is
             # range-checked, and out of range either way.)
-            doc = json.loads(text)
+            return json.loads(text)
     except (zlib.error, ValueError) as exc:
         raise ParseError(f"stored report is unreadable: {exc}") from None
+
+
+def parse_document(protocol: str, doc: Any, skip_packages: bool = False) -> HostReport:
+    """Parse a decoded body with the parser of its protocol (``skip_packages``: see
+    :func:`decode_report`; the document's list is emptied).
+
+    :raises ParseError: when the document does not parse.
+    """
     if protocol == NATIVE:
         if skip_packages and isinstance(doc, dict) and "packages" in doc:
             doc["packages"] = []

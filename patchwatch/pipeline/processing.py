@@ -9,24 +9,31 @@ older report never overwrites the state of a newer one.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
+from contextlib import contextmanager
 from contextlib import nullcontext
 
 from peewee import IntegrityError
 from peewee import ModelSelect
 
+from patchwatch.domain.errors import ParseError
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
 from patchwatch.domain.records import Package
+from patchwatch.domain.set_digest import set_digest
 from patchwatch.domain.updates import encode_holds
 from patchwatch.pipeline.prepared import Prepared
-from patchwatch.pipeline.prepared import prepare
+from patchwatch.pipeline.prepared import decode_body
+from patchwatch.pipeline.prepared import listing_of
+from patchwatch.pipeline.prepared import prepare_decoded
 from patchwatch.store.db import chunks
 from patchwatch.store.db import database
 from patchwatch.store.db import execute_many
@@ -41,6 +48,8 @@ from patchwatch.store.models import Report
 from patchwatch.store.models import ReportedUpdate
 from patchwatch.store.package_sets import ensure_package_set
 from patchwatch.store.package_sets import ensure_package_sets
+from patchwatch.store.package_sets import remember_listings
+from patchwatch.store.package_sets import sets_of_listings
 from patchwatch.store.package_sets import stored_package_sets
 from patchwatch.store.sets import cached_id
 from patchwatch.store.sets import ensure_repository_set
@@ -120,28 +129,6 @@ _HOST_DEFAULTS = {
     for f in Host._meta.sorted_fields
     if f.default is not None and not callable(f.default)
 }
-_HOST_INSERT = (
-    f"INSERT INTO {_HOST} (name, created_at, {', '.join(_HOST_DEFAULTS)}) "
-    f"VALUES (?, ?{', ?' * len(_HOST_DEFAULTS)}) "
-    "ON CONFLICT DO NOTHING RETURNING id, last_report_at"
-)
-
-
-def _host_row(name: str, now: float) -> tuple[int, bool]:
-    """(id, created) of the named host, created on first sight."""
-    select = raw_sql(f"SELECT id FROM {_HOST} WHERE name = ?")
-    row = database.execute_sql(select, (name,)).fetchone()
-    if row is not None:
-        return row[0], False
-    # RETURNING gives the new id in the same round trip (nothing when a concurrent
-    # writer created the host first: then it is read)
-    params = (name, now, *_HOST_DEFAULTS.values())
-    row = database.execute_sql(raw_sql(_HOST_INSERT), params).fetchone()
-    if row is not None:
-        return row[0], True
-    return database.execute_sql(select, (name,)).fetchone()[0], False
-
-
 # What a host's updates are computed from changed (its package set, repository set, holds,
 # kernel or OS release; the old values are compared, as SET reads the row before the
 # update): move inputs_changed_at forward, so that the update computation is due
@@ -174,100 +161,176 @@ def apply_report(
 ) -> int:
     """Write the host state a parsed report describes; return the host's id.
 
-    Plain SQL, and only the columns a report sets: peewee's query building cost more
-    than the database's own work for these few statements per report, and a whole-row
-    save would write back, say, an update time the scheduler set meanwhile.
     ``package_set_id`` is the stored set of the report's packages when the caller
     knows it (then ``report.packages`` is not read); ``known_hosts``, host ids the
-    caller read for its batch (:func:`host_ids`).
-
-    A report older than the host's last one changes nothing (the update's own
-    condition says so, whatever another process wrote since the host was read).
+    caller read for its batch (:func:`host_ids`). The writes are those of
+    :func:`write_hosts`, for one report.
     """
     if package_set_id is None:
         package_set_id = ensure_package_set(report.packages, now).id
         remember_reported_sources(reported_sources([report]))
+    hosts = dict(known_hosts) if known_hosts is not None else host_ids([row.host_name])
+    # inside a batch the caller's transaction already covers this
+    with nullcontext() if database.in_transaction() else write_transaction():
+        write_hosts([(row, report, package_set_id)], now, hosts)
+    return hosts[row.host_name]
+
+
+#: reports whose host writes go together (one claim, one insert of new hosts, one
+#: delete and one insert of their modules and reported updates): the processing
+#: process's short transactions (``hold_seconds``) end between two such groups
+WRITE_GROUP = 25
+
+
+def write_hosts(
+    entries: Sequence[tuple[Report, HostReport, int]], now: float, hosts: dict[str, int]
+) -> None:
+    """Write the host state of these (report row, parsed report, package set id), in
+    order, inside the caller's transaction.
+
+    Plain SQL, and only the columns a report sets: peewee's query building cost more
+    than the database's own work for these few statements per report, and a whole-row
+    save would write back, say, an update time the scheduler set meanwhile. A
+    report older than the host's last one changes nothing (the update's own
+    condition says so, whatever another process wrote since the host was read).
+    ``hosts``: name -> id of the hosts known so far (the batch's read, :func:`host_ids`);
+    hosts created here are added.
+
+    Why grouped: per report, one statement (the host's update) instead of five or
+    six; the new hosts, and the modules and reported updates replaced, go in one
+    statement each per group. Each host is written at most once per group, so that
+    its second report in a batch starts a new one.
+    """
+    group: list[tuple[Report, HostReport, int]] = []
+    names: set[str] = set()
+    for entry in entries:
+        if entry[0].host_name in names:
+            _write_group(group, now, hosts)
+            group, names = [], set()
+        group.append(entry)
+        names.add(entry[0].host_name)
+    if group:
+        _write_group(group, now, hosts)
+
+
+def _write_group(
+    entries: list[tuple[Report, HostReport, int]], now: float, hosts: dict[str, int]
+) -> None:
+    """:func:`write_hosts` for reports of distinct hosts."""
+    missing = sorted({row.host_name for row, _r, _s in entries if row.host_name not in hosts})
+    created = _create_hosts(missing, now) if missing else {}
+    hosts.update(created)
+    if len(created) < len(missing):  # created meanwhile by another process
+        hosts.update(host_ids([name for name in missing if name not in created]))
+    replaced_modules: list[int] = []
+    replaced_updates: list[int] = []
+    modules: list[tuple[object, ...]] = []
+    updates: list[tuple[object, ...]] = []
+    for row, report, package_set_id in entries:
+        host_id = hosts[row.host_name]
+        if not _update_host(row, report, now, host_id, package_set_id):
+            log.info("report %d for %s is older than the host state; kept only", row.id,
+                     row.host_name)  # fmt: skip
+            continue
+        # a host created just now has no modules or reported updates to replace
+        fresh = row.host_name in created
+        if (report.modules or report.repositories is not None) and not fresh:
+            replaced_modules.append(host_id)
+        modules += [(host_id, m.name, m.stream, m.version, m.context, m.arch)
+                    for m in report.modules]  # fmt: skip
+        if report.updates is not None and not fresh:
+            replaced_updates.append(host_id)
+        rows = {
+            (u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates or ()
+        }
+        updates += [(host_id, n, v, a, sec, r[:512]) for (n, v, a), (sec, r) in rows.items()]
+    for table, replaced in ((_MODULE, replaced_modules), (_REPORTED_UPDATE, replaced_updates)):
+        for chunk in chunks(replaced):
+            database.execute_sql(
+                raw_sql(f"DELETE FROM {table} WHERE host_id IN ({placeholders(len(chunk))})"),
+                list(chunk),
+            )
+    if modules:
+        execute_many(
+            f"INSERT INTO {_MODULE} (host_id, name, stream, version, context, arch) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            modules,
+        )
+    if updates:
+        execute_many(
+            f"INSERT INTO {_REPORTED_UPDATE} (host_id, name, version, arch, security, repository) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            updates,
+        )
+
+
+def _create_hosts(names: Sequence[str], now: float) -> dict[str, int]:
+    """Insert these hosts (sorted names, none found by the batch's read); name -> id of
+    those this statement created (a host another process created first is not)."""
+    created: dict[str, int] = {}
+    row = f"(?, ?{', ?' * len(_HOST_DEFAULTS)})"
+    for chunk in chunks(names, WRITE_GROUP):
+        sql = (
+            f"INSERT INTO {_HOST} (name, created_at, {', '.join(_HOST_DEFAULTS)}) "
+            f"VALUES {', '.join([row] * len(chunk))} ON CONFLICT DO NOTHING RETURNING id, name"
+        )
+        params = [value for name in chunk for value in (name, now, *_HOST_DEFAULTS.values())]
+        for host_id, name in database.execute_sql(raw_sql(sql), params).fetchall():
+            created[name] = host_id
+    return created
+
+
+def _update_host(
+    row: Report, report: HostReport, now: float, host_id: int, package_set_id: int
+) -> bool:
+    """Set the host's row from the report; False when the report is older than it."""
     rset = (
         ensure_repository_set(report.repositories, now) if report.repositories is not None else None
     )
     os_release_id = _os_release(report)
-    # inside a batch (process_report) the caller's savepoint already covers this
-    with nullcontext() if database.in_transaction() else write_transaction():
-        host_id = (known_hosts or {}).get(row.host_name)
-        created = False
-        if host_id is None:
-            host_id, created = _host_row(row.host_name, now)
-        domain = report.extra.get("domain")
-        kernel = report.kernel[:255]
-        holds = encode_holds(report.held)
-        rset_id = None if rset is None else rset.id
-        cursor = database.execute_sql(
-            raw_sql(
-                f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
-                "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
-                "package_set_id = ?, "
-                "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
-                "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ?, "
-                f"{_INPUTS_CHANGED} "
-                "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
-            ),
-            (
-                None if domain is None else domain[:255],
-                os_release_id,
-                report.extra.get("os_variant", "")[:255],
-                kernel,
-                report.arch[:32],
-                " ".join(sorted(set(report.tags))),
-                report.reboot_required,
-                package_set_id,
-                rset_id,
-                report.agent[:128],
-                row.protocol,
-                row.remote_addr,
-                row.received_at,
-                now,
-                holds,
-                package_set_id,
-                kernel,
-                os_release_id,
-                holds,
-                rset_id,
-                rset_id,
-                now,
-                now,
-                host_id,
-                row.received_at,
-            ),
-        )
-        if not cursor.rowcount:
-            log.info("report %d for %s is older than the host state; kept only", row.id,
-                     row.host_name)  # fmt: skip
-            return host_id
-        # a host created just now has no modules or reported updates to replace
-        if (report.modules or report.repositories is not None) and not created:
-            database.execute_sql(raw_sql(f"DELETE FROM {_MODULE} WHERE host_id = ?"), (host_id,))
-        if report.modules:
-            execute_many(
-                f"INSERT INTO {_MODULE} (host_id, name, stream, version, context, arch) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(host_id, m.name, m.stream, m.version, m.context, m.arch)
-                 for m in report.modules],
-            )  # fmt: skip
-        if report.updates is not None and not created:
-            database.execute_sql(
-                raw_sql(f"DELETE FROM {_REPORTED_UPDATE} WHERE host_id = ?"), (host_id,)
-            )
-        rows = {
-            (u.name, u.version, u.arch): (u.security, u.repository) for u in report.updates or ()
-        }
-        if rows:
-            execute_many(
-                f"INSERT INTO {_REPORTED_UPDATE} "
-                "(host_id, name, version, arch, security, repository) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(host_id, n, v, a, s, r[:512]) for (n, v, a), (s, r) in rows.items()],
-            )
-    return host_id
+    domain = report.extra.get("domain")
+    kernel = report.kernel[:255]
+    holds = encode_holds(report.held)
+    rset_id = None if rset is None else rset.id
+    cursor = database.execute_sql(
+        raw_sql(
+            f"UPDATE {_HOST} SET domain = COALESCE(?, domain), os_release_id = ?, "
+            "os_variant = ?, kernel = ?, arch = ?, tags = ?, reboot_reported = ?, "
+            "package_set_id = ?, "
+            "repository_set_id = COALESCE(?, repository_set_id), agent = ?, protocol = ?, "
+            "remote_addr = ?, last_report_at = ?, last_processed_at = ?, held = ?, "
+            f"{_INPUTS_CHANGED} "
+            "WHERE id = ? AND (last_report_at IS NULL OR last_report_at <= ?)"
+        ),
+        (
+            None if domain is None else domain[:255],
+            os_release_id,
+            report.extra.get("os_variant", "")[:255],
+            kernel,
+            report.arch[:32],
+            " ".join(sorted(set(report.tags))),
+            report.reboot_required,
+            package_set_id,
+            rset_id,
+            report.agent[:128],
+            row.protocol,
+            row.remote_addr,
+            row.received_at,
+            now,
+            holds,
+            package_set_id,
+            kernel,
+            os_release_id,
+            holds,
+            rset_id,
+            rset_id,
+            now,
+            now,
+            host_id,
+            row.received_at,
+        ),
+    )
+    return bool(cursor.rowcount)
 
 
 def reported_sources(reports: Iterable[HostReport]) -> dict[Package, tuple[str, str]]:
@@ -289,57 +352,64 @@ def reported_sources(reports: Iterable[HostReport]) -> dict[Package, tuple[str, 
 
 
 def claim_report(row: Report, now: float, force: bool = False) -> bool:
-    """Take a report so that two processes never work on it at once; False if taken.
+    """Take a report so that two processes never work on it at once; False if taken
+    (:func:`claim_reports` for one)."""
+    return bool(claim_reports([row], now, force))
 
-    The report is marked processed at once: the claim is made inside the batch's
+
+def claim_reports(rows: Sequence[Report], now: float, force: bool = False) -> set[int]:
+    """Take these reports so that two processes never work on one at once; the ids
+    of those taken (the others are another process's, or done).
+
+    A report is marked processed at once: the claim is made inside the batch's
     transaction (:func:`process_pending`), so no other reader sees that mark before
     the host state it stands for, and what fails after it marks the report otherwise
     or rolls the whole batch back. One statement per report instead of a claim and
-    a mark, so no report is ever left half-taken.
+    a mark, so no report is ever left half-taken; one statement for many reports.
     """
     allowed = "state = 'pending'"
     if force:
         allowed += " OR state IN ('processed', 'failed')"
-    cursor = database.execute_sql(
-        raw_sql(
-            f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
-            f"attempts = attempts + 1 WHERE id = ? AND ({allowed})"
-        ),
-        (now, row.id),
-    )
-    if cursor.rowcount:
-        row.state = "processed"
-    return bool(cursor.rowcount)
+    taken: set[int] = set()
+    for chunk in chunks([row.id for row in rows]):
+        cursor = database.execute_sql(
+            raw_sql(
+                f"UPDATE {_REPORT} SET state = 'processed', processed_at = ?, error = '', "
+                f"attempts = attempts + 1 WHERE id IN ({placeholders(len(chunk))}) "
+                f"AND ({allowed}) RETURNING id"
+            ),
+            (now, *chunk),
+        )
+        taken.update(report_id for (report_id,) in cursor.fetchall())
+    for row in rows:
+        if row.id in taken:
+            row.state = "processed"
+    return taken
 
 
-def process_report(item: Prepared, now: float, force: bool, hosts: dict[str, int]) -> str:
-    """Process one prepared report; return its new state (processed, failed or skipped).
+def _write_reports(
+    batch: list[Prepared], now: float, force: bool, hosts: dict[str, int]
+) -> Counter[str]:
+    """Claim and apply these prepared reports (inside the batch's transaction); their
+    new states counted (processed, failed or skipped).
 
-    ``hosts``: host ids read for the batch, to which a host created here is added.
-    Called inside a batch's transaction only (see :func:`claim_report`); the host
-    writes are a savepoint of it.
+    ``hosts``: host ids read for the batch, to which hosts created here are added.
     """
-    row = item.row
-    if not claim_report(row, now, force):
-        return "skipped"  # another process has it, or it is done
-    if item.record is None:
-        _mark(row, "failed", now, item.error)
-        return "failed"
-    try:
-        try:
-            with write_transaction():
-                host_id = apply_report(row, item.record, now, item.package_set_id, hosts)
-        except IntegrityError:
-            # a cached set or package id was deleted meanwhile (dbcheck --fix): the
-            # caches are only a shortcut, so drop them and write again from the rows
-            forget_cached_ids()
-            with write_transaction():
-                host_id = apply_report(row, item.whole(), now)
-    except Exception:
-        _mark(row, "pending", now, "processing interrupted; will be retried")
-        raise
-    hosts[row.host_name] = host_id  # committed with the batch, or rolled back with it
-    return "processed"  # marked so by the claim
+    outcome: Counter[str] = Counter()
+    taken = claim_reports([item.row for item in batch], now, force)
+    entries: list[tuple[Report, HostReport, int]] = []
+    for item in batch:
+        if item.row.id not in taken:
+            outcome["skipped"] += 1  # another process has it, or it is done
+        elif item.record is None:
+            _mark(item.row, "failed", now, item.error)
+            outcome["failed"] += 1
+        else:
+            assert item.package_set_id is not None  # _store_shared_rows set it
+            entries.append((item.row, item.record, item.package_set_id))
+            outcome["processed"] += 1  # marked so by the claim
+    write_hosts(entries, now, hosts)
+    return outcome
 
 
 def _stored_sets(rows: list[Report]) -> dict[int, int]:
@@ -348,10 +418,9 @@ def _stored_sets(rows: list[Report]) -> dict[int, int]:
     Why: between patch days a host reports the packages it reported before, and
     turning 1,500 package objects into records was most of processing such a report.
     A report stored with its set digest (``store_report(packages_digest=...)``) names
-    a set that holds exactly those packages, so the list need not be read. Since the
-    receiver answers before parsing, it stores no digest and this finds nothing for
-    its reports: a shortcut kept for stores that carry digests, until processing
-    computes one itself or the shortcut goes (docs/performance.md).
+    a set that holds exactly those packages, so the list need not be read. The
+    receiver answers before parsing and stores no digest: its reports are named by
+    their listing instead (:func:`_prepare_batch`).
     """
     wanted: dict[str, list[int]] = {}
     for row in rows:
@@ -361,12 +430,47 @@ def _stored_sets(rows: list[Report]) -> dict[int, int]:
     return {rid: stored[d] for d, ids in wanted.items() if d in stored for rid in ids}
 
 
+#: reports decoded at a time while a batch is prepared: their listings are looked up
+#: together, and only so many decoded bodies (about 1 MB of objects each) are held
+PREPARE_CHUNK = 10
+
+
 def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
     """The batch's reports ready to apply, parsed from their bodies (outside any
-    transaction), without the package list where its stored set is known."""
+    transaction), without the package list where its stored set is known.
+
+    A native report's list is named by its digest as sent (its listing) before it
+    is parsed. A listing that made a set before (an unchanged re-report, a host that
+    did not drift from its image) names that set, and the list is not read; one that
+    an earlier report of the batch brings shares that report's records. Only the
+    other lists are turned into records.
+    """
     # --force re-runs reports after a fix, perhaps to the parser: parse them whole
     known = {} if force else _stored_sets(rows)
-    return [prepare(row, known.get(row.id)) for row in rows]
+    parsed: dict[str, tuple[Package, ...]] = {}  # listing -> its records, in this batch
+    out: dict[int, Prepared] = {}
+    for start in range(0, len(rows), PREPARE_CHUNK):
+        decoded: list[tuple[Report, object, str | None]] = []
+        for row in rows[start : start + PREPARE_CHUNK]:
+            try:
+                doc = decode_body(row.body)
+            except ParseError as exc:
+                out[row.id] = Prepared(row, None, str(exc))
+                continue
+            decoded.append((row, doc, listing_of(row.protocol, doc)))
+        wanted = sorted({listing for _row, _doc, listing in decoded if listing})
+        listed = {} if force else sets_of_listings(wanted)
+        for row, doc, listing in decoded:
+            set_id = known.get(row.id)
+            if set_id is None and listing is not None:
+                set_id = listed.get(listing)
+            shared = parsed.get(listing) if listing is not None and set_id is None else None
+            item = prepare_decoded(row, doc, set_id, listing, shared)
+            if listing is not None and item.record is not None and item.packages_read:
+                parsed.setdefault(listing, item.record.packages)
+            out[row.id] = item
+        del decoded  # the decoded bodies go before the next chunk's are read
+    return [out[row.id] for row in rows]
 
 
 def _mark(row: Report, state: str, now: float, error: str) -> None:
@@ -384,7 +488,7 @@ BATCH_RETRIES = 3  # a batch that PostgreSQL aborted as a deadlock victim runs a
 
 def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -> None:
     """Store the new package sets, repository sets and OS releases of a batch first,
-    and note each report's package set.
+    note each report's package set, and which set each new listing made.
 
     Why before the batch's transaction, in a short one of their own: these rows are
     shared by every host. Created inside the batch, in report order, their unique
@@ -393,24 +497,34 @@ def _store_shared_rows(batch: list[Prepared], now: float, force: bool = False) -
     packages in another order waited on each other: PostgreSQL's deadlock detector
     then aborted one. Created here, sorted (see
     :func:`patchwatch.store.package_sets.ensure_package_sets`), they are committed before any host
-    row is touched.
+    row is touched. The listings are stored after the sets they name are committed,
+    with the sources of the same reports: a listing found later stands for both.
     """
     todo = [(item, item.record) for item in batch if item.record is not None]
     if not todo:
         return
     fresh = [(item, record) for item, record in todo if item.package_set_id is None]
-    # the receiver's digest of the packages it parsed, unless --force parses anew
-    set_ids = ensure_package_sets(
-        [record.packages for _item, record in fresh],
-        now,
-        ["" if force else item.row.packages_digest for item, _record in fresh],
-    )
-    for (item, _record), set_id in zip(fresh, set_ids, strict=True):
+    # the set digest of each list: the receiver's, unless --force parses anew, or
+    # computed here once per list (reports of one listing share their records)
+    named: dict[int, str] = {}
+    digests = []
+    for item, record in fresh:
+        given = "" if force else item.row.packages_digest
+        if not given:
+            given = named.get(id(record.packages)) or set_digest(record.packages)[0]
+            named[id(record.packages)] = given
+        digests.append(given)
+    set_ids = ensure_package_sets([record.packages for _item, record in fresh], now, digests)
+    listings: dict[str, str] = {}
+    for (item, record), set_id, digest in zip(fresh, set_ids, digests, strict=True):
         item.package_set_id = set_id
+        if item.listing is not None and named.get(id(record.packages)) == digest:
+            listings[item.listing] = digest  # only a digest of this parse's records
     sources = reported_sources([record for item, record in todo if item.packages_read])
-    if sources:
+    if sources or listings:
         with write_transaction():
             remember_reported_sources(sources)
+            remember_listings(listings, now)
     with write_transaction():
         for _item, record in todo:
             if record.repositories is not None:
@@ -460,7 +574,7 @@ def process_pending(
 
     Reports are parsed ahead, outside any transaction, then applied up to
     :data:`BATCH_REPORTS` at a time (and for at most about :data:`BATCH_SECONDS`) in
-    one transaction, each in its own savepoint (``hold_seconds``: the processing
+    one transaction, in groups of :data:`WRITE_GROUP` (``hold_seconds``: the processing
     process commits more often, so that the receiver's stores wait less). Why: a new
     package set inserts some 1,500 entries into the package-to-set index, scattered
     over as many pages; one commit per report wrote all of those pages out for every
@@ -469,7 +583,8 @@ def process_pending(
     (docs/performance.md). A failure other than a bad report rolls back the whole
     batch, which leaves its reports queued, as they were before; a rollback
     PostgreSQL forced (a deadlock victim) is applied again, up to
-    :data:`BATCH_RETRIES` times. The shared rows the
+    :data:`BATCH_RETRIES` times, and so is one that a stale cached id failed, its
+    shared rows stored again first. The shared rows the
     batch brings are stored before it (:func:`_store_shared_rows`).
     """
     rows = _queued_rows(host_name, force, limit, ids, received_before)
@@ -500,35 +615,90 @@ def _process(
 ) -> Counter[str]:
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
-        batch = _prepare_batch(rows[start : start + BATCH_REPORTS], force)
-        _store_shared_rows(batch, now, force)
-        done = 0
-        retried = 0
-        while done < len(batch):
-            deadline = time.monotonic() + hold_seconds
-            part: Counter[str] = Counter()
-            first = done
-            try:
-                with write_transaction():
-                    hosts = host_ids([item.row.host_name for item in batch[first:]])
-                    for item in batch[first:]:
-                        part[process_report(item, now, force, hosts)] += 1
-                        done += 1
-                        if time.monotonic() > deadline:
-                            break
-            except Exception as exc:
-                # the ids this transaction cached may name rows it did not commit
-                forget_cached_ids()
-                if not is_transient(exc) or retried >= BATCH_RETRIES:
-                    raise
-                retried += 1
-                log.warning("reports %d-%d rolled back (%s); applying them again",
-                            batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
-                done = first
-                continue
-            outcome.update(part)
+        with _collection_paused():
+            outcome.update(_process_batch(rows[start : start + BATCH_REPORTS], now, force,
+                                          hold_seconds))  # fmt: skip
     outcome.pop("skipped", None)
     return outcome
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector off (as it was after).
+
+    Why: a batch's decoded bodies are some 150,000 dicts, each counted towards the
+    next collection, and the collections over a heap holding the parsed-package memo
+    cost 6-8 % of processing's CPU (docs/performance.md). What a batch leaves behind is
+    freed by reference counting; the few cycles wait for the next collection after it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _process_batch(
+    rows: list[Report], now: float, force: bool, hold_seconds: float
+) -> Counter[str]:
+    """Prepare, store the shared rows of and apply one batch (see :func:`process_pending`)."""
+    outcome: Counter[str] = Counter()
+    batch = _prepare_batch(rows, force)
+    _store_shared_rows(batch, now, force)
+    done = 0
+    retried = 0
+    while done < len(batch):
+        deadline = time.monotonic() + hold_seconds
+        part: Counter[str] = Counter()
+        first = done
+        try:
+            with write_transaction():
+                hosts = host_ids([item.row.host_name for item in batch[first:]])
+                while done < len(batch):
+                    group = batch[done : done + WRITE_GROUP]
+                    part.update(_write_reports(group, now, force, hosts))
+                    done += len(group)
+                    if time.monotonic() > deadline:
+                        break
+        except IntegrityError as exc:
+            # a cached set or package id was deleted meanwhile (dbcheck --fix): the
+            # caches are only a shortcut, so drop them and store the shared rows
+            # again from the reports' whole records
+            forget_cached_ids()
+            if retried >= BATCH_RETRIES:
+                raise
+            retried += 1
+            log.warning("reports %d-%d rolled back (%s); storing their shared rows again",
+                        batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
+            _restore_shared_rows(batch[first:], now, force)
+            done = first
+            continue
+        except Exception as exc:
+            # the ids this transaction cached may name rows it did not commit
+            forget_cached_ids()
+            if not is_transient(exc) or retried >= BATCH_RETRIES:
+                raise
+            retried += 1
+            log.warning("reports %d-%d rolled back (%s); applying them again",
+                        batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
+            done = first
+            continue
+        outcome.update(part)
+    return outcome
+
+
+def _restore_shared_rows(batch: list[Prepared], now: float, force: bool) -> None:
+    """Store the shared rows of these reports again, from their whole records (the
+    package list parsed again where it was skipped), after stale ids failed them."""
+    for item in batch:
+        if item.record is None:
+            continue
+        item.record = item.whole()
+        item.package_set_id = None
+        item.packages_read = True
+    _store_shared_rows(batch, now, force)
 
 
 def prune_reports(keep: int) -> int:

@@ -30,6 +30,7 @@ from patchwatch.store import host_counts
 from patchwatch.store.models import MODELS
 from patchwatch.store.models import AuditEntry
 from patchwatch.store.models import HealthProbe
+from patchwatch.store.models import PackageListing
 from patchwatch.store.models import SchemaVersion
 from patchwatch.store.models import ServerSecret
 from patchwatch.store.oversized import remove_oversized
@@ -667,6 +668,14 @@ def _pinned_repository_members(db: Database) -> None:
         db.execute_sql('ALTER TABLE "repository_set_member" ADD COLUMN "pinned" TEXT')
 
 
+def _package_listings(db: Database) -> None:
+    """Create ``package_listing``: which package set each package list a report sent
+    made (``patchwatch.store.models.PackageListing``). Empty at first: it fills as
+    reports are processed, and a report finding nothing there is parsed whole, as
+    before. Running it again changes nothing."""
+    db.create_tables([PackageListing], safe=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "lean indexes; package set members clustered on SQLite", _lean_indexes),
@@ -696,6 +705,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         22, "repository_set_member.pinned: apk tagged repositories", _pinned_repository_members
     ),
+    Migration(23, "package_listing: the package set each reported list made", _package_listings),
 )
 
 LATEST = MIGRATIONS[-1].version

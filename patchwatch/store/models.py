@@ -116,6 +116,24 @@ class PackageSet(BaseModel):
     base = ForeignKeyField("self", null=True, backref="differences", index=True)
 
 
+class PackageListing(BaseModel):
+    """A package list as a native report sent it, by its listing digest, and the
+    package set it made, by that set's digest (schema 23).
+
+    Why: processing a report whose list is one it has seen (an unchanged re-report,
+    a host that did not drift from its image) then skips parsing the list and naming
+    its set (``patchwatch.pipeline.processing``). The set is named by its digest, not
+    its id: the row stays true whatever happens to the set (a set deleted is then
+    simply not found, and an id that SQLite gives again names nothing here).
+    ``patchwatch.domain.set_digest.listing_digest`` says what the digest covers.
+    Outside the migrations, only ``patchwatch.store.package_sets`` reads or writes it.
+    """
+
+    digest = CharField(max_length=64, unique=True)
+    set_digest = CharField(max_length=64)
+    created_at = DoubleField()
+
+
 class PackageSetMember(BaseModel):
     """One package of a whole set, or of a difference: in exactly one of it and its base.
 
@@ -519,6 +537,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Package,
     PackageSet,
     PackageSetMember,
+    PackageListing,
     Repository,
     Mirror,
     RepositorySet,

@@ -23,6 +23,8 @@ Invariants, kept here and nowhere else:
 
 The interface: :func:`ensure_package_sets` / :func:`ensure_package_set` (hosts'),
 :func:`ensure_mirror_set`, :func:`stored_package_sets` (sets by digest),
+:func:`sets_of_listings` and :func:`remember_listings` (sets by the report lists
+that made them),
 :func:`package_ids_of` (members of a set), :func:`set_differences` and
 :func:`bases_of` (many sets as base and difference), :func:`packages_in` (a set's
 packages as a query),
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from collections.abc import Sequence
 from itertools import product
 
@@ -70,6 +73,7 @@ from patchwatch.store.db import placeholders
 from patchwatch.store.db import raw_sql
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Package
+from patchwatch.store.models import PackageListing
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import PackageSetContent
 from patchwatch.store.models import PackageSetMember
@@ -87,6 +91,7 @@ WHOLE_MEMBER_ROWS = MEMBER_ROWS
 CONTENT = PackageSetContent._meta.table_name
 _SET = PackageSet._meta.table_name
 _PACKAGE = Package._meta.table_name
+_LISTING = PackageListing._meta.table_name
 
 PACKAGE_SET_LOCK = 0x7061_7463_6873_6574  # "patchset"
 
@@ -114,6 +119,51 @@ def stored_package_sets(digests: Sequence[str]) -> dict[str, int]:
             remember_id("package", digest, set_id)
             out[digest] = set_id
     return out
+
+
+def sets_of_listings(digests: Sequence[str]) -> dict[str, int]:
+    """Listing digest -> id of the stored package set that list made, for the
+    listings (``patchwatch.domain.set_digest.listing_digest``) seen before whose set
+    is still stored.
+
+    This process's cache first, then one query per chunk for the rest, joining the
+    sets by their digest: a listing whose set was deleted finds nothing.
+    """
+    out: dict[str, int] = {}
+    unknown = []
+    for digest in digests:
+        set_id = cached_id("listing", digest)
+        if set_id is None:
+            unknown.append(digest)
+        else:
+            out[digest] = set_id
+    for chunk in chunks(unknown):
+        found = database.execute_sql(
+            raw_sql(
+                f"SELECT l.digest, s.id FROM {_LISTING} l JOIN {_SET} s "
+                f"ON s.digest = l.set_digest WHERE l.digest IN ({placeholders(len(chunk))})"
+            ),
+            list(chunk),
+        ).fetchall()
+        for digest, set_id in found:
+            remember_id("listing", digest, set_id)
+            out[digest] = set_id
+    return out
+
+
+def remember_listings(listings: Mapping[str, str], now: float) -> None:
+    """Store which set (by its digest) each listing digest made, inside the caller's
+    transaction; listings stored already are left as they are.
+
+    Call it only once the sets are committed, and with what parsing the lists
+    really gave: a row here is taken without a second look
+    (:func:`sets_of_listings`).
+    """
+    execute_many(
+        f"INSERT INTO {_LISTING} (digest, set_digest, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [(listing, set_digest, now) for listing, set_digest in sorted(listings.items())],
+    )
 
 
 def ensure_package_set(packages: Sequence[PackageRecord], now: float) -> PackageSet:
