@@ -97,28 +97,12 @@ PACKAGE_SET_LOCK = 0x7061_7463_6873_6574  # "patchset"
 
 
 def stored_package_sets(digests: Sequence[str]) -> dict[str, int]:
-    """Ids of the stored package sets with these digests (those that exist).
-
-    This process's cache first, then one ``IN`` query per chunk for the rest.
-    """
-    out: dict[str, int] = {}
-    unknown = []
-    for digest in digests:
-        set_id = cached_id("package", digest)
-        if set_id is None:
-            unknown.append(digest)
-        else:
-            out[digest] = set_id
-    table = PackageSet._meta.table_name
-    for chunk in chunks(unknown):
-        found = database.execute_sql(
-            raw_sql(f"SELECT digest, id FROM {table} WHERE digest IN ({placeholders(len(chunk))})"),
-            list(chunk),
-        ).fetchall()
-        for digest, set_id in found:
-            remember_id("package", digest, set_id)
-            out[digest] = set_id
-    return out
+    """Ids of the stored package sets with these digests (those that exist)."""
+    return _ids_by_digest(
+        "package",
+        digests,
+        f"SELECT digest, id FROM {PackageSet._meta.table_name} WHERE digest IN ",
+    )
 
 
 def sets_of_listings(digests: Sequence[str]) -> dict[str, int]:
@@ -126,27 +110,33 @@ def sets_of_listings(digests: Sequence[str]) -> dict[str, int]:
     listings (``patchwatch.domain.set_digest.listing_digest``) seen before whose set
     is still stored.
 
-    This process's cache first, then one query per chunk for the rest, joining the
-    sets by their digest: a listing whose set was deleted finds nothing.
+    The sets are joined by their digest: a listing whose set was deleted finds nothing.
+    """
+    return _ids_by_digest(
+        "listing",
+        digests,
+        f"SELECT l.digest, s.id FROM {_LISTING} l JOIN {_SET} s "
+        "ON s.digest = l.set_digest WHERE l.digest IN ",
+    )
+
+
+def _ids_by_digest(kind: str, digests: Sequence[str], select_in: str) -> dict[str, int]:
+    """Digest -> set id: this process's cache first, then one ``IN (...)`` query per
+    chunk for the rest (``select_in`` ends where the placeholders go and selects
+    digest and id), remembering what it finds.
     """
     out: dict[str, int] = {}
     unknown = []
     for digest in digests:
-        set_id = cached_id("listing", digest)
+        set_id = cached_id(kind, digest)
         if set_id is None:
             unknown.append(digest)
         else:
             out[digest] = set_id
     for chunk in chunks(unknown):
-        found = database.execute_sql(
-            raw_sql(
-                f"SELECT l.digest, s.id FROM {_LISTING} l JOIN {_SET} s "
-                f"ON s.digest = l.set_digest WHERE l.digest IN ({placeholders(len(chunk))})"
-            ),
-            list(chunk),
-        ).fetchall()
-        for digest, set_id in found:
-            remember_id("listing", digest, set_id)
+        sql = f"{select_in}({placeholders(len(chunk))})"
+        for digest, set_id in database.execute_sql(raw_sql(sql), list(chunk)).fetchall():
+            remember_id(kind, digest, set_id)
             out[digest] = set_id
     return out
 
