@@ -281,8 +281,9 @@ def send_wrk(port: int, bodies: list, conc: int, tokens: list[str], duration: fl
         nthreads = 1  # one core at most: the server has the other, and more
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
-            ["wrk", "-t", str(nthreads), "-c", str(conc), "-d", f"{round(duration)}s", "--timeout", "60s",
-             "-s", f"{tmp}/send.lua", f"http://127.0.0.1:{port}/", "--", tmp, str(nthreads)],
+            ["wrk", "-t", str(nthreads), "-c", str(conc), "-d", f"{round(duration)}s",
+             "--timeout", "60s", "-s", f"{tmp}/send.lua", f"http://127.0.0.1:{port}/",
+             "--", tmp, str(nthreads)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Blueprint
 from flask import Response
 from flask import current_app
@@ -73,6 +73,7 @@ from patchwatch.receiver.ratelimit import HostLimits
 from patchwatch.receiver.ratelimit import RateLimited
 from patchwatch.store.group_commit import GROUP
 from patchwatch.store.models import Token
+from patchwatch.store.report_queue import compress_body
 from patchwatch.store.report_queue import insert_report
 from patchwatch.store.report_queue import previous_failure
 from patchwatch.store.tokens import authorize_host_write
@@ -103,11 +104,6 @@ class Received:
     stored: tuple[bytes, int]
 
 
-# zlib level for bodies the receiver compresses itself: level 1 is a fifth of level
-# 6's time on a report and stores about a tenth more
-STORE_LEVEL = 1
-
-
 def _read_report(slot: ReportSlot) -> Received:
     """Read, bound and decode a JSON report body, taking the large-report slot if it
     proves large (``patchwatch.receiver.gate``) before it is decoded. The body is stored as it
@@ -118,7 +114,7 @@ def _read_report(slot: ReportSlot) -> Received:
     if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
         slot.take()
     doc = decode_json(body, settings.max_report_values, values)
-    stored = sent if sent is not None else zlib.compress(body, STORE_LEVEL)
+    stored = sent if sent is not None else compress_body(body)
     return Received(doc, len(body), (stored, len(body)))
 
 
@@ -266,9 +262,12 @@ def _read_form(slot: ReportSlot) -> Received:
     size = sum(map(len, form.values()))
     if size > LARGE_REPORT_BYTES:
         slot.take()
-    text = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
-    raw = text.encode("utf-8", "surrogatepass")
-    return Received(form, size, (zlib.compress(raw, STORE_LEVEL), len(raw)))
+    try:
+        raw = orjson.dumps(form)  # a tenth of json.dumps's time
+    except orjson.JSONEncodeError:  # a lone surrogate: kept, for the parser to name
+        text = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
+        raw = text.encode("utf-8", "surrogatepass")
+    return Received(form, size, (compress_body(raw), len(raw)))
 
 
 def _native_answer(host: str, _doc: Any, accepted: Accepted) -> Response:

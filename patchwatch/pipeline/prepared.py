@@ -10,7 +10,6 @@ package list may not have been read at all (``patchwatch.pipeline.processing``).
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 
 import orjson
@@ -24,6 +23,7 @@ from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.store.models import Report
+from patchwatch.store.report_queue import stored_text
 
 
 @dataclass(slots=True)
@@ -73,8 +73,8 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
     :raises ParseError: when the body does not parse (kept as the failure reason).
     """
     try:
-        # zlib (encode_body) or gzip (a body kept as the agent sent it): both read
-        text = zlib.decompress(body, 32 + zlib.MAX_WBITS)
+        # zstd (the receiver's), zlib (encode_body) or gzip (a body kept as sent)
+        text = stored_text(body)
         try:
             doc = orjson.loads(text)  # half the time of json.loads on a 150 KB report
         except orjson.JSONDecodeError:
@@ -83,7 +83,7 @@ def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> Ho
             # (An integer past 64 bits orjson reads as a float: every such field is
             # range-checked, and out of range either way.)
             doc = json.loads(text)
-    except (zlib.error, ValueError) as exc:
+    except ValueError as exc:
         raise ParseError(f"stored report is unreadable: {exc}") from None
     if protocol == NATIVE:
         if skip_packages and isinstance(doc, dict) and "packages" in doc:
