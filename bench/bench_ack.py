@@ -33,8 +33,9 @@ before patchwatch does anything.
 The store is SQLite in a temporary data folder, or PostgreSQL: ``--postgres`` starts a
 throw-away cluster on loopback (the tests' recipe, as ``bench_pipeline.py`` does) with
 a fresh database per run, ``--database-url URL`` uses an empty database the caller
-made. ``--tree PATH`` serves another code tree (``git archive`` of an older commit)
-with this script's clients and clock, so that old and new are driven alike.
+made. ``--tree PATH`` serves another code tree (``git archive`` of an older commit, run by
+its own ``.venv`` when it has one) with this script's clients and clock, so that old
+and new are driven alike.
 
 Usage:
   .venv/bin/python bench/bench_ack.py --kind native --reports 1000 --concurrency 50
@@ -391,6 +392,9 @@ def wait_ready(port: int, path: str = "/healthz") -> None:
 
 def run(args: argparse.Namespace, bodies: list, database_url: str = "") -> dict:
     tree = Path(args.tree).resolve() if args.tree else ROOT
+    # a tree with a virtual environment of its own is served by it (its dependencies)
+    python = str(tree / ".venv/bin/python") if (tree / ".venv/bin/python").exists() else None
+    python = python if args.tree and python else sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         port = 18500 + random.randrange(400)
         data = f"{tmp}/data"
@@ -408,7 +412,7 @@ def run(args: argparse.Namespace, bodies: list, database_url: str = "") -> dict:
             command = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", args.floor,
                        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)]  # fmt: skip
         else:
-            command = [sys.executable, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"]
+            command = [python, "-m", "patchwatch", "serve", "--bind", f"127.0.0.1:{port}"]
         proc = subprocess.Popen(command, cwd=tree, env=env)
         spy = None
         try:
@@ -416,7 +420,7 @@ def run(args: argparse.Namespace, bodies: list, database_url: str = "") -> dict:
             token = ""
             if args.kind == "native" and not args.floor:
                 token = subprocess.run(
-                    [sys.executable, "-m", "patchwatch", "token", "create", "--enroll"],
+                    [python, "-m", "patchwatch", "token", "create", "--enroll"],
                     cwd=tree, env=env, capture_output=True, text=True, check=True,
                 ).stdout.strip()  # fmt: skip
             tokens = [token] * len(bodies)
