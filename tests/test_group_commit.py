@@ -166,14 +166,6 @@ def sqlite_db(tmp_path):
     handle.close()
 
 
-def test_a_batch_is_committed_durably_on_sqlite(sqlite_db) -> None:
-    """A 2xx survives a power cut: the group's commit flushes SQLite's log
-    (``synchronous=FULL``; the store's other connections use NORMAL)."""
-    assert database.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    seen = GroupCommit().run(lambda: database.execute_sql("PRAGMA synchronous").fetchone()[0])
-    assert seen == 2  # FULL
-
-
 def test_leaders_of_several_processes_take_turns_through_the_writers_lock(sqlite_db) -> None:
     """While another process (here: another open file description) holds the writers'
     lock file, a group's commit waits for it rather than polling SQLite's lock."""

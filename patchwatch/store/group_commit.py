@@ -15,12 +15,15 @@ Each process has its own :data:`GROUP` (gunicorn workers are processes); the wri
 on the leading thread's connection, so a write must not read the request (take what it
 needs from it before).
 
-Durable when answered, on SQLite too: the store's connections use WAL with
-``synchronous=NORMAL``, which survives the process being killed but may lose the last
-commits to a power cut or a kernel crash. A group's commit is therefore made with
-``synchronous=FULL`` (the log is flushed to the disk before the commit returns), so
-that a 2xx means the report survives those as well; one flush per batch, not per
-report (about 0.5 ms on this project's test machine).
+What "committed" survives: on PostgreSQL (``fsync`` and ``synchronous_commit`` on, its
+defaults) a power cut too. On SQLite the store runs in WAL mode with
+``synchronous=NORMAL``: a commit survives the process being killed (the SIGKILL test
+in ``tests/test_faults.py``) and a crash of any of the server's processes, but a power
+cut or a kernel crash may lose the commits since the log was last flushed
+(checkpoints). ``synchronous=FULL`` for these commits (a log flush per batch) was
+measured and left out: with a flush taking about 4 ms on this project's test machine
+under load, it halved the acknowledged rate (about 190 against 310-420 reports/s,
+docs/performance.md).
 
 On SQLite, the worker processes' leaders also take turns through a lock file
 (``<database>-writers``, ``flock``) before ``BEGIN IMMEDIATE``: SQLite's own wait
@@ -91,12 +94,6 @@ class _WritersLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
-def _durably() -> None:
-    """Make this connection's commits flush SQLite's log (see the module docstring)."""
-    if isinstance(database.obj, SqliteDatabase):
-        database.execute_sql("PRAGMA synchronous = FULL")
-
-
 class GroupCommit:
     """The process's queue of writes waiting for a commit (see the module docstring)."""
 
@@ -133,7 +130,6 @@ class GroupCommit:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
         try:
-            _durably()
             with self._writers.held(), write_transaction():
                 for write in batch:
                     try:
