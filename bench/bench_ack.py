@@ -402,6 +402,10 @@ def run(args: argparse.Namespace, bodies: list, database_url: str = "") -> dict:
                "PATCHWATCH_LOG_LEVEL": "WARNING", "PATCHWATCH_FOLLOW_REPORTS": "false",
                "PATCHWATCH_PROTOCOL1_NETWORKS": "127.0.0.0/8", "HOME": tmp,
                "PATCHWATCH_DATA_DIR": data}  # fmt: skip
+        if args.inline == "false":
+            # deferred means deferred: the scheduler's process job would otherwise take
+            # the queue up every 15 s, in the middle of the measurement
+            env["PATCHWATCH_PROCESS_INTERVAL_SECONDS"] = "3600"
         if args.workers:
             env["PATCHWATCH_WORKERS"] = str(args.workers)
         if args.threads:
