@@ -21,6 +21,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
+from patchwatch.receiver.gate import GATE
 from patchwatch.receiver.gate import release_memory
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,50 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 HEADER_DEADLINE_SECONDS = 5.0
+DEADLINE_TICK_SECONDS = 0.25  # how often late headers are looked for: the deadline's grain
 _current = threading.local()
+
+
+class HeaderDeadlines:
+    """The connections of one worker process whose headers are still being read, each
+    with its deadline, and one thread that cuts those past it.
+
+    Why one thread for all: a timer per request (a thread started and cancelled per
+    connection) was about a sixth of a worker's time answering reports
+    (docs/performance.md, "Acknowledging reports"). Arming and disarming are now a
+    dictionary entry each; the thread wakes every :data:`DEADLINE_TICK_SECONDS`, so a
+    connection is cut at most that much after its deadline.
+    """
+
+    def __init__(self, tick: float = DEADLINE_TICK_SECONDS) -> None:
+        self.tick = tick
+        self._lock = threading.Lock()
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._pid = 0
+
+    def arm(self, key: int, deadline: float, cut: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this (forked) worker
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="header-deadlines", daemon=True).start()
+            self._due[key] = (deadline, cut)
+
+    def disarm(self, key: int) -> None:
+        with self._lock:
+            self._due.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                late = [key for key, (deadline, _cut) in self._due.items() if deadline <= now]
+                cuts = [self._due.pop(key)[1] for key in late]
+            for cut in cuts:
+                cut()
+
+
+DEADLINES = HeaderDeadlines()
 
 
 class GuardedThreadWorker(ThreadWorker):
@@ -37,11 +81,12 @@ class GuardedThreadWorker(ThreadWorker):
 
     gunicorn reads headers with blocking calls and no overall deadline, so a client
     trickling a byte now and then (slow-loris) could hold a thread for ever; enough of
-    them starve every agent. A timer cuts the connection if the headers are not
-    complete within the deadline counted from when the connection was accepted (so
-    that connections queued behind slow ones do not get a fresh allowance);
-    ``pre_request``, called once headers are read, disarms it. Bodies have their own
-    deadline in the receiver, and silence is bounded by ``SO_RCVTIMEO``.
+    them starve every agent. The connection is cut if the headers are not complete
+    within the deadline counted from when the connection was accepted (so that
+    connections queued behind slow ones do not get a fresh allowance), by the
+    worker's :class:`HeaderDeadlines`; ``pre_request``, called once headers are read,
+    disarms it. Bodies have their own deadline in the receiver, and silence is bounded
+    by ``SO_RCVTIMEO``.
     """
 
     def enqueue_req(self, conn: Any) -> None:
@@ -50,31 +95,27 @@ class GuardedThreadWorker(ThreadWorker):
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
-        state = {"headers_done": False}
-        _current.state = state
+        key = id(conn)
+        _current.key = key
         started = getattr(conn, "accepted_at", None) or time.monotonic()
         conn.accepted_at = None  # a kept-alive next request starts its own clock
 
         def cut() -> None:
-            if not state["headers_done"]:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
 
-        remaining = HEADER_DEADLINE_SECONDS - (time.monotonic() - started)
-        timer = threading.Timer(max(remaining, 0.0), cut)
-        timer.daemon = True
-        timer.start()
+        DEADLINES.arm(key, started + HEADER_DEADLINE_SECONDS, cut)
         try:
             return super().handle(conn)
         finally:
-            timer.cancel()
-            _current.state = None
+            DEADLINES.disarm(key)
+            _current.key = None
 
 
 def _headers_received(_worker: Any, _req: Any) -> None:
-    state = getattr(_current, "state", None)
-    if state is not None:
-        state["headers_done"] = True
+    key = getattr(_current, "key", None)
+    if key is not None:
+        DEADLINES.disarm(key)
 
 
 def resident_bytes() -> int:
@@ -86,10 +127,16 @@ def resident_bytes() -> int:
         return 0
 
 
+MEMORY_CHECK_SECONDS = 1.0
+
+
 def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     """A ``post_request`` hook: replace a worker whose memory stays above ``limit`` bytes.
 
-    Runs after each request, and after each batch of the receiver's processing thread
+    Runs after a request that took the large-report slot (``patchwatch.receiver.gate``),
+    after any other request at most every :data:`MEMORY_CHECK_SECONDS` (reading
+    ``/proc`` after every small report was a noticeable part of answering it), and
+    after each batch of the receiver's processing thread
     (``patchwatch.receiver.feed``), so inline processing is included. Freed memory is handed back
     first (``patchwatch.receiver.gate.release_memory``); if the worker is still above the limit,
     it stops taking connections, finishes the ones it has (gunicorn's graceful stop,
@@ -97,12 +144,18 @@ def recycle_above(limit: int) -> Callable[[Any, Any, Any, Any], None]:
     left behind (fragmentation, caches) does not stay for the worker's life.
     """
 
+    last = {"at": 0.0, "released": -1}
+
     def post_request(worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
         feed = sys.modules.get(
             "patchwatch.receiver.feed"
         )  # the receiver's processing thread, if any
         if feed is not None and feed.FEED.after_batch is None:
             feed.FEED.after_batch = lambda: check(worker)
+        now = time.monotonic()
+        if GATE.released == last["released"] and now - last["at"] < MEMORY_CHECK_SECONDS:
+            return
+        last["at"], last["released"] = now, GATE.released
         check(worker)
 
     def check(worker: Any) -> None:

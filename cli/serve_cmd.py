@@ -2,10 +2,13 @@
 ``processor``.
 
 ``serve`` is the embedded default: it migrates the store, starts the scheduler and,
-with ``process_inline`` on, the processing process (``patchwatch.pipeline.processor``)
+with ``process_inline`` on, the processing processes (``patchwatch.pipeline.processor``)
 as child processes and runs gunicorn with the receiver and ``/metrics`` on one port;
-the workers wake the processing process through a pipe created before they are
-forked. Stopping it (SIGTERM, Ctrl-C) stops gunicorn gracefully and then the children.
+the workers wake the processing processes through pipes created before they are
+forked. A processing process that dies (a crash, the kernel's OOM killer) is started
+again on the same pipe (:class:`ProcessorSupervisor`), counted in
+``patchwatch_processor_restarts_total`` and logged. Stopping it (SIGTERM, Ctrl-C)
+stops gunicorn gracefully and then the children.
 
 prometheus_client decides at import time whether counters are shared between processes
 (``PROMETHEUS_MULTIPROC_DIR``), so everything that imports it is imported lazily, after
@@ -24,6 +27,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +260,128 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         child.wait()
 
 
+# how often serve looks for a dead processing process, and the longest it waits before
+# starting one again (doubling from 1 s while they keep dying within a minute)
+SUPERVISE_SECONDS = 1.0
+RESTART_BACKOFF_MAX_SECONDS = 60.0
+STAYED_UP_SECONDS = 60.0
+
+
+class ProcessorSupervisor:
+    """The processing processes of ``serve``, each started again when it dies.
+
+    Each keeps its pipe: ``serve`` holds the read end (as the workers hold the write
+    ends), so that a new process reads the wake-ups the dead one left, and its share
+    of the queue. Why restart: without a processing process its share of the reports
+    waits for the scheduler's straggler job (30 s and more), and one killed for its
+    memory would otherwise stay gone until the server is restarted.
+
+    gunicorn's arbiter reaps every child of this process (its ``waitpid(-1)``), so an
+    exit status is not always known; a process found gone while the server is not
+    stopping is restarted whatever its status. A stop of the server (its signals,
+    which the processing processes get too from a terminal or systemd) is noted
+    first, so that processes stopping with it are not started again.
+    """
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, count: int) -> None:
+        self.settings = settings
+        self.args = args
+        self.count = count
+        self.read_fds: list[int] = []
+        self.write_fds: list[int] = []
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.started_at: list[float] = []
+        self.failures: list[int] = []
+        self.not_before: list[float] = []
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for k in range(self.count):
+            read_fd, write_fd = make_pipe()
+            self.read_fds.append(read_fd)
+            self.write_fds.append(write_fd)
+            self.children.append(self._spawn(k))
+            self.started_at.append(time.monotonic())
+            self.failures.append(0)
+            self.not_before.append(0.0)
+        if self.count:
+            self._thread = threading.Thread(target=self._watch, name="processors", daemon=True)
+            self._thread.start()
+
+    def _spawn(self, k: int) -> subprocess.Popen[bytes]:
+        return start_scheduler_child(
+            self.settings, self.args, "processor", self.read_fds[k], (k, self.count)
+        )
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(SUPERVISE_SECONDS):
+            self.check()
+
+    def check(self) -> int:
+        """Start again every processing process found gone (once its wait is over);
+        return how many were started."""
+        started = 0
+        for k, child in enumerate(self.children):
+            if child.poll() is None or self.stopping.is_set():
+                continue
+            now = time.monotonic()
+            if not self.not_before[k]:
+                lived = now - self.started_at[k]
+                self.failures[k] = 0 if lived >= STAYED_UP_SECONDS else self.failures[k] + 1
+                wait = min(RESTART_BACKOFF_MAX_SECONDS, 2.0 ** self.failures[k] - 1)
+                self.not_before[k] = now + wait
+                log.warning(
+                    "processing process %d (share %d of %d) is gone (exit status %s, after "
+                    "%.0f s); starting another%s",
+                    child.pid, k, self.count, child.returncode, lived,
+                    f" in {wait:.0f} s" if wait else "",
+                )  # fmt: skip
+            if now < self.not_before[k]:
+                continue
+            self.children[k] = self._spawn(k)
+            self.started_at[k] = now
+            self.not_before[k] = 0.0
+            self.restarts += 1
+            started += 1
+            _count_restart()
+        return started
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for child in self.children:
+            stop_child(child)
+
+
+def _count_restart() -> None:
+    from patchwatch.receiver.metrics import PROCESSOR_RESTARTS
+
+    PROCESSOR_RESTARTS.inc()
+
+
+def _note_stop_on_signals(
+    supervisor: ProcessorSupervisor, ready: Callable[[Any], None] | None
+) -> Callable[[Any], None]:
+    """A ``when_ready`` hook that marks the supervisor stopping on the arbiter's stop
+    signals (before gunicorn's own handlers, which it keeps), then runs ``ready``."""
+
+    def when_ready(server: Any) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            previous = signal.getsignal(signum)
+
+            def noted(number: int, frame: Any, previous: Any = previous) -> None:
+                supervisor.stopping.set()
+                if callable(previous):
+                    previous(number, frame)
+
+            signal.signal(signum, noted)
+        if ready is not None:
+            ready(server)
+
+    return when_ready
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     listener = bind_first(settings.bind)
     warn_open_metrics(settings)
@@ -262,13 +389,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     prepare_database(settings)
     fresh_metrics_dir(data_dir, "metrics")
     children = [start_scheduler_child(settings, args)]
-    wake_fds: list[int] = []
-    count = settings.process_workers if settings.process_inline else 0
-    for k in range(count):
-        read_fd, write_fd = make_pipe()
-        children.append(start_scheduler_child(settings, args, "processor", read_fd, (k, count)))
-        os.close(read_fd)  # the processing process's alone: its end tells it when we are gone
-        wake_fds.append(write_fd)
+    processors = ProcessorSupervisor(
+        settings, args, settings.process_workers if settings.process_inline else 0
+    )
+    processors.start()
     log.info(
         "patchwatch serving on http://%s (data in %s, database %s)",
         settings.bind,
@@ -277,6 +401,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     def on_exit(_server: Any) -> None:
+        processors.stop()
         for child in children:
             stop_child(child)
 
@@ -290,9 +415,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         read_timeout=settings.client_read_timeout_seconds,
         max_memory=settings.worker_max_memory_bytes,
     )
+    options["when_ready"] = _note_stop_on_signals(processors, options.get("when_ready"))
     try:
-        _serve_app(settings, options, wake_fds=tuple(wake_fds))
+        _serve_app(settings, options, wake_fds=tuple(processors.write_fds))
     finally:
+        processors.stop()
         for child in children:
             stop_child(child)
     return 0

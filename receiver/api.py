@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Blueprint
 from flask import Response
 from flask import current_app
@@ -56,7 +56,6 @@ from patchwatch.domain.reports import route_native
 from patchwatch.domain.reports import route_protocol1
 from patchwatch.domain.reports import route_protocol2
 from patchwatch.domain.settings import Settings
-from patchwatch.pipeline.processing import store_report
 from patchwatch.receiver.errors import json_answer
 from patchwatch.receiver.feed import FEED
 from patchwatch.receiver.gate import LARGE_REPORT_BYTES
@@ -73,8 +72,10 @@ from patchwatch.receiver.metrics import REPORTS_RECEIVED
 from patchwatch.receiver.ratelimit import HostLimits
 from patchwatch.receiver.ratelimit import RateLimited
 from patchwatch.store.group_commit import GROUP
-from patchwatch.store.models import Report
 from patchwatch.store.models import Token
+from patchwatch.store.report_queue import compress_body
+from patchwatch.store.report_queue import insert_report
+from patchwatch.store.report_queue import previous_failure
 from patchwatch.store.tokens import authorize_host_write
 from patchwatch.store.tokens import check_enrollment_key
 from patchwatch.store.tokens import host_has_credential
@@ -96,16 +97,11 @@ def _settings() -> Settings:
 class Received:
     """A report as read from the request: the decoded document (or protocol 1's form),
     its size (decompressed), and the body to store with its size (see
-    :func:`patchwatch.pipeline.processing.store_report`)."""
+    :func:`patchwatch.store.report_queue.insert_report`)."""
 
     doc: Any
     size: int
     stored: tuple[bytes, int]
-
-
-# zlib level for bodies the receiver compresses itself: level 1 is a fifth of level
-# 6's time on a report and stores about a tenth more
-STORE_LEVEL = 1
 
 
 def _read_report(slot: ReportSlot) -> Received:
@@ -118,7 +114,7 @@ def _read_report(slot: ReportSlot) -> Received:
     if values > LARGE_REPORT_VALUES and values <= settings.max_report_values:
         slot.take()
     doc = decode_json(body, settings.max_report_values, values)
-    stored = sent if sent is not None else zlib.compress(body, STORE_LEVEL)
+    stored = sent if sent is not None else compress_body(body)
     return Received(doc, len(body), (stored, len(body)))
 
 
@@ -156,6 +152,9 @@ def _accept(
 ) -> Accepted:
     """Store the report (authorising ``token`` in the same transaction); the host's
     own token is issued only with a stored report (see ``patchwatch.store.tokens``).
+    A native agent is also told whether its previous report failed processing: the
+    receiver does not parse a report whole before answering, so this is where the
+    host learns that its last one was invalid.
 
     The transaction is shared with other requests' (``patchwatch.store.group_commit``)
     and this returns once it is committed.
@@ -172,40 +171,19 @@ def _accept(
             issued = authorize_host_write(
                 token, host, now, enrollment_key, can_keep_token=protocol == NATIVE
             )
-        row = store_report(
-            host,
-            protocol,
-            None,
-            now,
-            token_id=token.id if token is not None else None,
-            remote_addr=remote_addr,
-            user_agent=user_agent,
-            encoded=received.stored,
+        body, size = received.stored
+        token_id = token.id if token is not None else None
+        report_id = insert_report(
+            host, protocol, token_id, now, remote_addr, user_agent, body, size
         )
-        previous = _previous_failure(host, row.id) if protocol == NATIVE else None
-        return Accepted(int(row.id), issued, previous)
+        previous = previous_failure(host, report_id) if protocol == NATIVE else None
+        return Accepted(report_id, issued, previous)
 
     accepted = GROUP.run(write)
     REPORTS_RECEIVED.labels(protocol, "accepted").inc()
     log.info("accepted %s report %d for %s%s", protocol, accepted.report_id, host,
              "; enrolled it with its own token" if accepted.issued else "")  # fmt: skip
     return accepted
-
-
-def _previous_failure(host: str, report_id: int) -> dict[str, object] | None:
-    """The host's report before ``report_id`` when processing refused it: why, so that
-    the agent can say so (the receiver no longer parses a report whole before
-    answering, so this is where the host learns that its last one was invalid)."""
-    previous = (
-        Report.select(Report.id, Report.state, Report.error)
-        .where((Report.host_name == host) & (Report.id < report_id))
-        .order_by(Report.id.desc())
-        .limit(1)
-        .first()
-    )
-    if previous is None or previous.state != "failed":
-        return None
-    return {"id": int(previous.id), "state": "failed", "error": previous.error}
 
 
 def _process_after(response: Response, report_id: int) -> Response:
@@ -284,9 +262,12 @@ def _read_form(slot: ReportSlot) -> Received:
     size = sum(map(len, form.values()))
     if size > LARGE_REPORT_BYTES:
         slot.take()
-    text = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
-    raw = text.encode("utf-8", "surrogatepass")
-    return Received(form, size, (zlib.compress(raw, STORE_LEVEL), len(raw)))
+    try:
+        raw = orjson.dumps(form)  # a tenth of json.dumps's time
+    except orjson.JSONEncodeError:  # a lone surrogate: kept, for the parser to name
+        text = json.dumps(form, separators=(",", ":"), ensure_ascii=False)
+        raw = text.encode("utf-8", "surrogatepass")
+    return Received(form, size, (compress_body(raw), len(raw)))
 
 
 def _native_answer(host: str, _doc: Any, accepted: Accepted) -> Response:

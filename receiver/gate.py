@@ -52,12 +52,14 @@ class LargeReportGate:
     def __init__(self, wait_seconds: float = LARGE_REPORT_WAIT_SECONDS) -> None:
         self.wait_seconds = wait_seconds
         self._slot = threading.BoundedSemaphore(1)
+        self.released = 0  # large reports done with: the worker's memory check looks then
 
     def acquire(self) -> bool:
         return self._slot.acquire(timeout=self.wait_seconds)
 
     def release(self) -> None:
         self._slot.release()
+        self.released += 1
 
 
 GATE = LargeReportGate()

@@ -23,3 +23,8 @@ PROCESSING_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=None,
 )
+PROCESSOR_RESTARTS = Counter(
+    "patchwatch_processor_restarts_total",
+    "Processing processes serve started again after one died (a crash, the OOM killer).",
+    registry=None,
+)

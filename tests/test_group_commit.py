@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import stat
 import threading
 import time
+
+import pytest
 
 from patchwatch.pipeline.processing import NATIVE
 from patchwatch.pipeline.processing import store_report
 from patchwatch.store.db import database
+from patchwatch.store.db import make_database
 from patchwatch.store.group_commit import GroupCommit
+from patchwatch.store.migrations import migrate
 from patchwatch.store.models import Report
 
 THREADS = 12
@@ -145,3 +152,46 @@ def test_a_failed_commit_fails_every_write_of_its_batch(db, monkeypatch) -> None
     assert Report.select().count() == 0
     monkeypatch.setattr(group_commit, "write_transaction", real)
     assert isinstance(group.run(_store(9)), int)  # and the group goes on
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    """The store on SQLite only: what these tests check is SQLite's (PostgreSQL
+    flushes its log at every commit, and has no single write lock)."""
+    handle = make_database(f"sqlite:///{tmp_path / 'data' / 'patchwatch.db'}")
+    database.initialize(handle)
+    handle.connect()
+    migrate(handle)
+    yield handle
+    handle.close()
+
+
+def test_leaders_of_several_processes_take_turns_through_the_writers_lock(sqlite_db) -> None:
+    """While another process (here: another open file description) holds the writers'
+    lock file, a group's commit waits for it rather than polling SQLite's lock."""
+    path = f"{sqlite_db.database}-writers"
+    group = GroupCommit()
+    group.run(_store(0))  # creates the lock file
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    other = os.open(path, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    done = threading.Event()
+
+    def write() -> None:
+        database.connect(reuse_if_open=True)
+        try:
+            group.run(_store(1))
+            done.set()
+        finally:
+            database.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        assert not done.wait(0.5)  # held back while the other process holds the lock
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    assert done.wait(30)
+    t.join(30)
+    assert Report.select().count() == 2

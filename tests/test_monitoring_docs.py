@@ -14,6 +14,7 @@ import pytest
 
 from patchwatch.exporter.app import make_registry
 from patchwatch.receiver.metrics import PROCESSING_SECONDS
+from patchwatch.receiver.metrics import PROCESSOR_RESTARTS
 from patchwatch.receiver.metrics import REPORT_BYTES
 from patchwatch.receiver.metrics import REPORTS_RECEIVED
 from patchwatch.store.db import database
@@ -57,7 +58,7 @@ def exported_metrics(db: object) -> dict[str, set[str]]:
     the labels of their samples (histograms' ``le`` left out)."""
     families = list(make_registry(db).collect())  # type: ignore[arg-type]
     REPORTS_RECEIVED.labels("patchwatch/1", "accepted")
-    for metric in (REPORTS_RECEIVED, REPORT_BYTES, PROCESSING_SECONDS):
+    for metric in (REPORTS_RECEIVED, REPORT_BYTES, PROCESSING_SECONDS, PROCESSOR_RESTARTS):
         families.extend(metric.collect())
     return {
         (f.name + "_total" if f.type == "counter" else f.name): {

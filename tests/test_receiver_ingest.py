@@ -17,6 +17,8 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import RepositorySet
+from patchwatch.store.report_queue import ZSTD_MAGIC
+from patchwatch.store.report_queue import stored_text
 from patchwatch.store.tokens import create_token
 from tests.support.reports import native_doc
 from tests.support.reports import post
@@ -266,7 +268,8 @@ def test_a_gzip_body_is_stored_as_sent_and_processed_from_it(client) -> None:
         "Authorization": f"Bearer {secret}", "Content-Encoding": "gzip"})  # fmt: skip
     assert r.status_code == 202
     stored = bytes(Report.get_by_id(r.get_json()["report"]).body)
-    assert json.loads(zlib.decompress(stored)) == native_doc("web2", n=3)
+    assert stored.startswith(ZSTD_MAGIC)  # compressed by the receiver: a zstd frame
+    assert json.loads(stored_text(stored)) == native_doc("web2", n=3)
     assert process_pending(time.time()) == {"processed": 2}
     assert Host.get(Host.name == "web1").package_set.size == 7
     assert Host.get(Host.name == "web2").package_set.size == 3
@@ -287,6 +290,19 @@ def test_a_stored_body_orjson_refuses_is_still_read(client) -> None:
     assert process_pending(time.time()) == {"failed": 1}
     error = Report.get_by_id(row.id).error
     assert "os.pretty_name" in error and "surrogate" in error
+
+
+def test_a_corrupt_stored_body_fails_as_unreadable(client) -> None:
+    """A stored body whose zstd frame (or zlib stream) is damaged fails processing
+    with that reason rather than stopping the batch."""
+    _, secret = create_token("enroll", time.time())
+    post(client, native_doc("web1"), token=secret)
+    post(client, native_doc("web2"), token=secret)
+    Report.update(body=ZSTD_MAGIC + b"not a frame").where(Report.host_name == "web1").execute()
+    Report.update(body=b"x\x9cnot a stream").where(Report.host_name == "web2").execute()
+    assert process_pending(time.time()) == {"failed": 2}
+    for row in Report.select():
+        assert row.state == "failed" and "unreadable" in row.error
 
 
 def test_a_report_older_than_the_host_state_changes_nothing(db) -> None:

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from patchwatch.store.db import open_database
+from patchwatch.store.models import Report
 from tests.support.network import free_port
 from tests.support.paths import ROOT
+from tests.support.reports import native_doc
 from tests.support.tools import require_or_skip
+from tests.support.web import post_report
+from tests.support.web import wait_until
 
 
 def _children(pid: int) -> list[int]:
@@ -232,3 +237,53 @@ def test_the_shipped_server_unit_verifies_and_runs_serve() -> None:
     assert "ExecStart=/usr/bin/env patchwatch serve --data-dir /var/lib/patchwatch" in text
     assert "systemctl status patchwatch" in (ROOT / "docs" / "runbook.md").read_text()
     assert "deploy/patchwatch.service" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def _processors(server_pid: int) -> dict[str, int]:
+    """serve's processing children by their share ("0/2" → pid)."""
+    found = {}
+    # a restarted one is the child of serve's supervising thread, not of its main one
+    pids = [int(c) for task in Path(f"/proc/{server_pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]  # fmt: skip
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"processor" in cmd and _alive(pid):
+            found[cmd[-2].decode()] = pid
+    return found
+
+
+def test_a_processing_process_that_dies_is_started_again_and_counted(server_factory) -> None:
+    """A processing child killed (as the OOM killer does) is replaced on the same pipe
+    and share: reports of its share are still processed as they arrive (the
+    scheduler's straggler job looks only once an hour here), the restart is counted in
+    ``/metrics`` and logged."""
+    srv = server_factory({"PATCHWATCH_PROCESS_INTERVAL_SECONDS": "3600"})
+    before = wait_until(lambda: len(_processors(srv.proc.pid)) == 2 and _processors(srv.proc.pid),
+                        30, "two processing children")  # fmt: skip
+    os.kill(before["0/2"], signal.SIGKILL)
+    after = wait_until(
+        lambda: (p := _processors(srv.proc.pid)).get("0/2") not in (None, before["0/2"]) and p,
+        30, "a new processing child for share 0/2",
+    )  # fmt: skip
+    assert after["1/2"] == before["1/2"]  # the other share's is left alone
+    token = srv.cli("token", "create", "--enroll").stdout.strip()
+    ids = []
+    for i in range(6):  # report ids alternate between the two shares
+        code, body, _ = post_report(srv.base, token, native_doc(f"r{i}.example.com"))
+        assert code == 202, body
+        ids.append(body["report"])
+    db = open_database(srv.database_url)
+
+    def processed() -> bool:
+        with db.connection_context():
+            states = dict(Report.select(Report.id, Report.state).tuples())
+        return all(states.get(i) == "processed" for i in ids)
+
+    wait_until(processed, 60, "every report, of both shares, to be processed")
+    metrics = _get(srv.base + "/metrics")[1].decode()
+    assert "patchwatch_processor_restarts_total 1.0" in metrics
+    log = srv.log_path.read_text()
+    assert f"processing process {before['0/2']} (share 0 of 2) is gone" in log

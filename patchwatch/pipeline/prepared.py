@@ -12,7 +12,6 @@ parsed, and a listing seen before names its set.
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import Any
@@ -30,6 +29,7 @@ from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.set_digest import listing_digest
 from patchwatch.store.models import Report
+from patchwatch.store.report_queue import stored_text
 
 
 @dataclass(slots=True)
@@ -124,8 +124,8 @@ def decode_body(body: bytes) -> Any:
     :raises ParseError: when it does not decompress or decode.
     """
     try:
-        # zlib (encode_body) or gzip (a body kept as the agent sent it): both read
-        text = zlib.decompress(body, 32 + zlib.MAX_WBITS)
+        # zstd (the receiver's), zlib (encode_body) or gzip (a body kept as sent)
+        text = stored_text(body)
         try:
             return orjson.loads(text)  # half the time of json.loads on a 150 KB report
         except orjson.JSONDecodeError:
@@ -134,7 +134,7 @@ def decode_body(body: bytes) -> Any:
             # (An integer past 64 bits orjson reads as a float: every such field is
             # range-checked, and out of range either way.)
             return json.loads(text)
-    except (zlib.error, ValueError) as exc:
+    except ValueError as exc:
         raise ParseError(f"stored report is unreadable: {exc}") from None
 
 

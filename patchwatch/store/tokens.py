@@ -40,6 +40,8 @@ from patchwatch.domain.errors import AuthError
 from patchwatch.domain.errors import BoundError
 from patchwatch.domain.errors import NotFoundError
 from patchwatch.domain.errors import ParseError
+from patchwatch.store.db import database
+from patchwatch.store.db import raw_sql
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import HostCredential
 from patchwatch.store.models import Token
@@ -143,6 +145,32 @@ def current_binding(host_name: str) -> HostCredential | None:
     )
 
 
+# Each report's credential is read, and its host's binding, before it is stored: one
+# statement each, written once here, because building them as peewee queries (with a
+# model per row) cost several times SQLite's own work (docs/performance.md,
+# "Acknowledging reports")
+_T = Token._meta.table_name
+_HC = HostCredential._meta.table_name
+_TOKEN_FIELDS = tuple(Token._meta.sorted_field_names)
+_TOKEN_BY_PREFIX = (
+    f"SELECT {', '.join(Token._meta.fields[f].column_name for f in _TOKEN_FIELDS)} FROM {_T} "
+    f"WHERE {Token.prefix.column_name} = ?"
+)
+_BOUND_TOKEN = (
+    f"SELECT {HostCredential.token.column_name} FROM {_HC} "
+    f"WHERE {HostCredential.host_name.column_name} = ?"
+)
+
+
+def _token_by_prefix(prefix: str) -> Token | None:
+    row = database.execute_sql(raw_sql(_TOKEN_BY_PREFIX), (prefix,)).fetchone()
+    if row is None:
+        return None
+    token = Token(**dict(zip(_TOKEN_FIELDS, row, strict=True)))
+    token._dirty.clear()  # as read: saving it would write nothing
+    return token
+
+
 def authenticate(plaintext: str, now: float) -> Token:
     """Return the live token for ``plaintext``.
 
@@ -151,7 +179,7 @@ def authenticate(plaintext: str, now: float) -> Token:
     parts = plaintext.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != "pw" or not parts[1] or not parts[2]:
         raise AuthError("malformed token")
-    token = Token.get_or_none(Token.prefix == parts[1])
+    token = _token_by_prefix(parts[1])
     expected = token.secret_hash if token else _hash("x")  # same work either way
     if not hmac.compare_digest(_hash(parts[2]), expected) or token is None:
         raise AuthError("unknown token")
@@ -195,6 +223,11 @@ def authorize_host_write(
     """
     if token.kind in CONSOLE_KINDS:
         raise AuthError(f"{token.kind} tokens do not send reports; use a host or enroll token", 403)
+    if not (token.kind == "enroll" and enrollment_key):
+        # the usual report: the host's own token writing it (checked by one statement)
+        bound = database.execute_sql(raw_sql(_BOUND_TOKEN), (host_name,)).fetchone()
+        if bound is not None and bound[0] == token.id:
+            return None
     binding = current_binding(host_name)
     if binding is None:
         if token.kind != "enroll":  # released, or replaced by a newer host token
