@@ -34,7 +34,7 @@ from patchwatch.store.db import open_database
 from patchwatch.store.models import Host
 from patchwatch.store.models import Report
 from tests.support.reports import native_doc
-from tests.support.web import post_report
+from tests.support.web import post_native_reports
 from tests.support.web import wait_until
 
 
@@ -176,11 +176,7 @@ def test_serve_processes_in_its_processing_child_and_takes_it_down(server_factor
     assert len(processors) == 2, children  # process_workers
     assert sorted(children[pid][-1] for pid in processors) == ["0/2", "1/2"]
     token = srv.cli("token", "create", "--enroll").stdout.strip()
-    ids = []
-    for i in range(6):
-        code, body, _ = post_report(srv.base, token, native_doc(f"s{i}.example.com"))
-        assert code == 202, body
-        ids.append(body["report"])
+    ids = post_native_reports(srv.base, token, [f"s{i}.example.com" for i in range(6)])
     db = open_database(srv.database_url)
 
     def processed() -> bool:

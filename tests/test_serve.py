@@ -20,9 +20,8 @@ from patchwatch.store.db import open_database
 from patchwatch.store.models import Report
 from tests.support.network import free_port
 from tests.support.paths import ROOT
-from tests.support.reports import native_doc
 from tests.support.tools import require_or_skip
-from tests.support.web import post_report
+from tests.support.web import post_native_reports
 from tests.support.web import wait_until
 
 
@@ -270,11 +269,8 @@ def test_a_processing_process_that_dies_is_started_again_and_counted(server_fact
     )  # fmt: skip
     assert after["1/2"] == before["1/2"]  # the other share's is left alone
     token = srv.cli("token", "create", "--enroll").stdout.strip()
-    ids = []
-    for i in range(6):  # report ids alternate between the two shares
-        code, body, _ = post_report(srv.base, token, native_doc(f"r{i}.example.com"))
-        assert code == 202, body
-        ids.append(body["report"])
+    # report ids alternate between the two shares
+    ids = post_native_reports(srv.base, token, [f"r{i}.example.com" for i in range(6)])
     db = open_database(srv.database_url)
 
     def processed() -> bool:

@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
+from tests.support.reports import native_doc
+
 T = TypeVar("T")
 
 
@@ -68,3 +70,17 @@ def post_report(
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+
+
+def post_native_reports(base: str, token: str, hosts: list[str]) -> list[int]:
+    """POST a small native report for each host; every one must be accepted (202).
+
+    Returns the report ids in the order sent (consecutive ids alternate between the
+    processing processes' shares).
+    """
+    ids = []
+    for host in hosts:
+        code, body, _ = post_report(base, token, native_doc(host))
+        assert code == 202, body
+        ids.append(body["report"])
+    return ids
