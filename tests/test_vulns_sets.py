@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from patchwatch.domain.records import Package
 from patchwatch.domain.settings import Settings
 from patchwatch.domain.vulns.ecosystems import ecosystem_for_os
@@ -26,6 +28,7 @@ from patchwatch.inventory.vulns import fleet_vulnerabilities
 from patchwatch.inventory.vulns import vulnerability_detail
 from patchwatch.pipeline.hostvulns import refresh_host_vulns
 from patchwatch.pipeline.vulnfeeds import refresh_vulns
+from patchwatch.store import vulns as store_vulns
 from patchwatch.store.db import write_transaction
 from patchwatch.store.models import Host
 from patchwatch.store.models import PackageSet
@@ -135,7 +138,14 @@ def check_every_host(offered: list[Package]) -> None:
             assert {r["id"]: r["fixable"] for r in listed if r["fixable"]} == fixable, only
 
 
-def test_sets_from_their_base_match_each_host_matched_alone(db, tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_write", [None, 2])
+def test_sets_from_their_base_match_each_host_matched_alone(
+    db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_write: int | None
+) -> None:
+    # per_write: the sets written a few per statement, as a large fleet's are (each
+    # slice's ids read back, and on the recomputation each slice's updates)
+    if per_write is not None:
+        monkeypatch.setattr(store_vulns, "SETS_PER_WRITE", per_write)
     # the sets stored as processing stores a batch of reports: the drifting hosts'
     # as differences from the image's (conftest's small thresholds), the path under test
     ensure_package_sets(list(HOSTS.values()), 50.0)
