@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import http.client
 import json
 import os
 import platform
@@ -272,8 +273,9 @@ def send_all(
     base: str, tokens: list[str], bodies: list[bytes], senders: int
 ) -> tuple[float, list[float], dict[int, int], int]:
     """POST every body (with the token of the same index) with ``senders`` threads;
-    return wall time, latencies, statuses. A host's own token handed out in an answer
-    (the enrollment) replaces its entry in ``tokens``, for the next round."""
+    return wall time, latencies, statuses (0: the connection closed unanswered on every
+    attempt). A host's own token handed out in an answer (the enrollment) replaces its
+    entry in ``tokens``, for the next round."""
     statuses: dict[int, int] = {}
     retries = 0
     lock = threading.Lock()
@@ -306,6 +308,15 @@ def send_all(
                     with lock:
                         retries += 1
                     time.sleep(float(exc.headers.get("Retry-After", "1")))
+                    continue
+            except (ConnectionError, http.client.HTTPException):
+                # closed unanswered (the slow-loris header deadline, when a loaded
+                # machine starves the sender): the agent keeps the report and sends again
+                code = 0
+                if attempt < 4:
+                    with lock:
+                        retries += 1
+                    time.sleep(1)
                     continue
             break
         with lock:
