@@ -6,8 +6,9 @@ ids: it is computed from a parsed report before the store is touched, so that th
 receiver and processing find a set already stored with one indexed lookup, and two
 stores holding the same packages give a set the same digest. A repository set's
 digest is made the same way from its members' key lines. A *listing* digest
-(:func:`listing_digest`) hashes a report's package list as sent instead, before it is
-parsed: processing keeps which set each listing made. Pure: no storage here.
+(:func:`listing_digest`, :func:`patchman1_listing_digest`,
+:func:`patchman2_listing_digest`) hashes a report's package list as sent instead, before
+it is parsed: processing keeps which set each listing made. Pure: no storage here.
 """
 
 from __future__ import annotations
@@ -69,3 +70,48 @@ def listing_digest(packages: object, sources: object) -> str | None:
     except orjson.JSONEncodeError:
         return None
     return hashlib.sha256(LISTING_RULES + raw).hexdigest()
+
+
+#: the rules by which Patchman reports' package lists become records (protocol 1: the
+#: ``packages`` form field's quoted lines, ``patchwatch.domain.reports.protocol1``;
+#: protocol 2: the ``packages`` array, ``protocol2``; both through
+#: ``patchwatch.domain.reports.patchman.make_package``): change the version with any
+#: change to how either reads its packages. Each tag is a line of its own, unlike every
+#: other's up to its newline, so that no listing of one protocol or one version of its
+#: rules can equal another's, whatever the bytes that follow.
+PATCHMAN1_LISTING_RULES = b"patchwatch patchman/1 packages 1\n"
+PATCHMAN2_LISTING_RULES = b"patchwatch patchman/2 packages 1\n"
+
+
+def patchman1_listing_digest(packages: object) -> str | None:
+    """SHA-256 (hex) of a Patchman protocol 1 report's ``packages`` field, the text as
+    stored; None when it is not text.
+
+    Why: as :func:`listing_digest` for native reports, so that an unchanged re-report
+    of a Patchman client names its set without its 1,500 quoted lines being split and
+    turned into records. The text is all the package records are made of (each line
+    read alone, nothing else of the form consulted). The holds a deb line may carry
+    (a seventh field) come from the same text and belong to the host, not the set:
+    processing reads them again (``parse_protocol1(skip_packages=True)``). A lone
+    surrogate is hashed as written (``surrogatepass``): such a field fails the parse,
+    and a listing is only stored for a report that parsed.
+    """
+    if not isinstance(packages, str):
+        return None
+    return hashlib.sha256(
+        PATCHMAN1_LISTING_RULES + packages.encode("utf-8", "surrogatepass")
+    ).hexdigest()
+
+
+def patchman2_listing_digest(packages: object) -> str | None:
+    """SHA-256 (hex) of a Patchman protocol 2 report's ``packages`` array as sent (as
+    orjson writes the decoded value back); None when it cannot be written back.
+
+    Why and what equal digests mean: as :func:`listing_digest` (protocol 2 has no
+    sources, and its packages carry no holds).
+    """
+    try:
+        raw = orjson.dumps(packages)
+    except orjson.JSONEncodeError:
+        return None
+    return hashlib.sha256(PATCHMAN2_LISTING_RULES + raw).hexdigest()

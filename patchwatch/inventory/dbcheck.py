@@ -24,6 +24,7 @@ from patchwatch.store.models import Host
 from patchwatch.store.models import HostUpdate
 from patchwatch.store.models import Mirror
 from patchwatch.store.models import Package
+from patchwatch.store.models import PackageListing
 from patchwatch.store.models import PackageSet
 from patchwatch.store.models import Report
 from patchwatch.store.models import RepositorySet
@@ -33,9 +34,11 @@ from patchwatch.store.oversized import Removed
 from patchwatch.store.oversized import find_oversized
 from patchwatch.store.oversized import remove_oversized
 from patchwatch.store.package_sets import MEMBER_PACKAGE_COLUMN
-from patchwatch.store.package_sets import MEMBER_SET_COLUMN
 from patchwatch.store.package_sets import check as check_package_sets
+from patchwatch.store.package_sets import delete_listings
+from patchwatch.store.package_sets import delete_sets
 from patchwatch.store.package_sets import member_rows_of_sets
+from patchwatch.store.package_sets import orphan_listings
 
 
 def _orphan_update_sets() -> BaseModelSelect:
@@ -114,13 +117,18 @@ def _delete_ids(model: type[BaseModel], ids: list[int]) -> int:
     # the bulk tables have no foreign keys on PostgreSQL (migration 3): their rows go
     # with their set or package here, on every backend, rather than by cascade
     dependants = {
-        PackageSet: [MEMBER_SET_COLUMN],
         Package: [MEMBER_PACKAGE_COLUMN],
         UpdateSet: [UpdateSetItem.update_set],
     }.get(model, [])
     deleted = 0
     for chunk in chunks(ids):
         with write_transaction():
+            if model is PackageSet:  # with its member rows and its listings
+                deleted += delete_sets(database, list(chunk))
+                continue
+            if model is PackageListing:  # package_sets alone writes listings
+                deleted += delete_listings(list(chunk))
+                continue
             for column in dependants:
                 column.model.delete().where(column.in_(list(chunk))).execute()
             deleted += model.delete().where(model.id.in_(list(chunk))).execute()
@@ -150,6 +158,7 @@ def check_store(
     steps: list[tuple[str, Callable[[], BaseModelSelect], bool, str]] = [
         ("orphan update sets", _orphan_update_sets, True, "no host has these inputs"),
         ("orphan package sets", _orphan_package_sets, True, "no host, mirror or set uses it"),
+        ("listings of deleted sets", orphan_listings, True, "a package list's set is gone"),
         ("orphan repository sets", _orphan_repository_sets, True, "no host has it"),
         ("updates of deleted hosts", _stray_host_updates, True, "pending updates; host deleted"),
         ("items of deleted update sets", _stray_update_set_items, True, "update set deleted"),

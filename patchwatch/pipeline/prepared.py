@@ -5,8 +5,8 @@ The receiver stores a report's body after checking only its routing fields; proc
 and parses the stored body into a :class:`Prepared` report: the record (or why it does
 not parse) and, once known, the stored package set of its packages, in which case the
 package list may not have been read at all (``patchwatch.pipeline.processing``): a
-native report's list is named by its digest as sent (its *listing*) before it is
-parsed, and a listing seen before names its set.
+report's list is named by its digest as sent (its *listing*) before it is parsed, and
+a listing seen before names its set.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from patchwatch.domain.reports import parse_native
 from patchwatch.domain.reports import parse_protocol1
 from patchwatch.domain.reports import parse_protocol2
 from patchwatch.domain.set_digest import listing_digest
+from patchwatch.domain.set_digest import patchman1_listing_digest
+from patchwatch.domain.set_digest import patchman2_listing_digest
 from patchwatch.store.models import Report
 from patchwatch.store.report_queue import stored_text
 
@@ -40,9 +42,8 @@ class Prepared:
     the report's failure reason). ``package_set_id`` is the stored set of the
     report's packages once it is known; ``packages_read`` is False when the record
     was parsed without its package list because that set was known beforehand.
-    ``listing``: the digest of the package list as sent
-    (``patchwatch.domain.set_digest.listing_digest``; None for other protocols and
-    bodies that do not decode).
+    ``listing``: the digest of the package list as sent (:func:`listing_of`; None for
+    bodies that do not decode and lists that cannot be hashed).
     """
 
     row: Report
@@ -65,7 +66,7 @@ class Prepared:
 
 def prepare(row: Report, package_set_id: int | None = None) -> Prepared:
     """Parse a stored report; without its package list when ``package_set_id``, the
-    stored set of its packages, is known (native reports only)."""
+    stored set of its packages, is known."""
     try:
         doc = decode_body(row.body)
     except ParseError as exc:
@@ -85,8 +86,8 @@ def prepare_decoded(
     ``package_set_id``: the stored set of its packages, when known: the list is not
     read. ``packages``: the records another report of the batch made of the same
     list as sent (the same ``listing``): the list is not read either, and these
-    stand for it. Both for native reports only; ``doc`` is changed (its list
-    emptied) when either is given.
+    stand for it. ``doc`` may be changed (a native report's list emptied) when either
+    is given.
     """
     skip = package_set_id is not None or packages is not None
     try:
@@ -101,17 +102,30 @@ def prepare_decoded(
 
 
 def listing_of(protocol: str, doc: object) -> str | None:
-    """The listing digest of a decoded body's package list (native reports), or None."""
-    if protocol != NATIVE or not isinstance(doc, dict) or "packages" not in doc:
+    """The listing digest of a decoded body's package list, or None (no list, or one
+    that cannot be hashed).
+
+    Native: the ``packages`` and ``sources`` arrays; Patchman protocol 1: the
+    ``packages`` form field's text; protocol 2: the ``packages`` array. Each under a
+    tag of its protocol and parser rules (``patchwatch.domain.set_digest``), so that the
+    same packages sent by two protocols never share a listing.
+    """
+    if not isinstance(doc, dict) or "packages" not in doc:
         return None
-    return listing_digest(doc["packages"], doc.get("sources"))
+    if protocol == NATIVE:
+        return listing_digest(doc["packages"], doc.get("sources"))
+    if protocol == PATCHMAN1:
+        return patchman1_listing_digest(doc["packages"])
+    if protocol == PATCHMAN2:
+        return patchman2_listing_digest(doc["packages"])
+    return None
 
 
 def decode_report(protocol: str, body: bytes, skip_packages: bool = False) -> HostReport:
     """Parse a stored body with the parser of its protocol.
 
-    ``skip_packages`` (native reports only) leaves the package list out: the caller
-    knows its set already (see :func:`prepare`).
+    ``skip_packages`` leaves the package list out (not its holds): the caller knows
+    its set already (see :func:`prepare`).
 
     :raises ParseError: when the body does not parse (kept as the failure reason).
     """
@@ -140,7 +154,7 @@ def decode_body(body: bytes) -> Any:
 
 def parse_document(protocol: str, doc: Any, skip_packages: bool = False) -> HostReport:
     """Parse a decoded body with the parser of its protocol (``skip_packages``: see
-    :func:`decode_report`; the document's list is emptied).
+    :func:`decode_report`; a native document's list is emptied).
 
     :raises ParseError: when the document does not parse.
     """
@@ -149,7 +163,7 @@ def parse_document(protocol: str, doc: Any, skip_packages: bool = False) -> Host
             doc["packages"] = []
         return parse_native(doc)
     if protocol == PATCHMAN1:
-        return parse_protocol1(doc)
+        return parse_protocol1(doc, skip_packages)
     if protocol == PATCHMAN2:
-        return parse_protocol2(doc)
+        return parse_protocol2(doc, skip_packages)
     raise ParseError(f"unknown protocol {protocol!r}")

@@ -439,7 +439,7 @@ def _prepare_batch(rows: list[Report], force: bool) -> list[Prepared]:
     """The batch's reports ready to apply, parsed from their bodies (outside any
     transaction), without the package list where its stored set is known.
 
-    A native report's list is named by its digest as sent (its listing) before it
+    A report's list is named by its digest as sent (its listing) before it
     is parsed. A listing that made a set before (an unchanged re-report, a host that
     did not drift from its image) names that set, and the list is not read; one that
     an earlier report of the batch brings shares that report's records. Only the

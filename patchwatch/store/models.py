@@ -117,7 +117,7 @@ class PackageSet(BaseModel):
 
 
 class PackageListing(BaseModel):
-    """A package list as a native report sent it, by its listing digest, and the
+    """A package list as a report sent it, by its listing digest, and the
     package set it made, by that set's digest (schema 23).
 
     Why: processing a report whose list is one it has seen (an unchanged re-report,

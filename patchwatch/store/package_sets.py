@@ -31,7 +31,9 @@ packages as a query),
 :func:`matching_members` and :func:`sets_holding` (sets holding packages),
 :func:`make_whole` and :func:`check`. For deleting: :func:`member_rows_of_sets` and the
 member-row columns (``dbcheck``), :func:`sets_to_remove_with` and
-:func:`delete_sets` (oversized rows). Everything else reads and writes sets here.
+:func:`delete_sets` (oversized rows, ``dbcheck``'s orphan sets; their listings go with
+them), :func:`orphan_listings` and :func:`delete_listings` (``dbcheck``). Everything
+else reads and writes sets here.
 
 Which of some packages many sets hold, sets written whole or as differences: a
 difference holds its base's packages except those its member rows list, plus those
@@ -55,6 +57,7 @@ from peewee import Database
 from peewee import Field
 from peewee import IntegrityError
 from peewee import ModelSelect
+from peewee import fn
 
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
@@ -687,12 +690,53 @@ def sets_to_remove_with(db: Database, packages: Sequence[int]) -> list[int]:
     )
 
 
-def delete_sets(db: Database, set_ids: Sequence[int]) -> None:
-    """Delete these sets and their member rows (nothing may refer to them any more)."""
+def delete_sets(db: Database, set_ids: Sequence[int]) -> int:
+    """Delete these sets, their member rows and the listings that name them (nothing
+    else may refer to them any more), in the caller's transaction; the number of
+    sets deleted.
+
+    Why the listings: a listing names its set by digest, so it stays harmless once
+    the set is gone (it finds nothing), but it would stay for good; deleted with its
+    set, nothing accumulates. A store older than listings (migration 9 runs this
+    before migration 23 creates them) has none to delete.
+    """
+    listings = db.table_exists(_LISTING)
+    deleted = 0
     for chunk in chunks(sorted(set(set_ids))):
         marks = ", ".join([db.param] * len(chunk))
+        if listings:
+            db.execute_sql(
+                f"DELETE FROM {_LISTING} WHERE set_digest IN "
+                f"(SELECT digest FROM {_SET} WHERE id IN ({marks}))",
+                chunk,
+            )
         db.execute_sql(f"DELETE FROM {MEMBER_ROWS} WHERE package_set_id IN ({marks})", chunk)
-        db.execute_sql(f"DELETE FROM {_SET} WHERE id IN ({marks})", chunk)
+        deleted += db.execute_sql(f"DELETE FROM {_SET} WHERE id IN ({marks})", chunk).rowcount
+    return deleted
+
+
+def orphan_listings() -> ModelSelect:
+    """The ids of the listings whose set digest names no stored set.
+
+    Left by a set deleted before its listings went with it (:func:`delete_sets`), or
+    by any other way a set goes. Such a listing finds nothing
+    (:func:`sets_of_listings`), so it is only dead weight: ``dbcheck`` counts them
+    and ``--fix`` deletes them (:func:`delete_listings`).
+    """
+    named = PackageSet.select(PackageSet.id).where(PackageSet.digest == PackageListing.set_digest)
+    return PackageListing.select(PackageListing.id).where(~fn.EXISTS(named))
+
+
+def delete_listings(ids: Sequence[int]) -> int:
+    """Delete these listings (by row id) in the caller's transaction; how many went.
+
+    A listing deleted costs at most one parse of a list seen again, which then
+    stores it anew.
+    """
+    deleted = 0
+    for chunk in chunks(sorted(set(ids))):
+        deleted += PackageListing.delete().where(PackageListing.id.in_(list(chunk))).execute()
+    return deleted
 
 
 def check(chunk: int = 100) -> list[int]:

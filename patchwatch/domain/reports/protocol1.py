@@ -160,6 +160,28 @@ def _dpkg_hold(status: str) -> bool:
     return len(words) == 3 and words[0] == "hold" and words[2] == "installed"
 
 
+def _package_line(
+    line: str, lineno: int, skipped: dict[str, int]
+) -> tuple[Package | None, list[str]]:
+    """One stripped, non-blank line of the ``packages`` field: its package (None for
+    one skipped) and its fields."""
+    fields = _quoted_fields(line)
+    if fields is None or not 6 <= len(fields) <= 8:
+        raise ParseError(
+            "expected 'name' 'epoch' 'version' 'release' 'arch' 'type' ['category' 'repo']",
+            f"packages line {lineno}",
+        )
+    return make_package(fields, f"packages line {lineno}", skipped), fields
+
+
+def _held(package: Package, fields: list[str], held: list[HeldPackage]) -> None:
+    """Add ``package`` to ``held`` when its line's seventh field is a dpkg hold."""
+    if len(fields) > 6 and package.kind is PackageKind.DEB and _dpkg_hold(fields[6]):
+        held.append(HeldPackage(package.name, package.arch))
+        if len(held) > MAX_HELD:
+            raise ParseError(f"more than {MAX_HELD} held packages", "packages")
+
+
 def _protocol1_packages(
     text: str, skipped: dict[str, int], held: list[HeldPackage]
 ) -> tuple[Package, ...]:
@@ -174,22 +196,33 @@ def _protocol1_packages(
         line = raw.strip()
         if not line:
             continue
-        fields = _quoted_fields(line)
-        if fields is None or not 6 <= len(fields) <= 8:
-            raise ParseError(
-                "expected 'name' 'epoch' 'version' 'release' 'arch' 'type' ['category' 'repo']",
-                f"packages line {lineno}",
-            )
-        package = make_package(fields, f"packages line {lineno}", skipped)
+        package, fields = _package_line(line, lineno, skipped)
         if package is not None:
             out.append(package)
             if len(out) > MAX_PACKAGES:
                 raise ParseError(f"more than {MAX_PACKAGES} packages", "packages")
-            if len(fields) > 6 and package.kind is PackageKind.DEB and _dpkg_hold(fields[6]):
-                held.append(HeldPackage(package.name, package.arch))
-                if len(held) > MAX_HELD:
-                    raise ParseError(f"more than {MAX_HELD} held packages", "packages")
+            _held(package, fields, held)
     return tuple(dict.fromkeys(out))
+
+
+def _protocol1_holds(text: str, held: list[HeldPackage]) -> None:
+    """Only the holds of a ``packages`` field (:func:`_protocol1_packages` for a field
+    whose packages are known): the same ``held`` from the lines that can carry one.
+
+    Why: a report whose package list processing knows by its listing still sets the
+    host's holds, which the same lines carry. A hold's status holds the word ``hold``,
+    so only lines with it are split, and the stock client's text (six fields, never
+    a hold) is searched once and not split at all.
+    """
+    if "hold" not in text:
+        return
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        if "hold" not in raw:
+            continue
+        line = raw.strip()
+        package, fields = _package_line(line, lineno, {})
+        if package is not None:
+            _held(package, fields, held)
 
 
 def _protocol1_repos(
@@ -303,7 +336,7 @@ def protocol1_host(form: Mapping[str, str]) -> tuple[str, str]:
     return parse_hostname(protocol1_field(form, "host").strip(), "host")
 
 
-def parse_protocol1(form: Mapping[str, str]) -> HostReport:
+def parse_protocol1(form: Mapping[str, str], skip_packages: bool = False) -> HostReport:
     """Read Patchman protocol 1: the multipart form of ``POST /reports/upload/``.
 
     Fields (reference 1.2): ``host``, ``os``, ``kernel`` (``%2b`` URL-decoded), ``arch``,
@@ -326,6 +359,11 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
       ``report`` ("true"/"false": the client asked for the text echo),
       ``module_repositories``, ``skipped_packages`` and ``skipped_repositories``
       (Gentoo lines, counted as ``type=count``).
+
+    ``skip_packages``: the ``packages`` field's packages are left out (the caller knows
+    the set they make, by the field's listing digest,
+    ``patchwatch.domain.set_digest.patchman1_listing_digest``); its holds are still
+    read, and ``skipped_packages`` is then absent from ``extra``.
 
     A host name is required: the caller may substitute the client's reverse-DNS name
     before calling, as Patchman does, if it wants that fallback.
@@ -352,7 +390,11 @@ def parse_protocol1(form: Mapping[str, str]) -> HostReport:
     skipped_packages: dict[str, int] = {}
     skipped_repos: dict[str, int] = {}
     held: list[HeldPackage] = []
-    packages = _protocol1_packages(field("packages"), skipped_packages, held)
+    if skip_packages:
+        packages: tuple[Package, ...] = ()
+        _protocol1_holds(field("packages"), held)
+    else:
+        packages = _protocol1_packages(field("packages"), skipped_packages, held)
     repos_text = field("repos")
     repositories = (
         _protocol1_repos(repos_text, os_info.family == "suse", skipped_repos, arch)

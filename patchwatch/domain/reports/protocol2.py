@@ -212,7 +212,7 @@ def _protocol2_updates(items: list[object], field: str, security: bool) -> list[
     return out
 
 
-def parse_protocol2(doc: object) -> HostReport:
+def parse_protocol2(doc: object, skip_packages: bool = False) -> HostReport:
     """Read Patchman protocol 2: the decoded JSON body of ``POST /api/report/``.
 
     Keys as in reference 1.8: ``protocol`` (2, default 2), ``hostname``, ``arch``,
@@ -227,6 +227,11 @@ def parse_protocol2(doc: object) -> HostReport:
     taken back from ``priority``, where the client's JSON builder puts it.
     ``reboot_required`` true -> True, false -> None, since the client sends false when
     it simply cannot tell.
+
+    ``skip_packages``: the ``packages`` array is not read (the caller knows the set it
+    makes, by its listing digest,
+    ``patchwatch.domain.set_digest.patchman2_listing_digest``); ``skipped_packages`` is
+    then absent from ``extra``.
 
     :raises ParseError: with ``where`` as a JSON path, e.g. ``packages[3].version``.
     """
@@ -265,7 +270,11 @@ def parse_protocol2(doc: object) -> HostReport:
 
     skipped_packages: dict[str, int] = {}
     skipped_repos: dict[str, int] = {}
-    packages = _protocol2_packages(top.array("packages", MAX_PACKAGES), skipped_packages)
+    packages = (
+        ()
+        if skip_packages
+        else _protocol2_packages(top.array("packages", MAX_PACKAGES), skipped_packages)
+    )
     repo_items = top.array("repos", MAX_REPOSITORIES)
     repositories = (
         _protocol2_repos(repo_items, os_info.family == "suse", skipped_repos, arch)
