@@ -9,21 +9,19 @@ older report never overwrites the state of a newer one.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from collections.abc import Iterator
 from collections.abc import Sequence
-from contextlib import contextmanager
 from contextlib import nullcontext
 
 from peewee import IntegrityError
 from peewee import ModelSelect
 
+from patchwatch.domain.collector import collector_paused
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.protocols import NATIVE
 from patchwatch.domain.records import HostReport
@@ -615,29 +613,11 @@ def _process(
 ) -> Counter[str]:
     outcome: Counter[str] = Counter()
     for start in range(0, len(rows), BATCH_REPORTS):
-        with _collection_paused():
+        with collector_paused():  # a batch is acyclic: see collector_paused
             outcome.update(_process_batch(rows[start : start + BATCH_REPORTS], now, force,
                                           hold_seconds))  # fmt: skip
     outcome.pop("skipped", None)
     return outcome
-
-
-@contextmanager
-def _collection_paused() -> Iterator[None]:
-    """Run the block with the cyclic garbage collector off (as it was after).
-
-    Why: a batch's decoded bodies are some 150,000 dicts, each counted towards the
-    next collection, and the collections over a heap holding the parsed-package memo
-    cost 6-8 % of processing's CPU (docs/performance.md). What a batch leaves behind is
-    freed by reference counting; the few cycles wait for the next collection after it.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _process_batch(

@@ -24,13 +24,13 @@ from dataclasses import field
 
 import orjson
 
+from patchwatch.domain.collector import collector_paused
 from patchwatch.domain.packed_ids import pack_ids
 from patchwatch.domain.packed_ids import unpack_ids
 from patchwatch.domain.records import OSInfo
 from patchwatch.domain.records import Package as PackageRecord
 from patchwatch.domain.records import PackageKind
 from patchwatch.domain.vulns.epss import EpssScore
-from patchwatch.domain.vulns.feed import collector_paused
 from patchwatch.domain.vulns.feeds import affected_from_json
 from patchwatch.domain.vulns.feeds import ranges_to_json
 from patchwatch.domain.vulns.identity import merge

@@ -41,7 +41,7 @@ names the same version history), so one load keeps, and checks, one copy of each
 distinct version, event, range and ``versions`` list, and interns names and ids: a
 50,000-record feed shares them. Where a record breaks the schema is spelled out only
 when it does, and the cyclic garbage collector stays out of the load
-(``feed.collector_paused``).
+(``patchwatch.domain.collector.collector_paused``).
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ from typing import Any
 
 import orjson
 
+from patchwatch.domain.collector import collector_paused
 from patchwatch.domain.errors import ParseError
 from patchwatch.domain.errors import VersionError
 from patchwatch.domain.vulns.ecosystems import Ordering
 from patchwatch.domain.vulns.ecosystems import check_version
 from patchwatch.domain.vulns.ecosystems import ordering_for
-from patchwatch.domain.vulns.feed import collector_paused
 from patchwatch.domain.vulns.identity import identities
 from patchwatch.domain.vulns.model import Affected
 from patchwatch.domain.vulns.model import Event
