@@ -642,27 +642,20 @@ def _process_batch(
                     done += len(group)
                     if time.monotonic() > deadline:
                         break
-        except IntegrityError as exc:
-            # a cached set or package id was deleted meanwhile (dbcheck --fix): the
-            # caches are only a shortcut, so drop them and store the shared rows
-            # again from the reports' whole records
-            forget_cached_ids()
-            if retried >= BATCH_RETRIES:
-                raise
-            retried += 1
-            log.warning("reports %d-%d rolled back (%s); storing their shared rows again",
-                        batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
-            _restore_shared_rows(batch[first:], now, force)
-            done = first
-            continue
         except Exception as exc:
-            # the ids this transaction cached may name rows it did not commit
+            # the ids this transaction cached may name rows it did not commit; an
+            # IntegrityError says a cached set or package id was deleted meanwhile
+            # (dbcheck --fix): the caches are only a shortcut, so the shared rows are
+            # stored again from the reports' whole records
             forget_cached_ids()
-            if not is_transient(exc) or retried >= BATCH_RETRIES:
+            stale = isinstance(exc, IntegrityError)
+            if not (stale or is_transient(exc)) or retried >= BATCH_RETRIES:
                 raise
             retried += 1
             log.warning("reports %d-%d rolled back (%s); applying them again",
                         batch[first].row.id, batch[-1].row.id, exc)  # fmt: skip
+            if stale:
+                _restore_shared_rows(batch[first:], now, force)
             done = first
             continue
         outcome.update(part)
