@@ -21,22 +21,15 @@ before read as they were.
 
 from __future__ import annotations
 
-import sys
 import zlib
 
+from patchwatch.domain.repodata.compression import ZstdError
+from patchwatch.domain.repodata.compression import zstd_compress
+from patchwatch.domain.repodata.compression import zstd_decompress
 from patchwatch.store.db import database
 from patchwatch.store.db import is_sqlite
 from patchwatch.store.db import raw_sql
 from patchwatch.store.models import Report
-
-if sys.version_info >= (3, 14):  # pragma: no cover - stdlib zstd arrived in 3.14 (PEP 784)
-    from compression.zstd import ZstdError
-    from compression.zstd import compress as zstd_compress
-    from compression.zstd import decompress as zstd_decompress
-else:  # the official backport, the same API
-    from backports.zstd import ZstdError
-    from backports.zstd import compress as zstd_compress
-    from backports.zstd import decompress as zstd_decompress
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STORE_LEVEL = 1
@@ -92,7 +85,8 @@ def insert_report(
 ) -> int:
     """Queue one report (``pending``) as the receiver stored it; return its id.
 
-    ``body``: the report as stored (a gzip or zlib stream of its JSON), ``size`` its
+    ``body``: the report as stored (:func:`compress_body`'s zstd frame, or the gzip
+    stream an agent sent), ``size`` its
     length decompressed. Fields are cut to their columns' lengths as
     ``patchwatch.pipeline.processing.store_report`` does.
     """

@@ -32,16 +32,23 @@ from patchwatch.domain.errors import TooLargeError
 if sys.version_info >= (3, 14):  # pragma: no cover - stdlib zstd arrived in 3.14 (PEP 784)
     from compression.zstd import ZstdError
     from compression.zstd import ZstdFile
+    from compression.zstd import compress as zstd_compress
+    from compression.zstd import decompress as zstd_decompress
 else:  # the official backport has the same API, including max_length and EOFError
     from backports.zstd import ZstdError
     from backports.zstd import ZstdFile
+    from backports.zstd import compress as zstd_compress
+    from backports.zstd import decompress as zstd_decompress
 
 __all__ = [
     "KINDS",
+    "ZstdError",
     "compute_kind",
     "decompress",
     "open_decompressed",
     "sniff_kind",
+    "zstd_compress",
+    "zstd_decompress",
 ]
 
 #: Canonical kind names; "plain" means not compressed.
